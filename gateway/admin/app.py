@@ -1,0 +1,75 @@
+"""The admin ASGI app: a table of endpoints and the ASGI plumbing around it."""
+
+from collections.abc import Callable
+from urllib.parse import parse_qsl
+
+import attrs
+
+from gateway.admin import views
+from gateway.admin.views import Reply
+from gateway.asgi import Receive, Scope, Send, complete_lifespan
+from gateway.server import Gateway
+
+
+@attrs.frozen
+class Endpoint:
+    path: str
+    handler: Callable[[Gateway, dict[str, str]], Reply]
+    help: str
+    mutates: bool = False
+
+
+ENDPOINTS = (
+    Endpoint("/", lambda gw, q: views.index(_HELP), "this list of endpoints"),
+    Endpoint("/ready", views.ready, "LIVE (200) or DRAINING (503)"),
+    Endpoint("/server_info", views.server_info, "version, state and uptime"),
+    Endpoint("/stats", views.stats, "all stats; ?filter=REGEX, ?format=json|prometheus"),
+    Endpoint("/stats/prometheus", views.stats_prometheus, "stats in Prometheus text format"),
+    Endpoint("/config_dump", views.config_dump, "the effective configuration as JSON"),
+    Endpoint("/clusters", views.clusters, "upstream hosts and their stats; ?format=json"),
+    Endpoint("/listeners", views.listeners, "listeners and bound addresses; ?format=json"),
+    Endpoint("/logging", views.logging_get, "logger levels (POST ?level= or ?LOGGER=LEVEL)"),
+    Endpoint("/tasks", views.tasks, "the live Trio task tree; ?format=text"),
+    Endpoint("/quitquitquit", views.quit, "drain and exit (POST)", mutates=True),
+)
+_BY_PATH = {e.path: e for e in ENDPOINTS}
+_HELP = [(e.path, e.help) for e in ENDPOINTS]
+
+
+class AdminApp:
+    def __init__(self, gw: Gateway) -> None:
+        self._gw = gw
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "lifespan":
+            await complete_lifespan(receive, send)
+            return
+        if scope["type"] != "http":
+            return
+        reply = self._dispatch(scope)
+        await send(
+            {
+                "type": "http.response.start",
+                "status": reply.status,
+                "headers": [
+                    (b"content-type", reply.content_type.encode()),
+                    (b"cache-control", b"no-cache, max-age=0"),
+                ],
+            }
+        )
+        await send({"type": "http.response.body", "body": reply.body})
+
+    def _dispatch(self, scope: Scope) -> Reply:
+        path = scope["path"].rstrip("/") or "/"
+        endpoint = _BY_PATH.get(path)
+        query = dict(parse_qsl(scope["query_string"].decode("latin-1"), keep_blank_values=True))
+        method = scope["method"]
+        if endpoint is None:
+            return Reply.text(f"no admin endpoint {path}; see /\n", 404)
+        if path == "/logging" and method == "POST":
+            return views.logging_post(self._gw, query)
+        if endpoint.mutates and method != "POST":
+            return Reply.text(f"{path} requires POST\n", 405)
+        if method not in ("GET", "HEAD", "POST"):
+            return Reply.text("method not allowed\n", 405)
+        return endpoint.handler(self._gw, query)

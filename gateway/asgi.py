@@ -1,0 +1,18 @@
+"""The bits of ASGI shared by the admin app and the demo upstreams."""
+
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+Scope = dict[str, Any]
+Receive = Callable[[], Awaitable[dict[str, Any]]]
+Send = Callable[[dict[str, Any]], Awaitable[None]]
+
+
+async def complete_lifespan(receive: Receive, send: Send) -> None:
+    """Acknowledges startup and shutdown; these apps have nothing to set up."""
+    while True:
+        message = await receive()
+        kind = message["type"].rpartition(".")[2]
+        await send({"type": f"lifespan.{kind}.complete"})
+        if kind == "shutdown":
+            return

@@ -1,0 +1,93 @@
+"""The `gateway` command: serve, validate, demo-upstreams."""
+
+import argparse
+import contextlib
+import logging
+import signal
+import sys
+
+import trio
+
+from gateway.config import GatewayConfig, load_config
+from gateway.errors import ConfigError, StartupError
+from gateway.server import open_gateway
+
+log = logging.getLogger("gateway")
+
+
+async def serve(config: GatewayConfig) -> None:
+    """Runs until SIGINT/SIGTERM or POST /quitquitquit, then drains and returns."""
+    async with open_gateway(config) as gw:
+        with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+            async with trio.open_nursery() as nursery:
+
+                async def on_signal() -> None:
+                    async for signum in signals:
+                        log.info("received %s: draining", signal.Signals(signum).name)
+                        gw.request_shutdown()
+                        return
+
+                nursery.start_soon(on_signal, name="signal handler")
+                await gw.shutdown_requested.wait()
+                nursery.cancel_scope.cancel()
+        log.info("draining for up to %ss", config.server.drain_timeout)
+    log.info("stopped")
+
+
+def _summary(config: GatewayConfig) -> str:
+    routes = sum(len(v.routes) for v in config.virtual_hosts.values())
+    return (
+        f"{len(config.listeners)} listener(s), {len(config.virtual_hosts)} virtual host(s), "
+        f"{routes} route(s), {len(config.clusters)} cluster(s), "
+        f"{len(config.http_filters)} http filter(s)"
+    )
+
+
+def _load(path: str) -> GatewayConfig:
+    try:
+        return load_config(path)
+    except ConfigError as exc:
+        print(f"{path}: {len(exc.errors)} error(s):", file=sys.stderr)
+        for error in exc.errors:
+            print(f"  {error}", file=sys.stderr)
+        raise SystemExit(1) from None
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="gateway", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    p_serve = sub.add_parser("serve", help="run the gateway")
+    p_serve.add_argument("config")
+    p_serve.add_argument(
+        "--log-level",
+        default="info",
+        choices=["debug", "info", "warning", "error", "critical"],
+    )
+    p_validate = sub.add_parser("validate", help="check a config file and exit")
+    p_validate.add_argument("config")
+    p_demo = sub.add_parser("demo-upstreams", help="run HTTP echo servers for the example")
+    p_demo.add_argument(
+        "addresses", nargs="*", default=["127.0.0.1:8080", "127.0.0.1:8081"], metavar="ADDRESS"
+    )
+    args = parser.parse_args(argv)
+
+    logging.basicConfig(
+        level=getattr(args, "log_level", "info").upper(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    if args.command == "validate":
+        config = _load(args.config)
+        print(f"{args.config}: OK: {_summary(config)}")
+    elif args.command == "serve":
+        config = _load(args.config)
+        try:
+            trio.run(serve, config)
+        except StartupError as exc:
+            print(f"gateway: {exc}", file=sys.stderr)
+            raise SystemExit(1) from None
+    else:
+        from gateway.demo import serve_demo_upstreams
+
+        with contextlib.suppress(KeyboardInterrupt):
+            trio.run(serve_demo_upstreams, args.addresses)

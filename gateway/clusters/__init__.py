@@ -1,0 +1,1 @@
+"""Clusters: upstream hosts, load balancing and connection pools."""

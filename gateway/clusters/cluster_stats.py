@@ -1,0 +1,58 @@
+"""Per-cluster stats (in /stats, Envoy's names) and per-host stats (in /clusters)."""
+
+import attrs
+
+from gateway.stats import Counter, Gauge, Histogram, Scope
+
+_RESPONSE_CLASSES = ("1xx", "2xx", "3xx", "4xx", "5xx")
+
+
+@attrs.define
+class ClusterStats:
+    upstream_cx_total: Counter
+    upstream_cx_active: Gauge
+    upstream_cx_connect_fail: Counter
+    upstream_cx_connect_timeout: Counter
+    upstream_cx_destroy: Counter
+    upstream_cx_idle_timeout: Counter
+    upstream_rq_total: Counter
+    upstream_rq_active: Gauge
+    upstream_rq_timeout: Counter
+    upstream_rq_pending_overflow: Counter
+    upstream_rq_pending_active: Gauge
+    upstream_rq_time: Histogram
+    upstream_cx_none_healthy: Counter
+    upstream_rq_by_class: dict[str, Counter]
+
+    @classmethod
+    def create(cls, scope: Scope) -> "ClusterStats":
+        kinds = {f.name: f.type for f in attrs.fields(cls)}
+        values: dict[str, object] = {}
+        for name, kind in kinds.items():
+            if name == "upstream_rq_by_class":
+                values[name] = {c: scope.counter(f"upstream_rq_{c}") for c in _RESPONSE_CLASSES}
+            elif kind is Counter:
+                values[name] = scope.counter(name)
+            elif kind is Gauge:
+                values[name] = scope.gauge(name)
+            else:
+                values[name] = scope.histogram(name)
+        return cls(**values)  # type: ignore[arg-type]
+
+    def record_response(self, status: int) -> None:
+        if 100 <= status <= 599:
+            self.upstream_rq_by_class[f"{status // 100}xx"].value += 1
+
+
+@attrs.define
+class HostStats:
+    """Envoy's per-host stats, as /clusters prints them (`cluster::host::stat::value`)."""
+
+    cx_total: int = 0
+    cx_active: int = 0
+    cx_connect_fail: int = 0
+    rq_total: int = 0
+    rq_active: int = 0
+    rq_success: int = 0
+    rq_error: int = 0
+    rq_timeout: int = 0

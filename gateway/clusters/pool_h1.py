@@ -1,0 +1,190 @@
+"""The HTTP/1.1 connection pool of one upstream host.
+
+Theory of operation
+-------------------
+Idle connections wait in a trio memory channel. A request *borrows* a connection with
+`async with pool.borrow() as conn:`; when the block ends the connection goes back to the
+channel only if the exchange finished cleanly on both sides (h11 says DONE/DONE). Any
+exception, including Cancelled from a client that went away or a route timeout, closes it
+instead: a cancelled write may have sent half a request, so such a connection is poison.
+
+Capacity is an open-connection count checked against `max_connections_per_host`. A borrower
+takes an idle connection if there is one, else opens a new one if under the limit, else
+waits on the channel. Closing a connection frees capacity, and if borrowers are waiting it
+sends a `None` token down the channel to wake one of them to connect anew. Bookkeeping is
+synchronous and happens in `finally` blocks, so cancellation at any await (including in the
+middle of a connect) can never leak a slot: the lesson of httpcore#785/#1093.
+
+Expiry: a connection idle longer than `idle_timeout`, or one that became readable while
+idle (the upstream closed it), is closed when found, either by a borrower or by the
+cluster's reaper task.
+"""
+
+import math
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import attrs
+import trio
+
+from gateway.clusters.cluster_stats import ClusterStats, HostStats
+from gateway.clusters.upstream_h1 import UpstreamConnection, UpstreamState
+from gateway.config.model import Address, Cluster
+from gateway.errors import UpstreamConnectError, UpstreamOverflow
+
+
+@attrs.frozen
+class PoolStatistics:
+    open: int
+    idle: int
+    waiting: int
+    max_connections: int
+
+
+class HostPool:
+    def __init__(
+        self,
+        address: Address,
+        config: Cluster,
+        cluster_stats: ClusterStats,
+        host_stats: HostStats,
+    ) -> None:
+        self.address = address
+        self._config = config
+        self._label = str(address)
+        self._cluster_stats = cluster_stats
+        self._host_stats = host_stats
+        # Items are idle connections, or None: a token saying "capacity freed, connect anew".
+        # The channel never holds more than the open connections plus woken waiters.
+        self._idle_send, self._idle_recv = trio.open_memory_channel[UpstreamConnection | None](
+            math.inf
+        )
+        self._open = 0
+        self._closed = False
+
+    def __repr__(self) -> str:
+        s = self.statistics()
+        return (
+            f"<HostPool {self._label} open={s.open} idle={s.idle} waiting={s.waiting}"
+            f"/{s.max_connections}>"
+        )
+
+    def statistics(self) -> PoolStatistics:
+        channel = self._idle_recv.statistics()
+        return PoolStatistics(
+            open=self._open,
+            idle=channel.current_buffer_used,
+            waiting=channel.tasks_waiting_receive,
+            max_connections=self._config.max_connections_per_host,
+        )
+
+    @asynccontextmanager
+    async def borrow(self) -> AsyncIterator[UpstreamConnection]:
+        """Lends a connection for one exchange; raises UpstreamOverflow/UpstreamConnectError."""
+        conn = await self._acquire()
+        conn.state = UpstreamState.BUSY
+        conn.requests += 1
+        try:
+            yield conn
+        except BaseException:
+            self._discard(conn)
+            raise
+        if conn.codec.reusable and not self._closed:
+            conn.codec.start_next_cycle()
+            conn.state = UpstreamState.READY
+            conn.idle_since = time.monotonic()
+            self._idle_send.send_nowait(conn)
+        else:
+            self._discard(conn)
+
+    async def _acquire(self) -> UpstreamConnection:
+        deadline = trio.current_time() + self._config.pool_timeout
+        while True:
+            try:
+                conn = self._idle_recv.receive_nowait()
+            except trio.WouldBlock:
+                pass
+            else:
+                if conn is not None and self._usable(conn):
+                    return conn
+                continue
+            if self._open < self._config.max_connections_per_host:
+                return await self._connect()
+            self._cluster_stats.upstream_rq_pending_active.inc()
+            try:
+                with trio.move_on_at(deadline):
+                    conn = await self._idle_recv.receive()
+                    if conn is not None and self._usable(conn):
+                        return conn
+                    continue
+            finally:
+                self._cluster_stats.upstream_rq_pending_active.dec()
+            self._cluster_stats.upstream_rq_pending_overflow.inc()
+            raise UpstreamOverflow()
+
+    def _usable(self, conn: UpstreamConnection) -> bool:
+        if time.monotonic() - conn.idle_since < self._config.idle_timeout and not conn.is_stale():
+            return True
+        self._cluster_stats.upstream_cx_idle_timeout.inc()
+        self._discard(conn)
+        return False
+
+    async def _connect(self) -> UpstreamConnection:
+        self._open += 1
+        self._host_stats.cx_total += 1
+        self._host_stats.cx_active += 1
+        self._cluster_stats.upstream_cx_total.inc()
+        self._cluster_stats.upstream_cx_active.inc()
+        try:
+            with trio.fail_after(self._config.connect_timeout):
+                stream = await trio.open_tcp_stream(self.address.host, self.address.port)
+        except BaseException as exc:
+            self._forget()
+            if isinstance(exc, OSError | trio.TooSlowError):
+                self._host_stats.cx_connect_fail += 1
+                self._cluster_stats.upstream_cx_connect_fail.inc()
+                if isinstance(exc, trio.TooSlowError):
+                    self._cluster_stats.upstream_cx_connect_timeout.inc()
+                raise UpstreamConnectError(f"connect to {self._label} failed: {exc!r}") from exc
+            raise
+        return UpstreamConnection(
+            stream, self._label, max_header_bytes=self._config.max_response_headers_kb * 1024
+        )
+
+    def _discard(self, conn: UpstreamConnection) -> None:
+        conn.close()
+        self._cluster_stats.upstream_cx_destroy.inc()
+        self._forget()
+
+    def _forget(self) -> None:
+        """One connection fewer; wake a waiting borrower so it can open a replacement."""
+        self._open -= 1
+        self._host_stats.cx_active -= 1
+        self._cluster_stats.upstream_cx_active.dec()
+        if self._idle_recv.statistics().tasks_waiting_receive and not self._closed:
+            self._idle_send.send_nowait(None)
+
+    def reap_idle(self) -> None:
+        """Closes idle connections that expired or were closed by the upstream."""
+        keep = []
+        while True:
+            try:
+                conn = self._idle_recv.receive_nowait()
+            except trio.WouldBlock:
+                break
+            if conn is not None and self._usable(conn):
+                keep.append(conn)
+        for conn in keep:
+            self._idle_send.send_nowait(conn)
+
+    def close(self) -> None:
+        """Closes idle connections; borrowed ones are closed when their borrower is done."""
+        self._closed = True
+        while True:
+            try:
+                conn = self._idle_recv.receive_nowait()
+            except trio.WouldBlock:
+                break
+            if conn is not None:
+                self._discard(conn)

@@ -1,0 +1,74 @@
+"""One HTTP/1.1 connection to an upstream host: a Trio stream driven by the client codec.
+
+This is the transport edge for upstreams: trio's Broken/ClosedResourceError and OSError
+become `UpstreamReset` here, once, so the router deals in gateway errors only. A write that
+raises (or is cancelled) may have sent any prefix of its bytes, so after any failure the
+connection is marked broken and the pool closes it instead of reusing it.
+"""
+
+import enum
+import time
+
+import trio
+
+from gateway.errors import UpstreamReset
+from gateway.http.codec_h1 import ClientCodec, ClientEvent
+from gateway.http.events import NEED_DATA
+
+RECEIVE_SIZE = 65536
+
+
+class UpstreamState(enum.Enum):
+    """Envoy's ActiveClient states, minus CONNECTING (a connection exists once connected)."""
+
+    READY = "ready"
+    BUSY = "busy"
+    CLOSED = "closed"
+
+
+class UpstreamConnection:
+    __slots__ = ("codec", "host", "idle_since", "requests", "state", "stream")
+
+    def __init__(self, stream: trio.SocketStream, host: str, *, max_header_bytes: int) -> None:
+        self.stream = stream
+        self.host = host
+        self.codec = ClientCodec(max_header_bytes=max_header_bytes)
+        self.state = UpstreamState.READY
+        self.idle_since = time.monotonic()
+        self.requests = 0
+
+    def __repr__(self) -> str:
+        return f"<UpstreamConnection {self.host} {self.state.value} requests={self.requests}>"
+
+    async def send(self, data: bytes) -> None:
+        try:
+            await self.stream.send_all(data)
+        except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
+            self.codec.send_failed()
+            raise UpstreamReset(f"upstream write failed: {exc!r}") from exc
+        except BaseException:
+            self.codec.send_failed()
+            raise
+
+    async def receive_event(self) -> ClientEvent:
+        """The next response event, reading from the socket as needed."""
+        codec = self.codec
+        while True:
+            event = codec.next_event()
+            if event is not NEED_DATA:
+                return event
+            try:
+                data = await self.stream.receive_some(RECEIVE_SIZE)
+            except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
+                raise UpstreamReset(f"upstream read failed: {exc!r}") from exc
+            codec.receive_data(data)
+
+    def is_stale(self) -> bool:
+        """An idle connection with something to read has been closed (or spoken out of turn)
+        by the upstream; reusing it would lose the request."""
+        return self.stream.socket.is_readable()
+
+    def close(self) -> None:
+        """Closes at once, without a checkpoint, so it is safe in `finally` and when cancelled."""
+        self.state = UpstreamState.CLOSED
+        self.stream.socket.close()

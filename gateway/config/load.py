@@ -1,0 +1,204 @@
+"""Loading gateway.toml: TOML -> cattrs -> frozen model, then cross-reference checks.
+
+Every problem is reported at once, each as `toml.path: what is wrong`, and none of them as a
+traceback. Structuring is strict: unknown keys, strings where lists belong, and numbers where
+strings belong are all errors, because a typo in a proxy config should never be silently
+ignored. The second pass (`gateway.config.validate`) checks what types cannot: that names
+refer to tables that exist, that a route has exactly one action, that regexes compile.
+"""
+
+import difflib
+import re
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, Literal, get_args, get_origin
+
+import attrs
+import cattrs
+import tomli
+from cattrs.cols import list_structure_factory
+from cattrs.errors import ClassValidationError, ForbiddenExtraKeysError, IterableValidationError
+
+from gateway.config.model import Address, Duration, GatewayConfig, HttpFilter
+from gateway.config.validate import validate
+from gateway.errors import ConfigError
+from gateway.http.filters import FILTER_TYPES
+
+_DURATION = re.compile(r"^(\d+(?:\.\d+)?)(ms|s|m|h)$")
+_ATTRS_VALIDATOR_MESSAGE = re.compile(r"^'(\w+)' (must .*)$")
+_UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
+
+
+def parse_duration(value: object) -> Duration:
+    """'250ms', '1.5s', '2m', '1h' -> seconds."""
+    if isinstance(value, str) and (m := _DURATION.match(value.strip())):
+        return Duration(float(m.group(1)) * _UNIT_SECONDS[m.group(2)])
+    raise ValueError(f"expected a duration such as '250ms', '1.5s' or '2m', got {value!r}")
+
+
+def parse_address(value: object) -> Address:
+    """'host:port' or '[v6]:port' -> Address."""
+    if not isinstance(value, str):
+        raise ValueError(f"expected an address string 'host:port', got {value!r}")
+    if value.startswith("["):
+        host, sep, port = value[1:].partition("]:")
+    else:
+        host, sep, port = value.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise ValueError(
+            f"expected 'host:port' (or '[::1]:port') with a port 0-65535, got {value!r}"
+        )
+    return Address(host, int(port))
+
+
+def _strict(kind: type) -> Callable[[object, type], Any]:
+    def structure(value: object, _: type) -> object:
+        # bool is an int subclass; a TOML true must not pass for a number.
+        if isinstance(value, kind) and not (kind is int and isinstance(value, bool)):
+            return value
+        raise ValueError(f"expected {kind.__name__}, got {value!r}")
+
+    return structure
+
+
+def _make_converter() -> cattrs.Converter:
+    converter = cattrs.Converter(forbid_extra_keys=True)
+    converter.register_structure_hook(Duration, lambda v, _: parse_duration(v))
+    converter.register_structure_hook(Address, lambda v, _: parse_address(v))
+    for kind in (str, int, bool):
+        converter.register_structure_hook(kind, _strict(kind))
+
+    def list_hook_factory(list_type: type) -> Callable[[object, type], Any]:
+        inner = list_structure_factory(list_type, converter)
+
+        def structure(value: object, t: type) -> object:
+            if not isinstance(value, list):
+                raise ValueError(f"expected a list, got {value!r}")
+            return inner(value, t)
+
+        return structure
+
+    converter.register_structure_hook_factory(lambda t: get_origin(t) is list, list_hook_factory)
+
+    def literal_hook_factory(literal_type: type) -> Callable[[object, type], Any]:
+        allowed = get_args(literal_type)
+
+        def structure(value: object, _: type) -> object:
+            if value in allowed and type(value) in {type(a) for a in allowed}:
+                return value
+            choices = ", ".join(repr(a) for a in allowed)
+            raise ValueError(f"expected one of {choices}, got {value!r}")
+
+        return structure
+
+    converter.register_structure_hook_factory(
+        lambda t: get_origin(t) is Literal, literal_hook_factory
+    )
+
+    def structure_filter(value: object, _: type) -> HttpFilter:
+        if not isinstance(value, dict):
+            raise ValueError(f"expected a table, got {value!r}")
+        rest = dict(value)
+        type_name = rest.pop("type", None)
+        filter_type = FILTER_TYPES.get(type_name) if isinstance(type_name, str) else None
+        if filter_type is None:
+            known = ", ".join(sorted(FILTER_TYPES))
+            raise ValueError(f"'type' must name a filter type ({known}), got {type_name!r}")
+        return HttpFilter(type_name, converter.structure(rest, filter_type.config_class))
+
+    converter.register_structure_hook(HttpFilter, structure_filter)
+    return converter
+
+
+_converter = _make_converter()
+
+
+def _format_path(parts: list[str | int]) -> str:
+    out = ""
+    for part in parts:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        elif re.fullmatch(r"[A-Za-z0-9_-]+", part):
+            out += f".{part}" if out else part
+        else:
+            quoted = f'"{part}"'
+            out += f".{quoted}" if out else quoted
+    return out or "(top level)"
+
+
+def _step(note: str) -> str | int | None:
+    if isinstance(note, cattrs.AttributeValidationNote):
+        return note.name
+    if isinstance(note, cattrs.IterableValidationNote):
+        return note.index  # type: ignore[return-value]
+    return None
+
+
+def _collect(exc: BaseException, path: list[str | int], out: list[str]) -> None:
+    """Walks cattrs' exception tree, turning notes into TOML paths."""
+    if isinstance(exc, ClassValidationError | IterableValidationError):
+        for sub in exc.exceptions:
+            steps = [s for n in getattr(sub, "__notes__", []) if (s := _step(n)) is not None]
+            _collect(sub, path + steps, out)
+        return
+    where = _format_path(path)
+    if isinstance(exc, ForbiddenExtraKeysError):
+        fields = [a.name for a in attrs.fields(exc.cl)]
+        for key in sorted(exc.extra_fields):
+            hint = difflib.get_close_matches(key, fields, n=1)
+            suffix = f" (did you mean '{hint[0]}'?)" if hint else ""
+            out.append(f"{where}: unknown key '{key}'{suffix}")
+    elif isinstance(exc, KeyError):
+        out.append(f"{where}: required key is missing")
+    elif m := _ATTRS_VALIDATOR_MESSAGE.match(str(exc)):
+        # attrs validators run in __init__, after cattrs has let go of the field's path.
+        out.append(f"{_format_path([*path, m.group(1)])}: {m.group(2)}")
+    else:
+        out.append(f"{where}: {exc}")
+
+
+def structure_config(data: dict[str, Any]) -> GatewayConfig:
+    """Builds and validates a GatewayConfig from parsed TOML; raises ConfigError."""
+    try:
+        config = _converter.structure(data, GatewayConfig)
+    except (ClassValidationError, IterableValidationError) as exc:
+        errors: list[str] = []
+        _collect(exc, [], errors)
+        raise ConfigError(errors) from None
+    except (ValueError, TypeError) as exc:  # an attrs validator on the top-level class
+        raise ConfigError([f"(top level): {exc}"]) from None
+    if errors := validate(config):
+        raise ConfigError(errors)
+    return config
+
+
+def loads_config(text: str, source: str = "<string>") -> GatewayConfig:
+    """Parses TOML text into a GatewayConfig; raises ConfigError listing every problem."""
+    try:
+        data = tomli.loads(text)
+    except tomli.TOMLDecodeError as exc:
+        raise ConfigError([f"{source}: TOML syntax error: {exc}"]) from None
+    return structure_config(data)
+
+
+def load_config(path: str | Path) -> GatewayConfig:
+    """Reads and parses a gateway.toml file; raises ConfigError."""
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError([f"{path}: cannot read: {exc.strerror or exc}"]) from None
+    return loads_config(text, source=str(path))
+
+
+def unstructure_config(config: GatewayConfig) -> dict[str, Any]:
+    """The effective config as plain data, for /config_dump."""
+    data: dict[str, Any] = _dump_converter.unstructure(config)
+    return data
+
+
+_dump_converter = cattrs.Converter()
+_dump_converter.register_unstructure_hook(Address, str)
+_dump_converter.register_unstructure_hook(
+    HttpFilter,
+    lambda f: {"type": f.type, **_dump_converter.unstructure(f.config)},
+)

@@ -1,0 +1,230 @@
+"""The configuration model: frozen attrs classes, one per TOML table.
+
+The TOML schema is a public interface. Tables refer to each other by name
+(`listeners.*.virtual_hosts` names `[virtual_hosts.*]`, routes name `[clusters.*]`), the
+way Envoy's resources refer to each other, instead of nesting everything under a listener.
+Field names follow Envoy's protobuf names where a concept exists there.
+
+Units live in the types: `Duration` values are seconds (parsed from "250ms", "1.5s", "2m");
+`Address` is parsed from "host:port" or "[v6]:port".
+"""
+
+from typing import Literal, NewType
+
+import attrs
+
+#: Seconds, parsed from strings like "250ms", "1.5s", "2m", "1h".
+Duration = NewType("Duration", float)
+
+
+@attrs.frozen
+class Address:
+    """A TCP address. Port 0 asks the OS for a free port (tests use it everywhere)."""
+
+    host: str
+    port: int
+
+    def __str__(self) -> str:
+        return f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
+
+
+# --- admin and server -----------------------------------------------------------------------
+
+
+@attrs.frozen
+class Admin:
+    """`[admin]`: the admin endpoint, served by hypercorn. Loopback by default."""
+
+    address: Address = Address("127.0.0.1", 9901)
+
+
+@attrs.frozen
+class Server:
+    """`[server]`: process-wide settings."""
+
+    #: How long in-flight requests may run after SIGTERM/SIGINT before they are cut.
+    drain_timeout: Duration = Duration(10.0)
+
+
+# --- listeners ------------------------------------------------------------------------------
+
+
+@attrs.frozen
+class AccessLog:
+    """`[listeners.NAME.access_log]`: one line per request."""
+
+    #: A file path, or "-" for standard output.
+    path: str = "-"
+    #: "envoy" (Envoy's default text format) or "json" (one object per line).
+    format: Literal["envoy", "json"] = "envoy"
+    #: How often buffered lines are flushed; "0s" flushes every line.
+    flush_interval: Duration = Duration(1.0)
+
+
+@attrs.frozen
+class Listener:
+    """`[listeners.NAME]`: a bound address running the HTTP connection manager."""
+
+    address: Address
+    #: Names of `[virtual_hosts.*]`, matched against Host in order of specificity.
+    virtual_hosts: list[str] = attrs.Factory(list)
+    #: Names of `[http_filters.*]`, run in order; the router is always last, implicitly.
+    http_filters: list[str] = attrs.Factory(list)
+    #: Time allowed for a whole request head, from its first byte (slowloris: 408).
+    request_headers_timeout: Duration = Duration(10.0)
+    #: A keep-alive connection with no request in flight is closed after this long.
+    idle_timeout: Duration = Duration(300.0)
+    #: Limit on the request line plus headers, in KiB (431 above it).
+    max_request_headers_kb: int = attrs.field(default=60, validator=attrs.validators.gt(0))
+    #: Limit on the number of request headers (431 above it).
+    max_request_headers_count: int = attrs.field(default=100, validator=attrs.validators.gt(0))
+    access_log: AccessLog | None = None
+
+
+# --- HTTP filters ---------------------------------------------------------------------------
+
+
+@attrs.frozen
+class HttpFilter:
+    """`[http_filters.NAME]`: `type` picks the filter; the other keys are its config."""
+
+    type: str
+    #: The filter's own config, structured by the filter's registered config class.
+    config: object
+
+
+# --- routing --------------------------------------------------------------------------------
+
+
+@attrs.frozen
+class HeaderMatcher:
+    """Matches one request header. Exactly one of the match kinds may be set."""
+
+    name: str
+    exact: str | None = None
+    prefix: str | None = None
+    suffix: str | None = None
+    contains: str | None = None
+    regex: str | None = None
+    #: true: the header must be present; false: it must be absent.
+    present: bool | None = None
+    invert_match: bool = False
+
+
+@attrs.frozen
+class QueryParameterMatcher:
+    """Matches one query parameter. Without `exact`/`regex`, presence is enough."""
+
+    name: str
+    exact: str | None = None
+    regex: str | None = None
+    present: bool | None = None
+
+
+@attrs.frozen
+class RouteMatch:
+    """A route's match: exactly one of `prefix`, `path`, `regex`, plus optional conditions."""
+
+    prefix: str | None = None
+    path: str | None = None
+    regex: str | None = None
+    case_sensitive: bool = True
+    headers: list[HeaderMatcher] = attrs.Factory(list)
+    query_parameters: list[QueryParameterMatcher] = attrs.Factory(list)
+
+
+@attrs.frozen
+class WeightedCluster:
+    name: str
+    weight: int = attrs.field(validator=attrs.validators.ge(0))
+
+
+@attrs.frozen
+class Redirect:
+    """A redirect action: rewrites parts of the request URL into a Location header."""
+
+    https_redirect: bool = False
+    scheme_redirect: str | None = None
+    host_redirect: str | None = None
+    port_redirect: int | None = None
+    path_redirect: str | None = None
+    prefix_rewrite: str | None = None
+    strip_query: bool = False
+    response_code: Literal[301, 302, 303, 307, 308] = 301
+
+
+@attrs.frozen
+class DirectResponse:
+    status: int = attrs.field(validator=[attrs.validators.ge(100), attrs.validators.le(599)])
+    body: str = ""
+    content_type: str = "text/plain"
+
+
+@attrs.frozen
+class Route:
+    """`[[virtual_hosts.NAME.routes]]`: a match and one action.
+
+    Actions (exactly one): `cluster`, `weighted_clusters`, `redirect`, `direct_response`.
+    """
+
+    match: RouteMatch
+    cluster: str | None = None
+    weighted_clusters: list[WeightedCluster] | None = None
+    redirect: Redirect | None = None
+    direct_response: DirectResponse | None = None
+    #: Whole upstream exchange budget (504 and flag UT when exceeded); "0s" disables it.
+    timeout: Duration = Duration(15.0)
+    prefix_rewrite: str | None = None
+    host_rewrite: str | None = None
+    request_headers_to_add: dict[str, str] = attrs.Factory(dict)
+    request_headers_to_remove: list[str] = attrs.Factory(list)
+    response_headers_to_add: dict[str, str] = attrs.Factory(dict)
+    response_headers_to_remove: list[str] = attrs.Factory(list)
+
+
+@attrs.frozen
+class VirtualHost:
+    """`[virtual_hosts.NAME]`: domains (exact, `*.suffix`, `prefix*`, `*`) and ordered routes."""
+
+    domains: list[str]
+    routes: list[Route] = attrs.Factory(list)
+    request_headers_to_add: dict[str, str] = attrs.Factory(dict)
+    request_headers_to_remove: list[str] = attrs.Factory(list)
+    response_headers_to_add: dict[str, str] = attrs.Factory(dict)
+    response_headers_to_remove: list[str] = attrs.Factory(list)
+
+
+# --- clusters -------------------------------------------------------------------------------
+
+
+@attrs.frozen
+class Cluster:
+    """`[clusters.NAME]`: static upstream endpoints and how to talk to them."""
+
+    endpoints: list[Address]
+    connect_timeout: Duration = Duration(5.0)
+    protocol: Literal["http1"] = "http1"
+    lb_policy: Literal["round_robin"] = "round_robin"
+    #: Each endpoint has its own pool; this caps its open connections.
+    max_connections_per_host: int = attrs.field(default=1024, validator=attrs.validators.gt(0))
+    #: How long a request waits for a pooled connection when the pool is full (503, flag UO).
+    pool_timeout: Duration = Duration(5.0)
+    #: An idle pooled connection is closed after this long.
+    idle_timeout: Duration = Duration(60.0)
+    #: Upstream response head limit in KiB (502 above it).
+    max_response_headers_kb: int = attrs.field(default=60, validator=attrs.validators.gt(0))
+
+
+# --- the whole file -------------------------------------------------------------------------
+
+
+@attrs.frozen
+class GatewayConfig:
+    """The whole gateway.toml."""
+
+    admin: Admin | None = None
+    server: Server = Server()
+    listeners: dict[str, Listener] = attrs.Factory(dict)
+    http_filters: dict[str, HttpFilter] = attrs.Factory(dict)
+    virtual_hosts: dict[str, VirtualHost] = attrs.Factory(dict)
+    clusters: dict[str, Cluster] = attrs.Factory(dict)

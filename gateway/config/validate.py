@@ -1,0 +1,96 @@
+"""The second pass over a structured config: what types alone cannot check.
+
+Names must refer to tables that exist, each route has exactly one action and one path
+match, regexes compile, and no two listeners share an address. Every problem is returned,
+each with its TOML path, so an operator fixes a config in one go.
+"""
+
+import re
+
+from gateway.config.model import GatewayConfig, HeaderMatcher, Route
+
+_ROUTE_ACTIONS = ("cluster", "weighted_clusters", "redirect", "direct_response")
+_PATH_MATCHES = ("prefix", "path", "regex")
+_HEADER_MATCHES = ("exact", "prefix", "suffix", "contains", "regex", "present")
+
+
+def _regex_error(pattern: str) -> str | None:
+    try:
+        re.compile(pattern)
+    except re.error as exc:
+        return f"invalid regex {pattern!r}: {exc}"
+    return None
+
+
+def _check_header_matcher(m: HeaderMatcher, where: str, errors: list[str]) -> None:
+    kinds = [k for k in _HEADER_MATCHES if getattr(m, k) is not None]
+    if len(kinds) > 1:
+        errors.append(f"{where}: set at most one of {', '.join(_HEADER_MATCHES)}, got {kinds}")
+    if m.regex is not None and (err := _regex_error(m.regex)):
+        errors.append(f"{where}.regex: {err}")
+
+
+def _check_route(route: Route, where: str, config: GatewayConfig, errors: list[str]) -> None:
+    actions = [a for a in _ROUTE_ACTIONS if getattr(route, a) is not None]
+    if len(actions) != 1:
+        errors.append(
+            f"{where}: set exactly one action of {', '.join(_ROUTE_ACTIONS)}"
+            + (f", got {', '.join(actions)}" if actions else "")
+        )
+    match = route.match
+    kinds = [k for k in _PATH_MATCHES if getattr(match, k) is not None]
+    if len(kinds) != 1:
+        errors.append(f"{where}.match: set exactly one of prefix, path, regex")
+    if match.regex is not None and (err := _regex_error(match.regex)):
+        errors.append(f"{where}.match.regex: {err}")
+    for i, header in enumerate(match.headers):
+        _check_header_matcher(header, f"{where}.match.headers[{i}]", errors)
+    for i, param in enumerate(match.query_parameters):
+        if param.regex is not None and (err := _regex_error(param.regex)):
+            errors.append(f"{where}.match.query_parameters[{i}].regex: {err}")
+    if route.cluster is not None and route.cluster not in config.clusters:
+        errors.append(f"{where}.cluster: no cluster named '{route.cluster}'")
+    if route.weighted_clusters is not None:
+        if not route.weighted_clusters or sum(w.weight for w in route.weighted_clusters) <= 0:
+            errors.append(f"{where}.weighted_clusters: needs at least one positive weight")
+        for i, wc in enumerate(route.weighted_clusters):
+            if wc.name not in config.clusters:
+                errors.append(f"{where}.weighted_clusters[{i}].name: no cluster named '{wc.name}'")
+    if route.prefix_rewrite is not None and match.prefix is None:
+        errors.append(f"{where}.prefix_rewrite: only allowed with a prefix match")
+    if route.timeout < 0:
+        errors.append(f"{where}.timeout: must not be negative")
+
+
+def validate(config: GatewayConfig) -> list[str]:
+    errors: list[str] = []
+    seen_addresses: dict[tuple[str, int], str] = {}
+    for name, listener in config.listeners.items():
+        where = f"listeners.{name}"
+        key = (listener.address.host, listener.address.port)
+        if listener.address.port and key in seen_addresses:
+            errors.append(
+                f"{where}.address: {listener.address} is also used by "
+                f"listeners.{seen_addresses[key]}"
+            )
+        seen_addresses[key] = name
+        if not listener.virtual_hosts:
+            errors.append(f"{where}.virtual_hosts: needs at least one virtual host")
+        for i, vh in enumerate(listener.virtual_hosts):
+            if vh not in config.virtual_hosts:
+                errors.append(f"{where}.virtual_hosts[{i}]: no virtual host named '{vh}'")
+        for i, f in enumerate(listener.http_filters):
+            if f not in config.http_filters:
+                errors.append(f"{where}.http_filters[{i}]: no http filter named '{f}'")
+    for name, vhost in config.virtual_hosts.items():
+        where = f"virtual_hosts.{name}"
+        if not vhost.domains:
+            errors.append(f"{where}.domains: needs at least one domain")
+        for i, domain in enumerate(vhost.domains):
+            if (domain != "*" and "*" in domain.strip("*")) or domain.count("*") > 1:
+                errors.append(
+                    f"{where}.domains[{i}]: '{domain}' may use one '*' only at the start or the end"
+                )
+        for i, route in enumerate(vhost.routes):
+            _check_route(route, f"{where}.routes[{i}]", config, errors)
+    return errors

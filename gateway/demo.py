@@ -1,0 +1,72 @@
+"""`gateway demo-upstreams`: small HTTP echo servers to put behind the gateway.
+
+Each answers every request with JSON describing what it received (method, path, headers,
+body size) and which server answered, so a newcomer sees the gateway's routing, rewrites
+and added headers at a glance. Served by hypercorn, like the admin endpoint.
+"""
+
+import json
+from collections.abc import Awaitable, Callable
+
+import hypercorn.config
+import hypercorn.trio
+import trio
+
+from gateway.asgi import Receive, Scope, Send, complete_lifespan
+from gateway.config.load import parse_address
+
+
+def echo_app(server_name: str) -> Callable[[Scope, Receive, Send], Awaitable[None]]:
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "lifespan":
+            await complete_lifespan(receive, send)
+            return
+        size = 0
+        while True:
+            message = await receive()
+            size += len(message.get("body", b""))
+            if not message.get("more_body"):
+                break
+        body = (
+            json.dumps(
+                {
+                    "server": server_name,
+                    "method": scope["method"],
+                    "path": scope["raw_path"].decode("latin-1")
+                    + (
+                        "?" + scope["query_string"].decode("latin-1")
+                        if scope["query_string"]
+                        else ""
+                    ),
+                    "headers": {
+                        k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]
+                    },
+                    "body_bytes": size,
+                },
+                indent=2,
+            ).encode()
+            + b"\n"
+        )
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 200,
+                "headers": [(b"content-type", b"application/json")],
+            }
+        )
+        await send({"type": "http.response.body", "body": body})
+
+    return app
+
+
+async def serve_demo_upstreams(addresses: list[str]) -> None:
+    async with trio.open_nursery() as nursery:
+        for raw in addresses:
+            address = parse_address(raw)
+            config = hypercorn.config.Config()
+            config.bind = [str(address)]
+            config.accesslog = None
+            nursery.start_soon(
+                hypercorn.trio.serve, echo_app(f"demo-{address.port}"), config, name=f"demo {raw}"
+            )
+            print(f"demo upstream listening on http://{address}", flush=True)

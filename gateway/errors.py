@@ -1,0 +1,88 @@
+"""The gateway's errors. Each proxying error carries its wire answer.
+
+An error raised on the data path knows the HTTP status the client gets and the Envoy
+response flag that the access log and stats record, the way h11's ProtocolError carries
+`error_status_hint` and h2's errors carry `error_code`. The router raises them; the HTTP
+connection manager turns them into local replies in one place.
+"""
+
+
+class ConfigError(Exception):
+    """The configuration is invalid. `errors` lists every problem, each naming its TOML path."""
+
+    def __init__(self, errors: list[str]) -> None:
+        super().__init__("\n".join(errors))
+        self.errors = errors
+
+
+class StartupError(Exception):
+    """The gateway could not start (e.g. a listener's port is taken)."""
+
+
+class GatewayError(Exception):
+    """An error with a local reply: `status`, Envoy `response_flag`, and a short body."""
+
+    status: int = 500
+    response_flag: str = "-"
+    body: str = "internal error"
+
+
+class NoRouteFound(GatewayError):
+    status = 404
+    response_flag = "NR"
+    body = "no route"
+
+
+class NoHealthyUpstream(GatewayError):
+    status = 503
+    response_flag = "UH"
+    body = "no healthy upstream"
+
+
+class UpstreamOverflow(GatewayError):
+    """No pooled connection became free within the cluster's pool_timeout."""
+
+    status = 503
+    response_flag = "UO"
+    body = "upstream connection pool overflow"
+
+
+class UpstreamConnectError(GatewayError):
+    status = 502
+    response_flag = "UF"
+    body = (
+        "upstream connect error or disconnect/reset before headers. "
+        "reset reason: connection failure"
+    )
+
+
+class UpstreamReset(GatewayError):
+    """The upstream closed, reset or broke protocol before the response was complete."""
+
+    status = 502
+    response_flag = "UC"
+    body = (
+        "upstream connect error or disconnect/reset before headers. "
+        "reset reason: connection termination"
+    )
+
+
+class UpstreamTimeout(GatewayError):
+    status = 504
+    response_flag = "UT"
+    body = "upstream request timeout"
+
+
+class DownstreamProtocolError(GatewayError):
+    """The downstream request was malformed; the connection is closed after the reply."""
+
+    response_flag = "DPE"
+
+    def __init__(self, reason: str, status: int = 400) -> None:
+        super().__init__(reason)
+        self.status = status
+        self.body = reason
+
+
+class DownstreamDisconnect(Exception):
+    """The downstream client went away (flag DC); the stream is abandoned."""

@@ -1,0 +1,1 @@
+"""HTTP: codecs, the connection manager, filters, routing and the router."""

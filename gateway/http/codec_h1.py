@@ -1,0 +1,256 @@
+"""HTTP/1.1 codecs over h11: bytes in, gateway events out; heads in, bytes out. No I/O.
+
+h11 does the parsing and framing. This module adds what a proxy needs on top of a
+server library, because a proxy sits between two parsers that may disagree:
+
+* Request smuggling defences. h11 is lenient in places where a lenient front end lets a
+  request through that the back end frames differently, so the server codec rejects:
+  bare LF line endings and obs-fold in the head (h11 accepts both), Content-Length together
+  with Transfer-Encoding (h11 lets chunked win), any Transfer-Encoding but `chunked`, and
+  chunk sizes no real body has. Together with h11's own checks (conflicting Content-Length,
+  several Host headers, NUL/CR in headers) every ambiguous framing ends in 400 + close.
+  Upstream bytes are always re-framed by h11 from the parsed head, never copied raw.
+* Limits: the request head size (431 via h11's max_incomplete_event_size) and header count.
+* One event vocabulary (gateway.http.events), so the HCM never sees h11 types.
+"""
+
+import http
+import re
+
+import h11
+
+from gateway.errors import DownstreamProtocolError, UpstreamReset
+from gateway.http.events import (
+    NEED_DATA,
+    PAUSED,
+    ConnectionEnded,
+    Data,
+    EndStream,
+    NeedData,
+    Paused,
+    RequestHeaders,
+    ResponseHeaders,
+)
+from gateway.http.headers import HeaderMap, RequestHead, ResponseHead
+
+#: A bare LF (not preceded by CR), or a CRLF followed by whitespace (obs-fold).
+_BAD_HEAD_BYTES = re.compile(rb"(?<!\r)\n|\r\n[ \t]")
+#: Larger chunks than this are refused: a client never needs one, and a parser behind us
+#: that keeps sizes in a signed 64-bit int could wrap around on them.
+MAX_CHUNK_SIZE = 2**40
+_REASONS = {s.value: s.phrase for s in http.HTTPStatus}
+
+ServerEvent = RequestHeaders | Data | EndStream | ConnectionEnded | NeedData | Paused
+ClientEvent = ResponseHeaders | Data | EndStream | ConnectionEnded | NeedData
+
+
+def _content_length(headers: HeaderMap) -> int | None:
+    value = headers.get("content-length")
+    return int(value) if value is not None else None
+
+
+class ServerCodec:
+    """The downstream side of an HTTP/1.1 connection (the gateway is the server)."""
+
+    def __init__(self, *, max_header_bytes: int, max_header_count: int, scheme: str) -> None:
+        self._conn = h11.Connection(h11.SERVER, max_incomplete_event_size=max_header_bytes)
+        self._max_header_count = max_header_count
+        self._scheme = scheme
+        self.stream_id = 0
+        # Bytes of the request head being received, kept for the checks h11 does not do.
+        self._head = bytearray()
+        self._in_head = True
+
+    # -- input ---------------------------------------------------------------------------
+
+    def receive_data(self, data: bytes) -> None:
+        """Feeds bytes from the socket; b"" means the peer closed its side."""
+        if self._in_head and data:
+            self._head += data
+            end = self._head.find(b"\r\n\r\n")
+            head = self._head if end < 0 else self._head[: end + 2]
+            if _BAD_HEAD_BYTES.search(head):
+                raise DownstreamProtocolError("bare LF or obs-fold in request head")
+        self._conn.receive_data(data)
+
+    @property
+    def has_partial_request(self) -> bool:
+        """Whether bytes of a next request have arrived (the header timeout then runs)."""
+        return bool(self._head)
+
+    def next_event(self) -> ServerEvent:
+        try:
+            event = self._conn.next_event()
+        except h11.RemoteProtocolError as exc:
+            status = 431 if exc.error_status_hint == 431 else 400
+            raise DownstreamProtocolError(str(exc), status) from None
+        if event is h11.NEED_DATA:
+            return NEED_DATA
+        if event is h11.PAUSED:
+            return PAUSED
+        if isinstance(event, h11.Data):
+            if event.chunk_start and self._chunk_remaining() + len(event.data) > MAX_CHUNK_SIZE:
+                raise DownstreamProtocolError("chunk size too large")
+            return Data(self.stream_id, event.data)
+        if isinstance(event, h11.EndOfMessage):
+            return EndStream(self.stream_id)
+        if isinstance(event, h11.Request):
+            return self._request(event)
+        assert isinstance(event, h11.ConnectionClosed), event
+        return ConnectionEnded()
+
+    def _chunk_remaining(self) -> int:
+        # h11 has no public view of the declared chunk size; its chunked reader keeps it here.
+        return int(getattr(self._conn._reader, "_bytes_in_chunk", 0))
+
+    def _request(self, event: h11.Request) -> RequestHeaders:
+        self._in_head = False
+        self._head.clear()
+        self.stream_id += 1
+        headers = HeaderMap.from_raw(event.headers)
+        if len(headers) > self._max_header_count:
+            raise DownstreamProtocolError("too many request headers", 431)
+        has_te = "transfer-encoding" in headers
+        if has_te and "content-length" in headers:
+            raise DownstreamProtocolError("both Content-Length and Transfer-Encoding")
+        if has_te and [v.strip().lower() for v in headers.get_all("transfer-encoding")] != [
+            "chunked"
+        ]:
+            raise DownstreamProtocolError("unsupported Transfer-Encoding")
+        content_length = _content_length(headers)
+        head = RequestHead(
+            method=event.method.decode("ascii"),
+            path=event.target.decode("latin-1"),
+            authority=headers.get("host") or "",
+            scheme=self._scheme,
+            headers=headers,
+            http_version=event.http_version.decode("ascii"),
+        )
+        end_stream = not has_te and not content_length
+        if end_stream:
+            # Consume h11's EndOfMessage now, so the request counts as complete at once.
+            assert isinstance(self._conn.next_event(), h11.EndOfMessage)
+        return RequestHeaders(self.stream_id, head, end_stream, content_length)
+
+    # -- output --------------------------------------------------------------------------
+
+    @property
+    def waiting_for_100_continue(self) -> bool:
+        return self._conn.they_are_waiting_for_100_continue
+
+    def send_100_continue(self) -> bytes:
+        return self._send(h11.InformationalResponse(status_code=100, headers=[]))
+
+    def send_response_head(self, head: ResponseHead) -> bytes:
+        reason = head.reason or _REASONS.get(head.status, "")
+        return self._send(
+            h11.Response(status_code=head.status, headers=list(head.headers), reason=reason)
+        )
+
+    def send_data(self, data: bytes) -> bytes:
+        return self._send(h11.Data(data=data))
+
+    def send_end(self) -> bytes:
+        return self._send(h11.EndOfMessage())
+
+    def _send(self, event: h11.Event) -> bytes:
+        data = self._conn.send(event)
+        assert data is not None
+        return data
+
+    def send_failed(self) -> None:
+        """Tells h11 that a write did not complete, so the connection is never reused."""
+        self._conn.send_failed()
+
+    @property
+    def response_started(self) -> bool:
+        return (
+            self._conn.our_state is not h11.IDLE and self._conn.our_state is not h11.SEND_RESPONSE
+        )
+
+    @property
+    def request_complete(self) -> bool:
+        return self._conn.their_state is h11.DONE
+
+    @property
+    def reusable(self) -> bool:
+        """Both sides finished cleanly and keep-alive was not refused by either."""
+        return self._conn.our_state is h11.DONE and self._conn.their_state is h11.DONE
+
+    def start_next_cycle(self) -> None:
+        self._conn.start_next_cycle()
+        self._in_head = True
+        # Pipelined bytes already buffered belong to the next head and get the same checks.
+        self._head = bytearray(self._conn.trailing_data[0])
+        if _BAD_HEAD_BYTES.search(self._head.partition(b"\r\n\r\n")[0] + b"\r\n"):
+            raise DownstreamProtocolError("bare LF or obs-fold in request head")
+
+    @property
+    def buffered_bytes(self) -> int:
+        """Bytes received but not yet parsed (pipelined requests)."""
+        return len(self._conn.trailing_data[0])
+
+
+class ClientCodec:
+    """The upstream side of an HTTP/1.1 connection (the gateway is the client)."""
+
+    def __init__(self, *, max_header_bytes: int) -> None:
+        self._conn = h11.Connection(h11.CLIENT, max_incomplete_event_size=max_header_bytes)
+        self.stream_id = 0
+
+    def send_request_head(self, head: RequestHead) -> bytes:
+        self.stream_id += 1
+        target = head.path.encode("latin-1")
+        return self._send(
+            h11.Request(method=head.method, target=target, headers=list(head.headers))
+        )
+
+    def send_data(self, data: bytes) -> bytes:
+        return self._send(h11.Data(data=data))
+
+    def send_end(self) -> bytes:
+        return self._send(h11.EndOfMessage())
+
+    def _send(self, event: h11.Event) -> bytes:
+        data = self._conn.send(event)
+        assert data is not None
+        return data
+
+    def receive_data(self, data: bytes) -> None:
+        self._conn.receive_data(data)
+
+    def next_event(self) -> ClientEvent:
+        while True:
+            try:
+                event = self._conn.next_event()
+            except h11.RemoteProtocolError as exc:
+                raise UpstreamReset(f"upstream protocol error: {exc}") from None
+            if event is h11.NEED_DATA:
+                return NEED_DATA
+            if isinstance(event, h11.InformationalResponse):
+                continue  # 1xx: the gateway answered Expect itself; Upgrade is not enabled
+            if isinstance(event, h11.Response):
+                headers = HeaderMap.from_raw(event.headers)
+                head = ResponseHead(event.status_code, headers, event.reason.decode("latin-1"))
+                return ResponseHeaders(self.stream_id, head, end_stream=False)
+            if isinstance(event, h11.Data):
+                return Data(self.stream_id, event.data)
+            if isinstance(event, h11.EndOfMessage):
+                return EndStream(self.stream_id)
+            if isinstance(event, h11.ConnectionClosed):
+                return ConnectionEnded()
+            raise UpstreamReset(f"unexpected upstream event {event!r}")  # pragma: no cover
+
+    def send_failed(self) -> None:
+        self._conn.send_failed()
+
+    @property
+    def request_complete(self) -> bool:
+        return self._conn.our_state in (h11.DONE, h11.MUST_CLOSE, h11.CLOSED)
+
+    @property
+    def reusable(self) -> bool:
+        return self._conn.our_state is h11.DONE and self._conn.their_state is h11.DONE
+
+    def start_next_cycle(self) -> None:
+        self._conn.start_next_cycle()

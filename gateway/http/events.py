@@ -1,0 +1,59 @@
+"""Codec-neutral stream events: what a codec tells the connection manager and the router.
+
+Every event names its stream, so one vocabulary serves HTTP/1.1 (stream ids count requests
+on a connection) and HTTP/2 (the wire's stream ids). The HCM, the filters and the router
+never see an h11 or h2 object.
+"""
+
+import attrs
+
+from gateway.http.headers import RequestHead, ResponseHead
+
+
+@attrs.frozen
+class RequestHeaders:
+    stream_id: int
+    head: RequestHead
+    #: True when no body follows.
+    end_stream: bool
+    #: The declared body length, or None when the body is chunked (or absent).
+    content_length: int | None
+
+
+@attrs.frozen
+class ResponseHeaders:
+    stream_id: int
+    head: ResponseHead
+    end_stream: bool
+
+
+@attrs.frozen
+class Data:
+    stream_id: int
+    data: bytes
+
+
+@attrs.frozen
+class EndStream:
+    """The message's body is complete."""
+
+    stream_id: int
+
+
+@attrs.frozen
+class ConnectionEnded:
+    """The peer closed its side of the connection."""
+
+
+class NeedData:
+    """The codec needs more bytes before it can produce an event."""
+
+
+class Paused:
+    """The codec holds the next message until the current exchange is finished."""
+
+
+NEED_DATA = NeedData()
+PAUSED = Paused()
+
+StreamEvent = RequestHeaders | ResponseHeaders | Data | EndStream | ConnectionEnded

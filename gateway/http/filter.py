@@ -1,0 +1,111 @@
+"""The HTTP filter interface, and the chain that runs filters around the router.
+
+A filter is a plain async class, one instance per stream. Because every hook is a coroutine,
+Envoy's StopIteration/continueDecoding() dance is just an `await` inside the hook: a filter
+that must call out (an auth service, a rate limiter) awaits it and the stream waits with it.
+What remains of Envoy's FilterHeadersStatus is one choice: return `None` to continue, or a
+`LocalReply` to stop the chain and answer the client directly.
+
+Order: decode hooks run in configured order on the way to the router; encode hooks run in
+reverse order on the way back, as in Envoy.
+"""
+
+from collections.abc import Callable, Mapping
+from typing import Protocol
+
+import attrs
+
+from gateway.http.headers import RequestHead, ResponseHead
+from gateway.http.stream_info import StreamInfo
+
+
+@attrs.frozen
+class LocalReply:
+    """A response the gateway makes itself instead of asking an upstream."""
+
+    status: int
+    body: str = ""
+    headers: Mapping[str, str] = attrs.field(factory=dict)
+    #: Envoy response flag recorded in the access log and stats ("-" when none).
+    response_flag: str = "-"
+
+
+class HttpFilter:
+    """Base class for HTTP filters. Override only the hooks you need; defaults pass through."""
+
+    async def decode_headers(self, request: RequestHead, end_stream: bool) -> LocalReply | None:
+        """Request head on its way upstream. Return a LocalReply to answer directly."""
+        return None
+
+    async def decode_data(self, data: bytes, end_stream: bool) -> bytes:
+        """A request body chunk on its way upstream; returns the chunk to forward."""
+        return data
+
+    async def encode_headers(self, response: ResponseHead, end_stream: bool) -> None:
+        """Response head on its way downstream; mutate it in place."""
+
+    async def encode_data(self, data: bytes, end_stream: bool) -> bytes:
+        """A response body chunk on its way downstream; returns the chunk to forward."""
+        return data
+
+
+class HttpFilterFactory(Protocol):
+    """Makes one filter instance per stream (Envoy's FilterFactoryCb)."""
+
+    def __call__(self, info: StreamInfo) -> HttpFilter: ...
+
+
+@attrs.frozen
+class HttpFilterType:
+    """A registered filter kind: its `type` name, config class, and factory builder."""
+
+    name: str
+    config_class: type
+    create_factory: Callable[[object], HttpFilterFactory]
+
+
+def _overrides(f: HttpFilter, hook: str) -> bool:
+    return getattr(type(f), hook) is not getattr(HttpFilter, hook)
+
+
+class FilterChain:
+    """The filters of one stream. Hooks that a filter leaves at the default are skipped,
+    so a chain of header-only filters costs nothing per body chunk."""
+
+    __slots__ = ("_decode_data", "_decode_headers", "_encode_data", "_encode_headers")
+
+    def __init__(self, filters: list[HttpFilter]) -> None:
+        self._decode_headers = [f for f in filters if _overrides(f, "decode_headers")]
+        self._decode_data = [f for f in filters if _overrides(f, "decode_data")]
+        rev = filters[::-1]
+        self._encode_headers = [f for f in rev if _overrides(f, "encode_headers")]
+        self._encode_data = [f for f in rev if _overrides(f, "encode_data")]
+
+    @property
+    def transforms_request_body(self) -> bool:
+        return bool(self._decode_data)
+
+    @property
+    def transforms_response_body(self) -> bool:
+        return bool(self._encode_data)
+
+    async def decode_headers(self, request: RequestHead, end_stream: bool) -> LocalReply | None:
+        for f in self._decode_headers:
+            reply = await f.decode_headers(request, end_stream)
+            if reply is not None:
+                return reply
+        return None
+
+    async def decode_data(self, data: bytes, end_stream: bool) -> bytes:
+        for f in self._decode_data:
+            data = await f.decode_data(data, end_stream)
+        return data
+
+    async def encode_headers(self, response: ResponseHead, end_stream: bool) -> None:
+        for f in self._encode_headers:
+            await f.encode_headers(response, end_stream)
+
+    async def encode_data(self, data: bytes, end_stream: bool) -> bytes:
+        for f in self._encode_data:
+            data = await f.encode_data(data, end_stream)
+        return data

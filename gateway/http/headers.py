@@ -1,0 +1,129 @@
+"""Request and response heads, the header map, and the proxy's header rules.
+
+Heads are codec-neutral: the HTTP/1.1 codec builds them from h11 events, and filters and the
+router only ever see these objects. Header names are lower-case `str`; values are `str`
+decoded as latin-1 so that any byte a peer sent survives the round trip unchanged.
+"""
+
+from collections.abc import Collection, Iterable, Iterator, Mapping
+
+import attrs
+
+#: Connection-specific headers (RFC 9110 7.6.1) that a proxy must not forward.
+HOP_BY_HOP = frozenset(
+    {
+        "connection",
+        "keep-alive",
+        "proxy-connection",
+        "proxy-authenticate",
+        "proxy-authorization",
+        "te",
+        "trailer",
+        "transfer-encoding",
+        "upgrade",
+    }
+)
+
+
+class HeaderMap:
+    """An ordered multi-map of lower-case header names to values, like Envoy's HeaderMap."""
+
+    __slots__ = ("_items",)
+
+    def __init__(self, items: Iterable[tuple[str, str]] = ()) -> None:
+        self._items: list[tuple[str, str]] = [(n.lower(), v) for n, v in items]
+
+    @classmethod
+    def from_raw(cls, raw: Iterable[tuple[bytes, bytes]]) -> "HeaderMap":
+        """Builds a map from a codec's already-lower-cased byte pairs."""
+        headers = cls.__new__(cls)
+        headers._items = [(n.decode("latin-1"), v.decode("latin-1")) for n, v in raw]
+        return headers
+
+    def get(self, name: str, default: str | None = None) -> str | None:
+        """The first value of `name`, or `default`."""
+        name = name.lower()
+        for n, v in self._items:
+            if n == name:
+                return v
+        return default
+
+    def get_all(self, name: str) -> list[str]:
+        name = name.lower()
+        return [v for n, v in self._items if n == name]
+
+    def add(self, name: str, value: str) -> None:
+        """Appends a value, keeping any existing ones."""
+        self._items.append((name.lower(), value))
+
+    def set(self, name: str, value: str) -> None:
+        """Replaces every value of `name` with one value."""
+        self.remove(name)
+        self._items.append((name.lower(), value))
+
+    def remove(self, name: str) -> None:
+        self.remove_names({name.lower()})
+
+    def remove_names(self, names: Collection[str]) -> None:
+        """Removes every header whose (lower-case) name is in `names`."""
+        if any(n in names for n, _ in self._items):
+            self._items = [(n, v) for n, v in self._items if n not in names]
+
+    def __contains__(self, name: object) -> bool:
+        return isinstance(name, str) and self.get(name) is not None
+
+    def __iter__(self) -> Iterator[tuple[str, str]]:
+        return iter(self._items)
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def __repr__(self) -> str:
+        return f"HeaderMap({self._items!r})"
+
+    def apply(self, add: Mapping[str, str], remove: Iterable[str]) -> None:
+        """Applies a configured mutation: removals first, then `add` (each replaces)."""
+        for name in remove:
+            self.remove(name)
+        for name, value in add.items():
+            self.set(name, value)
+
+
+@attrs.define
+class RequestHead:
+    """A request's method, target and headers (Envoy's RequestHeaderMap with pseudo-headers)."""
+
+    method: str
+    path: str
+    authority: str
+    scheme: str
+    headers: HeaderMap
+    #: "1.0" or "1.1" for HTTP/1.x downstreams.
+    http_version: str = "1.1"
+
+    @property
+    def path_only(self) -> str:
+        """The path without its query string."""
+        return self.path.partition("?")[0]
+
+    @property
+    def query(self) -> str:
+        return self.path.partition("?")[2]
+
+
+@attrs.define
+class ResponseHead:
+    status: int
+    headers: HeaderMap
+    reason: str = ""
+
+
+def strip_hop_by_hop(headers: HeaderMap) -> None:
+    """Removes connection-specific headers, including any that `Connection` names."""
+    named = {
+        token.strip().lower()
+        for value in headers.get_all("connection")
+        for token in value.split(",")
+        if token.strip()
+    }
+    headers.remove_names(HOP_BY_HOP | named if named else HOP_BY_HOP)

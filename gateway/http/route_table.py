@@ -1,0 +1,160 @@
+"""The route table: virtual host by Host, then the first route that matches. Pure; no I/O.
+
+Virtual hosts are chosen as Envoy does: an exact domain wins, then the longest `*.suffix`,
+then the longest `prefix*`, then `*`. Matching ignores case and a `:port` in the Host.
+Routes are tried in their configured order; the first match wins.
+"""
+
+import re
+from urllib.parse import parse_qsl
+
+import attrs
+
+from gateway.config.model import GatewayConfig, HeaderMatcher, QueryParameterMatcher, Route
+from gateway.config.model import VirtualHost as VirtualHostConfig
+from gateway.http.headers import RequestHead
+
+
+def _header_matches(m: HeaderMatcher, regex: re.Pattern[str] | None, req: RequestHead) -> bool:
+    values = req.headers.get_all(m.name)
+    value = ",".join(values) if values else None
+    if m.present is not None:
+        result = (value is not None) == m.present
+    elif value is None:
+        result = False
+    elif m.exact is not None:
+        result = value == m.exact
+    elif m.prefix is not None:
+        result = value.startswith(m.prefix)
+    elif m.suffix is not None:
+        result = value.endswith(m.suffix)
+    elif m.contains is not None:
+        result = m.contains in value
+    elif regex is not None:
+        result = regex.fullmatch(value) is not None
+    else:  # no match kind: presence
+        result = True
+    return result != m.invert_match
+
+
+def _query_matches(
+    m: QueryParameterMatcher, regex: re.Pattern[str] | None, params: dict[str, str]
+) -> bool:
+    value = params.get(m.name)
+    if m.present is not None:
+        return (value is not None) == m.present
+    if value is None:
+        return False
+    if m.exact is not None:
+        return value == m.exact
+    if regex is not None:
+        return regex.fullmatch(value) is not None
+    return True
+
+
+@attrs.frozen
+class RouteEntry:
+    """A compiled route: its config, a name for logs ("vhost/index"), and its matchers."""
+
+    name: str
+    config: Route
+    virtual_host: VirtualHostConfig
+    _path_regex: re.Pattern[str] | None
+    _header_regexes: tuple[re.Pattern[str] | None, ...]
+    _query_regexes: tuple[re.Pattern[str] | None, ...]
+
+    @classmethod
+    def compile(cls, name: str, route: Route, vhost: VirtualHostConfig) -> "RouteEntry":
+        flags = 0 if route.match.case_sensitive else re.IGNORECASE
+        path_regex = re.compile(route.match.regex, flags) if route.match.regex else None
+        headers = tuple(re.compile(h.regex) if h.regex else None for h in route.match.headers)
+        query = tuple(
+            re.compile(q.regex) if q.regex else None for q in route.match.query_parameters
+        )
+        return cls(name, route, vhost, path_regex, headers, query)
+
+    def matches(self, req: RequestHead) -> bool:
+        match = self.config.match
+        path = req.path_only
+        if match.prefix is not None:
+            if match.case_sensitive:
+                ok = path.startswith(match.prefix)
+            else:
+                ok = path.lower().startswith(match.prefix.lower())
+        elif match.path is not None:
+            ok = path == match.path if match.case_sensitive else path.lower() == match.path.lower()
+        else:
+            assert self._path_regex is not None
+            ok = self._path_regex.fullmatch(path) is not None
+        if not ok:
+            return False
+        for m, regex in zip(match.headers, self._header_regexes, strict=True):
+            if not _header_matches(m, regex, req):
+                return False
+        if match.query_parameters:
+            params = dict(parse_qsl(req.query, keep_blank_values=True))
+            for q, regex in zip(match.query_parameters, self._query_regexes, strict=True):
+                if not _query_matches(q, regex, params):
+                    return False
+        return True
+
+
+@attrs.frozen
+class VirtualHostEntry:
+    name: str
+    config: VirtualHostConfig
+    routes: tuple[RouteEntry, ...]
+
+
+class RouteTable:
+    """The virtual hosts of one listener, indexed for Envoy's domain-match order."""
+
+    def __init__(self, vhost_names: list[str], config: GatewayConfig) -> None:
+        self._exact: dict[str, VirtualHostEntry] = {}
+        self._suffixes: list[tuple[str, VirtualHostEntry]] = []
+        self._prefixes: list[tuple[str, VirtualHostEntry]] = []
+        self._default: VirtualHostEntry | None = None
+        for vname in vhost_names:
+            vconf = config.virtual_hosts[vname]
+            routes = tuple(
+                RouteEntry.compile(f"{vname}/{i}", r, vconf) for i, r in enumerate(vconf.routes)
+            )
+            entry = VirtualHostEntry(vname, vconf, routes)
+            for domain in (d.lower() for d in vconf.domains):
+                if domain == "*":
+                    self._default = self._default or entry
+                elif domain.startswith("*"):
+                    self._suffixes.append((domain[1:], entry))
+                elif domain.endswith("*"):
+                    self._prefixes.append((domain[:-1], entry))
+                else:
+                    self._exact.setdefault(domain, entry)
+        # Longest wildcard first, as Envoy does; stable sort keeps config order for ties.
+        self._suffixes.sort(key=lambda p: -len(p[0]))
+        self._prefixes.sort(key=lambda p: -len(p[0]))
+
+    def virtual_host(self, authority: str) -> VirtualHostEntry | None:
+        host = authority.lower()
+        if (entry := self._exact.get(host)) is not None:
+            return entry
+        if not host.endswith("]") and ":" in host:  # strip a port, but not from "[::1]"
+            host = host.rpartition(":")[0]
+            if (entry := self._exact.get(host)) is not None:
+                return entry
+        for suffix, entry in self._suffixes:
+            if host.endswith(suffix) and len(host) > len(suffix):
+                return entry
+        for prefix, entry in self._prefixes:
+            if host.startswith(prefix) and len(host) > len(prefix):
+                return entry
+        return self._default
+
+    def route(self, req: RequestHead) -> RouteEntry | None:
+        """The first matching route of the request's virtual host, or None (404)."""
+        vhost = self.virtual_host(req.authority)
+        if vhost is None:
+            return None
+        for route in vhost.routes:
+            if route.matches(req):
+                return route
+        return None

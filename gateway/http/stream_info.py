@@ -1,0 +1,47 @@
+"""What is known about one request as it flows: Envoy's StreamInfo.
+
+The connection manager fills in the downstream facts, the router the upstream ones. Filters
+read it; the access log and the task tree render it.
+"""
+
+import time
+
+import attrs
+
+
+@attrs.define
+class StreamInfo:
+    stream_id: int
+    downstream_remote: str
+    protocol: str = "HTTP/1.1"
+    start_time: float = attrs.field(factory=time.time)
+    start_monotonic: float = attrs.field(factory=time.monotonic)
+    method: str = "-"
+    path: str = "-"
+    authority: str = "-"
+    request_id: str = "-"
+    user_agent: str = "-"
+    forwarded_for: str = "-"
+    #: What the stream is doing now, for /tasks ("reading request body", ...).
+    state: str = "decoding headers"
+    route_name: str = "-"
+    cluster_name: str = "-"
+    upstream_host: str = "-"
+    #: 0 until a response head is sent (as Envoy logs it).
+    response_code: int = 0
+    response_flags: list[str] = attrs.Factory(list)
+    bytes_received: int = 0
+    bytes_sent: int = 0
+    #: Milliseconds from the start until the upstream's response head, if any.
+    upstream_service_time_ms: int | None = None
+
+    def add_flag(self, flag: str) -> None:
+        if flag != "-" and flag not in self.response_flags:
+            self.response_flags.append(flag)
+
+    @property
+    def flags_text(self) -> str:
+        return ",".join(self.response_flags) or "-"
+
+    def duration_ms(self) -> int:
+        return int((time.monotonic() - self.start_monotonic) * 1000)

@@ -1,0 +1,1 @@
+"""Listeners: bound addresses and their accept loops."""

@@ -1,0 +1,220 @@
+"""Counters, gauges and histograms with Envoy's names, and their exposition formats.
+
+Each stat has a dotted Envoy name (`cluster.api.upstream_rq_total`) and, for Prometheus, the
+tag-extracted form Envoy produces (`envoy_cluster_upstream_rq_total{envoy_cluster_name="api"}`).
+Components take a `Scope` and create their stats once; the hot path only does `c.value += 1`.
+"""
+
+import bisect
+import math
+import re
+from collections.abc import Iterator
+
+import attrs
+
+#: Envoy's default histogram bucket bounds (milliseconds for time histograms).
+DEFAULT_BUCKETS: tuple[float, ...] = (
+    0.5, 1, 5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000, 30000, 60000, 300000,
+    600000, 1800000, 3600000,
+)  # fmt: skip
+#: The quantiles /stats prints for each histogram, as Envoy does.
+QUANTILES: tuple[float, ...] = (0, 0.25, 0.5, 0.75, 0.9, 0.95, 0.99, 0.995, 0.999, 1)
+
+
+@attrs.define(eq=False)
+class Counter:
+    name: str
+    prom_name: str
+    labels: dict[str, str]
+    value: int = 0
+
+    def inc(self, n: int = 1) -> None:
+        self.value += n
+
+
+@attrs.define(eq=False)
+class Gauge:
+    name: str
+    prom_name: str
+    labels: dict[str, str]
+    value: int = 0
+
+    def inc(self) -> None:
+        self.value += 1
+
+    def dec(self) -> None:
+        self.value -= 1
+
+
+@attrs.define(eq=False)
+class Histogram:
+    name: str
+    prom_name: str
+    labels: dict[str, str]
+    bounds: tuple[float, ...] = DEFAULT_BUCKETS
+    #: counts[i] counts samples <= bounds[i]; the last slot counts samples above every bound.
+    counts: list[int] = attrs.field(init=False)
+    sum: float = 0.0
+    count: int = 0
+    max: float = 0.0
+
+    def __attrs_post_init__(self) -> None:
+        self.counts = [0] * (len(self.bounds) + 1)
+
+    def record(self, value: float) -> None:
+        self.counts[bisect.bisect_left(self.bounds, value)] += 1
+        self.sum += value
+        self.count += 1
+        self.max = max(self.max, value)
+
+    def quantile(self, q: float) -> float:
+        """Estimates a quantile by linear interpolation inside its bucket."""
+        if not self.count:
+            return math.nan
+        rank = q * self.count
+        seen = 0
+        for i, n in enumerate(self.counts):
+            if n and seen + n >= rank:
+                lower = self.bounds[i - 1] if i else 0.0
+                upper = self.bounds[i] if i < len(self.bounds) else self.max
+                return min(lower + (upper - lower) * (rank - seen) / n, self.max)
+            seen += n
+        return self.max
+
+
+Stat = Counter | Gauge | Histogram
+
+
+class StatsStore:
+    """All of one gateway's stats, by dotted name."""
+
+    def __init__(self) -> None:
+        self._stats: dict[str, Stat] = {}
+
+    def scope(self, prefix: str, prom_prefix: str, labels: dict[str, str] | None = None) -> "Scope":
+        return Scope(self, prefix, prom_prefix, labels or {})
+
+    def _get(self, kind: type[Stat], name: str, prom_name: str, labels: dict[str, str]) -> Stat:
+        stat = self._stats.get(name)
+        if stat is None:
+            stat = self._stats[name] = kind(name, prom_name, labels)
+        assert isinstance(stat, kind), f"{name} is a {type(stat).__name__}"
+        return stat
+
+    def __iter__(self) -> Iterator[Stat]:
+        return iter(sorted(self._stats.values(), key=lambda s: s.name))
+
+    def value(self, name: str) -> int | None:
+        """A counter's or gauge's value by dotted name (None if it does not exist)."""
+        stat = self._stats.get(name)
+        return stat.value if isinstance(stat, Counter | Gauge) else None
+
+
+@attrs.frozen
+class Scope:
+    """A stat name prefix plus the Prometheus tags it implies (Envoy's Stats::Scope)."""
+
+    store: StatsStore
+    prefix: str
+    prom_prefix: str
+    labels: dict[str, str]
+
+    def _names(self, name: str) -> tuple[str, str]:
+        return f"{self.prefix}.{name}", f"envoy_{self.prom_prefix}_{name}"
+
+    def counter(self, name: str) -> Counter:
+        stat = self.store._get(Counter, *self._names(name), self.labels)
+        assert isinstance(stat, Counter)
+        return stat
+
+    def gauge(self, name: str) -> Gauge:
+        stat = self.store._get(Gauge, *self._names(name), self.labels)
+        assert isinstance(stat, Gauge)
+        return stat
+
+    def histogram(self, name: str) -> Histogram:
+        stat = self.store._get(Histogram, *self._names(name), self.labels)
+        assert isinstance(stat, Histogram)
+        return stat
+
+
+# --- exposition -----------------------------------------------------------------------------
+
+
+def _fmt(value: float) -> str:
+    if math.isnan(value):
+        return "nan"
+    return f"{value:.6g}"
+
+
+def histogram_summary(h: Histogram) -> str:
+    """Envoy's /stats line body: `P0(v) P25(v) ... P100(v)`."""
+    return " ".join(f"P{q * 100:g}({_fmt(h.quantile(q))})" for q in QUANTILES)
+
+
+def render_text(store: StatsStore, name_filter: re.Pattern[str] | None = None) -> str:
+    lines = []
+    for stat in store:
+        if name_filter and not name_filter.search(stat.name):
+            continue
+        if isinstance(stat, Histogram):
+            lines.append(f"{stat.name}: {histogram_summary(stat)}")
+        else:
+            lines.append(f"{stat.name}: {stat.value}")
+    return "\n".join(lines) + "\n"
+
+
+def render_json(store: StatsStore, name_filter: re.Pattern[str] | None = None) -> dict[str, object]:
+    stats: list[dict[str, object]] = []
+    for stat in store:
+        if name_filter and not name_filter.search(stat.name):
+            continue
+        if isinstance(stat, Histogram):
+            stats.append(
+                {
+                    "name": stat.name,
+                    "histogram": {
+                        "count": stat.count,
+                        "sum": stat.sum,
+                        "quantiles": {f"P{q * 100:g}": stat.quantile(q) for q in QUANTILES},
+                    },
+                }
+            )
+        else:
+            stats.append({"name": stat.name, "value": stat.value})
+    return {"stats": stats}
+
+
+def _labels(labels: dict[str, str], extra: str = "") -> str:
+    parts = [f'{k}="{_escape(v)}"' for k, v in labels.items()]
+    if extra:
+        parts.append(extra)
+    return "{" + ",".join(parts) + "}" if parts else ""
+
+
+def _escape(value: str) -> str:
+    return value.replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
+
+
+def render_prometheus(store: StatsStore) -> str:
+    """Prometheus text exposition format 0.0.4, one TYPE line per metric family."""
+    families: dict[str, list[Stat]] = {}
+    for stat in store:
+        families.setdefault(stat.prom_name, []).append(stat)
+    out: list[str] = []
+    for family, stats in sorted(families.items()):
+        first = stats[0]
+        kind = {Counter: "counter", Gauge: "gauge", Histogram: "histogram"}[type(first)]
+        out.append(f"# TYPE {family} {kind}")
+        for stat in stats:
+            if isinstance(stat, Histogram):
+                cumulative = 0
+                for bound, n in zip((*stat.bounds, math.inf), stat.counts, strict=True):
+                    cumulative += n
+                    le = 'le="' + ("+Inf" if bound == math.inf else _fmt(bound)) + '"'
+                    out.append(f"{family}_bucket{_labels(stat.labels, le)} {cumulative}")
+                out.append(f"{family}_sum{_labels(stat.labels)} {stat.sum!r}")
+                out.append(f"{family}_count{_labels(stat.labels)} {stat.count}")
+            else:
+                out.append(f"{family}{_labels(stat.labels)} {stat.value}")
+    return "\n".join(out) + "\n"
