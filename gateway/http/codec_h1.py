@@ -55,6 +55,7 @@ class ServerCodec:
     def __init__(self, *, max_header_bytes: int, max_header_count: int, scheme: str) -> None:
         self._conn = h11.Connection(h11.SERVER, max_incomplete_event_size=max_header_bytes)
         self._max_header_count = max_header_count
+        self._max_header_bytes = max_header_bytes
         self._scheme = scheme
         self.stream_id = 0
         # Bytes of the request head being received, kept for the checks h11 does not do.
@@ -67,11 +68,18 @@ class ServerCodec:
         """Feeds bytes from the socket; b"" means the peer closed its side."""
         if self._in_head and data:
             self._head += data
-            end = self._head.find(b"\r\n\r\n")
-            head = self._head if end < 0 else self._head[: end + 2]
-            if _BAD_HEAD_BYTES.search(head):
-                raise DownstreamProtocolError("bare LF or obs-fold in request head")
+            self._check_head()
         self._conn.receive_data(data)
+
+    def _check_head(self) -> None:
+        end = self._head.find(b"\r\n\r\n")
+        head = self._head if end < 0 else self._head[: end + 2]
+        # h11 only enforces its limit on an incomplete head; one that arrives whole in a
+        # single read must be measured here.
+        if len(head) > self._max_header_bytes:
+            raise DownstreamProtocolError("request headers too large", 431)
+        if _BAD_HEAD_BYTES.search(head):
+            raise DownstreamProtocolError("bare LF or obs-fold in request head")
 
     @property
     def has_partial_request(self) -> bool:
@@ -182,8 +190,7 @@ class ServerCodec:
         self._in_head = True
         # Pipelined bytes already buffered belong to the next head and get the same checks.
         self._head = bytearray(self._conn.trailing_data[0])
-        if _BAD_HEAD_BYTES.search(self._head.partition(b"\r\n\r\n")[0] + b"\r\n"):
-            raise DownstreamProtocolError("bare LF or obs-fold in request head")
+        self._check_head()
 
     @property
     def buffered_bytes(self) -> int:

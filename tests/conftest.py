@@ -1,0 +1,1 @@
+"""Test configuration: pytest-trio runs every async test in its own Trio loop."""

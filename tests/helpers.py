@@ -1,0 +1,217 @@
+"""Real upstreams, real gateways, real sockets: the pieces every end-to-end test uses."""
+
+import json
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from functools import partial
+from typing import Any
+from urllib.parse import parse_qs
+
+import attrs
+import hypercorn.config
+import hypercorn.trio
+import trio
+
+from gateway import Gateway, loads_config, open_gateway
+from gateway.asgi import Receive, Scope, Send, complete_lifespan
+
+
+@attrs.define
+class SeenRequest:
+    method: str
+    path: str
+    headers: dict[str, str]
+    body: bytes
+
+
+@attrs.define
+class Upstream:
+    """A hypercorn-served ASGI app that records what it saw and when clients left.
+
+    Paths: /status/N answers N with no body; /slow?delay=S sleeps then answers;
+    /hang never answers and records the disconnect; /stream sends a chunk every 20 ms until
+    the client leaves; /big?size=N sends N bytes; anything else echoes the request as JSON.
+    """
+
+    name: str = "upstream"
+    port: int = 0
+    requests: list[SeenRequest] = attrs.Factory(list)
+    disconnects: list[float] = attrs.Factory(list)
+    disconnected: trio.Event = attrs.Factory(trio.Event)
+    first_chunk: trio.Event = attrs.Factory(trio.Event)
+    release: trio.Event = attrs.Factory(trio.Event)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "lifespan":
+            await complete_lifespan(receive, send)
+            return
+        path = scope["path"]
+        query = {k: v[0] for k, v in parse_qs(scope["query_string"].decode()).items()}
+        headers = {k.decode(): v.decode() for k, v in scope["headers"]}
+        body = b""
+        if path != "/hang-before-body":
+            while True:
+                message = await receive()
+                if message["type"] == "http.disconnect":
+                    self._left()
+                    return
+                body += message.get("body", b"")
+                if body:
+                    self.first_chunk.set()
+                if not message.get("more_body"):
+                    break
+        raw_path = scope["raw_path"].decode() + (
+            "?" + scope["query_string"].decode() if scope["query_string"] else ""
+        )
+        self.requests.append(SeenRequest(scope["method"], raw_path, headers, body))
+        if path.startswith("/status/"):
+            status = int(path.rpartition("/")[2])
+            extra = [(b"etag", b'"x"')] if status == 304 else []
+            await send({"type": "http.response.start", "status": status, "headers": extra})
+            await send({"type": "http.response.body", "body": b""})
+        elif path == "/slow":
+            await trio.sleep(float(query.get("delay", "1")))
+            await self._respond(send, b"slow done")
+        elif path in ("/hang", "/hang-before-body"):
+            await self._wait_disconnect(receive)
+        elif path == "/stream":
+            await send({"type": "http.response.start", "status": 200, "headers": []})
+            await send({"type": "http.response.body", "body": b"first\n", "more_body": True})
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(self._wait_disconnect_then_cancel, receive, nursery)
+                await self.release.wait()
+                await send({"type": "http.response.body", "body": b"second\n"})
+                nursery.cancel_scope.cancel()
+        elif path == "/big":
+            size = int(query.get("size", "1000000"))
+            await send({"type": "http.response.start", "status": 200, "headers": []})
+            chunk = b"x" * 65536
+            sent = 0
+            while sent < size:
+                piece = chunk[: size - sent]
+                sent += len(piece)
+                await send({"type": "http.response.body", "body": piece, "more_body": True})
+            await send({"type": "http.response.body", "body": b""})
+        else:
+            payload = {
+                "server": self.name,
+                "method": scope["method"],
+                "path": raw_path,
+                "headers": headers,
+                "body_bytes": len(body),
+            }
+            extra = [(b"x-upstream", self.name.encode())]
+            await self._respond(send, json.dumps(payload).encode(), extra)
+
+    async def _respond(
+        self, send: Send, body: bytes, headers: list[tuple[bytes, bytes]] | None = None
+    ) -> None:
+        start_headers = [(b"content-length", str(len(body)).encode()), *(headers or [])]
+        await send({"type": "http.response.start", "status": 200, "headers": start_headers})
+        await send({"type": "http.response.body", "body": body})
+
+    def _left(self) -> None:
+        self.disconnects.append(time.monotonic())
+        self.disconnected.set()
+
+    async def _wait_disconnect(self, receive: Receive) -> None:
+        while (await receive())["type"] != "http.disconnect":
+            pass
+        self._left()
+
+    async def _wait_disconnect_then_cancel(self, receive: Receive, nursery: trio.Nursery) -> None:
+        await self._wait_disconnect(receive)
+        nursery.cancel_scope.cancel()
+
+
+async def serve_asgi(nursery: trio.Nursery, app: Any) -> int:
+    """Serves an ASGI app with hypercorn on 127.0.0.1:0 and returns the port."""
+    config = hypercorn.config.Config()
+    config.bind = ["127.0.0.1:0"]
+    config.accesslog = None
+    config.graceful_timeout = 0.1
+    binds = await nursery.start(partial(hypercorn.trio.serve, app, config, mode="asgi"))
+    return int(binds[0].rpartition(":")[2])
+
+
+async def start_upstream(nursery: trio.Nursery, name: str = "upstream") -> Upstream:
+    upstream = Upstream(name)
+    upstream.port = await serve_asgi(nursery, upstream)
+    return upstream
+
+
+def config_toml(*endpoints: int, listener: str = "", cluster: str = "", routes: str = "") -> str:
+    """A one-listener, one-cluster config; `listener`/`cluster` add keys, `routes` adds routes
+    before the catch-all route to the cluster."""
+    eps = ", ".join(f'"127.0.0.1:{p}"' for p in endpoints)
+    return f"""
+[admin]
+address = "127.0.0.1:0"
+
+[server]
+drain_timeout = "2s"
+
+[listeners.edge]
+address = "127.0.0.1:0"
+virtual_hosts = ["main"]
+{listener}
+
+[virtual_hosts.main]
+domains = ["*"]
+{routes}
+
+[[virtual_hosts.main.routes]]
+match = {{ prefix = "/" }}
+cluster = "backend"
+
+[clusters.backend]
+endpoints = [{eps}]
+connect_timeout = "1s"
+{cluster}
+"""
+
+
+@asynccontextmanager
+async def run_gateway(toml: str) -> AsyncIterator[Gateway]:
+    async with open_gateway(loads_config(toml)) as gw:
+        yield gw
+
+
+def url(gw: Gateway, path: str = "/", listener: str = "edge") -> str:
+    return f"http://127.0.0.1:{gw.listener_ports[listener]}{path}"
+
+
+def admin_url(gw: Gateway, path: str) -> str:
+    return f"http://127.0.0.1:{gw.admin_port}{path}"
+
+
+async def raw_exchange(port: int, data: bytes, *, read_timeout: float = 2.0) -> bytes:
+    """Sends raw bytes and reads until the server closes (or the timeout); returns all."""
+    stream = await trio.open_tcp_stream("127.0.0.1", port)
+    async with stream:
+        await stream.send_all(data)
+        out = b""
+        with trio.move_on_after(read_timeout):
+            while chunk := await stream.receive_some(65536):
+                out += chunk
+        return out
+
+
+async def read_until(stream: trio.SocketStream, marker: bytes, timeout: float = 2.0) -> bytes:
+    out = b""
+    with trio.fail_after(timeout):
+        while marker not in out:
+            chunk = await stream.receive_some(65536)
+            if not chunk:
+                break
+            out += chunk
+    return out
+
+
+async def eventually(predicate: Any, timeout: float = 2.0) -> None:
+    """Waits until `predicate()` is true: stats are recorded just after the last byte is
+    written, so a client can see its response a moment before the counters move."""
+    with trio.fail_after(timeout):
+        while not predicate():
+            await trio.sleep(0.005)
