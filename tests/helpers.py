@@ -215,3 +215,54 @@ async def eventually(predicate: Any, timeout: float = 2.0) -> None:
     with trio.fail_after(timeout):
         while not predicate():
             await trio.sleep(0.005)
+
+
+@attrs.define
+class KeepAliveUpstream:
+    """A raw-socket HTTP/1.1 upstream (h11) that answers "ok" with keep-alive and records
+    when each connection closes: the view an ASGI app cannot give of idle connections."""
+
+    port: int = 0
+    opened: int = 0
+    closed_at: list[float] = attrs.Factory(list)
+    close_after: int | None = None
+
+    async def handle(self, stream: trio.SocketStream) -> None:
+        import h11
+
+        self.opened += 1
+        conn = h11.Connection(h11.SERVER)
+        served = 0
+        try:
+            while True:
+                event = conn.next_event()
+                if event is h11.NEED_DATA:
+                    data = await stream.receive_some(65536)
+                    conn.receive_data(data)
+                    if not data:
+                        return
+                elif isinstance(event, h11.EndOfMessage):
+                    await stream.send_all(
+                        conn.send(h11.Response(status_code=200, headers=[("content-length", "2")]))
+                        + conn.send(h11.Data(data=b"ok"))
+                        + conn.send(h11.EndOfMessage())
+                    )
+                    served += 1
+                    if self.close_after is not None and served >= self.close_after:
+                        return
+                    conn.start_next_cycle()
+                elif isinstance(event, h11.ConnectionClosed):
+                    return
+        except (trio.BrokenResourceError, h11.RemoteProtocolError):
+            return
+        finally:
+            self.closed_at.append(time.monotonic())
+            await stream.aclose()
+
+
+async def start_keepalive_upstream(nursery: trio.Nursery) -> KeepAliveUpstream:
+    upstream = KeepAliveUpstream()
+    listeners = await trio.open_tcp_listeners(0, host="127.0.0.1")
+    nursery.start_soon(trio.serve_listeners, upstream.handle, listeners)
+    upstream.port = listeners[0].socket.getsockname()[1]
+    return upstream

@@ -1,0 +1,105 @@
+"""Broken upstreams get 502/503/504 with Envoy's response flags, in stats and the log."""
+
+import json
+import socket
+
+import httpx
+import trio
+
+from tests.helpers import config_toml, eventually, raw_exchange, run_gateway, start_upstream, url
+
+
+def closed_port() -> int:
+    """A port with nothing listening on it."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+async def test_connect_failure_is_502_uf(tmp_path):
+    log = tmp_path / "access.json"
+    toml = config_toml(
+        closed_port(),
+        listener=f'access_log = {{ path = "{log}", format = "json", flush_interval = "0s" }}',
+    )
+    async with run_gateway(toml) as gw, httpx.AsyncClient() as client:
+        r = await client.get(url(gw, "/x"))
+        assert r.status_code == 502
+        assert "connection failure" in r.text
+        await eventually(lambda: log.exists() and log.read_text())
+        assert gw.stats.value("cluster.backend.upstream_cx_connect_fail") == 1
+    entry = json.loads(log.read_text().splitlines()[0])
+    assert entry["response_code"] == 502
+    assert entry["response_flags"] == "UF"
+
+
+async def test_cluster_without_endpoints_is_503_uh():
+    async with run_gateway(config_toml()) as gw, httpx.AsyncClient() as client:
+        r = await client.get(url(gw, "/"))
+        assert r.status_code == 503
+        assert r.text == "no healthy upstream"
+        assert gw.stats.value("cluster.backend.upstream_cx_none_healthy") == 1
+
+
+async def test_route_timeout_is_504_ut_and_cancels_upstream(nursery):
+    up = await start_upstream(nursery)
+    routes = """
+[[virtual_hosts.main.routes]]
+match = { prefix = "/hang" }
+cluster = "backend"
+timeout = "300ms"
+"""
+    async with run_gateway(config_toml(up.port, routes=routes)) as gw, httpx.AsyncClient() as c:
+        start = trio.current_time()
+        r = await c.get(url(gw, "/hang"))
+        assert r.status_code == 504
+        assert r.text == "upstream request timeout"
+        assert 0.25 < trio.current_time() - start < 2
+        with trio.fail_after(1):
+            await up.disconnected.wait()
+        assert gw.stats.value("cluster.backend.upstream_rq_timeout") == 1
+        await eventually(lambda: gw.stats.value("cluster.backend.upstream_cx_active") == 0)
+        # The timed-out connection was discarded; the next request gets a fresh one.
+        assert (await c.get(url(gw, "/ok"))).status_code == 200
+        assert gw.stats.value("cluster.backend.upstream_cx_total") == 2
+
+
+async def _one_shot_server(nursery, response: bytes) -> tuple[int, trio.Event]:
+    """A raw TCP upstream that reads a request head, writes `response`, then closes."""
+    done = trio.Event()
+    listeners = await trio.open_tcp_listeners(0, host="127.0.0.1")
+
+    async def handler(stream):
+        async with stream:
+            data = b""
+            while b"\r\n\r\n" not in data:
+                data += await stream.receive_some(65536)
+            await stream.send_all(response)
+        done.set()
+
+    nursery.start_soon(trio.serve_listeners, handler, listeners)
+    return listeners[0].socket.getsockname()[1], done
+
+
+async def test_upstream_closing_before_headers_is_502_uc(nursery):
+    port, _ = await _one_shot_server(nursery, b"")
+    async with run_gateway(config_toml(port)) as gw, httpx.AsyncClient() as client:
+        r = await client.get(url(gw, "/"))
+        assert r.status_code == 502
+        assert "connection termination" in r.text
+
+
+async def test_upstream_garbage_is_502(nursery):
+    port, _ = await _one_shot_server(nursery, b"NOT HTTP AT ALL\r\n\r\n")
+    async with run_gateway(config_toml(port)) as gw, httpx.AsyncClient() as client:
+        assert (await client.get(url(gw, "/"))).status_code == 502
+
+
+async def test_upstream_reset_mid_body_truncates_downstream(nursery):
+    port, _ = await _one_shot_server(
+        nursery, b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\nonly-part"
+    )
+    async with run_gateway(config_toml(port)) as gw:
+        out = await raw_exchange(gw.listener_ports["edge"], b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert out.startswith(b"HTTP/1.1 200 OK")
+        assert out.endswith(b"only-part"), "the client sees a truncated body, then EOF"
