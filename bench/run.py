@@ -429,6 +429,8 @@ def measure_once(service: Service, result: Result, settings: Settings, *, warmup
     try:
         duration = settings.warmup if warmup else settings.duration
         sample = run_wrk(service.port, settings, duration)
+        if service.proc.poll() is not None:
+            raise RuntimeError(f"{service.name} exited with code {service.proc.returncode}")
     except (RuntimeError, ValueError, subprocess.TimeoutExpired) as exc:
         result.failure = str(exc)
     else:
@@ -436,8 +438,6 @@ def measure_once(service: Service, result: Result, settings: Settings, *, warmup
             result.samples.append(sample)
         if sample.errors:
             print(f"  note: {service.name}: {sample.errors} wrk socket errors/non-2xx responses")
-    if service.proc.poll() is not None:
-        result.failure = f"{service.name} exited with code {service.proc.returncode}"
     if result.failure is not None:
         print(f"  FAILED {service.name}: {result.failure}\n{log_tail(service.log)}")
 
