@@ -50,6 +50,15 @@ class Upstream:
         query = {k: v[0] for k, v in parse_qs(scope["query_string"].decode()).items()}
         headers = {k.decode(): v.decode() for k, v in scope["headers"]}
         body = b""
+        if path == "/discard":  # count the body without keeping it
+            size = 0
+            while True:
+                message = await receive()
+                size += len(message.get("body", b""))
+                if not message.get("more_body"):
+                    break
+            await self._respond(send, str(size).encode())
+            return
         if path != "/hang-before-body":
             while True:
                 message = await receive()
@@ -266,3 +275,20 @@ async def start_keepalive_upstream(nursery: trio.Nursery) -> KeepAliveUpstream:
     nursery.start_soon(trio.serve_listeners, upstream.handle, listeners)
     upstream.port = listeners[0].socket.getsockname()[1]
     return upstream
+
+
+async def start_scripted_upstream(nursery: trio.Nursery, response: bytes) -> tuple[int, trio.Event]:
+    """A raw TCP upstream that reads one request head, writes `response` verbatim, closes."""
+    done = trio.Event()
+    listeners = await trio.open_tcp_listeners(0, host="127.0.0.1")
+
+    async def handler(stream: trio.SocketStream) -> None:
+        async with stream:
+            data = b""
+            while b"\r\n\r\n" not in data:
+                data += await stream.receive_some(65536)
+            await stream.send_all(response)
+        done.set()
+
+    nursery.start_soon(trio.serve_listeners, handler, listeners)
+    return listeners[0].socket.getsockname()[1], done

@@ -11,6 +11,7 @@ from tests.helpers import (
     raw_exchange,
     read_until,
     run_gateway,
+    start_scripted_upstream,
     start_upstream,
     url,
 )
@@ -185,3 +186,17 @@ async def test_access_log_envoy_format(nursery, tmp_path):
     assert '"POST /logged?x=1 HTTP/1.1" 200 - 5 ' in line
     authority = f"127.0.0.1:{gw.listener_ports['edge']}"
     assert f'"127.0.0.1" "tester" "rid-1" "{authority}" "127.0.0.1:{up.port}"' in line
+
+
+async def test_hop_by_hop_response_headers_removed(nursery):
+    port, _ = await start_scripted_upstream(
+        nursery,
+        b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: keep-alive, x-secret\r\n"
+        b"x-secret: 1\r\nKeep-Alive: timeout=5\r\nProxy-Authenticate: Basic\r\nx-kept: y\r\n\r\nok",
+    )
+    async with run_gateway(config_toml(port)) as gw, httpx.AsyncClient() as client:
+        r = await client.get(url(gw, "/"))
+    assert r.text == "ok"
+    for name in ("x-secret", "keep-alive", "proxy-authenticate"):
+        assert name not in r.headers, name
+    assert r.headers["x-kept"] == "y"

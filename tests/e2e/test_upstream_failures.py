@@ -6,7 +6,15 @@ import socket
 import httpx
 import trio
 
-from tests.helpers import config_toml, eventually, raw_exchange, run_gateway, start_upstream, url
+from tests.helpers import (
+    config_toml,
+    eventually,
+    raw_exchange,
+    run_gateway,
+    start_scripted_upstream,
+    start_upstream,
+    url,
+)
 
 
 def closed_port() -> int:
@@ -64,25 +72,8 @@ timeout = "300ms"
         assert gw.stats.value("cluster.backend.upstream_cx_total") == 2
 
 
-async def _one_shot_server(nursery, response: bytes) -> tuple[int, trio.Event]:
-    """A raw TCP upstream that reads a request head, writes `response`, then closes."""
-    done = trio.Event()
-    listeners = await trio.open_tcp_listeners(0, host="127.0.0.1")
-
-    async def handler(stream):
-        async with stream:
-            data = b""
-            while b"\r\n\r\n" not in data:
-                data += await stream.receive_some(65536)
-            await stream.send_all(response)
-        done.set()
-
-    nursery.start_soon(trio.serve_listeners, handler, listeners)
-    return listeners[0].socket.getsockname()[1], done
-
-
 async def test_upstream_closing_before_headers_is_502_uc(nursery):
-    port, _ = await _one_shot_server(nursery, b"")
+    port, _ = await start_scripted_upstream(nursery, b"")
     async with run_gateway(config_toml(port)) as gw, httpx.AsyncClient() as client:
         r = await client.get(url(gw, "/"))
         assert r.status_code == 502
@@ -90,13 +81,13 @@ async def test_upstream_closing_before_headers_is_502_uc(nursery):
 
 
 async def test_upstream_garbage_is_502(nursery):
-    port, _ = await _one_shot_server(nursery, b"NOT HTTP AT ALL\r\n\r\n")
+    port, _ = await start_scripted_upstream(nursery, b"NOT HTTP AT ALL\r\n\r\n")
     async with run_gateway(config_toml(port)) as gw, httpx.AsyncClient() as client:
         assert (await client.get(url(gw, "/"))).status_code == 502
 
 
 async def test_upstream_reset_mid_body_truncates_downstream(nursery):
-    port, _ = await _one_shot_server(
+    port, _ = await start_scripted_upstream(
         nursery, b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\nonly-part"
     )
     async with run_gateway(config_toml(port)) as gw:
