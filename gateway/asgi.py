@@ -16,3 +16,13 @@ async def complete_lifespan(receive: Receive, send: Send) -> None:
         await send({"type": f"lifespan.{kind}.complete"})
         if kind == "shutdown":
             return
+
+
+async def count_body(receive: Receive) -> int:
+    """Reads a request body to its end, counting its bytes without keeping them."""
+    size = 0
+    while True:
+        message = await receive()
+        size += len(message.get("body", b""))
+        if not message.get("more_body"):
+            return size

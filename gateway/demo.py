@@ -12,7 +12,7 @@ import hypercorn.config
 import hypercorn.trio
 import trio
 
-from gateway.asgi import Receive, Scope, Send, complete_lifespan
+from gateway.asgi import Receive, Scope, Send, complete_lifespan, count_body
 from gateway.config.load import parse_address
 
 
@@ -21,12 +21,7 @@ def echo_app(server_name: str) -> Callable[[Scope, Receive, Send], Awaitable[Non
         if scope["type"] == "lifespan":
             await complete_lifespan(receive, send)
             return
-        size = 0
-        while True:
-            message = await receive()
-            size += len(message.get("body", b""))
-            if not message.get("more_body"):
-                break
+        size = await count_body(receive)
         body = (
             json.dumps(
                 {

@@ -9,8 +9,11 @@ import bisect
 import math
 import re
 from collections.abc import Iterator
+from typing import TypeVar
 
 import attrs
+
+T = TypeVar("T")
 
 #: Envoy's default histogram bucket bounds (milliseconds for time histograms).
 DEFAULT_BUCKETS: tuple[float, ...] = (
@@ -136,6 +139,16 @@ class Scope:
         stat = self.store._get(Histogram, *self._names(name), self.labels)
         assert isinstance(stat, Histogram)
         return stat
+
+
+def create_stats(cls: type[T], scope: "Scope", **given: object) -> T:
+    """Builds an attrs record of stats (ClusterStats, HcmStats, ...): every Counter, Gauge
+    and Histogram field is created in `scope` under the field's own name; `given` supplies
+    the remaining fields."""
+    makers = {Counter: scope.counter, Gauge: scope.gauge, Histogram: scope.histogram}
+    fields = attrs.fields(cls)  # type: ignore[arg-type]
+    values = {f.name: makers[f.type](f.name) for f in fields if f.name not in given}
+    return cls(**values, **given)
 
 
 # --- exposition -----------------------------------------------------------------------------

@@ -14,7 +14,7 @@ import hypercorn.trio
 import trio
 
 from gateway import Gateway, loads_config, open_gateway
-from gateway.asgi import Receive, Scope, Send, complete_lifespan
+from gateway.asgi import Receive, Scope, Send, complete_lifespan, count_body
 
 
 @attrs.define
@@ -51,13 +51,7 @@ class Upstream:
         headers = {k.decode(): v.decode() for k, v in scope["headers"]}
         body = b""
         if path == "/discard":  # count the body without keeping it
-            size = 0
-            while True:
-                message = await receive()
-                size += len(message.get("body", b""))
-                if not message.get("more_body"):
-                    break
-            await self._respond(send, str(size).encode())
+            await self._respond(send, str(await count_body(receive)).encode())
             return
         if path != "/hang-before-body":
             while True:

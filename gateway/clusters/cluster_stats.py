@@ -2,7 +2,7 @@
 
 import attrs
 
-from gateway.stats import Counter, Gauge, Histogram, Scope
+from gateway.stats import Counter, Gauge, Histogram, Scope, create_stats
 
 _RESPONSE_CLASSES = ("1xx", "2xx", "3xx", "4xx", "5xx")
 
@@ -26,18 +26,8 @@ class ClusterStats:
 
     @classmethod
     def create(cls, scope: Scope) -> "ClusterStats":
-        kinds = {f.name: f.type for f in attrs.fields(cls)}
-        values: dict[str, object] = {}
-        for name, kind in kinds.items():
-            if name == "upstream_rq_by_class":
-                values[name] = {c: scope.counter(f"upstream_rq_{c}") for c in _RESPONSE_CLASSES}
-            elif kind is Counter:
-                values[name] = scope.counter(name)
-            elif kind is Gauge:
-                values[name] = scope.gauge(name)
-            else:
-                values[name] = scope.histogram(name)
-        return cls(**values)  # type: ignore[arg-type]
+        by_class = {c: scope.counter(f"upstream_rq_{c}") for c in _RESPONSE_CLASSES}
+        return create_stats(cls, scope, upstream_rq_by_class=by_class)
 
     def record_response(self, status: int) -> None:
         if 100 <= status <= 599:

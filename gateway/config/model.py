@@ -160,8 +160,21 @@ class DirectResponse:
     content_type: str = "text/plain"
 
 
+@attrs.frozen(kw_only=True)
+class HeaderMutations:
+    """Headers to add (each replaces any same-named header) and to remove; removals first.
+
+    Virtual hosts, routes and the `header_mutation` filter all take these four keys.
+    """
+
+    request_headers_to_add: dict[str, str] = attrs.Factory(dict)
+    request_headers_to_remove: list[str] = attrs.Factory(list)
+    response_headers_to_add: dict[str, str] = attrs.Factory(dict)
+    response_headers_to_remove: list[str] = attrs.Factory(list)
+
+
 @attrs.frozen
-class Route:
+class Route(HeaderMutations):
     """`[[virtual_hosts.NAME.routes]]`: a match and one action.
 
     Actions (exactly one): `cluster`, `weighted_clusters`, `redirect`, `direct_response`.
@@ -176,22 +189,14 @@ class Route:
     timeout: Duration = Duration(15.0)
     prefix_rewrite: str | None = None
     host_rewrite: str | None = None
-    request_headers_to_add: dict[str, str] = attrs.Factory(dict)
-    request_headers_to_remove: list[str] = attrs.Factory(list)
-    response_headers_to_add: dict[str, str] = attrs.Factory(dict)
-    response_headers_to_remove: list[str] = attrs.Factory(list)
 
 
 @attrs.frozen
-class VirtualHost:
+class VirtualHost(HeaderMutations):
     """`[virtual_hosts.NAME]`: domains (exact, `*.suffix`, `prefix*`, `*`) and ordered routes."""
 
     domains: list[str]
     routes: list[Route] = attrs.Factory(list)
-    request_headers_to_add: dict[str, str] = attrs.Factory(dict)
-    request_headers_to_remove: list[str] = attrs.Factory(list)
-    response_headers_to_add: dict[str, str] = attrs.Factory(dict)
-    response_headers_to_remove: list[str] = attrs.Factory(list)
 
 
 # --- clusters -------------------------------------------------------------------------------

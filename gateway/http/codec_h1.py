@@ -49,15 +49,45 @@ def _content_length(headers: HeaderMap) -> int | None:
     return int(value) if value is not None else None
 
 
-class ServerCodec:
+class _Codec:
+    """What both roles share: body framing out, failure marking, and connection reuse."""
+
+    def __init__(self, role: type[h11.CLIENT] | type[h11.SERVER], max_header_bytes: int) -> None:
+        self._conn = h11.Connection(role, max_incomplete_event_size=max_header_bytes)
+        self.stream_id = 0
+
+    def send_data(self, data: bytes) -> bytes:
+        return self._send(h11.Data(data=data))
+
+    def send_end(self) -> bytes:
+        return self._send(h11.EndOfMessage())
+
+    def _send(self, event: h11.Event) -> bytes:
+        data = self._conn.send(event)
+        assert data is not None
+        return data
+
+    def send_failed(self) -> None:
+        """Tells h11 that a write did not complete, so the connection is never reused."""
+        self._conn.send_failed()
+
+    @property
+    def reusable(self) -> bool:
+        """Both sides finished cleanly and keep-alive was not refused by either."""
+        return self._conn.our_state is h11.DONE and self._conn.their_state is h11.DONE
+
+    def start_next_cycle(self) -> None:
+        self._conn.start_next_cycle()
+
+
+class ServerCodec(_Codec):
     """The downstream side of an HTTP/1.1 connection (the gateway is the server)."""
 
     def __init__(self, *, max_header_bytes: int, max_header_count: int, scheme: str) -> None:
-        self._conn = h11.Connection(h11.SERVER, max_incomplete_event_size=max_header_bytes)
+        super().__init__(h11.SERVER, max_header_bytes)
         self._max_header_count = max_header_count
         self._max_header_bytes = max_header_bytes
         self._scheme = scheme
-        self.stream_id = 0
         # Bytes of the request head being received, kept for the checks h11 does not do.
         self._head = bytearray()
         self._in_head = True
@@ -155,38 +185,12 @@ class ServerCodec:
             h11.Response(status_code=head.status, headers=list(head.headers), reason=reason)
         )
 
-    def send_data(self, data: bytes) -> bytes:
-        return self._send(h11.Data(data=data))
-
-    def send_end(self) -> bytes:
-        return self._send(h11.EndOfMessage())
-
-    def _send(self, event: h11.Event) -> bytes:
-        data = self._conn.send(event)
-        assert data is not None
-        return data
-
-    def send_failed(self) -> None:
-        """Tells h11 that a write did not complete, so the connection is never reused."""
-        self._conn.send_failed()
-
-    @property
-    def response_started(self) -> bool:
-        return (
-            self._conn.our_state is not h11.IDLE and self._conn.our_state is not h11.SEND_RESPONSE
-        )
-
     @property
     def request_complete(self) -> bool:
         return self._conn.their_state is h11.DONE
 
-    @property
-    def reusable(self) -> bool:
-        """Both sides finished cleanly and keep-alive was not refused by either."""
-        return self._conn.our_state is h11.DONE and self._conn.their_state is h11.DONE
-
     def start_next_cycle(self) -> None:
-        self._conn.start_next_cycle()
+        super().start_next_cycle()
         self._in_head = True
         # Pipelined bytes already buffered belong to the next head and get the same checks.
         self._head = bytearray(self._conn.trailing_data[0])
@@ -198,12 +202,11 @@ class ServerCodec:
         return len(self._conn.trailing_data[0])
 
 
-class ClientCodec:
+class ClientCodec(_Codec):
     """The upstream side of an HTTP/1.1 connection (the gateway is the client)."""
 
     def __init__(self, *, max_header_bytes: int) -> None:
-        self._conn = h11.Connection(h11.CLIENT, max_incomplete_event_size=max_header_bytes)
-        self.stream_id = 0
+        super().__init__(h11.CLIENT, max_header_bytes)
 
     def send_request_head(self, head: RequestHead) -> bytes:
         self.stream_id += 1
@@ -211,17 +214,6 @@ class ClientCodec:
         return self._send(
             h11.Request(method=head.method, target=target, headers=list(head.headers))
         )
-
-    def send_data(self, data: bytes) -> bytes:
-        return self._send(h11.Data(data=data))
-
-    def send_end(self) -> bytes:
-        return self._send(h11.EndOfMessage())
-
-    def _send(self, event: h11.Event) -> bytes:
-        data = self._conn.send(event)
-        assert data is not None
-        return data
 
     def receive_data(self, data: bytes) -> None:
         self._conn.receive_data(data)
@@ -247,17 +239,3 @@ class ClientCodec:
             if isinstance(event, h11.ConnectionClosed):
                 return ConnectionEnded()
             raise UpstreamReset(f"unexpected upstream event {event!r}")  # pragma: no cover
-
-    def send_failed(self) -> None:
-        self._conn.send_failed()
-
-    @property
-    def request_complete(self) -> bool:
-        return self._conn.our_state in (h11.DONE, h11.MUST_CLOSE, h11.CLOSED)
-
-    @property
-    def reusable(self) -> bool:
-        return self._conn.our_state is h11.DONE and self._conn.their_state is h11.DONE
-
-    def start_next_cycle(self) -> None:
-        self._conn.start_next_cycle()

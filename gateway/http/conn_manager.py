@@ -44,7 +44,7 @@ from gateway.http.headers import RequestHead, ResponseHead
 from gateway.http.route_table import RouteTable
 from gateway.http.router import RouterFilter
 from gateway.http.stream_info import StreamInfo
-from gateway.stats import Counter, Gauge, Histogram, Scope, StatsStore
+from gateway.stats import Counter, Gauge, Histogram, Scope, StatsStore, create_stats
 from gateway.tasktree import annotate
 from gateway.trio_util import raise_single
 
@@ -70,17 +70,8 @@ class HcmStats:
 
     @classmethod
     def create(cls, scope: Scope) -> "HcmStats":
-        values: dict[str, object] = {}
-        for f in attrs.fields(cls):
-            if f.name == "by_class":
-                values[f.name] = {c: scope.counter(f"downstream_rq_{c}xx") for c in range(1, 6)}
-            elif f.type is Counter:
-                values[f.name] = scope.counter(f.name)
-            elif f.type is Gauge:
-                values[f.name] = scope.gauge(f.name)
-            else:
-                values[f.name] = scope.histogram(f.name)
-        return cls(**values)  # type: ignore[arg-type]
+        by_class = {c: scope.counter(f"downstream_rq_{c}xx") for c in range(1, 6)}
+        return create_stats(cls, scope, by_class=by_class)
 
     def record(self, info: StreamInfo) -> None:
         if 100 <= info.response_code <= 599:

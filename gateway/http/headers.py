@@ -9,6 +9,8 @@ from collections.abc import Collection, Iterable, Iterator, Mapping
 
 import attrs
 
+from gateway.config.model import HeaderMutations
+
 #: Connection-specific headers (RFC 9110 7.6.1) that a proxy must not forward.
 HOP_BY_HOP = frozenset(
     {
@@ -127,3 +129,11 @@ def strip_hop_by_hop(headers: HeaderMap) -> None:
         if token.strip()
     }
     headers.remove_names(HOP_BY_HOP | named if named else HOP_BY_HOP)
+
+
+def mutate_request(headers: HeaderMap, mutations: HeaderMutations) -> None:
+    headers.apply(mutations.request_headers_to_add, mutations.request_headers_to_remove)
+
+
+def mutate_response(headers: HeaderMap, mutations: HeaderMutations) -> None:
+    headers.apply(mutations.response_headers_to_add, mutations.response_headers_to_remove)

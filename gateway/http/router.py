@@ -26,7 +26,13 @@ from gateway.errors import NoHealthyUpstream, NoRouteFound, UpstreamReset, Upstr
 from gateway.http.active_stream import ActiveStream
 from gateway.http.events import NEED_DATA, ConnectionEnded, Data, EndStream, ResponseHeaders
 from gateway.http.filter import LocalReply
-from gateway.http.headers import RequestHead, ResponseHead, strip_hop_by_hop
+from gateway.http.headers import (
+    RequestHead,
+    ResponseHead,
+    mutate_request,
+    mutate_response,
+    strip_hop_by_hop,
+)
 from gateway.http.route_table import RouteEntry
 from gateway.trio_util import raise_single
 
@@ -68,8 +74,8 @@ def prepare_upstream_request(stream: ActiveStream, entry: RouteEntry) -> None:
     headers.set("host", request.authority)
     if stream.has_request_body and "content-length" not in headers:
         headers.set("transfer-encoding", "chunked")
-    headers.apply(vhost.request_headers_to_add, vhost.request_headers_to_remove)
-    headers.apply(route.request_headers_to_add, route.request_headers_to_remove)
+    mutate_request(headers, vhost)
+    mutate_request(headers, route)
 
 
 class RouterFilter:
@@ -182,9 +188,8 @@ class RouterFilter:
         head: ResponseHead = event.head
         strip_hop_by_hop(head.headers)
         head.headers.set("x-envoy-upstream-service-time", str(info.upstream_service_time_ms))
-        vhost, route = entry.virtual_host, entry.config
-        head.headers.apply(vhost.response_headers_to_add, vhost.response_headers_to_remove)
-        head.headers.apply(route.response_headers_to_add, route.response_headers_to_remove)
+        mutate_response(head.headers, entry.virtual_host)
+        mutate_response(head.headers, entry.config)
         # Peek without I/O: if the body (or its end) is already here, it leaves with the head.
         nxt = conn.codec.next_event()
         if isinstance(nxt, EndStream):

@@ -17,7 +17,7 @@ import trio
 from gateway.config.model import Listener as ListenerConfig
 from gateway.errors import StartupError
 from gateway.http.conn_manager import HttpConnectionManager
-from gateway.stats import Counter, Gauge, StatsStore
+from gateway.stats import Counter, Gauge, StatsStore, create_stats
 from gateway.tasktree import annotate
 
 log = logging.getLogger("gateway.listener")
@@ -49,9 +49,7 @@ class Listener:
         self.config = config
         self.hcm = hcm
         scope = store.scope(f"listener.{name}", "listener", {"envoy_listener_name": name})
-        self.stats = ListenerStats(
-            scope.counter("downstream_cx_total"), scope.gauge("downstream_cx_active")
-        )
+        self.stats = create_stats(ListenerStats, scope)
         self.port: int | None = None
         self._accept_scope = trio.CancelScope()
         self._connections: trio.Nursery | None = None
