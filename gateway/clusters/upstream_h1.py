@@ -14,6 +14,7 @@ import trio
 from gateway.errors import UpstreamReset
 from gateway.http.codec_h1 import ClientCodec, ClientEvent
 from gateway.http.events import NEED_DATA
+from gateway.http.headers import HeaderMap, RequestHead
 
 RECEIVE_SIZE = 65536
 
@@ -40,7 +41,26 @@ class UpstreamConnection:
     def __repr__(self) -> str:
         return f"<UpstreamConnection {self.host} {self.state.value} requests={self.requests}>"
 
-    async def send(self, data: bytes) -> None:
+    # -- UpstreamStream ------------------------------------------------------------------
+
+    async def send_request_head(self, head: RequestHead, end_stream: bool) -> None:
+        headers = head.headers
+        headers.set("host", head.authority)
+        if not end_stream and "content-length" not in headers:
+            headers.set("transfer-encoding", "chunked")
+        data = self.codec.send_request_head(head)
+        await self._send(data + self.codec.send_end() if end_stream else data)
+
+    async def send_data(self, data: bytes) -> None:
+        await self._send(self.codec.send_data(data))
+
+    async def send_end(self, trailers: HeaderMap | None) -> None:
+        await self._send(self.codec.send_end(trailers))
+
+    def next_event_nowait(self) -> ClientEvent:
+        return self.codec.next_event()
+
+    async def _send(self, data: bytes) -> None:
         try:
             await self.stream.send_all(data)
         except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:

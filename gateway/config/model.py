@@ -62,6 +62,37 @@ class AccessLog:
 
 
 @attrs.frozen
+class Http2ProtocolOptions:
+    """`[listeners.NAME.http2]` and `[clusters.NAME.http2]`: HTTP/2 settings (Envoy's
+    Http2ProtocolOptions). Windows bound the memory one stream or connection can hold."""
+
+    #: SETTINGS_MAX_CONCURRENT_STREAMS we advertise (listeners), or the most streams we
+    #: open on one upstream connection (clusters; the peer's own limit also applies).
+    max_concurrent_streams: int = attrs.field(default=100, validator=attrs.validators.gt(0))
+    #: SETTINGS_INITIAL_WINDOW_SIZE: bytes a peer may send on one stream before we credit it.
+    initial_stream_window_size: int = attrs.field(
+        default=1 << 20, validator=[attrs.validators.ge(65535), attrs.validators.lt(1 << 31)]
+    )
+    #: Bytes a peer may send on the whole connection before we credit it.
+    initial_connection_window_size: int = attrs.field(
+        default=4 << 20, validator=[attrs.validators.ge(65535), attrs.validators.lt(1 << 31)]
+    )
+    #: SETTINGS_MAX_FRAME_SIZE we accept.
+    max_frame_size: int = attrs.field(
+        default=16384, validator=[attrs.validators.ge(16384), attrs.validators.lt(1 << 24)]
+    )
+    #: SETTINGS_MAX_HEADER_LIST_SIZE: decoded header bytes we accept on one stream.
+    max_header_list_size: int = attrs.field(default=65536, validator=attrs.validators.gt(0))
+    #: Listeners: a client resetting more streams than this in one second gets GOAWAY
+    #: (ENHANCE_YOUR_CALM) and is closed, the defence against the 2023 "rapid reset" attack.
+    max_stream_resets_per_second: int = attrs.field(default=200, validator=attrs.validators.gt(0))
+    #: Clusters: send a PING this often on an upstream connection ("0s": never) ...
+    keepalive_interval: Duration = Duration(30.0)
+    #: ... and close it if the PING is not answered within this long.
+    keepalive_timeout: Duration = Duration(5.0)
+
+
+@attrs.frozen
 class Listener:
     """`[listeners.NAME]`: a bound address running the HTTP connection manager."""
 
@@ -79,6 +110,10 @@ class Listener:
     #: Limit on the number of request headers (431 above it).
     max_request_headers_count: int = attrs.field(default=100, validator=attrs.validators.gt(0))
     access_log: AccessLog | None = None
+    #: "auto" serves HTTP/1.1 and HTTP/2 (h2c prior knowledge, by the connection preface)
+    #: on the same port; "http1" or "http2" serve only that.
+    codec: Literal["auto", "http1", "http2"] = "auto"
+    http2: Http2ProtocolOptions = Http2ProtocolOptions()
 
 
 # --- HTTP filters ---------------------------------------------------------------------------
@@ -129,6 +164,8 @@ class RouteMatch:
     path: str | None = None
     regex: str | None = None
     case_sensitive: bool = True
+    #: Only gRPC requests (content-type application/grpc*) match.
+    grpc: bool = False
     headers: list[HeaderMatcher] = attrs.Factory(list)
     query_parameters: list[QueryParameterMatcher] = attrs.Factory(list)
 
@@ -187,6 +224,9 @@ class Route(HeaderMutations):
     direct_response: DirectResponse | None = None
     #: Whole upstream exchange budget (504 and flag UT when exceeded); "0s" disables it.
     timeout: Duration = Duration(15.0)
+    #: Caps a gRPC client's grpc-timeout; the upstream deadline is the smallest of the
+    #: route timeout, grpc-timeout and this.
+    max_grpc_timeout: Duration | None = None
     prefix_rewrite: str | None = None
     host_rewrite: str | None = None
 
@@ -208,7 +248,9 @@ class Cluster:
 
     endpoints: list[Address]
     connect_timeout: Duration = Duration(5.0)
-    protocol: Literal["http1"] = "http1"
+    #: "http1", or "http2" (h2c prior knowledge): requests then borrow streams, not
+    #: connections. gRPC upstreams need "http2".
+    protocol: Literal["http1", "http2"] = "http1"
     lb_policy: Literal["round_robin"] = "round_robin"
     #: Each endpoint has its own pool; this caps its open connections.
     max_connections_per_host: int = attrs.field(default=1024, validator=attrs.validators.gt(0))
@@ -218,6 +260,7 @@ class Cluster:
     idle_timeout: Duration = Duration(60.0)
     #: Upstream response head limit in KiB (502 above it).
     max_response_headers_kb: int = attrs.field(default=60, validator=attrs.validators.gt(0))
+    http2: Http2ProtocolOptions = Http2ProtocolOptions()
 
 
 # --- the whole file -------------------------------------------------------------------------

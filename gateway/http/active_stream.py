@@ -1,33 +1,40 @@
 """One request/response exchange on a downstream connection: Envoy's ActiveStream.
 
-The stream runs in its own task ("stream 3 GET /api"). It owns the request head, the
-per-stream filter instances, the StreamInfo, and two directions of body flow:
+The stream runs in its own task ("stream 3 GET /api"), whatever the codec. It owns the
+request head, the per-stream filter instances, the StreamInfo, and two directions of body
+flow:
 
-* request body: chunks arrive on a bounded channel filled by the connection's reader task,
-  pass through the decode filters, and are pulled by the router as fast as the upstream
-  takes them, so a slow upstream slows the client (TCP backpressure), never fills memory.
-* response: the router pushes the head and chunks through the encode filters to the
-  connection's codec and socket.
+* request body: items arrive on a channel filled by the connection's reader, pass through
+  the decode filters, and are pulled by the router only as fast as the upstream takes them.
+  Each chunk is credited back to the codec (`ResponseEncoder.body_consumed`) when the router
+  asks for the next one, i.e. once it was forwarded: HTTP/2 turns that into WINDOW_UPDATE,
+  so a slow upstream slows the client instead of filling memory; HTTP/1.1 relies on TCP.
+* response: the router pushes the head, chunks and trailers through the encode filters to
+  the stream's `ResponseEncoder`, which is the HTTP/1.1 connection or one HTTP/2 stream.
 
-Any GatewayError becomes a local reply if no response byte was sent yet; after that the
-only honest answer is to cut the downstream connection so the client sees a truncated body.
+Any GatewayError becomes a local reply if no response byte was sent yet (a gRPC status for
+gRPC requests); after that the only honest answer is to reset the stream (HTTP/2) or cut the
+connection (HTTP/1.1), so the client never mistakes a truncated body for a whole one.
 """
 
 import enum
 import logging
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 import trio
 
 from gateway.errors import DownstreamDisconnect, DownstreamProtocolError, GatewayError
+from gateway.http import grpc
 from gateway.http.filter import FilterChain, LocalReply
 from gateway.http.headers import HeaderMap, RequestHead, ResponseHead
 from gateway.http.route_table import RouteEntry
 from gateway.http.stream_info import StreamInfo
 
 if TYPE_CHECKING:
-    from gateway.http.conn_manager import Http1Connection
+    from gateway.http.conn_manager import HttpConnectionManager
+
+log = logging.getLogger("gateway.http")
 
 
 class ResponseState(enum.Enum):
@@ -39,27 +46,51 @@ class ResponseState(enum.Enum):
     ABORTED = "aborted"
 
 
-log = logging.getLogger("gateway.http")
+#: What the request-body channel carries: chunks, trailers (a HeaderMap, always last), or
+#: the parse error that ended the body.
+BodyItem = bytes | HeaderMap | DownstreamProtocolError
 
-#: What the request-body channel carries: chunks, or the parse error that ended the body.
-BodyItem = bytes | DownstreamProtocolError
+
+class ResponseEncoder(Protocol):
+    """The downstream side of one stream, as the codec provides it (Envoy's ResponseEncoder)."""
+
+    async def continue_if_expected(self) -> None: ...
+
+    async def encode_headers(self, head: ResponseHead, end_stream: bool, flush: bool) -> None: ...
+
+    async def encode_data(self, data: bytes, end_stream: bool) -> None: ...
+
+    async def encode_trailers(self, trailers: HeaderMap) -> None: ...
+
+    def body_consumed(self, size: int) -> None:
+        """`size` request body bytes were forwarded: the peer may send that much more."""
+
+    def abort(self) -> None:
+        """Gives up on the response mid-way (HTTP/2 RST_STREAM, HTTP/1.1 close)."""
+
+    def close_after_response(self) -> None: ...
 
 
 class ActiveStream:
     def __init__(
         self,
-        connection: "Http1Connection",
+        manager: "HttpConnectionManager",
+        encoder: ResponseEncoder,
         request: RequestHead,
         info: StreamInfo,
         filters: FilterChain,
         body: trio.MemoryReceiveChannel[BodyItem] | None,
     ) -> None:
-        self.connection = connection
+        self.manager = manager
+        self.encoder = encoder
         self.request = request
         self.info = info
         self.filters = filters
         self._body = body
+        self._unacked = 0
+        self.request_trailers: HeaderMap | None = None
         self.response_state = ResponseState.WAITING
+        self.is_grpc = grpc.is_grpc_request(request)
         self._route: RouteEntry | bool | None = False
 
     def __repr__(self) -> str:
@@ -68,13 +99,17 @@ class ActiveStream:
             f"response={self.response_state.value} state={self.info.state!r}>"
         )
 
+    @property
+    def task_name(self) -> str:
+        return f"stream {self.info.stream_id} {self.request.method} {self.request.path[:80]}"
+
     # -- routing -------------------------------------------------------------------------
 
     @property
     def route(self) -> RouteEntry | None:
         """The matched route, computed on first use and cached (Envoy's route cache)."""
         if self._route is False:
-            self._route = self.connection.manager.route_table.route(self.request)
+            self._route = self.manager.route_table.route(self.request)
             if self._route is not None:
                 self.info.route_name = self._route.name
         assert not isinstance(self._route, bool)
@@ -91,19 +126,27 @@ class ActiveStream:
         return self._body is not None
 
     async def receive_body(self) -> bytes | None:
-        """The next request body chunk after the decode filters; None once it is complete."""
+        """The next request body chunk after the decode filters; None once it is complete
+        (trailers, if any, are then in `request_trailers`)."""
+        if self._unacked:
+            self.encoder.body_consumed(self._unacked)
+            self._unacked = 0
         if self._body is None:
             return None
-        await self.connection.continue_if_expected()
+        await self.encoder.continue_if_expected()
         try:
             item = await self._body.receive()
         except trio.EndOfChannel:
+            item = None
+        if isinstance(item, DownstreamProtocolError):
+            raise item
+        if item is None or isinstance(item, HeaderMap):
+            self.request_trailers = item
             self._body = None
             if self.filters.transforms_request_body:
                 return await self.filters.decode_data(b"", True) or None
             return None
-        if isinstance(item, DownstreamProtocolError):
-            raise item
+        self._unacked = len(item)
         self.info.bytes_received += len(item)
         if self.filters.transforms_request_body:
             item = await self.filters.decode_data(item, False)
@@ -124,7 +167,7 @@ class ActiveStream:
         self.info.response_code = head.status
         self.response_state = ResponseState.DONE if end_stream else ResponseState.STREAMING
         self.info.state = "sending response"
-        await self.connection.send_response_head(head, end_stream, flush)
+        await self.encoder.encode_headers(head, end_stream, flush)
 
     async def encode_data(self, data: bytes, end_stream: bool) -> None:
         if self.filters.transforms_response_body:
@@ -132,10 +175,25 @@ class ActiveStream:
         self.info.bytes_sent += len(data)
         if end_stream:
             self.response_state = ResponseState.DONE
-        await self.connection.send_response_data(data, end_stream)
+        await self.encoder.encode_data(data, end_stream)
+
+    async def encode_trailers(self, trailers: HeaderMap) -> None:
+        """Ends the response with trailers (gRPC's status lives here)."""
+        if self.filters.transforms_response_body:
+            tail = await self.filters.encode_data(b"", False)
+            if tail:
+                await self.encoder.encode_data(tail, False)
+        self.response_state = ResponseState.DONE
+        await self.encoder.encode_trailers(trailers)
 
     async def send_local_reply(self, reply: LocalReply) -> None:
         self.info.add_flag(reply.response_flag)
+        if self.is_grpc:
+            # gRPC clients read errors from grpc-status, not from the HTTP status: answer
+            # with a trailers-only response.
+            head = ResponseHead(200, grpc.trailers_only(reply.status, reply.body))
+            await self.encode_headers(head, end_stream=True)
+            return
         body = reply.body.encode()
         headers = HeaderMap(reply.headers.items())
         if body and "content-type" not in headers:
@@ -156,11 +214,11 @@ class ActiveStream:
             else:
                 await router(self)
         except GatewayError as exc:
-            self._fail(exc)
+            self.info.add_flag(exc.response_flag)
+            if isinstance(exc, DownstreamProtocolError):
+                self.encoder.close_after_response()
             if self.response_started:
-                # Mid-response: all a proxy can do is cut the connection (a truncated body).
-                self.response_state = ResponseState.ABORTED
-                self.connection.abort()
+                self._abort()
             else:
                 await self.send_local_reply(LocalReply(exc.status, exc.body, {}, exc.response_flag))
         except DownstreamDisconnect:
@@ -176,15 +234,13 @@ class ActiveStream:
                 self.request.path,
             )
             if self.response_started:
-                self.response_state = ResponseState.ABORTED
-                self.connection.abort()
+                self._abort()
             else:
                 await self.send_local_reply(LocalReply(500, "internal error"))
 
-    def _fail(self, exc: GatewayError) -> None:
-        self.info.add_flag(exc.response_flag)
-        if isinstance(exc, DownstreamProtocolError):
-            self.connection.close_after_response()
+    def _abort(self) -> None:
+        self.response_state = ResponseState.ABORTED
+        self.encoder.abort()
 
 
 #: The terminal filter: called with the stream once the decode filters have run.

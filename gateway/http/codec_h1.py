@@ -49,17 +49,33 @@ def _content_length(headers: HeaderMap) -> int | None:
     return int(value) if value is not None else None
 
 
+def _trailers(event: h11.EndOfMessage) -> HeaderMap | None:
+    return HeaderMap.from_raw(event.headers) if event.headers else None
+
+
+def _is_chunked(headers: HeaderMap) -> bool:
+    return (headers.get("transfer-encoding") or "").lower() == "chunked"
+
+
 class _Codec:
     """What both roles share: body framing out, failure marking, and connection reuse."""
 
     def __init__(self, role: type[h11.CLIENT] | type[h11.SERVER], max_header_bytes: int) -> None:
         self._conn = h11.Connection(role, max_incomplete_event_size=max_header_bytes)
         self.stream_id = 0
+        #: Whether the message we are sending is chunked (so it can carry trailers).
+        self._chunked = False
+        self.trailers_dropped = 0
 
     def send_data(self, data: bytes) -> bytes:
         return self._send(h11.Data(data=data))
 
-    def send_end(self) -> bytes:
+    def send_end(self, trailers: HeaderMap | None = None) -> bytes:
+        """Ends the body; trailers go out only where the framing can carry them (chunked)."""
+        if trailers and self._chunked:
+            return self._send(h11.EndOfMessage(headers=list(trailers)))
+        if trailers:
+            self.trailers_dropped += 1
         return self._send(h11.EndOfMessage())
 
     def _send(self, event: h11.Event) -> bytes:
@@ -131,7 +147,7 @@ class ServerCodec(_Codec):
                 raise DownstreamProtocolError("chunk size too large")
             return Data(self.stream_id, event.data)
         if isinstance(event, h11.EndOfMessage):
-            return EndStream(self.stream_id)
+            return EndStream(self.stream_id, _trailers(event))
         if isinstance(event, h11.Request):
             return self._request(event)
         assert isinstance(event, h11.ConnectionClosed), event
@@ -179,8 +195,15 @@ class ServerCodec(_Codec):
     def send_100_continue(self) -> bytes:
         return self._send(h11.InformationalResponse(status_code=100, headers=[]))
 
-    def send_response_head(self, head: ResponseHead) -> bytes:
+    def send_response_head(self, head: ResponseHead, *, request_method: str) -> bytes:
         reason = head.reason or _REASONS.get(head.status, "")
+        # h11 chunks a response with no Content-Length for an HTTP/1.1 client, if it has a body.
+        self._chunked = (
+            "content-length" not in head.headers
+            and self._conn.their_http_version == b"1.1"
+            and request_method != "HEAD"
+            and head.status not in (204, 304)
+        )
         return self._send(
             h11.Response(status_code=head.status, headers=list(head.headers), reason=reason)
         )
@@ -211,6 +234,7 @@ class ClientCodec(_Codec):
     def send_request_head(self, head: RequestHead) -> bytes:
         self.stream_id += 1
         target = head.path.encode("latin-1")
+        self._chunked = _is_chunked(head.headers)
         return self._send(
             h11.Request(method=head.method, target=target, headers=list(head.headers))
         )
@@ -235,7 +259,7 @@ class ClientCodec(_Codec):
             if isinstance(event, h11.Data):
                 return Data(self.stream_id, event.data)
             if isinstance(event, h11.EndOfMessage):
-                return EndStream(self.stream_id)
+                return EndStream(self.stream_id, _trailers(event))
             if isinstance(event, h11.ConnectionClosed):
                 return ConnectionEnded()
             raise UpstreamReset(f"unexpected upstream event {event!r}")  # pragma: no cover

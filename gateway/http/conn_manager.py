@@ -1,31 +1,17 @@
-"""The HTTP connection manager (HCM): the network filter that speaks HTTP/1.1 to clients.
+"""The HTTP connection manager (HCM): the network filter that speaks HTTP to clients.
 
-Theory of operation
--------------------
-One `Http1Connection` per downstream connection, running in the connection's task. It
-reads request heads itself, under two deadlines owned right here: the idle timeout (no
-request in flight, nothing received) and the request-headers timeout, which starts at the
-first byte of a head (slowloris gets 408).
-
-For each request it opens a nursery with two tasks:
-
-* "stream N METHOD PATH" runs the ActiveStream: decode filters, router, encode filters.
-* "downstream reader" is the only task that reads the socket while the stream lives. It
-  feeds the request body into a bounded channel (capacity 1: backpressure reaches the
-  client through TCP), then keeps reading to notice a client that goes away. EOF or a reset
-  cancels the stream's scope at once; the cancellation reaches the upstream exchange
-  wherever it waits, and the pool closes that upstream connection (flag DC). Bytes that
-  arrive early (pipelined requests) are buffered in h11, bounded by the head size limit.
-
-When the stream finishes, the reader is cancelled (trio's receive_some loses no data when
-cancelled) and the loop parses the next request. All writes go through one lock, since
-the 100-continue answer comes from the upload task while the stream task writes responses.
+One `HttpConnectionManager` per listener holds what every connection shares: the route
+table, the filter factories, the router, stats and the drain flag. For each connection it
+picks the codec (HTTP/2 when the client opens with the HTTP/2 connection preface, h2c prior
+knowledge; else HTTP/1.1; or what the listener's `codec` forces) and runs
+`Http1Connection` (conn_h1.py) or `Http2Connection` (conn_h2.py). Both turn each request
+into an ActiveStream, run it in a task of its own through `run_stream`, and act as that
+stream's ResponseEncoder, so filters and the router are the same for both codecs.
 """
 
-import contextlib
-import http
 import logging
 import uuid
+from typing import Protocol
 
 import attrs
 import trio
@@ -34,29 +20,38 @@ from gateway.access_log import AccessLogger
 from gateway.clusters.manager import ClusterManager
 from gateway.config.model import GatewayConfig
 from gateway.config.model import Listener as ListenerConfig
-from gateway.errors import DownstreamDisconnect, DownstreamProtocolError
-from gateway.http.active_stream import ActiveStream, BodyItem, ResponseState
-from gateway.http.codec_h1 import ServerCodec
-from gateway.http.events import NEED_DATA, ConnectionEnded, Data, EndStream, RequestHeaders
+from gateway.http.active_stream import ActiveStream, BodyItem, ResponseEncoder
+from gateway.http.events import RequestHeaders
 from gateway.http.filter import FilterChain
 from gateway.http.filters import FILTER_TYPES
-from gateway.http.headers import RequestHead, ResponseHead
+from gateway.http.headers import RequestHead
 from gateway.http.route_table import RouteTable
 from gateway.http.router import RouterFilter
 from gateway.http.stream_info import StreamInfo
 from gateway.stats import Counter, Gauge, Histogram, Scope, StatsStore, create_stats
 from gateway.tasktree import annotate
-from gateway.trio_util import raise_single
 
 log = logging.getLogger("gateway.http")
 
-RECEIVE_SIZE = 65536
+#: What an HTTP/2 client sends first (RFC 9113 3.4); its absence means HTTP/1.1.
+H2_PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
+
+
+class DownstreamConnection(Protocol):
+    async def run(self) -> None: ...
+
+    def drain(self) -> None:
+        """Stop taking new requests (HTTP/1.1: close when idle; HTTP/2: GOAWAY)."""
+
+    def task_fields(self) -> dict[str, object]: ...
 
 
 @attrs.define
 class HcmStats:
     downstream_cx_total: Counter
     downstream_cx_active: Gauge
+    downstream_cx_http1_total: Counter
+    downstream_cx_http2_total: Counter
     downstream_cx_protocol_error: Counter
     downstream_cx_idle_timeout: Counter
     downstream_cx_drain_close: Counter
@@ -64,6 +59,10 @@ class HcmStats:
     downstream_rq_total: Counter
     downstream_rq_active: Gauge
     downstream_rq_header_timeout: Counter
+    downstream_rq_rx_reset: Counter
+    downstream_rq_tx_reset: Counter
+    downstream_cx_rapid_reset: Counter
+    downstream_rs_trailers_dropped: Counter
     downstream_rq_time: Histogram
     no_route: Counter
     by_class: dict[int, Counter]
@@ -104,10 +103,25 @@ class HttpConnectionManager:
         )
         self.access_log = access_log
         self.draining = False
-        self._connections: set[Http1Connection] = set()
+        self._connections: set[DownstreamConnection] = set()
 
     async def handle_connection(self, stream: trio.SocketStream, peer: str) -> None:
-        conn = Http1Connection(self, stream, peer)
+        initial = await self._sniff(stream)
+        if initial is None:
+            return
+        conn: DownstreamConnection
+        if self.config.codec == "http2" or (
+            self.config.codec == "auto" and initial.startswith(H2_PREFACE)
+        ):
+            from gateway.http.conn_h2 import Http2Connection
+
+            self.stats.downstream_cx_http2_total.inc()
+            conn = Http2Connection(self, stream, peer, initial)
+        else:
+            from gateway.http.conn_h1 import Http1Connection
+
+            self.stats.downstream_cx_http1_total.inc()
+            conn = Http1Connection(self, stream, peer, initial)
         annotate("connection", live=conn.task_fields, peer=peer, listener=self.name)
         self._connections.add(conn)
         self.stats.downstream_cx_total.inc()
@@ -117,6 +131,67 @@ class HttpConnectionManager:
         finally:
             self._connections.discard(conn)
             self.stats.downstream_cx_active.dec()
+
+    async def _sniff(self, stream: trio.SocketStream) -> bytes | None:
+        """The first bytes, enough to tell the HTTP/2 preface from an HTTP/1.1 request;
+        None if the client sent nothing within the idle timeout."""
+        if self.config.codec != "auto":
+            return b""
+        data = b""
+        with trio.move_on_after(self.config.idle_timeout):
+            while len(data) < len(H2_PREFACE) and H2_PREFACE.startswith(data):
+                try:
+                    chunk = await stream.receive_some(65536)
+                except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
+                    return None
+                if not chunk:
+                    return None
+                data += chunk
+            return data
+        self.stats.downstream_cx_idle_timeout.inc()
+        return None
+
+    def new_stream(
+        self,
+        encoder: ResponseEncoder,
+        event: RequestHeaders,
+        peer: str,
+        body: trio.MemoryReceiveChannel[BodyItem] | None,
+    ) -> ActiveStream:
+        """An ActiveStream for a request head: edge headers, stream info, filters."""
+        head = event.head
+        info = StreamInfo(
+            stream_id=event.stream_id,
+            downstream_remote=peer,
+            protocol="HTTP/2" if head.http_version == "2" else f"HTTP/{head.http_version}",
+            method=head.method,
+            path=head.path,
+            authority=head.authority or "-",
+        )
+        _edge_headers(head, info, peer.rpartition(":")[0].strip("[]"))
+        filters = FilterChain([factory(info) for factory in self.filter_factories])
+        self.stats.downstream_rq_total.inc()
+        return ActiveStream(self, encoder, head, info, filters, body)
+
+    async def run_stream(self, stream: ActiveStream) -> None:
+        """The body of a stream task: annotate it for /tasks, then filters and router."""
+        info = stream.info
+        annotate(
+            "stream",
+            live=lambda: {
+                "state": info.state,
+                "route": info.route_name,
+                "upstream_host": info.upstream_host,
+            },
+            peer=info.downstream_remote,
+            method=info.method,
+            path=info.path,
+        )
+        self.stats.downstream_rq_active.inc()
+        try:
+            await stream.run(self.router)
+        finally:
+            self.stats.downstream_rq_active.dec()
 
     def drain(self) -> None:
         """New responses carry Connection: close; idle keep-alive connections close now."""
@@ -144,254 +219,3 @@ def _edge_headers(head: RequestHead, info: StreamInfo, peer_ip: str) -> None:
     info.request_id = request_id
     info.forwarded_for = xff
     info.user_agent = headers.get("user-agent") or "-"
-
-
-class Http1Connection:
-    def __init__(
-        self, manager: HttpConnectionManager, stream: trio.SocketStream, peer: str
-    ) -> None:
-        self.manager = manager
-        self.peer = peer
-        self._peer_ip = peer.rpartition(":")[0].strip("[]")
-        self._stream = stream
-        cfg = manager.config
-        self.codec = ServerCodec(
-            max_header_bytes=cfg.max_request_headers_kb * 1024,
-            max_header_count=cfg.max_request_headers_count,
-            scheme="http",
-        )
-        self._send_lock = trio.StrictFIFOLock()
-        self._pending = b""
-        self._broken = False
-        self._close_after_response = False
-        self._idle_scope: trio.CancelScope | None = None
-        self._stream_scope: trio.CancelScope | None = None
-        self._active: ActiveStream | None = None
-        self.requests = 0
-
-    def __repr__(self) -> str:
-        return f"<Http1Connection {self.peer} requests={self.requests} active={self._active!r}>"
-
-    def task_fields(self) -> dict[str, object]:
-        return {
-            "requests": self.requests,
-            "state": "idle" if self._active is None else "active request",
-        }
-
-    # -- the connection loop -------------------------------------------------------------
-
-    async def run(self) -> None:
-        try:
-            while True:
-                event = await self._receive_request_head()
-                if event is None:
-                    return
-                await self._serve(event)
-                if self._broken or self._close_after_response or not self.codec.reusable:
-                    return
-                if self.manager.draining:
-                    self.manager.stats.downstream_cx_drain_close.inc()
-                    return
-                self.codec.start_next_cycle()
-        except DownstreamProtocolError as exc:
-            self.manager.stats.downstream_cx_protocol_error.inc()
-            await self._reply_and_close(exc.status, exc.body, "DPE")
-
-    async def _receive(self) -> bytes:
-        """Bytes from the client; b"" when it closed or reset the connection."""
-        try:
-            return await self._stream.receive_some(RECEIVE_SIZE)
-        except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
-            return b""
-
-    async def _receive_request_head(self) -> RequestHeaders | None:
-        cfg = self.manager.config
-        idle_deadline = trio.current_time() + cfg.idle_timeout
-        head_deadline: float | None = None
-        while True:
-            event = self.codec.next_event()
-            if isinstance(event, RequestHeaders):
-                return event
-            if event is not NEED_DATA:  # ConnectionEnded: the client closed between requests
-                return None
-            if head_deadline is None:
-                if self.codec.has_partial_request:
-                    head_deadline = trio.current_time() + cfg.request_headers_timeout
-                elif self.manager.draining:
-                    return None
-            with trio.move_on_at(head_deadline or idle_deadline) as scope:
-                self._idle_scope = scope if head_deadline is None else None
-                data = await self._receive()
-            self._idle_scope = None
-            if scope.cancelled_caught:
-                if head_deadline is not None:
-                    self.manager.stats.downstream_rq_header_timeout.inc()
-                    await self._reply_and_close(408, "request headers timeout", "-")
-                elif not self.manager.draining:
-                    self.manager.stats.downstream_cx_idle_timeout.inc()
-                return None
-            if not data:
-                return None
-            self.codec.receive_data(data)
-
-    async def _serve(self, event: RequestHeaders) -> None:
-        head = event.head
-        self.requests += 1
-        info = StreamInfo(
-            stream_id=event.stream_id,
-            downstream_remote=self.peer,
-            protocol=f"HTTP/{head.http_version}",
-            method=head.method,
-            path=head.path,
-            authority=head.authority or "-",
-        )
-        _edge_headers(head, info, self._peer_ip)
-        filters = FilterChain([factory(info) for factory in self.manager.filter_factories])
-        body_send, body_recv = (None, None)
-        if not event.end_stream:
-            body_send, body_recv = trio.open_memory_channel[BodyItem](1)
-        stream = ActiveStream(self, head, info, filters, body_recv)
-        stats = self.manager.stats
-        stats.downstream_rq_total.inc()
-        stats.downstream_rq_active.inc()
-        self._active = stream
-        try:
-            async with trio.open_nursery() as nursery:
-                self._stream_scope = nursery.cancel_scope
-                nursery.start_soon(self._read_downstream, body_send, name="downstream reader")
-                nursery.start_soon(
-                    self._run_stream,
-                    stream,
-                    name=f"stream {event.stream_id} {head.method} {head.path[:80]}",
-                )
-        except BaseExceptionGroup as group:
-            raise_single(group)
-        finally:
-            self._active = None
-            self._stream_scope = None
-            stats.downstream_rq_active.dec()
-            if stream.response_state is not ResponseState.DONE:
-                self._broken = True
-            self.manager.finish(info)
-
-    async def _run_stream(self, stream: ActiveStream) -> None:
-        info = stream.info
-        annotate(
-            "stream",
-            live=lambda: {"state": info.state, "upstream_host": info.upstream_host},
-            peer=self.peer,
-            method=info.method,
-            path=info.path,
-            route=info.route_name,
-        )
-        await stream.run(self.manager.router)
-        assert self._stream_scope is not None
-        self._stream_scope.cancel()  # the exchange is over: stop the reader
-
-    async def _read_downstream(self, body: trio.MemorySendChannel[BodyItem] | None) -> None:
-        codec = self.codec
-        if body is not None:
-            with body:
-                while True:
-                    try:
-                        event = codec.next_event()
-                    except DownstreamProtocolError as exc:
-                        self._close_after_response = True
-                        await body.send(exc)
-                        return
-                    if isinstance(event, Data):
-                        await body.send(event.data)
-                    elif isinstance(event, EndStream):
-                        break
-                    elif isinstance(event, ConnectionEnded) or not (data := await self._receive()):
-                        self._client_gone()
-                        return
-                    else:
-                        codec.receive_data(data)
-        # The request is complete. Keep reading so a client that leaves is noticed at once;
-        # early bytes of the next request wait in h11, up to the head size limit.
-        limit = self.manager.config.max_request_headers_kb * 1024
-        while codec.buffered_bytes < limit:
-            data = await self._receive()
-            if not data:
-                self._client_gone()
-                return
-            codec.receive_data(data)
-        await trio.sleep_forever()
-
-    def _client_gone(self) -> None:
-        self._broken = True
-        active = self._active
-        if active is None or active.response_state is ResponseState.DONE:
-            return  # the client read its whole response, then left: nothing to abandon
-        self.manager.stats.downstream_cx_destroy_remote_active_rq.inc()
-        active.info.add_flag("DC")
-        if self._stream_scope is not None:
-            self._stream_scope.cancel()
-
-    # -- used by the stream --------------------------------------------------------------
-
-    async def continue_if_expected(self) -> None:
-        """Answers `Expect: 100-continue` when the body is first wanted, as Envoy does."""
-        if self.codec.waiting_for_100_continue:
-            await self._write(self.codec.send_100_continue())
-
-    async def send_response_head(self, head: ResponseHead, end_stream: bool, flush: bool) -> None:
-        if self.manager.draining or self._close_after_response or not self.codec.request_complete:
-            head.headers.set("connection", "close")
-        data = self.codec.send_response_head(head)
-        if end_stream:
-            data += self.codec.send_end()
-        if flush or end_stream:
-            await self._write(data)
-        else:
-            self._pending = data
-
-    async def send_response_data(self, data: bytes, end_stream: bool) -> None:
-        out = self._pending + (self.codec.send_data(data) if data else b"")
-        self._pending = b""
-        if end_stream:
-            out += self.codec.send_end()
-        if out:
-            await self._write(out)
-
-    async def _write(self, data: bytes) -> None:
-        async with self._send_lock:
-            try:
-                await self._stream.send_all(data)
-            except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
-                self._broken = True
-                self.codec.send_failed()
-                raise DownstreamDisconnect() from exc
-            except BaseException:
-                self._broken = True
-                self.codec.send_failed()
-                raise
-
-    def abort(self) -> None:
-        """Gives up on the connection after a failure mid-response (a truncated body)."""
-        self._broken = True
-
-    def close_after_response(self) -> None:
-        self._close_after_response = True
-
-    def drain(self) -> None:
-        if self._idle_scope is not None:
-            self._idle_scope.cancel()
-
-    async def _reply_and_close(self, status: int, body: str, flag: str) -> None:
-        """Answers a request that never became a stream (bad or slow head), then closes."""
-        info = StreamInfo(stream_id=self.codec.stream_id, downstream_remote=self.peer)
-        info.response_code = status
-        info.add_flag(flag)
-        payload = body.encode()
-        info.bytes_sent = len(payload)
-        reason = http.HTTPStatus(status).phrase
-        raw = (
-            f"HTTP/1.1 {status} {reason}\r\ncontent-type: text/plain\r\n"
-            f"content-length: {len(payload)}\r\nconnection: close\r\n\r\n"
-        ).encode() + payload
-        with trio.move_on_after(1):
-            with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError, OSError):
-                await self._stream.send_all(raw)
-        self.manager.finish(info)

@@ -7,7 +7,7 @@ never see an h11 or h2 object.
 
 import attrs
 
-from gateway.http.headers import RequestHead, ResponseHead
+from gateway.http.headers import HeaderMap, RequestHead, ResponseHead
 
 
 @attrs.frozen
@@ -35,9 +35,10 @@ class Data:
 
 @attrs.frozen
 class EndStream:
-    """The message's body is complete."""
+    """The message's body is complete; trailers, if the peer sent any, come with it."""
 
     stream_id: int
+    trailers: HeaderMap | None = None
 
 
 @attrs.frozen

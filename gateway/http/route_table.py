@@ -12,6 +12,7 @@ import attrs
 
 from gateway.config.model import GatewayConfig, HeaderMatcher, QueryParameterMatcher, Route
 from gateway.config.model import VirtualHost as VirtualHostConfig
+from gateway.http.grpc import is_grpc_request
 from gateway.http.headers import RequestHead
 
 
@@ -87,6 +88,8 @@ class RouteEntry:
             assert self._path_regex is not None
             ok = self._path_regex.fullmatch(path) is not None
         if not ok:
+            return False
+        if match.grpc and not is_grpc_request(req):
             return False
         for m, regex in zip(match.headers, self._header_regexes, strict=True):
             if not _header_matches(m, regex, req):

@@ -20,11 +20,12 @@ import trio
 
 from gateway.clusters.cluster import Cluster, Host
 from gateway.clusters.manager import ClusterManager
-from gateway.clusters.upstream_h1 import UpstreamConnection
+from gateway.clusters.upstream import UpstreamStream
 from gateway.config.model import Redirect, Route
 from gateway.errors import NoHealthyUpstream, NoRouteFound, UpstreamReset, UpstreamTimeout
+from gateway.http import grpc
 from gateway.http.active_stream import ActiveStream
-from gateway.http.events import NEED_DATA, ConnectionEnded, Data, EndStream, ResponseHeaders
+from gateway.http.events import NEED_DATA, Data, EndStream, ResponseHeaders
 from gateway.http.filter import LocalReply
 from gateway.http.headers import (
     RequestHead,
@@ -57,7 +58,7 @@ def redirect_location(redirect: Redirect, route: Route, request: RequestHead) ->
 
 def prepare_upstream_request(stream: ActiveStream, entry: RouteEntry) -> None:
     """Rewrites the request for the upstream: path and host rewrites, configured header
-    mutations, hop-by-hop removal, and framing h11 will re-create from the head."""
+    mutations and hop-by-hop removal. Framing is the upstream codec's business."""
     request, route, vhost = stream.request, entry.config, entry.virtual_host
     if route.prefix_rewrite is not None and route.match.prefix is not None:
         request.headers.set("x-envoy-original-path", request.path)
@@ -71,11 +72,21 @@ def prepare_upstream_request(stream: ActiveStream, entry: RouteEntry) -> None:
     # The gateway answers Expect: 100-continue itself (Envoy's default), so the upstream
     # must not wait for a 100 that nobody will relay.
     headers.remove("expect")
-    headers.set("host", request.authority)
-    if stream.has_request_body and "content-length" not in headers:
-        headers.set("transfer-encoding", "chunked")
     mutate_request(headers, vhost)
     mutate_request(headers, route)
+
+
+def upstream_timeout(stream: ActiveStream, route: Route) -> float:
+    """The budget for the upstream exchange: the route timeout, or for gRPC the smaller of
+    it and the client's grpc-timeout (capped by the route's max_grpc_timeout)."""
+    timeout = route.timeout or math.inf
+    if stream.is_grpc:
+        client = grpc.parse_timeout(stream.request.headers.get("grpc-timeout"))
+        if client is not None:
+            if route.max_grpc_timeout is not None:
+                client = min(client, route.max_grpc_timeout)
+            timeout = min(timeout, client)
+    return timeout
 
 
 class RouterFilter:
@@ -85,7 +96,7 @@ class RouterFilter:
     async def __call__(self, stream: ActiveStream) -> None:
         entry = stream.route
         if entry is None:
-            stream.connection.manager.stats.no_route.inc()
+            stream.manager.stats.no_route.inc()
             raise NoRouteFound()
         route = entry.config
         if route.direct_response is not None:
@@ -103,8 +114,9 @@ class RouterFilter:
         cluster = self._clusters.get(self._cluster_name(route))
         stream.info.cluster_name = cluster.name
         prepare_upstream_request(stream, entry)
-        with trio.move_on_after(route.timeout or math.inf) as timeout_scope:
-            await self._forward(stream, cluster, entry)
+        deadline = trio.current_time() + upstream_timeout(stream, route)
+        with trio.move_on_at(deadline) as timeout_scope:
+            await self._forward(stream, cluster, entry, deadline)
         if timeout_scope.cancelled_caught:
             cluster.stats.upstream_rq_timeout.inc()
             raise UpstreamTimeout()
@@ -117,7 +129,9 @@ class RouterFilter:
         weights = [w.weight for w in route.weighted_clusters]
         return random.choices(route.weighted_clusters, weights)[0].name
 
-    async def _forward(self, stream: ActiveStream, cluster: Cluster, entry: RouteEntry) -> None:
+    async def _forward(
+        self, stream: ActiveStream, cluster: Cluster, entry: RouteEntry, deadline: float
+    ) -> None:
         host = cluster.choose_host()
         if host is None:
             cluster.stats.upstream_cx_none_healthy.inc()
@@ -132,8 +146,12 @@ class RouterFilter:
         status = 0
         try:
             stream.info.state = "waiting for upstream connection"
-            async with host.pool.borrow() as conn:
-                status = await self._exchange(stream, conn, entry, host)
+            async with host.pool.borrow() as upstream:
+                if stream.is_grpc and deadline != math.inf:
+                    # Forward what is left of the client's deadline, as Envoy does.
+                    remaining = grpc.format_timeout(deadline - trio.current_time())
+                    stream.request.headers.set("grpc-timeout", remaining)
+                status = await self._exchange(stream, upstream, entry, host)
         except UpstreamTimeout:
             host_stats.rq_timeout += 1
             raise
@@ -149,63 +167,64 @@ class RouterFilter:
                 host_stats.rq_error += 1
 
     async def _exchange(
-        self, stream: ActiveStream, conn: UpstreamConnection, entry: RouteEntry, host: Host
+        self, stream: ActiveStream, upstream: UpstreamStream, entry: RouteEntry, host: Host
     ) -> int:
-        codec = conn.codec
         stream.info.state = "sending request upstream"
-        head_bytes = codec.send_request_head(stream.request)
         if not stream.has_request_body:
-            await conn.send(head_bytes + codec.send_end())
-            return await self._relay_response(stream, conn, entry)
-        await conn.send(head_bytes)
+            await upstream.send_request_head(stream.request, end_stream=True)
+            return await self._relay_response(stream, upstream, entry)
+        await upstream.send_request_head(stream.request, end_stream=False)
         try:
             async with trio.open_nursery() as nursery:
-                nursery.start_soon(self._upload, stream, conn, name=f"upload to {host}")
-                status = await self._relay_response(stream, conn, entry)
+                nursery.start_soon(self._upload, stream, upstream, name=f"upload to {host}")
+                status = await self._relay_response(stream, upstream, entry)
                 nursery.cancel_scope.cancel()
         except BaseExceptionGroup as group:
             raise_single(group)
         return status
 
     @staticmethod
-    async def _upload(stream: ActiveStream, conn: UpstreamConnection) -> None:
-        codec = conn.codec
+    async def _upload(stream: ActiveStream, upstream: UpstreamStream) -> None:
         while (chunk := await stream.receive_body()) is not None:
             if chunk:
-                await conn.send(codec.send_data(chunk))
-        await conn.send(codec.send_end())
+                await upstream.send_data(chunk)
+        await upstream.send_end(stream.request_trailers)
 
     @staticmethod
     async def _relay_response(
-        stream: ActiveStream, conn: UpstreamConnection, entry: RouteEntry
+        stream: ActiveStream, upstream: UpstreamStream, entry: RouteEntry
     ) -> int:
         info = stream.info
         info.state = "waiting for upstream response headers"
-        event = await conn.receive_event()
+        event = await upstream.receive_event()
         if not isinstance(event, ResponseHeaders):
-            raise UpstreamReset("upstream closed the connection before responding")
+            raise UpstreamReset("upstream closed the stream before responding")
         info.upstream_service_time_ms = info.duration_ms()
         head: ResponseHead = event.head
         strip_hop_by_hop(head.headers)
         head.headers.set("x-envoy-upstream-service-time", str(info.upstream_service_time_ms))
         mutate_response(head.headers, entry.virtual_host)
         mutate_response(head.headers, entry.config)
+        if event.end_stream:  # e.g. a gRPC trailers-only response
+            await stream.encode_headers(head, end_stream=True)
+            return head.status
         # Peek without I/O: if the body (or its end) is already here, it leaves with the head.
-        nxt = conn.codec.next_event()
-        if isinstance(nxt, EndStream):
+        nxt = upstream.next_event_nowait()
+        if isinstance(nxt, EndStream) and nxt.trailers is None:
             await stream.encode_headers(head, end_stream=True)
             return head.status
         await stream.encode_headers(head, end_stream=False, flush=nxt is NEED_DATA)
         info.state = "streaming response body"
         while True:
-            event = nxt if nxt is not NEED_DATA else await conn.receive_event()
+            event = nxt if nxt is not NEED_DATA else await upstream.receive_event()
             nxt = NEED_DATA
             if isinstance(event, Data):
                 await stream.encode_data(event.data, end_stream=False)
             elif isinstance(event, EndStream):
-                await stream.encode_data(b"", end_stream=True)
+                if event.trailers is not None:
+                    await stream.encode_trailers(event.trailers)
+                else:
+                    await stream.encode_data(b"", end_stream=True)
                 return head.status
-            elif isinstance(event, ConnectionEnded):
-                raise UpstreamReset("upstream closed the connection mid-response")
-            else:  # pragma: no cover - h11 would have raised
-                raise UpstreamReset(f"unexpected upstream event {event!r}")
+            else:
+                raise UpstreamReset("upstream closed the stream mid-response")

@@ -110,7 +110,7 @@ def test_all_structural_errors_at_once():
         "0-65535, got '127.0.0.1:80810'",
         "clusters.api.connect_timeout: expected a duration such as '250ms', '1.5s' or '2m', "
         "got '1x'",
-        "clusters.api.protocol: expected one of 'http1', got 'http3'",
+        "clusters.api.protocol: expected one of 'http1', 'http2', got 'http3'",
     ]
 
 

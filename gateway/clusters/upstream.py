@@ -1,0 +1,26 @@
+"""What the router needs from an upstream exchange, whatever the protocol underneath.
+
+A pool lends an `UpstreamStream`: for HTTP/1.1 a whole connection, for HTTP/2 one stream of
+a shared connection. The router drives it the same way either way.
+"""
+
+from typing import Protocol
+
+from gateway.http.codec_h1 import ClientEvent
+from gateway.http.headers import HeaderMap, RequestHead
+
+
+class UpstreamStream(Protocol):
+    async def send_request_head(self, head: RequestHead, end_stream: bool) -> None: ...
+
+    async def send_data(self, data: bytes) -> None: ...
+
+    async def send_end(self, trailers: HeaderMap | None) -> None: ...
+
+    async def receive_event(self) -> ClientEvent:
+        """The next response event (ResponseHeaders, Data, EndStream or ConnectionEnded)."""
+        ...
+
+    def next_event_nowait(self) -> ClientEvent:
+        """The next event if it is already here, else NEED_DATA; never does I/O."""
+        ...

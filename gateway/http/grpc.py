@@ -1,0 +1,87 @@
+"""gRPC over HTTP/2 as a proxy sees it: detection, deadlines, and errors as gRPC statuses.
+
+The gateway never parses gRPC messages: bodies stream through frame by frame and trailers
+pass untouched. What it must understand is the envelope: `grpc-timeout` (the client's
+deadline, which bounds the upstream exchange and is forwarded reduced by the time already
+spent) and how to say "unavailable" or "deadline exceeded" in a way a gRPC client reads:
+HTTP 200 with a trailers-only response carrying `grpc-status` and `grpc-message`.
+"""
+
+import enum
+import re
+from urllib.parse import quote
+
+from gateway.http.headers import HeaderMap, RequestHead
+
+
+class Status(enum.IntEnum):
+    """The gRPC status codes the gateway produces (grpc/doc/statuscodes.md)."""
+
+    OK = 0
+    CANCELLED = 1
+    UNKNOWN = 2
+    INVALID_ARGUMENT = 3
+    DEADLINE_EXCEEDED = 4
+    NOT_FOUND = 5
+    PERMISSION_DENIED = 7
+    RESOURCE_EXHAUSTED = 8
+    UNIMPLEMENTED = 12
+    INTERNAL = 13
+    UNAVAILABLE = 14
+    UNAUTHENTICATED = 16
+
+
+#: The status a gateway-made HTTP error becomes, as Envoy maps them (timeouts: 504).
+_FROM_HTTP = {
+    400: Status.INTERNAL,
+    401: Status.UNAUTHENTICATED,
+    403: Status.PERMISSION_DENIED,
+    404: Status.UNIMPLEMENTED,
+    429: Status.UNAVAILABLE,
+    431: Status.INTERNAL,
+    502: Status.UNAVAILABLE,
+    503: Status.UNAVAILABLE,
+    504: Status.DEADLINE_EXCEEDED,
+}
+
+_TIMEOUT = re.compile(r"^(\d{1,8})([HMSmun])$")
+_UNIT_SECONDS = {"H": 3600.0, "M": 60.0, "S": 1.0, "m": 1e-3, "u": 1e-6, "n": 1e-9}
+
+
+def is_grpc_request(request: RequestHead) -> bool:
+    content_type = request.headers.get("content-type") or ""
+    return content_type.startswith("application/grpc")
+
+
+def status_for_http(status: int) -> Status:
+    if status < 400:
+        return Status.OK
+    return _FROM_HTTP.get(status, Status.UNKNOWN)
+
+
+def trailers_only(http_status: int, message: str) -> HeaderMap:
+    """The headers of a trailers-only gRPC response for a gateway-made error."""
+    return HeaderMap(
+        [
+            ("content-type", "application/grpc"),
+            ("grpc-status", str(int(status_for_http(http_status)))),
+            # grpc-message is percent-encoded (gRPC over HTTP/2 spec).
+            ("grpc-message", quote(message, safe=" !#$&'()*+,/:;=?@[]~")),
+        ]
+    )
+
+
+def parse_timeout(value: str | None) -> float | None:
+    """`grpc-timeout` ("100m", "5S", "1H") in seconds; None if absent or malformed."""
+    if value is None or not (m := _TIMEOUT.match(value.strip())):
+        return None
+    return int(m.group(1)) * _UNIT_SECONDS[m.group(2)]
+
+
+def format_timeout(seconds: float) -> str:
+    """Seconds as the most precise `grpc-timeout` that fits the 8-digit limit."""
+    for unit, scale in (("n", 1e-9), ("u", 1e-6), ("m", 1e-3), ("S", 1.0), ("M", 60.0)):
+        value = int(max(seconds, 0) / scale)
+        if value < 100_000_000:
+            return f"{value}{unit}"
+    return f"{min(int(seconds / 3600), 99_999_999)}H"
