@@ -286,3 +286,43 @@ async def start_scripted_upstream(nursery: trio.Nursery, response: bytes) -> tup
 
     nursery.start_soon(trio.serve_listeners, handler, listeners)
     return listeners[0].socket.getsockname()[1], done
+
+
+class RawH2Client:
+    """A hand-driven HTTP/2 client (h2 over a trio socket) for what real clients hide:
+    resetting a stream at a chosen moment, or resetting hundreds of them quickly."""
+
+    def __init__(self, stream: trio.SocketStream) -> None:
+        import h2.config
+        import h2.connection
+
+        self.stream = stream
+        self.conn = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True))
+        self.events: list[Any] = []
+
+    @classmethod
+    async def connect(cls, port: int) -> "RawH2Client":
+        client = cls(await trio.open_tcp_stream("127.0.0.1", port))
+        client.conn.initiate_connection()
+        await client.flush()
+        return client
+
+    async def flush(self) -> None:
+        await self.stream.send_all(self.conn.data_to_send())
+
+    def request(self, path: str, end_stream: bool = True) -> int:
+        stream_id = self.conn.get_next_available_stream_id()
+        headers = [(":method", "GET"), (":scheme", "http"), (":authority", "x"), (":path", path)]
+        self.conn.send_headers(stream_id, headers, end_stream=end_stream)
+        return stream_id
+
+    async def read_until(self, predicate: Any, timeout: float = 3.0) -> list[Any]:
+        """Reads frames until `predicate(event)` holds for one; returns all events so far."""
+        with trio.fail_after(timeout):
+            while not any(predicate(e) for e in self.events):
+                data = await self.stream.receive_some(65536)
+                if not data:
+                    break
+                self.events.extend(self.conn.receive_data(data))
+                await self.flush()
+        return self.events

@@ -5,6 +5,7 @@ import attrs
 from gateway.clusters.cluster_stats import ClusterStats, HostStats
 from gateway.clusters.load_balancer import RoundRobin
 from gateway.clusters.pool_h1 import HostPool
+from gateway.clusters.pool_h2 import H2HostPool
 from gateway.config.model import Address
 from gateway.config.model import Cluster as ClusterConfig
 from gateway.stats import StatsStore
@@ -13,7 +14,7 @@ from gateway.stats import StatsStore
 @attrs.define(eq=False)
 class Host:
     address: Address
-    pool: HostPool
+    pool: HostPool | H2HostPool
     stats: HostStats
 
     def __str__(self) -> str:
@@ -30,7 +31,8 @@ class Cluster:
         self.hosts: list[Host] = []
         for address in config.endpoints:
             host_stats = HostStats()
-            pool = HostPool(address, config, self.stats, host_stats)
+            pool_class = H2HostPool if config.protocol == "http2" else HostPool
+            pool = pool_class(address, config, self.stats, host_stats)
             self.hosts.append(Host(address, pool, host_stats))
         self._lb = RoundRobin()
 

@@ -16,12 +16,13 @@ class ClusterManager:
         return self.clusters[name]
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-        """Runs each cluster's idle-connection reaper until cancelled; then closes pools."""
+        """Runs one nursery per cluster for its pools' background tasks (reapers, HTTP/2
+        connection readers) until cancelled; then closes the pools."""
         annotate("cluster_manager", clusters=len(self.clusters))
         try:
             async with trio.open_nursery() as nursery:
                 for cluster in self.clusters.values():
-                    nursery.start_soon(self._reap, cluster, name=f"cluster {cluster.name} reaper")
+                    await nursery.start(self._run_cluster, cluster, name=f"cluster {cluster.name}")
                 task_status.started()
         finally:
             for cluster in self.clusters.values():
@@ -29,10 +30,12 @@ class ClusterManager:
                     host.pool.close()
 
     @staticmethod
-    async def _reap(cluster: Cluster) -> None:
+    async def _run_cluster(
+        cluster: Cluster, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
+    ) -> None:
         annotate("cluster", cluster=cluster.name, hosts=len(cluster.hosts))
-        interval = max(cluster.config.idle_timeout / 2, 0.05)
-        while True:
-            await trio.sleep(interval)
+        async with trio.open_nursery() as nursery:
             for host in cluster.hosts:
-                host.pool.reap_idle()
+                host.pool.start(nursery)
+            task_status.started()
+            await trio.sleep_forever()

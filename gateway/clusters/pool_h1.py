@@ -165,6 +165,16 @@ class HostPool:
         if self._idle_recv.statistics().tasks_waiting_receive and not self._closed:
             self._idle_send.send_nowait(None)
 
+    def start(self, nursery: trio.Nursery) -> None:
+        """Starts the reaper that closes expired idle connections, in the cluster's nursery."""
+        nursery.start_soon(self._reap, name=f"pool {self._label} reaper")
+
+    async def _reap(self) -> None:
+        interval = max(self._config.idle_timeout / 2, 0.05)
+        while True:
+            await trio.sleep(interval)
+            self.reap_idle()
+
     def reap_idle(self) -> None:
         """Closes idle connections that expired or were closed by the upstream."""
         keep = []

@@ -62,7 +62,7 @@ class ResponseEncoder(Protocol):
 
     async def encode_trailers(self, trailers: HeaderMap) -> None: ...
 
-    def body_consumed(self, size: int) -> None:
+    async def body_consumed(self, size: int) -> None:
         """`size` request body bytes were forwarded: the peer may send that much more."""
 
     def abort(self) -> None:
@@ -129,7 +129,7 @@ class ActiveStream:
         """The next request body chunk after the decode filters; None once it is complete
         (trailers, if any, are then in `request_trailers`)."""
         if self._unacked:
-            self.encoder.body_consumed(self._unacked)
+            await self.encoder.body_consumed(self._unacked)
             self._unacked = 0
         if self._body is None:
             return None

@@ -238,7 +238,7 @@ class Http1Connection:
             self.codec.trailers_dropped = 0
         await self._write(out)
 
-    def body_consumed(self, size: int) -> None:
+    async def body_consumed(self, size: int) -> None:
         """HTTP/1.1 has no flow-control credit to give: TCP carries the backpressure."""
 
     async def _write(self, data: bytes) -> None:

@@ -1,0 +1,161 @@
+"""The HTTP/2 connection pool of one upstream host: requests borrow streams.
+
+A borrower takes a stream on the first connection with room (fewer open streams than
+min(our max_concurrent_streams, the peer's)); if none has room and the host is under
+`max_connections_per_host`, it connects a new one; else it waits, up to `pool_timeout`
+(503, flag UO), for a stream to end or a SETTINGS change. A connection that got GOAWAY
+takes no new streams and is closed once its last stream ends. Each connection's reader
+and keepalive tasks run in the cluster's nursery, so they outlive the borrowing requests.
+
+When the borrower is done the stream is finished: a stream that did not complete in both
+directions is reset with CANCEL (the upstream sees the cancellation at once), and all data
+not yet credited is credited, so the connection window never leaks.
+"""
+
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import trio
+
+from gateway.clusters.cluster_stats import ClusterStats, HostStats
+from gateway.clusters.pool_h1 import PoolStatistics
+from gateway.clusters.upstream_h2 import H2UpstreamConnection, H2UpstreamStream
+from gateway.config.model import Address, Cluster
+from gateway.errors import UpstreamConnectError, UpstreamOverflow, UpstreamReset
+
+
+class H2HostPool:
+    def __init__(
+        self,
+        address: Address,
+        config: Cluster,
+        cluster_stats: ClusterStats,
+        host_stats: HostStats,
+    ) -> None:
+        self.address = address
+        self._config = config
+        self._label = str(address)
+        self._cluster_stats = cluster_stats
+        self._host_stats = host_stats
+        self._connections: list[H2UpstreamConnection] = []
+        self._connecting = 0
+        self._waiting = 0
+        self._nursery: trio.Nursery | None = None
+        self._changed = trio.Event()
+
+    def __repr__(self) -> str:
+        s = self.statistics()
+        return f"<H2HostPool {self._label} open={s.open} waiting={s.waiting}>"
+
+    def statistics(self) -> PoolStatistics:
+        return PoolStatistics(
+            open=len(self._connections) + self._connecting,
+            idle=sum(1 for c in self._connections if not c.streams),
+            waiting=self._waiting,
+            max_connections=self._config.max_connections_per_host,
+        )
+
+    def start(self, nursery: trio.Nursery) -> None:
+        """Connections' reader tasks will run in `nursery` (the cluster's)."""
+        self._nursery = nursery
+        nursery.start_soon(self._reap, name=f"h2 pool {self._label} reaper")
+
+    @asynccontextmanager
+    async def borrow(self) -> AsyncIterator[H2UpstreamStream]:
+        conn = await self._acquire()
+        stream = conn.open_stream()
+        try:
+            yield stream
+        finally:
+            if stream.finish():
+                with trio.CancelScope(shield=True), trio.move_on_after(1):
+                    try:
+                        await conn.transport.flush()
+                    except UpstreamReset:
+                        pass
+            conn.idle_since = time.monotonic()
+            if conn.draining and not conn.streams:
+                conn.close()
+            self._wake()
+
+    async def _acquire(self) -> H2UpstreamConnection:
+        deadline = trio.current_time() + self._config.pool_timeout
+        while True:
+            self._connections = [c for c in self._connections if not c.closed]
+            for conn in self._connections:
+                if conn.available:
+                    return conn
+            # Connections on their way will have room for this many streams: wait for one
+            # rather than connecting again (N concurrent first requests make 1 connection).
+            coming = self._connecting * self._config.http2.max_concurrent_streams
+            if self._waiting >= coming and (
+                len(self._connections) + self._connecting < self._config.max_connections_per_host
+            ):
+                return await self._connect()
+            self._waiting += 1
+            self._cluster_stats.upstream_rq_pending_active.inc()
+            try:
+                with trio.move_on_at(deadline) as scope:
+                    await self._changed.wait()
+            finally:
+                self._waiting -= 1
+                self._cluster_stats.upstream_rq_pending_active.dec()
+            if scope.cancelled_caught:
+                self._cluster_stats.upstream_rq_pending_overflow.inc()
+                raise UpstreamOverflow()
+
+    async def _connect(self) -> H2UpstreamConnection:
+        assert self._nursery is not None, "the cluster manager starts pools before use"
+        self._connecting += 1
+        self._host_stats.cx_total += 1
+        self._cluster_stats.upstream_cx_total.inc()
+        try:
+            with trio.fail_after(self._config.connect_timeout):
+                stream = await trio.open_tcp_stream(self.address.host, self.address.port)
+        except (OSError, trio.TooSlowError) as exc:
+            self._host_stats.cx_connect_fail += 1
+            self._cluster_stats.upstream_cx_connect_fail.inc()
+            if isinstance(exc, trio.TooSlowError):
+                self._cluster_stats.upstream_cx_connect_timeout.inc()
+            raise UpstreamConnectError(f"connect to {self._label} failed: {exc!r}") from exc
+        finally:
+            self._connecting -= 1
+            self._wake()
+        conn = H2UpstreamConnection(stream, self._label, self._config, self._wake)
+        conn.transport.start()
+        self._connections.append(conn)
+        self._nursery.start_soon(self._run_connection, conn, name=f"h2 upstream {self._label}")
+        return conn
+
+    async def _run_connection(self, conn: H2UpstreamConnection) -> None:
+        self._host_stats.cx_active += 1
+        self._cluster_stats.upstream_cx_active.inc()
+        try:
+            await conn.transport.flush()
+            await conn.run()
+        except UpstreamReset:
+            conn.close()
+        finally:
+            self._host_stats.cx_active -= 1
+            self._cluster_stats.upstream_cx_active.dec()
+            self._cluster_stats.upstream_cx_destroy.inc()
+            self._wake()
+
+    def _wake(self) -> None:
+        self._changed.set()
+        self._changed = trio.Event()
+
+    async def _reap(self) -> None:
+        interval = max(self._config.idle_timeout / 2, 0.05)
+        while True:
+            await trio.sleep(interval)
+            now = time.monotonic()
+            for conn in self._connections:
+                if not conn.streams and now - conn.idle_since >= self._config.idle_timeout:
+                    self._cluster_stats.upstream_cx_idle_timeout.inc()
+                    conn.close()
+
+    def close(self) -> None:
+        for conn in self._connections:
+            conn.close()

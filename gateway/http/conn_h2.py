@@ -1,0 +1,364 @@
+"""The HTTP/2 side of the connection manager: one downstream connection, over h2.
+
+Theory of operation
+-------------------
+The connection's task is the only reader of the socket. It feeds h2 and dispatches the
+events, synchronously, to per-stream state; it never waits on a stream. Each request
+becomes a task in the connection's nursery ("stream 3 GET /api") running the same
+ActiveStream, filters and router as HTTP/1.1, with an `H2StreamEncoder` as its
+ResponseEncoder.
+
+Memory is bounded by flow control, end to end. Request body chunks go into the stream's
+channel as they arrive; the peer cannot send more than the window we granted, and we
+credit bytes back (WINDOW_UPDATE) only when the router has forwarded them upstream. So a
+slow upstream slows the client, and one stream holds at most `initial_stream_window_size`
+bytes. Responses go out only as the client's window allows; the router reads the upstream
+no faster than that, so a slow reader slows the upstream too.
+
+A client RST_STREAM cancels that stream's task (the upstream exchange is reset or its
+connection discarded on the way out), other streams carry on. More resets per second than
+`max_stream_resets_per_second` is the 2023 rapid-reset attack: GOAWAY ENHANCE_YOUR_CALM and
+close. h2 itself bounds CONTINUATION floods and header list size (GOAWAY and close).
+
+Drain: a GOAWAY naming the last stream we accept goes out at once; new streams are refused
+(REFUSED_STREAM, safe for clients to retry), open streams finish, then the connection closes.
+"""
+
+import contextlib
+import math
+import time
+from collections.abc import Iterator
+
+import h2.errors
+import h2.events
+import h2.exceptions
+import hyperframe.frame
+import trio
+
+from gateway.errors import DownstreamDisconnect
+from gateway.http.active_stream import ActiveStream, BodyItem, ResponseState
+from gateway.http.conn_manager import HttpConnectionManager
+from gateway.http.events import RequestHeaders
+from gateway.http.h2_transport import FlowControlTimeout, H2Transport, new_connection
+from gateway.http.headers import HeaderMap, RequestHead, ResponseHead
+from gateway.trio_util import raise_single
+
+_PSEUDO_REQUEST = (b":method", b":scheme", b":authority", b":path")
+
+
+def _request_head(headers: list[tuple[bytes, bytes]]) -> RequestHead:
+    pseudo: dict[bytes, bytes] = {}
+    regular: list[tuple[bytes, bytes]] = []
+    cookies: list[bytes] = []
+    for name, value in headers:
+        if name.startswith(b":"):
+            pseudo[name] = value
+        elif name == b"cookie":
+            cookies.append(value)  # HTTP/2 may split cookies; HTTP/1.1 wants one header
+        else:
+            regular.append((name, value))
+    if cookies:
+        regular.append((b"cookie", b"; ".join(cookies)))
+    head_headers = HeaderMap.from_raw(regular)
+    authority = (pseudo.get(b":authority") or b"").decode("latin-1") or (
+        head_headers.get("host") or ""
+    )
+    return RequestHead(
+        method=pseudo.get(b":method", b"GET").decode("ascii"),
+        path=pseudo.get(b":path", b"/").decode("latin-1"),
+        authority=authority,
+        scheme=pseudo.get(b":scheme", b"http").decode("ascii"),
+        headers=head_headers,
+        http_version="2",
+    )
+
+
+def _wire_headers(
+    pseudo: list[tuple[bytes, bytes]], headers: HeaderMap
+) -> list[tuple[bytes, bytes]]:
+    # Values were decoded as latin-1 on the way in; encode them the same way on the way out.
+    return pseudo + [
+        (n.encode("latin-1"), v.encode("latin-1")) for n, v in headers if n not in ("host",)
+    ]
+
+
+@contextlib.contextmanager
+def _stream_gone_is_disconnect() -> Iterator[None]:
+    """The client reset the stream (or shut its window for too long): it is gone."""
+    try:
+        yield
+    except (h2.exceptions.StreamClosedError, FlowControlTimeout) as exc:
+        raise DownstreamDisconnect(str(exc)) from exc
+
+
+class H2StreamEncoder:
+    """The ResponseEncoder of one HTTP/2 stream."""
+
+    def __init__(self, conn: "Http2Connection", stream_id: int) -> None:
+        self._conn = conn
+        self.stream_id = stream_id
+        self.body: trio.MemorySendChannel[BodyItem] | None = None
+        #: Bytes delivered to the stream but not yet credited back to the peer.
+        self.uncredited = 0
+        self.scope = trio.CancelScope()
+        self.active: ActiveStream | None = None
+
+    async def continue_if_expected(self) -> None:
+        """HTTP/2 clients do not wait for 100-continue in practice; nothing to send."""
+
+    async def encode_headers(self, head: ResponseHead, end_stream: bool, flush: bool) -> None:
+        pseudo = [(b":status", str(head.status).encode())]
+        with _stream_gone_is_disconnect():
+            self._conn.transport.h2.send_headers(
+                self.stream_id, _wire_headers(pseudo, head.headers), end_stream=end_stream
+            )
+        if flush or end_stream:
+            await self._conn.transport.flush()
+
+    async def encode_data(self, data: bytes, end_stream: bool) -> None:
+        with _stream_gone_is_disconnect():
+            await self._conn.transport.send_data(
+                self.stream_id, data, end_stream, self._conn.manager.config.idle_timeout
+            )
+
+    async def encode_trailers(self, trailers: HeaderMap) -> None:
+        with _stream_gone_is_disconnect():
+            self._conn.transport.h2.send_headers(
+                self.stream_id, _wire_headers([], trailers), end_stream=True
+            )
+        await self._conn.transport.flush()
+
+    async def body_consumed(self, size: int) -> None:
+        size = min(size, self.uncredited)
+        self.uncredited -= size
+        self._conn.transport.acknowledge(self.stream_id, size)
+        await self._conn.transport.flush()
+
+    def abort(self) -> None:
+        """The stream task resets the stream on its way out (it is not finished)."""
+
+    def close_after_response(self) -> None:
+        """A bad stream does not condemn an HTTP/2 connection: its reset is enough."""
+
+
+class Http2Connection:
+    def __init__(
+        self,
+        manager: HttpConnectionManager,
+        stream: trio.SocketStream,
+        peer: str,
+        initial: bytes,
+    ) -> None:
+        self.manager = manager
+        self.peer = peer
+        options = manager.config.http2
+        self.transport = H2Transport(
+            stream,
+            new_connection(client_side=False, options=options),
+            options.initial_connection_window_size,
+            DownstreamDisconnect,
+        )
+        self._initial = initial
+        self._streams: dict[int, H2StreamEncoder] = {}
+        self._nursery: trio.Nursery | None = None
+        self._read_scope: trio.CancelScope | None = None
+        self._last_stream_id = 0
+        self._goaway_sent = False
+        self._resets: list[float] = []
+        self.requests = 0
+
+    def __repr__(self) -> str:
+        return f"<Http2Connection {self.peer} streams={len(self._streams)}>"
+
+    def task_fields(self) -> dict[str, object]:
+        return {
+            "protocol": "HTTP/2",
+            "requests": self.requests,
+            "open_streams": len(self._streams),
+            "state": "draining" if self._goaway_sent else "open",
+        }
+
+    # -- the connection task -------------------------------------------------------------
+
+    async def run(self) -> None:
+        transport = self.transport
+        try:
+            async with trio.open_nursery() as nursery:
+                self._nursery = nursery
+                transport.start()
+                try:
+                    if self._initial:
+                        self._dispatch(transport.h2.receive_data(self._initial))
+                    await transport.flush()
+                    await self._read_loop()
+                except h2.exceptions.ProtocolError:
+                    # h2 has queued a GOAWAY with the right error code; send it and close.
+                    self.manager.stats.downstream_cx_protocol_error.inc()
+                    await self._flush_quietly()
+                except DownstreamDisconnect:
+                    pass
+                finally:
+                    self._nursery = None  # closing: drain() must not start tasks in it
+                nursery.cancel_scope.cancel()
+        except BaseExceptionGroup as group:
+            raise_single(group)
+
+    async def _read_loop(self) -> None:
+        transport = self.transport
+        idle_timeout = self.manager.config.idle_timeout
+        while not transport.broken:
+            if self._goaway_sent and not self._streams:
+                await self._close_gracefully()
+                return
+            # Idle (no streams) for idle_timeout closes the connection; drain() and the last
+            # stream ending after a GOAWAY cancel this scope to get here at once.
+            with trio.move_on_after(math.inf if self._streams else idle_timeout) as scope:
+                self._read_scope = scope
+                data = await transport.receive()
+            self._read_scope = None
+            if scope.cancelled_caught:
+                if not self._goaway_sent:
+                    self.manager.stats.downstream_cx_idle_timeout.inc()
+                    self._goaway_sent = True
+                continue
+            if not data:
+                return
+            self._dispatch(transport.h2.receive_data(data))
+            await transport.flush()
+
+    def _wake_reader_if_done(self) -> None:
+        if self._goaway_sent and not self._streams and self._read_scope is not None:
+            self._read_scope.cancel()
+
+    def _dispatch(self, events: list[h2.events.Event]) -> None:
+        transport = self.transport
+        for event in events:
+            if isinstance(event, h2.events.RequestReceived):
+                self._start_stream(event)
+            elif isinstance(event, h2.events.DataReceived):
+                self._on_data(event)
+            elif isinstance(event, h2.events.TrailersReceived):
+                s = self._streams.get(event.stream_id)
+                if s is not None and s.body is not None:
+                    s.body.send_nowait(HeaderMap.from_raw(event.headers))
+            elif isinstance(event, h2.events.StreamEnded):
+                s = self._streams.get(event.stream_id)
+                if s is not None and s.body is not None:
+                    s.body.close()
+                    s.body = None
+            elif isinstance(event, h2.events.StreamReset):
+                self._on_reset(event)
+            elif isinstance(event, h2.events.WindowUpdated | h2.events.RemoteSettingsChanged):
+                transport.window_changed()
+            elif isinstance(event, h2.events.ConnectionTerminated):
+                self._goaway_sent = True  # the client is leaving: take no new streams
+
+    def _start_stream(self, event: h2.events.RequestReceived) -> None:
+        stream_id = event.stream_id
+        if self._goaway_sent or self.manager.draining:
+            self.transport.reset(stream_id, h2.errors.ErrorCodes.REFUSED_STREAM)
+            return
+        self._last_stream_id = max(self._last_stream_id, stream_id)
+        head = _request_head(event.headers)
+        encoder = H2StreamEncoder(self, stream_id)
+        end_stream = event.stream_ended is not None
+        body_recv = None
+        if not end_stream:
+            # Unbounded in items, bounded in bytes: the peer cannot exceed our window.
+            encoder.body, body_recv = trio.open_memory_channel[BodyItem](float("inf"))
+        content_length = head.headers.get("content-length")
+        request = RequestHeaders(
+            stream_id, head, end_stream, int(content_length) if content_length else None
+        )
+        active = self.manager.new_stream(encoder, request, self.peer, body_recv)
+        encoder.active = active
+        self._streams[stream_id] = encoder
+        self.requests += 1
+        assert self._nursery is not None
+        self._nursery.start_soon(self._run_stream, encoder, active, name=active.task_name)
+
+    def _on_data(self, event: h2.events.DataReceived) -> None:
+        s = self._streams.get(event.stream_id)
+        size = event.flow_controlled_length
+        if s is None or s.body is None:
+            # Nobody will read it: credit it now, or the connection window leaks (h2#1210).
+            self.transport.acknowledge(event.stream_id, size)
+            return
+        # Padding is never forwarded, so it is credited at once; the data when forwarded.
+        self.transport.acknowledge(event.stream_id, size - len(event.data))
+        if event.data:
+            s.uncredited += len(event.data)
+            s.body.send_nowait(event.data)
+
+    def _on_reset(self, event: h2.events.StreamReset) -> None:
+        s = self._streams.get(event.stream_id)
+        if s is not None:
+            self.manager.stats.downstream_rq_rx_reset.inc()
+            if s.active is not None and s.active.response_state is not ResponseState.DONE:
+                s.active.info.add_flag("DR")
+            s.scope.cancel()
+        if event.remote_reset:
+            now = time.monotonic()
+            self._resets = [t for t in self._resets if now - t < 1.0] + [now]
+            limit = self.manager.config.http2.max_stream_resets_per_second
+            if len(self._resets) > limit:
+                self.manager.stats.downstream_cx_rapid_reset.inc()
+                self.transport.h2.close_connection(
+                    h2.errors.ErrorCodes.ENHANCE_YOUR_CALM, additional_data=b"too many resets"
+                )
+                raise h2.exceptions.DenialOfServiceError("rapid reset")
+
+    async def _run_stream(self, encoder: H2StreamEncoder, active: ActiveStream) -> None:
+        try:
+            with encoder.scope:
+                await self.manager.run_stream(active)
+        finally:
+            del self._streams[encoder.stream_id]
+            if encoder.body is not None:
+                encoder.body.close()
+            if active.response_state is not ResponseState.DONE:
+                self.manager.stats.downstream_rq_tx_reset.inc()
+                self.transport.reset(encoder.stream_id, h2.errors.ErrorCodes.CANCEL)
+            # Credit what was received but never forwarded, so the connection window does
+            # not shrink for the streams that remain.
+            self.transport.acknowledge(encoder.stream_id, encoder.uncredited)
+            self.manager.finish(active.info)
+            await self._flush_quietly()
+            self._wake_reader_if_done()
+
+    async def _flush_quietly(self) -> None:
+        with (
+            trio.CancelScope(shield=True),
+            trio.move_on_after(1),
+            contextlib.suppress(DownstreamDisconnect),
+        ):
+            await self.transport.flush()
+
+    # -- drain ---------------------------------------------------------------------------
+
+    def drain(self) -> None:
+        """GOAWAY now (open streams may finish); refuse new streams; close when idle."""
+        if self._goaway_sent:
+            return
+        self._goaway_sent = True
+        if not self._streams:
+            self._wake_reader_if_done()  # idle: close now, with h2's own GOAWAY
+            return
+        if self._nursery is not None:
+            self._nursery.start_soon(self._send_goaway, name="goaway")
+
+    async def _send_goaway(self) -> None:
+        # h2 allows nothing after its own GOAWAY, so this first, graceful one is sent as a
+        # raw frame behind whatever h2 has queued; h2's own follows when we close.
+        frame = hyperframe.frame.GoAwayFrame(
+            stream_id=0, last_stream_id=self._last_stream_id, error_code=0
+        )
+        with contextlib.suppress(DownstreamDisconnect):
+            await self.transport.flush(frame.serialize())
+
+    async def _close_gracefully(self) -> None:
+        try:
+            self.transport.h2.close_connection(last_stream_id=self._last_stream_id)
+        except h2.exceptions.ProtocolError:
+            return
+        await self._flush_quietly()

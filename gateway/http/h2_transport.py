@@ -1,0 +1,135 @@
+"""The Trio half of an HTTP/2 connection, shared by the downstream and upstream sides.
+
+h2 is sans-IO: it queues frames and does the flow-control arithmetic; this class moves the
+bytes. Three rules, each a known way to break an HTTP/2 proxy:
+
+* One writer at a time, and frames leave in h2's order: `flush()` takes h2's pending bytes
+  *inside* the send lock, so no task can overtake another's frames.
+* Never send past the window (h2#177, httpcore#1082): data goes out in pieces of at most
+  min(stream window, connection window, peer's max frame size), and a sender with no window
+  waits for a WINDOW_UPDATE or SETTINGS change, which the reader task signals. The waiting
+  task is never the reader (h2#976), and every wait has a deadline.
+* Credit inbound data only once it was forwarded, and credit data that arrives for streams
+  we no longer want at once, or the connection window leaks away (h2#1210).
+"""
+
+import h2.config
+import h2.connection
+import h2.exceptions
+import h2.settings
+import trio
+
+from gateway.config.model import Http2ProtocolOptions
+
+RECEIVE_SIZE = 65536
+
+
+class FlowControlTimeout(Exception):
+    """The peer kept its window shut for longer than we wait."""
+
+
+def new_connection(
+    *, client_side: bool, options: Http2ProtocolOptions
+) -> h2.connection.H2Connection:
+    """An h2 state machine with our SETTINGS, ready for `initiate_connection()`."""
+    config = h2.config.H2Configuration(
+        client_side=client_side, header_encoding=None, validate_inbound_headers=True
+    )
+    conn = h2.connection.H2Connection(config=config)
+    conn.local_settings = h2.settings.Settings(
+        client=client_side,
+        initial_values={
+            h2.settings.SettingCodes.MAX_CONCURRENT_STREAMS: options.max_concurrent_streams,
+            h2.settings.SettingCodes.INITIAL_WINDOW_SIZE: options.initial_stream_window_size,
+            h2.settings.SettingCodes.MAX_FRAME_SIZE: options.max_frame_size,
+            h2.settings.SettingCodes.MAX_HEADER_LIST_SIZE: options.max_header_list_size,
+        },
+    )
+    return conn
+
+
+class H2Transport:
+    def __init__(
+        self,
+        stream: trio.SocketStream,
+        conn: h2.connection.H2Connection,
+        window: int,
+        lost_error: type[Exception],
+    ) -> None:
+        #: Raised when a write fails: DownstreamDisconnect or UpstreamReset, by side.
+        self._lost_error = lost_error
+        self.stream = stream
+        self.h2 = conn
+        self._connection_window = window
+        self._send_lock = trio.StrictFIFOLock()
+        self._window_changed = trio.Event()
+        self.broken = False
+
+    def start(self) -> None:
+        """Queues the preface/SETTINGS and widens the connection window to our setting."""
+        self.h2.initiate_connection()
+        extra = self._connection_window - 65535
+        if extra > 0:
+            self.h2.increment_flow_control_window(extra)
+
+    async def receive(self) -> bytes:
+        """Bytes from the peer; b"" when it closed or reset the connection."""
+        try:
+            return await self.stream.receive_some(RECEIVE_SIZE)
+        except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
+            return b""
+
+    async def flush(self, extra: bytes = b"") -> None:
+        """Writes whatever h2 has queued (plus `extra` raw frames after it)."""
+        async with self._send_lock:
+            data = self.h2.data_to_send() + extra
+            if not data:
+                return
+            try:
+                await self.stream.send_all(data)
+            except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
+                self.broken = True
+                raise self._lost_error(f"HTTP/2 write failed: {exc!r}") from exc
+            except BaseException:
+                self.broken = True  # a cancelled write may have sent half a frame
+                raise
+
+    def window_changed(self) -> None:
+        """Called by the reader on WINDOW_UPDATE or SETTINGS: wakes blocked senders."""
+        self._window_changed.set()
+        self._window_changed = trio.Event()
+
+    async def send_data(
+        self, stream_id: int, data: bytes, end_stream: bool, window_timeout: float
+    ) -> None:
+        """Sends a body chunk, never past the flow-control windows."""
+        view = memoryview(data)
+        while view:
+            window = min(self.h2.local_flow_control_window(stream_id), len(view))
+            size = min(window, self.h2.max_outbound_frame_size)
+            if size <= 0:
+                with trio.move_on_after(window_timeout) as scope:
+                    await self._window_changed.wait()
+                if scope.cancelled_caught:
+                    raise FlowControlTimeout(f"stream {stream_id}: window closed too long")
+                continue
+            self.h2.send_data(stream_id, bytes(view[:size]))
+            view = view[size:]
+            await self.flush()
+        if end_stream:
+            self.h2.end_stream(stream_id)
+            await self.flush()
+
+    def acknowledge(self, stream_id: int, size: int) -> None:
+        """Credits `size` received bytes back to the peer (stream and connection)."""
+        if size:
+            try:
+                self.h2.acknowledge_received_data(size, stream_id)
+            except h2.exceptions.ProtocolError:
+                pass  # connection already closed: nothing left to credit
+
+    def reset(self, stream_id: int, error_code: int) -> None:
+        try:
+            self.h2.reset_stream(stream_id, error_code)
+        except h2.exceptions.ProtocolError:
+            pass  # already closed on both sides, or by the peer: nothing to reset
