@@ -128,7 +128,7 @@ async def test_rapid_reset_gets_goaway_and_spares_others(nursery):
             attacker.conn.reset_stream(sid, h2.errors.ErrorCodes.CANCEL)
         await attacker.flush()
         events = await attacker.read_until(lambda e: isinstance(e, h2.events.ConnectionTerminated))
-        goaway = [e for e in events if isinstance(e, h2.events.ConnectionTerminated)][0]
+        goaway = next(e for e in events if isinstance(e, h2.events.ConnectionTerminated))
         assert goaway.error_code == h2.errors.ErrorCodes.ENHANCE_YOUR_CALM
         assert gw.stats.value("http.edge.downstream_cx_rapid_reset") == 1
         assert (await bystander.get(url(gw, "/after"))).status_code == 200
