@@ -121,14 +121,21 @@ class ResponseHead:
 
 
 def strip_hop_by_hop(headers: HeaderMap) -> None:
-    """Removes connection-specific headers, including any that `Connection` names."""
+    """Removes connection-specific headers, including any that `Connection` names.
+
+    `te: trailers` survives (as Envoy keeps it): gRPC needs it end to end, and it is the
+    one TE value HTTP/2 allows.
+    """
     named = {
         token.strip().lower()
         for value in headers.get_all("connection")
         for token in value.split(",")
         if token.strip()
     }
+    wants_trailers = any("trailers" in v.lower() for v in headers.get_all("te"))
     headers.remove_names(HOP_BY_HOP | named if named else HOP_BY_HOP)
+    if wants_trailers:
+        headers.add("te", "trailers")
 
 
 def mutate_request(headers: HeaderMap, mutations: HeaderMutations) -> None:

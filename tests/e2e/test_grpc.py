@@ -1,0 +1,163 @@
+"""gRPC through the gateway: grpcio client -> gateway -> grpcio server, all four kinds,
+large messages, trailers, deadlines, cancellation, and gateway-made gRPC errors."""
+
+import functools
+
+import grpc
+import pytest
+import trio
+
+from tests.grpc_echo import OPTIONS, start_server
+from tests.helpers import run_gateway
+
+CONFIG = """
+[listeners.edge]
+address = "127.0.0.1:0"
+virtual_hosts = ["main"]
+
+[virtual_hosts.main]
+domains = ["*"]
+[[virtual_hosts.main.routes]]
+match = {{ prefix = "/test.Echo/", grpc = true, headers = [{{ name = "x-short", present = true }}] }}
+cluster = "echo"
+timeout = "200ms"
+[[virtual_hosts.main.routes]]
+match = {{ prefix = "/test.Echo/", grpc = true }}
+cluster = "echo"
+max_grpc_timeout = "5s"
+[[virtual_hosts.main.routes]]
+match = {{ prefix = "/down.Service/", grpc = true }}
+cluster = "nowhere"
+[[virtual_hosts.main.routes]]
+match = {{ prefix = "/test.Echo/" }}
+direct_response = {{ status = 200, body = "not grpc" }}
+
+[clusters.echo]
+endpoints = ["127.0.0.1:{port}"]
+protocol = "http2"
+
+[clusters.nowhere]
+endpoints = []
+protocol = "http2"
+"""
+
+
+@pytest.fixture
+def echo_server():
+    server, port, servicer = start_server()
+    yield port, servicer
+    server.stop(grace=None)
+
+
+@pytest.fixture
+async def channel(echo_server):
+    port, servicer = echo_server
+    async with run_gateway(CONFIG.format(port=port)) as gw:
+        ch = grpc.insecure_channel(f"127.0.0.1:{gw.listener_ports['edge']}", options=OPTIONS)
+        yield ch, servicer, gw
+        ch.close()
+
+
+async def blocking(fn, *args, **kwargs):
+    return await trio.to_thread.run_sync(functools.partial(fn, *args, **kwargs))
+
+
+async def test_unary_with_trailing_metadata(channel):
+    ch, _, gw = channel
+    unary = ch.unary_unary("/test.Echo/Unary")
+    response, call = await blocking(unary.with_call, b"hello", timeout=5)
+    assert response == b"hello"
+    assert ("x-served-by", "echo") in call.trailing_metadata()
+    assert call.code() == grpc.StatusCode.OK
+    assert gw.stats.value("http.edge.downstream_cx_http2_total") == 1
+
+
+async def test_large_messages(channel):
+    ch, _, _ = channel
+    unary = ch.unary_unary("/test.Echo/Unary")
+    big = bytes(range(256)) * (4 * 1024 * 1024 // 256)
+    assert await blocking(unary, big, timeout=10) == big
+
+
+async def test_server_streaming_1000_messages(channel):
+    ch, _, _ = channel
+    stream = ch.unary_stream("/test.Echo/ServerStream")
+    messages = await blocking(lambda: list(stream(b"1000", timeout=10)))
+    assert messages == [str(i).encode() for i in range(1000)]
+
+
+async def test_client_streaming_1000_messages(channel):
+    ch, _, _ = channel
+    client_stream = ch.stream_unary("/test.Echo/ClientStream")
+    result = await blocking(client_stream, iter([b"x" * 100] * 1000), timeout=10)
+    assert result == b"1000:100000"
+
+
+async def test_bidirectional_streaming(channel):
+    ch, _, _ = channel
+    bidi = ch.stream_stream("/test.Echo/Bidi")
+    sent = [f"message-{i}".encode() for i in range(1000)]
+    received = await blocking(lambda: list(bidi(iter(sent), timeout=10)))
+    assert received == [m[::-1] for m in sent]
+
+
+async def test_error_status_details_and_trailers_pass_through(channel):
+    ch, _, _ = channel
+    unary = ch.unary_unary("/test.Echo/Unary")
+    with pytest.raises(grpc.RpcError) as info:
+        await blocking(unary, b"fail", timeout=5)
+    error = info.value
+    assert error.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert error.details() == "bad input"
+    assert ("x-detail", "why-it-failed") in error.trailing_metadata()
+
+
+async def test_deadline_is_forwarded_and_enforced(channel):
+    ch, servicer, _ = channel
+    unary = ch.unary_unary("/test.Echo/Unary")
+    await blocking(unary, b"hi", timeout=3)
+    assert servicer.time_remaining is not None and 2 < servicer.time_remaining <= 3
+    with pytest.raises(grpc.RpcError) as info:
+        await blocking(unary, b"sleep", timeout=0.3)
+    assert info.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+    assert await blocking(servicer.cancelled.wait, 2), "the upstream call was cancelled"
+
+
+async def test_route_timeout_is_deadline_exceeded_from_the_gateway(channel):
+    ch, servicer, gw = channel
+    unary = ch.unary_unary("/test.Echo/Unary")
+    with pytest.raises(grpc.RpcError) as info:
+        await blocking(unary, b"sleep", timeout=5, metadata=(("x-short", "1"),))
+    assert info.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+    assert info.value.details() == "upstream request timeout"
+    assert await blocking(servicer.cancelled.wait, 2)
+    assert gw.stats.value("cluster.echo.upstream_rq_timeout") == 1
+
+
+async def test_client_cancel_resets_upstream(channel):
+    ch, servicer, _ = channel
+    unary = ch.unary_unary("/test.Echo/Unary")
+    future = unary.future(b"sleep", timeout=10)
+    assert await blocking(servicer.started.wait, 5)
+    future.cancel()
+    assert await blocking(servicer.cancelled.wait, 2), "the servicer saw the cancellation"
+
+
+async def test_gateway_errors_are_grpc_statuses(channel):
+    ch, _, _ = channel
+    with pytest.raises(grpc.RpcError) as info:
+        await blocking(ch.unary_unary("/down.Service/Call"), b"x", timeout=5)
+    assert info.value.code() == grpc.StatusCode.UNAVAILABLE
+    assert info.value.details() == "no healthy upstream"
+    with pytest.raises(grpc.RpcError) as info:
+        await blocking(ch.unary_unary("/nothing.Here/Call"), b"x", timeout=5)
+    assert info.value.code() == grpc.StatusCode.UNIMPLEMENTED
+
+
+async def test_grpc_match_leaves_plain_http_alone(channel):
+    import httpx
+
+    _, _, gw = channel
+    async with httpx.AsyncClient() as client:
+        r = await client.post(f"http://127.0.0.1:{gw.listener_ports['edge']}/test.Echo/Unary")
+    assert r.text == "not grpc"
