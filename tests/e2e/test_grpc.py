@@ -18,9 +18,12 @@ virtual_hosts = ["main"]
 [virtual_hosts.main]
 domains = ["*"]
 [[virtual_hosts.main.routes]]
-match = {{ prefix = "/test.Echo/", grpc = true, headers = [{{ name = "x-short", present = true }}] }}
 cluster = "echo"
 timeout = "200ms"
+[virtual_hosts.main.routes.match]
+prefix = "/test.Echo/"
+grpc = true
+headers = [{{ name = "x-short", present = true }}]
 [[virtual_hosts.main.routes]]
 match = {{ prefix = "/test.Echo/", grpc = true }}
 cluster = "echo"
