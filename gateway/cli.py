@@ -31,6 +31,7 @@ async def serve(config: GatewayConfig) -> None:
                 await gw.shutdown_requested.wait()
                 nursery.cancel_scope.cancel()
         log.info("draining for up to %ss", config.server.drain_timeout)
+        # leaving open_gateway drains
     log.info("stopped")
 
 

@@ -24,6 +24,7 @@ import trio
 from gateway.access_log import AccessLogger
 from gateway.clusters.manager import ClusterManager
 from gateway.config.model import GatewayConfig
+from gateway.errors import StartupError
 from gateway.http.conn_manager import HttpConnectionManager
 from gateway.listeners.listener import Listener
 from gateway.stats import StatsStore
@@ -43,7 +44,15 @@ class Gateway:
         self.access_logs: list[AccessLogger] = []
         self.listeners: dict[str, Listener] = {}
         for name, lconf in config.listeners.items():
-            access_log = AccessLogger(lconf.access_log) if lconf.access_log else None
+            access_log = None
+            if lconf.access_log is not None:
+                try:
+                    access_log = AccessLogger(lconf.access_log)
+                except OSError as exc:
+                    raise StartupError(
+                        f"listeners.{name}.access_log.path: cannot open "
+                        f"{lconf.access_log.path}: {exc.strerror or exc}"
+                    ) from None
             if access_log is not None:
                 self.access_logs.append(access_log)
             hcm = HttpConnectionManager(name, lconf, config, self.clusters, self.stats, access_log)

@@ -189,7 +189,11 @@ def render_json(store: StatsStore, name_filter: re.Pattern[str] | None = None) -
                     "histogram": {
                         "count": stat.count,
                         "sum": stat.sum,
-                        "quantiles": {f"P{q * 100:g}": stat.quantile(q) for q in QUANTILES},
+                        # JSON has no NaN: an empty histogram's quantiles are null.
+                        "quantiles": {
+                            f"P{q * 100:g}": None if math.isnan(v := stat.quantile(q)) else v
+                            for q in QUANTILES
+                        },
                     },
                 }
             )

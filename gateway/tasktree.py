@@ -7,6 +7,7 @@ task and disappears with it. `/tasks` walks trio's own tree (root task -> child 
 that exists is shown, with where its coroutine is suspended right now.
 """
 
+import os
 import time
 import weakref
 from collections.abc import Callable
@@ -37,11 +38,16 @@ def annotate(kind: str, live: Callable[[], dict[str, Any]] | None = None, **fiel
 
 
 def _awaiting(task: trio.lowlevel.Task) -> str | None:
-    """The innermost function the task is suspended in, e.g. 'receive_some'."""
+    """Where the task is suspended, as the innermost frame outside trio itself, e.g.
+    'Http1Connection._receive (conn_h1.py:97)'."""
     last = None
-    for frame, _ in task.iter_await_frames():
-        last = frame
-    return f"{last.f_code.co_name}" if last is not None else None
+    for frame, lineno in task.iter_await_frames():
+        if f"{os.sep}trio{os.sep}" not in frame.f_code.co_filename:
+            last = (frame, lineno)
+    if last is None:
+        return None
+    frame, lineno = last
+    return f"{frame.f_code.co_qualname} ({os.path.basename(frame.f_code.co_filename)}:{lineno})"
 
 
 def _node(task: trio.lowlevel.Task, now: float) -> dict[str, Any]:

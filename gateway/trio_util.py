@@ -5,9 +5,10 @@ from typing import NoReturn
 import trio
 
 
-def _leaves(exc: BaseException) -> list[BaseException]:
+def leaves(exc: BaseException) -> list[BaseException]:
+    """The exceptions inside (possibly nested) exception groups, or [exc] itself."""
     if isinstance(exc, BaseExceptionGroup):
-        return [leaf for sub in exc.exceptions for leaf in _leaves(sub)]
+        return [leaf for sub in exc.exceptions for leaf in leaves(sub)]
     return [exc]
 
 
@@ -19,8 +20,8 @@ def raise_single(group: BaseExceptionGroup) -> NoReturn:
     catch specific errors: the first non-Cancelled error wins; a group of only Cancelled
     re-raises one Cancelled so the cancel scope that caused it can catch it.
     """
-    leaves = _leaves(group)
-    for exc in leaves:
+    found = leaves(group)
+    for exc in found:
         if not isinstance(exc, trio.Cancelled):
             raise exc
-    raise leaves[0]
+    raise found[0]

@@ -12,6 +12,7 @@ from gateway.config.model import Admin
 from gateway.errors import StartupError
 from gateway.server import Gateway
 from gateway.tasktree import annotate
+from gateway.trio_util import leaves
 
 
 async def serve_admin(
@@ -28,6 +29,11 @@ async def serve_admin(
             binds = await nursery.start(
                 partial(hypercorn.trio.serve, AdminApp(gw), config, mode="asgi"), name="hypercorn"
             )
-        except OSError as exc:
-            raise StartupError(f"admin.address: cannot bind {admin.address}: {exc}") from None
+        except (OSError, BaseExceptionGroup) as exc:
+            # hypercorn binds inside a nursery of its own, so the OSError may come wrapped.
+            errors = [e for e in leaves(exc) if isinstance(e, OSError)]
+            if not errors:
+                raise
+            reason = errors[0].strerror or errors[0]
+            raise StartupError(f"admin.address: cannot bind {admin.address}: {reason}") from None
         task_status.started(int(binds[0].rpartition(":")[2]))

@@ -192,7 +192,7 @@ class Redirect:
 
 @attrs.frozen
 class DirectResponse:
-    status: int = attrs.field(validator=[attrs.validators.ge(100), attrs.validators.le(599)])
+    status: int = attrs.field(validator=[attrs.validators.ge(200), attrs.validators.le(599)])
     body: str = ""
     content_type: str = "text/plain"
 

@@ -56,10 +56,11 @@ def _check_route(route: Route, where: str, config: GatewayConfig, errors: list[s
         for i, wc in enumerate(route.weighted_clusters):
             if wc.name not in config.clusters:
                 errors.append(f"{where}.weighted_clusters[{i}].name: no cluster named '{wc.name}'")
+    d = route.direct_response
+    if d is not None and d.body and (d.status in (204, 304) or d.status < 200):
+        errors.append(f"{where}.direct_response: status {d.status} cannot have a body")
     if route.prefix_rewrite is not None and match.prefix is None:
         errors.append(f"{where}.prefix_rewrite: only allowed with a prefix match")
-    if route.timeout < 0:
-        errors.append(f"{where}.timeout: must not be negative")
 
 
 def validate(config: GatewayConfig) -> list[str]:

@@ -62,10 +62,41 @@ class _Codec:
 
     def __init__(self, role: type[h11.CLIENT] | type[h11.SERVER], max_header_bytes: int) -> None:
         self._conn = h11.Connection(role, max_incomplete_event_size=max_header_bytes)
+        self._max_header_bytes = max_header_bytes
         self.stream_id = 0
         #: Whether the message we are sending is chunked (so it can carry trailers).
         self._chunked = False
         self.trailers_dropped = 0
+        # Bytes of the head being received, kept for the checks h11 does not do.
+        self._head = bytearray()
+        self._in_head = True
+
+    def receive_data(self, data: bytes) -> None:
+        """Feeds bytes from the socket; b"" means the peer closed its side."""
+        if self._in_head and data:
+            self._head += data
+            self._check_head()
+        self._conn.receive_data(data)
+
+    def _head_bytes(self) -> bytearray:
+        """The head received so far, without the blank line that ends it."""
+        end = self._head.find(b"\r\n\r\n")
+        head = self._head if end < 0 else self._head[: end + 2]
+        # h11 only enforces its limit on an incomplete head; one that arrives whole in a
+        # single read must be measured here.
+        if len(head) > self._max_header_bytes:
+            self._head_too_large()
+        return head
+
+    def _check_head(self) -> None:
+        self._head_bytes()
+
+    def _head_too_large(self) -> None:
+        raise NotImplementedError
+
+    def _head_done(self) -> None:
+        self._in_head = False
+        self._head.clear()
 
     def send_data(self, data: bytes) -> bytes:
         return self._send(h11.Data(data=data))
@@ -94,6 +125,10 @@ class _Codec:
 
     def start_next_cycle(self) -> None:
         self._conn.start_next_cycle()
+        self._in_head = True
+        # Bytes already buffered (pipelining) belong to the next head and get the same checks.
+        self._head = bytearray(self._conn.trailing_data[0])
+        self._check_head()
 
 
 class ServerCodec(_Codec):
@@ -102,30 +137,16 @@ class ServerCodec(_Codec):
     def __init__(self, *, max_header_bytes: int, max_header_count: int, scheme: str) -> None:
         super().__init__(h11.SERVER, max_header_bytes)
         self._max_header_count = max_header_count
-        self._max_header_bytes = max_header_bytes
         self._scheme = scheme
-        # Bytes of the request head being received, kept for the checks h11 does not do.
-        self._head = bytearray()
-        self._in_head = True
 
     # -- input ---------------------------------------------------------------------------
 
-    def receive_data(self, data: bytes) -> None:
-        """Feeds bytes from the socket; b"" means the peer closed its side."""
-        if self._in_head and data:
-            self._head += data
-            self._check_head()
-        self._conn.receive_data(data)
-
     def _check_head(self) -> None:
-        end = self._head.find(b"\r\n\r\n")
-        head = self._head if end < 0 else self._head[: end + 2]
-        # h11 only enforces its limit on an incomplete head; one that arrives whole in a
-        # single read must be measured here.
-        if len(head) > self._max_header_bytes:
-            raise DownstreamProtocolError("request headers too large", 431)
-        if _BAD_HEAD_BYTES.search(head):
+        if _BAD_HEAD_BYTES.search(self._head_bytes()):
             raise DownstreamProtocolError("bare LF or obs-fold in request head")
+
+    def _head_too_large(self) -> None:
+        raise DownstreamProtocolError("request headers too large", 431)
 
     @property
     def has_partial_request(self) -> bool:
@@ -158,8 +179,7 @@ class ServerCodec(_Codec):
         return int(getattr(self._conn._reader, "_bytes_in_chunk", 0))
 
     def _request(self, event: h11.Request) -> RequestHeaders:
-        self._in_head = False
-        self._head.clear()
+        self._head_done()
         self.stream_id += 1
         headers = HeaderMap.from_raw(event.headers)
         if len(headers) > self._max_header_count:
@@ -212,13 +232,6 @@ class ServerCodec(_Codec):
     def request_complete(self) -> bool:
         return self._conn.their_state is h11.DONE
 
-    def start_next_cycle(self) -> None:
-        super().start_next_cycle()
-        self._in_head = True
-        # Pipelined bytes already buffered belong to the next head and get the same checks.
-        self._head = bytearray(self._conn.trailing_data[0])
-        self._check_head()
-
     @property
     def buffered_bytes(self) -> int:
         """Bytes received but not yet parsed (pipelined requests)."""
@@ -239,8 +252,8 @@ class ClientCodec(_Codec):
             h11.Request(method=head.method, target=target, headers=list(head.headers))
         )
 
-    def receive_data(self, data: bytes) -> None:
-        self._conn.receive_data(data)
+    def _head_too_large(self) -> None:
+        raise UpstreamReset("upstream response headers too large")
 
     def next_event(self) -> ClientEvent:
         while True:
@@ -253,6 +266,7 @@ class ClientCodec(_Codec):
             if isinstance(event, h11.InformationalResponse):
                 continue  # 1xx: the gateway answered Expect itself; Upgrade is not enabled
             if isinstance(event, h11.Response):
+                self._head_done()
                 headers = HeaderMap.from_raw(event.headers)
                 head = ResponseHead(event.status_code, headers, event.reason.decode("latin-1"))
                 return ResponseHeaders(self.stream_id, head, end_stream=False)

@@ -267,6 +267,7 @@ class Http1Connection:
 
     async def _reply_and_close(self, status: int, body: str, flag: str) -> None:
         """Answers a request that never became a stream (bad or slow head), then closes."""
+        self.manager.stats.downstream_rq_total.inc()
         info = StreamInfo(stream_id=self.codec.stream_id, downstream_remote=self.peer)
         info.response_code = status
         info.add_flag(flag)

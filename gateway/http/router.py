@@ -28,6 +28,7 @@ from gateway.http.active_stream import ActiveStream
 from gateway.http.events import NEED_DATA, Data, EndStream, ResponseHeaders
 from gateway.http.filter import LocalReply
 from gateway.http.headers import (
+    HeaderMap,
     RequestHead,
     ResponseHead,
     mutate_request,
@@ -99,17 +100,8 @@ class RouterFilter:
             stream.manager.stats.no_route.inc()
             raise NoRouteFound()
         route = entry.config
-        if route.direct_response is not None:
-            d = route.direct_response
-            await stream.send_local_reply(
-                LocalReply(d.status, d.body, {"content-type": d.content_type} if d.body else {})
-            )
-            return
-        if route.redirect is not None:
-            location = redirect_location(route.redirect, route, stream.request)
-            await stream.send_local_reply(
-                LocalReply(route.redirect.response_code, "", {"location": location})
-            )
+        if route.direct_response is not None or route.redirect is not None:
+            await stream.send_local_reply(self._route_reply(stream, entry))
             return
         cluster = self._clusters.get(self._cluster_name(route))
         stream.info.cluster_name = cluster.name
@@ -120,6 +112,23 @@ class RouterFilter:
         if timeout_scope.cancelled_caught:
             cluster.stats.upstream_rq_timeout.inc()
             raise UpstreamTimeout()
+
+    @staticmethod
+    def _route_reply(stream: ActiveStream, entry: RouteEntry) -> LocalReply:
+        """A direct response or redirect, with the vhost's and route's response headers."""
+        route = entry.config
+        headers = HeaderMap()
+        if route.redirect is not None:
+            status, body = route.redirect.response_code, ""
+            headers.set("location", redirect_location(route.redirect, route, stream.request))
+        else:
+            assert route.direct_response is not None
+            status, body = route.direct_response.status, route.direct_response.body
+            if body:
+                headers.set("content-type", route.direct_response.content_type)
+        mutate_response(headers, entry.virtual_host)
+        mutate_response(headers, route)
+        return LocalReply(status, body, dict(headers))
 
     @staticmethod
     def _cluster_name(route: Route) -> str:

@@ -127,6 +127,8 @@ async def test_task_tree_shows_listener_connection_and_stream(nursery):
     assert stream_node["state"] == "waiting for upstream response headers"
     assert stream_node["upstream_host"] == f"127.0.0.1:{up.port}"
     assert stream_node["age_s"] >= 0
+    assert stream_node["route"] == "main/0"
+    assert "(router.py:" in stream_node["awaiting"] or "(upstream_h1.py:" in stream_node["awaiting"]
     assert "[stream] stream 1 GET /hang" in text
     assert "[listener] listener edge" in text
 

@@ -115,3 +115,22 @@ async def test_serve_drains_on_sigterm_and_exits_zero(nursery, tmp_path):
         if proc.returncode is None:
             proc.kill()
             await proc.wait()
+
+
+async def test_admin_bind_failure_and_bad_access_log_path_are_clean_errors(tmp_path):
+    taken = trio.socket.socket()
+    await taken.bind(("127.0.0.1", 0))
+    taken.listen()
+    port = taken.getsockname()[1]
+    toml = config_toml(1).replace(
+        '[admin]\naddress = "127.0.0.1:0"', f'[admin]\naddress = "127.0.0.1:{port}"'
+    )
+    with pytest.raises(StartupError, match=rf"admin.address: cannot bind 127.0.0.1:{port}"):
+        async with open_gateway(loads_config(toml)):
+            pass
+    taken.close()
+    missing = tmp_path / "no" / "such" / "dir" / "access.log"
+    toml = config_toml(1, listener=f'access_log = {{ path = "{missing}" }}')
+    with pytest.raises(StartupError, match=r"listeners.edge.access_log.path: cannot open"):
+        async with open_gateway(loads_config(toml)):
+            pass

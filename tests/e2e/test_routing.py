@@ -56,9 +56,11 @@ cluster = "a"
 
 [virtual_hosts.suffix]
 domains = ["*.example.com"]
+response_headers_to_add = {{ "x-vhost" = "suffix" }}
 [[virtual_hosts.suffix.routes]]
 match = {{ prefix = "/" }}
 direct_response = {{ status = 200, body = "suffix" }}
+response_headers_to_add = {{ "x-route" = "direct" }}
 
 [virtual_hosts.prefix]
 domains = ["internal.*"]
@@ -97,7 +99,9 @@ async def test_virtual_host_selection_order(routed):
     _, client = routed
     r = await client.get("/", headers={"host": "api.example.com:10000"})
     assert r.json()["server"] == "a"
-    assert (await client.get("/", headers={"host": "www.example.com"})).text == "suffix"
+    direct = await client.get("/", headers={"host": "www.example.com"})
+    assert direct.text == "suffix"
+    assert (direct.headers["x-vhost"], direct.headers["x-route"]) == ("suffix", "direct")
     assert (await client.get("/", headers={"host": "internal.corp"})).text == "prefix"
     other = await client.get("/only-this", headers={"host": "other.org"})
     assert (other.status_code, other.text) == (201, "fallback")

@@ -94,3 +94,15 @@ async def test_upstream_reset_mid_body_truncates_downstream(nursery):
         out = await raw_exchange(gw.listener_ports["edge"], b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
         assert out.startswith(b"HTTP/1.1 200 OK")
         assert out.endswith(b"only-part"), "the client sees a truncated body, then EOF"
+
+
+async def test_oversized_upstream_head_is_502(nursery):
+    port, _ = await start_scripted_upstream(
+        nursery,
+        b"HTTP/1.1 200 OK\r\nX-Big: " + b"a" * 3000 + b"\r\nContent-Length: 2\r\n\r\nok",
+    )
+    async with (
+        run_gateway(config_toml(port, cluster="max_response_headers_kb = 1")) as gw,
+        httpx.AsyncClient() as client,
+    ):
+        assert (await client.get(url(gw, "/"))).status_code == 502
