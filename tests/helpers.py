@@ -326,3 +326,47 @@ class RawH2Client:
                 self.events.extend(self.conn.receive_data(data))
                 await self.flush()
         return self.events
+
+
+@attrs.define
+class ScriptedH2Upstream:
+    """A raw HTTP/2 upstream (h2 over trio) for behaviour real servers rarely show on cue:
+    `goaway_after` responses it sends GOAWAY; `silent` makes it read and never answer
+    (not even PING), like a host that died without closing its connections."""
+
+    port: int = 0
+    connections: int = 0
+    goaway_after: int | None = None
+    silent: bool = False
+
+    async def handle(self, stream: trio.SocketStream) -> None:
+        import h2.config
+        import h2.connection
+        import h2.events
+
+        self.connections += 1
+        conn = h2.connection.H2Connection(h2.config.H2Configuration(client_side=False))
+        conn.initiate_connection()
+        served = 0
+        async with stream:
+            if not self.silent:
+                await stream.send_all(conn.data_to_send())
+            while data := await stream.receive_some(65536):
+                if self.silent:
+                    continue
+                for event in conn.receive_data(data):
+                    if isinstance(event, h2.events.RequestReceived):
+                        conn.send_headers(event.stream_id, [(":status", "200")])
+                        conn.send_data(event.stream_id, b"h2 ok", end_stream=True)
+                        served += 1
+                        if self.goaway_after is not None and served >= self.goaway_after:
+                            conn.close_connection(last_stream_id=event.stream_id)
+                await stream.send_all(conn.data_to_send())
+
+
+async def start_scripted_h2_upstream(nursery: trio.Nursery, **kwargs: Any) -> ScriptedH2Upstream:
+    upstream = ScriptedH2Upstream(**kwargs)
+    listeners = await trio.open_tcp_listeners(0, host="127.0.0.1")
+    nursery.start_soon(trio.serve_listeners, upstream.handle, listeners)
+    upstream.port = listeners[0].socket.getsockname()[1]
+    return upstream

@@ -45,6 +45,10 @@ def new_connection(
             h2.settings.SettingCodes.MAX_HEADER_LIST_SIZE: options.max_header_list_size,
         },
     )
+    # Settings given as initial values count as already acknowledged, so h2 never applies
+    # them to its decoder and frame reader itself; do it here.
+    conn.decoder.max_header_list_size = options.max_header_list_size
+    conn.max_inbound_frame_size = options.max_frame_size
     return conn
 
 

@@ -16,6 +16,7 @@ from tests.helpers import (
     config_toml,
     eventually,
     run_gateway,
+    start_scripted_h2_upstream,
     start_upstream,
     url,
 )
@@ -189,3 +190,60 @@ async def test_curl_http2_prior_knowledge(nursery):
     assert result.returncode == 0
     assert result.stdout.endswith(b"2")
     assert b'"/c"' in result.stdout
+
+
+async def test_upstream_goaway_moves_new_streams_to_a_new_connection(nursery):
+    up = await start_scripted_h2_upstream(nursery, goaway_after=1)
+    toml = config_toml(up.port, cluster='protocol = "http2"')
+    async with run_gateway(toml) as gw, httpx.AsyncClient() as client:
+        for _ in range(3):
+            r = await client.get(url(gw, "/"))
+            assert (r.status_code, r.text) == (200, "h2 ok")
+    assert up.connections == 3
+
+
+async def test_keepalive_detects_a_dead_upstream_connection(nursery):
+    up = await start_scripted_h2_upstream(nursery, silent=True)
+    cluster = (
+        'protocol = "http2"\nhttp2 = { keepalive_interval = "100ms", keepalive_timeout = "100ms" }'
+    )
+    async with run_gateway(config_toml(up.port, cluster=cluster)) as gw, httpx.AsyncClient() as c:
+        start = trio.current_time()
+        r = await c.get(url(gw, "/"))  # route timeout is 15 s: keepalive must end it sooner
+        assert r.status_code == 502
+        assert trio.current_time() - start < 2
+
+
+async def test_oversized_header_list_gets_goaway(nursery):
+    up = await start_upstream(nursery)
+    toml = config_toml(up.port, listener="http2 = { max_header_list_size = 4096 }")
+    async with run_gateway(toml) as gw, h2_client() as bystander:
+        attacker = await RawH2Client.connect(gw.listener_ports["edge"])
+        await attacker.read_until(lambda e: isinstance(e, h2.events.RemoteSettingsChanged))
+        sid = attacker.conn.get_next_available_stream_id()
+        headers = [(":method", "GET"), (":scheme", "http"), (":authority", "x"), (":path", "/")]
+        attacker.conn.send_headers(sid, [*headers, ("x-big", "a" * 10_000)], end_stream=True)
+        await attacker.flush()
+        events = await attacker.read_until(
+            lambda e: isinstance(e, h2.events.ConnectionTerminated | h2.events.StreamReset)
+        )
+        assert any(
+            isinstance(e, h2.events.ConnectionTerminated | h2.events.StreamReset) for e in events
+        )
+        assert up.requests == []
+        assert (await bystander.get(url(gw, "/fine"))).status_code == 200
+
+
+@pytest.mark.skipif(
+    shutil.which("h2load") is None, reason="needs h2load: apt-get install nghttp2-client"
+)
+async def test_h2load_through_the_gateway(nursery):
+    up = await start_upstream(nursery)
+    async with run_gateway(config_toml(up.port)) as gw:
+        result = await trio.run_process(
+            ["h2load", "-n", "400", "-c", "4", "-m", "10", url(gw, "/h2load")],
+            capture_stdout=True,
+            check=False,
+        )
+    out = result.stdout.decode()
+    assert "400 succeeded, 0 failed, 0 errored" in out, out
