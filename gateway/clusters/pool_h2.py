@@ -49,9 +49,10 @@ class H2HostPool:
         return f"<H2HostPool {self._label} open={s.open} waiting={s.waiting}>"
 
     def statistics(self) -> PoolStatistics:
+        live = [c for c in self._connections if not c.closed]
         return PoolStatistics(
-            open=len(self._connections) + self._connecting,
-            idle=sum(1 for c in self._connections if not c.streams),
+            open=len(live) + self._connecting,
+            idle=sum(1 for c in live if not c.streams),
             waiting=self._waiting,
             max_connections=self._config.max_connections_per_host,
         )

@@ -67,7 +67,9 @@ def _request_head(headers: list[tuple[bytes, bytes]]) -> RequestHead:
         method=pseudo.get(b":method", b"GET").decode("ascii"),
         path=pseudo.get(b":path", b"/").decode("latin-1"),
         authority=authority,
-        scheme=pseudo.get(b":scheme", b"http").decode("ascii"),
+        # The connection's own scheme, never the client's word for it: x-forwarded-proto
+        # and redirects are built from it.
+        scheme="http",
         headers=head_headers,
         http_version="2",
     )
@@ -102,6 +104,7 @@ class H2StreamEncoder:
         self.uncredited = 0
         self.scope = trio.CancelScope()
         self.active: ActiveStream | None = None
+        self.reset_by_peer = False
 
     async def continue_if_expected(self) -> None:
         """HTTP/2 clients do not wait for 100-continue in practice; nothing to send."""
@@ -191,6 +194,7 @@ class Http2Connection:
                         self._dispatch(transport.h2.receive_data(self._initial))
                     await transport.flush()
                     await self._read_loop()
+                    self._client_gone()
                 except h2.exceptions.ProtocolError:
                     # h2 has queued a GOAWAY with the right error code; send it and close.
                     self.manager.stats.downstream_cx_protocol_error.inc()
@@ -294,6 +298,7 @@ class Http2Connection:
         s = self._streams.get(event.stream_id)
         if s is not None:
             self.manager.stats.downstream_rq_rx_reset.inc()
+            s.reset_by_peer = True
             if s.active is not None and s.active.response_state is not ResponseState.DONE:
                 s.active.info.add_flag("DR")
             s.scope.cancel()
@@ -308,6 +313,14 @@ class Http2Connection:
                 )
                 raise h2.exceptions.DenialOfServiceError("rapid reset")
 
+    def _client_gone(self) -> None:
+        """The client closed the connection: abandon its open streams (flag DC)."""
+        for s in self._streams.values():
+            if s.active is not None and s.active.response_state is not ResponseState.DONE:
+                self.manager.stats.downstream_cx_destroy_remote_active_rq.inc()
+                s.active.info.add_flag("DC")
+                s.reset_by_peer = True  # nobody to send a reset to
+
     async def _run_stream(self, encoder: H2StreamEncoder, active: ActiveStream) -> None:
         try:
             with encoder.scope:
@@ -316,7 +329,7 @@ class Http2Connection:
             del self._streams[encoder.stream_id]
             if encoder.body is not None:
                 encoder.body.close()
-            if active.response_state is not ResponseState.DONE:
+            if active.response_state is not ResponseState.DONE and not encoder.reset_by_peer:
                 self.manager.stats.downstream_rq_tx_reset.inc()
                 self.transport.reset(encoder.stream_id, h2.errors.ErrorCodes.CANCEL)
             # Credit what was received but never forwarded, so the connection window does

@@ -50,11 +50,14 @@ _UNIT_SECONDS = {"H": 3600.0, "M": 60.0, "S": 1.0, "m": 1e-3, "u": 1e-6, "n": 1e
 
 def is_grpc_request(request: RequestHead) -> bool:
     content_type = request.headers.get("content-type") or ""
-    return content_type.startswith("application/grpc")
+    # gRPC-Web rides on HTTP/1.1 semantics and reads errors differently: not ours to answer.
+    return content_type.startswith("application/grpc") and not content_type.startswith(
+        "application/grpc-web"
+    )
 
 
 def status_for_http(status: int) -> Status:
-    if status < 400:
+    if status == 200:
         return Status.OK
     return _FROM_HTTP.get(status, Status.UNKNOWN)
 

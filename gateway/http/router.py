@@ -84,7 +84,7 @@ def upstream_timeout(stream: ActiveStream, route: Route) -> float:
     if stream.is_grpc:
         client = grpc.parse_timeout(stream.request.headers.get("grpc-timeout"))
         if client is not None:
-            if route.max_grpc_timeout is not None:
+            if route.max_grpc_timeout:  # "0s" means no cap, as in Envoy
                 client = min(client, route.max_grpc_timeout)
             timeout = min(timeout, client)
     return timeout
@@ -107,11 +107,7 @@ class RouterFilter:
         stream.info.cluster_name = cluster.name
         prepare_upstream_request(stream, entry)
         deadline = trio.current_time() + upstream_timeout(stream, route)
-        with trio.move_on_at(deadline) as timeout_scope:
-            await self._forward(stream, cluster, entry, deadline)
-        if timeout_scope.cancelled_caught:
-            cluster.stats.upstream_rq_timeout.inc()
-            raise UpstreamTimeout()
+        await self._forward(stream, cluster, entry, deadline)
 
     @staticmethod
     def _route_reply(stream: ActiveStream, entry: RouteEntry) -> LocalReply:
@@ -154,16 +150,18 @@ class RouterFilter:
         started = time.monotonic()
         status = 0
         try:
-            stream.info.state = "waiting for upstream connection"
-            async with host.pool.borrow() as upstream:
-                if stream.is_grpc and deadline != math.inf:
-                    # Forward what is left of the client's deadline, as Envoy does.
-                    remaining = grpc.format_timeout(deadline - trio.current_time())
-                    stream.request.headers.set("grpc-timeout", remaining)
-                status = await self._exchange(stream, upstream, entry, host)
-        except UpstreamTimeout:
-            host_stats.rq_timeout += 1
-            raise
+            with trio.move_on_at(deadline) as timeout_scope:
+                stream.info.state = "waiting for upstream connection"
+                async with host.pool.borrow() as upstream:
+                    if stream.is_grpc and deadline != math.inf:
+                        # Forward what is left of the client's deadline, as Envoy does.
+                        remaining = grpc.format_timeout(deadline - trio.current_time())
+                        stream.request.headers.set("grpc-timeout", remaining)
+                    status = await self._exchange(stream, upstream, entry, host)
+            if timeout_scope.cancelled_caught:
+                stats.upstream_rq_timeout.inc()
+                host_stats.rq_timeout += 1
+                raise UpstreamTimeout()
         finally:
             stats.upstream_rq_active.dec()
             host_stats.rq_active -= 1

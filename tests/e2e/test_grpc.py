@@ -29,6 +29,9 @@ match = {{ prefix = "/test.Echo/", grpc = true }}
 cluster = "echo"
 max_grpc_timeout = "5s"
 [[virtual_hosts.main.routes]]
+match = {{ prefix = "/moved.Service/", grpc = true }}
+redirect = {{ path_redirect = "/elsewhere" }}
+[[virtual_hosts.main.routes]]
 match = {{ prefix = "/down.Service/", grpc = true }}
 cluster = "nowhere"
 [[virtual_hosts.main.routes]]
@@ -155,6 +158,9 @@ async def test_gateway_errors_are_grpc_statuses(channel):
     with pytest.raises(grpc.RpcError) as info:
         await blocking(ch.unary_unary("/nothing.Here/Call"), b"x", timeout=5)
     assert info.value.code() == grpc.StatusCode.UNIMPLEMENTED
+    with pytest.raises(grpc.RpcError) as info:
+        await blocking(ch.unary_unary("/moved.Service/Call"), b"x", timeout=5)
+    assert info.value.code() == grpc.StatusCode.UNKNOWN, "a redirect is no success for gRPC"
 
 
 async def test_grpc_match_leaves_plain_http_alone(channel):

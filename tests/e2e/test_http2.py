@@ -98,6 +98,7 @@ async def test_client_reset_cancels_only_that_stream(nursery):
         data = b"".join(e.data for e in events if isinstance(e, h2.events.DataReceived))
         assert data == b"slow done"
         await eventually(lambda: gw.stats.value("http.edge.downstream_rq_rx_reset") == 1)
+        assert gw.stats.value("http.edge.downstream_rq_tx_reset") == 0
 
 
 async def test_client_reset_resets_the_upstream_http2_stream(nursery):

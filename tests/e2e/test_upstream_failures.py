@@ -66,6 +66,7 @@ timeout = "300ms"
         with trio.fail_after(1):
             await up.disconnected.wait()
         assert gw.stats.value("cluster.backend.upstream_rq_timeout") == 1
+        assert gw.clusters.get("backend").hosts[0].stats.rq_timeout == 1
         await eventually(lambda: gw.stats.value("cluster.backend.upstream_cx_active") == 0)
         # The timed-out connection was discarded; the next request gets a fresh one.
         assert (await c.get(url(gw, "/ok"))).status_code == 200
