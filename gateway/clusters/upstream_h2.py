@@ -61,6 +61,8 @@ class H2UpstreamStream:
         await self._conn.transport.flush()
 
     async def send_data(self, data: bytes) -> None:
+        if self._peer_ended:
+            return  # the upstream answered in full: it wants no more of the request
         with _stream_errors():
             await self._conn.transport.send_data(
                 self.stream_id, data, False, self._conn.config.pool_timeout
@@ -68,6 +70,11 @@ class H2UpstreamStream:
 
     async def send_end(self, trailers: HeaderMap | None) -> None:
         transport = self._conn.transport
+        if self._peer_ended:
+            # A complete response may be followed by RST_STREAM(NO_ERROR) telling us to
+            # stop sending (RFC 9113 8.1): the exchange succeeded, the request need not end.
+            self.request_done = True
+            return
         with _stream_errors():
             if trailers:
                 wire = [(n.encode("latin-1"), v.encode("latin-1")) for n, v in trailers]

@@ -207,6 +207,14 @@ class ActiveStream:
     # -- the stream task -----------------------------------------------------------------
 
     async def run(self, router: "RouterFn") -> None:
+        """Runs filters and router; whatever fails, it costs this stream only."""
+        try:
+            await self._run(router)
+        except DownstreamDisconnect:
+            self.info.add_flag("DC")
+            self.response_state = ResponseState.ABORTED
+
+    async def _run(self, router: "RouterFn") -> None:
         try:
             reply = await self.filters.decode_headers(self.request, not self.has_request_body)
             if reply is not None:
@@ -222,8 +230,7 @@ class ActiveStream:
             else:
                 await self.send_local_reply(LocalReply(exc.status, exc.body, {}, exc.response_flag))
         except DownstreamDisconnect:
-            self.info.add_flag("DC")
-            self.response_state = ResponseState.ABORTED
+            raise
         except Exception:
             # A bug in a filter or in the gateway must cost one request, not the connection's
             # other work or the listener.

@@ -25,6 +25,7 @@ Drain: a GOAWAY naming the last stream we accept goes out at once; new streams a
 """
 
 import contextlib
+import logging
 import math
 import time
 from collections.abc import Iterator
@@ -43,7 +44,7 @@ from gateway.http.h2_transport import FlowControlTimeout, H2Transport, new_conne
 from gateway.http.headers import HeaderMap, RequestHead, ResponseHead
 from gateway.trio_util import raise_single
 
-_PSEUDO_REQUEST = (b":method", b":scheme", b":authority", b":path")
+log = logging.getLogger("gateway.http")
 
 
 def _request_head(headers: list[tuple[bytes, bytes]]) -> RequestHead:
@@ -86,10 +87,11 @@ def _wire_headers(
 
 @contextlib.contextmanager
 def _stream_gone_is_disconnect() -> Iterator[None]:
-    """The client reset the stream (or shut its window for too long): it is gone."""
+    """The client reset the stream, sent GOAWAY and left (h2 then refuses every send), or
+    kept its window shut for too long: for this stream, it is gone."""
     try:
         yield
-    except (h2.exceptions.StreamClosedError, FlowControlTimeout) as exc:
+    except (h2.exceptions.ProtocolError, FlowControlTimeout) as exc:
         raise DownstreamDisconnect(str(exc)) from exc
 
 
@@ -325,6 +327,9 @@ class Http2Connection:
         try:
             with encoder.scope:
                 await self.manager.run_stream(active)
+        except Exception:
+            # Whatever went wrong belongs to this stream; the connection's others go on.
+            log.exception("stream %s on %s failed", encoder.stream_id, self.peer)
         finally:
             del self._streams[encoder.stream_id]
             if encoder.body is not None:

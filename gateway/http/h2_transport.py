@@ -22,6 +22,8 @@ import trio
 from gateway.config.model import Http2ProtocolOptions
 
 RECEIVE_SIZE = 65536
+#: How long one write may take before the peer is considered gone.
+WRITE_TIMEOUT = 30.0
 
 
 class FlowControlTimeout(Exception):
@@ -84,19 +86,29 @@ class H2Transport:
             return b""
 
     async def flush(self, extra: bytes = b"") -> None:
-        """Writes whatever h2 has queued (plus `extra` raw frames after it)."""
+        """Writes whatever h2 has queued (plus `extra` raw frames after it).
+
+        The bytes taken from h2 may hold other streams' frames, and HPACK makes every HEADERS
+        frame depend on all before it: a write cut short by one stream's cancellation would
+        corrupt the whole connection. So the write is shielded from cancellation and bounded
+        by WRITE_TIMEOUT instead; a peer that takes no bytes for that long is dropped.
+        """
         async with self._send_lock:
+            if self.broken:
+                raise self._lost_error("HTTP/2 connection is broken")
             data = self.h2.data_to_send() + extra
             if not data:
                 return
-            try:
-                await self.stream.send_all(data)
-            except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
+            with trio.CancelScope(shield=True), trio.move_on_after(WRITE_TIMEOUT) as scope:
+                try:
+                    await self.stream.send_all(data)
+                except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
+                    self.broken = True
+                    raise self._lost_error(f"HTTP/2 write failed: {exc!r}") from exc
+            if scope.cancelled_caught:
                 self.broken = True
-                raise self._lost_error(f"HTTP/2 write failed: {exc!r}") from exc
-            except BaseException:
-                self.broken = True  # a cancelled write may have sent half a frame
-                raise
+                self.stream.socket.close()
+                raise self._lost_error("HTTP/2 write timed out")
 
     def window_changed(self) -> None:
         """Called by the reader on WINDOW_UPDATE or SETTINGS: wakes blocked senders."""

@@ -170,3 +170,26 @@ async def test_grpc_match_leaves_plain_http_alone(channel):
     async with httpx.AsyncClient() as client:
         r = await client.post(f"http://127.0.0.1:{gw.listener_ports['edge']}/test.Echo/Unary")
     assert r.text == "not grpc"
+
+
+async def test_concurrent_unary_calls_all_succeed(channel, caplog):
+    """Many calls in flight on one client connection and one upstream connection: every
+    call succeeds, and no stream's failure or cancellation disturbs another's frames."""
+    ch, _, gw = channel
+    unary = ch.unary_unary("/test.Echo/Unary")
+
+    def calls(worker: int) -> list[bytes]:
+        return [unary(f"{worker}-{i}".encode(), timeout=10) for i in range(150)]
+
+    results: dict[int, list[bytes]] = {}
+
+    async def worker(n: int) -> None:
+        results[n] = await blocking(calls, n)
+
+    async with trio.open_nursery() as nursery:
+        for n in range(8):
+            nursery.start_soon(worker, n)
+    for n in range(8):
+        assert results[n] == [f"{n}-{i}".encode() for i in range(150)]
+    assert not [r for r in caplog.records if r.levelname == "ERROR"]
+    assert gw.stats.value("cluster.echo.upstream_rq_5xx") == 0

@@ -248,3 +248,20 @@ async def test_h2load_through_the_gateway(nursery):
         )
     out = result.stdout.decode()
     assert "400 succeeded, 0 failed, 0 errored" in out, out
+
+
+async def test_client_goaway_with_streams_in_flight_is_quiet(nursery, caplog):
+    """A client that sends GOAWAY with streams open (h2load's timed mode does) makes h2
+    refuse every further send: those streams are abandoned (flag DC), quietly."""
+    up = await start_upstream(nursery)
+    async with run_gateway(config_toml(up.port)) as gw:
+        client = await RawH2Client.connect(gw.listener_ports["edge"])
+        for _ in range(5):
+            client.request("/slow?delay=0.2")
+        await client.flush()
+        await eventually(lambda: len(up.requests) == 5)
+        client.conn.close_connection()
+        await client.flush()
+        await eventually(lambda: gw.stats.value("http.edge.downstream_rq_active") == 0)
+        await client.stream.aclose()
+    assert not [r for r in caplog.records if r.levelname == "ERROR"]
