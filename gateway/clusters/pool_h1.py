@@ -25,24 +25,16 @@ import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-import attrs
 import trio
 
 from gateway.clusters.cluster_stats import ClusterStats, HostStats
+from gateway.clusters.pool_base import PoolBase, PoolStatistics
 from gateway.clusters.upstream_h1 import UpstreamConnection, UpstreamState
 from gateway.config.model import Address, Cluster
-from gateway.errors import UpstreamConnectError, UpstreamOverflow
+from gateway.errors import UpstreamOverflow
 
 
-@attrs.frozen
-class PoolStatistics:
-    open: int
-    idle: int
-    waiting: int
-    max_connections: int
-
-
-class HostPool:
+class HostPool(PoolBase):
     def __init__(
         self,
         address: Address,
@@ -50,11 +42,7 @@ class HostPool:
         cluster_stats: ClusterStats,
         host_stats: HostStats,
     ) -> None:
-        self.address = address
-        self._config = config
-        self._label = str(address)
-        self._cluster_stats = cluster_stats
-        self._host_stats = host_stats
+        super().__init__(address, config, cluster_stats, host_stats)
         # Items are idle connections, or None: a token saying "capacity freed, connect anew".
         # The channel never holds more than the open connections plus woken waiters.
         self._idle_send, self._idle_recv = trio.open_memory_channel[UpstreamConnection | None](
@@ -132,21 +120,12 @@ class HostPool:
 
     async def _connect(self) -> UpstreamConnection:
         self._open += 1
-        self._host_stats.cx_total += 1
         self._host_stats.cx_active += 1
-        self._cluster_stats.upstream_cx_total.inc()
         self._cluster_stats.upstream_cx_active.inc()
         try:
-            with trio.fail_after(self._config.connect_timeout):
-                stream = await trio.open_tcp_stream(self.address.host, self.address.port)
-        except BaseException as exc:
+            stream = await self._open_tcp()
+        except BaseException:
             self._forget()
-            if isinstance(exc, OSError | trio.TooSlowError):
-                self._host_stats.cx_connect_fail += 1
-                self._cluster_stats.upstream_cx_connect_fail.inc()
-                if isinstance(exc, trio.TooSlowError):
-                    self._cluster_stats.upstream_cx_connect_timeout.inc()
-                raise UpstreamConnectError(f"connect to {self._label} failed: {exc!r}") from exc
             raise
         return UpstreamConnection(
             stream, self._label, max_header_bytes=self._config.max_response_headers_kb * 1024

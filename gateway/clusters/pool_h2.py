@@ -19,13 +19,13 @@ from contextlib import asynccontextmanager
 import trio
 
 from gateway.clusters.cluster_stats import ClusterStats, HostStats
-from gateway.clusters.pool_h1 import PoolStatistics
+from gateway.clusters.pool_base import PoolBase, PoolStatistics
 from gateway.clusters.upstream_h2 import H2UpstreamConnection, H2UpstreamStream
 from gateway.config.model import Address, Cluster
-from gateway.errors import UpstreamConnectError, UpstreamOverflow, UpstreamReset
+from gateway.errors import UpstreamOverflow, UpstreamReset
 
 
-class H2HostPool:
+class H2HostPool(PoolBase):
     def __init__(
         self,
         address: Address,
@@ -33,11 +33,7 @@ class H2HostPool:
         cluster_stats: ClusterStats,
         host_stats: HostStats,
     ) -> None:
-        self.address = address
-        self._config = config
-        self._label = str(address)
-        self._cluster_stats = cluster_stats
-        self._host_stats = host_stats
+        super().__init__(address, config, cluster_stats, host_stats)
         self._connections: list[H2UpstreamConnection] = []
         self._connecting = 0
         self._waiting = 0
@@ -109,17 +105,8 @@ class H2HostPool:
     async def _connect(self) -> H2UpstreamConnection:
         assert self._nursery is not None, "the cluster manager starts pools before use"
         self._connecting += 1
-        self._host_stats.cx_total += 1
-        self._cluster_stats.upstream_cx_total.inc()
         try:
-            with trio.fail_after(self._config.connect_timeout):
-                stream = await trio.open_tcp_stream(self.address.host, self.address.port)
-        except (OSError, trio.TooSlowError) as exc:
-            self._host_stats.cx_connect_fail += 1
-            self._cluster_stats.upstream_cx_connect_fail.inc()
-            if isinstance(exc, trio.TooSlowError):
-                self._cluster_stats.upstream_cx_connect_timeout.inc()
-            raise UpstreamConnectError(f"connect to {self._label} failed: {exc!r}") from exc
+            stream = await self._open_tcp()
         finally:
             self._connecting -= 1
             self._wake()
