@@ -46,6 +46,12 @@ def _check_route(route: Route, where: str, config: GatewayConfig, errors: list[s
     for i, header in enumerate(match.headers):
         _check_header_matcher(header, f"{where}.match.headers[{i}]", errors)
     for i, param in enumerate(match.query_parameters):
+        kinds = [k for k in ("exact", "regex", "present") if getattr(param, k) is not None]
+        if len(kinds) > 1:
+            errors.append(
+                f"{where}.match.query_parameters[{i}]: set at most one of exact, regex, "
+                f"present, got {kinds}"
+            )
         if param.regex is not None and (err := _regex_error(param.regex)):
             errors.append(f"{where}.match.query_parameters[{i}].regex: {err}")
     if route.cluster is not None and route.cluster not in config.clusters:
@@ -61,6 +67,9 @@ def _check_route(route: Route, where: str, config: GatewayConfig, errors: list[s
         errors.append(f"{where}.direct_response: status {d.status} cannot have a body")
     if route.prefix_rewrite is not None and match.prefix is None:
         errors.append(f"{where}.prefix_rewrite: only allowed with a prefix match")
+    redirect = route.redirect
+    if redirect is not None and redirect.prefix_rewrite is not None and match.prefix is None:
+        errors.append(f"{where}.redirect.prefix_rewrite: only allowed with a prefix match")
 
 
 def validate(config: GatewayConfig) -> list[str]:
@@ -83,6 +92,16 @@ def validate(config: GatewayConfig) -> list[str]:
         for i, f in enumerate(listener.http_filters):
             if f not in config.http_filters:
                 errors.append(f"{where}.http_filters[{i}]: no http filter named '{f}'")
+        # As Envoy rejects a route configuration in which two virtual hosts claim a domain.
+        claimed: dict[str, str] = {}
+        for vh in listener.virtual_hosts:
+            for domain in config.virtual_hosts[vh].domains if vh in config.virtual_hosts else ():
+                owner = claimed.setdefault(domain.lower(), vh)
+                if owner != vh:
+                    errors.append(
+                        f"{where}.virtual_hosts: domain '{domain}' is in both "
+                        f"virtual_hosts.{owner} and virtual_hosts.{vh}"
+                    )
     for name, vhost in config.virtual_hosts.items():
         where = f"virtual_hosts.{name}"
         if not vhost.domains:

@@ -172,3 +172,27 @@ def test_booleans_are_not_strings():
     assert errors_of(text) == [
         "virtual_hosts.api.routes[1].match.case_sensitive: expected bool, got 'no'"
     ]
+
+
+def test_route_and_listener_consistency_checks():
+    text = VALID + (
+        '[[virtual_hosts.api.routes]]\nmatch = { path = "/r" }\n'
+        'redirect = { prefix_rewrite = "/x" }\n'
+        '[[virtual_hosts.api.routes]]\ncluster = "api"\n'
+        '[virtual_hosts.api.routes.match]\nprefix = "/q"\n'
+        'query_parameters = [{ name = "a", exact = "1", present = true }]\n'
+        '[virtual_hosts.other]\ndomains = ["API.example.com"]\n'
+    ).replace('virtual_hosts = ["api"]', 'virtual_hosts = ["api", "other"]')
+    errors = errors_of(text)
+    assert (
+        "virtual_hosts.api.routes[2].redirect.prefix_rewrite: only allowed with a prefix match"
+        in errors
+    )
+    assert (
+        "virtual_hosts.api.routes[3].match.query_parameters[0]: set at most one of exact, "
+        "regex, present, got ['exact', 'present']" in errors
+    )
+    assert (
+        "listeners.edge.virtual_hosts: domain 'API.example.com' is in both "
+        "virtual_hosts.api and virtual_hosts.other" in errors
+    )
