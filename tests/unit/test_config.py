@@ -175,14 +175,14 @@ def test_booleans_are_not_strings():
 
 
 def test_route_and_listener_consistency_checks():
-    text = VALID + (
+    text = (VALID.replace('virtual_hosts = ["api"]', 'virtual_hosts = ["api", "other"]')) + (
         '[[virtual_hosts.api.routes]]\nmatch = { path = "/r" }\n'
         'redirect = { prefix_rewrite = "/x" }\n'
         '[[virtual_hosts.api.routes]]\ncluster = "api"\n'
         '[virtual_hosts.api.routes.match]\nprefix = "/q"\n'
         'query_parameters = [{ name = "a", exact = "1", present = true }]\n'
         '[virtual_hosts.other]\ndomains = ["API.example.com"]\n'
-    ).replace('virtual_hosts = ["api"]', 'virtual_hosts = ["api", "other"]')
+    )
     errors = errors_of(text)
     assert (
         "virtual_hosts.api.routes[2].redirect.prefix_rewrite: only allowed with a prefix match"
