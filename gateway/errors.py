@@ -47,6 +47,14 @@ class UpstreamOverflow(GatewayError):
     body = "upstream connection pool overflow"
 
 
+class UpgradeRejected(GatewayError):
+    """An upgrade (WebSocket) on a route that does not allow it, when told to refuse."""
+
+    status = 403
+    response_flag = "-"
+    body = "upgrade not allowed on this route"
+
+
 class UpstreamConnectError(GatewayError):
     status = 502
     response_flag = "UF"

@@ -15,6 +15,7 @@ from gateway.errors import UpstreamReset
 from gateway.http.codec_h1 import ClientCodec, ClientEvent
 from gateway.http.events import NEED_DATA
 from gateway.http.headers import HeaderMap, RequestHead
+from gateway.http.tunnel import SocketEndpoint
 
 RECEIVE_SIZE = 65536
 
@@ -59,6 +60,11 @@ class UpstreamConnection:
 
     def next_event_nowait(self) -> ClientEvent:
         return self.codec.next_event()
+
+    def tunnel_endpoint(self) -> SocketEndpoint:
+        """After a 101: the raw socket, for a tunnel. The pool discards the connection
+        afterwards (h11 has switched protocols, so it is never reusable)."""
+        return SocketEndpoint(self.stream, self.codec.take_trailing_data())
 
     async def _send(self, data: bytes) -> None:
         try:

@@ -114,6 +114,12 @@ class Listener:
     #: on the same port; "http1" or "http2" serve only that.
     codec: Literal["auto", "http1", "http2"] = "auto"
     http2: Http2ProtocolOptions = Http2ProtocolOptions()
+    #: Upgrades every route of this listener allows unless it says otherwise (Envoy's
+    #: upgrade_configs): HTTP/1.1 `Upgrade:` and HTTP/2 extended CONNECT (RFC 8441).
+    upgrade: list[Literal["websocket"]] = attrs.Factory(list)
+    #: What an upgrade request gets on a route that does not allow it: "forward" it as an
+    #: ordinary request (Upgrade is hop-by-hop and dropped), or "reject" it with 403.
+    upgrade_not_allowed: Literal["forward", "reject"] = "forward"
 
 
 # --- HTTP filters ---------------------------------------------------------------------------
@@ -229,6 +235,12 @@ class Route(HeaderMutations):
     max_grpc_timeout: Duration | None = None
     prefix_rewrite: str | None = None
     host_rewrite: str | None = None
+    #: Upgrades this route allows; unset: the listener's `upgrade` list applies.
+    upgrade: list[Literal["websocket"]] | None = None
+    #: A tunnel with no bytes either way for this long is closed.
+    tunnel_idle_timeout: Duration = Duration(3600.0)
+    #: A tunnel is closed after this long whatever it does ("0s": no limit).
+    tunnel_max_duration: Duration = Duration(0.0)
 
 
 @attrs.frozen

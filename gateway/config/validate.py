@@ -54,6 +54,10 @@ def _check_route(route: Route, where: str, config: GatewayConfig, errors: list[s
             )
         if param.regex is not None and (err := _regex_error(param.regex)):
             errors.append(f"{where}.match.query_parameters[{i}].regex: {err}")
+    upgrades = route.upgrade if route.upgrade is not None else []
+    for name in [route.cluster] if route.cluster else []:
+        if upgrades and name in config.clusters and config.clusters[name].protocol != "http1":
+            errors.append(f"{where}.upgrade: tunnels need an http1 cluster; '{name}' is http2")
     if route.cluster is not None and route.cluster not in config.clusters:
         errors.append(f"{where}.cluster: no cluster named '{route.cluster}'")
     if route.weighted_clusters is not None:

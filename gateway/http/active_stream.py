@@ -30,6 +30,7 @@ from gateway.http.filter import FilterChain, LocalReply
 from gateway.http.headers import HeaderMap, RequestHead, ResponseHead
 from gateway.http.route_table import RouteEntry
 from gateway.http.stream_info import StreamInfo
+from gateway.http.tunnel import TunnelEndpoint
 
 if TYPE_CHECKING:
     from gateway.http.conn_manager import HttpConnectionManager
@@ -61,6 +62,11 @@ class ResponseEncoder(Protocol):
     async def encode_data(self, data: bytes, end_stream: bool) -> None: ...
 
     async def encode_trailers(self, trailers: HeaderMap) -> None: ...
+
+    async def accept_upgrade(self, head: ResponseHead) -> TunnelEndpoint:
+        """Tells the client its upgrade was accepted (HTTP/1.1: 101; HTTP/2: 200) and
+        returns the downstream end of the tunnel."""
+        ...
 
     async def body_consumed(self, size: int) -> None:
         """`size` request body bytes were forwarded: the peer may send that much more."""

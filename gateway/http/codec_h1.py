@@ -123,6 +123,10 @@ class _Codec:
         """Both sides finished cleanly and keep-alive was not refused by either."""
         return self._conn.our_state is h11.DONE and self._conn.their_state is h11.DONE
 
+    def take_trailing_data(self) -> bytes:
+        """After a protocol switch: the bytes h11 read past the handshake."""
+        return bytes(self._conn.trailing_data[0])
+
     def start_next_cycle(self) -> None:
         self._conn.start_next_cycle()
         self._in_head = True
@@ -192,6 +196,8 @@ class ServerCodec(_Codec):
         ]:
             raise DownstreamProtocolError("unsupported Transfer-Encoding")
         content_length = _content_length(headers)
+        tokens = {t.strip().lower() for v in headers.get_all("connection") for t in v.split(",")}
+        upgrade = headers.get("upgrade") if "upgrade" in tokens else None
         head = RequestHead(
             method=event.method.decode("ascii"),
             path=event.target.decode("latin-1"),
@@ -199,6 +205,7 @@ class ServerCodec(_Codec):
             scheme=self._scheme,
             headers=headers,
             http_version=event.http_version.decode("ascii"),
+            upgrade=upgrade.strip().lower() if upgrade else None,
         )
         end_stream = not has_te and not content_length
         if end_stream:
@@ -214,6 +221,10 @@ class ServerCodec(_Codec):
 
     def send_100_continue(self) -> bytes:
         return self._send(h11.InformationalResponse(status_code=100, headers=[]))
+
+    def send_switching_protocols(self, head: ResponseHead) -> bytes:
+        """The 101 that ends HTTP/1.1 on this connection; what follows is the tunnel's."""
+        return self._send(h11.InformationalResponse(status_code=101, headers=list(head.headers)))
 
     def send_response_head(self, head: ResponseHead, *, request_method: str) -> bytes:
         reason = head.reason or _REASONS.get(head.status, "")
@@ -264,7 +275,11 @@ class ClientCodec(_Codec):
             if event is h11.NEED_DATA:
                 return NEED_DATA
             if isinstance(event, h11.InformationalResponse):
-                continue  # 1xx: the gateway answered Expect itself; Upgrade is not enabled
+                if event.status_code == 101:  # the upstream accepted an upgrade
+                    self._head_done()
+                    head = ResponseHead(101, HeaderMap.from_raw(event.headers))
+                    return ResponseHeaders(self.stream_id, head, end_stream=False)
+                continue  # other 1xx: the gateway answered Expect itself
             if isinstance(event, h11.Response):
                 self._head_done()
                 headers = HeaderMap.from_raw(event.headers)

@@ -34,6 +34,7 @@ from gateway.http.conn_manager import HttpConnectionManager
 from gateway.http.events import NEED_DATA, ConnectionEnded, Data, EndStream, RequestHeaders
 from gateway.http.headers import HeaderMap, ResponseHead
 from gateway.http.stream_info import StreamInfo
+from gateway.http.tunnel import SocketEndpoint
 from gateway.trio_util import raise_single
 
 RECEIVE_SIZE = 65536
@@ -144,7 +145,10 @@ class Http1Connection:
         try:
             async with trio.open_nursery() as nursery:
                 self._stream_scope = nursery.cancel_scope
-                nursery.start_soon(self._read_downstream, body_send, name="downstream reader")
+                # An upgrade may turn the socket into a tunnel, whose pumps must be its only
+                # readers; so such a request (it has no body) gets no reader.
+                if not (event.end_stream and event.head.upgrade):
+                    nursery.start_soon(self._read_downstream, body_send, name="downstream reader")
                 nursery.start_soon(self._run_stream, stream, name=stream.task_name)
         except BaseExceptionGroup as group:
             raise_single(group)
@@ -237,6 +241,11 @@ class Http1Connection:
             self.manager.stats.downstream_rs_trailers_dropped.inc()
             self.codec.trailers_dropped = 0
         await self._write(out)
+
+    async def accept_upgrade(self, head: ResponseHead) -> SocketEndpoint:
+        """Sends the upstream's 101; the socket then belongs to the tunnel."""
+        await self._write(self.codec.send_switching_protocols(head))
+        return SocketEndpoint(self._stream, self.codec.take_trailing_data())
 
     async def body_consumed(self, size: int) -> None:
         """HTTP/1.1 has no flow-control credit to give: TCP carries the backpressure."""

@@ -73,6 +73,7 @@ def _request_head(headers: list[tuple[bytes, bytes]]) -> RequestHead:
         scheme="http",
         headers=head_headers,
         http_version="2",
+        upgrade=(pseudo.get(b":protocol") or b"").decode("ascii").lower() or None,
     )
 
 
@@ -133,6 +134,16 @@ class H2StreamEncoder:
             )
         await self._conn.transport.flush()
 
+    async def accept_upgrade(self, head: ResponseHead) -> "H2StreamEndpoint":
+        """RFC 8441: a 200 accepts the extended CONNECT; DATA frames then carry the tunnel."""
+        accepted = ResponseHead(200, HeaderMap())
+        for name in ("sec-websocket-protocol", "sec-websocket-extensions"):
+            if (value := head.headers.get(name)) is not None:
+                accepted.headers.set(name, value)
+        await self.encode_headers(accepted, end_stream=False, flush=True)
+        assert self.active is not None
+        return H2StreamEndpoint(self, self.active)
+
     async def body_consumed(self, size: int) -> None:
         size = min(size, self.uncredited)
         self.uncredited -= size
@@ -144,6 +155,28 @@ class H2StreamEncoder:
 
     def close_after_response(self) -> None:
         """A bad stream does not condemn an HTTP/2 connection: its reset is enough."""
+
+
+class H2StreamEndpoint:
+    """The downstream end of a tunnel over one HTTP/2 stream (RFC 8441): the client's DATA
+    in, our DATA out, END_STREAM as the half-close; flow control as for any body."""
+
+    def __init__(self, encoder: H2StreamEncoder, active: ActiveStream) -> None:
+        self._encoder = encoder
+        self._active = active
+
+    async def receive(self) -> bytes:
+        while (data := await self._active.receive_body()) is not None:
+            if data:
+                return data
+        return b""
+
+    async def send(self, data: bytes) -> None:
+        await self._encoder.encode_data(data, end_stream=False)
+
+    async def send_eof(self) -> None:
+        self._active.response_state = ResponseState.DONE
+        await self._encoder.encode_data(b"", end_stream=True)
 
 
 class Http2Connection:

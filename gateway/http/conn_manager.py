@@ -63,6 +63,10 @@ class HcmStats:
     downstream_rq_tx_reset: Counter
     downstream_cx_rapid_reset: Counter
     downstream_rs_trailers_dropped: Counter
+    downstream_cx_upgrades_total: Counter
+    downstream_cx_upgrades_active: Gauge
+    downstream_cx_upgrade_rx_bytes_total: Counter
+    downstream_cx_upgrade_tx_bytes_total: Counter
     downstream_rq_time: Histogram
     no_route: Counter
     by_class: dict[int, Counter]

@@ -45,6 +45,8 @@ def new_connection(
             h2.settings.SettingCodes.INITIAL_WINDOW_SIZE: options.initial_stream_window_size,
             h2.settings.SettingCodes.MAX_FRAME_SIZE: options.max_frame_size,
             h2.settings.SettingCodes.MAX_HEADER_LIST_SIZE: options.max_header_list_size,
+            # RFC 8441: servers accept WebSocket over HTTP/2 as an extended CONNECT.
+            h2.settings.SettingCodes.ENABLE_CONNECT_PROTOCOL: 0 if client_side else 1,
         },
     )
     # Settings given as initial values count as already acknowledged, so h2 never applies

@@ -100,8 +100,11 @@ class RequestHead:
     authority: str
     scheme: str
     headers: HeaderMap
-    #: "1.0" or "1.1" for HTTP/1.x downstreams.
+    #: "1.0", "1.1" or "2".
     http_version: str = "1.1"
+    #: The protocol the client asks to switch to ("websocket"): HTTP/1.1 `Upgrade` with
+    #: `Connection: upgrade`, or HTTP/2 extended CONNECT's `:protocol` (RFC 8441).
+    upgrade: str | None = None
 
     @property
     def path_only(self) -> str:

@@ -12,7 +12,9 @@ complete the upload is cancelled; an unfinished upload leaves h11 short of DONE,
 pool will not reuse that connection.
 """
 
+import base64
 import math
+import os
 import random
 import time
 
@@ -21,10 +23,18 @@ import trio
 from gateway.clusters.cluster import Cluster, Host
 from gateway.clusters.manager import ClusterManager
 from gateway.clusters.upstream import UpstreamStream
+from gateway.clusters.upstream_h1 import UpstreamConnection
 from gateway.config.model import Redirect, Route
-from gateway.errors import NoHealthyUpstream, NoRouteFound, UpstreamReset, UpstreamTimeout
+from gateway.errors import (
+    NoHealthyUpstream,
+    NoRouteFound,
+    UpgradeRejected,
+    UpstreamReset,
+    UpstreamTimeout,
+)
 from gateway.http import grpc
-from gateway.http.active_stream import ActiveStream
+from gateway.http.active_stream import ActiveStream, ResponseState
+from gateway.http.codec_h1 import ClientEvent
 from gateway.http.events import NEED_DATA, Data, EndStream, ResponseHeaders
 from gateway.http.filter import LocalReply
 from gateway.http.headers import (
@@ -36,6 +46,7 @@ from gateway.http.headers import (
     strip_hop_by_hop,
 )
 from gateway.http.route_table import RouteEntry
+from gateway.http.tunnel import run_tunnel
 from gateway.trio_util import raise_single
 
 
@@ -77,6 +88,22 @@ def prepare_upstream_request(stream: ActiveStream, entry: RouteEntry) -> None:
     mutate_request(headers, route)
 
 
+def upgrade_request(request: RequestHead) -> None:
+    """The HTTP/1.1 Upgrade request for the upstream, also for an HTTP/2 extended CONNECT
+    (RFC 8441 8: the gateway supplies the handshake fields HTTP/2 clients leave out)."""
+    assert request.upgrade is not None
+    headers = request.headers
+    if request.method == "CONNECT":
+        request.method = "GET"
+    headers.set("connection", "upgrade")
+    headers.set("upgrade", request.upgrade)
+    if request.upgrade == "websocket":
+        if "sec-websocket-version" not in headers:
+            headers.set("sec-websocket-version", "13")
+        if "sec-websocket-key" not in headers:
+            headers.set("sec-websocket-key", base64.b64encode(os.urandom(16)).decode())
+
+
 def upstream_timeout(stream: ActiveStream, route: Route) -> float:
     """The budget for the upstream exchange: the route timeout, or for gRPC the smaller of
     it and the client's grpc-timeout (capped by the route's max_grpc_timeout)."""
@@ -103,11 +130,28 @@ class RouterFilter:
         if route.direct_response is not None or route.redirect is not None:
             await stream.send_local_reply(self._route_reply(stream, entry))
             return
+        tunnel = self._accepts_upgrade(stream, entry)
         cluster = self._clusters.get(self._cluster_name(route))
         stream.info.cluster_name = cluster.name
         prepare_upstream_request(stream, entry)
         deadline = trio.current_time() + upstream_timeout(stream, route)
-        await self._forward(stream, cluster, entry, deadline)
+        await self._forward(stream, cluster, entry, deadline, tunnel)
+
+    @staticmethod
+    def _accepts_upgrade(stream: ActiveStream, entry: RouteEntry) -> bool:
+        """Whether this request becomes a tunnel. An upgrade the route does not allow is
+        refused (403) or forwarded as an ordinary request, never silently tunnelled."""
+        request = stream.request
+        if request.upgrade is None:
+            return False
+        listener = stream.manager.config
+        allowed = entry.config.upgrade if entry.config.upgrade is not None else listener.upgrade
+        if request.upgrade in allowed:
+            return True
+        if request.http_version == "2" or listener.upgrade_not_allowed == "reject":
+            raise UpgradeRejected()  # an extended CONNECT has no ordinary meaning to forward
+        request.upgrade = None  # Upgrade and Connection are hop-by-hop: stripped as usual
+        return False
 
     @staticmethod
     def _route_reply(stream: ActiveStream, entry: RouteEntry) -> LocalReply:
@@ -135,7 +179,12 @@ class RouterFilter:
         return random.choices(route.weighted_clusters, weights)[0].name
 
     async def _forward(
-        self, stream: ActiveStream, cluster: Cluster, entry: RouteEntry, deadline: float
+        self,
+        stream: ActiveStream,
+        cluster: Cluster,
+        entry: RouteEntry,
+        deadline: float,
+        tunnel: bool,
     ) -> None:
         host = cluster.choose_host()
         if host is None:
@@ -157,7 +206,10 @@ class RouterFilter:
                         # Forward what is left of the client's deadline, as Envoy does.
                         remaining = grpc.format_timeout(deadline - trio.current_time())
                         stream.request.headers.set("grpc-timeout", remaining)
-                    status = await self._exchange(stream, upstream, entry, host)
+                    if tunnel:
+                        status = await self._tunnel(stream, upstream, entry, timeout_scope)
+                    else:
+                        status = await self._exchange(stream, upstream, entry, host)
             if timeout_scope.cancelled_caught:
                 stats.upstream_rq_timeout.inc()
                 host_stats.rq_timeout += 1
@@ -190,6 +242,58 @@ class RouterFilter:
             raise_single(group)
         return status
 
+    async def _tunnel(
+        self,
+        stream: ActiveStream,
+        upstream: UpstreamStream,
+        entry: RouteEntry,
+        timeout_scope: trio.CancelScope,
+    ) -> int:
+        """Upgrade upstream over HTTP/1.1, then (on 101) join the two sides in a tunnel.
+        A refusal (any other status) goes back to the client as an ordinary response."""
+        request, info = stream.request, stream.info
+        upgrade_request(request)
+        info.state = "waiting for upstream upgrade"
+        await upstream.send_request_head(request, end_stream=True)
+        event = await upstream.receive_event()
+        if not isinstance(event, ResponseHeaders) or event.head.status != 101:
+            return await self._relay_response(stream, upstream, entry, event)
+        if not isinstance(upstream, UpstreamConnection):
+            raise UpstreamReset("upgrades need an HTTP/1.1 upstream")
+        # The route timeout bounds the handshake; the tunnel has its own idle and max limits.
+        timeout_scope.deadline = math.inf
+        info.upstream_service_time_ms = info.duration_ms()
+        mutate_response(event.head.headers, entry.virtual_host)
+        mutate_response(event.head.headers, entry.config)
+        downstream = await stream.encoder.accept_upgrade(event.head)
+        stream.response_state = ResponseState.STREAMING
+        info.response_code = 200 if request.http_version == "2" else 101
+        info.state = "tunnel"
+        stats = stream.manager.stats
+        stats.downstream_cx_upgrades_total.inc()
+        stats.downstream_cx_upgrades_active.inc()
+        route = entry.config
+        try:
+            sent_up, sent_down = await run_tunnel(
+                downstream,
+                upstream.tunnel_endpoint(),
+                idle_timeout=route.tunnel_idle_timeout,
+                max_duration=route.tunnel_max_duration,
+                describe={
+                    "peer": info.downstream_remote,
+                    "path": info.path,
+                    "upstream": str(upstream.host),
+                },
+            )
+        finally:
+            stats.downstream_cx_upgrades_active.dec()
+        stats.downstream_cx_upgrade_rx_bytes_total.inc(sent_up)
+        stats.downstream_cx_upgrade_tx_bytes_total.inc(sent_down)
+        info.bytes_received += sent_up
+        info.bytes_sent += sent_down
+        stream.response_state = ResponseState.DONE
+        return 101
+
     @staticmethod
     async def _upload(stream: ActiveStream, upstream: UpstreamStream) -> None:
         while (chunk := await stream.receive_body()) is not None:
@@ -199,11 +303,14 @@ class RouterFilter:
 
     @staticmethod
     async def _relay_response(
-        stream: ActiveStream, upstream: UpstreamStream, entry: RouteEntry
+        stream: ActiveStream,
+        upstream: UpstreamStream,
+        entry: RouteEntry,
+        first: ClientEvent | None = None,
     ) -> int:
         info = stream.info
         info.state = "waiting for upstream response headers"
-        event = await upstream.receive_event()
+        event = first if first is not None else await upstream.receive_event()
         if not isinstance(event, ResponseHeaders):
             raise UpstreamReset("upstream closed the stream before responding")
         info.upstream_service_time_ms = info.duration_ms()

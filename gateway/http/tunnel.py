@@ -1,0 +1,119 @@
+"""Tunnels: after an upgrade (WebSocket), bytes flow both ways without being parsed.
+
+A tunnel joins two endpoints: the downstream side (the client's raw socket after a 101, or
+one HTTP/2 stream's DATA frames after an extended CONNECT) and the upstream side (the
+upstream's raw socket after its 101). Two pump tasks copy bytes, one per direction, in a
+nursery that is the tunnel: either side ending cancels nothing by itself, because a
+half-close is legal (the pump that saw EOF passes it on with `send_eof` and stops; the other
+direction carries on), but an error on either side, the idle timeout or the maximum
+duration ends both at once. Buffers are bounded: a pump holds one chunk at a time, so a
+slow reader stops its pump, which stops reading its source, and TCP (or HTTP/2 flow
+control) pushes back on the fast writer.
+"""
+
+import math
+import time
+from typing import Protocol
+
+import trio
+
+from gateway.errors import DownstreamDisconnect, UpstreamReset
+from gateway.tasktree import annotate
+from gateway.trio_util import raise_single
+
+RECEIVE_SIZE = 65536
+
+
+class TunnelEndpoint(Protocol):
+    async def receive(self) -> bytes:
+        """The next bytes from this side; b"" when it half-closed (or went away)."""
+        ...
+
+    async def send(self, data: bytes) -> None: ...
+
+    async def send_eof(self) -> None:
+        """Tells this side no more bytes will come."""
+
+
+class SocketEndpoint:
+    """A raw TCP stream after an HTTP/1.1 switch, with bytes the codec had read ahead."""
+
+    def __init__(self, stream: trio.SocketStream, initial: bytes) -> None:
+        self._stream = stream
+        self._initial = initial
+
+    async def receive(self) -> bytes:
+        if self._initial:
+            data, self._initial = self._initial, b""
+            return data
+        try:
+            return await self._stream.receive_some(RECEIVE_SIZE)
+        except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
+            return b""
+
+    async def send(self, data: bytes) -> None:
+        await self._stream.send_all(data)
+
+    async def send_eof(self) -> None:
+        try:
+            await self._stream.send_eof()
+        except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
+            pass  # already gone: nothing left to half-close
+
+
+async def run_tunnel(
+    downstream: TunnelEndpoint,
+    upstream: TunnelEndpoint,
+    *,
+    idle_timeout: float,
+    max_duration: float,
+    describe: dict[str, object],
+) -> tuple[int, int]:
+    """Pumps bytes both ways until both sides finished, an error, or a timeout.
+
+    Returns (bytes client→upstream, bytes upstream→client). Raises DownstreamDisconnect or
+    UpstreamReset when a side broke (not for a clean close or a timeout).
+    """
+    counts = [0, 0]
+    last_activity = [time.monotonic()]
+    started = time.monotonic()
+    annotate(
+        "tunnel",
+        live=lambda: {
+            "bytes_up": counts[0],
+            "bytes_down": counts[1],
+            "idle_s": round(time.monotonic() - last_activity[0], 1),
+        },
+        **describe,
+    )
+
+    async def pump(source: TunnelEndpoint, sink: TunnelEndpoint, index: int) -> None:
+        while data := await source.receive():
+            last_activity[0] = time.monotonic()
+            counts[index] += len(data)
+            try:
+                await sink.send(data)
+            except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
+                raise (UpstreamReset if index == 0 else DownstreamDisconnect)(str(exc)) from exc
+        await sink.send_eof()
+
+    async def watchdog(scope: trio.CancelScope) -> None:
+        while True:
+            deadline = last_activity[0] + idle_timeout
+            if time.monotonic() >= deadline:
+                scope.cancel()
+                return
+            await trio.sleep(deadline - time.monotonic())
+
+    deadline = started + max_duration if max_duration > 0 else math.inf
+    try:
+        with trio.move_on_at(trio.current_time() + (deadline - time.monotonic())):
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(watchdog, nursery.cancel_scope, name="tunnel idle watchdog")
+                async with trio.open_nursery() as pumps:
+                    pumps.start_soon(pump, downstream, upstream, 0, name="tunnel client->upstream")
+                    pumps.start_soon(pump, upstream, downstream, 1, name="tunnel upstream->client")
+                nursery.cancel_scope.cancel()  # both directions are done: stop the watchdog
+    except BaseExceptionGroup as group:
+        raise_single(group)
+    return counts[0], counts[1]

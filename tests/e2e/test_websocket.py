@@ -1,0 +1,190 @@
+"""WebSocket through the gateway: HTTP/1.1 Upgrade and RFC 8441 over HTTP/2, with real
+clients (trio-websocket, websockets) and real servers."""
+
+import time
+
+import h2.events
+import httpx
+import pytest
+import trio
+import websockets.sync.client
+from trio_websocket import ConnectionClosed, open_websocket_url
+from wsproto.connection import Connection, ConnectionType
+from wsproto.events import BytesMessage, TextMessage
+
+from tests.helpers import RawH2Client, config_toml, eventually, run_gateway, url
+from tests.ws_echo import start_dying_server, start_echo_server
+
+WS_ROUTES = """
+[[virtual_hosts.main.routes]]
+match = { prefix = "/plain" }
+cluster = "backend"
+upgrade = []
+"""
+
+
+def ws_url(gw, path: str = "/ws") -> str:
+    return f"ws://127.0.0.1:{gw.listener_ports['edge']}{path}"
+
+
+@pytest.fixture
+async def echo(nursery):
+    return await start_echo_server(nursery)
+
+
+@pytest.fixture
+async def gateway(echo):
+    toml = config_toml(echo.port, listener='upgrade = ["websocket"]', routes=WS_ROUTES)
+    async with run_gateway(toml) as gw:
+        yield gw
+
+
+async def test_text_binary_and_large_messages(echo, gateway):
+    async with open_websocket_url(ws_url(gateway)) as ws:
+        await ws.send_message("hello")
+        assert await ws.get_message() == "hello"
+        await ws.send_message(b"\x00\x01binary")
+        assert await ws.get_message() == b"\x00\x01binary"
+        big = bytes(range(256)) * 4096  # 1 MiB
+        await ws.send_message(big)
+        assert await ws.get_message() == big
+        await ws.ping(b"are you there")  # returns once the pong came back through the tunnel
+    await eventually(lambda: gateway.stats.value("http.edge.downstream_cx_upgrades_active") == 0)
+    assert gateway.stats.value("http.edge.downstream_cx_upgrades_total") == 1
+    assert gateway.stats.value("http.edge.downstream_cx_upgrade_rx_bytes_total") > 1 << 20
+
+
+async def test_websockets_library_client(echo, gateway):
+    def talk() -> list[str]:
+        with websockets.sync.client.connect(ws_url(gateway), max_size=None) as ws:
+            replies = []
+            for i in range(50):
+                ws.send(f"message {i}")
+                replies.append(ws.recv())
+            return replies
+
+    replies = await trio.to_thread.run_sync(talk)
+    assert replies == [f"message {i}" for i in range(50)]
+
+
+async def test_close_codes_pass_both_ways(echo, gateway):
+    async with open_websocket_url(ws_url(gateway)) as ws:
+        await ws.send_message("close:4002")
+        with pytest.raises(ConnectionClosed) as info:
+            await ws.get_message()
+    assert info.value.reason.code == 4002
+    assert info.value.reason.reason == "server bye"
+    async with open_websocket_url(ws_url(gateway)) as ws:
+        await ws.aclose(code=4001, reason="client bye")
+    with trio.fail_after(2):
+        await echo.closed.wait()
+    assert echo.closes[0][:2] == (4001, "client bye")
+
+
+async def test_upstream_refusing_the_upgrade_is_an_ordinary_response(echo, gateway):
+    async with httpx.AsyncClient() as client:
+        r = await client.get(
+            url(gateway, "/reject"),
+            headers={
+                "connection": "upgrade",
+                "upgrade": "websocket",
+                "sec-websocket-key": "dGhlIHNhbXBsZSBub25jZQ==",
+                "sec-websocket-version": "13",
+            },
+        )
+    assert r.status_code == 403
+    assert r.text == "no websockets for you"
+
+
+async def test_route_without_upgrade_forwards_a_plain_request(echo, gateway):
+    async with httpx.AsyncClient() as client:
+        r = await client.get(
+            url(gateway, "/plain"), headers={"connection": "upgrade", "upgrade": "websocket"}
+        )
+    # Forwarded without Upgrade, the WebSocket server sees a plain GET and refuses it.
+    assert r.status_code == 426 or 400 <= r.status_code < 500
+    assert echo.handshakes == []
+    assert gateway.stats.value("http.edge.downstream_cx_upgrades_total") == 0
+
+
+async def test_route_without_upgrade_can_reject(echo):
+    toml = config_toml(echo.port, listener='upgrade_not_allowed = "reject"', routes=WS_ROUTES)
+    async with run_gateway(toml) as gw, httpx.AsyncClient() as client:
+        r = await client.get(
+            url(gw, "/ws"), headers={"connection": "upgrade", "upgrade": "websocket"}
+        )
+    assert r.status_code == 403
+
+
+async def test_upstream_dying_mid_stream_closes_the_client(nursery):
+    port = await start_dying_server(nursery)
+    async with run_gateway(config_toml(port, listener='upgrade = ["websocket"]')) as gw:
+        async with open_websocket_url(ws_url(gw)) as ws:
+            with pytest.raises(ConnectionClosed) as info, trio.fail_after(2):
+                await ws.get_message()
+        assert info.value.reason.code == 1006  # abnormal closure: the tunnel was cut
+
+
+async def test_client_vanishing_closes_the_upstream_within_100ms(echo, gateway):
+    stream = await trio.open_tcp_stream("127.0.0.1", gateway.listener_ports["edge"])
+    await stream.send_all(
+        b"GET /ws HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n"
+        b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+    )
+    response = b""
+    with trio.fail_after(2):
+        while b"\r\n\r\n" not in response:
+            response += await stream.receive_some(4096)
+    assert response.startswith(b"HTTP/1.1 101 ")
+    await eventually(lambda: gateway.stats.value("http.edge.downstream_cx_upgrades_active") == 1)
+    stream.socket.close()  # vanish: no close frame
+    left = time.monotonic()
+    with trio.fail_after(2):
+        await echo.closed.wait()
+    assert echo.closes[0][2] - left < 0.1
+
+
+async def test_task_tree_shows_the_tunnel(echo, gateway):
+    async with open_websocket_url(ws_url(gateway)) as ws, httpx.AsyncClient() as client:
+        await ws.send_message("x")
+        await ws.get_message()
+        tree = (await client.get(f"http://127.0.0.1:{gateway.admin_port}/tasks?format=text")).text
+    assert "[tunnel] tunnel client->upstream" not in tree  # the pumps are plain children
+    assert "[tunnel]" in tree and "bytes_up=" in tree
+
+
+async def test_rfc8441_websocket_over_http2(echo, gateway):
+    client = await RawH2Client.connect(gateway.listener_ports["edge"])
+    await client.read_until(lambda e: isinstance(e, h2.events.RemoteSettingsChanged))
+    assert client.conn.remote_settings.enable_connect_protocol == 1
+    sid = client.conn.get_next_available_stream_id()
+    client.conn.send_headers(
+        sid,
+        [
+            (":method", "CONNECT"),
+            (":protocol", "websocket"),
+            (":scheme", "http"),
+            (":path", "/ws"),
+            (":authority", "x"),
+            ("sec-websocket-version", "13"),
+        ],
+    )
+    await client.flush()
+    events = await client.read_until(lambda e: isinstance(e, h2.events.ResponseReceived))
+    response = next(e for e in events if isinstance(e, h2.events.ResponseReceived))
+    assert dict(response.headers)[b":status"] == b"200"
+    ws = Connection(ConnectionType.CLIENT)
+    client.conn.send_data(sid, ws.send(TextMessage(data="over h2")))
+    await client.flush()
+
+    def echoed(e) -> bool:
+        if isinstance(e, h2.events.DataReceived):
+            ws.receive_data(e.data)
+            return True
+        return False
+
+    await client.read_until(echoed)
+    messages = [e for e in ws.events() if isinstance(e, TextMessage | BytesMessage)]
+    assert messages[0].data == "over h2"
+    assert echo.handshakes[-1]["sec-websocket-version"] == "13"
+    assert "sec-websocket-key" in echo.handshakes[-1]
