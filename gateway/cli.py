@@ -66,6 +66,10 @@ def main(argv: list[str] | None = None) -> None:
     )
     p_validate = sub.add_parser("validate", help="check a config file and exit")
     p_validate.add_argument("config")
+    p_tasks = sub.add_parser("tasks", help="print a running gateway's live task tree")
+    p_tasks.add_argument("--admin", default="127.0.0.1:9901", help="admin address host:port")
+    p_tasks.add_argument("--follow", action="store_true", help="keep refreshing the tree")
+    p_tasks.add_argument("--interval", default="1s", help="refresh interval with --follow")
     p_demo = sub.add_parser("demo-upstreams", help="run HTTP echo servers for the example")
     p_demo.add_argument(
         "addresses", nargs="*", default=["127.0.0.1:8080", "127.0.0.1:8081"], metavar="ADDRESS"
@@ -80,6 +84,16 @@ def main(argv: list[str] | None = None) -> None:
     if args.command == "validate":
         config = _load(args.config)
         print(f"{args.config}: OK: {_summary(config)}")
+    elif args.command == "tasks":
+        from gateway.task_watch import watch_tasks
+
+        try:
+            trio.run(watch_tasks, args.admin, args.follow, args.interval)
+        except KeyboardInterrupt:
+            pass
+        except OSError as exc:
+            print(f"gateway tasks: cannot reach the admin at {args.admin}: {exc}", file=sys.stderr)
+            raise SystemExit(1) from None
     elif args.command == "serve":
         config = _load(args.config)
         try:

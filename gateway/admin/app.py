@@ -4,10 +4,12 @@ from collections.abc import Callable
 from urllib.parse import parse_qsl
 
 import attrs
+import trio
 
 from gateway.admin import views
 from gateway.admin.views import Reply
 from gateway.asgi import Receive, Scope, Send, complete_lifespan
+from gateway.config.load import parse_duration
 from gateway.server import Gateway
 
 
@@ -30,6 +32,7 @@ ENDPOINTS = (
     Endpoint("/listeners", views.listeners, "listeners and bound addresses; ?format=json"),
     Endpoint("/logging", views.logging_get, "logger levels (POST ?level= or ?LOGGER=LEVEL)"),
     Endpoint("/tasks", views.tasks, "the live Trio task tree; ?format=text"),
+    Endpoint("/tasks/ws", views.tasks, "WebSocket: the task tree, then updates (?interval=1s)"),
     Endpoint("/quitquitquit", views.quit, "drain and exit (POST)", mutates=True),
 )
 _BY_PATH = {e.path: e for e in ENDPOINTS}
@@ -43,6 +46,9 @@ class AdminApp:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":
             await complete_lifespan(receive, send)
+            return
+        if scope["type"] == "websocket":
+            await self._websocket(scope, receive, send)
             return
         if scope["type"] != "http":
             return
@@ -58,6 +64,31 @@ class AdminApp:
             }
         )
         await send({"type": "http.response.body", "body": reply.body})
+
+    async def _websocket(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """`/tasks/ws`: the task tree now, then again every `?interval=` (default 1s)."""
+        await receive()  # websocket.connect
+        query = dict(parse_qsl(scope["query_string"].decode("latin-1")))
+        if scope["path"].rstrip("/") != "/tasks/ws":
+            await send({"type": "websocket.close", "code": 4404})
+            return
+        try:
+            interval = max(parse_duration(query.get("interval", "1s")), 0.1)
+        except ValueError:
+            await send({"type": "websocket.close", "code": 4400})
+            return
+        await send({"type": "websocket.accept"})
+        async with trio.open_nursery() as nursery:
+
+            async def until_disconnect() -> None:
+                while (await receive())["type"] != "websocket.disconnect":
+                    pass
+                nursery.cancel_scope.cancel()
+
+            nursery.start_soon(until_disconnect, name="admin websocket reader")
+            while True:
+                await send({"type": "websocket.send", "text": views.task_tree_json()})
+                await trio.sleep(interval)
 
     def _dispatch(self, scope: Scope) -> Reply:
         path = scope["path"].rstrip("/") or "/"

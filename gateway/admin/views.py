@@ -210,6 +210,11 @@ def tasks(gw: Gateway, query: dict[str, str]) -> Reply:
     return Reply.json(tree)
 
 
+def task_tree_json() -> str:
+    """One /tasks/ws message: the time and the whole tree."""
+    return json.dumps({"time": time.time(), "tree": tasktree.snapshot()})
+
+
 def quit(gw: Gateway, query: dict[str, str]) -> Reply:
     gw.request_shutdown()
     return Reply.text("OK\n")

@@ -141,3 +141,27 @@ async def test_quitquitquit_requests_shutdown(nursery):
         assert r.status_code == 200
         with trio.fail_after(1):
             await gw.shutdown_requested.wait()
+
+
+async def test_task_tree_over_websocket_and_the_tasks_cli(nursery):
+    import json as jsonlib
+    import sys
+
+    from trio_websocket import open_websocket_url
+
+    up = await start_upstream(nursery)
+    async with run_gateway(config_toml(up.port)) as gw:
+        url_ = f"ws://127.0.0.1:{gw.admin_port}/tasks/ws?interval=100ms"
+        async with open_websocket_url(url_) as ws:
+            first = jsonlib.loads(await ws.get_message())
+            second = jsonlib.loads(await ws.get_message())
+        assert second["time"] > first["time"]
+        assert "listener edge" in jsonlib.dumps(first["tree"])
+        result = await trio.run_process(
+            [sys.executable, "-m", "gateway", "tasks", "--admin", f"127.0.0.1:{gw.admin_port}"],
+            capture_stdout=True,
+            capture_stderr=True,
+        )
+    out = result.stdout.decode()
+    assert "[listener] listener edge" in out
+    assert "admin websocket reader" in out  # the CLI's own connection, seen live

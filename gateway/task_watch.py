@@ -1,0 +1,31 @@
+"""`gateway tasks`: the live task tree of a running gateway, in the terminal.
+
+It reads the admin endpoint's `/tasks/ws` WebSocket with trio-websocket: one snapshot, or
+with `--follow` a screen that redraws on every update until interrupted.
+"""
+
+import json
+import sys
+
+from trio_websocket import ConnectionClosed, HandshakeError, open_websocket_url
+
+from gateway.tasktree import render_text
+
+_CLEAR = "\x1b[H\x1b[2J"
+
+
+async def watch_tasks(admin: str, follow: bool, interval: str) -> None:
+    url = f"ws://{admin}/tasks/ws?interval={interval}"
+    try:
+        async with open_websocket_url(url) as ws:
+            while True:
+                message = json.loads(await ws.get_message())
+                text = render_text(message["tree"])
+                if follow:
+                    sys.stdout.write(_CLEAR + text + "\n")
+                    sys.stdout.flush()
+                else:
+                    print(text)
+                    return
+    except (HandshakeError, ConnectionClosed) as exc:
+        raise OSError(str(exc)) from exc
