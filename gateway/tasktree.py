@@ -7,10 +7,11 @@ task and disappears with it. `/tasks` walks trio's own tree (root task -> child 
 that exists is shown, with where its coroutine is suspended right now.
 """
 
+import contextlib
 import os
 import time
 import weakref
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import attrs
@@ -35,6 +36,19 @@ def annotate(kind: str, live: Callable[[], dict[str, Any]] | None = None, **fiel
     """Marks the current task as a gateway `kind` ("listener", "connection", "stream", ...)."""
     task = trio.lowlevel.current_task()
     _annotations[task] = Annotation(kind, time.monotonic(), fields, live)
+
+
+@contextlib.contextmanager
+def preserve_annotation() -> Iterator[None]:
+    """Lets code annotate the current task for a while (a stream run inline in its
+    connection's task), then puts the task's own annotation back."""
+    task = trio.lowlevel.current_task()
+    saved = _annotations.get(task)
+    try:
+        yield
+    finally:
+        if saved is not None:
+            _annotations[task] = saved
 
 
 def _awaiting(task: trio.lowlevel.Task) -> str | None:

@@ -35,6 +35,7 @@ from gateway.http.events import NEED_DATA, ConnectionEnded, Data, EndStream, Req
 from gateway.http.headers import HeaderMap, ResponseHead
 from gateway.http.stream_info import StreamInfo
 from gateway.http.tunnel import SocketEndpoint
+from gateway.tasktree import preserve_annotation
 from gateway.trio_util import raise_single
 
 RECEIVE_SIZE = 65536
@@ -143,13 +144,13 @@ class Http1Connection:
         stream = self.manager.new_stream(self, event, self.peer, body_recv)
         self._active = stream
         try:
-            async with trio.open_nursery() as nursery:
-                self._stream_scope = nursery.cancel_scope
-                # An upgrade may turn the socket into a tunnel, whose pumps must be its only
-                # readers; so such a request (it has no body) gets no reader.
-                if not (event.end_stream and event.head.upgrade):
+            if event.end_stream and event.head.upgrade:
+                await self._run_upgrade_stream(stream)
+            else:
+                async with trio.open_nursery() as nursery:
+                    self._stream_scope = nursery.cancel_scope
                     nursery.start_soon(self._read_downstream, body_send, name="downstream reader")
-                nursery.start_soon(self._run_stream, stream, name=stream.task_name)
+                    nursery.start_soon(self._run_stream, stream, name=stream.task_name)
         except BaseExceptionGroup as group:
             raise_single(group)
         finally:
@@ -158,6 +159,14 @@ class Http1Connection:
             if stream.response_state is not ResponseState.DONE:
                 self._broken = True
             self.manager.finish(stream.info)
+
+    async def _run_upgrade_stream(self, stream: ActiveStream) -> None:
+        """An upgrade may turn the socket into a tunnel whose pumps must be its only
+        readers, so it gets no reader task; and as a long-lived idle tunnel is where memory
+        per connection matters most, it runs in the connection's own task, not a child."""
+        with trio.CancelScope() as scope, preserve_annotation():
+            self._stream_scope = scope
+            await self.manager.run_stream(stream)
 
     async def _run_stream(self, stream: ActiveStream) -> None:
         await self.manager.run_stream(stream)

@@ -266,6 +266,7 @@ class RouterFilter:
         mutate_response(event.head.headers, entry.virtual_host)
         mutate_response(event.head.headers, entry.config)
         downstream = await stream.encoder.accept_upgrade(event.head)
+        request.headers = HeaderMap()  # the handshake is done; a long tunnel need not keep it
         stream.response_state = ResponseState.STREAMING
         info.response_code = 200 if request.http_version == "2" else 101
         info.state = "tunnel"
