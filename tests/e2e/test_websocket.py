@@ -188,3 +188,59 @@ async def test_rfc8441_websocket_over_http2(echo, gateway):
     assert messages[0].data == "over h2"
     assert echo.handshakes[-1]["sec-websocket-version"] == "13"
     assert "sec-websocket-key" in echo.handshakes[-1]
+
+
+async def _raw_upgrade(port: int, path: str = "/ws") -> trio.SocketStream:
+    stream = await trio.open_tcp_stream("127.0.0.1", port)
+    await stream.send_all(
+        f"GET {path} HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n"
+        "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n".encode()
+    )
+    head = b""
+    with trio.fail_after(2):
+        while b"\r\n\r\n" not in head:
+            head += await stream.receive_some(1)
+    assert head.startswith(b"HTTP/1.1 101 ")
+    return stream
+
+
+async def test_half_close_keeps_the_other_direction_open(echo, gateway):
+    stream = await _raw_upgrade(gateway.listener_ports["edge"])
+    ws = Connection(ConnectionType.CLIENT)
+    await stream.send_all(ws.send(TextMessage(data="last words")))
+    await stream.send_eof()  # client is done sending; it still wants the reply
+    received = b""
+    with trio.fail_after(2):
+        while chunk := await stream.receive_some(65536):
+            received += chunk
+    ws.receive_data(received)
+    texts = [e.data for e in ws.events() if isinstance(e, TextMessage)]
+    assert texts == ["last words"]
+
+
+async def test_idle_and_max_duration_close_tunnels(echo):
+    routes = """
+[[virtual_hosts.main.routes]]
+match = { prefix = "/idle" }
+cluster = "backend"
+tunnel_idle_timeout = "300ms"
+[[virtual_hosts.main.routes]]
+match = { prefix = "/short" }
+cluster = "backend"
+tunnel_max_duration = "500ms"
+"""
+    toml = config_toml(echo.port, listener='upgrade = ["websocket"]', routes=routes)
+    async with run_gateway(toml) as gw:
+        async with open_websocket_url(ws_url(gw, "/idle")) as ws:
+            start = trio.current_time()
+            with pytest.raises(ConnectionClosed), trio.fail_after(3):
+                await ws.get_message()
+            assert 0.25 < trio.current_time() - start < 1.5
+        async with open_websocket_url(ws_url(gw, "/short")) as ws:
+            start = trio.current_time()
+            with pytest.raises(ConnectionClosed), trio.fail_after(3):
+                while True:  # busy, never idle: only the maximum duration can end it
+                    await ws.send_message("tick")
+                    await ws.get_message()
+                    await trio.sleep(0.05)
+            assert 0.4 < trio.current_time() - start < 1.5
