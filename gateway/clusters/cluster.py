@@ -3,7 +3,7 @@
 import attrs
 
 from gateway.clusters.cluster_stats import ClusterStats, HostStats
-from gateway.clusters.load_balancer import RoundRobin
+from gateway.clusters.load_balancer import LoadBalancer, RoundRobin
 from gateway.clusters.pool_h1 import HostPool
 from gateway.clusters.pool_h2 import H2HostPool
 from gateway.config.model import Address
@@ -34,7 +34,7 @@ class Cluster:
             pool_class = H2HostPool if config.protocol == "http2" else HostPool
             pool = pool_class(address, config, self.stats, host_stats)
             self.hosts.append(Host(address, pool, host_stats))
-        self._lb = RoundRobin()
+        self._lb: LoadBalancer[Host] = RoundRobin()
 
     def __repr__(self) -> str:
         return f"<Cluster {self.name} hosts={[str(h) for h in self.hosts]}>"

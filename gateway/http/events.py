@@ -56,5 +56,3 @@ class Paused:
 
 NEED_DATA = NeedData()
 PAUSED = Paused()
-
-StreamEvent = RequestHeaders | ResponseHeaders | Data | EndStream | ConnectionEnded
