@@ -1,5 +1,9 @@
 """gateway: an Envoy-style L7 gateway on Trio.
 
+The public surface: `open_gateway` and the config loaders to embed it, and the HTTP filter
+interface (`HttpFilter`, `LocalReply`, heads, `HeaderMap`, `StreamInfo`) for filters written
+in Python (`type = "python"`).
+
 Embedding::
 
     from gateway import loads_config, open_gateway
@@ -13,5 +17,11 @@ from gateway.config.load import loads_config as loads_config
 from gateway.config.model import GatewayConfig as GatewayConfig
 from gateway.errors import ConfigError as ConfigError
 from gateway.errors import StartupError as StartupError
+from gateway.http.filter import HttpFilter as HttpFilter
+from gateway.http.filter import LocalReply as LocalReply
+from gateway.http.headers import HeaderMap as HeaderMap
+from gateway.http.headers import RequestHead as RequestHead
+from gateway.http.headers import ResponseHead as ResponseHead
+from gateway.http.stream_info import StreamInfo as StreamInfo
 from gateway.server import Gateway as Gateway
 from gateway.server import open_gateway as open_gateway

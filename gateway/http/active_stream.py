@@ -19,12 +19,18 @@ connection (HTTP/1.1), so the client never mistakes a truncated body for a whole
 
 import enum
 import logging
+import math
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Protocol
 
 import trio
 
-from gateway.errors import DownstreamDisconnect, DownstreamProtocolError, GatewayError
+from gateway.errors import (
+    DownstreamDisconnect,
+    DownstreamProtocolError,
+    GatewayError,
+    UpstreamTimeout,
+)
 from gateway.http import grpc
 from gateway.http.filter import FilterChain, LocalReply
 from gateway.http.headers import HeaderMap, RequestHead, ResponseHead
@@ -147,6 +153,8 @@ class ActiveStream:
         if isinstance(item, DownstreamProtocolError):
             raise item
         if item is None or isinstance(item, HeaderMap):
+            if item is not None:
+                await self.filters.decode_trailers(item)
             self.request_trailers = item
             self._body = None
             if self.filters.transforms_request_body:
@@ -189,6 +197,7 @@ class ActiveStream:
             tail = await self.filters.encode_data(b"", False)
             if tail:
                 await self.encoder.encode_data(tail, False)
+        await self.filters.encode_trailers(trailers)
         self.response_state = ResponseState.DONE
         await self.encoder.encode_trailers(trailers)
 
@@ -222,7 +231,16 @@ class ActiveStream:
 
     async def _run(self, router: "RouterFn") -> None:
         try:
-            reply = await self.filters.decode_headers(self.request, not self.has_request_body)
+            # The route timeout also bounds the decode filters (one may await an outside
+            # service); the router then starts its own for the upstream exchange.
+            route = self.route
+            timeout = (
+                route.config.timeout if route is not None and route.config.timeout else math.inf
+            )
+            with trio.move_on_after(timeout) as filters_scope:
+                reply = await self.filters.decode_headers(self.request, not self.has_request_body)
+            if filters_scope.cancelled_caught:
+                raise UpstreamTimeout()
             if reply is not None:
                 await self.send_local_reply(reply)
             else:

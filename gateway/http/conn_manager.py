@@ -22,7 +22,7 @@ from gateway.config.model import GatewayConfig
 from gateway.config.model import Listener as ListenerConfig
 from gateway.http.active_stream import ActiveStream, BodyItem, ResponseEncoder
 from gateway.http.events import RequestHeaders
-from gateway.http.filter import FilterChain
+from gateway.http.filter import FilterChain, FilterContext
 from gateway.http.filters import FILTER_TYPES
 from gateway.http.headers import RequestHead
 from gateway.http.route_table import RouteTable
@@ -98,7 +98,17 @@ class HttpConnectionManager:
         self.config = listener
         self.route_table = RouteTable(listener.virtual_hosts, config)
         self.filter_factories = [
-            FILTER_TYPES[config.http_filters[f].type].create_factory(config.http_filters[f].config)
+            FILTER_TYPES[config.http_filters[f].type].create_factory(
+                config.http_filters[f].config,
+                FilterContext(
+                    f,
+                    store.scope(
+                        f"http.{name}.{f}",
+                        "http_filter",
+                        {"envoy_http_conn_manager_prefix": name, "envoy_http_filter_name": f},
+                    ),
+                ),
+            )
             for f in listener.http_filters
         ]
         self.router = RouterFilter(clusters)

@@ -15,8 +15,9 @@ from typing import Protocol
 
 import attrs
 
-from gateway.http.headers import RequestHead, ResponseHead
+from gateway.http.headers import HeaderMap, RequestHead, ResponseHead
 from gateway.http.stream_info import StreamInfo
+from gateway.stats import Scope
 
 
 @attrs.frozen
@@ -48,6 +49,23 @@ class HttpFilter:
         """A response body chunk on its way downstream; returns the chunk to forward."""
         return data
 
+    async def decode_trailers(self, trailers: HeaderMap) -> None:
+        """Request trailers (after the last body chunk); mutate them in place."""
+
+    async def encode_trailers(self, trailers: HeaderMap) -> None:
+        """Response trailers (gRPC's status lives here); mutate them in place."""
+
+
+#: The hooks a filter may override.
+HOOKS = (
+    "decode_headers",
+    "decode_data",
+    "decode_trailers",
+    "encode_headers",
+    "encode_data",
+    "encode_trailers",
+)
+
 
 class HttpFilterFactory(Protocol):
     """Makes one filter instance per stream (Envoy's FilterFactoryCb)."""
@@ -56,30 +74,48 @@ class HttpFilterFactory(Protocol):
 
 
 @attrs.frozen
+class FilterContext:
+    """What a filter factory knows besides its config: its `[http_filters.NAME]` name and
+    a stats scope of its own (`http.LISTENER.NAME.*`)."""
+
+    name: str
+    scope: Scope
+
+
+@attrs.frozen
 class HttpFilterType:
     """A registered filter kind: its `type` name, config class, and factory builder."""
 
     name: str
     config_class: type
-    create_factory: Callable[[object], HttpFilterFactory]
+    create_factory: Callable[[object, FilterContext], HttpFilterFactory]
 
 
-def _overrides(f: HttpFilter, hook: str) -> bool:
-    return getattr(type(f), hook) is not getattr(HttpFilter, hook)
+def overrides(cls: type[HttpFilter], hook: str) -> bool:
+    return getattr(cls, hook) is not getattr(HttpFilter, hook)
 
 
 class FilterChain:
     """The filters of one stream. Hooks that a filter leaves at the default are skipped,
     so a chain of header-only filters costs nothing per body chunk."""
 
-    __slots__ = ("_decode_data", "_decode_headers", "_encode_data", "_encode_headers")
+    __slots__ = (
+        "_decode_data",
+        "_decode_headers",
+        "_decode_trailers",
+        "_encode_data",
+        "_encode_headers",
+        "_encode_trailers",
+    )
 
     def __init__(self, filters: list[HttpFilter]) -> None:
-        self._decode_headers = [f for f in filters if _overrides(f, "decode_headers")]
-        self._decode_data = [f for f in filters if _overrides(f, "decode_data")]
+        self._decode_headers = [f for f in filters if overrides(type(f), "decode_headers")]
+        self._decode_data = [f for f in filters if overrides(type(f), "decode_data")]
+        self._decode_trailers = [f for f in filters if overrides(type(f), "decode_trailers")]
         rev = filters[::-1]
-        self._encode_headers = [f for f in rev if _overrides(f, "encode_headers")]
-        self._encode_data = [f for f in rev if _overrides(f, "encode_data")]
+        self._encode_headers = [f for f in rev if overrides(type(f), "encode_headers")]
+        self._encode_data = [f for f in rev if overrides(type(f), "encode_data")]
+        self._encode_trailers = [f for f in rev if overrides(type(f), "encode_trailers")]
 
     @property
     def transforms_request_body(self) -> bool:
@@ -109,3 +145,11 @@ class FilterChain:
         for f in self._encode_data:
             data = await f.encode_data(data, end_stream)
         return data
+
+    async def decode_trailers(self, trailers: HeaderMap) -> None:
+        for f in self._decode_trailers:
+            await f.decode_trailers(trailers)
+
+    async def encode_trailers(self, trailers: HeaderMap) -> None:
+        for f in self._encode_trailers:
+            await f.encode_trailers(trailers)

@@ -39,6 +39,7 @@ _FROM_HTTP = {
     404: Status.UNIMPLEMENTED,
     429: Status.UNAVAILABLE,
     431: Status.INTERNAL,
+    500: Status.INTERNAL,
     502: Status.UNAVAILABLE,
     503: Status.UNAVAILABLE,
     504: Status.DEADLINE_EXCEEDED,

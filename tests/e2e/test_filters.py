@@ -1,10 +1,12 @@
 """The HTTP filter interface, exercised by filters registered the way built-ins are."""
 
 import resource
+from pathlib import Path
 
 import attrs
 import httpx
 import pytest
+import trio
 
 from gateway.http.filter import HttpFilter, HttpFilterType, LocalReply
 from gateway.http.filters import FILTER_TYPES
@@ -46,7 +48,9 @@ class Shout(HttpFilter):
 @pytest.fixture
 def test_filters(monkeypatch):
     monkeypatch.setitem(
-        FILTER_TYPES, "guard", HttpFilterType("guard", GuardConfig, lambda c: lambda i: Guard(c))
+        FILTER_TYPES,
+        "guard",
+        HttpFilterType("guard", GuardConfig, lambda c, ctx: lambda i: Guard(c)),
     )
 
     @attrs.frozen
@@ -54,7 +58,7 @@ def test_filters(monkeypatch):
         pass
 
     monkeypatch.setitem(
-        FILTER_TYPES, "shout", HttpFilterType("shout", Empty, lambda c: lambda i: Shout())
+        FILTER_TYPES, "shout", HttpFilterType("shout", Empty, lambda c, ctx: lambda i: Shout())
     )
 
 
@@ -105,3 +109,93 @@ async def test_memory_stays_bounded_for_large_bodies(nursery):
         assert received == size
         grown_mb = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) / 1024
         assert grown_mb < 40, f"peak RSS grew by {grown_mb:.0f} MB"
+
+
+ROOT = Path(__file__).resolve().parents[2]
+
+PYTHON_FILTERS = f"""
+[http_filters.tenant]
+type = "python"
+module = "{ROOT}/examples/filters/add_tenant.py:AddTenant"
+config = {{ header = "x-tenant", tenants = {{ acme = "t-001" }} }}
+[http_filters.auth]
+type = "python"
+module = "{ROOT}/examples/filters/api_key.py:ApiKeyAuth"
+config = {{ keys = {{ "k-123" = "billing" }}, lookup_delay = "0.01" }}
+[http_filters.boom]
+type = "python"
+module = "tests.filter_samples:Boom"
+config = {{ path = "/boom" }}
+[http_filters.hang]
+type = "python"
+module = "tests.filter_samples:Hang"
+"""
+
+
+async def test_python_example_filters(nursery):
+    up = await start_upstream(nursery)
+    toml = config_toml(up.port, listener='http_filters = ["tenant", "auth"]') + PYTHON_FILTERS
+    async with run_gateway(toml) as gw, httpx.AsyncClient() as client:
+        base = f"http://127.0.0.1:{gw.listener_ports['edge']}"
+        r = await client.post(
+            f"{base}/orders",
+            content=b"12345",
+            headers={"host": "acme.example.com", "x-api-key": "k-123"},
+        )
+        assert r.status_code == 200
+        seen = r.json()["headers"]
+        assert (seen["x-tenant"], seen["x-api-client"]) == ("t-001", "billing")
+        assert "x-api-key" not in seen
+        assert r.headers["x-tenant"] == "t-001"
+        assert r.headers["x-request-body-bytes"] == "5"
+        nokey = await client.get(f"{base}/orders", headers={"host": "acme.example.com"})
+        assert (nokey.status_code, nokey.headers["www-authenticate"]) == (401, "ApiKey")
+        stranger = await client.get(f"{base}/", headers={"host": "initech.example.com"})
+        assert stranger.status_code == 404
+    assert len(up.requests) == 1
+
+
+async def test_python_filter_that_raises_costs_one_request(nursery):
+    up = await start_upstream(nursery)
+    toml = config_toml(up.port, listener='http_filters = ["boom"]') + PYTHON_FILTERS
+    async with run_gateway(toml) as gw, httpx.AsyncClient() as client:
+        r = await client.get(url(gw, "/boom"))
+        assert (r.status_code, r.text) == (500, "http filter boom failed")
+        assert (await client.get(url(gw, "/fine"))).status_code == 200
+        assert gw.stats.value("http.edge.boom.errors") == 1
+
+
+async def test_slow_python_filter_bounded_by_route_timeout_and_cancelled_by_client(nursery):
+    from tests import filter_samples
+
+    up = await start_upstream(nursery)
+    routes = """
+[[virtual_hosts.main.routes]]
+match = { prefix = "/hang-in-filter/timeout" }
+cluster = "backend"
+timeout = "200ms"
+"""
+    toml = config_toml(up.port, listener='http_filters = ["hang"]', routes=routes) + PYTHON_FILTERS
+    async with run_gateway(toml) as gw, httpx.AsyncClient() as client:
+        r = await client.get(url(gw, "/hang-in-filter/timeout"))
+        assert r.status_code == 504
+        filter_samples.CANCELLED = trio.Event()
+        stream = await trio.open_tcp_stream("127.0.0.1", gw.listener_ports["edge"])
+        await stream.send_all(b"GET /hang-in-filter/client HTTP/1.1\r\nHost: x\r\n\r\n")
+        await trio.sleep(0.1)
+        await stream.aclose()
+        with trio.fail_after(1):
+            await filter_samples.CANCELLED.wait()  # the filter's await was cancelled
+    assert up.requests == []
+
+
+def test_unimportable_python_filter_is_a_config_error():
+    from gateway import ConfigError, loads_config
+
+    toml = config_toml(1, listener='http_filters = ["f"]') + (
+        '[http_filters.f]\ntype = "python"\nmodule = "no_such_module_here:Filter"\n'
+    )
+    with pytest.raises(ConfigError) as info:
+        loads_config(toml)
+    (error,) = info.value.errors
+    assert error.startswith("http_filters.f.module: must name an HttpFilter class: cannot import")

@@ -144,7 +144,8 @@ def test_missing_required_key():
 def test_unknown_filter_type():
     text = VALID.replace('type = "header_mutation"', 'type = "nope"')
     assert errors_of(text) == [
-        "http_filters.add_headers.type: must name a filter type (header_mutation), got 'nope'"
+        "http_filters.add_headers.type: must name a filter type (header_mutation, python), "
+        "got 'nope'"
     ]
 
 

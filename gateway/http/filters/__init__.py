@@ -5,6 +5,8 @@ filter class, and a factory that turns the config into a per-stream filter facto
 """
 
 from gateway.http.filter import HttpFilterType
-from gateway.http.filters import header_mutation
+from gateway.http.filters import header_mutation, python
 
-FILTER_TYPES: dict[str, HttpFilterType] = {t.name: t for t in (header_mutation.FILTER_TYPE,)}
+FILTER_TYPES: dict[str, HttpFilterType] = {
+    t.name: t for t in (header_mutation.FILTER_TYPE, python.FILTER_TYPE)
+}

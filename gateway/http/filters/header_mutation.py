@@ -9,7 +9,13 @@ response_headers_to_remove = ["server"]
 """
 
 from gateway.config.model import HeaderMutations
-from gateway.http.filter import HttpFilter, HttpFilterFactory, HttpFilterType, LocalReply
+from gateway.http.filter import (
+    FilterContext,
+    HttpFilter,
+    HttpFilterFactory,
+    HttpFilterType,
+    LocalReply,
+)
 from gateway.http.headers import RequestHead, ResponseHead, mutate_request, mutate_response
 from gateway.http.stream_info import StreamInfo
 
@@ -26,7 +32,7 @@ class HeaderMutationFilter(HttpFilter):
         mutate_response(response.headers, self._config)
 
 
-def create_factory(config: object) -> HttpFilterFactory:
+def create_factory(config: object, context: FilterContext) -> HttpFilterFactory:
     assert isinstance(config, HeaderMutations)
     # The filter keeps no per-stream state, so every stream can share one instance.
     shared = HeaderMutationFilter(config)
