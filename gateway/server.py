@@ -27,6 +27,7 @@ from gateway.config.model import GatewayConfig
 from gateway.errors import StartupError
 from gateway.http.conn_manager import HttpConnectionManager
 from gateway.listeners.listener import Listener
+from gateway.server_state import ServerState
 from gateway.stats import StatsStore
 from gateway.trio_util import raise_single
 
@@ -38,6 +39,7 @@ class Gateway:
 
     def __init__(self, config: GatewayConfig) -> None:
         self.config = config
+        self.state = ServerState()
         self.started_at = time.time()
         self.stats = StatsStore()
         self.clusters = ClusterManager(config, self.stats)
@@ -55,13 +57,18 @@ class Gateway:
                     ) from None
             if access_log is not None:
                 self.access_logs.append(access_log)
-            hcm = HttpConnectionManager(name, lconf, config, self.clusters, self.stats, access_log)
+            hcm = HttpConnectionManager(
+                name, lconf, config, self.clusters, self.stats, access_log, self.state
+            )
             self.listeners[name] = Listener(name, lconf, hcm, self.stats)
         self.admin_port: int | None = None
-        self.draining = False
         #: Set by POST /quitquitquit (and by `gateway serve` on SIGINT/SIGTERM).
         self.shutdown_requested = trio.Event()
         self._stopped: dict[str, trio.Event] = {}
+
+    @property
+    def draining(self) -> bool:
+        return self.state.draining
 
     @property
     def listener_ports(self) -> dict[str, int]:
@@ -82,7 +89,7 @@ class Gateway:
 
     async def drain(self) -> None:
         """Stops accepting and waits for in-flight requests, up to the drain timeout."""
-        self.draining = True
+        self.state.draining = True
         deadline = trio.current_time() + self.config.server.drain_timeout
         for listener in self.listeners.values():
             listener.drain(deadline)

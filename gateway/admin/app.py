@@ -33,6 +33,12 @@ ENDPOINTS = (
     Endpoint("/logging", views.logging_get, "logger levels (POST ?level= or ?LOGGER=LEVEL)"),
     Endpoint("/tasks", views.tasks, "the live Trio task tree; ?format=text"),
     Endpoint("/tasks/ws", views.tasks, "WebSocket: the task tree, then updates (?interval=1s)"),
+    Endpoint(
+        "/healthcheck/fail", views.healthcheck_fail, "fail health checks (POST)", mutates=True
+    ),
+    Endpoint(
+        "/healthcheck/ok", views.healthcheck_ok, "pass health checks again (POST)", mutates=True
+    ),
     Endpoint("/quitquitquit", views.quit, "drain and exit (POST)", mutates=True),
 )
 _BY_PATH = {e.path: e for e in ENDPOINTS}

@@ -215,6 +215,16 @@ def task_tree_json() -> str:
     return json.dumps({"time": time.time(), "tree": tasktree.snapshot()})
 
 
+def healthcheck_fail(gw: Gateway, query: dict[str, str]) -> Reply:
+    gw.state.healthcheck_failed = True
+    return Reply.text("OK\n")
+
+
+def healthcheck_ok(gw: Gateway, query: dict[str, str]) -> Reply:
+    gw.state.healthcheck_failed = False
+    return Reply.text("OK\n")
+
+
 def quit(gw: Gateway, query: dict[str, str]) -> Reply:
     gw.request_shutdown()
     return Reply.text("OK\n")

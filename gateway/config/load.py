@@ -167,9 +167,48 @@ def structure_config(data: dict[str, Any]) -> GatewayConfig:
         raise ConfigError(errors) from None
     except (ValueError, TypeError) as exc:  # an attrs validator on the top-level class
         raise ConfigError([f"(top level): {exc}"]) from None
-    if errors := validate(config):
+    if errors := validate(config) + _check_filter_overrides(config):
         raise ConfigError(errors)
     return config
+
+
+def _check_filter_overrides(config: GatewayConfig) -> list[str]:
+    """Per-route/vhost filter overrides name a configured filter and fit its config."""
+    errors: list[str] = []
+    places = [(f"virtual_hosts.{n}", v.http_filters) for n, v in config.virtual_hosts.items()]
+    places += [
+        (f"virtual_hosts.{n}.routes[{i}]", r.http_filters)
+        for n, v in config.virtual_hosts.items()
+        for i, r in enumerate(v.routes)
+    ]
+    for where, overrides in places:
+        for name, override in overrides.items():
+            path = f"{where}.http_filters.{name}"
+            if name not in config.http_filters:
+                errors.append(f"{path}: no http filter named '{name}'")
+            elif override.disabled == (override.config is not None):
+                errors.append(f"{path}: set either disabled = true or a config table")
+            elif override.config is not None:
+                try:
+                    structure_filter_config(config.http_filters[name].type, override.config)
+                except (ClassValidationError, IterableValidationError) as exc:
+                    found: list[str] = []
+                    _collect(exc, [], found)
+                    top = "(top level)"
+                    errors += [
+                        f"{path}.config{m[len(top) :]}"
+                        if m.startswith(top)
+                        else f"{path}.config.{m}"
+                        for m in found
+                    ]
+                except (ValueError, TypeError) as exc:
+                    errors.append(f"{path}.config: {exc}")
+    return errors
+
+
+def structure_filter_config(type_name: str, data: dict[str, Any]) -> object:
+    """A filter type's config from a raw table (used for per-route overrides)."""
+    return _converter.structure(data, FILTER_TYPES[type_name].config_class)
 
 
 def loads_config(text: str, source: str = "<string>") -> GatewayConfig:

@@ -9,7 +9,7 @@ Units live in the types: `Duration` values are seconds (parsed from "250ms", "1.
 `Address` is parsed from "host:port" or "[v6]:port".
 """
 
-from typing import Literal, NewType
+from typing import Any, Literal, NewType
 
 import attrs
 
@@ -203,6 +203,15 @@ class DirectResponse:
     content_type: str = "text/plain"
 
 
+@attrs.frozen
+class FilterOverride:
+    """A virtual host's or route's say on one listener filter: turn it off, or give it a
+    config of its own (the filter type's keys, replacing the listener-level config)."""
+
+    disabled: bool = False
+    config: dict[str, Any] | None = None
+
+
 @attrs.frozen(kw_only=True)
 class HeaderMutations:
     """Headers to add (each replaces any same-named header) and to remove; removals first.
@@ -235,6 +244,8 @@ class Route(HeaderMutations):
     max_grpc_timeout: Duration | None = None
     prefix_rewrite: str | None = None
     host_rewrite: str | None = None
+    #: Per-filter overrides by `[http_filters.NAME]` name (win over the virtual host's).
+    http_filters: dict[str, FilterOverride] = attrs.Factory(dict)
     #: Upgrades this route allows; unset: the listener's `upgrade` list applies.
     upgrade: list[Literal["websocket"]] | None = None
     #: A tunnel with no bytes either way for this long is closed.
@@ -249,6 +260,8 @@ class VirtualHost(HeaderMutations):
 
     domains: list[str]
     routes: list[Route] = attrs.Factory(list)
+    #: Per-filter overrides for every route of this virtual host.
+    http_filters: dict[str, FilterOverride] = attrs.Factory(dict)
 
 
 # --- clusters -------------------------------------------------------------------------------

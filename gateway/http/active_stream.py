@@ -90,14 +90,14 @@ class ActiveStream:
         encoder: ResponseEncoder,
         request: RequestHead,
         info: StreamInfo,
-        filters: FilterChain,
         body: trio.MemoryReceiveChannel[BodyItem] | None,
     ) -> None:
         self.manager = manager
         self.encoder = encoder
         self.request = request
         self.info = info
-        self.filters = filters
+        #: Built once the route is known (routes may disable or reconfigure filters).
+        self.filters = FilterChain([])
         self._body = body
         self._unacked = 0
         self.request_trailers: HeaderMap | None = None
@@ -206,7 +206,10 @@ class ActiveStream:
         if self.is_grpc:
             # gRPC clients read errors from grpc-status, not from the HTTP status: answer
             # with a trailers-only response.
-            head = ResponseHead(200, grpc.trailers_only(reply.status, reply.body))
+            head = ResponseHead(
+                200, grpc.trailers_only(reply.status, reply.body, reply.grpc_status)
+            )
+            head.headers.apply(reply.headers, ())
             await self.encode_headers(head, end_stream=True)
             return
         body = reply.body.encode()
@@ -234,6 +237,7 @@ class ActiveStream:
             # The route timeout also bounds the decode filters (one may await an outside
             # service); the router then starts its own for the upstream exchange.
             route = self.route
+            self.filters = FilterChain([f(self.info) for f in self.manager.filters_for(route)])
             timeout = (
                 route.config.timeout if route is not None and route.config.timeout else math.inf
             )

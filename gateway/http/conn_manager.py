@@ -18,16 +18,18 @@ import trio
 
 from gateway.access_log import AccessLogger
 from gateway.clusters.manager import ClusterManager
+from gateway.config.load import structure_filter_config
 from gateway.config.model import GatewayConfig
 from gateway.config.model import Listener as ListenerConfig
 from gateway.http.active_stream import ActiveStream, BodyItem, ResponseEncoder
 from gateway.http.events import RequestHeaders
-from gateway.http.filter import FilterChain, FilterContext
+from gateway.http.filter import FilterContext, HttpFilterFactory
 from gateway.http.filters import FILTER_TYPES
 from gateway.http.headers import RequestHead
-from gateway.http.route_table import RouteTable
+from gateway.http.route_table import RouteEntry, RouteTable
 from gateway.http.router import RouterFilter
 from gateway.http.stream_info import StreamInfo
+from gateway.server_state import ServerState
 from gateway.stats import Counter, Gauge, Histogram, Scope, StatsStore, create_stats
 from gateway.tasktree import annotate
 
@@ -93,24 +95,12 @@ class HttpConnectionManager:
         clusters: ClusterManager,
         store: StatsStore,
         access_log: AccessLogger | None,
+        server: ServerState,
     ) -> None:
         self.name = name
         self.config = listener
         self.route_table = RouteTable(listener.virtual_hosts, config)
-        self.filter_factories = [
-            FILTER_TYPES[config.http_filters[f].type].create_factory(
-                config.http_filters[f].config,
-                FilterContext(
-                    f,
-                    store.scope(
-                        f"http.{name}.{f}",
-                        "http_filter",
-                        {"envoy_http_conn_manager_prefix": name, "envoy_http_filter_name": f},
-                    ),
-                ),
-            )
-            for f in listener.http_filters
-        ]
+        self._filter_factories = self._build_filter_factories(config, store, server)
         self.router = RouterFilter(clusters)
         self.stats = HcmStats.create(
             store.scope(f"http.{name}", "http", {"envoy_http_conn_manager_prefix": name})
@@ -118,6 +108,45 @@ class HttpConnectionManager:
         self.access_log = access_log
         self.draining = False
         self._connections: set[DownstreamConnection] = set()
+
+    def _build_filter_factories(
+        self, config: GatewayConfig, store: StatsStore, server: ServerState
+    ) -> dict[str | None, list[HttpFilterFactory]]:
+        """The filter chain for each route (key: route name; None when no route matched):
+        the listener's filters, minus those a route or its virtual host disables, with the
+        config a route or virtual host overrides. Built once, at start."""
+
+        def factory(name: str, filter_config: object) -> HttpFilterFactory:
+            filter_type = FILTER_TYPES[config.http_filters[name].type]
+            scope = store.scope(
+                f"http.{self.name}.{name}",
+                "http_filter",
+                {"envoy_http_conn_manager_prefix": self.name, "envoy_http_filter_name": name},
+            )
+            return filter_type.create_factory(filter_config, FilterContext(name, scope, server))
+
+        names = self.config.http_filters
+        base = {name: factory(name, config.http_filters[name].config) for name in names}
+        chains: dict[str | None, list[HttpFilterFactory]] = {None: [base[n] for n in names]}
+        for entry in self.route_table.entries():
+            chain = []
+            for name in names:
+                override = entry.config.http_filters.get(name) or (
+                    entry.virtual_host.http_filters.get(name)
+                )
+                if override is None:
+                    chain.append(base[name])
+                elif not override.disabled:
+                    assert override.config is not None
+                    filter_type = config.http_filters[name].type
+                    chain.append(
+                        factory(name, structure_filter_config(filter_type, override.config))
+                    )
+            chains[entry.name] = chain
+        return chains
+
+    def filters_for(self, route: RouteEntry | None) -> list[HttpFilterFactory]:
+        return self._filter_factories[route.name if route is not None else None]
 
     async def handle_connection(self, stream: trio.SocketStream, peer: str) -> None:
         initial = await self._sniff(stream)
@@ -183,9 +212,8 @@ class HttpConnectionManager:
             authority=head.authority or "-",
         )
         _edge_headers(head, info, peer.rpartition(":")[0].strip("[]"))
-        filters = FilterChain([factory(info) for factory in self.filter_factories])
         self.stats.downstream_rq_total.inc()
-        return ActiveStream(self, encoder, head, info, filters, body)
+        return ActiveStream(self, encoder, head, info, body)
 
     async def run_stream(self, stream: ActiveStream) -> None:
         """The body of a stream task: annotate it for /tasks, then filters and router."""

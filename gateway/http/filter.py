@@ -17,6 +17,7 @@ import attrs
 
 from gateway.http.headers import HeaderMap, RequestHead, ResponseHead
 from gateway.http.stream_info import StreamInfo
+from gateway.server_state import ServerState
 from gateway.stats import Scope
 
 
@@ -29,6 +30,8 @@ class LocalReply:
     headers: Mapping[str, str] = attrs.field(factory=dict)
     #: Envoy response flag recorded in the access log and stats ("-" when none).
     response_flag: str = "-"
+    #: For gRPC requests: the grpc-status to answer with (default: mapped from `status`).
+    grpc_status: int | None = None
 
 
 class HttpFilter:
@@ -80,6 +83,7 @@ class FilterContext:
 
     name: str
     scope: Scope
+    server: ServerState
 
 
 @attrs.frozen

@@ -63,12 +63,13 @@ def status_for_http(status: int) -> Status:
     return _FROM_HTTP.get(status, Status.UNKNOWN)
 
 
-def trailers_only(http_status: int, message: str) -> HeaderMap:
+def trailers_only(http_status: int, message: str, status: int | None = None) -> HeaderMap:
     """The headers of a trailers-only gRPC response for a gateway-made error."""
+    code = status if status is not None else int(status_for_http(http_status))
     return HeaderMap(
         [
             ("content-type", "application/grpc"),
-            ("grpc-status", str(int(status_for_http(http_status)))),
+            ("grpc-status", str(code)),
             # grpc-message is percent-encoded (gRPC over HTTP/2 spec).
             ("grpc-message", quote(message, safe=" !#$&'()*+,/:;=?@[]~")),
         ]

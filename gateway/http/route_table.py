@@ -53,6 +53,11 @@ def _query_matches(
     return True
 
 
+def header_matches(m: HeaderMatcher, req: RequestHead) -> bool:
+    """One header matcher against a request (for filters; routes precompile regexes)."""
+    return _header_matches(m, re.compile(m.regex) if m.regex else None, req)
+
+
 @attrs.frozen
 class RouteEntry:
     """A compiled route: its config, a name for logs ("vhost/index"), and its matchers."""
@@ -135,6 +140,12 @@ class RouteTable:
         # Longest wildcard first, as Envoy does; stable sort keeps config order for ties.
         self._suffixes.sort(key=lambda p: -len(p[0]))
         self._prefixes.sort(key=lambda p: -len(p[0]))
+
+    def entries(self) -> list[RouteEntry]:
+        """Every route of every virtual host (each once)."""
+        vhosts = {id(v): v for v in (*self._exact.values(), self._default) if v is not None}
+        vhosts.update({id(v): v for _, v in (*self._suffixes, *self._prefixes)})
+        return [route for vhost in vhosts.values() for route in vhost.routes]
 
     def virtual_host(self, authority: str) -> VirtualHostEntry | None:
         host = authority.lower()

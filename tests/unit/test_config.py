@@ -143,10 +143,9 @@ def test_missing_required_key():
 
 def test_unknown_filter_type():
     text = VALID.replace('type = "header_mutation"', 'type = "nope"')
-    assert errors_of(text) == [
-        "http_filters.add_headers.type: must name a filter type (header_mutation, python), "
-        "got 'nope'"
-    ]
+    (error,) = errors_of(text)
+    assert error.startswith("http_filters.add_headers.type: must name a filter type (buffer, ")
+    assert error.endswith("got 'nope'")
 
 
 def test_bad_regex_and_duplicate_listener_address():

@@ -5,8 +5,27 @@ filter class, and a factory that turns the config into a per-stream filter facto
 """
 
 from gateway.http.filter import HttpFilterType
-from gateway.http.filters import header_mutation, python
+from gateway.http.filters import (
+    buffer,
+    cors,
+    fault,
+    header_mutation,
+    health_check,
+    local_ratelimit,
+    python,
+    rbac,
+)
 
 FILTER_TYPES: dict[str, HttpFilterType] = {
-    t.name: t for t in (header_mutation.FILTER_TYPE, python.FILTER_TYPE)
+    module.FILTER_TYPE.name: module.FILTER_TYPE
+    for module in (
+        buffer,
+        cors,
+        fault,
+        header_mutation,
+        health_check,
+        local_ratelimit,
+        python,
+        rbac,
+    )
 }

@@ -1,0 +1,184 @@
+"""The built-in HTTP filters end to end, and per-route filter overrides."""
+
+import httpx
+import pytest
+import trio
+
+from tests.helpers import admin_url, config_toml, run_gateway, start_upstream, url
+
+FILTERS = """
+[http_filters.hc]
+type = "health_check"
+path = "/healthz"
+[http_filters.buffer]
+type = "buffer"
+max_request_bytes = 1000
+[http_filters.rate]
+type = "local_ratelimit"
+max_tokens = 3
+tokens_per_fill = 1
+fill_interval = "1h"
+key = "header:x-user"
+[http_filters.chaos]
+type = "fault"
+header_control = true
+[http_filters.cors]
+type = "cors"
+allow_origins = ["https://app.example.com"]
+allow_origin_regex = ["https://.*[.]example[.]org"]
+allow_methods = ["GET", "PUT"]
+allow_headers = ["content-type"]
+expose_headers = ["x-request-id"]
+allow_credentials = true
+max_age = "10m"
+[http_filters.rbac]
+type = "rbac"
+action = "deny"
+[[http_filters.rbac.rules]]
+path_prefixes = ["/admin"]
+[[http_filters.rbac.rules]]
+methods = ["DELETE"]
+headers = [{ name = "x-role", exact = "guest" }]
+"""
+
+ROUTES = """
+[[virtual_hosts.main.routes]]
+match = { prefix = "/unlimited" }
+cluster = "backend"
+http_filters = { rate = { disabled = true } }
+[[virtual_hosts.main.routes]]
+match = { prefix = "/strict" }
+cluster = "backend"
+http_filters = { rate = { config = { max_tokens = 1, fill_interval = "1h" } } }
+"""
+
+CHAIN = 'http_filters = ["hc", "rbac", "cors", "chaos", "rate", "buffer"]'
+
+
+@pytest.fixture
+async def gw(nursery):
+    up = await start_upstream(nursery)
+    toml = config_toml(up.port, listener=CHAIN, routes=ROUTES) + FILTERS
+    async with run_gateway(toml) as gw:
+        gw.upstream = up
+        yield gw
+
+
+async def test_health_check_answers_locally_and_follows_the_server(gw):
+    async with httpx.AsyncClient() as client:
+        r = await client.get(url(gw, "/healthz"))
+        assert (r.status_code, r.text) == (200, "OK\n")
+        await client.post(admin_url(gw, "/healthcheck/fail"))
+        assert (await client.get(url(gw, "/healthz"))).status_code == 503
+        await client.post(admin_url(gw, "/healthcheck/ok"))
+        assert (await client.get(url(gw, "/healthz"))).status_code == 200
+    assert gw.upstream.requests == []
+    assert gw.stats.value("http.edge.hc.failed") == 1
+
+
+async def test_buffer_holds_the_body_and_refuses_oversized(gw):
+    async with httpx.AsyncClient() as client:
+        r = await client.post(url(gw, "/b"), content=b"x" * 900, headers={"x-user": "b1"})
+        assert r.json()["body_bytes"] == 900
+
+        async def chunked():
+            for _ in range(20):
+                yield b"y" * 100
+
+        too_big = await client.post(url(gw, "/b"), content=chunked(), headers={"x-user": "b2"})
+        assert too_big.status_code == 413
+        declared = await client.post(url(gw, "/b"), content=b"z" * 5000, headers={"x-user": "b3"})
+        assert declared.status_code == 413
+    assert gw.stats.value("http.edge.buffer.rq_too_large") == 2
+
+
+async def test_rate_limit_per_key_with_route_overrides(gw):
+    async with httpx.AsyncClient() as client:
+        statuses = [
+            (await client.get(url(gw, "/r"), headers={"x-user": "alice"})).status_code
+            for _ in range(4)
+        ]
+        assert statuses == [200, 200, 200, 429]
+        limited = await client.get(url(gw, "/r"), headers={"x-user": "alice"})
+        assert int(limited.headers["retry-after"]) >= 1
+        assert (await client.get(url(gw, "/r"), headers={"x-user": "bob"})).status_code == 200
+        free = [
+            (await client.get(url(gw, "/unlimited"), headers={"x-user": "alice"})).status_code
+            for _ in range(5)
+        ]
+        assert free == [200] * 5
+        strict = [
+            (await client.get(url(gw, "/strict"), headers={"x-user": "carol"})).status_code
+            for _ in range(2)
+        ]
+        assert strict == [200, 429]
+    assert gw.stats.value("http.edge.rate.rate_limited") == 3
+
+
+async def test_fault_abort_and_delay_on_request(gw):
+    async with httpx.AsyncClient() as client:
+        r = await client.get(url(gw, "/f"), headers={"x-envoy-fault-abort-request": "418"})
+        assert r.status_code == 418
+        start = trio.current_time()
+        r = await client.get(url(gw, "/f"), headers={"x-envoy-fault-delay-request": "300"})
+        assert r.status_code == 200
+        assert trio.current_time() - start >= 0.3
+    assert gw.stats.value("http.edge.chaos.aborts_injected") == 1
+    assert gw.stats.value("http.edge.chaos.delays_injected") == 1
+
+
+async def test_cors_preflight_and_actual_requests(gw):
+    async with httpx.AsyncClient() as client:
+        preflight = await client.options(
+            url(gw, "/api"),
+            headers={
+                "origin": "https://app.example.com",
+                "access-control-request-method": "PUT",
+            },
+        )
+        assert preflight.status_code == 200
+        h = preflight.headers
+        assert h["access-control-allow-origin"] == "https://app.example.com"
+        assert h["access-control-allow-methods"] == "GET, PUT"
+        assert h["access-control-allow-credentials"] == "true"
+        assert h["access-control-max-age"] == "600"
+        denied = await client.options(
+            url(gw, "/api"),
+            headers={"origin": "https://evil.test", "access-control-request-method": "PUT"},
+        )
+        assert denied.status_code == 403
+        assert "access-control-allow-origin" not in denied.headers
+        actual = await client.get(url(gw, "/api"), headers={"origin": "https://x.example.org"})
+        assert actual.headers["access-control-allow-origin"] == "https://x.example.org"
+        assert actual.headers["access-control-expose-headers"] == "x-request-id"
+        other = await client.get(url(gw, "/api"), headers={"origin": "https://evil.test"})
+        assert "access-control-allow-origin" not in other.headers
+    assert [r.method for r in gw.upstream.requests] == ["GET", "GET"]
+
+
+async def test_rbac_denies_matching_requests(gw):
+    async with httpx.AsyncClient() as client:
+        assert (await client.get(url(gw, "/admin/users"))).status_code == 403
+        guest_delete = await client.delete(url(gw, "/items/1"), headers={"x-role": "guest"})
+        assert guest_delete.status_code == 403
+        owner_delete = await client.delete(url(gw, "/items/1"), headers={"x-role": "owner"})
+        assert owner_delete.status_code == 200
+    assert gw.stats.value("http.edge.rbac.denied") == 2
+
+
+def test_filter_override_errors_name_their_path():
+    from gateway import ConfigError, loads_config
+
+    routes = """
+[[virtual_hosts.main.routes]]
+match = { prefix = "/x" }
+cluster = "backend"
+http_filters = { nope = { disabled = true }, rate = { config = { max_tokens = "many" } } }
+"""
+    with pytest.raises(ConfigError) as info:
+        loads_config(config_toml(1, listener=CHAIN, routes=routes) + FILTERS)
+    assert info.value.errors == [
+        "virtual_hosts.main.routes[0].http_filters.nope: no http filter named 'nope'",
+        "virtual_hosts.main.routes[0].http_filters.rate.config.max_tokens: expected int, "
+        "got 'many'",
+    ]
