@@ -86,6 +86,19 @@ class Upstream:
                 await self.release.wait()
                 await send({"type": "http.response.body", "body": b"second\n"})
                 nursery.cancel_scope.cancel()
+        elif path == "/json-stream":
+            await send(
+                {
+                    "type": "http.response.start",
+                    "status": 200,
+                    "headers": [(b"content-type", b"application/json")],
+                }
+            )
+            for i in range(50):
+                await send(
+                    {"type": "http.response.body", "body": b'{"n": %d}\n' % i, "more_body": True}
+                )
+            await send({"type": "http.response.body", "body": b""})
         elif path == "/big":
             size = int(query.get("size", "1000000"))
             await send({"type": "http.response.start", "status": 200, "headers": []})
@@ -104,7 +117,7 @@ class Upstream:
                 "headers": headers,
                 "body_bytes": len(body),
             }
-            extra = [(b"x-upstream", self.name.encode())]
+            extra = [(b"x-upstream", self.name.encode()), (b"content-type", b"application/json")]
             await self._respond(send, json.dumps(payload).encode(), extra)
 
     async def _respond(

@@ -106,6 +106,10 @@ def validate(config: GatewayConfig) -> list[str]:
                         f"{where}.virtual_hosts: domain '{domain}' is in both "
                         f"virtual_hosts.{owner} and virtual_hosts.{vh}"
                     )
+    for name, http_filter in config.http_filters.items():
+        cluster = getattr(http_filter.config, "cluster", None)
+        if isinstance(cluster, str) and cluster not in config.clusters:
+            errors.append(f"http_filters.{name}.cluster: no cluster named '{cluster}'")
     for name, vhost in config.virtual_hosts.items():
         where = f"virtual_hosts.{name}"
         if not vhost.domains:

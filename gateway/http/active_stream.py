@@ -194,7 +194,7 @@ class ActiveStream:
     async def encode_trailers(self, trailers: HeaderMap) -> None:
         """Ends the response with trailers (gRPC's status lives here)."""
         if self.filters.transforms_response_body:
-            tail = await self.filters.encode_data(b"", False)
+            tail = await self.filters.encode_data(b"", True)
             if tail:
                 await self.encoder.encode_data(tail, False)
         await self.filters.encode_trailers(trailers)

@@ -100,8 +100,9 @@ class HttpConnectionManager:
         self.name = name
         self.config = listener
         self.route_table = RouteTable(listener.virtual_hosts, config)
-        self._filter_factories = self._build_filter_factories(config, store, server)
+        self.clusters = clusters
         self.router = RouterFilter(clusters)
+        self._filter_factories = self._build_filter_factories(config, store, server)
         self.stats = HcmStats.create(
             store.scope(f"http.{name}", "http", {"envoy_http_conn_manager_prefix": name})
         )
@@ -123,7 +124,8 @@ class HttpConnectionManager:
                 "http_filter",
                 {"envoy_http_conn_manager_prefix": self.name, "envoy_http_filter_name": name},
             )
-            return filter_type.create_factory(filter_config, FilterContext(name, scope, server))
+            context = FilterContext(name, scope, server, self.clusters)
+            return filter_type.create_factory(filter_config, context)
 
         names = self.config.http_filters
         base = {name: factory(name, config.http_filters[name].config) for name in names}

@@ -11,13 +11,16 @@ reverse order on the way back, as in Envoy.
 """
 
 from collections.abc import Callable, Mapping
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 import attrs
 
 from gateway.http.headers import HeaderMap, RequestHead, ResponseHead
 from gateway.http.stream_info import StreamInfo
 from gateway.server_state import ServerState
+
+if TYPE_CHECKING:
+    from gateway.clusters.manager import ClusterManager
 from gateway.stats import Scope
 
 
@@ -84,6 +87,8 @@ class FilterContext:
     name: str
     scope: Scope
     server: ServerState
+    #: For filters that call out to a service of their own (ext_authz).
+    clusters: "ClusterManager"
 
 
 @attrs.frozen

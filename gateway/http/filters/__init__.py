@@ -7,7 +7,9 @@ filter class, and a factory that turns the config into a per-stream filter facto
 from gateway.http.filter import HttpFilterType
 from gateway.http.filters import (
     buffer,
+    compressor,
     cors,
+    ext_authz,
     fault,
     header_mutation,
     health_check,
@@ -20,7 +22,9 @@ FILTER_TYPES: dict[str, HttpFilterType] = {
     module.FILTER_TYPE.name: module.FILTER_TYPE
     for module in (
         buffer,
+        compressor,
         cors,
+        ext_authz,
         fault,
         header_mutation,
         health_check,

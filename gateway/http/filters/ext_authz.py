@@ -1,0 +1,148 @@
+"""`ext_authz`: asks an authorization service (an HTTP cluster) about each request.
+
+```toml
+[http_filters.authz]
+type = "ext_authz"
+cluster = "authz"                       # the service, as a [clusters.*] entry
+path_prefix = "/check"                  # it sees PREFIX + the original path
+allowed_headers = ["authorization"]     # request headers it is shown
+headers_to_add = ["x-auth-user"]        # headers of its answer copied onto the request
+timeout = "200ms"
+failure_mode_allow = false              # if it cannot be asked: refuse (403) or let through
+```
+
+The check is a request with the original method, the prefixed path and the selected
+headers, and no body, sent through the cluster's connection pool. A 2xx allows; the request
+then goes upstream with the `headers_to_add` from the answer. Any other status denies: the
+client gets the service's status and body (up to 8 KiB). A service that fails or is slower
+than `timeout` leads to 403, or to allowing when `failure_mode_allow` is set. The check is
+awaited in the stream's task: a client that leaves cancels it.
+"""
+
+import attrs
+import trio
+
+from gateway.config.model import Duration
+from gateway.errors import GatewayError
+from gateway.http.events import Data, EndStream, ResponseHeaders
+from gateway.http.filter import (
+    FilterContext,
+    HttpFilter,
+    HttpFilterFactory,
+    HttpFilterType,
+    LocalReply,
+)
+from gateway.http.headers import HeaderMap, RequestHead
+from gateway.http.stream_info import StreamInfo
+from gateway.stats import Counter
+
+MAX_DENIAL_BODY = 8192
+
+
+@attrs.frozen
+class ExtAuthzConfig:
+    cluster: str
+    path_prefix: str = ""
+    allowed_headers: list[str] = attrs.Factory(lambda: ["authorization"])
+    headers_to_add: list[str] = attrs.Factory(list)
+    timeout: Duration = attrs.field(default=Duration(0.2))
+    failure_mode_allow: bool = False
+
+
+@attrs.frozen
+class _Verdict:
+    status: int
+    headers: HeaderMap
+    body: bytes
+
+
+class _CheckFailed(Exception):
+    pass
+
+
+@attrs.frozen
+class _Shared:
+    config: ExtAuthzConfig
+    context: FilterContext
+    ok: Counter
+    denied: Counter
+    error: Counter
+
+
+class ExtAuthzFilter(HttpFilter):
+    def __init__(self, shared: _Shared) -> None:
+        self._shared = shared
+
+    async def _ask(self, request: RequestHead) -> _Verdict:
+        config = self._shared.config
+        cluster = self._shared.context.clusters.get(config.cluster)
+        host = cluster.choose_host()
+        if host is None:
+            raise _CheckFailed("no authorization host")
+        headers = HeaderMap(
+            (name, value)
+            for name, value in request.headers
+            if name in config.allowed_headers or name in ("x-request-id", "x-forwarded-for")
+        )
+        check = RequestHead(
+            method=request.method,
+            path=config.path_prefix + request.path,
+            authority=request.authority,
+            scheme=request.scheme,
+            headers=headers,
+        )
+        async with host.pool.borrow() as upstream:
+            await upstream.send_request_head(check, end_stream=True)
+            event = await upstream.receive_event()
+            if not isinstance(event, ResponseHeaders):
+                raise _CheckFailed("authorization service closed the connection")
+            head = event.head
+            body = b""
+            while not isinstance(event, EndStream):
+                event = await upstream.receive_event()
+                if isinstance(event, Data) and len(body) < MAX_DENIAL_BODY:
+                    body += event.data[: MAX_DENIAL_BODY - len(body)]
+                elif not isinstance(event, Data | EndStream):
+                    raise _CheckFailed("authorization service closed the connection")
+            return _Verdict(head.status, head.headers, body)
+
+    async def decode_headers(self, request: RequestHead, end_stream: bool) -> LocalReply | None:
+        shared = self._shared
+        verdict = None
+        with trio.move_on_after(shared.config.timeout):
+            try:
+                verdict = await self._ask(request)
+            except (GatewayError, _CheckFailed):
+                verdict = None
+        if verdict is None:
+            shared.error.inc()
+            if shared.config.failure_mode_allow:
+                return None
+            return LocalReply(403, "authorization service unavailable", response_flag="UAEX")
+        if 200 <= verdict.status < 300:
+            shared.ok.inc()
+            for name in shared.config.headers_to_add:
+                if (value := verdict.headers.get(name)) is not None:
+                    request.headers.set(name, value)
+            return None
+        shared.denied.inc()
+        return LocalReply(verdict.status, verdict.body.decode("latin-1"), response_flag="UAEX")
+
+
+def create_factory(config: object, context: FilterContext) -> HttpFilterFactory:
+    assert isinstance(config, ExtAuthzConfig)
+    shared = _Shared(
+        config,
+        context,
+        context.scope.counter("ok"),
+        context.scope.counter("denied"),
+        context.scope.counter("error"),
+    )
+
+    def factory(info: StreamInfo) -> HttpFilter:
+        return ExtAuthzFilter(shared)
+
+    return factory
+
+
+FILTER_TYPE = HttpFilterType("ext_authz", ExtAuthzConfig, create_factory)
