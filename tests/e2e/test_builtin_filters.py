@@ -211,9 +211,8 @@ async def test_compressor_streams_gzip(nursery):
 
 
 async def test_ext_authz_allows_denies_and_fails_closed(nursery):
-    from tests.helpers import serve_asgi
-
     from gateway.asgi import complete_lifespan
+    from tests.helpers import serve_asgi
 
     async def authz(scope, receive, send):
         if scope["type"] == "lifespan":
