@@ -74,16 +74,17 @@ class AdminApp:
     async def _websocket(self, scope: Scope, receive: Receive, send: Send) -> None:
         """`/tasks/ws`: the task tree now, then again every `?interval=` (default 1s)."""
         await receive()  # websocket.connect
+        # Accept first: a close code only reaches a client on an accepted WebSocket.
+        await send({"type": "websocket.accept"})
         query = dict(parse_qsl(scope["query_string"].decode("latin-1")))
         if scope["path"].rstrip("/") != "/tasks/ws":
-            await send({"type": "websocket.close", "code": 4404})
+            await send({"type": "websocket.close", "code": 4404, "reason": "no such endpoint"})
             return
         try:
             interval = max(parse_duration(query.get("interval", "1s")), 0.1)
-        except ValueError:
-            await send({"type": "websocket.close", "code": 4400})
+        except ValueError as exc:
+            await send({"type": "websocket.close", "code": 4400, "reason": str(exc)[:120]})
             return
-        await send({"type": "websocket.accept"})
         async with trio.open_nursery() as nursery:
 
             async def until_disconnect() -> None:

@@ -78,7 +78,7 @@ class HostPool(PoolBase):
         except BaseException:
             self._discard(conn)
             raise
-        if conn.codec.reusable and not self._closed:
+        if conn.codec.reusable and conn.keep_alive and not self._closed:
             conn.codec.start_next_cycle()
             conn.state = UpstreamState.READY
             conn.idle_since = time.monotonic()

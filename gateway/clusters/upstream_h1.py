@@ -29,7 +29,7 @@ class UpstreamState(enum.Enum):
 
 
 class UpstreamConnection:
-    __slots__ = ("codec", "host", "idle_since", "requests", "state", "stream")
+    __slots__ = ("codec", "host", "idle_since", "keep_alive", "requests", "state", "stream")
 
     def __init__(self, stream: trio.SocketStream, host: str, *, max_header_bytes: int) -> None:
         self.stream = stream
@@ -38,6 +38,8 @@ class UpstreamConnection:
         self.state = UpstreamState.READY
         self.idle_since = time.monotonic()
         self.requests = 0
+        #: Cleared when the exchange left the connection unfit for another (a refused upgrade).
+        self.keep_alive = True
 
     def __repr__(self) -> str:
         return f"<UpstreamConnection {self.host} {self.state.value} requests={self.requests}>"

@@ -7,8 +7,9 @@ each with its TOML path, so an operator fixes a config in one go.
 
 import re
 
-from gateway.config.model import GatewayConfig, HeaderMatcher, Route
+from gateway.config.model import GatewayConfig, HeaderMatcher, Route, VirtualHost
 
+_NO_VHOST = VirtualHost(domains=[])
 _ROUTE_ACTIONS = ("cluster", "weighted_clusters", "redirect", "direct_response")
 _PATH_MATCHES = ("prefix", "path", "regex")
 _HEADER_MATCHES = ("exact", "prefix", "suffix", "contains", "regex", "present")
@@ -54,10 +55,6 @@ def _check_route(route: Route, where: str, config: GatewayConfig, errors: list[s
             )
         if param.regex is not None and (err := _regex_error(param.regex)):
             errors.append(f"{where}.match.query_parameters[{i}].regex: {err}")
-    upgrades = route.upgrade if route.upgrade is not None else []
-    for name in [route.cluster] if route.cluster else []:
-        if upgrades and name in config.clusters and config.clusters[name].protocol != "http1":
-            errors.append(f"{where}.upgrade: tunnels need an http1 cluster; '{name}' is http2")
     if route.cluster is not None and route.cluster not in config.clusters:
         errors.append(f"{where}.cluster: no cluster named '{route.cluster}'")
     if route.weighted_clusters is not None:
@@ -74,6 +71,29 @@ def _check_route(route: Route, where: str, config: GatewayConfig, errors: list[s
     redirect = route.redirect
     if redirect is not None and redirect.prefix_rewrite is not None and match.prefix is None:
         errors.append(f"{where}.redirect.prefix_rewrite: only allowed with a prefix match")
+
+
+def _check_tunnel_clusters(config: GatewayConfig, errors: list[str]) -> None:
+    """A route that may tunnel (by its own `upgrade` or its listener's) needs http1
+    clusters: upgrades go upstream as HTTP/1.1 Upgrade requests."""
+    seen: set[str] = set()
+    for listener in config.listeners.values():
+        for vname in listener.virtual_hosts:
+            for i, route in enumerate(config.virtual_hosts.get(vname, _NO_VHOST).routes):
+                upgrades = route.upgrade if route.upgrade is not None else listener.upgrade
+                names = [route.cluster] if route.cluster else []
+                names += [w.name for w in route.weighted_clusters or []]
+                for name in names:
+                    cluster = config.clusters.get(name)
+                    where = f"virtual_hosts.{vname}.routes[{i}]"
+                    if upgrades and cluster is not None and cluster.protocol != "http1":
+                        message = (
+                            f"{where}: allows upgrades (WebSocket), which need an http1 "
+                            f"cluster; '{name}' is {cluster.protocol}"
+                        )
+                        if message not in seen:
+                            seen.add(message)
+                            errors.append(message)
 
 
 def validate(config: GatewayConfig) -> list[str]:
@@ -106,6 +126,7 @@ def validate(config: GatewayConfig) -> list[str]:
                         f"{where}.virtual_hosts: domain '{domain}' is in both "
                         f"virtual_hosts.{owner} and virtual_hosts.{vh}"
                     )
+    _check_tunnel_clusters(config, errors)
     for name, http_filter in config.http_filters.items():
         cluster = getattr(http_filter.config, "cluster", None)
         if isinstance(cluster, str) and cluster not in config.clusters:

@@ -224,7 +224,11 @@ class ServerCodec(_Codec):
 
     def send_switching_protocols(self, head: ResponseHead) -> bytes:
         """The 101 that ends HTTP/1.1 on this connection; what follows is the tunnel's."""
-        return self._send(h11.InformationalResponse(status_code=101, headers=list(head.headers)))
+        return self._send(
+            h11.InformationalResponse(
+                status_code=101, headers=list(head.headers), reason=b"Switching Protocols"
+            )
+        )
 
     def send_response_head(self, head: ResponseHead, *, request_method: str) -> bytes:
         reason = head.reason or _REASONS.get(head.status, "")

@@ -41,7 +41,7 @@ from gateway.http.active_stream import ActiveStream, BodyItem, ResponseState
 from gateway.http.conn_manager import HttpConnectionManager
 from gateway.http.events import RequestHeaders
 from gateway.http.h2_transport import FlowControlTimeout, H2Transport, new_connection
-from gateway.http.headers import HeaderMap, RequestHead, ResponseHead
+from gateway.http.headers import HeaderMap, RequestHead, ResponseHead, strip_hop_by_hop
 from gateway.trio_util import raise_single
 
 log = logging.getLogger("gateway.http")
@@ -136,10 +136,9 @@ class H2StreamEncoder:
 
     async def accept_upgrade(self, head: ResponseHead) -> "H2StreamEndpoint":
         """RFC 8441: a 200 accepts the extended CONNECT; DATA frames then carry the tunnel."""
-        accepted = ResponseHead(200, HeaderMap())
-        for name in ("sec-websocket-protocol", "sec-websocket-extensions"):
-            if (value := head.headers.get(name)) is not None:
-                accepted.headers.set(name, value)
+        accepted = ResponseHead(200, HeaderMap(head.headers))
+        strip_hop_by_hop(accepted.headers)  # Upgrade and Connection mean nothing on HTTP/2
+        accepted.headers.remove("sec-websocket-accept")  # answers a key HTTP/2 never sent
         await self.encode_headers(accepted, end_stream=False, flush=True)
         assert self.active is not None
         return H2StreamEndpoint(self, self.active)

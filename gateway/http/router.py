@@ -46,7 +46,7 @@ from gateway.http.headers import (
     strip_hop_by_hop,
 )
 from gateway.http.route_table import RouteEntry
-from gateway.http.tunnel import run_tunnel
+from gateway.http.tunnel import TunnelResult, run_tunnel
 from gateway.trio_util import raise_single
 
 
@@ -257,6 +257,10 @@ class RouterFilter:
         await upstream.send_request_head(request, end_stream=True)
         event = await upstream.receive_event()
         if not isinstance(event, ResponseHeaders) or event.head.status != 101:
+            if isinstance(upstream, UpstreamConnection):
+                # Servers that refuse an upgrade may keep the connection in a state fit for
+                # nothing else: never lend it again.
+                upstream.keep_alive = False
             return await self._relay_response(stream, upstream, entry, event)
         if not isinstance(upstream, UpstreamConnection):
             raise UpstreamReset("upgrades need an HTTP/1.1 upstream")
@@ -274,10 +278,12 @@ class RouterFilter:
         stats.downstream_cx_upgrades_total.inc()
         stats.downstream_cx_upgrades_active.inc()
         route = entry.config
+        result = TunnelResult()
         try:
-            sent_up, sent_down = await run_tunnel(
+            await run_tunnel(
                 downstream,
                 upstream.tunnel_endpoint(),
+                result,
                 idle_timeout=route.tunnel_idle_timeout,
                 max_duration=route.tunnel_max_duration,
                 describe={
@@ -288,11 +294,17 @@ class RouterFilter:
             )
         finally:
             stats.downstream_cx_upgrades_active.dec()
-        stats.downstream_cx_upgrade_rx_bytes_total.inc(sent_up)
-        stats.downstream_cx_upgrade_tx_bytes_total.inc(sent_down)
-        info.bytes_received += sent_up
-        info.bytes_sent += sent_down
-        stream.response_state = ResponseState.DONE
+            stats.downstream_cx_upgrade_rx_bytes_total.inc(result.sent_up)
+            stats.downstream_cx_upgrade_tx_bytes_total.inc(result.sent_down)
+            # The handshake has no body: the tunnel's bytes are the exchange's bytes.
+            info.bytes_received = result.sent_up
+            info.bytes_sent = result.sent_down
+        if result.cut:
+            info.add_flag(result.cut)
+            stream.response_state = ResponseState.ABORTED
+            stream.encoder.abort()  # HTTP/2: RST_STREAM; HTTP/1.1: the connection closes
+        else:
+            stream.response_state = ResponseState.DONE
         return 101
 
     @staticmethod

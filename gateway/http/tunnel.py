@@ -16,6 +16,7 @@ import os
 import time
 from typing import Protocol
 
+import attrs
 import trio
 
 from gateway.errors import DownstreamDisconnect, UpstreamReset
@@ -72,26 +73,34 @@ class SocketEndpoint:
             pass  # already gone: nothing left to half-close
 
 
+@attrs.define
+class TunnelResult:
+    """Bytes each way (kept up to date while the tunnel runs, so a tunnel that breaks is
+    still accounted for), and why it ended: "" when both sides closed, "SI" after the idle
+    timeout, "DT" after the maximum duration (Envoy's response flags)."""
+
+    sent_up: int = 0
+    sent_down: int = 0
+    cut: str = ""
+
+
 async def run_tunnel(
     downstream: TunnelEndpoint,
     upstream: TunnelEndpoint,
+    result: TunnelResult,
     *,
     idle_timeout: float,
     max_duration: float,
     describe: dict[str, object],
-) -> tuple[int, int]:
-    """Pumps bytes both ways until both sides finished, an error, or a timeout.
-
-    Returns (bytes client→upstream, bytes upstream→client). Raises DownstreamDisconnect or
-    UpstreamReset when a side broke (not for a clean close or a timeout).
-    """
-    counts = [0, 0]
+) -> None:
+    """Pumps bytes both ways until both sides finished, an error, or a timeout ("0s" turns
+    either timeout off). Raises DownstreamDisconnect or UpstreamReset when a side broke."""
     last_activity = [time.monotonic()]
     annotate(
         "tunnel",
         live=lambda: {
-            "bytes_up": counts[0],
-            "bytes_down": counts[1],
+            "bytes_up": result.sent_up,
+            "bytes_down": result.sent_down,
             "idle_s": round(time.monotonic() - last_activity[0], 1),
         },
         **describe,
@@ -100,26 +109,33 @@ async def run_tunnel(
     # every chunk (the idle timeout) but never past the maximum duration. No watchdog task:
     # an idle tunnel costs two parked tasks and nothing else.
     hard_deadline = trio.current_time() + max_duration if max_duration > 0 else math.inf
+    idle = idle_timeout if idle_timeout > 0 else math.inf
 
     async def pump(
-        source: TunnelEndpoint, sink: TunnelEndpoint, index: int, scope: trio.CancelScope
+        source: TunnelEndpoint, sink: TunnelEndpoint, upward: bool, scope: trio.CancelScope
     ) -> None:
         while data := await source.receive():
             last_activity[0] = time.monotonic()
-            scope.deadline = min(trio.current_time() + idle_timeout, hard_deadline)
-            counts[index] += len(data)
+            scope.deadline = min(trio.current_time() + idle, hard_deadline)
+            if upward:
+                result.sent_up += len(data)
+            else:
+                result.sent_down += len(data)
             try:
                 await sink.send(data)
             except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
-                raise (UpstreamReset if index == 0 else DownstreamDisconnect)(str(exc)) from exc
+                raise (UpstreamReset if upward else DownstreamDisconnect)(str(exc)) from exc
         await sink.send_eof()
 
     try:
         async with trio.open_nursery() as nursery:
             scope = nursery.cancel_scope
-            scope.deadline = min(trio.current_time() + idle_timeout, hard_deadline)
-            nursery.start_soon(pump, upstream, downstream, 1, scope, name="tunnel upstream->client")
-            await pump(downstream, upstream, 0, scope)
+            scope.deadline = min(trio.current_time() + idle, hard_deadline)
+            nursery.start_soon(
+                pump, upstream, downstream, False, scope, name="tunnel upstream->client"
+            )
+            await pump(downstream, upstream, True, scope)
     except BaseExceptionGroup as group:
         raise_single(group)
-    return counts[0], counts[1]
+    if scope.cancelled_caught:
+        result.cut = "DT" if trio.current_time() >= hard_deadline else "SI"

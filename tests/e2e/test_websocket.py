@@ -244,3 +244,64 @@ tunnel_max_duration = "500ms"
                     await ws.get_message()
                     await trio.sleep(0.05)
             assert 0.4 < trio.current_time() - start < 1.5
+
+
+async def test_refused_upgrade_does_not_poison_the_pool(echo, gateway):
+    async with httpx.AsyncClient() as client:
+        for _ in range(2):
+            r = await client.get(
+                url(gateway, "/reject"),
+                headers={
+                    "connection": "upgrade",
+                    "upgrade": "websocket",
+                    "sec-websocket-key": "dGhlIHNhbXBsZSBub25jZQ==",
+                    "sec-websocket-version": "13",
+                },
+            )
+            assert r.status_code == 403
+    async with open_websocket_url(ws_url(gateway)) as ws:
+        await ws.send_message("still fine")
+        with trio.fail_after(2):
+            assert await ws.get_message() == "still fine"
+
+
+async def test_http2_tunnel_cut_by_idle_timeout_is_reset(echo):
+    routes = """
+[[virtual_hosts.main.routes]]
+match = { prefix = "/idle" }
+cluster = "backend"
+tunnel_idle_timeout = "200ms"
+"""
+    toml = config_toml(echo.port, listener='upgrade = ["websocket"]', routes=routes)
+    async with run_gateway(toml) as gw:
+        client = await RawH2Client.connect(gw.listener_ports["edge"])
+        await client.read_until(lambda e: isinstance(e, h2.events.RemoteSettingsChanged))
+        sid = client.conn.get_next_available_stream_id()
+        client.conn.send_headers(
+            sid,
+            [
+                (":method", "CONNECT"),
+                (":protocol", "websocket"),
+                (":scheme", "http"),
+                (":path", "/idle"),
+                (":authority", "x"),
+                ("sec-websocket-version", "13"),
+            ],
+        )
+        await client.flush()
+        events = await client.read_until(
+            lambda e: isinstance(e, h2.events.StreamReset | h2.events.StreamEnded)
+        )
+        assert any(isinstance(e, h2.events.StreamReset) for e in events)
+
+
+def test_tunnel_routes_need_http1_clusters():
+    from gateway import ConfigError, loads_config
+
+    toml = config_toml(1, listener='upgrade = ["websocket"]', cluster='protocol = "http2"')
+    with pytest.raises(ConfigError) as info:
+        loads_config(toml)
+    assert info.value.errors == [
+        "virtual_hosts.main.routes[0]: allows upgrades (WebSocket), which need an http1 "
+        "cluster; 'backend' is http2"
+    ]
