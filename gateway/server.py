@@ -110,6 +110,8 @@ async def open_gateway(config: GatewayConfig) -> AsyncIterator[Gateway]:
     try:
         async with trio.open_nursery() as nursery:
             await nursery.start(gw.clusters.run, name="cluster manager")
+            for task_name, job in gw.state.background:
+                nursery.start_soon(job, name=task_name)
             for access_log in gw.access_logs:
                 nursery.start_soon(access_log.run_flusher, name="access log flusher")
             for name, listener in gw.listeners.items():

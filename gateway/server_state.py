@@ -1,6 +1,10 @@
 """Process-wide state that filters and the admin endpoint share."""
 
+from collections.abc import Awaitable, Callable
+
 import attrs
+
+BackgroundTask = Callable[[], Awaitable[None]]
 
 
 @attrs.define
@@ -10,3 +14,6 @@ class ServerState:
     #: Set by POST /healthcheck/fail, cleared by POST /healthcheck/ok (as in Envoy): the
     #: health_check filter then fails, so load balancers stop sending traffic.
     healthcheck_failed: bool = False
+    #: Long-running jobs components ask for (a filter refreshing its keys): started in the
+    #: gateway's root nursery once the clusters are up, cancelled at shutdown.
+    background: list[tuple[str, BackgroundTask]] = attrs.Factory(list)

@@ -128,7 +128,8 @@ def validate(config: GatewayConfig) -> list[str]:
                     )
     _check_tunnel_clusters(config, errors)
     for name, http_filter in config.http_filters.items():
-        cluster = getattr(http_filter.config, "cluster", None)
+        remote = getattr(http_filter.config, "remote_jwks", None)
+        cluster = getattr(remote or http_filter.config, "cluster", None)
         if isinstance(cluster, str) and cluster not in config.clusters:
             errors.append(f"http_filters.{name}.cluster: no cluster named '{cluster}'")
     for name, vhost in config.virtual_hosts.items():

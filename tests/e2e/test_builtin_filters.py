@@ -263,3 +263,117 @@ endpoints = ["127.0.0.1:{authz_port}"]
         assert slow.status_code == 403
     assert [r.path for r in up.requests] == ["/allow/me"]
     assert gw.stats.value("http.edge.authz.error") == 1
+
+
+def _rsa_key():
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
+    return rsa.generate_private_key(public_exponent=65537, key_size=2048)
+
+
+def _jwks(key, kid: str) -> dict:
+    import json
+
+    from jwt.algorithms import RSAAlgorithm
+
+    jwk = json.loads(RSAAlgorithm.to_jwk(key.public_key()))
+    jwk.update({"kid": kid, "alg": "RS256", "use": "sig"})
+    return {"keys": [jwk]}
+
+
+def _token(key, kid: str, **claims) -> str:
+    import time as time_module
+
+    import jwt
+
+    payload = {
+        "iss": "https://auth.test",
+        "aud": "api",
+        "sub": "alice",
+        "exp": int(time_module.time()) + 60,
+        **claims,
+    }
+    return jwt.encode(payload, key, algorithm="RS256", headers={"kid": kid})
+
+
+async def test_jwt_authn_local_and_remote_jwks(nursery, tmp_path):
+    import json
+
+    from gateway.asgi import complete_lifespan
+    from tests.helpers import serve_asgi
+
+    key, other = _rsa_key(), _rsa_key()
+    jwks_file = tmp_path / "jwks.json"
+    jwks_file.write_text(json.dumps(_jwks(key, "k1")))
+    remote_key = _rsa_key()
+    remote_body = json.dumps(_jwks(remote_key, "r1")).encode()
+
+    async def jwks_app(scope, receive, send):
+        if scope["type"] == "lifespan":
+            await complete_lifespan(receive, send)
+            return
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 200,
+                "headers": [(b"content-type", b"application/json")],
+            }
+        )
+        await send({"type": "http.response.body", "body": remote_body})
+
+    jwks_port = await serve_asgi(nursery, jwks_app)
+    up = await start_upstream(nursery)
+    extra = f"""
+[http_filters.jwt]
+type = "jwt_authn"
+issuer = "https://auth.test"
+audiences = ["api"]
+algorithms = ["RS256"]
+local_jwks = {{ path = "{jwks_file}" }}
+claims_to_headers = {{ sub = "x-jwt-sub" }}
+[http_filters.remote_jwt]
+type = "jwt_authn"
+algorithms = ["RS256"]
+remote_jwks = {{ cluster = "auth", path = "/.well-known/jwks.json" }}
+[clusters.auth]
+endpoints = ["127.0.0.1:{jwks_port}"]
+"""
+    # /remote turns the local-JWKS filter off and gives the remote one its config; the
+    # virtual host turns the remote one off everywhere else.
+    routes = """
+[[virtual_hosts.main.routes]]
+match = { prefix = "/remote" }
+cluster = "backend"
+[virtual_hosts.main.routes.http_filters]
+jwt = { disabled = true }
+remote_jwt = { config = { remote_jwks = { cluster = "auth", path = "/.well-known/jwks.json" } } }
+"""
+    listener = 'http_filters = ["jwt", "remote_jwt"]'
+    vhost = "\n[virtual_hosts.main.http_filters]\nremote_jwt = { disabled = true }\n"
+    toml = config_toml(up.port, listener=listener, routes=routes) + extra + vhost
+    async with run_gateway(toml) as gw, httpx.AsyncClient() as client:
+
+        def bearer(token: str) -> dict:
+            return {"authorization": f"Bearer {token}"}
+
+        ok = await client.get(url(gw, "/local"), headers=bearer(_token(key, "k1")))
+        assert ok.status_code == 200
+        assert ok.json()["headers"]["x-jwt-sub"] == "alice"
+        assert "authorization" not in ok.json()["headers"]
+        for bad in (
+            _token(key, "k1", exp=1),  # expired
+            _token(other, "k1"),  # wrong signature
+            _token(key, "k1", aud="other"),  # wrong audience
+            _token(key, "nope"),  # unknown kid
+            "not.a.jwt",
+        ):
+            r = await client.get(url(gw, "/local"), headers=bearer(bad))
+            assert r.status_code == 401, bad
+            assert r.headers["www-authenticate"].startswith("Bearer")
+        missing = await client.get(url(gw, "/local"))
+        assert missing.status_code == 401
+        remote = await client.get(url(gw, "/remote"), headers=bearer(_token(remote_key, "r1")))
+        assert remote.status_code == 200
+        remote_bad = await client.get(url(gw, "/remote"), headers=bearer(_token(key, "k1")))
+        assert remote_bad.status_code == 401
+    assert [r.path for r in up.requests] == ["/local", "/remote"]

@@ -22,9 +22,9 @@ awaited in the stream's task: a client that leaves cancels it.
 import attrs
 import trio
 
+from gateway.clusters.http_client import ServiceResponse, call_service
 from gateway.config.model import Duration
 from gateway.errors import GatewayError
-from gateway.http.events import Data, EndStream, ResponseHeaders
 from gateway.http.filter import (
     FilterContext,
     HttpFilter,
@@ -50,17 +50,6 @@ class ExtAuthzConfig:
 
 
 @attrs.frozen
-class _Verdict:
-    status: int
-    headers: HeaderMap
-    body: bytes
-
-
-class _CheckFailed(Exception):
-    pass
-
-
-@attrs.frozen
 class _Shared:
     config: ExtAuthzConfig
     context: FilterContext
@@ -73,12 +62,8 @@ class ExtAuthzFilter(HttpFilter):
     def __init__(self, shared: _Shared) -> None:
         self._shared = shared
 
-    async def _ask(self, request: RequestHead) -> _Verdict:
+    async def _ask(self, request: RequestHead) -> ServiceResponse:
         config = self._shared.config
-        cluster = self._shared.context.clusters.get(config.cluster)
-        host = cluster.choose_host()
-        if host is None:
-            raise _CheckFailed("no authorization host")
         headers = HeaderMap(
             (name, value)
             for name, value in request.headers
@@ -91,20 +76,8 @@ class ExtAuthzFilter(HttpFilter):
             scheme=request.scheme,
             headers=headers,
         )
-        async with host.pool.borrow() as upstream:
-            await upstream.send_request_head(check, end_stream=True)
-            event = await upstream.receive_event()
-            if not isinstance(event, ResponseHeaders):
-                raise _CheckFailed("authorization service closed the connection")
-            head = event.head
-            body = b""
-            while not isinstance(event, EndStream):
-                event = await upstream.receive_event()
-                if isinstance(event, Data) and len(body) < MAX_DENIAL_BODY:
-                    body += event.data[: MAX_DENIAL_BODY - len(body)]
-                elif not isinstance(event, Data | EndStream):
-                    raise _CheckFailed("authorization service closed the connection")
-            return _Verdict(head.status, head.headers, body)
+        cluster = self._shared.context.clusters.get(config.cluster)
+        return await call_service(cluster, check, max_body=MAX_DENIAL_BODY)
 
     async def decode_headers(self, request: RequestHead, end_stream: bool) -> LocalReply | None:
         shared = self._shared
@@ -112,7 +85,7 @@ class ExtAuthzFilter(HttpFilter):
         with trio.move_on_after(shared.config.timeout):
             try:
                 verdict = await self._ask(request)
-            except (GatewayError, _CheckFailed):
+            except GatewayError:
                 verdict = None
         if verdict is None:
             shared.error.inc()

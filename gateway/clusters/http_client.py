@@ -1,0 +1,39 @@
+"""A small HTTP client over a cluster's pool, for filters that call services themselves
+(ext_authz asks an authorization service, jwt_authn fetches JWKS)."""
+
+import attrs
+
+from gateway.clusters.cluster import Cluster
+from gateway.errors import NoHealthyUpstream, UpstreamReset
+from gateway.http.events import Data, EndStream, ResponseHeaders
+from gateway.http.headers import HeaderMap, RequestHead
+
+
+@attrs.frozen
+class ServiceResponse:
+    status: int
+    headers: HeaderMap
+    body: bytes
+
+
+async def call_service(cluster: Cluster, request: RequestHead, *, max_body: int) -> ServiceResponse:
+    """One request without a body; the answer's body is kept up to `max_body` bytes.
+    Raises GatewayError subclasses (connect failure, reset, no host); the caller owns the
+    deadline, as always."""
+    host = cluster.choose_host()
+    if host is None:
+        raise NoHealthyUpstream()
+    async with host.pool.borrow() as upstream:
+        await upstream.send_request_head(request, end_stream=True)
+        event = await upstream.receive_event()
+        if not isinstance(event, ResponseHeaders):
+            raise UpstreamReset("service closed the connection before answering")
+        head = event.head
+        body = b""
+        while not isinstance(event, EndStream):
+            event = await upstream.receive_event()
+            if isinstance(event, Data):
+                body += event.data[: max(max_body - len(body), 0)]
+            elif not isinstance(event, EndStream):
+                raise UpstreamReset("service closed the connection mid-answer")
+        return ServiceResponse(head.status, head.headers, body)
