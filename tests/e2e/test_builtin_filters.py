@@ -261,6 +261,10 @@ endpoints = ["127.0.0.1:{authz_port}"]
         assert (denied.status_code, denied.text) == (401, "go away")
         slow = await client.get(url(gw, "/allow/slow"), headers={"authorization": "Bearer ok"})
         assert slow.status_code == 403
+    down_toml = toml.replace(f'"127.0.0.1:{authz_port}"', '"127.0.0.1:1"')
+    async with run_gateway(down_toml) as gw, httpx.AsyncClient() as client:
+        down = await client.get(url(gw, "/allow/me"), headers={"authorization": "Bearer ok"})
+        assert down.status_code == 403  # the service is down: fail closed
     assert [r.path for r in up.requests] == ["/allow/me"]
     assert gw.stats.value("http.edge.authz.error") == 1
 
