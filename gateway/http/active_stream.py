@@ -127,10 +127,6 @@ class ActiveStream:
         assert not isinstance(self._route, bool)
         return self._route
 
-    def clear_route_cache(self) -> None:
-        """Call after changing what routing looks at, so the route is matched again."""
-        self._route = False
-
     # -- request body --------------------------------------------------------------------
 
     @property

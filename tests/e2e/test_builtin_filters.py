@@ -235,10 +235,10 @@ async def test_ext_authz_allows_denies_and_fails_closed(nursery):
                 {
                     "type": "http.response.start",
                     "status": 401,
-                    "headers": [(b"content-length", b"7")],
+                    "headers": [(b"content-length", b"9"), (b"www-authenticate", b"Basic")],
                 }
             )
-            await send({"type": "http.response.body", "body": b"go away"})
+            await send({"type": "http.response.body", "body": "go away\u00e9".encode()})
 
     authz_port = await serve_asgi(nursery, authz)
     up = await start_upstream(nursery)
@@ -258,7 +258,8 @@ endpoints = ["127.0.0.1:{authz_port}"]
         assert ok.status_code == 200
         assert ok.json()["headers"]["x-auth-user"] == "alice"
         denied = await client.get(url(gw, "/allow/me"), headers={"authorization": "Bearer no"})
-        assert (denied.status_code, denied.text) == (401, "go away")
+        assert (denied.status_code, denied.text) == (401, "go away\u00e9")
+        assert denied.headers["www-authenticate"] == "Basic"
         slow = await client.get(url(gw, "/allow/slow"), headers={"authorization": "Bearer ok"})
         assert slow.status_code == 403
     down_toml = toml.replace(f'"127.0.0.1:{authz_port}"', '"127.0.0.1:1"')
@@ -376,8 +377,20 @@ remote_jwt = { config = { remote_jwks = { cluster = "auth", path = "/.well-known
             assert r.headers["www-authenticate"].startswith("Bearer")
         missing = await client.get(url(gw, "/local"))
         assert missing.status_code == 401
+        import jwt as pyjwt
+
+        no_sub = pyjwt.encode(
+            {"iss": "https://auth.test", "aud": "api", "exp": 2**31 - 1},
+            key,
+            algorithm="RS256",
+            headers={"kid": "k1"},
+        )
+        forged = await client.get(
+            url(gw, "/local"), headers={**bearer(no_sub), "x-jwt-sub": "mallory"}
+        )
+        assert "x-jwt-sub" not in forged.json()["headers"], "claim headers come from tokens only"
         remote = await client.get(url(gw, "/remote"), headers=bearer(_token(remote_key, "r1")))
         assert remote.status_code == 200
         remote_bad = await client.get(url(gw, "/remote"), headers=bearer(_token(key, "k1")))
         assert remote_bad.status_code == 401
-    assert [r.path for r in up.requests] == ["/local", "/remote"]
+    assert [r.path for r in up.requests] == ["/local", "/local", "/remote"]

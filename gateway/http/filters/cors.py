@@ -36,10 +36,18 @@ from gateway.http.stream_info import StreamInfo
 from gateway.stats import Counter
 
 
+def _check_regexes(instance: object, attribute: object, value: list[str]) -> None:
+    for pattern in value:
+        try:
+            re.compile(pattern)
+        except re.error as exc:
+            raise ValueError(f"'allow_origin_regex' must hold valid regexes: {exc}") from None
+
+
 @attrs.frozen
 class CorsConfig:
     allow_origins: list[str] = attrs.Factory(list)
-    allow_origin_regex: list[str] = attrs.Factory(list)
+    allow_origin_regex: list[str] = attrs.field(factory=list, validator=_check_regexes)
     allow_methods: list[str] = attrs.Factory(lambda: ["GET", "HEAD", "POST"])
     allow_headers: list[str] = attrs.Factory(list)
     expose_headers: list[str] = attrs.Factory(list)

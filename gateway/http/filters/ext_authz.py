@@ -99,7 +99,15 @@ class ExtAuthzFilter(HttpFilter):
                     request.headers.set(name, value)
             return None
         shared.denied.inc()
-        return LocalReply(verdict.status, verdict.body.decode("latin-1"), response_flag="UAEX")
+        # The service's answer as it gave it: its body (as UTF-8 text) and the headers that
+        # make a denial usable (where to sign in, how to authenticate).
+        passed = {
+            name: value
+            for name in ("location", "www-authenticate", "content-type")
+            if (value := verdict.headers.get(name)) is not None
+        }
+        body = verdict.body.decode("utf-8", errors="replace")
+        return LocalReply(verdict.status, body, passed, response_flag="UAEX")
 
 
 def create_factory(config: object, context: FilterContext) -> HttpFilterFactory:

@@ -74,7 +74,7 @@ class FaultFilter(HttpFilter):
             if asked_delay is not None and asked_delay.isdigit():
                 delay = int(asked_delay) / 1000
             asked_abort = request.headers.get("x-envoy-fault-abort-request")
-            if asked_abort is not None and asked_abort.isdigit():
+            if asked_abort is not None and asked_abort.isdigit() and 200 <= int(asked_abort) <= 599:
                 abort = FaultAbort(http_status=int(asked_abort))
         if delay:
             self._delays.inc()

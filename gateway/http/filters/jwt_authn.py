@@ -147,6 +147,8 @@ class JwtAuthnFilter(HttpFilter):
     async def decode_headers(self, request: RequestHead, end_stream: bool) -> LocalReply | None:
         shared = self._shared
         config = shared.config
+        # Claim headers come from a verified token or not at all: a client's own copies go.
+        request.headers.remove_names(set(config.claims_to_headers.values()))
         scheme, _, token = (request.headers.get("authorization") or "").partition(" ")
         if scheme.lower() != "bearer" or not token:
             if config.allow_missing:

@@ -18,6 +18,7 @@ PERMISSION_DENIED) and count in `denied`; the rest count in `allowed`.
 """
 
 import ipaddress
+import re
 from typing import Literal
 
 import attrs
@@ -46,12 +47,28 @@ def _check_cidrs(instance: object, attribute: object, value: list[str]) -> None:
             raise ValueError(f"'source_cidrs' must hold CIDRs: {exc}") from None
 
 
+def _check_matchers(instance: object, attribute: object, value: list[HeaderMatcher]) -> None:
+    for matcher in value:
+        kinds = [
+            k
+            for k in ("exact", "prefix", "suffix", "contains", "regex", "present")
+            if getattr(matcher, k) is not None
+        ]
+        if len(kinds) > 1:
+            raise ValueError(f"'headers' must set one match kind each, got {kinds}")
+        if matcher.regex is not None:
+            try:
+                re.compile(matcher.regex)
+            except re.error as exc:
+                raise ValueError(f"'headers' must hold valid regexes: {exc}") from None
+
+
 @attrs.frozen
 class RbacRule:
     source_cidrs: list[str] = attrs.field(factory=list, validator=_check_cidrs)
     methods: list[str] = attrs.Factory(list)
     path_prefixes: list[str] = attrs.Factory(list)
-    headers: list[HeaderMatcher] = attrs.Factory(list)
+    headers: list[HeaderMatcher] = attrs.field(factory=list, validator=_check_matchers)
 
 
 @attrs.frozen
