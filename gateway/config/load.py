@@ -190,7 +190,13 @@ def _check_filter_overrides(config: GatewayConfig) -> list[str]:
                 errors.append(f"{path}: set either disabled = true or a config table")
             elif override.config is not None:
                 try:
-                    structure_filter_config(config.http_filters[name].type, override.config)
+                    structured = structure_filter_config(
+                        config.http_filters[name].type, override.config
+                    )
+                    remote = getattr(structured, "remote_jwks", None)
+                    cluster = getattr(remote or structured, "cluster", None)
+                    if isinstance(cluster, str) and cluster not in config.clusters:
+                        errors.append(f"{path}.config.cluster: no cluster named '{cluster}'")
                 except (ClassValidationError, IterableValidationError) as exc:
                     found: list[str] = []
                     _collect(exc, [], found)
