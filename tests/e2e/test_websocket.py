@@ -126,16 +126,7 @@ async def test_upstream_dying_mid_stream_closes_the_client(nursery):
 
 
 async def test_client_vanishing_closes_the_upstream_within_100ms(echo, gateway):
-    stream = await trio.open_tcp_stream("127.0.0.1", gateway.listener_ports["edge"])
-    await stream.send_all(
-        b"GET /ws HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n"
-        b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
-    )
-    response = b""
-    with trio.fail_after(2):
-        while b"\r\n\r\n" not in response:
-            response += await stream.receive_some(4096)
-    assert response.startswith(b"HTTP/1.1 101 ")
+    stream = await _raw_upgrade(gateway.listener_ports["edge"])
     await eventually(lambda: gateway.stats.value("http.edge.downstream_cx_upgrades_active") == 1)
     stream.socket.close()  # vanish: no close frame
     left = time.monotonic()
