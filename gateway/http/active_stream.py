@@ -234,13 +234,17 @@ class ActiveStream:
             # service); the router then starts its own for the upstream exchange.
             route = self.route
             self.filters = FilterChain([f(self.info) for f in self.manager.filters_for(route)])
-            timeout = (
-                route.config.timeout if route is not None and route.config.timeout else math.inf
-            )
-            with trio.move_on_after(timeout) as filters_scope:
-                reply = await self.filters.decode_headers(self.request, not self.has_request_body)
-            if filters_scope.cancelled_caught:
-                raise UpstreamTimeout()
+            reply = None
+            if self.filters.decodes_headers:  # no cancel scope on the hot path otherwise
+                timeout = (
+                    route.config.timeout if route is not None and route.config.timeout else math.inf
+                )
+                with trio.move_on_after(timeout) as filters_scope:
+                    reply = await self.filters.decode_headers(
+                        self.request, not self.has_request_body
+                    )
+                if filters_scope.cancelled_caught:
+                    raise UpstreamTimeout()
             if reply is not None:
                 await self.send_local_reply(reply)
             else:

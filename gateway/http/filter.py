@@ -127,6 +127,10 @@ class FilterChain:
         self._encode_trailers = [f for f in rev if overrides(type(f), "encode_trailers")]
 
     @property
+    def decodes_headers(self) -> bool:
+        return bool(self._decode_headers)
+
+    @property
     def transforms_request_body(self) -> bool:
         return bool(self._decode_data)
 

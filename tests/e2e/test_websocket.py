@@ -144,8 +144,9 @@ async def test_task_tree_shows_the_tunnel(echo, gateway):
     assert "[tunnel]" in tree and "bytes_up=" in tree
 
 
-async def test_rfc8441_websocket_over_http2(echo, gateway):
-    client = await RawH2Client.connect(gateway.listener_ports["edge"])
+async def _extended_connect(port: int, path: str) -> tuple[RawH2Client, int]:
+    """An RFC 8441 WebSocket CONNECT on a fresh HTTP/2 connection: (client, stream id)."""
+    client = await RawH2Client.connect(port)
     await client.read_until(lambda e: isinstance(e, h2.events.RemoteSettingsChanged))
     assert client.conn.remote_settings.enable_connect_protocol == 1
     sid = client.conn.get_next_available_stream_id()
@@ -155,12 +156,17 @@ async def test_rfc8441_websocket_over_http2(echo, gateway):
             (":method", "CONNECT"),
             (":protocol", "websocket"),
             (":scheme", "http"),
-            (":path", "/ws"),
+            (":path", path),
             (":authority", "x"),
             ("sec-websocket-version", "13"),
         ],
     )
     await client.flush()
+    return client, sid
+
+
+async def test_rfc8441_websocket_over_http2(echo, gateway):
+    client, sid = await _extended_connect(gateway.listener_ports["edge"], "/ws")
     events = await client.read_until(lambda e: isinstance(e, h2.events.ResponseReceived))
     response = next(e for e in events if isinstance(e, h2.events.ResponseReceived))
     assert dict(response.headers)[b":status"] == b"200"
@@ -265,21 +271,7 @@ tunnel_idle_timeout = "200ms"
 """
     toml = config_toml(echo.port, listener='upgrade = ["websocket"]', routes=routes)
     async with run_gateway(toml) as gw:
-        client = await RawH2Client.connect(gw.listener_ports["edge"])
-        await client.read_until(lambda e: isinstance(e, h2.events.RemoteSettingsChanged))
-        sid = client.conn.get_next_available_stream_id()
-        client.conn.send_headers(
-            sid,
-            [
-                (":method", "CONNECT"),
-                (":protocol", "websocket"),
-                (":scheme", "http"),
-                (":path", "/idle"),
-                (":authority", "x"),
-                ("sec-websocket-version", "13"),
-            ],
-        )
-        await client.flush()
+        client, _ = await _extended_connect(gw.listener_ports["edge"], "/idle")
         events = await client.read_until(
             lambda e: isinstance(e, h2.events.StreamReset | h2.events.StreamEnded)
         )
