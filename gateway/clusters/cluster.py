@@ -29,7 +29,8 @@ class Cluster:
             store.scope(f"cluster.{name}", "cluster", {"envoy_cluster_name": name})
         )
         self.hosts: list[Host] = []
-        for address in config.endpoints:
+        for endpoint in config.endpoints:
+            address = endpoint.address
             host_stats = HostStats()
             pool_class = H2HostPool if config.protocol == "http2" else HostPool
             pool = pool_class(address, config, self.stats, host_stats)

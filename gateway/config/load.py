@@ -19,7 +19,7 @@ import tomli
 from cattrs.cols import list_structure_factory
 from cattrs.errors import ClassValidationError, ForbiddenExtraKeysError, IterableValidationError
 
-from gateway.config.model import Address, Duration, GatewayConfig, HttpFilter
+from gateway.config.model import Address, Duration, Endpoint, GatewayConfig, HttpFilter
 from gateway.config.validate import validate
 from gateway.errors import ConfigError
 from gateway.http.filters import FILTER_TYPES
@@ -61,12 +61,30 @@ def _strict(kind: type) -> Callable[[object, type], Any]:
     return structure
 
 
+def _structure_float(value: object, _: type) -> float:
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return float(value)
+    raise ValueError(f"expected a number, got {value!r}")
+
+
 def _make_converter() -> cattrs.Converter:
     converter = cattrs.Converter(forbid_extra_keys=True)
     converter.register_structure_hook(Duration, lambda v, _: parse_duration(v))
     converter.register_structure_hook(Address, lambda v, _: parse_address(v))
     for kind in (str, int, bool):
         converter.register_structure_hook(kind, _strict(kind))
+    converter.register_structure_hook(float, _structure_float)
+    structure_endpoint_table = converter.gen_structure_attrs_fromdict(Endpoint)
+
+    def structure_endpoint(value: object, t: type) -> Endpoint:
+        # The common case stays short: "host:port" is an endpoint of weight 1.
+        if isinstance(value, str):
+            return Endpoint(parse_address(value))
+        if not isinstance(value, dict):
+            raise ValueError(f"expected 'host:port' or a table with address, got {value!r}")
+        return structure_endpoint_table(value, t)
+
+    converter.register_structure_hook(Endpoint, structure_endpoint)
 
     def list_hook_factory(list_type: type) -> Callable[[object, type], Any]:
         inner = list_structure_factory(list_type, converter)
@@ -243,6 +261,10 @@ def unstructure_config(config: GatewayConfig) -> dict[str, Any]:
 
 _dump_converter = cattrs.Converter()
 _dump_converter.register_unstructure_hook(Address, str)
+_dump_converter.register_unstructure_hook(
+    Endpoint,
+    lambda e: str(e.address) if e.weight == 1 else {"address": str(e.address), "weight": e.weight},
+)
 _dump_converter.register_unstructure_hook(
     HttpFilter,
     lambda f: {"type": f.type, **_dump_converter.unstructure(f.config)},

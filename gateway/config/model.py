@@ -226,6 +226,63 @@ class HeaderMutations:
 
 
 @attrs.frozen
+class RetryBackOff:
+    """Exponential back-off between retries, with full jitter (Envoy's retry_back_off)."""
+
+    base_interval: Duration = Duration(0.025)
+    #: Unset: ten times base_interval.
+    max_interval: Duration | None = None
+
+
+#: Envoy's retry_on conditions; the last five read the grpc-status of a gRPC response.
+RetryOn = Literal[
+    "5xx",
+    "gateway-error",
+    "connect-failure",
+    "reset",
+    "refused-stream",
+    "retriable-status-codes",
+    "cancelled",
+    "deadline-exceeded",
+    "internal",
+    "resource-exhausted",
+    "unavailable",
+]
+
+
+@attrs.frozen
+class RetryPolicy:
+    """`[virtual_hosts.NAME.routes.retry_policy]`: when and how often to try again."""
+
+    retry_on: list[RetryOn]
+    num_retries: int = attrs.field(default=1, validator=attrs.validators.ge(0))
+    #: Budget of one attempt (504 and flag UT if the last one runs out); "0s": the route
+    #: timeout alone bounds the attempts.
+    per_try_timeout: Duration = Duration(0.0)
+    #: Upstream statuses that `retriable-status-codes` retries.
+    retriable_status_codes: list[int] = attrs.Factory(list)
+    retry_back_off: RetryBackOff = RetryBackOff()
+    #: By default POST, PATCH and other non-idempotent requests are retried only when they
+    #: cannot have reached the upstream (connect-failure, refused-stream); true lifts that.
+    #: gRPC calls follow the gRPC conditions whatever their method.
+    retry_non_idempotent: bool = False
+
+
+@attrs.frozen
+class HashPolicy:
+    """One input of a route's hash (Envoy's route hash_policy): set exactly one source."""
+
+    #: Hash the value of this request header.
+    header: str | None = None
+    #: Hash the value of this cookie.
+    cookie: str | None = None
+    #: Hash the downstream client's IP address.
+    source_ip: bool = False
+    #: If this policy yields a value, ignore the ones after it.
+    terminal: bool = False
+
+
+@attrs.frozen
 class Route(HeaderMutations):
     """`[[virtual_hosts.NAME.routes]]`: a match and one action.
 
@@ -252,6 +309,15 @@ class Route(HeaderMutations):
     tunnel_idle_timeout: Duration = Duration(3600.0)
     #: A tunnel is closed after this long whatever it does ("0s": no limit).
     tunnel_max_duration: Duration = Duration(0.0)
+    #: Retries of failed attempts (Envoy's retry_policy); unset: no retries.
+    retry_policy: RetryPolicy | None = None
+    #: What ring_hash and maglev clusters hash on; the values of all policies combine.
+    hash_policy: list[HashPolicy] = attrs.Factory(list)
+    #: Request body bytes the router keeps so that a retry can resend them; a request
+    #: whose body grows past this is not retried (it streams on, unbuffered).
+    per_request_buffer_limit_bytes: int = attrs.field(
+        default=1 << 20, validator=attrs.validators.ge(0)
+    )
 
 
 @attrs.frozen
@@ -268,15 +334,139 @@ class VirtualHost(HeaderMutations):
 
 
 @attrs.frozen
-class Cluster:
-    """`[clusters.NAME]`: static upstream endpoints and how to talk to them."""
+class Endpoint:
+    """One upstream endpoint: written "host:port", or `{ address = "host:port", weight = 3 }`."""
 
-    endpoints: list[Address]
+    address: Address
+    #: Share of traffic relative to the cluster's other endpoints (1-128, as Envoy).
+    weight: int = attrs.field(
+        default=1, validator=[attrs.validators.ge(1), attrs.validators.le(128)]
+    )
+
+
+@attrs.frozen
+class LeastRequestLbConfig:
+    """`[clusters.NAME.least_request]`."""
+
+    #: Hosts sampled per pick; the one with the fewest active requests (per weight) wins.
+    choice_count: int = attrs.field(default=2, validator=attrs.validators.ge(2))
+
+
+@attrs.frozen
+class RingHashLbConfig:
+    """`[clusters.NAME.ring_hash]`: the ring has at least this many points in total."""
+
+    minimum_ring_size: int = attrs.field(default=1024, validator=attrs.validators.ge(1))
+    maximum_ring_size: int = attrs.field(default=1 << 23, validator=attrs.validators.ge(1))
+
+
+@attrs.frozen
+class MaglevLbConfig:
+    """`[clusters.NAME.maglev]`: the lookup table size, a prime (Envoy's default 65537)."""
+
+    table_size: int = attrs.field(default=65537, validator=attrs.validators.ge(7))
+
+
+@attrs.frozen
+class HealthCheck:
+    """`[[clusters.NAME.health_checks]]`: an active check each host must pass.
+
+    `type` picks the check; `path`, `host` and `expected_statuses` belong to "http",
+    `send` and `expect` to "tcp", `service_name` and `authority` to "grpc".
+    """
+
+    type: Literal["http", "tcp", "grpc"]
+    interval: Duration = Duration(5.0)
+    #: Up to this much random time is added to each interval, so checks spread out.
+    interval_jitter: Duration = Duration(0.0)
+    timeout: Duration = Duration(1.0)
+    #: Failures in a row that mark a healthy host unhealthy.
+    unhealthy_threshold: int = attrs.field(default=3, validator=attrs.validators.ge(1))
+    #: Successes in a row that mark an unhealthy host healthy (at start-up one is enough).
+    healthy_threshold: int = attrs.field(default=2, validator=attrs.validators.ge(1))
+    path: str | None = None
+    host: str | None = None
+    expected_statuses: list[int] | None = None
+    #: Bytes (as text) written after connecting; `expect` must then appear in the reply.
+    send: str | None = None
+    expect: str | None = None
+    #: grpc.health.v1 service name ("" asks about the server as a whole).
+    service_name: str | None = None
+    authority: str | None = None
+
+
+@attrs.frozen
+class OutlierDetection:
+    """`[clusters.NAME.outlier_detection]`: passive health, from real responses.
+
+    A host with `consecutive_5xx` 5xx responses in a row (connect failures, resets and
+    timeouts count as 5xx), or `consecutive_gateway_failure` 502/503/504 or local errors in
+    a row, is ejected for base_ejection_time times the number of times it has been ejected
+    (capped at max_ejection_time), unless max_ejection_percent of the hosts are out already.
+    The `enforcing_*` percentages are the chance that a detection really ejects.
+    """
+
+    consecutive_5xx: int = attrs.field(default=5, validator=attrs.validators.ge(1))
+    consecutive_gateway_failure: int = attrs.field(default=5, validator=attrs.validators.ge(1))
+    enforcing_consecutive_5xx: int = attrs.field(
+        default=100, validator=[attrs.validators.ge(0), attrs.validators.le(100)]
+    )
+    enforcing_consecutive_gateway_failure: int = attrs.field(
+        default=0, validator=[attrs.validators.ge(0), attrs.validators.le(100)]
+    )
+    #: How often ejections are reviewed (hosts return, ejection multipliers shrink).
+    interval: Duration = Duration(10.0)
+    base_ejection_time: Duration = Duration(30.0)
+    max_ejection_time: Duration = Duration(300.0)
+    max_ejection_percent: int = attrs.field(
+        default=10, validator=[attrs.validators.ge(0), attrs.validators.le(100)]
+    )
+
+
+@attrs.frozen
+class CircuitBreakers:
+    """`[clusters.NAME.circuit_breakers]`: the cluster's limits (Envoy's default priority
+    thresholds). Over one, a request gets 503 with flag UO at once, never a queue."""
+
+    #: Open upstream connections across all hosts; a request that would need one more
+    #: waits (as a pending request) for a pooled one instead.
+    max_connections: int = attrs.field(default=1024, validator=attrs.validators.ge(1))
+    #: Requests waiting for a connection or stream.
+    max_pending_requests: int = attrs.field(default=1024, validator=attrs.validators.ge(0))
+    #: Requests in flight to the cluster.
+    max_requests: int = attrs.field(default=1024, validator=attrs.validators.ge(1))
+    #: Retries in flight to the cluster.
+    max_retries: int = attrs.field(default=3, validator=attrs.validators.ge(0))
+
+
+@attrs.frozen
+class Cluster:
+    """`[clusters.NAME]`: upstream endpoints and how to find, pick and talk to them."""
+
+    endpoints: list[Endpoint]
+    #: "static": endpoints are addresses. "strict_dns": each endpoint's name is resolved
+    #: every dns_refresh_rate and every address is a host. "logical_dns": one host per
+    #: endpoint, connecting to the name's latest first address.
+    type: Literal["static", "strict_dns", "logical_dns"] = "static"
+    dns_refresh_rate: Duration = Duration(5.0)
     connect_timeout: Duration = Duration(5.0)
     #: "http1", or "http2" (h2c prior knowledge): requests then borrow streams, not
     #: connections. gRPC upstreams need "http2".
     protocol: Literal["http1", "http2"] = "http1"
-    lb_policy: Literal["round_robin"] = "round_robin"
+    lb_policy: Literal["round_robin", "least_request", "random", "ring_hash", "maglev"] = (
+        "round_robin"
+    )
+    least_request: LeastRequestLbConfig = LeastRequestLbConfig()
+    ring_hash: RingHashLbConfig = RingHashLbConfig()
+    maglev: MaglevLbConfig = MaglevLbConfig()
+    #: Below this percentage of healthy hosts, the load balancer uses all hosts (Envoy's
+    #: healthy_panic_threshold); 0 disables panic mode.
+    healthy_panic_threshold: float = attrs.field(
+        default=50.0, validator=[attrs.validators.ge(0), attrs.validators.le(100)]
+    )
+    health_checks: list[HealthCheck] = attrs.Factory(list)
+    outlier_detection: OutlierDetection | None = None
+    circuit_breakers: CircuitBreakers = CircuitBreakers()
     #: Each endpoint has its own pool; this caps its open connections.
     max_connections_per_host: int = attrs.field(default=1024, validator=attrs.validators.gt(0))
     #: How long a request waits for a pooled connection when the pool is full (503, flag UO).

@@ -7,7 +7,7 @@ each with its TOML path, so an operator fixes a config in one go.
 
 import re
 
-from gateway.config.model import GatewayConfig, HeaderMatcher, Route, VirtualHost
+from gateway.config.model import Cluster, GatewayConfig, HeaderMatcher, Route, VirtualHost
 
 _NO_VHOST = VirtualHost(domains=[])
 _ROUTE_ACTIONS = ("cluster", "weighted_clusters", "redirect", "direct_response")
@@ -71,6 +71,70 @@ def _check_route(route: Route, where: str, config: GatewayConfig, errors: list[s
     redirect = route.redirect
     if redirect is not None and redirect.prefix_rewrite is not None and match.prefix is None:
         errors.append(f"{where}.redirect.prefix_rewrite: only allowed with a prefix match")
+    for i, policy in enumerate(route.hash_policy):
+        sources = [s for s in ("header", "cookie") if getattr(policy, s) is not None]
+        sources += ["source_ip"] if policy.source_ip else []
+        if len(sources) != 1:
+            errors.append(f"{where}.hash_policy[{i}]: set exactly one of header, cookie, source_ip")
+    retry = route.retry_policy
+    if retry is not None:
+        if not retry.retry_on:
+            errors.append(f"{where}.retry_policy.retry_on: needs at least one condition")
+        if "retriable-status-codes" in retry.retry_on and not retry.retriable_status_codes:
+            errors.append(
+                f"{where}.retry_policy.retriable_status_codes: needed by "
+                "retry_on 'retriable-status-codes'"
+            )
+        back_off = retry.retry_back_off
+        if back_off.max_interval is not None and back_off.max_interval < back_off.base_interval:
+            errors.append(
+                f"{where}.retry_policy.retry_back_off.max_interval: less than base_interval"
+            )
+
+
+#: Which health check keys belong to which check type.
+_HEALTH_CHECK_KEYS = {
+    "http": ("path", "host", "expected_statuses"),
+    "tcp": ("send", "expect"),
+    "grpc": ("service_name", "authority"),
+}
+
+
+def _is_prime(n: int) -> bool:
+    return n > 1 and all(n % d for d in range(2, int(n**0.5) + 1))
+
+
+def _check_cluster(cluster: Cluster, where: str, errors: list[str]) -> None:
+    if cluster.type == "logical_dns" and len(cluster.endpoints) != 1:
+        errors.append(f"{where}.endpoints: a logical_dns cluster has exactly one endpoint")
+    if cluster.type != "static" and cluster.dns_refresh_rate <= 0:
+        errors.append(f"{where}.dns_refresh_rate: must be more than 0s")
+    ring = cluster.ring_hash
+    if ring.minimum_ring_size > ring.maximum_ring_size:
+        errors.append(f"{where}.ring_hash: minimum_ring_size is above maximum_ring_size")
+    if not _is_prime(cluster.maglev.table_size):
+        errors.append(
+            f"{where}.maglev.table_size: must be a prime, got {cluster.maglev.table_size}"
+        )
+    for i, check in enumerate(cluster.health_checks):
+        at = f"{where}.health_checks[{i}]"
+        for kind, keys in _HEALTH_CHECK_KEYS.items():
+            if kind == check.type:
+                continue
+            for key in keys:
+                if getattr(check, key) is not None:
+                    errors.append(f"{at}.{key}: only for type '{kind}' checks")
+        if check.type == "http" and (check.path is None or not check.path.startswith("/")):
+            errors.append(f"{at}.path: an http check needs a path starting with '/'")
+        if check.type == "grpc" and cluster.protocol != "http2":
+            errors.append(f"{at}.type: a grpc check needs an http2 cluster")
+        if check.type == "tcp" and check.expect is not None and check.send is None:
+            errors.append(f"{at}.expect: needs send")
+        if check.interval <= 0 or check.timeout <= 0:
+            errors.append(f"{at}: interval and timeout must be more than 0s")
+        for status in check.expected_statuses or ():
+            if not 100 <= status <= 599:
+                errors.append(f"{at}.expected_statuses: {status} is not an HTTP status")
 
 
 def _check_tunnel_clusters(config: GatewayConfig, errors: list[str]) -> None:
@@ -143,4 +207,6 @@ def validate(config: GatewayConfig) -> list[str]:
                 )
         for i, route in enumerate(vhost.routes):
             _check_route(route, f"{where}.routes[{i}]", config, errors)
+    for name, cluster in config.clusters.items():
+        _check_cluster(cluster, f"clusters.{name}", errors)
     return errors
