@@ -1,4 +1,5 @@
-"""Access logs: one line per request, in Envoy's default format or as JSON.
+"""Access logs: one line per request, in Envoy's default format, as JSON, or in a format
+of Envoy command operators (gateway/access_log_format.py); a filter picks the requests.
 
 Lines are buffered and flushed by a background task every `flush_interval` (Envoy flushes
 its access log buffers on a timer too), so logging costs the data path a string format and
@@ -7,18 +8,16 @@ a buffered write, never a syscall per request. A `flush_interval` of "0s" flushe
 
 import json
 import sys
-import time
+from collections.abc import Callable
+from functools import partial
 from typing import TextIO
 
 import trio
 
+from gateway.access_log_format import compile_format, compile_json, format_time, render_text
 from gateway.config.model import AccessLog as AccessLogConfig
+from gateway.config.model import AccessLogFilter
 from gateway.http.stream_info import StreamInfo
-
-
-def _iso(ts: float) -> str:
-    ms = int(ts * 1000) % 1000
-    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(ts)) + f".{ms:03d}Z"
 
 
 def format_envoy(info: StreamInfo) -> str:
@@ -26,7 +25,7 @@ def format_envoy(info: StreamInfo) -> str:
     x-forwarded-for, user-agent, x-request-id, authority, upstream host."""
     service_time = "-" if info.upstream_service_time_ms is None else info.upstream_service_time_ms
     return (
-        f'[{_iso(info.start_time)}] "{info.method} {info.path} {info.protocol}" '
+        f'[{format_time(info.start_time)}] "{info.method} {info.path} {info.protocol}" '
         f"{info.response_code} {info.flags_text} {info.bytes_received} {info.bytes_sent} "
         f"{info.duration_ms()} {service_time} "
         f'"{info.forwarded_for}" "{info.user_agent}" "{info.request_id}" '
@@ -38,7 +37,7 @@ def format_json(info: StreamInfo) -> str:
     return (
         json.dumps(
             {
-                "start_time": _iso(info.start_time),
+                "start_time": format_time(info.start_time),
                 "method": info.method,
                 "path": info.path,
                 "protocol": info.protocol,
@@ -63,16 +62,42 @@ def format_json(info: StreamInfo) -> str:
     )
 
 
+def _formatter(config: AccessLogConfig) -> Callable[[StreamInfo], str]:
+    if config.text_format is not None:
+        text = (
+            config.text_format if config.text_format.endswith("\n") else config.text_format + "\n"
+        )
+        return partial(render_text, compile_format(text))
+    if config.json_format is not None:
+        return compile_json(config.json_format)
+    return format_json if config.format == "json" else format_envoy
+
+
+def accepts(log_filter: AccessLogFilter, info: StreamInfo) -> bool:
+    """Whether the access log's filter lets this request's line through."""
+    if log_filter.min_status_code is not None and info.response_code < log_filter.min_status_code:
+        return False
+    if log_filter.min_duration is not None and info.duration_ms() < log_filter.min_duration * 1000:
+        return False
+    return not log_filter.response_flags or any(
+        f in info.response_flags for f in log_filter.response_flags
+    )
+
+
 class AccessLogger:
     def __init__(self, config: AccessLogConfig) -> None:
         self._config = config
-        self._format = format_json if config.format == "json" else format_envoy
+        self._format = _formatter(config)
+        f = config.filter
+        self._filtered = bool(f.min_status_code is not None or f.min_duration or f.response_flags)
         self._file: TextIO = (
             sys.stdout if config.path == "-" else open(config.path, "a", encoding="utf-8")  # noqa: SIM115
         )
         self._flush_each = config.flush_interval <= 0
 
     def log(self, info: StreamInfo) -> None:
+        if self._filtered and not accepts(self._config.filter, info):
+            return
         self._file.write(self._format(info))
         if self._flush_each:
             self._file.flush()

@@ -15,9 +15,9 @@ from gateway.server import open_gateway
 log = logging.getLogger("gateway")
 
 
-async def serve(config: GatewayConfig) -> None:
+async def serve(config: GatewayConfig, config_path: str) -> None:
     """Runs until SIGINT/SIGTERM or POST /quitquitquit, then drains and returns."""
-    async with open_gateway(config) as gw:
+    async with open_gateway(config, config_path) as gw:
         with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
             async with trio.open_nursery() as nursery:
 
@@ -70,6 +70,10 @@ def main(argv: list[str] | None = None) -> None:
     p_tasks.add_argument("--admin", default="127.0.0.1:9901", help="admin address host:port")
     p_tasks.add_argument("--follow", action="store_true", help="keep refreshing the tree")
     p_tasks.add_argument("--interval", default="1s", help="refresh interval with --follow")
+    p_tasks.add_argument("--listener", help="only this listener's connections and streams")
+    p_tasks.add_argument("--cluster", help="only tasks of this cluster (streams, pools, checks)")
+    p_tasks.add_argument("--older-than", help="only tasks older than this duration, e.g. 5s")
+    p_tasks.add_argument("--state", help="only tasks whose state contains this text")
     p_demo = sub.add_parser("demo-upstreams", help="run HTTP echo servers for the example")
     p_demo.add_argument(
         "addresses", nargs="*", default=["127.0.0.1:8080", "127.0.0.1:8081"], metavar="ADDRESS"
@@ -88,7 +92,17 @@ def main(argv: list[str] | None = None) -> None:
         from gateway.task_watch import watch_tasks
 
         try:
-            trio.run(watch_tasks, args.admin, args.follow, args.interval)
+            filters = {
+                key: value
+                for key, value in [
+                    ("listener", args.listener),
+                    ("cluster", args.cluster),
+                    ("older_than", args.older_than),
+                    ("state", args.state),
+                ]
+                if value
+            }
+            trio.run(watch_tasks, args.admin, args.follow, args.interval, filters)
         except KeyboardInterrupt:
             pass
         except OSError as exc:
@@ -97,7 +111,7 @@ def main(argv: list[str] | None = None) -> None:
     elif args.command == "serve":
         config = _load(args.config)
         try:
-            trio.run(serve, config)
+            trio.run(serve, config, args.config)
         except StartupError as exc:
             print(f"gateway: {exc}", file=sys.stderr)
             raise SystemExit(1) from None

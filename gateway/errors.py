@@ -75,10 +75,23 @@ class UpstreamReset(GatewayError):
     )
 
 
+class UpstreamRefusedStream(UpstreamReset):
+    """The upstream refused the HTTP/2 stream (REFUSED_STREAM, or GOAWAY before it was
+    processed): it never acted on the request, so any request may be retried."""
+
+
 class UpstreamTimeout(GatewayError):
     status = 504
     response_flag = "UT"
     body = "upstream request timeout"
+
+
+class StreamCancelled(GatewayError):
+    """An operator cancelled the stream from the admin endpoint (`POST /tasks/ID/cancel`).
+    Envoy has no flag for it; the HCM's `downstream_rq_admin_cancel` counts it."""
+
+    status = 503
+    body = "stream cancelled by the gateway operator"
 
 
 class DownstreamProtocolError(GatewayError):

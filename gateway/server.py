@@ -15,6 +15,7 @@ then cancel what is left (admin, reapers, flushers) and close the pools.
 """
 
 import logging
+import re
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -24,11 +25,11 @@ import trio
 from gateway.access_log import AccessLogger
 from gateway.clusters.manager import ClusterManager
 from gateway.config.model import GatewayConfig
-from gateway.errors import StartupError
-from gateway.http.conn_manager import HttpConnectionManager
+from gateway.listeners.filter_chain import ChainBuilder
 from gateway.listeners.listener import Listener
 from gateway.server_state import ServerState
 from gateway.stats import StatsStore
+from gateway.tasktree import set_enabled as set_task_tree
 from gateway.trio_util import raise_single
 
 log = logging.getLogger("gateway.server")
@@ -37,30 +38,22 @@ log = logging.getLogger("gateway.server")
 class Gateway:
     """A running gateway: its config, stats, clusters, listeners and bound ports."""
 
-    def __init__(self, config: GatewayConfig) -> None:
+    def __init__(self, config: GatewayConfig, config_path: str | None = None) -> None:
         self.config = config
+        #: The file the config came from, if any (for /server_info).
+        self.config_path = config_path
         self.state = ServerState()
         self.started_at = time.time()
-        self.stats = StatsStore()
+        self.stats = StatsStore(
+            [(re.compile(b.match), tuple(b.buckets)) for b in config.server.histogram_buckets]
+        )
         self.clusters = ClusterManager(config, self.stats)
         self.access_logs: list[AccessLogger] = []
         self.listeners: dict[str, Listener] = {}
         for name, lconf in config.listeners.items():
-            access_log = None
-            if lconf.access_log is not None:
-                try:
-                    access_log = AccessLogger(lconf.access_log)
-                except OSError as exc:
-                    raise StartupError(
-                        f"listeners.{name}.access_log.path: cannot open "
-                        f"{lconf.access_log.path}: {exc.strerror or exc}"
-                    ) from None
-            if access_log is not None:
-                self.access_logs.append(access_log)
-            hcm = HttpConnectionManager(
-                name, lconf, config, self.clusters, self.stats, access_log, self.state
-            )
-            self.listeners[name] = Listener(name, lconf, hcm, self.stats)
+            builder = ChainBuilder(name, config, self.clusters, self.stats, self.state)
+            listener = self.listeners[name] = Listener(name, lconf, builder)
+            self.access_logs += listener.access_logs
         self.admin_port: int | None = None
         #: Set by POST /quitquitquit (and by `gateway serve` on SIGINT/SIGTERM).
         self.shutdown_requested = trio.Event()
@@ -87,18 +80,27 @@ class Gateway:
         finally:
             stopped.set()
 
-    async def drain(self) -> None:
-        """Stops accepting and waits for in-flight requests, up to the drain timeout."""
+    def drain_listeners(self) -> None:
+        """Starts the drain (admin `/drain_listeners`, or the first step of a shutdown):
+        listeners stop accepting, in-flight requests may finish until the drain timeout."""
+        if self.state.draining:
+            return  # the first drain's deadline stands
         self.state.draining = True
         deadline = trio.current_time() + self.config.server.drain_timeout
         for listener in self.listeners.values():
             listener.drain(deadline)
+
+    async def drain(self) -> None:
+        """Drains the listeners and waits for in-flight requests, up to the drain timeout."""
+        self.drain_listeners()
         for stopped in self._stopped.values():
             await stopped.wait()
 
 
 @asynccontextmanager
-async def open_gateway(config: GatewayConfig) -> AsyncIterator[Gateway]:
+async def open_gateway(
+    config: GatewayConfig, config_path: str | None = None
+) -> AsyncIterator[Gateway]:
     """Runs the whole gateway inside the caller's task; drains and stops on exit.
 
     Raises StartupError if a listener cannot bind. On normal exit the gateway drains
@@ -106,7 +108,8 @@ async def open_gateway(config: GatewayConfig) -> AsyncIterator[Gateway]:
     """
     from gateway.admin.serve import serve_admin  # admin imports the server's types
 
-    gw = Gateway(config)
+    set_task_tree(config.admin is None or config.admin.task_tree)
+    gw = Gateway(config, config_path)
     try:
         async with trio.open_nursery() as nursery:
             await nursery.start(gw.clusters.run, name="cluster manager")

@@ -6,9 +6,10 @@ Components take a `Scope` and create their stats once; the hot path only does `c
 """
 
 import bisect
+import itertools
 import math
 import re
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from typing import TypeVar
 
 import attrs
@@ -72,27 +73,37 @@ class Histogram:
 
     def quantile(self, q: float) -> float:
         """Estimates a quantile by linear interpolation inside its bucket."""
-        if not self.count:
-            return math.nan
-        rank = q * self.count
-        seen = 0
-        for i, n in enumerate(self.counts):
-            if n and seen + n >= rank:
-                lower = self.bounds[i - 1] if i else 0.0
-                upper = self.bounds[i] if i < len(self.bounds) else self.max
-                return min(lower + (upper - lower) * (rank - seen) / n, self.max)
-            seen += n
-        return self.max
+        return bucket_quantile(self.bounds, self.counts, q, self.max)
+
+
+def bucket_quantile(bounds: Sequence[float], counts: Sequence[int], q: float, top: float) -> float:
+    """A quantile of samples counted in buckets (`counts[i]` <= `bounds[i]`, the last slot
+    above every bound), interpolated inside its bucket and never above `top`, the largest
+    sample (or a bound on it); NaN without samples."""
+    total = sum(counts)
+    if not total:
+        return math.nan
+    rank = q * total
+    seen = 0
+    for i, n in enumerate(counts):
+        if n and seen + n >= rank:
+            lower = bounds[i - 1] if i else 0.0
+            upper = bounds[i] if i < len(bounds) else top
+            return min(lower + (upper - lower) * (rank - seen) / n, top)
+        seen += n
+    return top
 
 
 Stat = Counter | Gauge | Histogram
 
 
 class StatsStore:
-    """All of one gateway's stats, by dotted name."""
+    """All of one gateway's stats, by dotted name. `buckets` maps name patterns to bucket
+    bounds for histograms (the first pattern found in a name wins; else Envoy's)."""
 
-    def __init__(self) -> None:
+    def __init__(self, buckets: Sequence[tuple[re.Pattern[str], tuple[float, ...]]] = ()) -> None:
         self._stats: dict[str, Stat] = {}
+        self._buckets = list(buckets)
 
     def scope(self, prefix: str, prom_prefix: str, labels: dict[str, str] | None = None) -> "Scope":
         return Scope(self, prefix, prom_prefix, labels or {})
@@ -100,7 +111,11 @@ class StatsStore:
     def _get(self, kind: type[Stat], name: str, prom_name: str, labels: dict[str, str]) -> Stat:
         stat = self._stats.get(name)
         if stat is None:
-            stat = self._stats[name] = kind(name, prom_name, labels)
+            if kind is Histogram:
+                bounds = next((b for p, b in self._buckets if p.search(name)), DEFAULT_BUCKETS)
+                stat = self._stats[name] = Histogram(name, prom_name, labels, bounds)
+            else:
+                stat = self._stats[name] = kind(name, prom_name, labels)
         assert isinstance(stat, kind), f"{name} is a {type(stat).__name__}"
         return stat
 
@@ -111,6 +126,31 @@ class StatsStore:
         """A counter's or gauge's value by dotted name (None if it does not exist)."""
         stat = self._stats.get(name)
         return stat.value if isinstance(stat, Counter | Gauge) else None
+
+    def histogram(self, name: str) -> "Histogram | None":
+        stat = self._stats.get(name)
+        return stat if isinstance(stat, Histogram) else None
+
+    def reset_counters(self) -> int:
+        """Sets every counter to 0, as Envoy's /reset_counters (gauges and histograms are
+        left alone); returns how many there are."""
+        counters = [s for s in self._stats.values() if isinstance(s, Counter)]
+        for counter in counters:
+            counter.value = 0
+        return len(counters)
+
+    def select(
+        self, name_filter: re.Pattern[str] | None = None, used_only: bool = False
+    ) -> list[Stat]:
+        """Stats sorted by name, whose name the filter finds (re.search), and with
+        `used_only` only those that ever moved: non-zero counters and gauges, histograms
+        with samples."""
+        return [
+            stat
+            for stat in self
+            if (name_filter is None or name_filter.search(stat.name))
+            and (not used_only or (stat.count if isinstance(stat, Histogram) else stat.value))
+        ]
 
 
 @attrs.frozen
@@ -123,7 +163,12 @@ class Scope:
     labels: dict[str, str]
 
     def _names(self, name: str) -> tuple[str, str]:
-        return f"{self.prefix}.{name}", f"envoy_{self.prom_prefix}_{name}"
+        # Envoy's Prometheus names turn the dots inside a stat name into underscores.
+        return f"{self.prefix}.{name}", f"envoy_{self.prom_prefix}_{name.replace('.', '_')}"
+
+    def child(self, name: str) -> "Scope":
+        """A nested scope (`cluster.api` -> `cluster.api.outlier_detection`), same tags."""
+        return Scope(self.store, f"{self.prefix}.{name}", f"{self.prom_prefix}_{name}", self.labels)
 
     def counter(self, name: str) -> Counter:
         stat = self.store._get(Counter, *self._names(name), self.labels)
@@ -165,11 +210,9 @@ def histogram_summary(h: Histogram) -> str:
     return " ".join(f"P{q * 100:g}({_fmt(h.quantile(q))})" for q in QUANTILES)
 
 
-def render_text(store: StatsStore, name_filter: re.Pattern[str] | None = None) -> str:
+def render_text(stats: Iterable[Stat]) -> str:
     lines = []
-    for stat in store:
-        if name_filter and not name_filter.search(stat.name):
-            continue
+    for stat in stats:
         if isinstance(stat, Histogram):
             lines.append(f"{stat.name}: {histogram_summary(stat)}")
         else:
@@ -177,29 +220,31 @@ def render_text(store: StatsStore, name_filter: re.Pattern[str] | None = None) -
     return "\n".join(lines) + "\n"
 
 
-def render_json(store: StatsStore, name_filter: re.Pattern[str] | None = None) -> dict[str, object]:
-    stats: list[dict[str, object]] = []
-    for stat in store:
-        if name_filter and not name_filter.search(stat.name):
-            continue
+def render_json(stats: Iterable[Stat], buckets: bool = False) -> dict[str, object]:
+    """`{"stats": [...]}`; with `buckets`, histograms also carry their cumulative bucket
+    counts (Envoy's `histogram_buckets=cumulative`), from which rates over an interval
+    can be computed."""
+    out: list[dict[str, object]] = []
+    for stat in stats:
         if isinstance(stat, Histogram):
-            stats.append(
-                {
-                    "name": stat.name,
-                    "histogram": {
-                        "count": stat.count,
-                        "sum": stat.sum,
-                        # JSON has no NaN: an empty histogram's quantiles are null.
-                        "quantiles": {
-                            f"P{q * 100:g}": None if math.isnan(v := stat.quantile(q)) else v
-                            for q in QUANTILES
-                        },
-                    },
-                }
-            )
+            histogram: dict[str, object] = {
+                "count": stat.count,
+                "sum": stat.sum,
+                # JSON has no NaN: an empty histogram's quantiles are null.
+                "quantiles": {
+                    f"P{q * 100:g}": None if math.isnan(v := stat.quantile(q)) else v
+                    for q in QUANTILES
+                },
+            }
+            if buckets:
+                histogram["buckets"] = [
+                    {"upper_bound": b, "cumulative_count": n}
+                    for b, n in zip(stat.bounds, itertools.accumulate(stat.counts), strict=False)
+                ]
+            out.append({"name": stat.name, "histogram": histogram})
         else:
-            stats.append({"name": stat.name, "value": stat.value})
-    return {"stats": stats}
+            out.append({"name": stat.name, "value": stat.value})
+    return {"stats": out}
 
 
 def _labels(labels: dict[str, str], extra: str = "") -> str:
@@ -213,10 +258,10 @@ def _escape(value: str) -> str:
     return value.replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
 
 
-def render_prometheus(store: StatsStore) -> str:
+def render_prometheus(stats: Iterable[Stat]) -> str:
     """Prometheus text exposition format 0.0.4, one TYPE line per metric family."""
     families: dict[str, list[Stat]] = {}
-    for stat in store:
+    for stat in stats:
         families.setdefault(stat.prom_name, []).append(stat)
     out: list[str] = []
     for family, stats in sorted(families.items()):

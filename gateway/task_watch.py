@@ -6,6 +6,7 @@ with `--follow` a screen that redraws on every update until interrupted.
 
 import json
 import sys
+from urllib.parse import urlencode
 
 from trio_websocket import ConnectionClosed, HandshakeError, open_websocket_url
 
@@ -14,8 +15,11 @@ from gateway.tasktree import render_text
 _CLEAR = "\x1b[H\x1b[2J"
 
 
-async def watch_tasks(admin: str, follow: bool, interval: str) -> None:
-    url = f"ws://{admin}/tasks/ws?interval={interval}"
+async def watch_tasks(admin: str, follow: bool, interval: str, filters: dict[str, str]) -> None:
+    """Prints the tree (oldest tasks first) once, or with `follow` redraws it on every
+    update; `filters` are /tasks parameters (listener, cluster, older_than, state)."""
+    query = urlencode({"interval": interval, "sort": "age", **filters})
+    url = f"ws://{admin}/tasks/ws?{query}"
     try:
         async with open_websocket_url(url) as ws:
             while True:

@@ -5,9 +5,16 @@ annotation lives in a WeakKeyDictionary keyed by the task, so it costs one dict 
 task and disappears with it. `/tasks` walks trio's own tree (root task -> child nurseries
 -> child tasks) and joins the annotations, so the view can never drift from reality: a task
 that exists is shown, with where its coroutine is suspended right now.
+
+Annotated tasks get a number (`id`) that stays theirs while they live; a task annotated
+with a cancel scope can be cancelled by that number (`POST /tasks/ID/cancel`). Tracking
+can be switched off per Trio run (`[admin] task_tree = false`): `annotate()` then returns at
+once and the tree shows bare Trio tasks.
 """
 
 import contextlib
+import itertools
+import math
 import os
 import time
 import weakref
@@ -17,6 +24,9 @@ from typing import Any
 import attrs
 import trio
 
+_enabled: trio.lowlevel.RunVar[bool] = trio.lowlevel.RunVar("task_tree_enabled", default=True)
+_ids = itertools.count(1)
+
 
 @attrs.define
 class Annotation:
@@ -25,6 +35,9 @@ class Annotation:
     fields: dict[str, Any]
     #: Called at snapshot time for values that change while the task runs.
     live: Callable[[], dict[str, Any]] | None = None
+    id: int = 0
+    #: The scope `cancel()` cancels: the task's whole work, so cancelling it ends the task.
+    cancel_scope: trio.CancelScope | None = None
 
 
 _annotations: "weakref.WeakKeyDictionary[trio.lowlevel.Task, Annotation]" = (
@@ -32,10 +45,34 @@ _annotations: "weakref.WeakKeyDictionary[trio.lowlevel.Task, Annotation]" = (
 )
 
 
-def annotate(kind: str, live: Callable[[], dict[str, Any]] | None = None, **fields: Any) -> None:
-    """Marks the current task as a gateway `kind` ("listener", "connection", "stream", ...)."""
+def set_enabled(enabled: bool) -> None:
+    """Turns annotation on or off for the current Trio run (the gateway's `[admin]
+    task_tree`); tasks annotated before keep their annotation."""
+    _enabled.set(enabled)
+
+
+def annotate(
+    kind: str,
+    live: Callable[[], dict[str, Any]] | None = None,
+    *,
+    cancel_scope: trio.CancelScope | None = None,
+    **fields: Any,
+) -> None:
+    """Marks the current task as a gateway `kind` ("listener", "connection", "stream", ...).
+
+    With `cancel_scope` the task is a new thing with a new id, and the admin endpoint can
+    cancel it. Without one, a task already annotated keeps its id and scope: it is the same
+    work seen anew (a stream that became a tunnel).
+    """
+    if not _enabled.get():
+        return
     task = trio.lowlevel.current_task()
-    _annotations[task] = Annotation(kind, time.monotonic(), fields, live)
+    prior = _annotations.get(task) if cancel_scope is None else None
+    if prior is not None and prior.cancel_scope is not None:
+        task_id, cancel_scope = prior.id, prior.cancel_scope
+    else:
+        task_id = next(_ids)
+    _annotations[task] = Annotation(kind, time.monotonic(), fields, live, task_id, cancel_scope)
 
 
 @contextlib.contextmanager
@@ -64,19 +101,34 @@ def _awaiting(task: trio.lowlevel.Task) -> str | None:
     return f"{frame.f_code.co_qualname} ({os.path.basename(frame.f_code.co_filename)}:{lineno})"
 
 
-def _node(task: trio.lowlevel.Task, now: float) -> dict[str, Any]:
+def _deadline(task: trio.lowlevel.Task) -> float:
+    """The task's effective cancel-scope deadline (trio time). Trio offers this only for
+    the current task (`current_effective_deadline`), so it is read from the task's cancel
+    status, which every task has; anything unexpected there reads as no deadline."""
+    status = getattr(task, "_cancel_status", None)
+    effective = getattr(status, "effective_deadline", None)
+    return effective() if callable(effective) else math.inf
+
+
+def _node(task: trio.lowlevel.Task, now: float, trio_now: float) -> dict[str, Any]:
     node: dict[str, Any] = {"name": task.name}
     ann = _annotations.get(task)
     if ann is not None:
+        node["id"] = ann.id
         node["kind"] = ann.kind
         node["age_s"] = round(now - ann.started, 3)
         node.update(ann.fields)
         if ann.live is not None:
             node.update(ann.live())
+        deadline = _deadline(task)
+        if deadline != math.inf:
+            node["deadline_s"] = round(max(deadline - trio_now, 0.0), 3)
+        if ann.cancel_scope is not None:
+            node["cancellable"] = True
     if (awaiting := _awaiting(task)) is not None:
         node["awaiting"] = awaiting
     children = [
-        _node(child, now)
+        _node(child, now, trio_now)
         for nursery in task.child_nurseries
         for child in sorted(nursery.child_tasks, key=lambda t: t.name)
     ]
@@ -87,7 +139,31 @@ def _node(task: trio.lowlevel.Task, now: float) -> dict[str, Any]:
 
 def snapshot() -> dict[str, Any]:
     """The whole task tree of the running Trio loop, as nested dicts."""
-    return _node(trio.lowlevel.current_root_task(), time.monotonic())
+    return _node(trio.lowlevel.current_root_task(), time.monotonic(), trio.current_time())
+
+
+def _tasks(task: trio.lowlevel.Task) -> Iterator[trio.lowlevel.Task]:
+    yield task
+    for nursery in task.child_nurseries:
+        for child in nursery.child_tasks:
+            yield from _tasks(child)
+
+
+class NotCancellable(Exception):
+    """The task exists but has no cancel scope of its own (a listener, the admin, ...)."""
+
+
+def cancel(task_id: int) -> Annotation:
+    """Cancels the live task with this id; returns its annotation. Raises LookupError if
+    no live task has the id, NotCancellable if it has no cancel scope."""
+    for task in _tasks(trio.lowlevel.current_root_task()):
+        ann = _annotations.get(task)
+        if ann is not None and ann.id == task_id:
+            if ann.cancel_scope is None:
+                raise NotCancellable(f"task {task_id} ({ann.kind}) cannot be cancelled")
+            ann.cancel_scope.cancel()
+            return ann
+    raise LookupError(f"no task {task_id}")
 
 
 def render_text(node: dict[str, Any], indent: str = "") -> str:
@@ -95,7 +171,7 @@ def render_text(node: dict[str, Any], indent: str = "") -> str:
     extras = [
         f"{k}={v}"
         for k, v in node.items()
-        if k not in ("name", "children", "kind") and v not in (None, "", "-")
+        if k not in ("name", "children", "kind", "cancellable") and v not in (None, "", "-")
     ]
     kind = f"[{node['kind']}] " if "kind" in node else ""
     line = f"{indent}{kind}{node['name']}" + (f"  ({', '.join(extras)})" if extras else "")

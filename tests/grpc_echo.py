@@ -22,6 +22,8 @@ class EchoServicer:
         self.cancelled = threading.Event()
         self.started = threading.Event()
         self.time_remaining: float | None = None
+        #: Calls seen with the request b"flaky"; the first of them fails UNAVAILABLE.
+        self.flaky_calls = 0
 
     def _watch(self, context: grpc.ServicerContext) -> None:
         context.add_callback(self._on_done(context))
@@ -38,6 +40,10 @@ class EchoServicer:
         if request == b"fail":
             context.set_trailing_metadata((("x-detail", "why-it-failed"),))
             context.abort(grpc.StatusCode.INVALID_ARGUMENT, "bad input")
+        if request == b"flaky":
+            self.flaky_calls += 1
+            if self.flaky_calls == 1:
+                context.abort(grpc.StatusCode.UNAVAILABLE, "try again")
         if request == b"sleep":
             self.started.set()
             deadline = time.monotonic() + 10

@@ -1,16 +1,19 @@
 """The admin ASGI app: a table of endpoints and the ASGI plumbing around it."""
 
+import re
 from collections.abc import Callable
 from urllib.parse import parse_qsl
 
 import attrs
 import trio
 
-from gateway.admin import views
+from gateway.admin import dashboard, views
+from gateway.admin.history import StatsHistory
 from gateway.admin.views import Reply
 from gateway.asgi import Receive, Scope, Send, complete_lifespan
 from gateway.config.load import parse_duration
 from gateway.server import Gateway
+from gateway.task_query import TaskQuery
 
 
 @attrs.frozen
@@ -21,17 +24,22 @@ class Endpoint:
     mutates: bool = False
 
 
-ENDPOINTS = (
-    Endpoint("/", lambda gw, q: views.index(_HELP), "this list of endpoints"),
+_ENDPOINTS = (
     Endpoint("/ready", views.ready, "LIVE (200) or DRAINING (503)"),
-    Endpoint("/server_info", views.server_info, "version, state and uptime"),
-    Endpoint("/stats", views.stats, "all stats; ?filter=REGEX, ?format=json|prometheus"),
-    Endpoint("/stats/prometheus", views.stats_prometheus, "stats in Prometheus text format"),
+    Endpoint("/server_info", views.server_info, "version, state, uptime, config path"),
+    Endpoint("/stats", views.stats, "all stats; ?filter=REGEX, ?usedonly, ?format=json|prometheus"),
+    Endpoint(
+        "/stats/prometheus", views.stats_prometheus, "Prometheus text format; ?filter, ?usedonly"
+    ),
     Endpoint("/config_dump", views.config_dump, "the effective configuration as JSON"),
     Endpoint("/clusters", views.clusters, "upstream hosts and their stats; ?format=json"),
     Endpoint("/listeners", views.listeners, "listeners and bound addresses; ?format=json"),
     Endpoint("/logging", views.logging_get, "logger levels (POST ?level= or ?LOGGER=LEVEL)"),
-    Endpoint("/tasks", views.tasks, "the live Trio task tree; ?format=text"),
+    Endpoint(
+        "/tasks",
+        views.tasks,
+        "the live task tree; ?format=text, ?listener, ?cluster, ?older_than, ?state, ?sort=age",
+    ),
     Endpoint("/tasks/ws", views.tasks, "WebSocket: the task tree, then updates (?interval=1s)"),
     Endpoint(
         "/healthcheck/fail", views.healthcheck_fail, "fail health checks (POST)", mutates=True
@@ -39,15 +47,33 @@ ENDPOINTS = (
     Endpoint(
         "/healthcheck/ok", views.healthcheck_ok, "pass health checks again (POST)", mutates=True
     ),
+    Endpoint(
+        "/drain_listeners", views.drain_listeners, "stop accepting, drain (POST)", mutates=True
+    ),
+    Endpoint("/reset_counters", views.reset_counters, "set counters to 0 (POST)", mutates=True),
     Endpoint("/quitquitquit", views.quit, "drain and exit (POST)", mutates=True),
 )
-_BY_PATH = {e.path: e for e in ENDPOINTS}
-_HELP = [(e.path, e.help) for e in ENDPOINTS]
+_CANCEL = re.compile(r"^/tasks/([^/]+)/cancel$")
 
 
 class AdminApp:
-    def __init__(self, gw: Gateway) -> None:
+    def __init__(self, gw: Gateway, history: StatsHistory) -> None:
         self._gw = gw
+        endpoints = (
+            Endpoint("/", lambda gw, q: dashboard.page(help_), "dashboard and endpoint list"),
+            Endpoint(
+                "/stats/history",
+                lambda gw, q: Reply.json(history.render()),
+                "per-cluster request rate and latency, last 5 minutes",
+            ),
+            *_ENDPOINTS,
+        )
+        self._by_path = {e.path: e for e in endpoints}
+        help_: list[tuple[str, str, bool]] = []
+        for e in endpoints:
+            help_.append((e.path, e.help, e.mutates))
+            if e.path == "/tasks/ws":
+                help_.append(("/tasks/ID/cancel", "cancel a connection or stream (POST)", True))
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":
@@ -82,6 +108,7 @@ class AdminApp:
             return
         try:
             interval = max(parse_duration(query.get("interval", "1s")), 0.1)
+            task_query = TaskQuery.from_params(query)
         except ValueError as exc:
             await send({"type": "websocket.close", "code": 4400, "reason": str(exc)[:120]})
             return
@@ -94,14 +121,18 @@ class AdminApp:
 
             nursery.start_soon(until_disconnect, name="admin websocket reader")
             while True:
-                await send({"type": "websocket.send", "text": views.task_tree_json()})
+                await send({"type": "websocket.send", "text": views.task_tree_json(task_query)})
                 await trio.sleep(interval)
 
     def _dispatch(self, scope: Scope) -> Reply:
         path = scope["path"].rstrip("/") or "/"
-        endpoint = _BY_PATH.get(path)
+        endpoint = self._by_path.get(path)
         query = dict(parse_qsl(scope["query_string"].decode("latin-1"), keep_blank_values=True))
         method = scope["method"]
+        if endpoint is None and (cancel := _CANCEL.match(path)):
+            if method != "POST":
+                return Reply.text(f"{path} requires POST\n", 405)
+            return views.cancel_task(self._gw, cancel.group(1))
         if endpoint is None:
             return Reply.text(f"no admin endpoint {path}; see /\n", 404)
         if path == "/logging" and method == "POST":

@@ -1,20 +1,28 @@
 """Admin endpoint handlers: each reads the gateway's public state and renders it."""
 
-import html
 import json
 import logging
 import re
 import time
 from importlib.metadata import PackageNotFoundError, version
+from typing import Any
 
 import attrs
 
 from gateway import stats as stats_format
 from gateway import tasktree
+from gateway.clusters.host import HealthFlag, Host
 from gateway.config.load import unstructure_config
 from gateway.server import Gateway
+from gateway.task_query import TaskQuery
+
+log = logging.getLogger("gateway.admin")
 
 _LEVELS = ("trace", "debug", "info", "warning", "error", "critical", "off")
+#: Config keys whose values are secrets (JWT signing secrets, TLS private keys, passwords):
+#: /config_dump shows them as "[redacted]", whatever table they sit in.
+_SECRET_KEY = re.compile(r"(^|[_-])(secret|password|token|authorization)$|[_-]key$", re.I)
+REDACTED = "[redacted]"
 
 
 @attrs.frozen
@@ -39,19 +47,6 @@ def _gateway_version() -> str:
         return "dev"
 
 
-def index(endpoints: list[tuple[str, str]]) -> Reply:
-    rows = "\n".join(
-        f'<tr><td><a href="{html.escape(p)}">{html.escape(p)}</a></td>'
-        f"<td>{html.escape(h)}</td></tr>"
-        for p, h in endpoints
-    )
-    page = (
-        "<!doctype html><html><head><title>gateway admin</title></head><body>"
-        f"<h1>gateway admin</h1><table>{rows}</table></body></html>\n"
-    )
-    return Reply(200, "text/html; charset=utf-8", page.encode())
-
-
 def ready(gw: Gateway, query: dict[str, str]) -> Reply:
     if gw.draining:
         return Reply.text("DRAINING\n", 503)
@@ -59,14 +54,21 @@ def ready(gw: Gateway, query: dict[str, str]) -> Reply:
 
 
 def server_info(gw: Gateway, query: dict[str, str]) -> Reply:
-    uptime = int(time.time() - gw.started_at)
+    uptime = f"{int(time.time() - gw.started_at)}s"
     return Reply.json(
         {
             "version": _gateway_version(),
             "state": "DRAINING" if gw.draining else "LIVE",
-            "uptime_current_epoch": f"{uptime}s",
+            "uptime_current_epoch": uptime,
+            # No hot restart: this process is the only epoch.
+            "uptime_all_epochs": uptime,
             "listeners": gw.listener_ports,
             "admin_port": gw.admin_port,
+            "command_line_options": {
+                "config_path": gw.config_path,
+                # One Trio loop in one process serves everything (Envoy: --concurrency).
+                "concurrency": 1,
+            },
         }
     )
 
@@ -81,25 +83,66 @@ def _filter(query: dict[str, str]) -> re.Pattern[str] | Reply | None:
         return Reply.text(f"invalid filter regex: {exc}\n", 400)
 
 
+def _selected(gw: Gateway, query: dict[str, str]) -> list[stats_format.Stat] | Reply:
+    name_filter = _filter(query)
+    if isinstance(name_filter, Reply):
+        return name_filter
+    return gw.stats.select(name_filter, used_only="usedonly" in query)
+
+
 def stats(gw: Gateway, query: dict[str, str]) -> Reply:
     fmt = query.get("format", "text")
     if fmt == "prometheus":
         return stats_prometheus(gw, query)
-    name_filter = _filter(query)
-    if isinstance(name_filter, Reply):
-        return name_filter
+    selected = _selected(gw, query)
+    if isinstance(selected, Reply):
+        return selected
     if fmt == "json":
-        return Reply.json(stats_format.render_json(gw.stats, name_filter))
-    return Reply.text(stats_format.render_text(gw.stats, name_filter))
+        buckets = query.get("histogram_buckets") == "cumulative"
+        return Reply.json(stats_format.render_json(selected, buckets))
+    return Reply.text(stats_format.render_text(selected))
 
 
 def stats_prometheus(gw: Gateway, query: dict[str, str]) -> Reply:
-    body = stats_format.render_prometheus(gw.stats).encode()
+    selected = _selected(gw, query)
+    if isinstance(selected, Reply):
+        return selected
+    body = stats_format.render_prometheus(selected).encode()
     return Reply(200, "text/plain; version=0.0.4; charset=utf-8", body)
 
 
+def reset_counters(gw: Gateway, query: dict[str, str]) -> Reply:
+    count = gw.stats.reset_counters()
+    log.info("admin: %d counters reset", count)
+    return Reply.text("OK\n")
+
+
+def redact(data: Any) -> Any:
+    """The config dump with the value of every secret-named key replaced."""
+    if isinstance(data, dict):
+        return {
+            k: REDACTED
+            if isinstance(k, str) and _SECRET_KEY.search(k) and data[k] is not None
+            else redact(v)
+            for k, v in data.items()
+        }
+    if isinstance(data, list):
+        return [redact(v) for v in data]
+    return data
+
+
 def config_dump(gw: Gateway, query: dict[str, str]) -> Reply:
-    return Reply.json(unstructure_config(gw.config))
+    return Reply.json(redact(unstructure_config(gw.config)))
+
+
+def _host_health_status(host: Host) -> dict[str, bool | str]:
+    """Envoy's HostHealthStatus: only the flags that are set appear."""
+    status: dict[str, bool | str] = {"eds_health_status": "HEALTHY"}
+    if HealthFlag.FAILED_ACTIVE_HC in host.health_flags:
+        status["failed_active_health_check"] = True
+    if HealthFlag.FAILED_OUTLIER_CHECK in host.health_flags:
+        status["failed_outlier_check"] = True
+    return status
 
 
 def clusters(gw: Gateway, query: dict[str, str]) -> Reply:
@@ -109,12 +152,13 @@ def clusters(gw: Gateway, query: dict[str, str]) -> Reply:
                 "cluster_statuses": [
                     {
                         "name": cluster.name,
+                        "circuit_breakers": attrs.asdict(cluster.config.circuit_breakers),
                         "host_statuses": [
                             {
                                 "address": str(host.address),
                                 "stats": attrs.asdict(host.stats),
-                                "health_status": "HEALTHY",
-                                "weight": 1,
+                                "health_status": _host_health_status(host),
+                                "weight": host.weight,
                                 "pool": attrs.asdict(host.pool.statistics()),
                             }
                             for host in cluster.hosts
@@ -128,6 +172,8 @@ def clusters(gw: Gateway, query: dict[str, str]) -> Reply:
     for cluster in gw.clusters.clusters.values():
         name = cluster.name
         lines.append(f"{name}::observability_name::{name}")
+        for limit, value in attrs.asdict(cluster.config.circuit_breakers).items():
+            lines.append(f"{name}::default_priority::{limit}::{value}")
         limit = cluster.config.max_connections_per_host
         lines.append(f"{name}::default_priority::max_connections_per_host::{limit}")
         for host in cluster.hosts:
@@ -137,8 +183,8 @@ def clusters(gw: Gateway, query: dict[str, str]) -> Reply:
             pool = host.pool.statistics()
             lines.append(f"{prefix}::pool_idle::{pool.idle}")
             lines.append(f"{prefix}::pool_waiting::{pool.waiting}")
-            lines.append(f"{prefix}::health_flags::healthy")
-            lines.append(f"{prefix}::weight::1")
+            lines.append(f"{prefix}::health_flags::{host.health_flag_names()}")
+            lines.append(f"{prefix}::weight::{host.weight}")
     return Reply.text("\n".join(lines) + "\n")
 
 
@@ -204,15 +250,43 @@ def logging_post(gw: Gateway, query: dict[str, str]) -> Reply:
 
 
 def tasks(gw: Gateway, query: dict[str, str]) -> Reply:
-    tree = tasktree.snapshot()
+    try:
+        task_query = TaskQuery.from_params(query)
+    except ValueError as exc:
+        return Reply.text(f"{exc}\n", 400)
+    tree = task_query.apply(tasktree.snapshot())
     if query.get("format") == "text":
         return Reply.text(tasktree.render_text(tree) + "\n")
     return Reply.json(tree)
 
 
-def task_tree_json() -> str:
-    """One /tasks/ws message: the time and the whole tree."""
-    return json.dumps({"time": time.time(), "tree": tasktree.snapshot()})
+def task_tree_json(query: TaskQuery) -> str:
+    """One /tasks/ws message: the time and the tree, narrowed as the client asked."""
+    return json.dumps({"time": time.time(), "tree": query.apply(tasktree.snapshot())})
+
+
+def cancel_task(gw: Gateway, task_id: str) -> Reply:
+    """`POST /tasks/ID/cancel`: cancels a connection's or stream's cancel scope."""
+    if not task_id.isdigit():
+        return Reply.text(f"task id must be a number, got {task_id!r}\n", 400)
+    try:
+        annotation = tasktree.cancel(int(task_id))
+    except tasktree.NotCancellable as exc:
+        return Reply.text(f"{exc}\n", 409)
+    except LookupError as exc:
+        return Reply.text(f"{exc} (finished, or never existed)\n", 404)
+    fields = ", ".join(f"{k}={v}" for k, v in annotation.fields.items())
+    log.warning("admin: cancelling task %s [%s] (%s)", task_id, annotation.kind, fields)
+    return Reply.text(f"cancelled task {task_id} ({annotation.kind})\n")
+
+
+def drain_listeners(gw: Gateway, query: dict[str, str]) -> Reply:
+    """Envoy's /drain_listeners: stop accepting and let in-flight requests finish, without
+    exiting; `?graceful` is accepted, as the gateway's drain is always graceful."""
+    if not gw.draining:
+        log.info("admin: draining listeners for up to %ss", gw.config.server.drain_timeout)
+    gw.drain_listeners()
+    return Reply.text("OK\n")
 
 
 def healthcheck_fail(gw: Gateway, query: dict[str, str]) -> Reply:

@@ -1,44 +1,231 @@
-"""A cluster: its hosts, each with a connection pool and stats, and a load balancer."""
+"""A cluster: its hosts (each with a pool), their health, and the load balancer over them.
 
-import attrs
+Each cluster is a task with a nursery; each host is a task in it that owns the host's
+background work (pool reaper, HTTP/2 connection readers, health checker). A host that
+leaves (DNS no longer returns it) stops taking requests at once, drains what it has in
+flight, and then its task ends. Health changes and host-set changes only mark the load
+balancer stale; the next pick rebuilds it, so the hot path stays a single call.
+"""
 
+import functools
+import logging
+
+import trio
+
+from gateway.clusters.circuit_breakers import ResourceManager
 from gateway.clusters.cluster_stats import ClusterStats, HostStats
-from gateway.clusters.load_balancer import LoadBalancer, RoundRobin
+from gateway.clusters.dns import DnsResolver
+from gateway.clusters.health_check import HealthChecker, HealthCheckStats
+from gateway.clusters.host import HealthFlag, Host
+from gateway.clusters.load_balancer import LoadBalancer, NoHosts, create_load_balancer
+from gateway.clusters.outlier_detection import OutlierDetector
 from gateway.clusters.pool_h1 import HostPool
 from gateway.clusters.pool_h2 import H2HostPool
 from gateway.config.model import Address
 from gateway.config.model import Cluster as ClusterConfig
 from gateway.stats import StatsStore
+from gateway.tasktree import annotate
 
-
-@attrs.define(eq=False)
-class Host:
-    address: Address
-    pool: HostPool | H2HostPool
-    stats: HostStats
-
-    def __str__(self) -> str:
-        return str(self.address)
+log = logging.getLogger("gateway.cluster")
 
 
 class Cluster:
     def __init__(self, name: str, config: ClusterConfig, store: StatsStore) -> None:
         self.name = name
         self.config = config
-        self.stats = ClusterStats.create(
-            store.scope(f"cluster.{name}", "cluster", {"envoy_cluster_name": name})
+        scope = store.scope(f"cluster.{name}", "cluster", {"envoy_cluster_name": name})
+        self.stats = ClusterStats.create(scope)
+        self.resources = ResourceManager(config.circuit_breakers, scope)
+        self.health_check_stats = HealthCheckStats.create(scope) if config.health_checks else None
+        self.outlier = (
+            OutlierDetector(config.outlier_detection, name, self, scope)
+            if config.outlier_detection is not None
+            else None
         )
-        self.hosts: list[Host] = []
-        for endpoint in config.endpoints:
-            address = endpoint.address
-            host_stats = HostStats()
-            pool_class = H2HostPool if config.protocol == "http2" else HostPool
-            pool = pool_class(address, config, self.stats, host_stats)
-            self.hosts.append(Host(address, pool, host_stats))
-        self._lb: LoadBalancer[Host] = RoundRobin()
+        self._hosts: list[Host] = []
+        if config.type != "strict_dns":  # logical_dns: one host, its address kept fresh
+            self._hosts = [self._new_host(e.address, e.weight) for e in config.endpoints]
+        self._lb: LoadBalancer = NoHosts()
+        self._lb_stale = True
+        self._panic = False
+        self._nursery: trio.Nursery | None = None
+        self._update_membership()
 
     def __repr__(self) -> str:
-        return f"<Cluster {self.name} hosts={[str(h) for h in self.hosts]}>"
+        return f"<Cluster {self.name} hosts={[str(h) for h in self._hosts]}>"
 
-    def choose_host(self) -> Host | None:
-        return self._lb.choose(self.hosts)
+    # -- hosts and health ------------------------------------------------------------------
+
+    @property
+    def hosts(self) -> list[Host]:
+        return self._hosts
+
+    def _new_host(self, address: Address, weight: int) -> Host:
+        host_stats = HostStats()
+        pool_class = H2HostPool if self.config.protocol == "http2" else HostPool
+        pool = pool_class(address, self.config, self.stats, host_stats, self.resources)
+        host = Host(address, weight, pool, host_stats)
+        if self.config.health_checks:
+            host.health_flags = HealthFlag.FAILED_ACTIVE_HC  # until its first check passes
+        return host
+
+    def set_health_flag(self, host: Host, flag: HealthFlag, on: bool) -> None:
+        flags = host.health_flags | flag if on else host.health_flags & ~flag
+        if flags != host.health_flags:
+            host.health_flags = flags
+            self._changed()
+
+    def _changed(self) -> None:
+        self._lb_stale = True
+        self._update_membership()
+
+    def _update_membership(self) -> None:
+        self.stats.membership_total.value = len(self._hosts)
+        self.stats.membership_healthy.value = sum(1 for h in self._hosts if h.healthy)
+
+    def _rebuild_load_balancer(self) -> None:
+        hosts = self._hosts
+        healthy = [h for h in hosts if h.healthy]
+        # Envoy's panic mode: with too few healthy hosts, spreading load over all of them
+        # beats crushing the few that are left.
+        threshold = self.config.healthy_panic_threshold
+        self._panic = bool(hosts) and len(healthy) * 100 < threshold * len(hosts)
+        usable = hosts if self._panic else healthy
+        self._lb = create_load_balancer(self.config, usable, hosts, self._lb)
+        self._lb_stale = False
+
+    def choose_host(self, hash_key: int | None = None, avoid: tuple[Host, ...] = ()) -> Host | None:
+        """A host for the next request; None when there is none to use (503 UH). `avoid`
+        holds hosts already tried by this request: a retry goes elsewhere if it can."""
+        if self._lb_stale:
+            self._rebuild_load_balancer()
+        host = self._lb.choose(hash_key)
+        if avoid and host in avoid:
+            # A few fresh picks (a hash-based policy picks at random without a key).
+            for _ in range(3):
+                other = self._lb.choose(None)
+                if other not in avoid:
+                    host = other
+                    break
+        if self._panic:
+            self.stats.lb_healthy_panic.inc()
+        return host
+
+    # -- DNS -----------------------------------------------------------------------------
+
+    def set_resolved_hosts(self, index: int, addresses: list[Address]) -> None:
+        """strict_dns: endpoint `index` now resolves to `addresses` (in DNS order).
+        Hosts that stay keep their pools and in-flight requests; new ones start; gone
+        ones drain."""
+        endpoint = self.config.endpoints[index]
+        port = endpoint.address.port
+        current = {h.address: h for h in self._hosts if h.endpoint_index == index}
+        wanted = [Address(a.host, port) for a in addresses]
+        if set(current) == set(wanted):
+            return
+        others = [h for h in self._hosts if h.endpoint_index != index]
+        kept: list[Host] = []
+        for address in wanted:
+            host = current.pop(address, None)
+            if host is None:
+                host = self._new_host(address, endpoint.weight)
+                host.endpoint_index = index
+                self._start_host(host)
+            kept.append(host)
+        for gone in current.values():
+            log.info("cluster %s: host %s left (DNS)", self.name, gone)
+            if self.outlier is not None:
+                self.outlier.uneject(gone)
+            gone.removed.set()
+        self._hosts = others + kept
+        self.stats.membership_change.inc()
+        self._changed()
+
+    def set_logical_address(self, address: Address) -> None:
+        """logical_dns: new connections of the one host go to `address`; connections
+        already open stay where they are, as in Envoy."""
+        host = self._hosts[0]
+        resolved = Address(address.host, self.config.endpoints[0].address.port)
+        if host.pool.address != resolved:
+            host.pool.address = resolved
+            self.stats.membership_change.inc()
+
+    # -- tasks ---------------------------------------------------------------------------
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """The cluster's task: host tasks, DNS refreshes and outlier detection. Reports
+        started once every host's first health check and the first DNS answers are in
+        (Envoy's cluster warming), so the first requests see known health."""
+        annotate(
+            "cluster",
+            lambda: {"hosts": len(self._hosts), "healthy": self.stats.membership_healthy.value},
+            cluster=self.name,
+            type=self.config.type,
+            lb_policy=self.config.lb_policy,
+        )
+        try:
+            async with trio.open_nursery() as nursery:
+                self._nursery = nursery
+                async with trio.open_nursery() as warming:
+                    for host in self._hosts:
+                        warming.start_soon(self._start_and_wait, host)
+                    for resolver in self._resolvers():
+                        warming.start_soon(
+                            functools.partial(nursery.start, resolver.run, name=resolver.name)
+                        )
+                if self.outlier is not None:
+                    nursery.start_soon(self.outlier.run, name=f"outlier detection {self.name}")
+                task_status.started()
+                await trio.sleep_forever()
+        finally:
+            for host in self._hosts:
+                host.pool.close()
+
+    def _resolvers(self) -> list[DnsResolver]:
+        config = self.config
+        if config.type == "static":
+            return []
+        if config.type == "logical_dns":
+            on_resolved = [lambda addresses: self.set_logical_address(addresses[0])]
+        else:
+            on_resolved = [
+                functools.partial(self.set_resolved_hosts, i) for i in range(len(config.endpoints))
+            ]
+        return [
+            DnsResolver(self.name, e.address, config.dns_refresh_rate, self.stats, callback)
+            for e, callback in zip(config.endpoints, on_resolved, strict=True)
+        ]
+
+    def _start_host(self, host: Host) -> None:
+        assert self._nursery is not None
+        self._nursery.start_soon(self._run_host, host, name=f"host {host}")
+
+    async def _start_and_wait(self, host: Host) -> None:
+        assert self._nursery is not None
+        await self._nursery.start(self._run_host, host, name=f"host {host}")
+
+    async def _run_host(
+        self, host: Host, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
+    ) -> None:
+        annotate(
+            "host",
+            lambda: {"health": host.health_flag_names(), "rq_active": host.stats.rq_active},
+            cluster=self.name,
+            upstream_host=str(host),
+            weight=host.weight,
+        )
+        async with trio.open_nursery() as nursery:
+            host.pool.start(nursery)
+            if self.health_check_stats is not None:
+                for check in self.config.health_checks:
+                    checker = HealthChecker(
+                        self.name, self.config, check, host, self, self.health_check_stats
+                    )
+                    await nursery.start(checker.run, name=f"health check {check.type} {host}")
+            task_status.started()
+            await host.removed.wait()
+            # Leaving: no new requests reach it (it is off the host list); the ones in
+            # flight finish on their connections, which close as they come back.
+            host.pool.drain()
+            await host.pool.drained.wait()
+            nursery.cancel_scope.cancel()

@@ -22,6 +22,21 @@ class ClusterStats:
     upstream_rq_pending_active: Gauge
     upstream_rq_time: Histogram
     upstream_cx_none_healthy: Counter
+    upstream_cx_overflow: Counter
+    upstream_rq_per_try_timeout: Counter
+    upstream_rq_retry: Counter
+    upstream_rq_retry_success: Counter
+    upstream_rq_retry_overflow: Counter
+    upstream_rq_retry_limit_exceeded: Counter
+    upstream_rq_retry_backoff_exponential: Counter
+    lb_healthy_panic: Counter
+    membership_healthy: Gauge
+    membership_total: Gauge
+    membership_change: Counter
+    #: DNS refreshes of strict_dns / logical_dns clusters.
+    update_attempt: Counter
+    update_success: Counter
+    update_failure: Counter
     upstream_rq_by_class: dict[str, Counter]
 
     @classmethod

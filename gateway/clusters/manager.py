@@ -1,4 +1,6 @@
-"""The cluster manager: every cluster, and the background tasks that keep pools tidy."""
+"""The cluster manager: every cluster, each a task with its hosts' background work."""
+
+import functools
 
 import trio
 
@@ -16,26 +18,14 @@ class ClusterManager:
         return self.clusters[name]
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-        """Runs one nursery per cluster for its pools' background tasks (reapers, HTTP/2
-        connection readers) until cancelled; then closes the pools."""
+        """Runs every cluster until cancelled. Reports started once all clusters have
+        warmed up (first health checks and DNS answers), which they do side by side."""
         annotate("cluster_manager", clusters=len(self.clusters))
-        try:
-            async with trio.open_nursery() as nursery:
-                for cluster in self.clusters.values():
-                    await nursery.start(self._run_cluster, cluster, name=f"cluster {cluster.name}")
-                task_status.started()
-        finally:
-            for cluster in self.clusters.values():
-                for host in cluster.hosts:
-                    host.pool.close()
-
-    @staticmethod
-    async def _run_cluster(
-        cluster: Cluster, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
-    ) -> None:
-        annotate("cluster", cluster=cluster.name, hosts=len(cluster.hosts))
         async with trio.open_nursery() as nursery:
-            for host in cluster.hosts:
-                host.pool.start(nursery)
+            async with trio.open_nursery() as warming:
+                for cluster in self.clusters.values():
+                    start = functools.partial(
+                        nursery.start, cluster.run, name=f"cluster {cluster.name}"
+                    )
+                    warming.start_soon(start)
             task_status.started()
-            await trio.sleep_forever()

@@ -8,10 +8,12 @@ channel only if the exchange finished cleanly on both sides (h11 says DONE/DONE)
 exception, including Cancelled from a client that went away or a route timeout, closes it
 instead: a cancelled write may have sent half a request, so such a connection is poison.
 
-Capacity is an open-connection count checked against `max_connections_per_host`. A borrower
-takes an idle connection if there is one, else opens a new one if under the limit, else
-waits on the channel. Closing a connection frees capacity, and if borrowers are waiting it
-sends a `None` token down the channel to wake one of them to connect anew. Bookkeeping is
+Capacity is an open-connection count checked against `max_connections_per_host` and the
+cluster's `max_connections` circuit breaker. A borrower takes an idle connection if there
+is one, else opens a new one if under the limits, else waits on the channel (if the
+`max_pending_requests` breaker lets it). Closing a connection frees capacity, and if
+borrowers are waiting it sends a `None` token down the channel to wake one of them to
+connect anew. Bookkeeping is
 synchronous and happens in `finally` blocks, so cancellation at any await (including in the
 middle of a connect) can never leak a slot: the lesson of httpcore#785/#1093.
 
@@ -27,6 +29,7 @@ from contextlib import asynccontextmanager
 
 import trio
 
+from gateway.clusters.circuit_breakers import ResourceManager
 from gateway.clusters.cluster_stats import ClusterStats, HostStats
 from gateway.clusters.pool_base import PoolBase, PoolStatistics
 from gateway.clusters.upstream_h1 import UpstreamConnection, UpstreamState
@@ -41,8 +44,9 @@ class HostPool(PoolBase):
         config: Cluster,
         cluster_stats: ClusterStats,
         host_stats: HostStats,
+        resources: ResourceManager,
     ) -> None:
-        super().__init__(address, config, cluster_stats, host_stats)
+        super().__init__(address, config, cluster_stats, host_stats, resources)
         # Items are idle connections, or None: a token saying "capacity freed, connect anew".
         # The channel never holds more than the open connections plus woken waiters.
         self._idle_send, self._idle_recv = trio.open_memory_channel[UpstreamConnection | None](
@@ -97,9 +101,13 @@ class HostPool(PoolBase):
                 if conn is not None and self._usable(conn):
                     return conn
                 continue
-            if self._open < self._config.max_connections_per_host:
+            if self._may_connect(self._open):
                 return await self._connect()
+            # Waiters queue on the channel's receive, which trio serves first come first
+            # served; a cancelled receive leaves the queue and takes nothing with it.
+            self._check_pending_breaker()
             self._cluster_stats.upstream_rq_pending_active.inc()
+            self._resources.pending_requests.inc()
             try:
                 with trio.move_on_at(deadline):
                     conn = await self._idle_recv.receive()
@@ -108,6 +116,7 @@ class HostPool(PoolBase):
                     continue
             finally:
                 self._cluster_stats.upstream_rq_pending_active.dec()
+                self._resources.pending_requests.dec()
             self._cluster_stats.upstream_rq_pending_overflow.inc()
             raise UpstreamOverflow()
 
@@ -120,6 +129,7 @@ class HostPool(PoolBase):
 
     async def _connect(self) -> UpstreamConnection:
         self._open += 1
+        self._resources.connections.inc()
         self._host_stats.cx_active += 1
         self._cluster_stats.upstream_cx_active.inc()
         try:
@@ -139,10 +149,12 @@ class HostPool(PoolBase):
     def _forget(self) -> None:
         """One connection fewer; wake a waiting borrower so it can open a replacement."""
         self._open -= 1
+        self._resources.connections.dec()
         self._host_stats.cx_active -= 1
         self._cluster_stats.upstream_cx_active.dec()
         if self._idle_recv.statistics().tasks_waiting_receive and not self._closed:
             self._idle_send.send_nowait(None)
+        self._note_closed()
 
     def start(self, nursery: trio.Nursery) -> None:
         """Starts the reaper that closes expired idle connections, in the cluster's nursery."""
@@ -168,7 +180,8 @@ class HostPool(PoolBase):
             self._idle_send.send_nowait(conn)
 
     def close(self) -> None:
-        """Closes idle connections; borrowed ones are closed when their borrower is done."""
+        """Closes idle connections; borrowed ones are closed when their borrower is done
+        (so closing is also how a leaving host drains)."""
         self._closed = True
         while True:
             try:
@@ -177,3 +190,8 @@ class HostPool(PoolBase):
                 break
             if conn is not None:
                 self._discard(conn)
+
+    def drain(self) -> None:
+        """The host is leaving: idle connections close now, borrowed ones on return."""
+        self.close()
+        self._start_draining()

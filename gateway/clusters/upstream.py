@@ -11,6 +11,10 @@ from gateway.http.headers import HeaderMap, RequestHead
 
 
 class UpstreamStream(Protocol):
+    #: Set when the upstream ended the exchange without processing it (HTTP/2
+    #: REFUSED_STREAM or GOAWAY): safe to retry.
+    refused: bool
+
     async def send_request_head(self, head: RequestHead, end_stream: bool) -> None: ...
 
     async def send_data(self, data: bytes) -> None: ...

@@ -41,6 +41,9 @@ class UpstreamConnection:
         #: Cleared when the exchange left the connection unfit for another (a refused upgrade).
         self.keep_alive = True
 
+    #: HTTP/1.1 has no way to refuse a request unprocessed.
+    refused = False
+
     def __repr__(self) -> str:
         return f"<UpstreamConnection {self.host} {self.state.value} requests={self.requests}>"
 

@@ -42,6 +42,9 @@ class H2UpstreamStream:
         self.request_done = False
         self.response_done = False
         self._peer_ended = False
+        #: The upstream refused the stream unprocessed (REFUSED_STREAM, or beyond GOAWAY's
+        #: last stream id): safe to retry whatever the request.
+        self.refused = False
 
     async def send_request_head(self, head: RequestHead, end_stream: bool) -> None:
         pseudo = [
@@ -221,6 +224,7 @@ class H2UpstreamConnection:
             elif isinstance(event, h2.events.StreamEnded) and stream is not None:
                 stream.peer_ended(None)
             elif isinstance(event, h2.events.StreamReset) and stream is not None:
+                stream.refused = event.error_code == h2.errors.ErrorCodes.REFUSED_STREAM
                 stream.events_send.close()  # the reader sees ConnectionEnded: UpstreamReset
             elif isinstance(event, h2.events.WindowUpdated | h2.events.RemoteSettingsChanged):
                 self.transport.window_changed()
@@ -230,6 +234,7 @@ class H2UpstreamConnection:
                 last = event.last_stream_id or 0
                 for stream_id, s in list(self.streams.items()):
                     if stream_id > last:  # never processed: the borrower sees a reset
+                        s.refused = True
                         s.events_send.close()
                 self._capacity_changed()
             elif isinstance(event, h2.events.PingAckReceived):

@@ -19,7 +19,16 @@ import tomli
 from cattrs.cols import list_structure_factory
 from cattrs.errors import ClassValidationError, ForbiddenExtraKeysError, IterableValidationError
 
-from gateway.config.model import Address, Duration, Endpoint, GatewayConfig, HttpFilter
+from gateway.config.model import (
+    NETWORK_FILTER_TYPES,
+    AccessLog,
+    Address,
+    Duration,
+    Endpoint,
+    GatewayConfig,
+    HttpFilter,
+    NetworkFilterConfig,
+)
 from gateway.config.validate import validate
 from gateway.errors import ConfigError
 from gateway.http.filters import FILTER_TYPES
@@ -97,6 +106,17 @@ def _make_converter() -> cattrs.Converter:
         return structure
 
     converter.register_structure_hook_factory(lambda t: get_origin(t) is list, list_hook_factory)
+    structure_access_logs = list_hook_factory(list[AccessLog])
+
+    def structure_access_log(value: object, t: type) -> object:
+        # `[listeners.X.access_log]` (one table) came first; `[[...]]` (a list) adds more.
+        if isinstance(value, dict):
+            return [converter.structure(value, AccessLog)]
+        if not isinstance(value, list):
+            raise ValueError(f"expected a table or a list of tables, got {value!r}")
+        return structure_access_logs(value, t)
+
+    converter.register_structure_hook_func(lambda t: t == list[AccessLog], structure_access_log)
 
     def literal_hook_factory(literal_type: type) -> Callable[[object, type], Any]:
         allowed = get_args(literal_type)
@@ -125,6 +145,21 @@ def _make_converter() -> cattrs.Converter:
         return HttpFilter(type_name, converter.structure(rest, filter_type.config_class))
 
     converter.register_structure_hook(HttpFilter, structure_filter)
+
+    def structure_network_filter(value: object, _: type) -> NetworkFilterConfig:
+        if not isinstance(value, dict):
+            raise ValueError(f"expected a table, got {value!r}")
+        filter_class = NETWORK_FILTER_TYPES.get(value.get("type"))  # type: ignore[arg-type]
+        if filter_class is None:
+            known = ", ".join(NETWORK_FILTER_TYPES)
+            raise ValueError(
+                f"'type' must name a network filter ({known}), got {value.get('type')!r}"
+            )
+        return converter.structure(value, filter_class)
+
+    converter.register_structure_hook_func(
+        lambda t: t == NetworkFilterConfig, structure_network_filter
+    )
     return converter
 
 

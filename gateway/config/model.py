@@ -9,6 +9,8 @@ Units live in the types: `Duration` values are seconds (parsed from "250ms", "1.
 `Address` is parsed from "host:port" or "[v6]:port".
 """
 
+import ipaddress
+import re
 from typing import Any, Literal, NewType
 
 import attrs
@@ -31,11 +33,57 @@ class Address:
 # --- admin and server -----------------------------------------------------------------------
 
 
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _check_admin_exposure(instance: "Admin", attribute: object, value: bool) -> None:
+    if not value and not is_loopback(instance.address.host):
+        raise ValueError(
+            f"'address' must be a loopback address unless allow_non_loopback = true "
+            f"(the admin endpoint has no authentication), got '{instance.address}'"
+        )
+
+
 @attrs.frozen
 class Admin:
     """`[admin]`: the admin endpoint, served by hypercorn. Loopback by default."""
 
     address: Address = Address("127.0.0.1", 9901)
+    #: Binding anything but loopback must be asked for: admin has no authentication and
+    #: can cancel requests and stop the gateway.
+    allow_non_loopback: bool = attrs.field(default=False, validator=_check_admin_exposure)
+    #: Annotate tasks for /tasks (kind, state, peer, route, ...). Off, /tasks shows bare
+    #: Trio tasks and nothing can be cancelled from admin.
+    task_tree: bool = True
+
+
+def _check_buckets(instance: object, attribute: object, value: list[float]) -> None:
+    if not value or any(b <= 0 for b in value) or sorted(set(value)) != value:
+        raise ValueError(f"'buckets' must be positive and strictly increasing, got {value!r}")
+
+
+def _check_regex(instance: object, attribute: "attrs.Attribute[str]", value: str) -> None:
+    try:
+        re.compile(value)
+    except re.error as exc:
+        raise ValueError(f"'{attribute.name}' must be a valid regex: {exc}") from None
+
+
+@attrs.frozen
+class HistogramBuckets:
+    """`[[server.histogram_buckets]]`: bucket bounds for the histograms whose dotted name
+    matches `match` (Envoy's histogram_bucket_settings); the first matching entry wins."""
+
+    #: A regex searched in the histogram's dotted name (`cluster\\.api\\.`, `_rq_time$`).
+    match: str = attrs.field(validator=_check_regex)
+    #: Upper bounds, in the histogram's unit (milliseconds for times), increasing.
+    buckets: list[float] = attrs.field(validator=_check_buckets)
 
 
 @attrs.frozen
@@ -44,21 +92,61 @@ class Server:
 
     #: How long in-flight requests may run after SIGTERM/SIGINT before they are cut.
     drain_timeout: Duration = Duration(10.0)
+    #: Histogram bucket overrides; histograms no entry matches use Envoy's defaults.
+    histogram_buckets: list[HistogramBuckets] = attrs.Factory(list)
 
 
 # --- listeners ------------------------------------------------------------------------------
 
 
 @attrs.frozen
+class AccessLogFilter:
+    """`filter` of an access log: which requests it records. Every condition set must hold
+    (Envoy's status_code_filter, duration_filter and response_flag_filter, and-ed)."""
+
+    #: Only responses with at least this status (0, no response, is below every status).
+    min_status_code: int | None = None
+    #: Only requests that took at least this long.
+    min_duration: Duration | None = None
+    #: Only requests with one of these response flags ("UF", "UT", ...).
+    response_flags: list[str] = attrs.Factory(list)
+
+
+def _check_operators(instance: object, attribute: "attrs.Attribute[Any]", value: object) -> None:
+    # Imported here: the format module reads StreamInfo, whose import chain needs this one.
+    from gateway.access_log_format import compile_format
+
+    formats = value.values() if isinstance(value, dict) else [value] if value else []
+    for text in formats:
+        try:
+            compile_format(text)
+        except ValueError as exc:
+            raise ValueError(f"'{attribute.name}' must use known operators: {exc}") from None
+
+
+def _one_format(instance: "AccessLog", attribute: "attrs.Attribute[Any]", value: object) -> None:
+    if instance.text_format is not None and value is not None:
+        raise ValueError("'json_format' must not be set together with text_format")
+    _check_operators(instance, attribute, value)
+
+
+@attrs.frozen
 class AccessLog:
-    """`[listeners.NAME.access_log]`: one line per request."""
+    """`[listeners.NAME.access_log]` (or several, `[[listeners.NAME.access_log]]`): one line
+    per request."""
 
     #: A file path, or "-" for standard output.
     path: str = "-"
-    #: "envoy" (Envoy's default text format) or "json" (one object per line).
+    #: "envoy" (Envoy's default text format) or "json" (one object per line); ignored when
+    #: text_format or json_format is set.
     format: Literal["envoy", "json"] = "envoy"
     #: How often buffered lines are flushed; "0s" flushes every line.
     flush_interval: Duration = Duration(1.0)
+    #: A line made of Envoy command operators: "%REQ(:METHOD)% %RESPONSE_CODE%\n".
+    text_format: str | None = attrs.field(default=None, validator=_check_operators)
+    #: One JSON object per line: key -> a string of command operators.
+    json_format: dict[str, str] | None = attrs.field(default=None, validator=_one_format)
+    filter: AccessLogFilter = AccessLogFilter()
 
 
 @attrs.frozen
@@ -92,6 +180,165 @@ class Http2ProtocolOptions:
     keepalive_timeout: Duration = Duration(5.0)
 
 
+def _check_cidrs(
+    instance: object, attribute: "attrs.Attribute[list[str]]", value: list[str]
+) -> None:
+    for cidr in value:
+        try:
+            ipaddress.ip_network(cidr, strict=False)
+        except ValueError as exc:
+            raise ValueError(f"'{attribute.name}' must hold CIDRs: {exc}") from None
+
+
+@attrs.frozen
+class FilterChainMatch:
+    """When a filter chain applies (Envoy's filter_chain_match). Unset criteria match
+    anything; among the chains that match, the most specific one wins, criterion by
+    criterion in this order."""
+
+    #: The port the connection arrived on (a listener may bind several).
+    destination_port: int | None = attrs.field(
+        default=None,
+        validator=attrs.validators.optional([attrs.validators.ge(1), attrs.validators.le(65535)]),
+    )
+    #: SNI from the TLS ClientHello: exact names or "*.suffix" (exact beats wildcard, a
+    #: longer suffix beats a shorter one).
+    server_names: list[str] = attrs.Factory(list)
+    #: "tls" if the connection opens with a TLS ClientHello, else "raw_buffer".
+    transport_protocol: Literal["tls", "raw_buffer"] | None = None
+    #: ALPN protocols offered in the ClientHello; any one in common matches.
+    application_protocols: list[str] = attrs.Factory(list)
+    #: The client's address, as CIDRs; the longest matching prefix wins.
+    source_prefix_ranges: list[str] = attrs.field(factory=list, validator=_check_cidrs)
+
+
+@attrs.frozen
+class TlsCertificate:
+    """A PEM certificate chain (leaf first) and its PEM private key, as file paths."""
+
+    certificate_chain: str
+    private_key: str
+
+
+@attrs.frozen
+class DownstreamTlsContext:
+    """`tls` of a filter chain: terminate TLS (Envoy's DownstreamTlsContext)."""
+
+    #: Several certificates are chosen by SNI (their DNS names); the first is the default.
+    certificates: list[TlsCertificate]
+    #: Offered to clients in this order of preference; "h2" makes the HCM speak HTTP/2.
+    alpn_protocols: list[str] = attrs.Factory(lambda: ["h2", "http/1.1"])
+    #: PEM CA bundle that client certificates must chain to (mTLS).
+    trusted_ca: str | None = None
+    #: Refuse clients without a valid certificate (needs trusted_ca).
+    require_client_certificate: bool = False
+    min_protocol_version: Literal["TLSv1.2", "TLSv1.3"] = "TLSv1.2"
+    #: A handshake not done within this long is cut (Envoy's
+    #: transport_socket_connect_timeout).
+    handshake_timeout: Duration = Duration(10.0)
+
+
+@attrs.frozen
+class UpstreamTlsContext:
+    """`[clusters.NAME.tls]`: TLS to the upstream endpoints (Envoy's UpstreamTlsContext)."""
+
+    #: Server name sent in the ClientHello and checked against the certificate; unset: the
+    #: endpoint's host if it is a name.
+    sni: str | None = None
+    #: PEM CA bundle to verify the upstream with; unset: the system's trusted CAs.
+    trusted_ca: str | None = None
+    #: Turning this off accepts any certificate: for tests only.
+    verify_certificate: bool = True
+    #: Client certificate for upstreams that require one.
+    certificate: TlsCertificate | None = None
+    #: Unset: ["h2"] for http2 clusters, ["http/1.1"] for http1, none for tcp_proxy use.
+    alpn_protocols: list[str] | None = None
+    min_protocol_version: Literal["TLSv1.2", "TLSv1.3"] = "TLSv1.2"
+
+
+@attrs.frozen
+class HttpConnectionManagerConfig:
+    """A filter chain's `http_connection_manager` network filter: the same keys as a
+    single-chain listener's HTTP settings (tests/unit/test_filter_chains.py keeps the two
+    in step), plus `stat_prefix`."""
+
+    type: Literal["http_connection_manager"]
+    virtual_hosts: list[str] = attrs.Factory(list)
+    http_filters: list[str] = attrs.Factory(list)
+    request_headers_timeout: Duration = Duration(10.0)
+    idle_timeout: Duration = Duration(300.0)
+    max_request_headers_kb: int = attrs.field(default=60, validator=attrs.validators.gt(0))
+    max_request_headers_count: int = attrs.field(default=100, validator=attrs.validators.gt(0))
+    access_log: list[AccessLog] = attrs.Factory(list)
+    per_route_stats: bool = False
+    codec: Literal["auto", "http1", "http2"] = "auto"
+    http2: Http2ProtocolOptions = Http2ProtocolOptions()
+    upgrade: list[Literal["websocket"]] = attrs.Factory(list)
+    upgrade_not_allowed: Literal["forward", "reject"] = "forward"
+    #: Stats go under `http.STAT_PREFIX.*`; unset: the listener's name.
+    stat_prefix: str | None = None
+
+
+@attrs.frozen
+class TcpProxy:
+    """The `tcp_proxy` network filter: bytes both ways to a host of `cluster` (L4)."""
+
+    type: Literal["tcp_proxy"]
+    cluster: str
+    #: Stats go under `tcp.STAT_PREFIX.*`; unset: the listener's name.
+    stat_prefix: str | None = None
+    #: No bytes either way for this long closes both sides; "0s": never.
+    idle_timeout: Duration = Duration(3600.0)
+    #: Hosts tried (each picked by the cluster's load balancer) before giving up.
+    max_connect_attempts: int = attrs.field(default=1, validator=attrs.validators.ge(1))
+
+
+@attrs.frozen
+class NetworkRbac:
+    """The `rbac` network filter: allow or deny connections by source address."""
+
+    type: Literal["rbac"]
+    #: "allow": only matching clients pass; "deny": matching clients are closed.
+    action: Literal["allow", "deny"] = "allow"
+    source_cidrs: list[str] = attrs.field(factory=list, validator=_check_cidrs)
+    stat_prefix: str | None = None
+
+
+@attrs.frozen
+class ConnectionLimit:
+    """The `connection_limit` network filter: at most this many open connections through
+    the filter chain; more are closed at once."""
+
+    type: Literal["connection_limit"]
+    max_connections: int = attrs.field(validator=attrs.validators.ge(1))
+    stat_prefix: str | None = None
+
+
+NetworkFilterConfig = HttpConnectionManagerConfig | TcpProxy | NetworkRbac | ConnectionLimit
+#: `type` names of network filters; the last filter of a chain must be a terminal one.
+NETWORK_FILTER_TYPES: dict[str, type[NetworkFilterConfig]] = {
+    "http_connection_manager": HttpConnectionManagerConfig,
+    "tcp_proxy": TcpProxy,
+    "rbac": NetworkRbac,
+    "connection_limit": ConnectionLimit,
+}
+TERMINAL_NETWORK_FILTERS = ("http_connection_manager", "tcp_proxy")
+
+
+@attrs.frozen
+class FilterChain:
+    """`[[listeners.NAME.filter_chains]]`: a match, optional TLS, and network filters."""
+
+    #: Network filters in order; the last is `http_connection_manager` or `tcp_proxy`.
+    filters: list[NetworkFilterConfig]
+    #: For logs and /tasks; unset: "filter_chains[INDEX]" (or "default").
+    name: str | None = None
+    filter_chain_match: FilterChainMatch = FilterChainMatch()
+    #: Terminate TLS. Without it a chain may still match on SNI and pass the TLS bytes
+    #: through untouched (to a tcp_proxy).
+    tls: DownstreamTlsContext | None = None
+
+
 @attrs.frozen
 class Listener:
     """`[listeners.NAME]`: a bound address running the HTTP connection manager."""
@@ -109,7 +356,10 @@ class Listener:
     max_request_headers_kb: int = attrs.field(default=60, validator=attrs.validators.gt(0))
     #: Limit on the number of request headers (431 above it).
     max_request_headers_count: int = attrs.field(default=100, validator=attrs.validators.gt(0))
-    access_log: AccessLog | None = None
+    #: Access logs: one table, or several (`[[listeners.NAME.access_log]]`).
+    access_log: list[AccessLog] = attrs.Factory(list)
+    #: Keep `vhost.VHOST.route.INDEX.*` stats for the routes of this listener.
+    per_route_stats: bool = False
     #: "auto" serves HTTP/1.1 and HTTP/2 (h2c prior knowledge, by the connection preface)
     #: on the same port; "http1" or "http2" serve only that.
     codec: Literal["auto", "http1", "http2"] = "auto"
@@ -120,6 +370,13 @@ class Listener:
     #: What an upgrade request gets on a route that does not allow it: "forward" it as an
     #: ordinary request (Upgrade is hop-by-hop and dropped), or "reject" it with 403.
     upgrade_not_allowed: Literal["forward", "reject"] = "forward"
+    #: Filter chains, chosen per connection by their `filter_chain_match`. When set, the
+    #: HTTP keys above are not used: each chain has its own `http_connection_manager`.
+    filter_chains: list[FilterChain] = attrs.Factory(list)
+    #: The chain for connections no chain matches; unset: they are closed.
+    default_filter_chain: FilterChain | None = None
+    #: How long to wait for a TLS ClientHello when a chain matches on what it says.
+    listener_filters_timeout: Duration = Duration(15.0)
 
 
 # --- HTTP filters ---------------------------------------------------------------------------
@@ -476,6 +733,8 @@ class Cluster:
     #: Upstream response head limit in KiB (502 above it).
     max_response_headers_kb: int = attrs.field(default=60, validator=attrs.validators.gt(0))
     http2: Http2ProtocolOptions = Http2ProtocolOptions()
+    #: TLS to the endpoints; unset: cleartext.
+    tls: UpstreamTlsContext | None = None
 
 
 # --- the whole file -------------------------------------------------------------------------

@@ -7,7 +7,22 @@ each with its TOML path, so an operator fixes a config in one go.
 
 import re
 
-from gateway.config.model import Cluster, GatewayConfig, HeaderMatcher, Route, VirtualHost
+import attrs
+
+from gateway.config.model import (
+    TERMINAL_NETWORK_FILTERS,
+    Cluster,
+    FilterChain,
+    FilterChainMatch,
+    GatewayConfig,
+    HeaderMatcher,
+    HttpConnectionManagerConfig,
+    Listener,
+    Route,
+    TcpProxy,
+    VirtualHost,
+)
+from gateway.tls_context import check_downstream, check_upstream
 
 _NO_VHOST = VirtualHost(domains=[])
 _ROUTE_ACTIONS = ("cluster", "weighted_clusters", "redirect", "direct_response")
@@ -116,6 +131,8 @@ def _check_cluster(cluster: Cluster, where: str, errors: list[str]) -> None:
         errors.append(
             f"{where}.maglev.table_size: must be a prime, got {cluster.maglev.table_size}"
         )
+    if len(cluster.health_checks) > 1:
+        errors.append(f"{where}.health_checks: at most one health check per cluster (as Envoy)")
     for i, check in enumerate(cluster.health_checks):
         at = f"{where}.health_checks[{i}]"
         for kind, keys in _HEALTH_CHECK_KEYS.items():
@@ -137,11 +154,143 @@ def _check_cluster(cluster: Cluster, where: str, errors: list[str]) -> None:
                 errors.append(f"{at}.expected_statuses: {status} is not an HTTP status")
 
 
+def _check_hcm(
+    hcm: Listener | HttpConnectionManagerConfig,
+    where: str,
+    config: GatewayConfig,
+    errors: list[str],
+) -> None:
+    """An HTTP connection manager's references: a single-chain listener's, or a chain's."""
+    if not hcm.virtual_hosts:
+        errors.append(f"{where}.virtual_hosts: needs at least one virtual host")
+    for i, vh in enumerate(hcm.virtual_hosts):
+        if vh not in config.virtual_hosts:
+            errors.append(f"{where}.virtual_hosts[{i}]: no virtual host named '{vh}'")
+    for i, f in enumerate(hcm.http_filters):
+        if f not in config.http_filters:
+            errors.append(f"{where}.http_filters[{i}]: no http filter named '{f}'")
+    # As Envoy rejects a route configuration in which two virtual hosts claim a domain.
+    claimed: dict[str, str] = {}
+    for vh in hcm.virtual_hosts:
+        for domain in config.virtual_hosts[vh].domains if vh in config.virtual_hosts else ():
+            owner = claimed.setdefault(domain.lower(), vh)
+            if owner != vh:
+                errors.append(
+                    f"{where}.virtual_hosts: domain '{domain}' is in both "
+                    f"virtual_hosts.{owner} and virtual_hosts.{vh}"
+                )
+
+
+def _http_connection_managers(
+    config: GatewayConfig,
+) -> list[Listener | HttpConnectionManagerConfig]:
+    """Every HTTP connection manager: single-chain listeners and chains' HCM filters."""
+    found: list[Listener | HttpConnectionManagerConfig] = []
+    for listener in config.listeners.values():
+        chains = [*listener.filter_chains, *filter(None, [listener.default_filter_chain])]
+        if not chains:
+            found.append(listener)
+        found += [
+            f for c in chains for f in c.filters if isinstance(f, HttpConnectionManagerConfig)
+        ]
+    return found
+
+
+#: The single-chain listener's HTTP keys, which filter chains replace.
+_LISTENER_HTTP_KEYS = [
+    a for a in attrs.fields(HttpConnectionManagerConfig) if a.name not in ("type", "stat_prefix")
+]
+
+
+def _default(a: "attrs.Attribute[object]") -> object:
+    default = a.default
+    return default.factory() if isinstance(default, attrs.Factory) else default  # type: ignore[attr-defined]
+
+
+def _match_key(m: FilterChainMatch) -> tuple[object, ...]:
+    return (
+        m.destination_port,
+        tuple(m.server_names),
+        m.transport_protocol,
+        tuple(m.application_protocols),
+        tuple(m.source_prefix_ranges),
+    )
+
+
+def _check_filter_chains(
+    listener: Listener, where: str, config: GatewayConfig, errors: list[str]
+) -> None:
+    set_keys = [a.name for a in _LISTENER_HTTP_KEYS if getattr(listener, a.name) != _default(a)]
+    if set_keys:
+        errors.append(
+            f"{where}: with filter_chains, HTTP settings belong in each chain's "
+            f"http_connection_manager filter, got {', '.join(set_keys)}"
+        )
+    seen: dict[tuple[object, ...], str] = {}
+    for i, chain in enumerate(listener.filter_chains):
+        chain_where = f"{where}.filter_chains[{i}]"
+        _check_filter_chain(chain, chain_where, config, errors)
+        # As Envoy refuses two chains with the same matching rules.
+        key = _match_key(chain.filter_chain_match)
+        if key in seen:
+            errors.append(f"{chain_where}.filter_chain_match: the same as {seen[key]}'s")
+        seen.setdefault(key, f"filter_chains[{i}]")
+    if listener.default_filter_chain is not None:
+        default_where = f"{where}.default_filter_chain"
+        _check_filter_chain(listener.default_filter_chain, default_where, config, errors)
+
+
+def _check_filter_chain(
+    chain: FilterChain, where: str, config: GatewayConfig, errors: list[str]
+) -> None:
+    if not chain.filters:
+        errors.append(
+            f"{where}.filters: needs a terminal filter, {' or '.join(TERMINAL_NETWORK_FILTERS)}"
+        )
+    for i, network_filter in enumerate(chain.filters):
+        at = f"{where}.filters[{i}]"
+        last = i == len(chain.filters) - 1
+        terminal = network_filter.type in TERMINAL_NETWORK_FILTERS
+        if terminal and not last:
+            errors.append(f"{at}: {network_filter.type} must be the chain's last filter")
+        elif last and not terminal:
+            errors.append(
+                f"{at}: the last filter must be {' or '.join(TERMINAL_NETWORK_FILTERS)}, "
+                f"got {network_filter.type}"
+            )
+        if isinstance(network_filter, HttpConnectionManagerConfig):
+            _check_hcm(network_filter, at, config, errors)
+        elif isinstance(network_filter, TcpProxy) and network_filter.cluster not in config.clusters:
+            errors.append(f"{at}.cluster: no cluster named '{network_filter.cluster}'")
+    for i, name in enumerate(chain.filter_chain_match.server_names):
+        if "*" in name and (not name.startswith("*.") or "*" in name[1:]):
+            errors.append(
+                f"{where}.filter_chain_match.server_names[{i}]: '{name}' must be a name or "
+                "'*.suffix'"
+            )
+    tls = chain.tls
+    if tls is None:
+        return
+    if chain.filter_chain_match.transport_protocol == "raw_buffer":
+        errors.append(f"{where}.tls: a chain matching raw_buffer connections cannot terminate TLS")
+    if not tls.certificates:
+        errors.append(f"{where}.tls.certificates: needs at least one certificate")
+    if tls.require_client_certificate and tls.trusted_ca is None:
+        errors.append(f"{where}.tls.require_client_certificate: needs trusted_ca")
+    errors += check_downstream(tls, f"{where}.tls")
+
+
+def _check_upstream_tls(config: GatewayConfig, errors: list[str]) -> None:
+    for name, cluster in config.clusters.items():
+        if cluster.tls is not None:
+            errors += check_upstream(cluster.tls, f"clusters.{name}.tls")
+
+
 def _check_tunnel_clusters(config: GatewayConfig, errors: list[str]) -> None:
     """A route that may tunnel (by its own `upgrade` or its listener's) needs http1
     clusters: upgrades go upstream as HTTP/1.1 Upgrade requests."""
     seen: set[str] = set()
-    for listener in config.listeners.values():
+    for listener in _http_connection_managers(config):
         for vname in listener.virtual_hosts:
             for i, route in enumerate(config.virtual_hosts.get(vname, _NO_VHOST).routes):
                 upgrades = route.upgrade if route.upgrade is not None else listener.upgrade
@@ -172,24 +321,10 @@ def validate(config: GatewayConfig) -> list[str]:
                 f"listeners.{seen_addresses[key]}"
             )
         seen_addresses[key] = name
-        if not listener.virtual_hosts:
-            errors.append(f"{where}.virtual_hosts: needs at least one virtual host")
-        for i, vh in enumerate(listener.virtual_hosts):
-            if vh not in config.virtual_hosts:
-                errors.append(f"{where}.virtual_hosts[{i}]: no virtual host named '{vh}'")
-        for i, f in enumerate(listener.http_filters):
-            if f not in config.http_filters:
-                errors.append(f"{where}.http_filters[{i}]: no http filter named '{f}'")
-        # As Envoy rejects a route configuration in which two virtual hosts claim a domain.
-        claimed: dict[str, str] = {}
-        for vh in listener.virtual_hosts:
-            for domain in config.virtual_hosts[vh].domains if vh in config.virtual_hosts else ():
-                owner = claimed.setdefault(domain.lower(), vh)
-                if owner != vh:
-                    errors.append(
-                        f"{where}.virtual_hosts: domain '{domain}' is in both "
-                        f"virtual_hosts.{owner} and virtual_hosts.{vh}"
-                    )
+        if listener.filter_chains or listener.default_filter_chain is not None:
+            _check_filter_chains(listener, where, config, errors)
+        else:
+            _check_hcm(listener, where, config, errors)
     _check_tunnel_clusters(config, errors)
     for name, http_filter in config.http_filters.items():
         remote = getattr(http_filter.config, "remote_jwks", None)
@@ -209,4 +344,5 @@ def validate(config: GatewayConfig) -> list[str]:
             _check_route(route, f"{where}.routes[{i}]", config, errors)
     for name, cluster in config.clusters.items():
         _check_cluster(cluster, f"clusters.{name}", errors)
+    _check_upstream_tls(config, errors)
     return errors

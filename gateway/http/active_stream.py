@@ -29,6 +29,7 @@ from gateway.errors import (
     DownstreamDisconnect,
     DownstreamProtocolError,
     GatewayError,
+    StreamCancelled,
     UpstreamTimeout,
 )
 from gateway.http import grpc
@@ -96,6 +97,7 @@ class ActiveStream:
         self.encoder = encoder
         self.request = request
         self.info = info
+        info.request_head = request
         #: Built once the route is known (routes may disable or reconfigure filters).
         self.filters = FilterChain([])
         self._body = body
@@ -175,6 +177,7 @@ class ActiveStream:
         wait for the first body chunk, so a small response leaves in one write."""
         await self.filters.encode_headers(head, end_stream)
         self.info.response_code = head.status
+        self.info.response_head = head
         self.response_state = ResponseState.DONE if end_stream else ResponseState.STREAMING
         self.info.state = "sending response"
         await self.encoder.encode_headers(head, end_stream, flush)
@@ -239,6 +242,7 @@ class ActiveStream:
                 timeout = (
                     route.config.timeout if route is not None and route.config.timeout else math.inf
                 )
+                self.info.state = "in decode filters"
                 with trio.move_on_after(timeout) as filters_scope:
                     reply = await self.filters.decode_headers(
                         self.request, not self.has_request_body
@@ -250,13 +254,7 @@ class ActiveStream:
             else:
                 await router(self)
         except GatewayError as exc:
-            self.info.add_flag(exc.response_flag)
-            if isinstance(exc, DownstreamProtocolError):
-                self.encoder.close_after_response()
-            if self.response_started:
-                self._abort()
-            else:
-                await self.send_local_reply(LocalReply(exc.status, exc.body, {}, exc.response_flag))
+            await self.fail(exc)
         except DownstreamDisconnect:
             raise
         except Exception:
@@ -272,6 +270,16 @@ class ActiveStream:
                 self._abort()
             else:
                 await self.send_local_reply(LocalReply(500, "internal error"))
+
+    async def fail(self, exc: GatewayError) -> None:
+        """Ends the stream with `exc`'s local reply, or cuts it if the response had begun."""
+        self.info.add_flag(exc.response_flag)
+        if isinstance(exc, DownstreamProtocolError | StreamCancelled):
+            self.encoder.close_after_response()
+        if self.response_started:
+            self._abort()
+        else:
+            await self.send_local_reply(LocalReply(exc.status, exc.body, {}, exc.response_flag))
 
     def _abort(self) -> None:
         self.response_state = ResponseState.ABORTED

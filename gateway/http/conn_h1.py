@@ -35,7 +35,9 @@ from gateway.http.events import NEED_DATA, ConnectionEnded, Data, EndStream, Req
 from gateway.http.headers import HeaderMap, ResponseHead
 from gateway.http.stream_info import StreamInfo
 from gateway.http.tunnel import SocketEndpoint
+from gateway.listeners.network_filter import ConnectionInfo
 from gateway.tasktree import preserve_annotation
+from gateway.tls_stream import ByteStream
 from gateway.trio_util import raise_single
 
 RECEIVE_SIZE = 65536
@@ -45,18 +47,19 @@ class Http1Connection:
     def __init__(
         self,
         manager: HttpConnectionManager,
-        stream: trio.SocketStream,
-        peer: str,
+        stream: ByteStream,
+        conn_info: ConnectionInfo,
         initial: bytes = b"",
     ) -> None:
         self.manager = manager
-        self.peer = peer
+        self.conn_info = conn_info
+        self.peer = conn_info.peer
         self._stream = stream
         cfg = manager.config
         self.codec = ServerCodec(
             max_header_bytes=cfg.max_request_headers_kb * 1024,
             max_header_count=cfg.max_request_headers_count,
-            scheme="http",
+            scheme=conn_info.scheme,
         )
         self._initial = initial
         self._send_lock = trio.StrictFIFOLock()
@@ -67,6 +70,8 @@ class Http1Connection:
         self._stream_scope: trio.CancelScope | None = None
         self._active: ActiveStream | None = None
         self.requests = 0
+        self.bytes_received = len(initial)
+        self.bytes_sent = 0
 
     def __repr__(self) -> str:
         return f"<Http1Connection {self.peer} requests={self.requests} active={self._active!r}>"
@@ -76,6 +81,8 @@ class Http1Connection:
             "protocol": "HTTP/1.1",
             "requests": self.requests,
             "state": "idle" if self._active is None else "active request",
+            "bytes_received": self.bytes_received,
+            "bytes_sent": self.bytes_sent,
         }
 
     # -- the connection loop -------------------------------------------------------------
@@ -102,9 +109,11 @@ class Http1Connection:
     async def _receive(self) -> bytes:
         """Bytes from the client; b"" when it closed or reset the connection."""
         try:
-            return await self._stream.receive_some(RECEIVE_SIZE)
+            data = await self._stream.receive_some(RECEIVE_SIZE)
         except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
             return b""
+        self.bytes_received += len(data)
+        return data
 
     async def _receive_request_head(self) -> RequestHeaders | None:
         cfg = self.manager.config
@@ -141,7 +150,7 @@ class Http1Connection:
         body_send, body_recv = (None, None)
         if not event.end_stream:
             body_send, body_recv = trio.open_memory_channel[BodyItem](1)
-        stream = self.manager.new_stream(self, event, self.peer, body_recv)
+        stream = self.manager.new_stream(self, event, self.conn_info, body_recv)
         self._active = stream
         try:
             if event.end_stream and event.head.upgrade:
@@ -263,6 +272,7 @@ class Http1Connection:
         async with self._send_lock:
             try:
                 await self._stream.send_all(data)
+                self.bytes_sent += len(data)
             except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
                 self._broken = True
                 self.codec.send_failed()

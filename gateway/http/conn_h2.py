@@ -42,12 +42,14 @@ from gateway.http.conn_manager import HttpConnectionManager
 from gateway.http.events import RequestHeaders
 from gateway.http.h2_transport import FlowControlTimeout, H2Transport, new_connection
 from gateway.http.headers import HeaderMap, RequestHead, ResponseHead, strip_hop_by_hop
+from gateway.listeners.network_filter import ConnectionInfo
+from gateway.tls_stream import ByteStream
 from gateway.trio_util import raise_single
 
 log = logging.getLogger("gateway.http")
 
 
-def _request_head(headers: list[tuple[bytes, bytes]]) -> RequestHead:
+def _request_head(headers: list[tuple[bytes, bytes]], scheme: str) -> RequestHead:
     pseudo: dict[bytes, bytes] = {}
     regular: list[tuple[bytes, bytes]] = []
     cookies: list[bytes] = []
@@ -70,7 +72,7 @@ def _request_head(headers: list[tuple[bytes, bytes]]) -> RequestHead:
         authority=authority,
         # The connection's own scheme, never the client's word for it: x-forwarded-proto
         # and redirects are built from it.
-        scheme="http",
+        scheme=scheme,
         headers=head_headers,
         http_version="2",
         upgrade=(pseudo.get(b":protocol") or b"").decode("ascii").lower() or None,
@@ -182,12 +184,13 @@ class Http2Connection:
     def __init__(
         self,
         manager: HttpConnectionManager,
-        stream: trio.SocketStream,
-        peer: str,
+        stream: ByteStream,
+        conn_info: ConnectionInfo,
         initial: bytes,
     ) -> None:
         self.manager = manager
-        self.peer = peer
+        self.conn_info = conn_info
+        self.peer = conn_info.peer
         options = manager.config.http2
         self.transport = H2Transport(
             stream,
@@ -213,6 +216,8 @@ class Http2Connection:
             "requests": self.requests,
             "open_streams": len(self._streams),
             "state": "draining" if self._goaway_sent else "open",
+            "bytes_received": self.transport.bytes_received + len(self._initial),
+            "bytes_sent": self.transport.bytes_sent,
         }
 
     # -- the connection task -------------------------------------------------------------
@@ -297,7 +302,7 @@ class Http2Connection:
             self.transport.reset(stream_id, h2.errors.ErrorCodes.REFUSED_STREAM)
             return
         self._last_stream_id = max(self._last_stream_id, stream_id)
-        head = _request_head(event.headers)
+        head = _request_head(event.headers, self.conn_info.scheme)
         encoder = H2StreamEncoder(self, stream_id)
         end_stream = event.stream_ended is not None
         body_recv = None
@@ -308,7 +313,7 @@ class Http2Connection:
         request = RequestHeaders(
             stream_id, head, end_stream, int(content_length) if content_length else None
         )
-        active = self.manager.new_stream(encoder, request, self.peer, body_recv)
+        active = self.manager.new_stream(encoder, request, self.conn_info, body_recv)
         encoder.active = active
         self._streams[stream_id] = encoder
         self.requests += 1

@@ -10,6 +10,8 @@ stream's ResponseEncoder, so filters and the router are the same for both codecs
 """
 
 import logging
+import random
+import re
 import uuid
 from typing import Protocol
 
@@ -19,8 +21,8 @@ import trio
 from gateway.access_log import AccessLogger
 from gateway.clusters.manager import ClusterManager
 from gateway.config.load import structure_filter_config
-from gateway.config.model import GatewayConfig
-from gateway.config.model import Listener as ListenerConfig
+from gateway.config.model import GatewayConfig, HttpConnectionManagerConfig
+from gateway.errors import DownstreamDisconnect, StreamCancelled
 from gateway.http.active_stream import ActiveStream, BodyItem, ResponseEncoder
 from gateway.http.events import RequestHeaders
 from gateway.http.filter import FilterContext, HttpFilterFactory
@@ -29,9 +31,11 @@ from gateway.http.headers import RequestHead
 from gateway.http.route_table import RouteEntry, RouteTable
 from gateway.http.router import RouterFilter
 from gateway.http.stream_info import StreamInfo
+from gateway.listeners.network_filter import ConnectionInfo
 from gateway.server_state import ServerState
 from gateway.stats import Counter, Gauge, Histogram, Scope, StatsStore, create_stats
 from gateway.tasktree import annotate
+from gateway.tls_stream import ByteStream
 
 log = logging.getLogger("gateway.http")
 
@@ -70,6 +74,8 @@ class HcmStats:
     downstream_cx_upgrade_rx_bytes_total: Counter
     downstream_cx_upgrade_tx_bytes_total: Counter
     downstream_rq_time: Histogram
+    downstream_cx_admin_cancel: Counter
+    downstream_rq_admin_cancel: Counter
     no_route: Counter
     by_class: dict[int, Counter]
 
@@ -84,17 +90,46 @@ class HcmStats:
         self.downstream_rq_time.record(info.duration_ms())
 
 
+@attrs.define
+class RouteStats:
+    """`vhost.VHOST.route.INDEX.*`, kept when the listener sets `per_route_stats`."""
+
+    upstream_rq_completed: Counter
+    upstream_rq_timeout: Counter
+    upstream_rq_time: Histogram
+    by_class: dict[int, Counter]
+
+    @classmethod
+    def create(cls, store: StatsStore, route_name: str) -> "RouteStats":
+        vhost, _, index = route_name.rpartition("/")
+        scope = store.scope(
+            f"vhost.{vhost}.route.{index}",
+            "vhost_route",
+            {"envoy_virtual_host": vhost, "envoy_route": index},
+        )
+        by_class = {c: scope.counter(f"upstream_rq_{c}xx") for c in range(1, 6)}
+        return create_stats(cls, scope, by_class=by_class)
+
+    def record(self, info: StreamInfo) -> None:
+        self.upstream_rq_completed.value += 1
+        if 100 <= info.response_code <= 599:
+            self.by_class[info.response_code // 100].value += 1
+        if "UT" in info.response_flags:
+            self.upstream_rq_timeout.value += 1
+        self.upstream_rq_time.record(info.duration_ms())
+
+
 class HttpConnectionManager:
     """Per-listener HCM state: route table, filter factories, router, stats, drain flag."""
 
     def __init__(
         self,
         name: str,
-        listener: ListenerConfig,
+        listener: HttpConnectionManagerConfig,
         config: GatewayConfig,
         clusters: ClusterManager,
         store: StatsStore,
-        access_log: AccessLogger | None,
+        access_logs: list[AccessLogger],
         server: ServerState,
     ) -> None:
         self.name = name
@@ -106,7 +141,12 @@ class HttpConnectionManager:
         self.stats = HcmStats.create(
             store.scope(f"http.{name}", "http", {"envoy_http_conn_manager_prefix": name})
         )
-        self.access_log = access_log
+        self.access_logs = access_logs
+        self.route_stats = (
+            {e.name: RouteStats.create(store, e.name) for e in self.route_table.entries()}
+            if listener.per_route_stats
+            else {}
+        )
         self.draining = False
         self._connections: set[DownstreamConnection] = set()
 
@@ -150,34 +190,49 @@ class HttpConnectionManager:
     def filters_for(self, route: RouteEntry | None) -> list[HttpFilterFactory]:
         return self._filter_factories[route.name if route is not None else None]
 
-    async def handle_connection(self, stream: trio.SocketStream, peer: str) -> None:
-        initial = await self._sniff(stream)
+    async def handle_connection(self, stream: ByteStream, conn_info: ConnectionInfo) -> None:
+        peer = conn_info.peer
+        alpn = conn_info.tls.alpn if conn_info.tls is not None else None
+        # ALPN settled the protocol during the TLS handshake; without it, sniff the preface.
+        negotiated = alpn in ("h2", "http/1.1")
+        initial = b"" if negotiated else await self._sniff(stream)
         if initial is None:
             return
         conn: DownstreamConnection
-        if self.config.codec == "http2" or (
-            self.config.codec == "auto" and initial.startswith(H2_PREFACE)
+        if alpn == "h2" or (
+            not negotiated
+            and (
+                self.config.codec == "http2"
+                or (self.config.codec == "auto" and initial.startswith(H2_PREFACE))
+            )
         ):
             from gateway.http.conn_h2 import Http2Connection
 
             self.stats.downstream_cx_http2_total.inc()
-            conn = Http2Connection(self, stream, peer, initial)
+            conn = Http2Connection(self, stream, conn_info, initial)
         else:
             from gateway.http.conn_h1 import Http1Connection
 
             self.stats.downstream_cx_http1_total.inc()
-            conn = Http1Connection(self, stream, peer, initial)
-        annotate("connection", live=conn.task_fields, peer=peer, listener=self.name)
+            conn = Http1Connection(self, stream, conn_info, initial)
+        scope = trio.CancelScope()
+        annotate(
+            "connection", live=conn.task_fields, cancel_scope=scope, peer=peer, listener=self.name
+        )
         self._connections.add(conn)
         self.stats.downstream_cx_total.inc()
         self.stats.downstream_cx_active.inc()
         try:
-            await conn.run()
+            with scope:
+                await conn.run()
         finally:
             self._connections.discard(conn)
             self.stats.downstream_cx_active.dec()
+            if scope.cancel_called:
+                self.stats.downstream_cx_admin_cancel.inc()
+                log.warning("connection %s on %s cancelled by the operator", peer, self.name)
 
-    async def _sniff(self, stream: trio.SocketStream) -> bytes | None:
+    async def _sniff(self, stream: ByteStream) -> bytes | None:
         """The first bytes, enough to tell the HTTP/2 preface from an HTTP/1.1 request;
         None if the client sent nothing within the idle timeout."""
         if self.config.codec != "auto":
@@ -200,40 +255,64 @@ class HttpConnectionManager:
         self,
         encoder: ResponseEncoder,
         event: RequestHeaders,
-        peer: str,
+        conn_info: ConnectionInfo,
         body: trio.MemoryReceiveChannel[BodyItem] | None,
     ) -> ActiveStream:
         """An ActiveStream for a request head: edge headers, stream info, filters."""
         head = event.head
+        peer = conn_info.peer
         info = StreamInfo(
             stream_id=event.stream_id,
             downstream_remote=peer,
+            requested_server_name=conn_info.server_name or "-",
+            downstream_peer_subject=(conn_info.tls and conn_info.tls.peer_subject) or "-",
             protocol="HTTP/2" if head.http_version == "2" else f"HTTP/{head.http_version}",
             method=head.method,
             path=head.path,
             authority=head.authority or "-",
         )
         _edge_headers(head, info, peer.rpartition(":")[0].strip("[]"))
+        _propagate_trace(head, info)
         self.stats.downstream_rq_total.inc()
         return ActiveStream(self, encoder, head, info, body)
 
     async def run_stream(self, stream: ActiveStream) -> None:
         """The body of a stream task: annotate it for /tasks, then filters and router."""
         info = stream.info
+        scope = trio.CancelScope()
         annotate(
             "stream",
             live=lambda: {
                 "state": info.state,
                 "route": info.route_name,
+                "cluster": info.cluster_name,
                 "upstream_host": info.upstream_host,
+                "bytes_received": info.bytes_received,
+                "bytes_sent": info.bytes_sent,
             },
+            cancel_scope=scope,
             peer=info.downstream_remote,
+            listener=self.name,
             method=info.method,
             path=info.path,
         )
         self.stats.downstream_rq_active.inc()
         try:
-            await stream.run(self.router)
+            with scope:
+                await stream.run(self.router)
+            if scope.cancel_called:
+                self.stats.downstream_rq_admin_cancel.inc()
+                log.warning(
+                    "stream %s %s %s from %s cancelled by the operator",
+                    info.stream_id,
+                    info.method,
+                    info.path,
+                    info.downstream_remote,
+                )
+                try:
+                    await stream.fail(StreamCancelled())
+                except DownstreamDisconnect:
+                    info.add_flag("DC")
         finally:
             self.stats.downstream_rq_active.dec()
 
@@ -245,8 +324,26 @@ class HttpConnectionManager:
 
     def finish(self, info: StreamInfo) -> None:
         self.stats.record(info)
-        if self.access_log is not None:
-            self.access_log.log(info)
+        if self.route_stats and (route := self.route_stats.get(info.route_name)) is not None:
+            route.record(info)
+        for access_log in self.access_logs:
+            access_log.log(info)
+
+
+#: W3C trace context (traceparent): version-traceid-parentid-flags, lowercase hex.
+_TRACEPARENT = re.compile(r"^([0-9a-f]{2})-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})(-.*)?$")
+
+
+def _propagate_trace(head: RequestHead, info: StreamInfo) -> None:
+    """Passes the W3C trace on with a span id of our own, as every hop must; a request
+    without a valid `traceparent` starts a trace (not sampled: the gateway records none)."""
+    m = _TRACEPARENT.match(head.headers.get("traceparent") or "")
+    if m and m[1] != "ff" and m[2].strip("0") and m[3].strip("0") and (m[1] != "00" or not m[5]):
+        trace_id, flags = m[2], m[4]
+    else:
+        trace_id, flags = f"{random.getrandbits(128) or 1:032x}", "00"
+    head.headers.set("traceparent", f"00-{trace_id}-{random.getrandbits(64) or 1:016x}-{flags}")
+    info.trace_id = trace_id
 
 
 def _edge_headers(head: RequestHead, info: StreamInfo, peer_ip: str) -> None:

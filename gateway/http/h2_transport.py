@@ -20,6 +20,7 @@ import h2.settings
 import trio
 
 from gateway.config.model import Http2ProtocolOptions
+from gateway.tls_stream import ByteStream
 
 RECEIVE_SIZE = 65536
 #: How long one write may take before the peer is considered gone.
@@ -59,7 +60,7 @@ def new_connection(
 class H2Transport:
     def __init__(
         self,
-        stream: trio.SocketStream,
+        stream: ByteStream,
         conn: h2.connection.H2Connection,
         window: int,
         lost_error: type[Exception],
@@ -72,6 +73,9 @@ class H2Transport:
         self._send_lock = trio.StrictFIFOLock()
         self._window_changed = trio.Event()
         self.broken = False
+        #: Bytes read from and written to the socket, for /tasks.
+        self.bytes_received = 0
+        self.bytes_sent = 0
 
     def start(self) -> None:
         """Queues the preface/SETTINGS and widens the connection window to our setting."""
@@ -83,9 +87,11 @@ class H2Transport:
     async def receive(self) -> bytes:
         """Bytes from the peer; b"" when it closed or reset the connection."""
         try:
-            return await self.stream.receive_some(RECEIVE_SIZE)
+            data = await self.stream.receive_some(RECEIVE_SIZE)
         except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
             return b""
+        self.bytes_received += len(data)
+        return data
 
     async def flush(self, extra: bytes = b"") -> None:
         """Writes whatever h2 has queued (plus `extra` raw frames after it).
@@ -104,6 +110,7 @@ class H2Transport:
             with trio.CancelScope(shield=True), trio.move_on_after(WRITE_TIMEOUT) as scope:
                 try:
                     await self.stream.send_all(data)
+                    self.bytes_sent += len(data)
                 except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
                     self.broken = True
                     raise self._lost_error(f"HTTP/2 write failed: {exc!r}") from exc

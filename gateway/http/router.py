@@ -17,18 +17,25 @@ import math
 import os
 import random
 import time
+from http.cookies import SimpleCookie
 
 import trio
 
-from gateway.clusters.cluster import Cluster, Host
+from gateway.clusters.cluster import Cluster
+from gateway.clusters.host import Host
+from gateway.clusters.load_balancer import combine_hashes
 from gateway.clusters.manager import ClusterManager
 from gateway.clusters.upstream import UpstreamStream
 from gateway.clusters.upstream_h1 import UpstreamConnection
-from gateway.config.model import Redirect, Route
+from gateway.config.model import HashPolicy, Redirect, Route
 from gateway.errors import (
+    GatewayError,
     NoHealthyUpstream,
     NoRouteFound,
     UpgradeRejected,
+    UpstreamConnectError,
+    UpstreamOverflow,
+    UpstreamRefusedStream,
     UpstreamReset,
     UpstreamTimeout,
 )
@@ -45,6 +52,7 @@ from gateway.http.headers import (
     mutate_response,
     strip_hop_by_hop,
 )
+from gateway.http.retry import BodySource, RequestBodyBuffer, RetryableResponse, RetryState
 from gateway.http.route_table import RouteEntry
 from gateway.http.tunnel import TunnelResult, run_tunnel
 from gateway.trio_util import raise_single
@@ -102,6 +110,27 @@ def upgrade_request(request: RequestHead) -> None:
             headers.set("sec-websocket-version", "13")
         if "sec-websocket-key" not in headers:
             headers.set("sec-websocket-key", base64.b64encode(os.urandom(16)).decode())
+
+
+def request_hash(policies: list[HashPolicy], stream: ActiveStream) -> int | None:
+    """The request's hash for ring_hash and maglev, from the route's hash policies."""
+    values: list[bytes] = []
+    headers = stream.request.headers
+    for policy in policies:
+        value: str | None
+        if policy.header is not None:
+            value = headers.get(policy.header)
+        elif policy.cookie is not None:
+            cookies = SimpleCookie("; ".join(headers.get_all("cookie")))
+            morsel = cookies.get(policy.cookie)
+            value = morsel.value if morsel is not None else None
+        else:
+            value = stream.info.downstream_ip
+        if value is not None:
+            values.append(value.encode())
+            if policy.terminal:
+                break
+    return combine_hashes(values)
 
 
 def upstream_timeout(stream: ActiveStream, route: Route) -> float:
@@ -186,57 +215,149 @@ class RouterFilter:
         deadline: float,
         tunnel: bool,
     ) -> None:
-        host = cluster.choose_host()
-        if host is None:
-            cluster.stats.upstream_cx_none_healthy.inc()
-            raise NoHealthyUpstream()
+        """Attempts the exchange, retrying as the route's retry policy allows, all within
+        the route timeout (`deadline`)."""
+        route = entry.config
+        retry = self._retry_state(stream, cluster, route) if not tunnel else None
+        hash_key = request_hash(route.hash_policy, stream) if route.hash_policy else None
+        status = 0
+        host: Host | None = None
+        try:
+            with trio.move_on_at(deadline) as timeout_scope:
+                while True:
+                    host = cluster.choose_host(hash_key, retry.tried if retry else ())
+                    if host is None:
+                        cluster.stats.upstream_cx_none_healthy.inc()
+                        raise NoHealthyUpstream()
+                    try:
+                        status = await self._attempt(
+                            stream, cluster, host, entry, deadline, tunnel, timeout_scope, retry
+                        )
+                        break
+                    except RetryableResponse:
+                        pass
+                    except GatewayError as exc:
+                        if retry is None or stream.response_started or not retry.retries_error(exc):
+                            raise
+                    assert retry is not None
+                    retry.tried += (host,)
+                    await retry.back_off()
+            if timeout_scope.cancelled_caught:
+                cluster.stats.upstream_rq_timeout.inc()
+                if host is not None:
+                    host.stats.rq_timeout += 1
+                    if cluster.outlier is not None:
+                        cluster.outlier.report_local_failure(host)
+                raise UpstreamTimeout()
+        finally:
+            if retry is not None:
+                retry.finish(status)
+
+    @staticmethod
+    def _retry_state(stream: ActiveStream, cluster: Cluster, route: Route) -> RetryState | None:
+        policy = route.retry_policy
+        if policy is None:
+            return None
+        body = None
+        if stream.has_request_body:
+            body = RequestBodyBuffer(stream, route.per_request_buffer_limit_bytes)
+        return RetryState(policy, cluster, stream.request.method, stream.is_grpc, body)
+
+    async def _attempt(
+        self,
+        stream: ActiveStream,
+        cluster: Cluster,
+        host: Host,
+        entry: RouteEntry,
+        deadline: float,
+        tunnel: bool,
+        timeout_scope: trio.CancelScope,
+        retry: RetryState | None,
+    ) -> int:
+        """One try on `host`: borrow an upstream stream, exchange, give it back."""
+        if not cluster.resources.requests.can_create():
+            cluster.stats.upstream_rq_pending_overflow.inc()
+            raise UpstreamOverflow()
         stream.info.upstream_host = str(host)
         stats, host_stats = cluster.stats, host.stats
         stats.upstream_rq_total.inc()
         stats.upstream_rq_active.inc()
+        cluster.resources.requests.inc()
         host_stats.rq_total += 1
         host_stats.rq_active += 1
         started = time.monotonic()
         status = 0
+        per_try = retry.per_try_timeout if retry is not None else 0.0
         try:
-            with trio.move_on_at(deadline) as timeout_scope:
+            with trio.move_on_after(per_try or math.inf) as try_scope:
                 stream.info.state = "waiting for upstream connection"
                 async with host.pool.borrow() as upstream:
+                    request = stream.request
                     if stream.is_grpc and deadline != math.inf:
                         # Forward what is left of the client's deadline, as Envoy does.
                         remaining = grpc.format_timeout(deadline - trio.current_time())
-                        stream.request.headers.set("grpc-timeout", remaining)
+                        request.headers.set("grpc-timeout", remaining)
+                    if retry is not None:
+                        request.headers.set("x-envoy-attempt-count", str(retry.attempt))
                     if tunnel:
                         status = await self._tunnel(stream, upstream, entry, timeout_scope)
                     else:
-                        status = await self._exchange(stream, upstream, entry, host)
-            if timeout_scope.cancelled_caught:
-                stats.upstream_rq_timeout.inc()
+                        body = retry.body.reader() if retry and retry.body else stream
+                        has_body = retry.body is not None if retry else stream.has_request_body
+                        status = await self._exchange(
+                            stream,
+                            upstream,
+                            entry,
+                            host,
+                            body if has_body else None,
+                            retry,
+                            try_scope,
+                        )
+            if try_scope.cancelled_caught:
+                stats.upstream_rq_per_try_timeout.inc()
                 host_stats.rq_timeout += 1
                 raise UpstreamTimeout()
+        except RetryableResponse as retried:
+            status = retried.status
+            raise
+        except (UpstreamConnectError, UpstreamReset, UpstreamTimeout):
+            if cluster.outlier is not None:
+                cluster.outlier.report_local_failure(host)
+            raise
         finally:
             stats.upstream_rq_active.dec()
+            cluster.resources.requests.dec()
             host_stats.rq_active -= 1
             stats.upstream_rq_time.record((time.monotonic() - started) * 1000)
             if status:
                 stats.record_response(status)
+                if cluster.outlier is not None:
+                    cluster.outlier.report_status(host, status)
             if 0 < status < 500:
                 host_stats.rq_success += 1
             else:
                 host_stats.rq_error += 1
+        return status
 
     async def _exchange(
-        self, stream: ActiveStream, upstream: UpstreamStream, entry: RouteEntry, host: Host
+        self,
+        stream: ActiveStream,
+        upstream: UpstreamStream,
+        entry: RouteEntry,
+        host: Host,
+        body: BodySource | None,
+        retry: RetryState | None,
+        try_scope: trio.CancelScope,
     ) -> int:
         stream.info.state = "sending request upstream"
-        if not stream.has_request_body:
+        if body is None:
             await upstream.send_request_head(stream.request, end_stream=True)
-            return await self._relay_response(stream, upstream, entry)
+            return await self._relay_response(stream, upstream, entry, retry, try_scope)
         await upstream.send_request_head(stream.request, end_stream=False)
         try:
             async with trio.open_nursery() as nursery:
-                nursery.start_soon(self._upload, stream, upstream, name=f"upload to {host}")
-                status = await self._relay_response(stream, upstream, entry)
+                nursery.start_soon(self._upload, stream, body, upstream, name=f"upload to {host}")
+                status = await self._relay_response(stream, upstream, entry, retry, try_scope)
                 nursery.cancel_scope.cancel()
         except BaseExceptionGroup as group:
             raise_single(group)
@@ -261,7 +382,7 @@ class RouterFilter:
                 # Servers that refuse an upgrade may keep the connection in a state fit for
                 # nothing else: never lend it again.
                 upstream.keep_alive = False
-            return await self._relay_response(stream, upstream, entry, event)
+            return await self._relay_response(stream, upstream, entry, first=event)
         if not isinstance(upstream, UpstreamConnection):
             raise UpstreamReset("upgrades need an HTTP/1.1 upstream")
         # The route timeout bounds the handshake; the tunnel has its own idle and max limits.
@@ -308,8 +429,8 @@ class RouterFilter:
         return 101
 
     @staticmethod
-    async def _upload(stream: ActiveStream, upstream: UpstreamStream) -> None:
-        while (chunk := await stream.receive_body()) is not None:
+    async def _upload(stream: ActiveStream, body: BodySource, upstream: UpstreamStream) -> None:
+        while (chunk := await body.receive_body()) is not None:
             if chunk:
                 await upstream.send_data(chunk)
         await upstream.send_end(stream.request_trailers)
@@ -319,15 +440,24 @@ class RouterFilter:
         stream: ActiveStream,
         upstream: UpstreamStream,
         entry: RouteEntry,
+        retry: RetryState | None = None,
+        try_scope: trio.CancelScope | None = None,
         first: ClientEvent | None = None,
     ) -> int:
         info = stream.info
         info.state = "waiting for upstream response headers"
         event = first if first is not None else await upstream.receive_event()
         if not isinstance(event, ResponseHeaders):
+            if upstream.refused:
+                raise UpstreamRefusedStream("upstream refused the stream")
             raise UpstreamReset("upstream closed the stream before responding")
-        info.upstream_service_time_ms = info.duration_ms()
         head: ResponseHead = event.head
+        if retry is not None and retry.retries_response(head):
+            raise RetryableResponse(head.status)
+        if try_scope is not None:
+            # Committed to this answer: from here only the route timeout bounds it.
+            try_scope.deadline = math.inf
+        info.upstream_service_time_ms = info.duration_ms()
         strip_hop_by_hop(head.headers)
         head.headers.set("x-envoy-upstream-service-time", str(info.upstream_service_time_ms))
         mutate_response(head.headers, entry.virtual_host)

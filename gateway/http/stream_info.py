@@ -8,6 +8,8 @@ import time
 
 import attrs
 
+from gateway.http.headers import RequestHead, ResponseHead
+
 
 @attrs.define
 class StreamInfo:
@@ -34,10 +36,25 @@ class StreamInfo:
     bytes_sent: int = 0
     #: Milliseconds from the start until the upstream's response head, if any.
     upstream_service_time_ms: int | None = None
+    #: SNI the client sent, and the subject of the certificate it presented (mTLS), as
+    #: Envoy's %REQUESTED_SERVER_NAME% and %DOWNSTREAM_PEER_SUBJECT%.
+    requested_server_name: str = "-"
+    downstream_peer_subject: str = "-"
+    #: The W3C trace this request belongs to (from `traceparent`), for the access log.
+    trace_id: str = "-"
+    #: The request and response heads as they are now (rewrites included), read by access
+    #: log operators such as %REQ(X)%. References, not copies.
+    request_head: RequestHead | None = None
+    response_head: ResponseHead | None = None
 
     def add_flag(self, flag: str) -> None:
         if flag != "-" and flag not in self.response_flags:
             self.response_flags.append(flag)
+
+    @property
+    def downstream_ip(self) -> str:
+        """The client's address without its port ("[::1]:5000" -> "::1")."""
+        return self.downstream_remote.rpartition(":")[0].strip("[]")
 
     @property
     def flags_text(self) -> str:

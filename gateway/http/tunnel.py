@@ -21,6 +21,7 @@ import trio
 
 from gateway.errors import DownstreamDisconnect, UpstreamReset
 from gateway.tasktree import annotate
+from gateway.tls_stream import ByteStream, TlsStream
 from gateway.trio_util import raise_single
 
 RECEIVE_SIZE = 65536
@@ -38,9 +39,11 @@ class TunnelEndpoint(Protocol):
 
 
 class SocketEndpoint:
-    """A raw TCP stream after an HTTP/1.1 switch, with bytes the codec had read ahead."""
+    """A connection's byte stream (after an HTTP/1.1 switch, or a tcp_proxy's), with
+    bytes a codec had read ahead. Cleartext or TLS: TLS cannot be half-closed over trio,
+    so `send_eof` on it does nothing and the tunnel ends when the other direction does."""
 
-    def __init__(self, stream: trio.SocketStream, initial: bytes) -> None:
+    def __init__(self, stream: ByteStream, initial: bytes) -> None:
         self._stream = stream
         self._initial = initial
 
@@ -48,6 +51,11 @@ class SocketEndpoint:
         if self._initial:
             data, self._initial = self._initial, b""
             return data
+        if isinstance(self._stream, TlsStream):
+            try:
+                return bytes(await self._stream.receive_some(RECEIVE_SIZE))
+            except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
+                return b""
         # The socket directly, not SocketStream.receive_some: an idle tunnel parks two of
         # these, and the shallower await chain is most of what an idle tunnel costs.
         sock = self._stream.socket
@@ -67,6 +75,8 @@ class SocketEndpoint:
         await self._stream.send_all(data)
 
     async def send_eof(self) -> None:
+        if isinstance(self._stream, TlsStream):
+            return
         try:
             await self._stream.send_eof()
         except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):

@@ -104,7 +104,7 @@ class LocalRateLimitFilter(HttpFilter):
         if key is None:
             return ""
         if key == "client_ip":
-            return self._info.downstream_remote.rpartition(":")[0]
+            return self._info.downstream_ip
         return request.headers.get(key.partition(":")[2]) or ""
 
     async def decode_headers(self, request: RequestHead, end_stream: bool) -> LocalReply | None:

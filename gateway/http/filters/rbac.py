@@ -112,7 +112,7 @@ class RbacFilter(HttpFilter):
         self._info = info
 
     async def decode_headers(self, request: RequestHead, end_stream: bool) -> LocalReply | None:
-        peer_ip = self._info.downstream_remote.rpartition(":")[0].strip("[]")
+        peer_ip = self._info.downstream_ip
         matched = any(rule.matches(request, peer_ip) for rule in self._rules)
         if matched == (self._config.action == "allow"):
             self._allowed.inc()

@@ -1,0 +1,261 @@
+"""Active health checking: one task per host, probing it every interval.
+
+A probe opens its own connection (never a pooled one: a health check must not take a slot
+from requests, nor be fooled by a connection that happens to be alive) and speaks HTTP/1.1
+(`GET path`, status must be expected), raw TCP (connect, optionally send bytes and expect
+bytes back) or gRPC (grpc.health.v1.Health/Check over HTTP/2, answer must be SERVING).
+
+Hosts start unhealthy (FAILED_ACTIVE_HC) and the first successful probe makes them healthy,
+as in Envoy, so a host is never used before it was seen to work. After that it takes
+`unhealthy_threshold` failures in a row to fail it and `healthy_threshold` successes in a
+row to bring it back. Every change of state is logged and counted.
+"""
+
+import logging
+import random
+import struct
+
+import attrs
+import trio
+
+from gateway.clusters.host import HealthFlag, Host, HostSet
+from gateway.clusters.upstream_h1 import UpstreamConnection
+from gateway.clusters.upstream_h2 import H2UpstreamConnection
+from gateway.config.model import Cluster, HealthCheck
+from gateway.errors import GatewayError
+from gateway.http.events import Data, EndStream, ResponseHeaders
+from gateway.http.headers import HeaderMap, RequestHead
+from gateway.stats import Counter, Scope, create_stats
+from gateway.tasktree import annotate
+
+log = logging.getLogger("gateway.health_check")
+
+#: grpc.health.v1.HealthCheckResponse.ServingStatus.SERVING
+_SERVING = 1
+
+
+@attrs.define
+class HealthCheckStats:
+    attempt: Counter
+    success: Counter
+    failure: Counter
+    #: Failures to connect, or a connection lost mid-probe (also counted in `failure`).
+    network_failure: Counter
+    #: Hosts that changed from healthy to unhealthy or back.
+    changed: Counter
+
+    @classmethod
+    def create(cls, scope: Scope) -> "HealthCheckStats":
+        return create_stats(cls, scope.child("health_check"))
+
+
+class ProbeFailed(Exception):
+    """The host answered, but not as a healthy host does."""
+
+
+class HealthChecker:
+    """Probes one host with one check and sets or clears its FAILED_ACTIVE_HC flag."""
+
+    def __init__(
+        self,
+        cluster_name: str,
+        config: Cluster,
+        check: HealthCheck,
+        host: Host,
+        hosts: HostSet,
+        stats: HealthCheckStats,
+    ) -> None:
+        self._cluster_name = cluster_name
+        self.config = config
+        self._check = check
+        self.host = host
+        self.hosts = hosts
+        self._stats = stats
+        self._successes = 0
+        self._failures = 0
+        self._first = True
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """Probes forever; reports started after the first probe, so a cluster starts with
+        every host's health known."""
+        check = self._check
+        state, last = "probing", "-"
+        annotate(
+            "health checker",
+            lambda: {"state": state, "last_result": last, "health": self.host.health_flag_names()},
+            cluster=self._cluster_name,
+            upstream_host=str(self.host),
+            check=check.type,
+        )
+        while True:
+            state = "probing"
+            reason = await self._probe_once()
+            last = reason or "ok"
+            self._record(reason)
+            if self._first:
+                self._first = False
+                task_status.started()
+            state = "waiting for the next probe"
+            await trio.sleep(check.interval + random.uniform(0, check.interval_jitter))
+
+    async def _probe_once(self) -> str | None:
+        """None if the host is healthy, else why not."""
+        self._stats.attempt.inc()
+        address = self.host.address
+        try:
+            with trio.fail_after(self._check.timeout):
+                stream = await trio.open_tcp_stream(address.host, address.port)
+                async with stream:
+                    await _PROBES[self._check.type](stream, self._check, self)
+        except trio.TooSlowError:
+            return f"timed out after {self._check.timeout:g}s"
+        except ProbeFailed as exc:
+            return str(exc)
+        except (OSError, trio.BrokenResourceError, GatewayError) as exc:
+            self._stats.network_failure.inc()
+            return f"network failure: {exc}"
+        return None
+
+    def _record(self, reason: str | None) -> None:
+        host, check = self.host, self._check
+        failed = HealthFlag.FAILED_ACTIVE_HC in host.health_flags
+        if reason is None:
+            self._stats.success.inc()
+            self._failures = 0
+            self._successes += 1
+            if failed and (self._first or self._successes >= check.healthy_threshold):
+                self._change(healthy=True, reason="passed")
+        else:
+            self._stats.failure.inc()
+            self._successes = 0
+            self._failures += 1
+            if not failed and self._failures >= check.unhealthy_threshold:
+                self._change(healthy=False, reason=reason)
+            elif self._first:
+                log.warning(
+                    "cluster %s: host %s failed its first health check: %s",
+                    self._cluster_name,
+                    host,
+                    reason,
+                )
+
+    def _change(self, *, healthy: bool, reason: str) -> None:
+        self._stats.changed.inc()
+        log.warning(
+            "cluster %s: host %s is now %s (%s health check %s)",
+            self._cluster_name,
+            self.host,
+            "healthy" if healthy else "unhealthy",
+            self._check.type,
+            reason,
+        )
+        self.hosts.set_health_flag(self.host, HealthFlag.FAILED_ACTIVE_HC, not healthy)
+
+    @property
+    def authority(self) -> str:
+        """The Host / :authority of a probe: the configured one, else the cluster's name."""
+        check = self._check
+        return check.host or check.authority or self._cluster_name
+
+
+async def _probe_http(
+    stream: trio.SocketStream, check: HealthCheck, checker: HealthChecker
+) -> None:
+    conn = UpstreamConnection(stream, str(checker.host), max_header_bytes=64 * 1024)
+    headers = HeaderMap([("user-agent", "gateway-health-check"), ("connection", "close")])
+    assert check.path is not None
+    await conn.send_request_head(
+        RequestHead("GET", check.path, checker.authority, "http", headers), end_stream=True
+    )
+    event = await conn.receive_event()
+    if not isinstance(event, ResponseHeaders):
+        raise ProbeFailed("connection closed before a response")
+    expected = check.expected_statuses or [200]
+    if event.head.status not in expected:
+        raise ProbeFailed(f"status {event.head.status}")
+
+
+async def _probe_tcp(stream: trio.SocketStream, check: HealthCheck, checker: HealthChecker) -> None:
+    if check.send is None:
+        return  # connecting was the check
+    await stream.send_all(check.send.encode())
+    if check.expect is None:
+        return
+    expect, received = check.expect.encode(), b""
+    while expect not in received:
+        data = await stream.receive_some(65536)
+        if not data:
+            raise ProbeFailed(f"closed without sending {check.expect!r}")
+        received = received[-len(expect) :] + data
+
+
+async def _probe_grpc(
+    stream: trio.SocketStream, check: HealthCheck, checker: HealthChecker
+) -> None:
+    async with trio.open_nursery() as nursery:
+        conn = H2UpstreamConnection(stream, str(checker.host), checker.config, lambda: None)
+        conn.transport.start()
+        nursery.start_soon(conn.run, name=f"h2 health check {checker.host}")
+        h2_stream = conn.open_stream()
+        headers = HeaderMap([("content-type", "application/grpc"), ("te", "trailers")])
+        head = RequestHead(
+            "POST", "/grpc.health.v1.Health/Check", checker.authority, "http", headers
+        )
+        await h2_stream.send_request_head(head, end_stream=False)
+        await h2_stream.send_data(_grpc_frame(_health_check_request(check.service_name or "")))
+        await h2_stream.send_end(None)
+        body, grpc_status = b"", None
+        while True:
+            event = await h2_stream.receive_event()
+            if isinstance(event, ResponseHeaders):
+                grpc_status = event.head.headers.get("grpc-status")
+                if event.end_stream:
+                    break
+            elif isinstance(event, Data):
+                body += event.data
+            elif isinstance(event, EndStream):
+                if event.trailers is not None:
+                    grpc_status = event.trailers.get("grpc-status")
+                break
+            else:
+                raise ProbeFailed("stream reset before an answer")
+        nursery.cancel_scope.cancel()
+    if grpc_status != "0":
+        raise ProbeFailed(f"grpc-status {grpc_status}")
+    if _serving_status(body[5:]) != _SERVING:
+        raise ProbeFailed("not SERVING")
+
+
+_PROBES = {"http": _probe_http, "tcp": _probe_tcp, "grpc": _probe_grpc}
+
+
+def _grpc_frame(message: bytes) -> bytes:
+    return struct.pack(">BI", 0, len(message)) + message
+
+
+def _varint(value: int) -> bytes:
+    out = bytearray()
+    while True:
+        byte, value = value & 0x7F, value >> 7
+        out.append(byte | (0x80 if value else 0))
+        if not value:
+            return bytes(out)
+
+
+def _health_check_request(service: str) -> bytes:
+    """HealthCheckRequest{service}: field 1, length-delimited. Two protobuf rules are all
+    this message needs, so no protobuf runtime is pulled in for it."""
+    name = service.encode()
+    return b"\x0a" + _varint(len(name)) + name if name else b""
+
+
+def _serving_status(message: bytes) -> int | None:
+    """HealthCheckResponse.status (field 1, varint), or None if absent."""
+    if len(message) >= 2 and message[0] == 0x08:
+        value, shift = 0, 0
+        for byte in message[1:]:
+            value |= (byte & 0x7F) << shift
+            shift += 7
+            if not byte & 0x80:
+                return value
+    return None

@@ -1,0 +1,72 @@
+"""Connecting to an upstream host: TCP, then TLS if the cluster asks for it.
+
+Envoy calls what sits between a connection and its bytes a transport socket; a cluster's
+is raw TCP or TLS (`[clusters.NAME.tls]`). The HTTP pools and tcp_proxy both connect
+here, inside their own deadline (the cluster's connect_timeout covers the handshake
+too). A failed handshake raises `ssl.SSLError`, an OSError, so callers count and report
+it as the connect failure it is (502, flag UF).
+
+Client contexts are built once per cluster config (loading a CA bundle takes
+milliseconds) and kept for as long as that config lives: a reload brings new configs and
+so new contexts.
+"""
+
+import ssl
+import weakref
+
+import trio
+
+from gateway.config.model import Address, Cluster, UpstreamTlsContext
+from gateway.errors import ConfigError
+from gateway.tls_context import client_context
+from gateway.tls_stream import ByteStream, TlsStream
+
+_contexts: dict[tuple[int, tuple[str, ...]], ssl.SSLContext] = {}
+
+
+def _default_alpn(cluster: Cluster) -> list[str]:
+    return ["h2"] if cluster.protocol == "http2" else ["http/1.1"]
+
+
+def upstream_context(tls: UpstreamTlsContext, alpn: list[str]) -> ssl.SSLContext:
+    """The client context for a cluster's TLS config, built on first use. Files that
+    went missing since the config was validated fail the connect like a bad handshake."""
+    key = (id(tls), tuple(alpn))
+    context = _contexts.get(key)
+    if context is None:
+        try:
+            context = client_context(tls, alpn, "tls")
+        except ConfigError as exc:
+            raise ssl.SSLError(exc.errors[0]) from None
+        _contexts[key] = context
+        weakref.finalize(tls, _contexts.pop, key, None)
+    return context
+
+
+async def connect_upstream(
+    address: Address, cluster: Cluster, *, alpn: list[str] | None = None
+) -> ByteStream:
+    """A connected stream to `address`, TLS-wrapped and handshaken if the cluster has
+    `tls`. `alpn` overrides the cluster's default (tcp_proxy offers none)."""
+    tcp = await trio.open_tcp_stream(address.host, address.port)
+    tls = cluster.tls
+    if tls is None:
+        return tcp
+    offered = tls.alpn_protocols if tls.alpn_protocols is not None else alpn
+    if offered is None:
+        offered = _default_alpn(cluster)
+    context = upstream_context(tls, offered)
+    # An IP address as server_hostname is checked against the certificate's IP SANs and
+    # not sent as SNI (ssl does that).
+    server_hostname = tls.sni if tls.sni is not None else address.host
+    stream = trio.SSLStream(tcp, context, server_hostname=server_hostname, https_compatible=True)
+    try:
+        await stream.do_handshake()
+    except trio.BrokenResourceError as exc:
+        tcp.socket.close()
+        cause = exc.__cause__
+        raise cause if isinstance(cause, OSError) else ssl.SSLError(str(exc)) from exc
+    except BaseException:
+        tcp.socket.close()
+        raise
+    return TlsStream(stream)

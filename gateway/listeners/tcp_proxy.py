@@ -1,0 +1,103 @@
+"""tcp_proxy: the L4 network filter. Bytes both ways between the client and one host of a
+cluster, never parsed.
+
+The host is picked by the cluster's load balancer and connected through the cluster's
+transport socket (TCP, or TLS with `[clusters.NAME.tls]`) within its connect_timeout,
+trying up to `max_connect_attempts` hosts. Then the connection is a tunnel
+(`gateway/http/tunnel.py`, shared with WebSocket): two pumps, half-close passed on, the
+idle timeout as a moving deadline, and either side breaking ends both. The upstream
+socket is closed in `finally`, so a client that goes away takes its upstream with it.
+"""
+
+import logging
+
+import attrs
+import trio
+
+from gateway.clusters.cluster import Cluster
+from gateway.clusters.manager import ClusterManager
+from gateway.clusters.transport_socket import connect_upstream
+from gateway.config.model import TcpProxy
+from gateway.errors import DownstreamDisconnect, UpstreamReset
+from gateway.http.tunnel import SocketEndpoint, TunnelResult, run_tunnel
+from gateway.listeners.network_filter import ConnectionInfo, NextFilter
+from gateway.stats import Counter, StatsStore, create_stats
+from gateway.tls_stream import ByteStream
+
+log = logging.getLogger("gateway.tcp_proxy")
+
+
+@attrs.define
+class TcpProxyStats:
+    """Envoy's `tcp.<stat_prefix>.*`."""
+
+    downstream_cx_total: Counter
+    downstream_cx_no_route: Counter
+    downstream_cx_rx_bytes_total: Counter
+    downstream_cx_tx_bytes_total: Counter
+    upstream_connect_attempts_exceeded: Counter
+    idle_timeout: Counter
+
+
+class TcpProxyFilter:
+    def __init__(
+        self, config: TcpProxy, stat_prefix: str, clusters: ClusterManager, store: StatsStore
+    ) -> None:
+        self.config = config
+        self._clusters = clusters
+        scope = store.scope(f"tcp.{stat_prefix}", "tcp", {"envoy_tcp_prefix": stat_prefix})
+        self.stats = create_stats(TcpProxyStats, scope)
+
+    async def on_new_connection(
+        self, stream: ByteStream, info: ConnectionInfo, next_filter: NextFilter
+    ) -> None:
+        self.stats.downstream_cx_total.inc()
+        cluster = self._clusters.get(self.config.cluster)
+        connected = await self._connect(cluster)
+        if connected is None:
+            return
+        upstream, host = connected
+        result = TunnelResult()
+        try:
+            await run_tunnel(
+                SocketEndpoint(stream, b""),
+                SocketEndpoint(upstream, b""),
+                result,
+                idle_timeout=self.config.idle_timeout,
+                max_duration=0,
+                describe={
+                    "peer": info.peer,
+                    "cluster": cluster.name,
+                    "upstream": host,
+                    "filter_chain": info.filter_chain,
+                },
+            )
+        except (DownstreamDisconnect, UpstreamReset) as exc:
+            log.debug("tcp_proxy %s -> %s ended: %s", info.peer, host, exc)
+        finally:
+            upstream.socket.close()
+            cluster.stats.upstream_cx_active.dec()
+            self.stats.downstream_cx_rx_bytes_total.inc(result.sent_up)
+            self.stats.downstream_cx_tx_bytes_total.inc(result.sent_down)
+            if result.cut == "SI":
+                self.stats.idle_timeout.inc()
+
+    async def _connect(self, cluster: Cluster) -> tuple[ByteStream, str] | None:
+        """A connection to a host of the cluster, or None (counted) after the attempts."""
+        for _ in range(self.config.max_connect_attempts):
+            host = cluster.choose_host()
+            if host is None:
+                self.stats.downstream_cx_no_route.inc()
+                return None
+            cluster.stats.upstream_cx_total.inc()
+            try:
+                with trio.fail_after(cluster.config.connect_timeout):
+                    upstream = await connect_upstream(host.address, cluster.config, alpn=[])
+            except (OSError, trio.TooSlowError) as exc:
+                cluster.stats.upstream_cx_connect_fail.inc()
+                log.debug("tcp_proxy: connect to %s failed: %r", host, exc)
+                continue
+            cluster.stats.upstream_cx_active.inc()
+            return upstream, str(host)
+        self.stats.upstream_connect_attempts_exceeded.inc()
+        return None

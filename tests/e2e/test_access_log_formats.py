@@ -1,0 +1,118 @@
+"""Access logs with Envoy command operators, JSON formats, several logs per listener and
+filters; W3C trace context and x-request-id on the way upstream."""
+
+import json
+import re
+
+import httpx
+import pytest
+
+from gateway import loads_config
+from gateway.errors import ConfigError
+from tests.helpers import config_toml, eventually, run_gateway, start_upstream, url
+
+TRACE = "0af7651916cd43dd8448eb211c80319c"
+
+
+def access_logs(*tables: str) -> str:
+    return "".join(f"\n[[listeners.edge.access_log]]\n{t}\n" for t in tables)
+
+
+async def test_operators_json_format_several_logs_and_filters(nursery, tmp_path):
+    up = await start_upstream(nursery)
+    text, js, errors, slow = (tmp_path / n for n in ("text.log", "json.log", "5xx.log", "slow.log"))
+    fmt = (
+        "%START_TIME(%Y-%m-%d %H:%M:%S.%3f)% %REQ(:METHOD)% %REQ(X-ENVOY-ORIGINAL-PATH?:PATH)% "
+        "%PROTOCOL% %RESPONSE_CODE% %RESPONSE_FLAGS% %BYTES_RECEIVED% %BYTES_SENT% "
+        "%UPSTREAM_HOST% %UPSTREAM_CLUSTER% %ROUTE_NAME% %REQ(USER-AGENT):4% "
+        "%RESP(CONTENT-TYPE)% %TRACE_ID% %DOWNSTREAM_REMOTE_ADDRESS_WITHOUT_PORT%"
+    )
+    toml = config_toml(up.port).replace(
+        "[virtual_hosts.main]",
+        access_logs(
+            f"path = '{text}'\nflush_interval = '0s'\ntext_format = '{fmt}'",
+            f'path = "{js}"\nflush_interval = "0s"\n'
+            'json_format = { code = "%RESPONSE_CODE%", line = "%REQ(:METHOD)% %REQ(:PATH)%", '
+            'duration = "%DURATION%", host = "%UPSTREAM_HOST%", rid = "%REQ(X-REQUEST-ID)%" }',
+            f'path = "{errors}"\nflush_interval = "0s"\nfilter = {{ min_status_code = 500 }}',
+            f'path = "{slow}"\nflush_interval = "0s"\nfilter = {{ min_duration = "300ms" }}',
+        )
+        + "[virtual_hosts.main]",
+    )
+    async with run_gateway(toml) as gw, httpx.AsyncClient() as client:
+        headers = {"user-agent": "tester", "traceparent": f"00-{TRACE}-00f067aa0ba902b7-01"}
+        await client.post(url(gw, "/echo?x=1"), content=b"12345", headers=headers)
+        await client.get(url(gw, "/status/503"))
+        await client.get(url(gw, "/slow?delay=0.4"))
+        await eventually(lambda: len(js.read_text().splitlines()) == 3)
+
+    first = text.read_text().splitlines()[0]
+    pattern = (
+        r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d{3} POST /echo\?x=1 HTTP/1\.1 200 - 5 \d+ "
+        rf"127\.0\.0\.1:{up.port} backend main/0 test application/json {TRACE} 127\.0\.0\.1"
+    )
+    assert re.fullmatch(pattern, first), first
+    rows = [json.loads(line) for line in js.read_text().splitlines()]
+    assert [r["code"] for r in rows] == [200, 503, 200]  # a lone operator keeps its type
+    assert rows[0]["line"] == "POST /echo?x=1"
+    assert rows[0]["host"] == f"127.0.0.1:{up.port}" and isinstance(rows[0]["duration"], int)
+    assert len(rows[0]["rid"]) == 36  # the x-request-id the gateway made
+    assert [line.split('"')[1] for line in errors.read_text().splitlines()] == [
+        "GET /status/503 HTTP/1.1"
+    ]
+    assert [line.split('"')[1] for line in slow.read_text().splitlines()] == [
+        "GET /slow?delay=0.4 HTTP/1.1"
+    ]
+
+
+async def test_missing_values_and_response_flags_filter(nursery, tmp_path):
+    log = tmp_path / "uf.log"
+    fmt = "%RESPONSE_CODE% %RESPONSE_FLAGS% %UPSTREAM_HOST% %RESP(X-NONE)% %RESPONSE_DURATION%"
+    ok_route = """
+[[virtual_hosts.main.routes]]
+match = { path = "/ok" }
+direct_response = { status = 200 }
+"""
+    # Port 1: nothing listens there, so proxied requests fail with UF.
+    toml = config_toml(1, routes=ok_route).replace(
+        "[virtual_hosts.main]",
+        access_logs(
+            f'path = "{log}"\nflush_interval = "0s"\ntext_format = "{fmt}"\n'
+            'filter = { response_flags = ["UF", "UT"] }'
+        )
+        + "[virtual_hosts.main]",
+        1,
+    )
+    async with run_gateway(toml) as gw, httpx.AsyncClient() as client:
+        assert (await client.get(url(gw, "/ok"))).status_code == 200
+        assert (await client.get(url(gw, "/down"))).status_code == 502
+        await eventually(lambda: log.exists() and log.read_text())
+    assert log.read_text() == "502 UF 127.0.0.1:1 - -\n"
+
+
+async def test_traceparent_gets_a_new_span_per_hop_and_request_id_is_kept(nursery):
+    up = await start_upstream(nursery)
+    async with run_gateway(config_toml(up.port)) as gw, httpx.AsyncClient() as client:
+        parent = f"00-{TRACE}-00f067aa0ba902b7-01"
+        seen = (await client.get(url(gw, "/t"), headers={"traceparent": parent})).json()
+        fresh = (await client.get(url(gw, "/t"), headers={"x-request-id": "rid-7"})).json()
+        bad = (await client.get(url(gw, "/t"), headers={"traceparent": "00-zz-yy-01"})).json()
+    version, trace, span, flags = seen["headers"]["traceparent"].split("-")
+    assert (version, trace, flags) == ("00", TRACE, "01")
+    assert span != "00f067aa0ba902b7" and re.fullmatch("[0-9a-f]{16}", span)
+    assert re.fullmatch("00-[0-9a-f]{32}-[0-9a-f]{16}-00", fresh["headers"]["traceparent"])
+    assert fresh["headers"]["x-request-id"] == "rid-7"
+    assert bad["headers"]["traceparent"].split("-")[1] != "zz"
+
+
+def test_unknown_operator_is_a_config_error():
+    toml = config_toml(1).replace(
+        "[virtual_hosts.main]",
+        access_logs("text_format = '%REQ(:METHOD)% %NOPE%'") + "[virtual_hosts.main]",
+    )
+    with pytest.raises(ConfigError) as error:
+        loads_config(toml)
+    assert error.value.errors == [
+        "listeners.edge.access_log[0].text_format: must use known operators: "
+        "unknown command operator %NOPE%"
+    ]

@@ -1,0 +1,83 @@
+"""A bounded soak: steady load on three hosts while one dies and comes back.
+
+With retries and outlier detection on, clients must see no failure at all: requests caught
+on the dying host are retried elsewhere, the dead host is ejected, and once it is back it
+returns to the rotation. GATEWAY_SOAK_SECONDS makes the run longer (default 10 s).
+
+The upstreams write each small response in one write, as nginx does. A host killed in the
+middle of writing a response body would cut that response, and no proxy can hide a
+response that has already started; everything short of that must be hidden.
+"""
+
+import os
+
+import httpx
+import trio
+
+from tests.cluster_helpers import AtomicBackend, cluster_toml, local
+from tests.helpers import eventually, run_gateway, url
+
+SOAK_SECONDS = float(os.environ.get("GATEWAY_SOAK_SECONDS", "10"))
+WORKERS = 8
+
+ROUTE = """
+[virtual_hosts.main.routes.retry_policy]
+retry_on = ["connect-failure", "reset", "5xx"]
+num_retries = 3
+retry_back_off = { base_interval = "10ms" }
+"""
+CLUSTER = """
+[clusters.backend.outlier_detection]
+consecutive_gateway_failure = 3
+enforcing_consecutive_gateway_failure = 100
+interval = "250ms"
+base_ejection_time = "1s"
+max_ejection_percent = 50
+
+[clusters.backend.circuit_breakers]
+# Every worker may be retrying at once when the host dies (Envoy's default is 3).
+max_retries = 16
+"""
+
+
+async def test_a_host_dies_and_returns_under_load_without_client_errors(nursery):
+    backends = [AtomicBackend(f"b{i}") for i in range(3)]
+    for backend in backends:
+        await backend.start(nursery)
+    victim = backends[1]
+    toml = cluster_toml([local(b.port) for b in backends], route=ROUTE, extra=CLUSTER)
+    failures: list[str] = []
+    served = 0
+    async with run_gateway(toml) as gw:
+        host = gw.clusters.get("backend").hosts[1]
+
+        async def worker() -> None:
+            nonlocal served
+            async with httpx.AsyncClient(timeout=5) as client:
+                while True:
+                    try:
+                        response = await client.get(url(gw, "/item"))
+                    except httpx.HTTPError as exc:
+                        failures.append(repr(exc))
+                        continue
+                    if response.status_code != 200:
+                        failures.append(f"{response.status_code} {response.text}")
+                    served += 1
+
+        async with trio.open_nursery() as load:
+            for _ in range(WORKERS):
+                load.start_soon(worker)
+            await trio.sleep(SOAK_SECONDS / 3)
+            victim.kill()
+            await eventually(lambda: not host.healthy, timeout=SOAK_SECONDS / 3)
+            await trio.sleep(SOAK_SECONDS / 3)
+            seen_before_return = victim.served
+            await victim.start(nursery)  # same port
+            await eventually(lambda: victim.served > seen_before_return, timeout=5)
+            load.cancel_scope.cancel()
+        prefix = "cluster.backend"
+        assert failures == [], failures[:3]
+        assert served > 100
+        assert gw.stats.value(f"{prefix}.outlier_detection.ejections_enforced_total") >= 1
+        assert gw.stats.value(f"{prefix}.upstream_rq_retry") >= 1
+        assert host.healthy

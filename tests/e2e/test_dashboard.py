@@ -1,0 +1,65 @@
+"""The admin dashboard in a real browser: headless Chromium loads `/`, runs its JavaScript
+against the live admin endpoint, and must render the task tree, the listeners, the
+clusters and a request-rate and latency plot per cluster; a screenshot is kept."""
+
+import re
+import shutil
+
+import httpx
+import pytest
+import trio
+
+from tests.helpers import admin_url, config_toml, eventually, run_gateway, start_upstream, url
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+pytestmark = pytest.mark.skipif(
+    CHROMIUM is None, reason="needs a Chromium binary: apt-get install chromium"
+)
+
+
+async def _chromium(*args: str) -> str:
+    assert CHROMIUM is not None
+    result = await trio.run_process(
+        [
+            CHROMIUM,
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--virtual-time-budget=5000",
+            *args,
+        ],
+        capture_stdout=True,
+        capture_stderr=True,
+    )
+    return result.stdout.decode()
+
+
+async def test_dashboard_renders_tree_and_plots(nursery, tmp_path):
+    up = await start_upstream(nursery)
+    async with run_gateway(config_toml(up.port)) as gw, httpx.AsyncClient() as client:
+        for _ in range(12):  # traffic spread over more than one history sample
+            assert (await client.get(url(gw, "/x"))).status_code == 200
+            await trio.sleep(0.1)
+        slow = await trio.open_tcp_stream("127.0.0.1", gw.listener_ports["edge"])
+        async with slow:
+            await slow.send_all(b"GET /hang HTTP/1.1\r\nHost: x\r\n\r\n")
+            await eventually(lambda: up.requests and up.requests[-1].path == "/hang")
+            dom = await _chromium("--dump-dom", admin_url(gw, "/"))
+            shot = tmp_path / "dashboard.png"
+            await _chromium("--window-size=1280,1400", f"--screenshot={shot}", admin_url(gw, "/"))
+
+    tree = dom[dom.index('id="tree"') :]
+    assert re.match(r'id="tree" data-updated="[\d.]+"', tree), "the WebSocket tree arrived"
+    assert "listener edge" in tree and "stream 1 GET /hang" in tree
+    assert "waiting for upstream response headers" in tree
+    assert re.search(r'<button onclick="cancelTask\(\d+\)">cancel #\d+</button>', tree)
+    assert f"127.0.0.1:{gw.listener_ports['edge']}" in dom  # the listeners table
+    assert re.search(rf'127\.0\.0\.1:{up.port} <span class="health HEALTHY">HEALTHY</span>', dom)
+    plot = dom[dom.index('data-cluster="backend"') :]
+    rate = re.search(r'<polyline class="rate" points="([^"]*)"', plot)
+    assert rate and len(rate[1].split()) >= 1, "the request-rate plot has points"
+    p50 = re.search(r'<polyline class="p50" points="([^"]*)"', plot)
+    assert p50 and p50[1], "the latency plot has points"
+    assert "http.edge.downstream_rq_2xx" in dom  # top stats
+    png = shot.read_bytes()
+    assert png.startswith(b"\x89PNG") and len(png) > 20_000

@@ -1,0 +1,98 @@
+"""Load balancing policies against real upstreams: who gets which request."""
+
+import httpx
+import trio
+
+from gateway.clusters.host import HealthFlag
+from tests.cluster_helpers import cluster_toml, local, spread, start_backends
+from tests.helpers import eventually, run_gateway, url
+
+
+async def test_round_robin_honours_weights_smoothly(nursery):
+    b = await start_backends(nursery, 3)
+    endpoints = [
+        f"{{ address = {local(b[0].port)}, weight = 3 }}",
+        local(b[1].port),
+        local(b[2].port),
+    ]
+    async with run_gateway(cluster_toml(endpoints)) as gw, httpx.AsyncClient() as client:
+        servers = []
+        for _ in range(10):
+            servers.append((await client.get(url(gw, "/"))).json()["server"])
+        assert servers.count("b0") == 6 and servers.count("b1") == 2 and servers.count("b2") == 2
+        # Smooth: the heavy host never takes more than two turns in a row.
+        assert "b0,b0,b0" not in ",".join(servers + servers)
+
+
+async def test_random_spreads_by_weight(nursery):
+    b = await start_backends(nursery, 2)
+    endpoints = [f"{{ address = {local(b[0].port)}, weight = 4 }}", local(b[1].port)]
+    toml = cluster_toml(endpoints, cluster='lb_policy = "random"')
+    async with run_gateway(toml) as gw, httpx.AsyncClient() as client:
+        seen = await spread(client, url(gw, "/"), 200)
+    assert seen["b0"] + seen["b1"] == 200
+    assert 120 <= seen["b0"] <= 190  # expected 160
+
+
+async def test_least_request_avoids_the_busy_host(nursery):
+    b = await start_backends(nursery, 2)
+    b[0].hang = True
+    toml = cluster_toml([local(x.port) for x in b], cluster='lb_policy = "least_request"')
+    async with (
+        run_gateway(toml) as gw,
+        httpx.AsyncClient(timeout=5) as client,
+        trio.open_nursery() as hangers,
+    ):
+        for _ in range(4):
+            hangers.start_soon(client.get, url(gw, "/hang"))
+        # b0 holds the ones it got; b1 answered its share at once.
+        host0, host1 = gw.clusters.get("backend").hosts
+        await eventually(lambda: host0.stats.rq_active >= 1 and host1.stats.rq_active == 0)
+        b[0].hang = False
+        seen = await spread(client, url(gw, "/"), 20)
+        hangers.cancel_scope.cancel()
+    # b0 is busier every time: least_request (two choices of two) always picks b1.
+    assert seen == {"b1": 20}
+
+
+async def test_ring_hash_keeps_a_key_on_one_host_and_remaps_few(nursery):
+    b = await start_backends(nursery, 3)
+    route = '[[virtual_hosts.main.routes.hash_policy]]\nheader = "x-user"'
+    toml = cluster_toml([local(x.port) for x in b], cluster='lb_policy = "ring_hash"', route=route)
+    async with run_gateway(toml) as gw, httpx.AsyncClient() as client:
+        owners = {}
+        for user in range(30):
+            seen = await spread(client, url(gw, "/"), 3, headers={"x-user": f"u{user}"})
+            assert len(seen) == 1, f"u{user} went to {seen}"
+            owners[user] = next(iter(seen))
+        assert len(set(owners.values())) == 3
+        # b2 leaves the usable set, as a failed health check would take it out.
+        cluster = gw.clusters.get("backend")
+        cluster.set_health_flag(cluster.hosts[2], HealthFlag.FAILED_ACTIVE_HC, True)
+        for user, owner in owners.items():
+            seen = await spread(client, url(gw, "/"), 1, headers={"x-user": f"u{user}"})
+            if owner != "b2":
+                assert seen == {owner: 1}, "a key whose host stayed must not move"
+
+
+async def test_maglev_hashes_the_source_ip(nursery):
+    b = await start_backends(nursery, 3)
+    route = "[[virtual_hosts.main.routes.hash_policy]]\nsource_ip = true"
+    toml = cluster_toml([local(x.port) for x in b], cluster='lb_policy = "maglev"', route=route)
+    async with run_gateway(toml) as gw, httpx.AsyncClient() as client:
+        seen = await spread(client, url(gw, "/"), 20)
+    assert len(seen) == 1  # one client address: one host
+
+
+async def test_cookie_hash_policy(nursery):
+    b = await start_backends(nursery, 3)
+    route = '[[virtual_hosts.main.routes.hash_policy]]\ncookie = "session"'
+    toml = cluster_toml([local(x.port) for x in b], cluster='lb_policy = "ring_hash"', route=route)
+    async with run_gateway(toml) as gw, httpx.AsyncClient() as client:
+        owners = set()
+        for session in range(12):
+            headers = {"cookie": f"theme=dark; session=s{session}"}
+            seen = await spread(client, url(gw, "/"), 3, headers=headers)
+            assert len(seen) == 1
+            owners |= set(seen)
+    assert len(owners) > 1

@@ -1,0 +1,75 @@
+"""Outlier detection: hosts that keep failing real requests are ejected, then return."""
+
+import httpx
+import trio
+
+from tests.cluster_helpers import cluster_toml, local, spread, start_backends
+from tests.helpers import admin_url, eventually, run_gateway, url
+
+OUTLIER = """
+[clusters.backend.outlier_detection]
+consecutive_5xx = 3
+interval = "100ms"
+base_ejection_time = "300ms"
+max_ejection_percent = 50
+"""
+
+
+async def test_consecutive_5xx_ejects_and_the_host_returns(nursery):
+    b = await start_backends(nursery, 2)
+    b[1].always_fail = True
+    toml = cluster_toml([local(x.port) for x in b], extra=OUTLIER)
+    async with run_gateway(toml) as gw, httpx.AsyncClient() as client:
+        seen = await spread(client, url(gw, "/"), 6)
+        assert seen == {"b0": 3, "503": 3}  # round robin until the third 503 ...
+        assert await spread(client, url(gw, "/"), 6) == {"b0": 6}  # ... then b1 is out
+        stats = "cluster.backend.outlier_detection"
+        assert gw.stats.value(f"{stats}.ejections_active") == 1
+        assert gw.stats.value(f"{stats}.ejections_enforced_consecutive_5xx") == 1
+        text = (await client.get(admin_url(gw, "/clusters"))).text
+        assert f"backend::127.0.0.1:{b[1].port}::health_flags::/failed_outlier_check" in text
+
+        b[1].always_fail = False
+        host = gw.clusters.get("backend").hosts[1]
+        await eventually(lambda: host.healthy)
+        assert gw.stats.value(f"{stats}.ejections_active") == 0
+        assert await spread(client, url(gw, "/"), 4) == {"b0": 2, "b1": 2}
+
+
+async def test_connect_failures_count_as_gateway_failures(nursery):
+    b = await start_backends(nursery, 2)
+    b[1].kill()
+    outlier = (
+        OUTLIER + "consecutive_gateway_failure = 2\nenforcing_consecutive_gateway_failure = 100\n"
+    )
+    toml = cluster_toml([local(x.port) for x in b], extra=outlier)
+    async with run_gateway(toml) as gw, httpx.AsyncClient() as client:
+        seen = await spread(client, url(gw, "/"), 8)
+        assert seen["502"] == 2 and seen["b0"] == 6
+        prefix = "cluster.backend.outlier_detection"
+        assert gw.stats.value(f"{prefix}.ejections_enforced_consecutive_gateway_failure") == 1
+
+
+async def test_ejection_time_grows_and_max_ejection_percent_holds(nursery):
+    b = await start_backends(nursery, 2)
+    for x in b:
+        x.always_fail = True
+    outlier = OUTLIER.replace("50", "10").replace('"100ms"', '"250ms"')
+    toml = cluster_toml([local(x.port) for x in b], extra=outlier)
+    async with run_gateway(toml) as gw, httpx.AsyncClient() as client:
+        await spread(client, url(gw, "/"), 12)
+        prefix = "cluster.backend.outlier_detection"
+        # One host may always be ejected; a second would exceed 10%.
+        assert gw.stats.value(f"{prefix}.ejections_active") == 1
+        assert gw.stats.value(f"{prefix}.ejections_overflow") >= 1
+        host = next(h for h in gw.clusters.get("backend").hosts if not h.healthy)
+        assert host.outlier.num_ejections == 1
+        await eventually(lambda: host.healthy)
+        # Back but still failing: ejected again, now for twice the base ejection time.
+        for _ in range(12):
+            if not host.healthy:
+                break
+            await client.get(url(gw, "/"))
+        assert host.outlier.num_ejections == 2
+        assert host.outlier.ejected_until is not None
+        assert 0.45 < host.outlier.ejected_until - trio.current_time() <= 0.6

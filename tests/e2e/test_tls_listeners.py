@@ -1,0 +1,243 @@
+"""TLS termination, filter-chain selection by SNI and ALPN, mTLS, handshake failures and
+timeouts: real TLS clients (ssl over trio, httpx, curl) against a real gateway."""
+
+import shutil
+import ssl
+import subprocess
+
+import httpx
+import pytest
+import trio
+
+from tests.helpers import eventually, run_gateway, start_upstream
+from tests.tls_helpers import Pki, http_get, san_names, subject_cn, tls_exchange
+
+
+async def wait_closed_by_peer(stream: trio.SocketStream) -> None:
+    """The peer closed (EOF, or a reset: closing with our bytes unread sends RST), after
+    sending whatever it sent first."""
+    with trio.fail_after(2):
+        try:
+            while await stream.receive_some(65536):
+                pass
+        except trio.BrokenResourceError:
+            pass
+
+
+@pytest.fixture
+def pki(tmp_path):
+    return Pki(tmp_path)
+
+
+def sni_config(pki: Pki, upstream_port: int, extra_chain: str = "") -> str:
+    api = pki.issue("api.example.com", common_name="api")
+    web = pki.issue("*.web.example.com", common_name="web-wildcard")
+    fallback = pki.issue("localhost", common_name="fallback")
+    return f"""
+[listeners.edge]
+address = "127.0.0.1:0"
+
+[[listeners.edge.filter_chains]]
+name = "api"
+filter_chain_match = {{ server_names = ["api.example.com"] }}
+tls = {{ certificates = [{api.toml()}] }}
+filters = [{{ type = "http_connection_manager", virtual_hosts = ["api"], stat_prefix = "api" }}]
+
+[[listeners.edge.filter_chains]]
+name = "web"
+filter_chain_match = {{ server_names = ["*.web.example.com"] }}
+tls = {{ certificates = [{web.toml()}, {fallback.toml()}] }}
+filters = [{{ type = "http_connection_manager", virtual_hosts = ["web"], stat_prefix = "web" }}]
+
+[[listeners.edge.filter_chains]]
+name = "localhost"
+filter_chain_match = {{ server_names = ["localhost"] }}
+tls = {{ certificates = [{fallback.toml()}] }}
+filters = [{{ type = "http_connection_manager", virtual_hosts = ["echo"], stat_prefix = "echo" }}]
+{extra_chain}
+
+[virtual_hosts.api]
+domains = ["*"]
+[[virtual_hosts.api.routes]]
+match = {{ prefix = "/" }}
+direct_response = {{ status = 200, body = "api chain" }}
+
+[virtual_hosts.web]
+domains = ["*"]
+[[virtual_hosts.web.routes]]
+match = {{ prefix = "/" }}
+direct_response = {{ status = 200, body = "web chain" }}
+
+[virtual_hosts.echo]
+domains = ["*"]
+[[virtual_hosts.echo.routes]]
+match = {{ prefix = "/" }}
+cluster = "echo"
+
+[clusters.echo]
+endpoints = ["127.0.0.1:{upstream_port}"]
+"""
+
+
+async def test_sni_selects_the_chain_and_its_certificate(pki, nursery):
+    upstream = await start_upstream(nursery)
+    async with run_gateway(sni_config(pki, upstream.port)) as gw:
+        port = gw.listener_ports["edge"]
+        context = pki.client_context()
+
+        api = await tls_exchange(port, "api.example.com", context, http_get())
+        assert subject_cn(api.peer_cert) == "api"
+        assert api.response.startswith(b"HTTP/1.1 200") and api.response.endswith(b"api chain")
+
+        # A wildcard chain; its first certificate covers the name, so it is the one served.
+        web = await tls_exchange(port, "shop.web.example.com", context, http_get())
+        assert san_names(web.peer_cert) == ["*.web.example.com"]
+        assert web.response.endswith(b"web chain")
+
+        assert gw.stats.value("listener.edge.ssl.handshake") == 2
+        assert gw.stats.value("http.api.downstream_rq_total") == 1
+        assert gw.stats.value("http.web.downstream_rq_total") == 1
+
+
+async def test_no_matching_chain_closes_the_connection_and_counts(pki, nursery):
+    upstream = await start_upstream(nursery)
+    async with run_gateway(sni_config(pki, upstream.port)) as gw:
+        port = gw.listener_ports["edge"]
+        with pytest.raises((ssl.SSLError, trio.BrokenResourceError)):
+            await tls_exchange(port, "other.example.org", pki.client_context(), http_get())
+        assert gw.stats.value("listener.edge.no_filter_chain_match") == 1
+        assert gw.stats.value("listener.edge.ssl.handshake") == 0
+        # A plaintext client matches nothing either (every chain wants a server name).
+        tcp = await trio.open_tcp_stream("127.0.0.1", port)
+        async with tcp:
+            await tcp.send_all(http_get())
+            await wait_closed_by_peer(tcp)
+        assert gw.stats.value("listener.edge.no_filter_chain_match") == 2
+
+
+async def test_default_chain_takes_what_nothing_else_matches(pki, nursery):
+    upstream = await start_upstream(nursery)
+    default = """
+[listeners.edge.default_filter_chain]
+filters = [{ type = "http_connection_manager", virtual_hosts = ["web"], stat_prefix = "dflt" }]
+"""
+    async with run_gateway(sni_config(pki, upstream.port, default)) as gw:
+        response = await trio.to_thread.run_sync(
+            lambda: httpx.get(f"http://127.0.0.1:{gw.listener_ports['edge']}/")
+        )
+        assert response.text == "web chain"
+        assert gw.stats.value("http.dflt.downstream_rq_total") == 1
+        assert gw.stats.value("listener.edge.no_filter_chain_match") == 0
+
+
+async def test_alpn_h2_gets_http2_and_https_is_forwarded(pki, nursery):
+    upstream = await start_upstream(nursery)
+    async with run_gateway(sni_config(pki, upstream.port)) as gw:
+        base = f"https://localhost:{gw.listener_ports['edge']}"
+        async with httpx.AsyncClient(http2=True, verify=pki.client_context()) as client:
+            response = await client.get(f"{base}/alpn")
+        assert response.http_version == "HTTP/2"
+        assert response.json()["headers"]["x-forwarded-proto"] == "https"
+        async with httpx.AsyncClient(verify=pki.client_context()) as client:
+            response = await client.get(f"{base}/alpn")
+        assert response.http_version == "HTTP/1.1"
+        assert response.json()["headers"]["x-forwarded-proto"] == "https"
+        assert gw.stats.value("http.echo.downstream_cx_http2_total") == 1
+        assert gw.stats.value("http.echo.downstream_cx_http1_total") == 1
+
+
+@pytest.mark.skipif(shutil.which("curl") is None, reason="needs curl: apt-get install curl")
+async def test_curl_resolve_picks_the_chain_by_sni(pki, nursery):
+    upstream = await start_upstream(nursery)
+    async with run_gateway(sni_config(pki, upstream.port)) as gw:
+        port = gw.listener_ports["edge"]
+
+        def curl(host: str) -> subprocess.CompletedProcess[str]:
+            return subprocess.run(
+                ["curl", "-sS", "--http2", "--cacert", pki.ca_file, "--resolve",
+                 f"{host}:{port}:127.0.0.1", "-w", " %{http_version}", f"https://{host}:{port}/"],
+                capture_output=True, text=True, timeout=10,
+            )  # fmt: skip
+
+        api = await trio.to_thread.run_sync(curl, "api.example.com")
+        web = await trio.to_thread.run_sync(curl, "a.web.example.com")
+        assert api.stdout == "api chain 2", api.stderr
+        assert web.stdout == "web chain 2", web.stderr
+
+
+async def mtls_config(pki: Pki, client_ca: str) -> str:
+    server = pki.issue("localhost")
+    return f"""
+[listeners.edge]
+address = "127.0.0.1:0"
+[[listeners.edge.filter_chains]]
+tls = {{ certificates = [{server.toml()}], trusted_ca = "{client_ca}",
+        require_client_certificate = true, alpn_protocols = ["http/1.1"] }}
+filters = [{{ type = "http_connection_manager", virtual_hosts = ["main"] }}]
+[virtual_hosts.main]
+domains = ["*"]
+[[virtual_hosts.main.routes]]
+match = {{ prefix = "/" }}
+direct_response = {{ status = 200, body = "hello client" }}
+"""
+
+
+async def test_mtls_rejects_a_client_without_a_certificate(pki, tmp_path):
+    clients = Pki(tmp_path)
+    async with run_gateway(await mtls_config(pki, clients.ca_file)) as gw:
+        port = gw.listener_ports["edge"]
+        # TLS 1.3: the client's handshake ends before the server checks its certificate,
+        # so the refusal shows as the connection failing on first use.
+        with pytest.raises((ssl.SSLError, trio.BrokenResourceError)):
+            session = await tls_exchange(port, "localhost", pki.client_context(), http_get())
+            assert session.response == b""
+            raise trio.BrokenResourceError("closed without an answer")
+        await eventually(lambda: gw.stats.value("listener.edge.ssl.fail_verify_no_cert") == 1)
+
+        # A certificate from another CA is refused too.
+        stranger = Pki(tmp_path)
+        context = pki.client_context()
+        wrong = stranger.issue("client.example.com", common_name="stranger")
+        context.load_cert_chain(wrong.certificate_chain, wrong.private_key)
+        with pytest.raises((ssl.SSLError, trio.BrokenResourceError)):
+            session = await tls_exchange(port, "localhost", context, http_get())
+            assert session.response == b""
+            raise trio.BrokenResourceError("closed without an answer")
+        await eventually(lambda: gw.stats.value("listener.edge.ssl.fail_verify_error") == 1)
+
+        context = pki.client_context()
+        good = clients.issue("client.example.com", common_name="client-1")
+        context.load_cert_chain(good.certificate_chain, good.private_key)
+        session = await tls_exchange(port, "localhost", context, http_get())
+        assert session.response.endswith(b"hello client")
+        assert gw.stats.value("listener.edge.ssl.connection_error") == 2
+        assert gw.stats.value("listener.edge.ssl.handshake") == 1
+
+
+async def test_failed_and_stalled_handshakes_do_not_disturb_others(pki, nursery):
+    upstream = await start_upstream(nursery)
+    config = sni_config(pki, upstream.port).replace(
+        "tls = { certificates = [{", 'tls = { handshake_timeout = "300ms", certificates = [{'
+    )
+    async with run_gateway(config) as gw:
+        port = gw.listener_ports["edge"]
+        # A ClientHello, then silence: the server answers and waits for the client's Finished.
+        hello_bio, _ = ssl.MemoryBIO(), ssl.MemoryBIO()
+        client = pki.client_context().wrap_bio(_, hello_bio, server_hostname="localhost")
+        with pytest.raises(ssl.SSLWantReadError):
+            client.do_handshake()
+        stalled = await trio.open_tcp_stream("127.0.0.1", port)
+        await stalled.send_all(hello_bio.read())
+        # A client that does not trust the certificate aborts its handshake.
+        with pytest.raises(trio.BrokenResourceError) as refused:
+            await tls_exchange(port, "api.example.com", ssl.create_default_context(), b"")
+        assert isinstance(refused.value.__cause__, ssl.SSLCertVerificationError)
+        # Meanwhile a good client is served.
+        good = await tls_exchange(port, "api.example.com", pki.client_context(), http_get())
+        assert good.response.endswith(b"api chain")
+        timeouts = "listener.edge.downstream_cx_transport_socket_connect_timeout"
+        await eventually(lambda: gw.stats.value(timeouts) == 1)
+        await wait_closed_by_peer(stalled)
+        assert gw.stats.value("listener.edge.ssl.connection_error") == 2
+        assert gw.stats.value("listener.edge.ssl.handshake") == 1
+        await stalled.aclose()

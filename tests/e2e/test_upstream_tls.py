@@ -1,0 +1,144 @@
+"""Upstream TLS per cluster: SNI, CA verification on by default, client certificates,
+ALPN h2 for gRPC over TLS end to end (grpcio client -> TLS -> gateway -> TLS -> grpcio)."""
+
+import functools
+import ssl
+from concurrent import futures
+from functools import partial
+from pathlib import Path
+
+import grpc
+import httpx
+import hypercorn.config
+import hypercorn.trio
+import pytest
+import trio
+
+from tests.grpc_echo import OPTIONS, EchoServicer
+from tests.helpers import Upstream, run_gateway, url
+from tests.tls_helpers import CertFiles, Pki
+
+
+@pytest.fixture
+def pki(tmp_path):
+    return Pki(tmp_path)
+
+
+async def start_https_upstream(
+    nursery: trio.Nursery, cert: CertFiles, client_ca: str | None = None
+) -> tuple[Upstream, int]:
+    upstream = Upstream("tls-upstream")
+    config = hypercorn.config.Config()
+    config.bind = ["127.0.0.1:0"]
+    config.accesslog = None
+    config.graceful_timeout = 0.1
+    config.certfile, config.keyfile = cert.certificate_chain, cert.private_key
+    if client_ca is not None:
+        config.ca_certs = client_ca
+        config.verify_mode = ssl.CERT_REQUIRED
+    binds = await nursery.start(partial(hypercorn.trio.serve, upstream, config, mode="asgi"))
+    return upstream, int(binds[0].rpartition(":")[2])
+
+
+def cluster_config(port: int, tls: str) -> str:
+    return f"""
+[listeners.edge]
+address = "127.0.0.1:0"
+virtual_hosts = ["main"]
+[virtual_hosts.main]
+domains = ["*"]
+[[virtual_hosts.main.routes]]
+match = {{ prefix = "/" }}
+cluster = "secure"
+[clusters.secure]
+endpoints = ["127.0.0.1:{port}"]
+connect_timeout = "1s"
+tls = {tls}
+"""
+
+
+async def test_https_upstream_with_sni_and_ca(pki, nursery):
+    upstream, port = await start_https_upstream(nursery, pki.issue("api.internal"))
+    tls = f'{{ sni = "api.internal", trusted_ca = "{pki.ca_file}" }}'
+    async with run_gateway(cluster_config(port, tls)) as gw, httpx.AsyncClient() as client:
+        response = await client.get(url(gw, "/hello"))
+    assert response.status_code == 200
+    assert response.json()["path"] == "/hello"
+    assert upstream.requests[0].path == "/hello"
+
+
+async def test_verification_is_on_by_default(pki, nursery, tmp_path):
+    _, port = await start_https_upstream(nursery, pki.issue("api.internal"))
+    # The system CAs do not know the test CA; another CA's bundle does not either.
+    for tls in ('{ sni = "api.internal" }', f'{{ trusted_ca = "{Pki(tmp_path).ca_file}" }}'):
+        async with run_gateway(cluster_config(port, tls)) as gw, httpx.AsyncClient() as client:
+            response = await client.get(url(gw, "/"))
+        assert response.status_code == 502, tls
+        assert gw.stats.value("cluster.secure.upstream_cx_connect_fail") == 1
+    # The right CA, but a name the certificate is not for.
+    tls = f'{{ sni = "db.internal", trusted_ca = "{pki.ca_file}" }}'
+    async with run_gateway(cluster_config(port, tls)) as gw, httpx.AsyncClient() as client:
+        assert (await client.get(url(gw, "/"))).status_code == 502
+
+
+async def test_client_certificate_for_an_upstream_that_requires_one(pki, nursery, tmp_path):
+    clients = Pki(tmp_path)
+    _, port = await start_https_upstream(nursery, pki.issue("api.internal"), clients.ca_file)
+    base = f'sni = "api.internal", trusted_ca = "{pki.ca_file}"'
+    async with run_gateway(cluster_config(port, f"{{ {base} }}")) as gw, httpx.AsyncClient() as c:
+        assert (await c.get(url(gw, "/"))).status_code == 502
+    cert = clients.issue("gateway.internal")
+    with_cert = f"{{ {base}, certificate = {cert.toml()} }}"
+    async with run_gateway(cluster_config(port, with_cert)) as gw, httpx.AsyncClient() as c:
+        assert (await c.get(url(gw, "/"))).status_code == 200
+
+
+@pytest.fixture
+def tls_echo_server(pki):
+    servicer = EchoServicer()
+    handler = grpc.unary_unary_rpc_method_handler(servicer.unary)
+    server = grpc.server(
+        futures.ThreadPoolExecutor(max_workers=4),
+        options=OPTIONS,
+    )
+    server.add_generic_rpc_handlers(
+        (grpc.method_handlers_generic_handler("test.Echo", {"Unary": handler}),)
+    )
+    cert = pki.issue("grpc.internal")
+    key, chain = Path(cert.private_key).read_bytes(), Path(cert.certificate_chain).read_bytes()
+    credentials = grpc.ssl_server_credentials([(key, chain)])
+    port = server.add_secure_port("127.0.0.1:0", credentials)
+    server.start()
+    yield port
+    server.stop(grace=None)
+
+
+async def test_grpc_over_tls_both_sides(pki, tls_echo_server):
+    front = pki.issue("localhost")
+    config = f"""
+[listeners.edge]
+address = "127.0.0.1:0"
+[[listeners.edge.filter_chains]]
+tls = {{ certificates = [{front.toml()}] }}
+filters = [{{ type = "http_connection_manager", virtual_hosts = ["main"] }}]
+[virtual_hosts.main]
+domains = ["*"]
+[[virtual_hosts.main.routes]]
+match = {{ prefix = "/test.Echo/", grpc = true }}
+cluster = "echo"
+[clusters.echo]
+endpoints = ["127.0.0.1:{tls_echo_server}"]
+protocol = "http2"
+tls = {{ sni = "grpc.internal", trusted_ca = "{pki.ca_file}" }}
+"""
+    async with run_gateway(config) as gw:
+        credentials = grpc.ssl_channel_credentials(pki.ca.cert_pem.bytes())
+        channel = grpc.secure_channel(f"localhost:{gw.listener_ports['edge']}", credentials)
+        try:
+            call = channel.unary_unary("/test.Echo/Unary")
+            reply = await trio.to_thread.run_sync(functools.partial(call, b"over tls", timeout=5))
+        finally:
+            channel.close()
+        assert reply == b"over tls"
+        assert gw.stats.value("http.edge.downstream_cx_http2_total") == 1
+        assert gw.stats.value("listener.edge.ssl.handshake") == 1

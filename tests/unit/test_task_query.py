@@ -1,0 +1,105 @@
+"""Narrowing and sorting task tree snapshots (gateway/task_query.py), on hand-made trees."""
+
+import pytest
+
+from gateway.task_query import TaskQuery
+
+TREE = {
+    "name": "<init>",
+    "children": [
+        {
+            "name": "cluster manager",
+            "kind": "cluster_manager",
+            "age_s": 9.0,
+            "children": [
+                {
+                    "name": "cluster api",
+                    "kind": "cluster",
+                    "cluster": "api",
+                    "age_s": 9.0,
+                    "children": [{"name": "health check 127.0.0.1:1"}],
+                }
+            ],
+        },
+        {
+            "name": "listener edge",
+            "kind": "listener",
+            "listener": "edge",
+            "age_s": 9.0,
+            "children": [
+                {"name": "accept"},
+                {
+                    "name": "conn b",
+                    "kind": "connection",
+                    "listener": "edge",
+                    "state": "idle",
+                    "age_s": 1.0,
+                },
+                {
+                    "name": "conn a",
+                    "kind": "connection",
+                    "listener": "edge",
+                    "state": "active request",
+                    "age_s": 7.0,
+                    "children": [
+                        {
+                            "name": "stream 1 GET /slow",
+                            "kind": "stream",
+                            "listener": "edge",
+                            "cluster": "api",
+                            "state": "waiting for upstream response headers",
+                            "age_s": 6.5,
+                        }
+                    ],
+                },
+            ],
+        },
+    ],
+}
+
+
+def names(node):
+    yield node["name"]
+    for child in node.get("children", ()):
+        yield from names(child)
+
+
+def test_cluster_keeps_matches_with_subtrees_and_the_path_to_them():
+    got = TaskQuery.from_params({"cluster": "api"}).apply(TREE)
+    assert list(names(got)) == [
+        "<init>",
+        "cluster manager",
+        "cluster api",
+        "health check 127.0.0.1:1",
+        "listener edge",
+        "conn a",
+        "stream 1 GET /slow",
+    ]
+
+
+def test_conditions_combine_and_state_is_a_substring():
+    query = TaskQuery.from_params({"state": "UPSTREAM", "older_than": "5s", "listener": "edge"})
+    assert list(names(query.apply(TREE)))[-1] == "stream 1 GET /slow"
+    none = TaskQuery.from_params({"state": "upstream", "older_than": "10s"}).apply(TREE)
+    assert none == {"name": "<init>"}
+    idle = TaskQuery.from_params({"state": "idle"}).apply(TREE)
+    assert list(names(idle)) == ["<init>", "listener edge", "conn b"]
+
+
+def test_sort_by_age_puts_the_oldest_first_and_plain_tasks_last():
+    got = TaskQuery.from_params({"sort": "age"}).apply(TREE)
+    listener = got["children"][1]
+    assert [c["name"] for c in listener["children"]] == ["conn a", "conn b", "accept"]
+    assert TaskQuery.from_params({}).apply(TREE) is TREE
+
+
+@pytest.mark.parametrize(
+    ("params", "message"),
+    [
+        ({"older_than": "5"}, "older_than: expected a duration"),
+        ({"sort": "size"}, "sort: expected 'name' or 'age', got 'size'"),
+    ],
+)
+def test_bad_parameters(params, message):
+    with pytest.raises(ValueError, match=message):
+        TaskQuery.from_params(params)
