@@ -10,13 +10,13 @@ from functools import partial
 from typing import Any
 
 import attrs
-import h11
 import httpx
 import hypercorn.config
 import hypercorn.trio
 import trio
 
 from gateway.asgi import Receive, Scope, Send, complete_lifespan
+from tests.helpers import KeepAliveUpstream
 
 
 @attrs.define(eq=False)
@@ -168,15 +168,16 @@ async def spread(client: httpx.AsyncClient, url: str, n: int, **kwargs: Any) -> 
 
 
 @attrs.define(eq=False)
-class AtomicBackend:
-    """A plain HTTP/1.1 keep-alive server that writes each response (head and small body)
-    in one write, as nginx does: when it is killed, a request is either fully answered or
-    not answered at all, never cut mid-body."""
+class AtomicBackend(KeepAliveUpstream):
+    """A keep-alive upstream that writes each response (head and small body) in one write,
+    as nginx does, and can be killed and restarted on its port: when it is killed, a
+    request is either fully answered or not answered at all, never cut mid-body."""
 
-    name: str
-    port: int = 0
-    served: int = 0
+    name: str = "atomic"
     _scope: trio.CancelScope | None = None
+
+    def __attrs_post_init__(self) -> None:
+        self.body = json.dumps({"server": self.name}).encode()
 
     async def start(self, nursery: trio.Nursery) -> None:
         await nursery.start(self._serve)
@@ -188,33 +189,8 @@ class AtomicBackend:
             listeners = await trio.open_tcp_listeners(self.port, host="127.0.0.1")
             self.port = listeners[0].socket.getsockname()[1]
             async with trio.open_nursery() as nursery:
-                nursery.start_soon(trio.serve_listeners, self._handle, listeners)
+                nursery.start_soon(trio.serve_listeners, self.handle, listeners)
                 task_status.started()
-
-    async def _handle(self, stream: trio.SocketStream) -> None:
-        conn = h11.Connection(h11.SERVER)
-        async with stream:
-            while True:
-                event = conn.next_event()
-                if event is h11.NEED_DATA:
-                    data = await stream.receive_some(65536)
-                    conn.receive_data(data)
-                    if not data:
-                        return
-                elif isinstance(event, h11.EndOfMessage):
-                    body = json.dumps({"server": self.name}).encode()
-                    head = h11.Response(
-                        status_code=200, headers=[("content-length", str(len(body)))]
-                    )
-                    await stream.send_all(
-                        conn.send(head)
-                        + conn.send(h11.Data(data=body))
-                        + conn.send(h11.EndOfMessage())
-                    )
-                    self.served += 1
-                    conn.start_next_cycle()
-                elif isinstance(event, h11.ConnectionClosed):
-                    return
 
     def kill(self) -> None:
         assert self._scope is not None

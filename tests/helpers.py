@@ -242,6 +242,10 @@ class KeepAliveUpstream:
     opened: int = 0
     closed_at: list[float] = attrs.Factory(list)
     close_after: int | None = None
+    #: The body of every answer; head and body leave in one write.
+    body: bytes = b"ok"
+    #: Requests answered, on all connections.
+    served: int = 0
 
     async def handle(self, stream: trio.SocketStream) -> None:
         import h11
@@ -258,12 +262,16 @@ class KeepAliveUpstream:
                     if not data:
                         return
                 elif isinstance(event, h11.EndOfMessage):
+                    length = str(len(self.body))
                     await stream.send_all(
-                        conn.send(h11.Response(status_code=200, headers=[("content-length", "2")]))
-                        + conn.send(h11.Data(data=b"ok"))
+                        conn.send(
+                            h11.Response(status_code=200, headers=[("content-length", length)])
+                        )
+                        + conn.send(h11.Data(data=self.body))
                         + conn.send(h11.EndOfMessage())
                     )
                     served += 1
+                    self.served += 1
                     if self.close_after is not None and served >= self.close_after:
                         return
                     conn.start_next_cycle()

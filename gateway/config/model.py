@@ -256,25 +256,44 @@ class UpstreamTlsContext:
     min_protocol_version: Literal["TLSv1.2", "TLSv1.3"] = "TLSv1.2"
 
 
-@attrs.frozen
-class HttpConnectionManagerConfig:
-    """A filter chain's `http_connection_manager` network filter: the same keys as a
-    single-chain listener's HTTP settings (tests/unit/test_filter_chains.py keeps the two
-    in step), plus `stat_prefix`."""
+@attrs.frozen(kw_only=True)
+class HttpConnectionManagerOptions:
+    """The HTTP connection manager's keys: a single-chain listener's own, and each
+    `http_connection_manager` network filter's in a filter chain."""
 
-    type: Literal["http_connection_manager"]
+    #: Names of `[virtual_hosts.*]`, matched against Host in order of specificity.
     virtual_hosts: list[str] = attrs.Factory(list)
+    #: Names of `[http_filters.*]`, run in order; the router is always last, implicitly.
     http_filters: list[str] = attrs.Factory(list)
+    #: Time allowed for a whole request head, from its first byte (slowloris: 408).
     request_headers_timeout: Duration = Duration(10.0)
+    #: A keep-alive connection with no request in flight is closed after this long.
     idle_timeout: Duration = Duration(300.0)
+    #: Limit on the request line plus headers, in KiB (431 above it).
     max_request_headers_kb: int = attrs.field(default=60, validator=attrs.validators.gt(0))
+    #: Limit on the number of request headers (431 above it).
     max_request_headers_count: int = attrs.field(default=100, validator=attrs.validators.gt(0))
+    #: Access logs: one table, or several (`[[listeners.NAME.access_log]]`).
     access_log: list[AccessLog] = attrs.Factory(list)
+    #: Keep `vhost.VHOST.route.INDEX.*` stats for the routes of this listener.
     per_route_stats: bool = False
+    #: "auto" serves HTTP/1.1 and HTTP/2 (h2c prior knowledge, by the connection preface)
+    #: on the same port; "http1" or "http2" serve only that.
     codec: Literal["auto", "http1", "http2"] = "auto"
     http2: Http2ProtocolOptions = Http2ProtocolOptions()
+    #: Upgrades every route of this listener allows unless it says otherwise (Envoy's
+    #: upgrade_configs): HTTP/1.1 `Upgrade:` and HTTP/2 extended CONNECT (RFC 8441).
     upgrade: list[Literal["websocket"]] = attrs.Factory(list)
+    #: What an upgrade request gets on a route that does not allow it: "forward" it as an
+    #: ordinary request (Upgrade is hop-by-hop and dropped), or "reject" it with 403.
     upgrade_not_allowed: Literal["forward", "reject"] = "forward"
+
+
+@attrs.frozen(kw_only=True)
+class HttpConnectionManagerConfig(HttpConnectionManagerOptions):
+    """A filter chain's `http_connection_manager` network filter."""
+
+    type: Literal["http_connection_manager"]
     #: Stats go under `http.STAT_PREFIX.*`; unset: the listener's name.
     stat_prefix: str | None = None
 
@@ -340,38 +359,13 @@ class FilterChain:
 
 
 @attrs.frozen
-class Listener:
-    """`[listeners.NAME]`: a bound address running the HTTP connection manager."""
+class Listener(HttpConnectionManagerOptions):
+    """`[listeners.NAME]`: a bound address running the HTTP connection manager (the keys
+    of HttpConnectionManagerOptions), or filter chains."""
 
     address: Address
-    #: Names of `[virtual_hosts.*]`, matched against Host in order of specificity.
-    virtual_hosts: list[str] = attrs.Factory(list)
-    #: Names of `[http_filters.*]`, run in order; the router is always last, implicitly.
-    http_filters: list[str] = attrs.Factory(list)
-    #: Time allowed for a whole request head, from its first byte (slowloris: 408).
-    request_headers_timeout: Duration = Duration(10.0)
-    #: A keep-alive connection with no request in flight is closed after this long.
-    idle_timeout: Duration = Duration(300.0)
-    #: Limit on the request line plus headers, in KiB (431 above it).
-    max_request_headers_kb: int = attrs.field(default=60, validator=attrs.validators.gt(0))
-    #: Limit on the number of request headers (431 above it).
-    max_request_headers_count: int = attrs.field(default=100, validator=attrs.validators.gt(0))
-    #: Access logs: one table, or several (`[[listeners.NAME.access_log]]`).
-    access_log: list[AccessLog] = attrs.Factory(list)
-    #: Keep `vhost.VHOST.route.INDEX.*` stats for the routes of this listener.
-    per_route_stats: bool = False
-    #: "auto" serves HTTP/1.1 and HTTP/2 (h2c prior knowledge, by the connection preface)
-    #: on the same port; "http1" or "http2" serve only that.
-    codec: Literal["auto", "http1", "http2"] = "auto"
-    http2: Http2ProtocolOptions = Http2ProtocolOptions()
-    #: Upgrades every route of this listener allows unless it says otherwise (Envoy's
-    #: upgrade_configs): HTTP/1.1 `Upgrade:` and HTTP/2 extended CONNECT (RFC 8441).
-    upgrade: list[Literal["websocket"]] = attrs.Factory(list)
-    #: What an upgrade request gets on a route that does not allow it: "forward" it as an
-    #: ordinary request (Upgrade is hop-by-hop and dropped), or "reject" it with 403.
-    upgrade_not_allowed: Literal["forward", "reject"] = "forward"
     #: Filter chains, chosen per connection by their `filter_chain_match`. When set, the
-    #: HTTP keys above are not used: each chain has its own `http_connection_manager`.
+    #: listener's HTTP keys are not used: each chain has its own `http_connection_manager`.
     filter_chains: list[FilterChain] = attrs.Factory(list)
     #: The chain for connections no chain matches; unset: they are closed.
     default_filter_chain: FilterChain | None = None

@@ -25,6 +25,7 @@ from gateway.config.model import (
     FilterChainMatch,
     GatewayConfig,
     HttpConnectionManagerConfig,
+    HttpConnectionManagerOptions,
     NetworkFilterConfig,
     NetworkRbac,
     TcpProxy,
@@ -217,8 +218,7 @@ class ChainBuilder:
 
 def listener_hcm(listener: ListenerConfig) -> HttpConnectionManagerConfig:
     """The single-chain form's HTTP connection manager, from the listener's own keys."""
-    keys = {f.name for f in attrs.fields(HttpConnectionManagerConfig)} - {"type", "stat_prefix"}
-    values = {key: getattr(listener, key) for key in keys}
+    values = {f.name: getattr(listener, f.name) for f in attrs.fields(HttpConnectionManagerOptions)}
     return HttpConnectionManagerConfig(type="http_connection_manager", **values)
 
 

@@ -41,7 +41,7 @@ max_retries = 16
 
 
 async def test_a_host_dies_and_returns_under_load_without_client_errors(nursery):
-    backends = [AtomicBackend(f"b{i}") for i in range(3)]
+    backends = [AtomicBackend(name=f"b{i}") for i in range(3)]
     for backend in backends:
         await backend.start(nursery)
     victim = backends[1]

@@ -1,15 +1,13 @@
-"""Filter chains without sockets: the ClientHello parser, chain selection, TLS config
-errors that name their TOML path, and the chain HCM's keys staying in step with the
-single-chain listener's."""
+"""Filter chains without sockets: the ClientHello parser, chain selection, and TLS config
+errors that name their TOML path."""
 
 import ipaddress
 import ssl
 
-import attrs
 import pytest
 
 from gateway.config import loads_config
-from gateway.config.model import FilterChainMatch, HttpConnectionManagerConfig, Listener
+from gateway.config.model import FilterChainMatch
 from gateway.errors import ConfigError
 from gateway.listeners.filter_chain import FilterChain, select
 from gateway.listeners.network_filter import ConnectionInfo
@@ -102,14 +100,6 @@ def test_subject_is_rfc4514_most_specific_first():
     cert = {"subject": ((("organizationName", "Example"),), (("commonName", "client-1"),))}
     assert format_subject(cert) == "CN=client-1,O=Example"
     assert format_subject({}) is None
-
-
-def test_chain_hcm_has_every_http_key_of_the_listener():
-    listener_only = {"address", "filter_chains", "default_filter_chain", "listener_filters_timeout"}
-    listener = {a.name: (a.type, a.default) for a in attrs.fields(Listener)}
-    chain = {a.name: (a.type, a.default) for a in attrs.fields(HttpConnectionManagerConfig)}
-    for name in listener.keys() - listener_only:
-        assert chain.get(name) == listener[name], name
 
 
 def tls_config(cert: str, key: str, extra: str = "") -> str:
