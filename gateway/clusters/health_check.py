@@ -1,9 +1,10 @@
 """Active health checking: one task per host, probing it every interval.
 
-A probe opens its own connection (never a pooled one: a health check must not take a slot
-from requests, nor be fooled by a connection that happens to be alive) and speaks HTTP/1.1
-(`GET path`, status must be expected), raw TCP (connect, optionally send bytes and expect
-bytes back) or gRPC (grpc.health.v1.Health/Check over HTTP/2, answer must be SERVING).
+A probe opens its own connection, with the cluster's TLS if it has any (never a pooled
+one: a health check must not take a slot from requests, nor be fooled by a connection that
+happens to be alive) and speaks HTTP/1.1 (`GET path`, status must be expected), raw TCP
+(connect, optionally send bytes and expect bytes back) or gRPC
+(grpc.health.v1.Health/Check over HTTP/2, answer must be SERVING).
 
 Hosts start unhealthy (FAILED_ACTIVE_HC) and the first successful probe makes them healthy,
 as in Envoy, so a host is never used before it was seen to work. After that it takes
@@ -19,6 +20,7 @@ import attrs
 import trio
 
 from gateway.clusters.host import HealthFlag, Host, HostSet
+from gateway.clusters.transport_socket import connect_upstream
 from gateway.clusters.upstream_h1 import UpstreamConnection
 from gateway.clusters.upstream_h2 import H2UpstreamConnection
 from gateway.config.model import Cluster, HealthCheck
@@ -27,6 +29,7 @@ from gateway.http.events import Data, EndStream, ResponseHeaders
 from gateway.http.headers import HeaderMap, RequestHead
 from gateway.stats import Counter, Scope, create_stats
 from gateway.tasktree import annotate
+from gateway.tls_stream import ByteStream
 
 log = logging.getLogger("gateway.health_check")
 
@@ -104,7 +107,8 @@ class HealthChecker:
         address = self.host.address
         try:
             with trio.fail_after(self._check.timeout):
-                stream = await trio.open_tcp_stream(address.host, address.port)
+                alpn = _PROBE_ALPN[self._check.type]
+                stream = await connect_upstream(address, self.config, alpn=alpn)
                 async with stream:
                     await _PROBES[self._check.type](stream, self._check, self)
         except trio.TooSlowError:
@@ -158,9 +162,7 @@ class HealthChecker:
         return check.host or check.authority or self._cluster_name
 
 
-async def _probe_http(
-    stream: trio.SocketStream, check: HealthCheck, checker: HealthChecker
-) -> None:
+async def _probe_http(stream: ByteStream, check: HealthCheck, checker: HealthChecker) -> None:
     conn = UpstreamConnection(stream, str(checker.host), max_header_bytes=64 * 1024)
     headers = HeaderMap([("user-agent", "gateway-health-check"), ("connection", "close")])
     assert check.path is not None
@@ -175,7 +177,7 @@ async def _probe_http(
         raise ProbeFailed(f"status {event.head.status}")
 
 
-async def _probe_tcp(stream: trio.SocketStream, check: HealthCheck, checker: HealthChecker) -> None:
+async def _probe_tcp(stream: ByteStream, check: HealthCheck, checker: HealthChecker) -> None:
     if check.send is None:
         return  # connecting was the check
     await stream.send_all(check.send.encode())
@@ -189,9 +191,7 @@ async def _probe_tcp(stream: trio.SocketStream, check: HealthCheck, checker: Hea
         received = received[-len(expect) :] + data
 
 
-async def _probe_grpc(
-    stream: trio.SocketStream, check: HealthCheck, checker: HealthChecker
-) -> None:
+async def _probe_grpc(stream: ByteStream, check: HealthCheck, checker: HealthChecker) -> None:
     async with trio.open_nursery() as nursery:
         conn = H2UpstreamConnection(stream, str(checker.host), checker.config, lambda: None)
         conn.transport.start()
@@ -227,6 +227,8 @@ async def _probe_grpc(
 
 
 _PROBES = {"http": _probe_http, "tcp": _probe_tcp, "grpc": _probe_grpc}
+#: What a probe offers in ALPN when the cluster has TLS: the protocol it speaks.
+_PROBE_ALPN = {"http": ["http/1.1"], "tcp": [], "grpc": ["h2"]}
 
 
 def _grpc_frame(message: bytes) -> bytes:
