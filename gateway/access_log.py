@@ -109,6 +109,10 @@ class AccessLogger:
                 await trio.sleep(self._config.flush_interval if not self._flush_each else 3600)
                 self._file.flush()
         finally:
-            self._file.flush()
-            if self._file is not sys.stdout:
-                self._file.close()
+            self.close()
+
+    def close(self) -> None:
+        """Flushes and closes the file (standard output stays open)."""
+        self._file.flush()
+        if self._file is not sys.stdout:
+            self._file.close()

@@ -2,6 +2,7 @@
 
 import argparse
 import contextlib
+import json
 import logging
 import signal
 import sys
@@ -10,19 +11,26 @@ import trio
 
 from gateway.config import GatewayConfig, load_config
 from gateway.errors import ConfigError, StartupError
+from gateway.reload import reload_from_file
 from gateway.server import open_gateway
 
 log = logging.getLogger("gateway")
 
 
 async def serve(config: GatewayConfig, config_path: str) -> None:
-    """Runs until SIGINT/SIGTERM or POST /quitquitquit, then drains and returns."""
+    """Runs until SIGINT/SIGTERM or POST /quitquitquit, then drains and returns. SIGHUP
+    reloads the config file."""
     async with open_gateway(config, config_path) as gw:
-        with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+        with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM, signal.SIGHUP) as signals:
             async with trio.open_nursery() as nursery:
 
                 async def on_signal() -> None:
                     async for signum in signals:
+                        if signum == signal.SIGHUP:
+                            log.info("received SIGHUP: reloading %s", config_path)
+                            with contextlib.suppress(ConfigError, StartupError):
+                                await reload_from_file(gw)  # a rejected reload is logged
+                            continue
                         log.info("received %s: draining", signal.Signals(signum).name)
                         gw.request_shutdown()
                         return
@@ -74,6 +82,12 @@ def main(argv: list[str] | None = None) -> None:
     p_tasks.add_argument("--cluster", help="only tasks of this cluster (streams, pools, checks)")
     p_tasks.add_argument("--older-than", help="only tasks older than this duration, e.g. 5s")
     p_tasks.add_argument("--state", help="only tasks whose state contains this text")
+    # One worker process of `serve` with `[server] workers` > 1; started by the supervisor.
+    p_worker = sub.add_parser("_worker")
+    p_worker.add_argument("config")
+    p_worker.add_argument("--index", type=int, required=True)
+    p_worker.add_argument("--ports", default="{}", help="JSON: listener name -> port")
+    p_worker.add_argument("--log-level", default="info")
     p_demo = sub.add_parser("demo-upstreams", help="run HTTP echo servers for the example")
     p_demo.add_argument(
         "addresses", nargs="*", default=["127.0.0.1:8080", "127.0.0.1:8081"], metavar="ADDRESS"
@@ -87,6 +101,16 @@ def main(argv: list[str] | None = None) -> None:
     )
     if args.command == "validate":
         config = _load(args.config)
+        if config.dynamic.path is not None:  # the xDS resources are part of the config
+            from gateway.xds.file_source import XdsFileSource
+
+            try:
+                config = XdsFileSource(config.dynamic.path).compose(config).config
+            except ConfigError as exc:
+                print(f"{config.dynamic.path}: {len(exc.errors)} error(s):", file=sys.stderr)
+                for error in exc.errors:
+                    print(f"  {error}", file=sys.stderr)
+                raise SystemExit(1) from None
         print(f"{args.config}: OK: {_summary(config)}")
     elif args.command == "tasks":
         from gateway.task_watch import watch_tasks
@@ -108,10 +132,17 @@ def main(argv: list[str] | None = None) -> None:
         except OSError as exc:
             print(f"gateway tasks: cannot reach the admin at {args.admin}: {exc}", file=sys.stderr)
             raise SystemExit(1) from None
-    elif args.command == "serve":
+    elif args.command in ("serve", "_worker"):
         config = _load(args.config)
+        from gateway.workers import run_worker, serve_supervised, worker_count
+
         try:
-            trio.run(serve, config, args.config)
+            if args.command == "_worker":
+                trio.run(run_worker, args.config, args.index, json.loads(args.ports))
+            elif worker_count(config) > 1:
+                trio.run(serve_supervised, config, args.config)
+            else:
+                trio.run(serve, config, args.config)
         except StartupError as exc:
             print(f"gateway: {exc}", file=sys.stderr)
             raise SystemExit(1) from None

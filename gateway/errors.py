@@ -47,6 +47,14 @@ class UpstreamOverflow(GatewayError):
     body = "upstream connection pool overflow"
 
 
+class ClusterNotFound(GatewayError):
+    """The route names a cluster that does not exist (any more: a reload removed it)."""
+
+    status = 503
+    response_flag = "NC"
+    body = "cluster not found"
+
+
 class UpgradeRejected(GatewayError):
     """An upgrade (WebSocket) on a route that does not allow it, when told to refuse."""
 

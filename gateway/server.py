@@ -3,15 +3,17 @@
 Task tree (see docs/architecture.md):
 
     open_gateway nursery
-    ├── cluster manager            (one reaper task per cluster)
-    ├── access log flusher         (one per access log)
-    ├── listener NAME              (nursery: accept tasks, then "conn PEER" tasks)
+    ├── cluster manager            (cluster NAME -> host ADDRESS -> pools, health checker)
+    ├── filter background jobs     (e.g. JWKS refresh), one group per config
+    ├── listener NAME              (access log flushers, accept tasks, "conn PEER" tasks)
     │   └── conn 127.0.0.1:51234   (per request: "stream N GET /path" + "downstream reader")
+    ├── config watcher             (with `[server] watch = true`)
     └── admin                      (hypercorn serving the admin app)
 
 Shutdown is a drain, as in hypercorn's worker_serve: stop accepting, let in-flight requests
 finish until `server.drain_timeout` (a deadline on each listener's connection nursery),
-then cancel what is left (admin, reapers, flushers) and close the pools.
+then cancel what is left (admin, clusters, background jobs) and close the pools. A reload
+(`Gateway.reload`) is the same dance for one config generation while the next serves.
 """
 
 import logging
@@ -19,28 +21,65 @@ import re
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from functools import partial
 
+import attrs
 import trio
 
-from gateway.access_log import AccessLogger
 from gateway.clusters.manager import ClusterManager
-from gateway.config.model import GatewayConfig
+from gateway.config.model import Address, Admin, GatewayConfig
+from gateway.errors import ConfigError, StartupError
 from gateway.listeners.filter_chain import ChainBuilder
 from gateway.listeners.listener import Listener
+from gateway.reload import file_signature, reload_dynamic, watch_config
 from gateway.server_state import ServerState
 from gateway.stats import StatsStore
 from gateway.tasktree import set_enabled as set_task_tree
 from gateway.trio_util import raise_single
+from gateway.xds.file_source import XdsFileSource
 
 log = logging.getLogger("gateway.server")
+
+
+@attrs.frozen
+class WorkerRole:
+    """What makes a process one worker among several: its number, and the ports the
+    supervisor chose for listeners configured with port 0 (all workers must share them)."""
+
+    index: int
+    ports: dict[str, int]
+
+    def apply(self, config: GatewayConfig) -> GatewayConfig:
+        """The config as this worker runs it: the shared ports, and a private admin on a
+        loopback port of its own (the supervisor's admin is the one operators use)."""
+        listeners = {
+            name: attrs.evolve(
+                lst, address=Address(lst.address.host, self.ports.get(name, lst.address.port))
+            )
+            for name, lst in config.listeners.items()
+        }
+        admin = attrs.evolve(config.admin or Admin(), address=Address("127.0.0.1", 0))
+        server = attrs.evolve(config.server, watch=False)  # the supervisor watches
+        return attrs.evolve(config, listeners=listeners, admin=admin, server=server)
 
 
 class Gateway:
     """A running gateway: its config, stats, clusters, listeners and bound ports."""
 
-    def __init__(self, config: GatewayConfig, config_path: str | None = None) -> None:
+    def __init__(
+        self,
+        config: GatewayConfig,
+        config_path: str | None = None,
+        worker: WorkerRole | None = None,
+    ) -> None:
+        #: Set when this process is one of several workers (`[server] workers`).
+        self.worker = worker
         self.config = config
-        #: The file the config came from, if any (for /server_info).
+        #: The config file's own content (without xDS resources), what reloads start from.
+        self.static_config = config
+        #: The `[dynamic]` xDS source, if any.
+        self.xds: XdsFileSource | None = None
+        #: The file the config came from, if any (for /server_info and reloads).
         self.config_path = config_path
         self.state = ServerState()
         self.started_at = time.time()
@@ -48,16 +87,40 @@ class Gateway:
             [(re.compile(b.match), tuple(b.buckets)) for b in config.server.histogram_buckets]
         )
         self.clusters = ClusterManager(config, self.stats)
-        self.access_logs: list[AccessLogger] = []
-        self.listeners: dict[str, Listener] = {}
-        for name, lconf in config.listeners.items():
-            builder = ChainBuilder(name, config, self.clusters, self.stats, self.state)
-            listener = self.listeners[name] = Listener(name, lconf, builder)
-            self.access_logs += listener.access_logs
+        self.listeners: dict[str, Listener] = self._build_listeners(config)
         self.admin_port: int | None = None
         #: Set by POST /quitquitquit (and by `gateway serve` on SIGINT/SIGTERM).
         self.shutdown_requested = trio.Event()
-        self._stopped: dict[str, trio.Event] = {}
+        #: The admin server stops last, once the listeners drained, and gracefully.
+        self.admin_shutdown = trio.Event()
+        self.admin_stopped = trio.Event()
+        #: Every listener started, current or draining after a reload, until it stops.
+        self._running: set[Listener] = set()
+        self._nursery: trio.Nursery | None = None
+        #: Cancels the filters' background jobs of the config before the last reload.
+        self._background_scope: trio.CancelScope | None = None
+        self._reload_lock = trio.Lock()
+        self.reloads = 0
+
+    def _build_listeners(self, config: GatewayConfig) -> dict[str, Listener]:
+        """Listeners for `config`, not yet bound. On failure (a certificate or log file
+        that cannot be opened) nothing is left open."""
+        listeners: dict[str, Listener] = {}
+        try:
+            for name, lconf in config.listeners.items():
+                builder = ChainBuilder(name, config, self.clusters, self.stats, self.state)
+                try:
+                    listeners[name] = Listener(name, lconf, builder)
+                except BaseException:
+                    for access_log in builder.access_logs:
+                        access_log.close()
+                    raise
+        except BaseException:
+            for listener in listeners.values():
+                for access_log in listener.access_logs:
+                    access_log.close()
+            raise
+        return listeners
 
     @property
     def draining(self) -> bool:
@@ -71,14 +134,40 @@ class Gateway:
     def request_shutdown(self) -> None:
         self.shutdown_requested.set()
 
+    async def _start_listener(self, listener: Listener) -> None:
+        assert self._nursery is not None
+        self._running.add(listener)
+        await self._nursery.start(self._run_listener, listener, name=f"listener {listener.name}")
+
     async def _run_listener(
         self, listener: Listener, *, task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED
     ) -> None:
-        stopped = self._stopped[listener.name] = trio.Event()
         try:
             await listener.run(task_status=task_status)
         finally:
-            stopped.set()
+            self._running.discard(listener)
+
+    def _start_background(self) -> None:
+        """Runs the background jobs the filters of the config just taken asked for; the
+        previous config's keep running while its requests may need them (drain timeout)."""
+        assert self._nursery is not None
+        jobs = list(self.state.background)
+        self.state.background.clear()
+        if self._background_scope is not None:
+            self._background_scope.deadline = self._drain_deadline()
+        scope = self._background_scope = trio.CancelScope()
+
+        async def run_jobs() -> None:
+            with scope:
+                async with trio.open_nursery() as nursery:
+                    for task_name, job in jobs:
+                        nursery.start_soon(job, name=task_name)
+
+        if jobs:
+            self._nursery.start_soon(run_jobs, name="filter background jobs")
+
+    def _drain_deadline(self) -> float:
+        return trio.current_time() + self.config.server.drain_timeout
 
     def drain_listeners(self) -> None:
         """Starts the drain (admin `/drain_listeners`, or the first step of a shutdown):
@@ -86,20 +175,85 @@ class Gateway:
         if self.state.draining:
             return  # the first drain's deadline stands
         self.state.draining = True
-        deadline = trio.current_time() + self.config.server.drain_timeout
-        for listener in self.listeners.values():
+        deadline = self._drain_deadline()
+        for listener in self._running:
             listener.drain(deadline)
 
     async def drain(self) -> None:
         """Drains the listeners and waits for in-flight requests, up to the drain timeout."""
         self.drain_listeners()
-        for stopped in self._stopped.values():
-            await stopped.wait()
+        for listener in list(self._running):
+            await listener.stopped.wait()
+
+    async def reload(self, config: GatewayConfig) -> list[str]:
+        """Takes a new, validated config without dropping a request (Envoy's LDS/RDS/CDS
+        updates in one step). Listeners are rebuilt for new connections; one whose
+        settings did not change keeps its sockets and its connections, whose next requests
+        follow the new routes; one whose settings changed hands its sockets to its
+        successor and drains (HTTP/1.1: `connection: close`; HTTP/2: GOAWAY) within the
+        drain timeout. Changed clusters are replaced and warmed first; the old ones drain.
+        Raises StartupError (leaving the old config serving) if a new listener cannot be
+        built or bound. Returns what changed."""
+        async with self._reload_lock:
+            if self.state.draining:
+                raise StartupError("the gateway is draining; not reloading")
+            old_config, old_listeners = self.config, self.listeners
+            listeners = self._build_listeners(config)
+            changes = self._unsupported_changes(old_config, config)
+            try:
+                for name, listener in listeners.items():
+                    previous = old_listeners.get(name)
+                    if previous is None or previous.config.address != listener.config.address:
+                        await listener.bind(reuse_port=self.worker is not None)
+            except BaseException:
+                for listener in listeners.values():
+                    listener.close_unstarted()
+                self.state.background.clear()  # the new filters' jobs, never to run
+                raise
+            # What the old config leaves behind drains by the new config's timeout.
+            deadline = trio.current_time() + config.server.drain_timeout
+            changes += await self.clusters.update(config, deadline)
+            self.config = config
+            for name, listener in listeners.items():
+                previous = old_listeners.get(name)
+                if previous is not None and previous.config.address == listener.config.address:
+                    listener.take_over(previous)
+                await self._start_listener(listener)
+                if previous is None:
+                    changes.append(f"listener {name} added")
+                    continue
+                # Old connections, draining or not, route their next requests the new way.
+                previous.update_routes(config)
+                if previous.config == listener.config:
+                    listener.adopt(previous)
+                else:
+                    previous.drain(deadline)
+                    changes.append(f"listener {name} changed")
+            for name in old_listeners.keys() - listeners.keys():
+                old_listeners[name].drain(deadline)
+                changes.append(f"listener {name} removed")
+            self.listeners = listeners
+            self._start_background()
+            self.reloads += 1
+            log.warning("config reloaded: %s", "; ".join(changes) or "routes and filters")
+            return changes
+
+    @staticmethod
+    def _unsupported_changes(old: GatewayConfig, new: GatewayConfig) -> list[str]:
+        """Settings a reload cannot change in a running process; they take effect on the
+        next start and are reported, not silently ignored."""
+        notes = []
+        if old.admin != new.admin:
+            notes.append("admin settings take effect on restart")
+        restart_only = ("workers", "histogram_buckets", "watch")
+        if any(getattr(old.server, k) != getattr(new.server, k) for k in restart_only):
+            notes.append("server.workers, histogram_buckets and watch take effect on restart")
+        return notes
 
 
 @asynccontextmanager
 async def open_gateway(
-    config: GatewayConfig, config_path: str | None = None
+    config: GatewayConfig, config_path: str | None = None, worker: WorkerRole | None = None
 ) -> AsyncIterator[Gateway]:
     """Runs the whole gateway inside the caller's task; drains and stops on exit.
 
@@ -109,21 +263,40 @@ async def open_gateway(
     from gateway.admin.serve import serve_admin  # admin imports the server's types
 
     set_task_tree(config.admin is None or config.admin.task_tree)
-    gw = Gateway(config, config_path)
+    xds, composed = None, None
+    if config.dynamic.path is not None:
+        xds = XdsFileSource(config.dynamic.path)
+        try:
+            composed = xds.compose(config)
+        except ConfigError as exc:
+            raise StartupError("xDS resources refused: " + "; ".join(exc.errors)) from None
+    gw = Gateway(composed.config if composed else config, config_path, worker)
+    gw.static_config, gw.xds = config, xds
     try:
         async with trio.open_nursery() as nursery:
+            gw._nursery = nursery
+            for listener in gw.listeners.values():
+                await listener.bind(reuse_port=worker is not None)
             await nursery.start(gw.clusters.run, name="cluster manager")
-            for task_name, job in gw.state.background:
-                nursery.start_soon(job, name=task_name)
-            for access_log in gw.access_logs:
-                nursery.start_soon(access_log.run_flusher, name="access log flusher")
-            for name, listener in gw.listeners.items():
-                await nursery.start(gw._run_listener, listener, name=f"listener {name}")
+            if xds is not None and composed is not None:
+                xds.apply_assignments(gw.clusters, composed)
+                xds.accept(composed)
+                nursery.start_soon(xds.watch, partial(reload_dynamic, gw), name="xds file source")
+            gw._start_background()
+            for listener in gw.listeners.values():
+                await gw._start_listener(listener)
             if config.admin is not None:
                 gw.admin_port = await nursery.start(serve_admin, gw, config.admin, name="admin")
-            log.info("gateway started: listeners %s, admin %s", gw.listener_ports, gw.admin_port)
+            if config.server.watch and config_path is not None:
+                loaded = file_signature(config_path)
+                nursery.start_soon(watch_config, gw, config_path, loaded, name="config watcher")
+            what = "gateway" if worker is None else f"worker {worker.index}"
+            log.info("%s started: listeners %s, admin %s", what, gw.listener_ports, gw.admin_port)
             yield gw
             await gw.drain()
+            if config.admin is not None:
+                gw.admin_shutdown.set()
+                await gw.admin_stopped.wait()
             nursery.cancel_scope.cancel()
     except BaseExceptionGroup as group:
         raise_single(group)

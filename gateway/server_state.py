@@ -14,6 +14,7 @@ class ServerState:
     #: Set by POST /healthcheck/fail, cleared by POST /healthcheck/ok (as in Envoy): the
     #: health_check filter then fails, so load balancers stop sending traffic.
     healthcheck_failed: bool = False
-    #: Long-running jobs components ask for (a filter refreshing its keys): started in the
-    #: gateway's root nursery once the clusters are up, cancelled at shutdown.
+    #: Long-running jobs components ask for (a filter refreshing its keys) while a config
+    #: is built: the gateway takes and starts them once the clusters are up, and cancels
+    #: them a drain timeout after a reload replaced that config, or at shutdown.
     background: list[tuple[str, BackgroundTask]] = attrs.Factory(list)

@@ -10,7 +10,7 @@ import itertools
 import math
 import re
 from collections.abc import Iterable, Iterator, Sequence
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import attrs
 
@@ -138,6 +138,45 @@ class StatsStore:
         for counter in counters:
             counter.value = 0
         return len(counters)
+
+    def export(self) -> list[dict[str, object]]:
+        """Every stat as plain data, histograms with their buckets: what a worker process
+        hands the supervisor, which adds them up (`merge`)."""
+        rows: list[dict[str, object]] = []
+        for stat in self._stats.values():
+            row: dict[str, object] = {
+                "kind": type(stat).__name__,
+                "name": stat.name,
+                "prom_name": stat.prom_name,
+                "labels": stat.labels,
+            }
+            if isinstance(stat, Histogram):
+                row.update(bounds=stat.bounds, counts=stat.counts, sum=stat.sum, max=stat.max)
+            else:
+                row["value"] = stat.value
+            rows.append(row)
+        return rows
+
+    def merge(self, rows: list[dict[str, Any]]) -> None:
+        """Adds another process's `export` into this store, as Envoy sums its workers:
+        counters and gauges add up; histograms add bucket by bucket."""
+        kinds: dict[str, type[Stat]] = {"Counter": Counter, "Gauge": Gauge, "Histogram": Histogram}
+        for row in rows:
+            kind = kinds[row["kind"]]
+            if kind is Histogram and row["name"] not in self._stats:
+                self._stats[row["name"]] = Histogram(
+                    row["name"], row["prom_name"], row["labels"], tuple(row["bounds"])
+                )
+            stat = self._get(kind, row["name"], row["prom_name"], row["labels"])
+            if isinstance(stat, Histogram):
+                if list(stat.bounds) != list(row["bounds"]):
+                    continue  # configured differently (a reload in between): not addable
+                stat.counts = [a + b for a, b in zip(stat.counts, row["counts"], strict=True)]
+                stat.count = sum(stat.counts)
+                stat.sum += row["sum"]
+                stat.max = max(stat.max, row["max"])
+            else:
+                stat.value += row["value"]
 
     def select(
         self, name_filter: re.Pattern[str] | None = None, used_only: bool = False

@@ -1,7 +1,8 @@
 """The admin ASGI app: a table of endpoints and the ASGI plumbing around it."""
 
+import inspect
 import re
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from urllib.parse import parse_qsl
 
 import attrs
@@ -19,7 +20,8 @@ from gateway.task_query import TaskQuery
 @attrs.frozen
 class Endpoint:
     path: str
-    handler: Callable[[Gateway, dict[str, str]], Reply]
+    #: Answers at once, or (an async handler, e.g. /reload) when its work is done.
+    handler: Callable[[Gateway, dict[str, str]], Reply | Awaitable[Reply]]
     help: str
     mutates: bool = False
 
@@ -52,6 +54,12 @@ _ENDPOINTS = (
     ),
     Endpoint("/reset_counters", views.reset_counters, "set counters to 0 (POST)", mutates=True),
     Endpoint("/quitquitquit", views.quit, "drain and exit (POST)", mutates=True),
+    Endpoint(
+        "/reload",
+        lambda gw, q: views.reload(gw),
+        "re-read the config file and apply it without dropping requests (POST)",
+        mutates=True,
+    ),
 )
 _CANCEL = re.compile(r"^/tasks/([^/]+)/cancel$")
 
@@ -84,7 +92,7 @@ class AdminApp:
             return
         if scope["type"] != "http":
             return
-        reply = self._dispatch(scope)
+        reply = await self._dispatch(scope)
         await send(
             {
                 "type": "http.response.start",
@@ -124,7 +132,7 @@ class AdminApp:
                 await send({"type": "websocket.send", "text": views.task_tree_json(task_query)})
                 await trio.sleep(interval)
 
-    def _dispatch(self, scope: Scope) -> Reply:
+    async def _dispatch(self, scope: Scope) -> Reply:
         path = scope["path"].rstrip("/") or "/"
         endpoint = self._by_path.get(path)
         query = dict(parse_qsl(scope["query_string"].decode("latin-1"), keep_blank_values=True))
@@ -141,4 +149,5 @@ class AdminApp:
             return Reply.text(f"{path} requires POST\n", 405)
         if method not in ("GET", "HEAD", "POST"):
             return Reply.text("method not allowed\n", 405)
-        return endpoint.handler(self._gw, query)
+        reply = endpoint.handler(self._gw, query)
+        return await reply if inspect.isawaitable(reply) else reply

@@ -6,6 +6,7 @@ from functools import partial
 import hypercorn.config
 import hypercorn.trio
 import trio
+from hypercorn.typing import ASGIFramework
 
 from gateway.admin.app import AdminApp
 from gateway.admin.history import StatsHistory
@@ -17,26 +18,52 @@ from gateway.trio_util import leaves
 
 log = logging.getLogger("gateway.admin")
 
+#: How long the admin server has, at shutdown, to finish the answers it is writing.
+_ADMIN_GRACE = 0.2
+
 
 async def serve_admin(
     gw: Gateway, admin: Admin, *, task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED
 ) -> None:
+    history = StatsHistory(gw.stats, list(gw.clusters.clusters))
+    try:
+        async with trio.open_nursery() as nursery:
+            serve = partial(serve_admin_app, shutdown=gw.admin_shutdown)
+            port = await nursery.start(serve, AdminApp(gw, history), admin, name="hypercorn")
+            nursery.start_soon(history.run, name="admin stats history")
+            task_status.started(port)
+            await gw.admin_shutdown.wait()
+            nursery.cancel_scope.deadline = trio.current_time() + _ADMIN_GRACE
+    finally:
+        gw.admin_stopped.set()
+
+
+async def serve_admin_app(
+    app: ASGIFramework,
+    admin: Admin,
+    *,
+    shutdown: trio.Event | None = None,
+    task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """Serves an admin ASGI app (a gateway's, or a worker supervisor's) with hypercorn;
+    a bind failure is a StartupError naming `admin.address`. Once `shutdown` is set,
+    hypercorn stops gracefully: answers being written (POST /quitquitquit's) go out."""
     annotate("admin", address=str(admin.address))
     if not is_loopback(admin.address.host):
         log.warning(
             "admin endpoint on %s, reachable beyond this host: it has no authentication",
             admin.address,
         )
-    history = StatsHistory(gw.stats, list(gw.clusters.clusters))
     config = hypercorn.config.Config()
     config.bind = [str(admin.address)]
     config.accesslog = None
     config.errorlog = log
-    config.graceful_timeout = 1.0
+    config.graceful_timeout = _ADMIN_GRACE
+    trigger = shutdown.wait if shutdown is not None else None
     async with trio.open_nursery() as nursery:
         try:
             binds = await nursery.start(
-                partial(hypercorn.trio.serve, AdminApp(gw, history), config, mode="asgi"),
+                partial(hypercorn.trio.serve, app, config, mode="asgi", shutdown_trigger=trigger),
                 name="hypercorn",
             )
         except (OSError, BaseExceptionGroup) as exc:
@@ -46,5 +73,4 @@ async def serve_admin(
                 raise
             reason = errors[0].strerror or errors[0]
             raise StartupError(f"admin.address: cannot bind {admin.address}: {reason}") from None
-        nursery.start_soon(history.run, name="admin stats history")
         task_status.started(int(binds[0].rpartition(":")[2]))

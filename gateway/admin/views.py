@@ -13,7 +13,10 @@ from gateway import stats as stats_format
 from gateway import tasktree
 from gateway.clusters.host import HealthFlag, Host
 from gateway.config.load import unstructure_config
+from gateway.errors import ConfigError, StartupError
+from gateway.reload import reload_from_file
 from gateway.server import Gateway
+from gateway.stats import StatsStore
 from gateway.task_query import TaskQuery
 
 log = logging.getLogger("gateway.admin")
@@ -83,18 +86,25 @@ def _filter(query: dict[str, str]) -> re.Pattern[str] | Reply | None:
         return Reply.text(f"invalid filter regex: {exc}\n", 400)
 
 
-def _selected(gw: Gateway, query: dict[str, str]) -> list[stats_format.Stat] | Reply:
+def _selected(store: StatsStore, query: dict[str, str]) -> list[stats_format.Stat] | Reply:
     name_filter = _filter(query)
     if isinstance(name_filter, Reply):
         return name_filter
-    return gw.stats.select(name_filter, used_only="usedonly" in query)
+    return store.select(name_filter, used_only="usedonly" in query)
 
 
 def stats(gw: Gateway, query: dict[str, str]) -> Reply:
+    return stats_of(gw.stats, query)
+
+
+def stats_of(store: StatsStore, query: dict[str, str]) -> Reply:
+    """/stats of a store (this process's, or the workers' added up by the supervisor)."""
     fmt = query.get("format", "text")
     if fmt == "prometheus":
-        return stats_prometheus(gw, query)
-    selected = _selected(gw, query)
+        return prometheus_of(store, query)
+    if fmt == "raw":  # for the supervisor of worker processes
+        return Reply.json(store.export())
+    selected = _selected(store, query)
     if isinstance(selected, Reply):
         return selected
     if fmt == "json":
@@ -104,7 +114,11 @@ def stats(gw: Gateway, query: dict[str, str]) -> Reply:
 
 
 def stats_prometheus(gw: Gateway, query: dict[str, str]) -> Reply:
-    selected = _selected(gw, query)
+    return prometheus_of(gw.stats, query)
+
+
+def prometheus_of(store: StatsStore, query: dict[str, str]) -> Reply:
+    selected = _selected(store, query)
     if isinstance(selected, Reply):
         return selected
     body = stats_format.render_prometheus(selected).encode()
@@ -132,7 +146,12 @@ def redact(data: Any) -> Any:
 
 
 def config_dump(gw: Gateway, query: dict[str, str]) -> Reply:
-    return Reply.json(redact(unstructure_config(gw.config)))
+    dump = redact(unstructure_config(gw.config))
+    if gw.xds is not None:
+        # Each xDS resource's version, source and last update, and a refused update's
+        # reason (Envoy's dynamic_*/error_state).
+        dump["dynamic_resources"] = gw.xds.dump()
+    return Reply.json(dump)
 
 
 def _host_health_status(host: Host) -> dict[str, bool | str]:
@@ -302,3 +321,15 @@ def healthcheck_ok(gw: Gateway, query: dict[str, str]) -> Reply:
 def quit(gw: Gateway, query: dict[str, str]) -> Reply:
     gw.request_shutdown()
     return Reply.text("OK\n")
+
+
+async def reload(gw: Gateway) -> Reply:
+    """POST /reload: 200 with what changed, or 400 with every config error (the running
+    config stays)."""
+    try:
+        changes = await reload_from_file(gw)
+    except ConfigError as exc:
+        return Reply.json({"reloaded": False, "errors": exc.errors}, 400)
+    except StartupError as exc:
+        return Reply.json({"reloaded": False, "errors": [str(exc)]}, 400)
+    return Reply.json({"reloaded": True, "changes": changes, "reloads": gw.reloads})

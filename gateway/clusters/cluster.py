@@ -21,7 +21,7 @@ from gateway.clusters.load_balancer import LoadBalancer, NoHosts, create_load_ba
 from gateway.clusters.outlier_detection import OutlierDetector
 from gateway.clusters.pool_h1 import HostPool
 from gateway.clusters.pool_h2 import H2HostPool
-from gateway.config.model import Address
+from gateway.config.model import Address, Endpoint
 from gateway.config.model import Cluster as ClusterConfig
 from gateway.stats import StatsStore
 from gateway.tasktree import annotate
@@ -49,6 +49,7 @@ class Cluster:
         self._lb_stale = True
         self._panic = False
         self._nursery: trio.Nursery | None = None
+        self._retired = trio.Event()
         self._update_membership()
 
     def __repr__(self) -> str:
@@ -114,26 +115,36 @@ class Cluster:
     # -- DNS -----------------------------------------------------------------------------
 
     def set_resolved_hosts(self, index: int, addresses: list[Address]) -> None:
-        """strict_dns: endpoint `index` now resolves to `addresses` (in DNS order).
-        Hosts that stay keep their pools and in-flight requests; new ones start; gone
-        ones drain."""
+        """strict_dns: endpoint `index` now resolves to `addresses` (in DNS order)."""
         endpoint = self.config.endpoints[index]
         port = endpoint.address.port
+        self._set_hosts(
+            index, [Endpoint(Address(a.host, port), endpoint.weight) for a in addresses]
+        )
+
+    def assign_endpoints(self, endpoints: list[Endpoint]) -> None:
+        """eds: the cluster's hosts are now `endpoints` (a ClusterLoadAssignment)."""
+        self._set_hosts(0, endpoints)
+
+    def _set_hosts(self, index: int, wanted: list[Endpoint]) -> None:
+        """The hosts that come from endpoint `index` become `wanted`. Hosts that stay keep
+        their pools, health and in-flight requests; new ones start; gone ones drain."""
         current = {h.address: h for h in self._hosts if h.endpoint_index == index}
-        wanted = [Address(a.host, port) for a in addresses]
-        if set(current) == set(wanted):
+        weights = {h.address: h.weight for h in current.values()}
+        if weights == {e.address: e.weight for e in wanted}:
             return
         others = [h for h in self._hosts if h.endpoint_index != index]
         kept: list[Host] = []
-        for address in wanted:
-            host = current.pop(address, None)
+        for endpoint in wanted:
+            host = current.pop(endpoint.address, None)
             if host is None:
-                host = self._new_host(address, endpoint.weight)
+                host = self._new_host(endpoint.address, endpoint.weight)
                 host.endpoint_index = index
                 self._start_host(host)
+            host.weight = endpoint.weight
             kept.append(host)
         for gone in current.values():
-            log.info("cluster %s: host %s left (DNS)", self.name, gone)
+            log.info("cluster %s: host %s left", self.name, gone)
             if self.outlier is not None:
                 self.outlier.uneject(gone)
             gone.removed.set()
@@ -176,14 +187,28 @@ class Cluster:
                 if self.outlier is not None:
                     nursery.start_soon(self.outlier.run, name=f"outlier detection {self.name}")
                 task_status.started()
-                await trio.sleep_forever()
+                await self._retired.wait()
+                # A reload replaced or removed the cluster: every host drains its pool
+                # (requests in flight finish), then the cluster's task ends.
+                for host in self._hosts:
+                    host.removed.set()
+                async with trio.open_nursery() as waiting:
+                    for host in self._hosts:
+                        waiting.start_soon(host.pool.drained.wait)
+                nursery.cancel_scope.cancel()
         finally:
             for host in self._hosts:
                 host.pool.close()
 
+    def retire(self, deadline: float) -> None:
+        """Stops the cluster once its in-flight requests are done, or at `deadline`."""
+        self._retired.set()
+        if self._nursery is not None:
+            self._nursery.cancel_scope.deadline = deadline
+
     def _resolvers(self) -> list[DnsResolver]:
         config = self.config
-        if config.type == "static":
+        if config.type in ("static", "eds"):
             return []
         if config.type == "logical_dns":
             on_resolved = [lambda addresses: self.set_logical_address(addresses[0])]

@@ -24,8 +24,6 @@ cluster's reaper task.
 
 import math
 import time
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 
 import trio
 
@@ -71,18 +69,13 @@ class HostPool(PoolBase):
             max_connections=self._config.max_connections_per_host,
         )
 
-    @asynccontextmanager
-    async def borrow(self) -> AsyncIterator[UpstreamConnection]:
-        """Lends a connection for one exchange; raises UpstreamOverflow/UpstreamConnectError."""
-        conn = await self._acquire()
-        conn.state = UpstreamState.BUSY
-        conn.requests += 1
-        try:
-            yield conn
-        except BaseException:
-            self._discard(conn)
-            raise
-        if conn.codec.reusable and conn.keep_alive and not self._closed:
+    def borrow(self) -> "_Borrow":
+        """Lends a connection for one exchange (`async with pool.borrow() as conn:`);
+        raises UpstreamOverflow/UpstreamConnectError."""
+        return _Borrow(self)
+
+    def _give_back(self, conn: UpstreamConnection, failed: bool) -> None:
+        if not failed and conn.codec.reusable and conn.keep_alive and not self._closed:
             conn.codec.start_next_cycle()
             conn.state = UpstreamState.READY
             conn.idle_since = time.monotonic()
@@ -195,3 +188,27 @@ class HostPool(PoolBase):
         """The host is leaving: idle connections close now, borrowed ones on return."""
         self.close()
         self._start_draining()
+
+
+class _Borrow:
+    """`async with pool.borrow()`: a plain class, as this runs once per request (an
+    @asynccontextmanager costs a generator and its frames each time). Any exception,
+    Cancelled included, discards the connection."""
+
+    __slots__ = ("_conn", "_pool")
+
+    def __init__(self, pool: HostPool) -> None:
+        self._pool = pool
+        self._conn: UpstreamConnection | None = None
+
+    async def __aenter__(self) -> UpstreamConnection:
+        conn = self._conn = await self._pool._acquire()
+        conn.state = UpstreamState.BUSY
+        conn.requests += 1
+        return conn
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: object
+    ) -> None:
+        assert self._conn is not None
+        self._pool._give_back(self._conn, failed=exc_type is not None)

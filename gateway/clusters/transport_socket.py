@@ -44,11 +44,22 @@ def upstream_context(tls: UpstreamTlsContext, alpn: list[str]) -> ssl.SSLContext
 
 
 async def connect_upstream(
-    address: Address, cluster: Cluster, *, alpn: list[str] | None = None
+    address: Address,
+    cluster: Cluster,
+    *,
+    alpn: list[str] | None = None,
+    proxy_header: bytes = b"",
 ) -> ByteStream:
     """A connected stream to `address`, TLS-wrapped and handshaken if the cluster has
-    `tls`. `alpn` overrides the cluster's default (tcp_proxy offers none)."""
+    `tls`. `alpn` overrides the cluster's default (tcp_proxy offers none); a PROXY
+    protocol header goes first, before any TLS, as the protocol wants."""
     tcp = await trio.open_tcp_stream(address.host, address.port)
+    if proxy_header:
+        try:
+            await tcp.send_all(proxy_header)
+        except BaseException:
+            tcp.socket.close()
+            raise
     tls = cluster.tls
     if tls is None:
         return tcp

@@ -12,6 +12,7 @@ import time
 import trio
 
 from gateway.errors import UpstreamReset
+from gateway.fast_write import send_now
 from gateway.http.codec_h1 import ClientCodec, ClientEvent
 from gateway.http.events import NEED_DATA
 from gateway.http.headers import HeaderMap, RequestHead
@@ -72,8 +73,12 @@ class UpstreamConnection:
         return SocketEndpoint(self.stream, self.codec.take_trailing_data())
 
     async def _send(self, data: bytes) -> None:
+        # One task writes at a time here (the head, then the upload), so a write that the
+        # socket takes at once needs no trip through the scheduler (gateway/fast_write.py).
         try:
-            await self.stream.send_all(data)
+            sent = send_now(self.stream, data)
+            if sent < len(data):
+                await self.stream.send_all(data[sent:] if sent else data)
         except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
             self.codec.send_failed()
             raise UpstreamReset(f"upstream write failed: {exc!r}") from exc

@@ -76,6 +76,12 @@ def _structure_float(value: object, _: type) -> float:
     raise ValueError(f"expected a number, got {value!r}")
 
 
+def _structure_workers(value: object, _: type) -> int | Literal["auto"]:
+    if value == "auto" or (isinstance(value, int) and not isinstance(value, bool) and value >= 1):
+        return value  # type: ignore[return-value]
+    raise ValueError(f"expected a number of workers (1 or more) or 'auto', got {value!r}")
+
+
 def _make_converter() -> cattrs.Converter:
     converter = cattrs.Converter(forbid_extra_keys=True)
     converter.register_structure_hook(Duration, lambda v, _: parse_duration(v))
@@ -83,6 +89,7 @@ def _make_converter() -> cattrs.Converter:
     for kind in (str, int, bool):
         converter.register_structure_hook(kind, _strict(kind))
     converter.register_structure_hook(float, _structure_float)
+    converter.register_structure_hook(int | Literal["auto"], _structure_workers)
     structure_endpoint_table = converter.gen_structure_attrs_fromdict(Endpoint)
 
     def structure_endpoint(value: object, t: type) -> Endpoint:
@@ -220,9 +227,14 @@ def structure_config(data: dict[str, Any]) -> GatewayConfig:
         raise ConfigError(errors) from None
     except (ValueError, TypeError) as exc:  # an attrs validator on the top-level class
         raise ConfigError([f"(top level): {exc}"]) from None
+    check_config(config)
+    return config
+
+
+def check_config(config: GatewayConfig) -> None:
+    """The checks types cannot make (references, regexes, overrides); ConfigError."""
     if errors := validate(config) + _check_filter_overrides(config):
         raise ConfigError(errors)
-    return config
 
 
 def _check_filter_overrides(config: GatewayConfig) -> list[str]:

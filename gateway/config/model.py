@@ -90,10 +90,21 @@ class HistogramBuckets:
 class Server:
     """`[server]`: process-wide settings."""
 
-    #: How long in-flight requests may run after SIGTERM/SIGINT before they are cut.
+    #: How long in-flight requests may run after SIGTERM/SIGINT, or on a listener a reload
+    #: changed, before they are cut.
     drain_timeout: Duration = Duration(10.0)
     #: Histogram bucket overrides; histograms no entry matches use Envoy's defaults.
     histogram_buckets: list[HistogramBuckets] = attrs.Factory(list)
+    #: Draining connections still take what a client may already have sent: an HTTP/2
+    #: connection first announces GOAWAY with the highest stream id and refuses new
+    #: streams only this long after (RFC 9113 6.8); an idle HTTP/1.1 keep-alive
+    #: connection stays open this long for a request already on its way.
+    drain_grace: Duration = Duration(1.0)
+    #: Worker processes, each with its own listeners (SO_REUSEPORT), pools and Trio loop;
+    #: "auto": one per CPU.
+    workers: int | Literal["auto"] = 1
+    #: Reload when the config file changes (checked every second), as on SIGHUP.
+    watch: bool = False
 
 
 # --- listeners ------------------------------------------------------------------------------
@@ -369,8 +380,12 @@ class Listener(HttpConnectionManagerOptions):
     filter_chains: list[FilterChain] = attrs.Factory(list)
     #: The chain for connections no chain matches; unset: they are closed.
     default_filter_chain: FilterChain | None = None
-    #: How long to wait for a TLS ClientHello when a chain matches on what it says.
+    #: How long to wait for a TLS ClientHello when a chain matches on what it says, and
+    #: for the PROXY header.
     listener_filters_timeout: Duration = Duration(15.0)
+    #: Every connection opens with a PROXY protocol header (v1 or v2) from an L4 balancer;
+    #: its source address becomes the client's. A connection without one is closed.
+    proxy_protocol: bool = False
 
 
 # --- HTTP filters ---------------------------------------------------------------------------
@@ -697,8 +712,9 @@ class Cluster:
     endpoints: list[Endpoint]
     #: "static": endpoints are addresses. "strict_dns": each endpoint's name is resolved
     #: every dns_refresh_rate and every address is a host. "logical_dns": one host per
-    #: endpoint, connecting to the name's latest first address.
-    type: Literal["static", "strict_dns", "logical_dns"] = "static"
+    #: endpoint, connecting to the name's latest first address. "eds": the hosts come
+    #: from ClusterLoadAssignment resources (`[dynamic]`), changing without a reload.
+    type: Literal["static", "strict_dns", "logical_dns", "eds"] = "static"
     dns_refresh_rate: Duration = Duration(5.0)
     connect_timeout: Duration = Duration(5.0)
     #: "http1", or "http2" (h2c prior knowledge): requests then borrow streams, not
@@ -729,9 +745,22 @@ class Cluster:
     http2: Http2ProtocolOptions = Http2ProtocolOptions()
     #: TLS to the endpoints; unset: cleartext.
     tls: UpstreamTlsContext | None = None
+    #: Open each upstream connection with a PROXY protocol header carrying the client's
+    #: address (tcp_proxy only: pooled HTTP connections serve many clients).
+    proxy_protocol: Literal["v1", "v2"] | None = None
 
 
 # --- the whole file -------------------------------------------------------------------------
+
+
+@attrs.frozen
+class Dynamic:
+    """`[dynamic]`: resources from outside the file, in Envoy's v3 xDS shapes."""
+
+    #: A directory of Envoy v3 resources (Listener, RouteConfiguration, Cluster,
+    #: ClusterLoadAssignment) in YAML or JSON, watched for changes (Envoy's path config
+    #: source). They are added to this file's own tables.
+    path: str | None = None
 
 
 @attrs.frozen
@@ -744,3 +773,4 @@ class GatewayConfig:
     http_filters: dict[str, HttpFilter] = attrs.Factory(dict)
     virtual_hosts: dict[str, VirtualHost] = attrs.Factory(dict)
     clusters: dict[str, Cluster] = attrs.Factory(dict)
+    dynamic: Dynamic = Dynamic()

@@ -72,6 +72,13 @@ def _check_route(route: Route, where: str, config: GatewayConfig, errors: list[s
             errors.append(f"{where}.match.query_parameters[{i}].regex: {err}")
     if route.cluster is not None and route.cluster not in config.clusters:
         errors.append(f"{where}.cluster: no cluster named '{route.cluster}'")
+    for name in [route.cluster, *(w.name for w in route.weighted_clusters or [])]:
+        cluster = config.clusters.get(name) if name is not None else None
+        if cluster is not None and cluster.proxy_protocol is not None:
+            errors.append(
+                f"{where}: cluster '{name}' sends the PROXY protocol, which only tcp_proxy "
+                "can do (a pooled HTTP connection carries many clients' requests)"
+            )
     if route.weighted_clusters is not None:
         if not route.weighted_clusters or sum(w.weight for w in route.weighted_clusters) <= 0:
             errors.append(f"{where}.weighted_clusters: needs at least one positive weight")
@@ -120,6 +127,8 @@ def _is_prime(n: int) -> bool:
 
 
 def _check_cluster(cluster: Cluster, where: str, errors: list[str]) -> None:
+    if cluster.type == "eds" and cluster.endpoints:
+        errors.append(f"{where}.endpoints: an eds cluster's hosts come from xDS, not the file")
     if cluster.type == "logical_dns" and len(cluster.endpoints) != 1:
         errors.append(f"{where}.endpoints: a logical_dns cluster has exactly one endpoint")
     if cluster.type != "static" and cluster.dns_refresh_rate <= 0:

@@ -33,7 +33,7 @@ from gateway.errors import (
     UpstreamTimeout,
 )
 from gateway.http import grpc
-from gateway.http.filter import FilterChain, LocalReply
+from gateway.http.filter import NO_FILTERS, FilterChain, LocalReply
 from gateway.http.headers import HeaderMap, RequestHead, ResponseHead
 from gateway.http.route_table import RouteEntry
 from gateway.http.stream_info import StreamInfo
@@ -99,7 +99,7 @@ class ActiveStream:
         self.info = info
         info.request_head = request
         #: Built once the route is known (routes may disable or reconfigure filters).
-        self.filters = FilterChain([])
+        self.filters = NO_FILTERS
         self._body = body
         self._unacked = 0
         self.request_trailers: HeaderMap | None = None
@@ -236,7 +236,9 @@ class ActiveStream:
             # The route timeout also bounds the decode filters (one may await an outside
             # service); the router then starts its own for the upstream exchange.
             route = self.route
-            self.filters = FilterChain([f(self.info) for f in self.manager.filters_for(route)])
+            factories = self.manager.filters_for(route)
+            if factories:
+                self.filters = FilterChain([f(self.info) for f in factories])
             reply = None
             if self.filters.decodes_headers:  # no cancel scope on the hot path otherwise
                 timeout = (

@@ -40,6 +40,32 @@ _BAD_HEAD_BYTES = re.compile(rb"(?<!\r)\n|\r\n[ \t]")
 MAX_CHUNK_SIZE = 2**40
 _REASONS = {s.value: s.phrase for s in http.HTTPStatus}
 
+# h11 validates every header of every event we send, with two regexes per header (its
+# field-name and field-value rules). Our header maps come from h11's own parser or from the
+# gateway's code, so the same rules are checked here in two regex calls per head, over the
+# names and the values joined by "\n" (which neither may contain), and h11 is told the
+# headers are clean (`_parsed=True`: it still lower-cases names and checks Content-Length
+# and Transfer-Encoding). Anything else, including non-ASCII, takes h11's full path, so
+# errors are h11's own as before.
+_TOKEN = r"[-!#$%&'*+.^_`|~0-9a-zA-Z]+"
+_VCHAR = r"[^\x00\s\x80-\U0010ffff]"  # h11's field-vchar, ASCII only
+_VALUE = rf"(?:{_VCHAR}+(?:[ \t]+{_VCHAR}+)*)?"
+_NAMES_RE = re.compile(rf"{_TOKEN}(?:\n{_TOKEN})*", re.ASCII)
+_VALUES_RE = re.compile(rf"{_VALUE}(?:\n{_VALUE})*", re.ASCII)
+
+
+def _clean_wire_headers(headers: HeaderMap) -> list[tuple[bytes, bytes]] | None:
+    """The headers as h11 wants them if they pass h11's rules; None to let h11 check."""
+    items = list(headers)
+    if not items:
+        return []
+    if _NAMES_RE.fullmatch("\n".join([n for n, _ in items])) and _VALUES_RE.fullmatch(
+        "\n".join([v for _, v in items])
+    ):
+        return [(n.encode(), v.encode()) for n, v in items]
+    return None
+
+
 ServerEvent = RequestHeaders | Data | EndStream | ConnectionEnded | NeedData | Paused
 ClientEvent = ResponseHeaders | Data | EndStream | ConnectionEnded | NeedData
 
@@ -239,6 +265,13 @@ class ServerCodec(_Codec):
             and request_method != "HEAD"
             and head.status not in (204, 304)
         )
+        wire = _clean_wire_headers(head.headers)
+        if wire is not None and reason.isascii():
+            return self._send(
+                h11.Response(
+                    status_code=head.status, headers=wire, reason=reason.encode(), _parsed=True
+                )
+            )
         return self._send(
             h11.Response(status_code=head.status, headers=list(head.headers), reason=reason)
         )
@@ -263,6 +296,11 @@ class ClientCodec(_Codec):
         self.stream_id += 1
         target = head.path.encode("latin-1")
         self._chunked = _is_chunked(head.headers)
+        wire = _clean_wire_headers(head.headers)
+        if wire is not None and head.method.isascii():
+            return self._send(
+                h11.Request(method=head.method.encode(), target=target, headers=wire, _parsed=True)
+            )
         return self._send(
             h11.Request(method=head.method, target=target, headers=list(head.headers))
         )

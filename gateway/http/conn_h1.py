@@ -6,20 +6,23 @@ Theory of operation
 deadlines owned right here: the idle timeout (no request in flight, nothing received) and
 the request-headers timeout, which starts at the first byte of a head (slowloris gets 408).
 
-For each request it opens a nursery with two tasks:
+The connection task owns a nursery for its whole life. For each request it starts one task,
+"stream N METHOD PATH", which runs the ActiveStream (decode filters, router, encode
+filters), and then itself becomes the downstream reader, the only task that reads the
+socket while the stream lives. It feeds the request body into a channel of capacity 1
+(backpressure reaches the client through TCP), then keeps reading to notice a client that
+goes away. EOF or a reset cancels the stream's scope at once; the cancellation reaches the
+upstream exchange wherever it waits, and the pool closes that upstream connection (flag
+DC). Bytes that arrive early (pipelined requests) are buffered in h11, bounded by the head
+size limit.
 
-* "stream N METHOD PATH" runs the ActiveStream: decode filters, router, encode filters.
-* "downstream reader" is the only task that reads the socket while the stream lives. It
-  feeds the request body into a channel of capacity 1 (backpressure reaches the client
-  through TCP), then keeps reading to notice a client that goes away. EOF or a reset
-  cancels the stream's scope at once; the cancellation reaches the upstream exchange
-  wherever it waits, and the pool closes that upstream connection (flag DC). Bytes that
-  arrive early (pipelined requests) are buffered in h11, bounded by the head size limit.
-
-When the stream finishes, the reader is cancelled (trio's receive_some loses no data when
-cancelled) and the loop parses the next request. All writes go through one lock, since
-the 100-continue answer comes from the upload task while the stream task writes responses.
-The connection is the stream's ResponseEncoder: HTTP/1.1 has one stream at a time.
+When the stream finishes it does not interrupt that read if the connection lives on: it
+only puts the idle timeout on it, so the next request's bytes arrive in the read that is
+already waiting, with no cancellation and no new task per request beyond the stream's. If
+the connection must close (or the request body was not read to its end), the stream cancels
+the read instead. All writes go through one lock, since the 100-continue answer comes from
+the upload task while the stream task writes responses. The connection is the stream's
+ResponseEncoder: HTTP/1.1 has one stream at a time.
 """
 
 import contextlib
@@ -28,6 +31,7 @@ import http
 import trio
 
 from gateway.errors import DownstreamDisconnect, DownstreamProtocolError
+from gateway.fast_write import send_now
 from gateway.http.active_stream import ActiveStream, BodyItem, ResponseState
 from gateway.http.codec_h1 import ServerCodec
 from gateway.http.conn_manager import HttpConnectionManager
@@ -67,7 +71,12 @@ class Http1Connection:
         self._broken = False
         self._close_after_response = False
         self._idle_scope: trio.CancelScope | None = None
+        #: When the idle timeout for the next request ends (set as a stream ends).
+        self._idle_deadline: float | None = None
+        self._nursery: trio.Nursery | None = None
         self._stream_scope: trio.CancelScope | None = None
+        self._read_scope: trio.CancelScope | None = None
+        self._stream_done = trio.Event()
         self._active: ActiveStream | None = None
         self.requests = 0
         self.bytes_received = len(initial)
@@ -89,22 +98,32 @@ class Http1Connection:
 
     async def run(self) -> None:
         try:
-            if self._initial:
-                self.codec.receive_data(self._initial)
-            while True:
-                event = await self._receive_request_head()
-                if event is None:
-                    return
-                await self._serve(event)
-                if self._broken or self._close_after_response or not self.codec.reusable:
-                    return
+            async with trio.open_nursery() as nursery:
+                self._nursery = nursery
+                try:
+                    await self._serve_requests()
+                except DownstreamProtocolError as exc:
+                    self.manager.stats.downstream_cx_protocol_error.inc()
+                    await self._reply_and_close(exc.status, exc.body, "DPE")
+        except BaseExceptionGroup as group:
+            raise_single(group)
+
+    async def _serve_requests(self) -> None:
+        if self._initial:
+            self.codec.receive_data(self._initial)
+        while True:
+            event = await self._receive_request_head()
+            if event is None:
+                return
+            await self._serve(event)
+            if self._broken or self._close_after_response or not self.codec.reusable:
                 if self.manager.draining:
                     self.manager.stats.downstream_cx_drain_close.inc()
-                    return
-                self.codec.start_next_cycle()
-        except DownstreamProtocolError as exc:
-            self.manager.stats.downstream_cx_protocol_error.inc()
-            await self._reply_and_close(exc.status, exc.body, "DPE")
+                return
+            # Draining may have begun after this response's head left without `connection:
+            # close`: the client may reuse the connection at once, so a next request is
+            # still served (and told to close) within the drain grace.
+            self.codec.start_next_cycle()
 
     async def _receive(self) -> bytes:
         """Bytes from the client; b"" when it closed or reset the connection."""
@@ -117,7 +136,9 @@ class Http1Connection:
 
     async def _receive_request_head(self) -> RequestHeaders | None:
         cfg = self.manager.config
-        idle_deadline = trio.current_time() + cfg.idle_timeout
+        # The idle timeout started when the previous stream ended (or starts now).
+        idle_deadline = self._idle_deadline or trio.current_time() + cfg.idle_timeout
+        self._idle_deadline = None
         head_deadline: float | None = None
         while True:
             event = self.codec.next_event()
@@ -125,12 +146,12 @@ class Http1Connection:
                 return event
             if event is not NEED_DATA:  # ConnectionEnded: the client closed between requests
                 return None
-            if head_deadline is None:
-                if self.codec.has_partial_request:
-                    head_deadline = trio.current_time() + cfg.request_headers_timeout
-                elif self.manager.draining:
-                    return None
-            with trio.move_on_at(head_deadline or idle_deadline) as scope:
+            if head_deadline is None and self.codec.has_partial_request:
+                head_deadline = trio.current_time() + cfg.request_headers_timeout
+            # Draining, an idle connection waits out the drain grace for a request that
+            # may already be on its way, rather than reset it by closing under it.
+            deadline = head_deadline or min(idle_deadline, self.manager.drain_grace_deadline)
+            with trio.move_on_at(deadline) as scope:
                 self._idle_scope = scope if head_deadline is None else None
                 data = await self._receive()
             self._idle_scope = None
@@ -138,7 +159,9 @@ class Http1Connection:
                 if head_deadline is not None:
                     self.manager.stats.downstream_rq_header_timeout.inc()
                     await self._reply_and_close(408, "request headers timeout", "-")
-                elif not self.manager.draining:
+                elif self.manager.draining:
+                    self.manager.stats.downstream_cx_drain_close.inc()
+                else:
                     self.manager.stats.downstream_cx_idle_timeout.inc()
                 return None
             if not data:
@@ -146,41 +169,70 @@ class Http1Connection:
             self.codec.receive_data(data)
 
     async def _serve(self, event: RequestHeaders) -> None:
+        """Runs one request; returns once its stream is over."""
         self.requests += 1
         body_send, body_recv = (None, None)
         if not event.end_stream:
             body_send, body_recv = trio.open_memory_channel[BodyItem](1)
         stream = self.manager.new_stream(self, event, self.conn_info, body_recv)
         self._active = stream
-        try:
-            if event.end_stream and event.head.upgrade:
+        if event.end_stream and event.head.upgrade:
+            try:
                 await self._run_upgrade_stream(stream)
-            else:
-                async with trio.open_nursery() as nursery:
-                    self._stream_scope = nursery.cancel_scope
-                    nursery.start_soon(self._read_downstream, body_send, name="downstream reader")
-                    nursery.start_soon(self._run_stream, stream, name=stream.task_name)
-        except BaseExceptionGroup as group:
-            raise_single(group)
+            finally:
+                self._stream_over(stream)
+            return
+        done = self._stream_done = trio.Event()
+        self._stream_scope = trio.CancelScope()
+        read = self._read_scope = trio.CancelScope()
+        assert self._nursery is not None
+        self._nursery.start_soon(self._run_stream, stream, name=stream.task_name)
+        try:
+            with read:
+                await self._read_downstream(body_send)
         finally:
-            self._active = None
-            self._stream_scope = None
-            if stream.response_state is not ResponseState.DONE:
-                self._broken = True
-            self.manager.finish(stream.info)
+            self._read_scope = None
+            self._idle_scope = None
+        await done.wait()
 
     async def _run_upgrade_stream(self, stream: ActiveStream) -> None:
         """An upgrade may turn the socket into a tunnel whose pumps must be its only
-        readers, so it gets no reader task; and as a long-lived idle tunnel is where memory
+        readers, so it gets no reader; and as a long-lived idle tunnel is where memory
         per connection matters most, it runs in the connection's own task, not a child."""
         with trio.CancelScope() as scope, preserve_annotation():
             self._stream_scope = scope
             await self.manager.run_stream(stream)
 
     async def _run_stream(self, stream: ActiveStream) -> None:
-        await self.manager.run_stream(stream)
-        assert self._stream_scope is not None
-        self._stream_scope.cancel()  # the exchange is over: stop the reader
+        try:
+            assert self._stream_scope is not None
+            with self._stream_scope:
+                await self.manager.run_stream(stream)
+        finally:
+            self._stream_over(stream)
+            self._stream_done.set()
+            if (read := self._read_scope) is not None:
+                if self._connection_continues() and not self.codec.buffered_bytes:
+                    # Leave the read waiting for the next request, now under the idle timeout.
+                    self._idle_deadline = read.deadline = min(
+                        trio.current_time() + self.manager.config.idle_timeout,
+                        self.manager.drain_grace_deadline,
+                    )
+                    self._idle_scope = read
+                else:
+                    # The connection closes, or a pipelined request is already here: stop
+                    # reading, the connection loop takes over.
+                    read.cancel()
+
+    def _stream_over(self, stream: ActiveStream) -> None:
+        self._active = None
+        self._stream_scope = None
+        if stream.response_state is not ResponseState.DONE:
+            self._broken = True
+        self.manager.finish(stream.info)
+
+    def _connection_continues(self) -> bool:
+        return not (self._broken or self._close_after_response or not self.codec.reusable)
 
     async def _read_downstream(self, body: trio.MemorySendChannel[BodyItem] | None) -> None:
         codec = self.codec
@@ -205,15 +257,19 @@ class Http1Connection:
                     else:
                         codec.receive_data(data)
         # The request is complete. Keep reading so a client that leaves is noticed at once;
-        # early bytes of the next request wait in h11, up to the head size limit.
+        # early bytes of the next request wait in h11, up to the head size limit. Once the
+        # stream is over, the first bytes of the next request end this.
         limit = self.manager.config.max_request_headers_kb * 1024
-        while codec.buffered_bytes < limit:
+        done = self._stream_done
+        while not done.is_set():
+            if codec.buffered_bytes >= limit:
+                await done.wait()
+                return
             data = await self._receive()
             if not data:
                 self._client_gone()
                 return
             codec.receive_data(data)
-        await trio.sleep_forever()
 
     def _client_gone(self) -> None:
         self._broken = True
@@ -269,18 +325,25 @@ class Http1Connection:
         """HTTP/1.1 has no flow-control credit to give: TCP carries the backpressure."""
 
     async def _write(self, data: bytes) -> None:
-        async with self._send_lock:
-            try:
+        lock = self._send_lock
+        try:
+            if not lock.locked():  # nobody mid-write: try it at once (gateway/fast_write.py)
+                sent = send_now(self._stream, data)
+                self.bytes_sent += sent
+                if sent == len(data):
+                    return
+                data = data[sent:]
+            async with lock:
                 await self._stream.send_all(data)
                 self.bytes_sent += len(data)
-            except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
-                self._broken = True
-                self.codec.send_failed()
-                raise DownstreamDisconnect() from exc
-            except BaseException:
-                self._broken = True
-                self.codec.send_failed()
-                raise
+        except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
+            self._broken = True
+            self.codec.send_failed()
+            raise DownstreamDisconnect() from exc
+        except BaseException:
+            self._broken = True
+            self.codec.send_failed()
+            raise
 
     def abort(self) -> None:
         """Gives up on the connection after a failure mid-response (a truncated body)."""
@@ -291,7 +354,9 @@ class Http1Connection:
 
     def drain(self) -> None:
         if self._idle_scope is not None:
-            self._idle_scope.cancel()
+            self._idle_scope.deadline = min(
+                self._idle_scope.deadline, self.manager.drain_grace_deadline
+            )
 
     async def _reply_and_close(self, status: int, body: str, flag: str) -> None:
         """Answers a request that never became a stream (bad or slow head), then closes."""

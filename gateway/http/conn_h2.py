@@ -48,6 +48,9 @@ from gateway.trio_util import raise_single
 
 log = logging.getLogger("gateway.http")
 
+#: The highest HTTP/2 stream id: a GOAWAY naming it refuses no stream the client sent.
+_MAX_STREAM_ID = 2**31 - 1
+
 
 def _request_head(headers: list[tuple[bytes, bytes]], scheme: str) -> RequestHead:
     pseudo: dict[bytes, bytes] = {}
@@ -204,6 +207,7 @@ class Http2Connection:
         self._read_scope: trio.CancelScope | None = None
         self._last_stream_id = 0
         self._goaway_sent = False
+        self._draining = False
         self._resets: list[float] = []
         self.requests = 0
 
@@ -215,7 +219,7 @@ class Http2Connection:
             "protocol": "HTTP/2",
             "requests": self.requests,
             "open_streams": len(self._streams),
-            "state": "draining" if self._goaway_sent else "open",
+            "state": "draining" if self._draining or self._goaway_sent else "open",
             "bytes_received": self.transport.bytes_received + len(self._initial),
             "bytes_sent": self.transport.bytes_sent,
         }
@@ -298,7 +302,7 @@ class Http2Connection:
 
     def _start_stream(self, event: h2.events.RequestReceived) -> None:
         stream_id = event.stream_id
-        if self._goaway_sent or self.manager.draining:
+        if self._goaway_sent:
             self.transport.reset(stream_id, h2.errors.ErrorCodes.REFUSED_STREAM)
             return
         self._last_stream_id = max(self._last_stream_id, stream_id)
@@ -392,21 +396,29 @@ class Http2Connection:
     # -- drain ---------------------------------------------------------------------------
 
     def drain(self) -> None:
-        """GOAWAY now (open streams may finish); refuse new streams; close when idle."""
-        if self._goaway_sent:
+        """Graceful shutdown as RFC 9113 6.8 describes it: a first GOAWAY with the highest
+        stream id tells the client to open no more streams while the ones already on their
+        way are still served; after the drain grace a final GOAWAY names the last stream
+        taken, new streams are refused, and the connection closes once idle."""
+        if self._draining:
             return
-        self._goaway_sent = True
-        if not self._streams:
-            self._wake_reader_if_done()  # idle: close now, with h2's own GOAWAY
-            return
+        self._draining = True
         if self._nursery is not None:
-            self._nursery.start_soon(self._send_goaway, name="goaway")
+            self._nursery.start_soon(self._shut_down_gracefully, name="goaway")
 
-    async def _send_goaway(self) -> None:
-        # h2 allows nothing after its own GOAWAY, so this first, graceful one is sent as a
-        # raw frame behind whatever h2 has queued; h2's own follows when we close.
+    async def _shut_down_gracefully(self) -> None:
+        await self._send_goaway(_MAX_STREAM_ID)
+        await trio.sleep_until(self.manager.drain_grace_deadline)
+        self._goaway_sent = True
+        if self._streams:
+            await self._send_goaway(self._last_stream_id)
+        self._wake_reader_if_done()  # idle: close now, with h2's own GOAWAY
+
+    async def _send_goaway(self, last_stream_id: int) -> None:
+        # h2 allows nothing after its own GOAWAY, so the graceful ones are sent as raw
+        # frames behind whatever h2 has queued; h2's own follows when we close.
         frame = hyperframe.frame.GoAwayFrame(
-            stream_id=0, last_stream_id=self._last_stream_id, error_code=0
+            stream_id=0, last_stream_id=last_stream_id, error_code=0
         )
         with contextlib.suppress(DownstreamDisconnect):
             await self.transport.flush(frame.serialize())

@@ -10,9 +10,9 @@ stream's ResponseEncoder, so filters and the router are the same for both codecs
 """
 
 import logging
+import math
 import random
 import re
-import uuid
 from typing import Protocol
 
 import attrs
@@ -134,21 +134,33 @@ class HttpConnectionManager:
     ) -> None:
         self.name = name
         self.config = listener
-        self.route_table = RouteTable(listener.virtual_hosts, config)
         self.clusters = clusters
         self.router = RouterFilter(clusters)
-        self._filter_factories = self._build_filter_factories(config, store, server)
+        self._store = store
+        self._server = server
         self.stats = HcmStats.create(
             store.scope(f"http.{name}", "http", {"envoy_http_conn_manager_prefix": name})
         )
         self.access_logs = access_logs
+        self.update_routes(config)
+        self._drain_grace = config.server.drain_grace
+        self.draining = False
+        #: Until when draining connections still take requests on their way (inf: not
+        #: draining).
+        self.drain_grace_deadline = math.inf
+        self._connections: set[DownstreamConnection] = set()
+
+    def update_routes(self, config: GatewayConfig) -> None:
+        """Takes the route table and HTTP filters of `config` (Envoy's RDS update): the
+        next request on every connection, old or new, uses them; a request already
+        routed keeps its route."""
+        self.route_table = RouteTable(self.config.virtual_hosts, config)
+        self._filter_factories = self._build_filter_factories(config, self._store, self._server)
         self.route_stats = (
-            {e.name: RouteStats.create(store, e.name) for e in self.route_table.entries()}
-            if listener.per_route_stats
+            {e.name: RouteStats.create(self._store, e.name) for e in self.route_table.entries()}
+            if self.config.per_route_stats
             else {}
         )
-        self.draining = False
-        self._connections: set[DownstreamConnection] = set()
 
     def _build_filter_factories(
         self, config: GatewayConfig, store: StatsStore, server: ServerState
@@ -317,8 +329,12 @@ class HttpConnectionManager:
             self.stats.downstream_rq_active.dec()
 
     def drain(self) -> None:
-        """New responses carry Connection: close; idle keep-alive connections close now."""
+        """New responses carry Connection: close; idle HTTP/1.1 connections close after the
+        drain grace; HTTP/2 connections shut down gracefully (double GOAWAY)."""
+        if self.draining:
+            return
         self.draining = True
+        self.drain_grace_deadline = trio.current_time() + self._drain_grace
         for conn in list(self._connections):
             conn.drain()
 
@@ -346,6 +362,17 @@ def _propagate_trace(head: RequestHead, info: StreamInfo) -> None:
     info.trace_id = trace_id
 
 
+_UUID4_BITS = 0x4000_8000 << 48  # version 4, RFC 4122 variant
+_UUID4_MASK = ~(0xF000_C000 << 48)
+
+
+def _new_request_id() -> str:
+    """A random (version 4) UUID, as uuid.uuid4() makes, without its os.urandom call per
+    request: a request id needs to be unique, not unguessable."""
+    h = f"{random.getrandbits(128) & _UUID4_MASK | _UUID4_BITS:032x}"
+    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
+
+
 def _edge_headers(head: RequestHead, info: StreamInfo, peer_ip: str) -> None:
     """x-forwarded-for (append the peer), x-forwarded-proto, x-request-id (keep or make)."""
     headers = head.headers
@@ -355,7 +382,7 @@ def _edge_headers(head: RequestHead, info: StreamInfo, peer_ip: str) -> None:
     headers.set("x-forwarded-proto", head.scheme)
     request_id = headers.get("x-request-id")
     if not request_id:
-        request_id = str(uuid.uuid4())
+        request_id = _new_request_id()
         headers.set("x-request-id", request_id)
     info.request_id = request_id
     info.forwarded_for = xff

@@ -166,3 +166,7 @@ class FilterChain:
     async def encode_trailers(self, trailers: HeaderMap) -> None:
         for f in self._encode_trailers:
             await f.encode_trailers(trailers)
+
+
+#: The chain of a stream without filters: shared, as a chain never changes once built.
+NO_FILTERS = FilterChain([])

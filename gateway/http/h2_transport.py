@@ -20,6 +20,7 @@ import h2.settings
 import trio
 
 from gateway.config.model import Http2ProtocolOptions
+from gateway.fast_write import send_now
 from gateway.tls_stream import ByteStream
 
 RECEIVE_SIZE = 65536
@@ -101,23 +102,50 @@ class H2Transport:
         corrupt the whole connection. So the write is shielded from cancellation and bounded
         by WRITE_TIMEOUT instead; a peer that takes no bytes for that long is dropped.
         """
-        async with self._send_lock:
+        lock = self._send_lock
+        if not lock.locked():
+            # Nobody is mid-write: take h2's bytes and try to write them at once, with no
+            # trip through the scheduler (gateway/fast_write.py). Only what the socket
+            # does not take goes the slow way below, under the lock taken before any await.
             if self.broken:
                 raise self._lost_error("HTTP/2 connection is broken")
             data = self.h2.data_to_send() + extra
             if not data:
                 return
-            with trio.CancelScope(shield=True), trio.move_on_after(WRITE_TIMEOUT) as scope:
-                try:
-                    await self.stream.send_all(data)
-                    self.bytes_sent += len(data)
-                except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
-                    self.broken = True
-                    raise self._lost_error(f"HTTP/2 write failed: {exc!r}") from exc
-            if scope.cancelled_caught:
+            try:
+                sent = send_now(self.stream, data)
+            except OSError as exc:
                 self.broken = True
-                self.stream.socket.close()
-                raise self._lost_error("HTTP/2 write timed out")
+                raise self._lost_error(f"HTTP/2 write failed: {exc!r}") from exc
+            self.bytes_sent += sent
+            if sent == len(data):
+                return
+            lock.acquire_nowait()
+            try:
+                await self._send_shielded(data[sent:] if sent else data)
+            finally:
+                lock.release()
+            return
+        async with lock:
+            if self.broken:
+                raise self._lost_error("HTTP/2 connection is broken")
+            data = self.h2.data_to_send() + extra
+            if data:
+                await self._send_shielded(data)
+
+    async def _send_shielded(self, data: bytes) -> None:
+        """Writes `data` whole: shielded from cancellation, bounded by WRITE_TIMEOUT."""
+        with trio.CancelScope(shield=True, deadline=trio.current_time() + WRITE_TIMEOUT) as scope:
+            try:
+                await self.stream.send_all(data)
+                self.bytes_sent += len(data)
+            except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
+                self.broken = True
+                raise self._lost_error(f"HTTP/2 write failed: {exc!r}") from exc
+        if scope.cancelled_caught:
+            self.broken = True
+            self.stream.socket.close()
+            raise self._lost_error("HTTP/2 write timed out")
 
     def window_changed(self) -> None:
         """Called by the reader on WINDOW_UPDATE or SETTINGS: wakes blocked senders."""

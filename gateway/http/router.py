@@ -13,6 +13,7 @@ pool will not reuse that connection.
 """
 
 import base64
+import contextlib
 import math
 import os
 import random
@@ -289,7 +290,11 @@ class RouterFilter:
         status = 0
         per_try = retry.per_try_timeout if retry is not None else 0.0
         try:
-            with trio.move_on_after(per_try or math.inf) as try_scope:
+            # No per-try timeout (the usual case): no scope of its own, the route's bounds it.
+            try_scope = (
+                trio.CancelScope(deadline=trio.current_time() + per_try) if per_try else None
+            )
+            with try_scope or contextlib.nullcontext():
                 stream.info.state = "waiting for upstream connection"
                 async with host.pool.borrow() as upstream:
                     request = stream.request
@@ -313,7 +318,7 @@ class RouterFilter:
                             retry,
                             try_scope,
                         )
-            if try_scope.cancelled_caught:
+            if try_scope is not None and try_scope.cancelled_caught:
                 stats.upstream_rq_per_try_timeout.inc()
                 host_stats.rq_timeout += 1
                 raise UpstreamTimeout()
@@ -347,7 +352,7 @@ class RouterFilter:
         host: Host,
         body: BodySource | None,
         retry: RetryState | None,
-        try_scope: trio.CancelScope,
+        try_scope: trio.CancelScope | None,
     ) -> int:
         stream.info.state = "sending request upstream"
         if body is None:
@@ -476,6 +481,11 @@ class RouterFilter:
             event = nxt if nxt is not NEED_DATA else await upstream.receive_event()
             nxt = NEED_DATA
             if isinstance(event, Data):
+                # If the end is already here too, the last chunk carries it: one write.
+                nxt = upstream.next_event_nowait()
+                if isinstance(nxt, EndStream) and nxt.trailers is None:
+                    await stream.encode_data(event.data, end_stream=True)
+                    return head.status
                 await stream.encode_data(event.data, end_stream=False)
             elif isinstance(event, EndStream):
                 if event.trailers is not None:

@@ -18,14 +18,16 @@ filters, the last of which (HCM or tcp_proxy) owns the connection until it ends.
 import errno
 import ipaddress
 import logging
+import socket
 
 import attrs
 import trio
 
 from gateway.access_log import AccessLogger
+from gateway.config.model import Address, GatewayConfig
 from gateway.config.model import Listener as ListenerConfig
 from gateway.errors import StartupError
-from gateway.listeners import tls_inspector
+from gateway.listeners import proxy_protocol, tls_inspector
 from gateway.listeners.filter_chain import (
     ChainBuilder,
     FilterChain,
@@ -47,6 +49,34 @@ _ACCEPT_CAPACITY_ERRNOS = {errno.EMFILE, errno.ENFILE, errno.ENOMEM, errno.ENOBU
 _ACCEPT_BACKOFF = 0.1
 
 
+async def open_reuse_port_listeners(address: Address) -> list[trio.SocketListener]:
+    """Like trio.open_tcp_listeners, with SO_REUSEPORT: several processes listen on one
+    address, and the kernel gives each new connection to one of them."""
+    infos = await trio.socket.getaddrinfo(
+        address.host, address.port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+    )
+    listeners: list[trio.SocketListener] = []
+    try:
+        for family, type_, proto, _, sockaddr in infos:
+            sock = trio.socket.socket(family, type_, proto)
+            try:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+                if family == socket.AF_INET6:
+                    sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+                await sock.bind(sockaddr)
+                sock.listen(socket.SOMAXCONN)
+            except BaseException:
+                sock.close()
+                raise
+            listeners.append(trio.SocketListener(sock))
+    except BaseException:
+        for listener in listeners:
+            listener.socket.close()
+        raise
+    return listeners
+
+
 def format_peer(address: object) -> str:
     if isinstance(address, tuple):
         host, port = address[0], address[1]
@@ -63,6 +93,8 @@ class ListenerStats:
     downstream_pre_cx_timeout: Counter
     #: A chain's TLS handshake did not finish within its handshake_timeout.
     downstream_cx_transport_socket_connect_timeout: Counter
+    #: `proxy_protocol = true`, and a connection opened without a valid PROXY header.
+    downstream_cx_proxy_proto_error: Counter
 
 
 class Listener:
@@ -78,32 +110,78 @@ class Listener:
         #: Opened while building the chains' HTTP connection managers.
         self.access_logs: list[AccessLogger] = builder.access_logs
         self.port: int | None = None
+        self._sockets: list[trio.SocketListener] = []
+        self._handed_over = False
         self._accept_scope = trio.CancelScope()
         self._connections: trio.Nursery | None = None
+        #: Set when the listener task has ended (its last connection is done).
+        self.stopped = trio.Event()
+        #: Listeners with the same settings that handed their sockets to this one at
+        #: reloads and still serve their connections: they drain when this one does.
+        self._predecessors: list[Listener] = []
 
     def __repr__(self) -> str:
         active = self.stats.downstream_cx_active.value
         return f"<Listener {self.name} {self.config.address} active={active}>"
 
-    async def run(self, *, task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED) -> None:
+    async def bind(self, *, reuse_port: bool = False) -> None:
+        """Opens the listening sockets; StartupError if the address is taken. With
+        `reuse_port` each worker process binds the address itself and the kernel spreads
+        connections over the workers (SO_REUSEPORT)."""
         address = self.config.address
-        annotate("listener", listener=self.name, address=str(address))
         try:
-            sockets = await trio.open_tcp_listeners(address.port, host=address.host)
+            if reuse_port:
+                self._sockets = await open_reuse_port_listeners(address)
+            else:
+                self._sockets = await trio.open_tcp_listeners(address.port, host=address.host)
         except OSError as exc:
             raise StartupError(
                 f"listeners.{self.name}: cannot bind {address}: {exc.strerror or exc}"
             ) from None
-        self.port = sockets[0].socket.getsockname()[1]
-        async with trio.open_nursery() as connections:
-            self._connections = connections
-            with self._accept_scope:
-                async with trio.open_nursery() as acceptors:
-                    for sock in sockets:
-                        acceptors.start_soon(self._accept, sock, connections, name="accept")
-                    task_status.started(self.port)
-            for sock in sockets:
-                sock.socket.close()
+        self.port = self._sockets[0].socket.getsockname()[1]
+
+    def take_over(self, previous: "Listener") -> None:
+        """Serves on `previous`'s sockets (a reload): the port never closes, and clients
+        queued in its backlog are accepted here."""
+        self._sockets = previous.hand_over()
+        self.port = previous.port
+
+    def close_unstarted(self) -> None:
+        """Undoes construction and bind of a listener that will never run (a reload
+        that failed half way)."""
+        for access_log in self.access_logs:
+            access_log.close()
+        for sock in self._sockets:
+            sock.socket.close()
+
+    def hand_over(self) -> list[trio.SocketListener]:
+        """Stops accepting and gives the sockets to this listener's successor."""
+        self._handed_over = True
+        self._accept_scope.cancel()
+        return self._sockets
+
+    async def run(self, *, task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED) -> None:
+        """Accepts until drained or handed over, then waits for the last connection. The
+        access log flushers run here too, and flush once the last connection is done."""
+        annotate("listener", listener=self.name, address=str(self.config.address))
+        assert self._sockets, "bound (or taken over) before it runs"
+        try:
+            async with trio.open_nursery() as flushers:
+                for access_log in self.access_logs:
+                    flushers.start_soon(access_log.run_flusher, name="access log flusher")
+                async with trio.open_nursery() as connections:
+                    self._connections = connections
+                    with self._accept_scope:
+                        async with trio.open_nursery() as acceptors:
+                            for sock in self._sockets:
+                                acceptors.start_soon(self._accept, sock, connections, name="accept")
+                            task_status.started(self.port)
+                    if not self._handed_over:
+                        for sock in self._sockets:
+                            sock.socket.close()
+                flushers.cancel_scope.cancel()
+        finally:
+            self.stopped.set()
 
     async def _accept(self, sock: trio.SocketListener, connections: trio.Nursery) -> None:
         while True:
@@ -117,14 +195,16 @@ class Listener:
                 continue
             try:
                 remote = stream.socket.getpeername()
-                local_port = stream.socket.getsockname()[1]
+                local = stream.socket.getsockname()
             except OSError:  # already reset by the client
                 stream.socket.close()
                 continue
             info = ConnectionInfo(
                 peer=format_peer(remote),
                 source_ip=ipaddress.ip_address(remote[0]),
-                destination_port=local_port,
+                destination_port=local[1],
+                source_port=remote[1],
+                destination_ip=ipaddress.ip_address(local[0]),
             )
             connections.start_soon(self._handle, stream, info, name=f"conn {info.peer}")
 
@@ -132,6 +212,8 @@ class Listener:
         self.stats.downstream_cx_total.inc()
         self.stats.downstream_cx_active.inc()
         try:
+            if self.config.proxy_protocol and not await self._read_proxy_header(stream, info):
+                return
             chain = await self._choose_chain(stream, info)
             if chain is None:
                 return
@@ -155,6 +237,26 @@ class Listener:
         finally:
             self.stats.downstream_cx_active.dec()
             await trio.aclose_forcefully(stream)
+
+    async def _read_proxy_header(self, stream: trio.SocketStream, info: ConnectionInfo) -> bool:
+        """Takes the client's address from the PROXY header the L4 balancer sent; False
+        (counted) if there was none in time."""
+        try:
+            with trio.fail_after(self.config.listener_filters_timeout):
+                header = await proxy_protocol.read_header(stream.socket)
+        except (proxy_protocol.ProxyProtocolError, trio.TooSlowError, OSError) as exc:
+            self.stats.downstream_cx_proxy_proto_error.inc()
+            log.debug("listener %s: %s: %s", self.name, info.peer, exc)
+            return False
+        if header.source is not None and header.destination is not None:
+            (source_ip, source_port), (destination_ip, destination_port) = (
+                header.source,
+                header.destination,
+            )
+            info.peer = format_peer((str(source_ip), source_port))
+            info.source_ip, info.source_port = source_ip, source_port
+            info.destination_ip, info.destination_port = destination_ip, destination_port
+        return True
 
     async def _choose_chain(
         self, stream: trio.SocketStream, info: ConnectionInfo
@@ -183,10 +285,32 @@ class Listener:
             self.stats.no_filter_chain_match.inc()
         return chain
 
+    def adopt(self, predecessor: "Listener") -> None:
+        """A reload kept the settings: `predecessor`'s connections carry on, and drain
+        when this listener does."""
+        self._predecessors += [predecessor, *predecessor._predecessors]
+        predecessor._predecessors = []
+
     def drain(self, deadline: float) -> None:
-        """Stops accepting; in-flight requests may finish until `deadline` (trio time)."""
+        """Stops accepting (unless handed over already); in-flight requests may finish
+        until `deadline` (trio time), then are cut."""
+        for predecessor in self._predecessors:
+            if not predecessor.stopped.is_set():
+                predecessor.drain(deadline)
         self._accept_scope.cancel()
         for manager in self._managers:
             manager.drain()
         if self._connections is not None:
             self._connections.cancel_scope.deadline = deadline
+
+    def update_routes(self, config: GatewayConfig) -> None:
+        """After a reload, this listener's connections (its successor takes the new ones)
+        route their next requests by `config`, as far as it still has the virtual hosts
+        and filters they name."""
+        for manager in [m for lst in (self, *self._predecessors) for m in lst._managers]:
+            hcm = manager.config
+            if (
+                set(hcm.virtual_hosts) <= config.virtual_hosts.keys()
+                and set(hcm.http_filters) <= config.http_filters.keys()
+            ):
+                manager.update_routes(config)

@@ -39,6 +39,9 @@ class ConnectionInfo:
     peer: str
     source_ip: ipaddress.IPv4Address | ipaddress.IPv6Address
     destination_port: int
+    source_port: int = 0
+    #: The address the client connected to (None if unknown).
+    destination_ip: ipaddress.IPv4Address | ipaddress.IPv6Address | None = None
     #: "tls" when the connection opened with a ClientHello; "raw_buffer" otherwise, or
     #: None when nobody looked (no chain needed to).
     transport_protocol: str | None = None

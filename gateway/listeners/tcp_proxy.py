@@ -17,9 +17,11 @@ import trio
 from gateway.clusters.cluster import Cluster
 from gateway.clusters.manager import ClusterManager
 from gateway.clusters.transport_socket import connect_upstream
+from gateway.config.model import Cluster as ClusterConfig
 from gateway.config.model import TcpProxy
-from gateway.errors import DownstreamDisconnect, UpstreamReset
+from gateway.errors import ClusterNotFound, DownstreamDisconnect, UpstreamReset
 from gateway.http.tunnel import SocketEndpoint, TunnelResult, run_tunnel
+from gateway.listeners import proxy_protocol
 from gateway.listeners.network_filter import ConnectionInfo, NextFilter
 from gateway.stats import Counter, StatsStore, create_stats
 from gateway.tls_stream import ByteStream
@@ -52,8 +54,12 @@ class TcpProxyFilter:
         self, stream: ByteStream, info: ConnectionInfo, next_filter: NextFilter
     ) -> None:
         self.stats.downstream_cx_total.inc()
-        cluster = self._clusters.get(self.config.cluster)
-        connected = await self._connect(cluster)
+        try:
+            cluster = self._clusters.get(self.config.cluster)
+        except ClusterNotFound:  # a reload removed it; this connection was already here
+            self.stats.downstream_cx_no_route.inc()
+            return
+        connected = await self._connect(cluster, _proxy_header(cluster.config, info))
         if connected is None:
             return
         upstream, host = connected
@@ -82,7 +88,9 @@ class TcpProxyFilter:
             if result.cut == "SI":
                 self.stats.idle_timeout.inc()
 
-    async def _connect(self, cluster: Cluster) -> tuple[ByteStream, str] | None:
+    async def _connect(
+        self, cluster: Cluster, proxy_header: bytes
+    ) -> tuple[ByteStream, str] | None:
         """A connection to a host of the cluster, or None (counted) after the attempts."""
         for _ in range(self.config.max_connect_attempts):
             host = cluster.choose_host()
@@ -92,7 +100,9 @@ class TcpProxyFilter:
             cluster.stats.upstream_cx_total.inc()
             try:
                 with trio.fail_after(cluster.config.connect_timeout):
-                    upstream = await connect_upstream(host.address, cluster.config, alpn=[])
+                    upstream = await connect_upstream(
+                        host.address, cluster.config, alpn=[], proxy_header=proxy_header
+                    )
             except (OSError, trio.TooSlowError) as exc:
                 cluster.stats.upstream_cx_connect_fail.inc()
                 log.debug("tcp_proxy: connect to %s failed: %r", host, exc)
@@ -101,3 +111,15 @@ class TcpProxyFilter:
             return upstream, str(host)
         self.stats.upstream_connect_attempts_exceeded.inc()
         return None
+
+
+def _proxy_header(cluster: ClusterConfig, info: ConnectionInfo) -> bytes:
+    """The PROXY protocol header a cluster asks for, with the client's addresses."""
+    if cluster.proxy_protocol is None or info.destination_ip is None:
+        return b""
+    source = (str(info.source_ip), info.source_port)
+    destination = (str(info.destination_ip), info.destination_port)
+    encode = (
+        proxy_protocol.encode_v1 if cluster.proxy_protocol == "v1" else proxy_protocol.encode_v2
+    )
+    return encode(source, destination)

@@ -1,0 +1,222 @@
+"""The admin endpoint of a supervisor of worker processes: one address for all workers.
+
+Each worker has a private admin on a loopback port; this app asks them and answers as one:
+- /stats and /stats/prometheus add the workers' stats up (counters and gauges summed,
+  histograms bucket by bucket), plus the supervisor's own `server.*` stats;
+- /tasks puts each worker's task tree under a `worker` node; task ids become
+  `WORKER.ID`, and `POST /tasks/WORKER.ID/cancel` goes to that worker;
+- /server_info lists the workers (pid, uptime, restarts); /ready is LIVE when all are;
+- POST endpoints (/healthcheck/fail|ok, /drain_listeners, /reset_counters, /logging) go
+  to every worker; /reload validates the file, then reloads every worker; /quitquitquit
+  drains the workers and stops;
+- any other GET (/clusters, /listeners, /config_dump, /logging, the dashboard) is worker
+  0's answer: every worker runs the same config (its pools and health are its own).
+"""
+
+import json
+import logging
+import time
+from typing import TYPE_CHECKING, Any
+from urllib.parse import parse_qsl, urlencode
+
+import trio
+
+from gateway import tasktree
+from gateway.admin.serve import serve_admin_app
+from gateway.admin.views import Reply, prometheus_of, stats_of
+from gateway.asgi import Receive, Scope, Send, complete_lifespan
+from gateway.clusters.upstream_h1 import UpstreamConnection
+from gateway.config.model import Admin
+from gateway.errors import ConfigError, GatewayError, StartupError
+from gateway.http.events import Data, EndStream, ResponseHeaders
+from gateway.http.headers import HeaderMap, RequestHead
+from gateway.stats import StatsStore
+
+if TYPE_CHECKING:
+    from gateway.workers import Supervisor
+
+log = logging.getLogger("gateway.admin")
+
+#: A worker's admin answer must come within this long.
+_WORKER_TIMEOUT = 10.0
+_FAN_OUT = frozenset(
+    ("/healthcheck/fail", "/healthcheck/ok", "/drain_listeners", "/reset_counters", "/logging")
+)
+
+
+async def worker_request(port: int, method: str, target: str) -> tuple[int, str, bytes]:
+    """One request to a worker's private admin endpoint: status, content type, body."""
+    with trio.fail_after(_WORKER_TIMEOUT):
+        stream = await trio.open_tcp_stream("127.0.0.1", port)
+        conn = UpstreamConnection(stream, f"worker admin :{port}", max_header_bytes=65536)
+        try:
+            head = RequestHead(method, target, f"127.0.0.1:{port}", "http", HeaderMap())
+            await conn.send_request_head(head, end_stream=True)
+            event = await conn.receive_event()
+            if not isinstance(event, ResponseHeaders):
+                raise StartupError(f"worker admin :{port} closed without answering")
+            response = event.head
+            body = b""
+            while not isinstance(event, EndStream):
+                event = await conn.receive_event()
+                if isinstance(event, Data):
+                    body += event.data
+                elif not isinstance(event, EndStream):
+                    raise StartupError(f"worker admin :{port} closed mid-answer")
+            content_type = response.headers.get("content-type") or "text/plain"
+            return response.status, content_type, body
+        finally:
+            conn.close()
+
+
+class SupervisorAdminApp:
+    def __init__(self, supervisor: "Supervisor") -> None:
+        self._supervisor = supervisor
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "lifespan":
+            await complete_lifespan(receive, send)
+            return
+        if scope["type"] != "http":
+            return
+        try:
+            reply = await self._dispatch(scope)
+        except (OSError, GatewayError, StartupError, trio.TooSlowError) as exc:
+            reply = Reply.text(f"a worker did not answer: {exc}\n", 503)
+        await send(
+            {
+                "type": "http.response.start",
+                "status": reply.status,
+                "headers": [
+                    (b"content-type", reply.content_type.encode()),
+                    (b"cache-control", b"no-cache, max-age=0"),
+                ],
+            }
+        )
+        await send({"type": "http.response.body", "body": reply.body})
+
+    def _ports(self) -> list[tuple[int, int]]:
+        return [
+            (w.index, w.admin_port) for w in self._supervisor.workers if w.admin_port is not None
+        ]
+
+    async def _dispatch(self, scope: Scope) -> Reply:
+        path = scope["path"].rstrip("/") or "/"
+        query = dict(parse_qsl(scope["query_string"].decode("latin-1"), keep_blank_values=True))
+        method = scope["method"]
+        target = path + (f"?{urlencode(query)}" if query else "")
+        if path in ("/stats", "/stats/prometheus"):
+            store = await self._merged_stats()
+            if path == "/stats/prometheus":
+                return prometheus_of(store, query)
+            return stats_of(store, query)
+        if path == "/tasks":
+            return await self._tasks(query)
+        if path == "/server_info":
+            return self._server_info()
+        if path == "/ready":
+            statuses = [(await worker_request(p, "GET", "/ready"))[0] for _, p in self._ports()]
+            live = len(statuses) == len(self._supervisor.workers) and set(statuses) == {200}
+            return Reply.text("LIVE\n" if live else "DRAINING\n", 200 if live else 503)
+        if method == "POST":
+            return await self._post(path, target)
+        if path.startswith("/tasks/"):
+            return Reply.text(f"{path} requires POST\n", 405)
+        ports = self._ports()
+        if not ports:
+            return Reply.text("no worker is running\n", 503)
+        return Reply(*await worker_request(ports[0][1], method, target))
+
+    async def _post(self, path: str, target: str) -> Reply:
+        supervisor = self._supervisor
+        if path == "/quitquitquit":
+            supervisor.shutdown_requested.set()
+            return Reply.text("OK\n")
+        if path == "/reload":
+            try:
+                changes = await supervisor.reload()
+            except ConfigError as exc:
+                return Reply.json({"reloaded": False, "errors": exc.errors}, 400)
+            except StartupError as exc:
+                return Reply.json({"reloaded": False, "errors": [str(exc)]}, 400)
+            return Reply.json({"reloaded": True, "changes": changes})
+        if path.startswith("/tasks/") and path.endswith("/cancel"):
+            worker, _, task_id = path.split("/")[2].partition(".")
+            port = dict(self._ports()).get(int(worker)) if worker.isdigit() else None
+            if port is None:
+                return Reply.text("task ids look like WORKER.ID; see /tasks\n", 404)
+            return Reply(*await worker_request(port, "POST", f"/tasks/{task_id}/cancel"))
+        if path not in _FAN_OUT:
+            return Reply.text(f"no admin endpoint {path} takes POST; see /\n", 404)
+        answers = [await worker_request(port, "POST", target) for _, port in self._ports()]
+        if not answers:
+            return Reply.text("no worker is running\n", 503)
+        failed = [answer for answer in answers if answer[0] != 200]
+        return Reply(*(failed or answers)[0])
+
+    async def _merged_stats(self) -> StatsStore:
+        store = StatsStore()
+        store.merge(self._supervisor.store.export())
+        for _, port in self._ports():
+            _, _, body = await worker_request(port, "GET", "/stats?format=raw")
+            store.merge(json.loads(body))
+        return store
+
+    async def _tasks(self, query: dict[str, str]) -> Reply:
+        forwarded = {k: v for k, v in query.items() if k != "format"}
+        children = []
+        for index, port in self._ports():
+            target = "/tasks" + (f"?{urlencode(forwarded)}" if forwarded else "")
+            status, content_type, body = await worker_request(port, "GET", target)
+            if status != 200:
+                return Reply(status, content_type, body)
+            worker = self._supervisor.workers[index]
+            children.append(
+                {
+                    "name": f"worker {index}",
+                    "kind": "worker",
+                    "pid": worker.pid,
+                    "restarts": worker.restarts,
+                    "children": [_prefix_ids(json.loads(body), index)],
+                }
+            )
+        tree: dict[str, Any] = {"name": "supervisor", "kind": "supervisor", "children": children}
+        if query.get("format") == "text":
+            return Reply.text(tasktree.render_text(tree) + "\n")
+        return Reply.json(tree)
+
+    def _server_info(self) -> Reply:
+        supervisor = self._supervisor
+        uptime = f"{int(time.time() - supervisor.started_at)}s"
+        return Reply.json(
+            {
+                "state": "DRAINING" if supervisor.stopping else "LIVE",
+                "uptime_current_epoch": uptime,
+                "uptime_all_epochs": uptime,
+                "listeners": supervisor.listener_ports,
+                "admin_port": supervisor.admin_port,
+                "command_line_options": {
+                    "config_path": supervisor.config_path,
+                    "concurrency": len(supervisor.workers),
+                },
+                "workers": [w.describe() for w in supervisor.workers],
+            }
+        )
+
+
+def _prefix_ids(node: dict[str, Any], worker: int) -> dict[str, Any]:
+    """Task ids are per worker; here they become `WORKER.ID`."""
+    if "id" in node:
+        node["id"] = f"{worker}.{node['id']}"
+    for child in node.get("children", ()):
+        _prefix_ids(child, worker)
+    return node
+
+
+async def serve_supervisor_admin(
+    supervisor: "Supervisor",
+    admin: Admin,
+    *,
+    task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    await serve_admin_app(SupervisorAdminApp(supervisor), admin, task_status=task_status)

@@ -1,0 +1,91 @@
+"""Reloading the config file: on SIGHUP, on `POST /reload`, or when the file changes.
+
+The file is parsed and validated first; a config with errors is rejected with every error
+listed and the running config keeps serving. Only a valid config reaches
+`Gateway.reload`, which swaps it in without dropping a request.
+"""
+
+import hashlib
+import logging
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import trio
+
+from gateway.config.load import load_config
+from gateway.config.model import GatewayConfig
+from gateway.errors import ConfigError, StartupError
+from gateway.tasktree import annotate
+
+if TYPE_CHECKING:
+    from gateway.server import Gateway
+
+log = logging.getLogger("gateway.reload")
+
+#: How often `[server] watch = true` looks at the config file.
+WATCH_INTERVAL = 1.0
+
+
+async def reload_from_file(gw: "Gateway") -> list[str]:
+    """Reloads gw's config file; raises ConfigError (with every problem) or StartupError."""
+    if gw.config_path is None:
+        raise ConfigError(["the gateway was not started from a config file"])
+    try:
+        config = load_config(gw.config_path)
+        if gw.worker is not None:
+            config = gw.worker.apply(config)
+        return await apply_config(gw, config)
+    except (ConfigError, StartupError) as exc:
+        errors = exc.errors if isinstance(exc, ConfigError) else [str(exc)]
+        log.error("reload rejected, the running config stays:\n  %s", "\n  ".join(errors))
+        raise
+
+
+async def apply_config(gw: "Gateway", static: GatewayConfig) -> list[str]:
+    """Takes `static` (the config file's content) plus, with `[dynamic]`, the xDS
+    resources as they are now; raises ConfigError or StartupError, changing nothing."""
+    if gw.xds is None:
+        changes = await gw.reload(static)
+    else:
+        composed = gw.xds.compose(static)
+        changes = await gw.reload(composed.config) if composed.config != gw.config else []
+        gw.xds.apply_assignments(gw.clusters, composed)
+        gw.xds.accept(composed)
+    gw.static_config = static
+    return changes
+
+
+async def reload_dynamic(gw: "Gateway") -> None:
+    """The xDS directory changed: apply it (ACK) or refuse it and keep the last good
+    config (NACK)."""
+    assert gw.xds is not None
+    try:
+        await apply_config(gw, gw.static_config)
+    except (ConfigError, StartupError) as exc:
+        gw.xds.reject(exc.errors if isinstance(exc, ConfigError) else [str(exc)])
+    else:
+        log.info("xDS update from %s applied (ACK)", gw.xds.path)
+
+
+def file_signature(path: str) -> bytes | None:
+    """What the watcher compares: the file's bytes (mtimes can be too coarse to tell two
+    quick saves apart); None if it cannot be read right now."""
+    try:
+        return hashlib.sha256(Path(path).read_bytes()).digest()
+    except OSError:
+        return None
+
+
+async def watch_config(gw: "Gateway", path: str, last: bytes | None) -> None:
+    """Reloads whenever the file's content differs from `last` (what was loaded)."""
+    annotate("config watcher", path=path)
+    while True:
+        await trio.sleep(WATCH_INTERVAL)
+        now = file_signature(path)
+        if now is None or now == last:
+            continue
+        last = now
+        try:
+            await reload_from_file(gw)
+        except (ConfigError, StartupError):
+            pass  # logged; the file may be saved again, fixed

@@ -1,0 +1,333 @@
+"""Worker processes: `[server] workers = N` runs N gateways, one Trio loop each, under one
+supervising process, as Envoy runs worker threads (the GIL rules threads out).
+
+Each worker is `python -m gateway _worker CONFIG --index I --ports JSON`: a whole gateway
+with its own listeners, bound with SO_REUSEPORT so the kernel spreads new connections over
+the workers, its own pools, health checkers and stats, and a private admin endpoint on a
+loopback port. Its first line on stdout tells the supervisor that port; everything after
+(an access log on "-") is copied to the supervisor's stdout.
+
+The supervisor binds nothing but the admin address operators use (gateway/admin/
+supervisor.py adds up the workers' stats and trees). It restarts a worker that dies, with
+a back-off, and forwards a shutdown (SIGTERM/SIGINT, /quitquitquit) and a reload (SIGHUP,
+POST /reload, `watch`) to every worker. Listeners configured with port 0 get a port
+chosen here, so that all workers share it.
+"""
+
+import ctypes
+import json
+import logging
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+import attrs
+import trio
+
+from gateway.config.load import load_config
+from gateway.config.model import GatewayConfig
+from gateway.errors import ConfigError, StartupError
+from gateway.reload import WATCH_INTERVAL, file_signature
+from gateway.server import WorkerRole, open_gateway
+from gateway.stats import Counter, Gauge, StatsStore
+from gateway.tasktree import annotate
+
+log = logging.getLogger("gateway.workers")
+
+#: A worker that dies is restarted after this long, doubled for each death in a row
+#: (capped), so a worker that cannot start does not spin.
+_RESTART_BACKOFF = 0.5
+_RESTART_BACKOFF_MAX = 30.0
+#: A worker that ran this long before dying starts the back-off from the beginning again.
+_STABLE_AFTER = 10.0
+#: Every worker must have started within this long.
+_STARTUP_TIMEOUT = 60.0
+_PR_SET_PDEATHSIG = 1
+
+
+def worker_count(config: GatewayConfig) -> int:
+    workers = config.server.workers
+    return os.cpu_count() or 1 if workers == "auto" else workers
+
+
+def choose_ports(config: GatewayConfig) -> dict[str, int]:
+    """A free port for each listener configured with port 0 (workers must agree)."""
+    ports = {}
+    for name, listener in config.listeners.items():
+        if listener.address.port == 0:
+            family = socket.AF_INET6 if ":" in listener.address.host else socket.AF_INET
+            with socket.socket(family, socket.SOCK_STREAM) as probe:
+                probe.bind((listener.address.host, 0))
+                ports[name] = probe.getsockname()[1]
+    return ports
+
+
+@attrs.define(eq=False)
+class Worker:
+    index: int
+    pid: int | None = None
+    admin_port: int | None = None
+    started_at: float = 0.0
+    restarts: int = 0
+    #: Between its hello (admin port known) and its exit.
+    up: bool = False
+    process: trio.Process | None = None
+
+    def describe(self) -> dict[str, object]:
+        return {
+            "index": self.index,
+            "pid": self.pid,
+            "admin_port": self.admin_port,
+            "uptime": f"{int(time.time() - self.started_at)}s" if self.pid else None,
+            "restarts": self.restarts,
+        }
+
+
+@attrs.define
+class SupervisorStats:
+    workers_active: Gauge
+    worker_restarts: Counter
+
+
+class Supervisor:
+    def __init__(self, config: GatewayConfig, config_path: str) -> None:
+        self.config = config
+        self.config_path = config_path
+        self.started_at = time.time()
+        self.ports = choose_ports(config)
+        self.workers = [Worker(i) for i in range(worker_count(config))]
+        self.store = StatsStore()
+        scope = self.store.scope("server", "server")
+        self.stats = SupervisorStats(
+            scope.gauge("workers_active"), scope.counter("worker_restarts")
+        )
+        self.stopping = False
+        self.shutdown_requested = trio.Event()
+        self.admin_port: int | None = None
+        #: Set (and replaced) whenever a worker reports ready.
+        self._worker_ready = trio.Event()
+
+    @property
+    def listener_ports(self) -> dict[str, int]:
+        return {
+            name: self.ports.get(name, lst.address.port)
+            for name, lst in self.config.listeners.items()
+        }
+
+    # -- lifecycle -----------------------------------------------------------------------
+
+    async def run(self) -> None:
+        """Until a shutdown: keeps the workers running; then drains them and returns."""
+        annotate("supervisor", workers=len(self.workers))
+        async with trio.open_nursery() as nursery:
+            for worker in self.workers:
+                nursery.start_soon(self._keep_running, worker, name=f"worker {worker.index}")
+            nursery.start_soon(self._open_when_ready, nursery, name="supervisor start-up")
+            await self.shutdown_requested.wait()
+            await self._stop_workers()
+            nursery.cancel_scope.cancel()
+
+    async def _open_when_ready(self, nursery: trio.Nursery) -> None:
+        """Once every worker is up (restarted ones included), opens the admin endpoint
+        and announces the start; a start-up that takes too long is a shutdown."""
+        from gateway.admin.supervisor import serve_supervisor_admin
+
+        with trio.move_on_after(_STARTUP_TIMEOUT) as waiting:
+            while any(w.admin_port is None for w in self.workers):
+                await self._worker_ready.wait()
+                self._worker_ready = trio.Event()
+        if waiting.cancelled_caught:
+            log.error("workers did not start within %ss; stopping", _STARTUP_TIMEOUT)
+            self.shutdown_requested.set()
+            return
+        if self.config.admin is not None:
+            self.admin_port = await nursery.start(
+                serve_supervisor_admin, self, self.config.admin, name="admin"
+            )
+        if self.config.server.watch:
+            nursery.start_soon(self._watch, name="config watcher")
+        log.info(
+            "gateway started: listeners %s, admin %s, workers %s",
+            self.listener_ports,
+            self.admin_port,
+            [w.pid for w in self.workers],
+        )
+
+    async def _keep_running(self, worker: Worker) -> None:
+        backoff = _RESTART_BACKOFF
+        while not self.stopping:
+            started = time.monotonic()
+            code = await self._run_once(worker)
+            if self.stopping:
+                return
+            self.stats.worker_restarts.inc()
+            worker.restarts += 1
+            if time.monotonic() - started > _STABLE_AFTER:
+                backoff = _RESTART_BACKOFF
+            log.error(
+                "worker %d (pid %s) exited with %s; restarting in %.1fs",
+                worker.index,
+                worker.pid,
+                code,
+                backoff,
+            )
+            await trio.sleep(backoff)
+            backoff = min(backoff * 2, _RESTART_BACKOFF_MAX)
+
+    async def _run_once(self, worker: Worker) -> int:
+        command = [
+            sys.executable,
+            "-m",
+            "gateway",
+            "_worker",
+            self.config_path,
+            "--index",
+            str(worker.index),
+            "--ports",
+            json.dumps(self.ports),
+            "--log-level",
+            logging.getLevelName(logging.getLogger().level).lower(),
+        ]
+        # A session of its own: a terminal's Ctrl-C reaches the supervisor, which stops
+        # the workers in order, rather than every worker at once.
+        process = await trio.lowlevel.open_process(
+            command, stdout=subprocess.PIPE, start_new_session=True
+        )
+        worker.process, worker.pid, worker.started_at = process, process.pid, time.time()
+        assert process.stdout is not None
+        try:
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(self._relay_output, worker, process.stdout)
+                code = await process.wait()
+                nursery.cancel_scope.cancel()
+        finally:
+            if process.returncode is None:
+                process.kill()
+            worker.admin_port = None
+            if worker.up:
+                worker.up = False
+                self.stats.workers_active.dec()
+        return code
+
+    async def _relay_output(self, worker: Worker, stdout: trio.abc.ReceiveStream) -> None:
+        """Reads the worker's hello (its admin port), then passes its output through."""
+        buffer = b""
+        while b"\n" not in buffer:
+            data = await stdout.receive_some(65536)
+            if not data:
+                return
+            buffer += data
+        line, _, rest = buffer.partition(b"\n")
+        hello = json.loads(line)
+        worker.admin_port = hello["admin_port"]
+        worker.up = True
+        self._worker_ready.set()
+        self.stats.workers_active.inc()
+        out = sys.stdout.buffer
+        while True:
+            if rest:
+                out.write(rest)
+                out.flush()
+            rest = await stdout.receive_some(65536)
+            if not rest:
+                return
+
+    async def _stop_workers(self) -> None:
+        """SIGTERM to every worker (each drains), then wait for them to exit."""
+        self.stopping = True
+        for worker in self.workers:
+            if worker.process is not None and worker.process.returncode is None:
+                worker.process.send_signal(signal.SIGTERM)
+        with trio.move_on_after(self.config.server.drain_timeout + 5):
+            for worker in self.workers:
+                if worker.process is not None:
+                    await worker.process.wait()
+
+    # -- reload --------------------------------------------------------------------------
+
+    async def reload(self) -> list[str]:
+        """Validates the config file, then has every worker reload it. Raises ConfigError
+        (the workers are not asked) or StartupError (a worker refused it)."""
+        from gateway.admin.supervisor import worker_request
+
+        config = load_config(self.config_path)
+        if (worker_count(config), config.listeners.keys()) != (
+            len(self.workers),
+            self.config.listeners.keys(),
+        ):
+            log.warning("worker count and new port-0 listeners take effect on restart")
+        changes: list[str] = []
+        for worker in self.workers:
+            if worker.admin_port is None:
+                continue
+            status, _, body = await worker_request(worker.admin_port, "POST", "/reload")
+            answer = json.loads(body)
+            if status != 200:
+                raise StartupError(f"worker {worker.index}: {'; '.join(answer['errors'])}")
+            changes = answer["changes"]
+        self.config = config
+        return changes
+
+    async def _watch(self) -> None:
+        annotate("config watcher", path=self.config_path)
+        last = file_signature(self.config_path)
+        while True:
+            await trio.sleep(WATCH_INTERVAL)
+            now = file_signature(self.config_path)
+            if now is None or now == last:
+                continue
+            last = now
+            try:
+                await self.reload()
+            except (ConfigError, StartupError) as exc:
+                log.error("reload rejected: %s", exc)
+
+
+async def serve_supervised(config: GatewayConfig, config_path: str) -> None:
+    """`gateway serve` with workers: supervises until SIGINT/SIGTERM, reloads on SIGHUP."""
+    supervisor = Supervisor(config, config_path)
+    async with trio.open_nursery() as nursery:
+        with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM, signal.SIGHUP) as signals:
+
+            async def on_signal() -> None:
+                async for signum in signals:
+                    if signum == signal.SIGHUP:
+                        try:
+                            await supervisor.reload()
+                        except (ConfigError, StartupError) as exc:
+                            log.error("reload rejected: %s", exc)
+                        continue
+                    log.info("received %s: draining the workers", signal.Signals(signum).name)
+                    supervisor.shutdown_requested.set()
+                    return
+
+            nursery.start_soon(on_signal, name="signal handler")
+            await supervisor.run()
+            nursery.cancel_scope.cancel()
+    log.info("stopped")
+
+
+async def run_worker(config_path: str, index: int, ports: dict[str, int]) -> None:
+    """One worker process: a gateway on the shared ports until SIGTERM/SIGINT."""
+    role = WorkerRole(index, ports)
+    config = role.apply(load_config(config_path))
+    _die_with_supervisor()
+    async with open_gateway(config, config_path, role) as gw:
+        print(json.dumps({"admin_port": gw.admin_port, "pid": os.getpid()}), flush=True)
+        with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+            async for _ in signals:
+                break
+
+
+def _die_with_supervisor() -> None:
+    """A supervisor killed outright (SIGKILL) cannot stop its workers: on Linux the kernel
+    then sends each a SIGTERM (PR_SET_PDEATHSIG), and it drains by itself."""
+    if not sys.platform.startswith("linux"):
+        return
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+    if os.getppid() == 1:  # the supervisor died before we asked
+        os.kill(os.getpid(), signal.SIGTERM)

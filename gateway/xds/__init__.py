@@ -1,0 +1,1 @@
+"""xDS: Envoy v3 resources as a source of the gateway's config."""

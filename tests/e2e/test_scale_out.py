@@ -1,0 +1,171 @@
+"""Scale-out: three gateway instances behind HAProxy (mode tcp, send-proxy-v2), one of them
+taken out and put back the way Envoy fleets roll (docs/operations.md), under load."""
+
+import json
+import shutil
+import socket
+import subprocess
+from pathlib import Path
+
+import httpx
+import pytest
+import trio
+
+from gateway.config import loads_config
+from gateway.server import open_gateway
+from tests.helpers import start_upstream
+
+pytestmark = pytest.mark.skipif(
+    shutil.which("haproxy") is None, reason="needs HAProxy: apt-get install haproxy"
+)
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def instance_toml(port: int, admin: int, upstream: int, log: Path) -> str:
+    return f"""
+[admin]
+address = "127.0.0.1:{admin}"
+
+[server]
+drain_timeout = "3s"
+drain_grace = "300ms"
+
+[listeners.edge]
+address = "127.0.0.1:{port}"
+virtual_hosts = ["main"]
+http_filters = ["healthz"]
+proxy_protocol = true
+
+[listeners.edge.access_log]
+path = "{log}"
+format = "json"
+flush_interval = "0s"
+
+[http_filters.healthz]
+type = "health_check"
+path = "/healthz"
+
+[virtual_hosts.main]
+domains = ["*"]
+
+[[virtual_hosts.main.routes]]
+match = {{ prefix = "/" }}
+cluster = "app"
+
+[clusters.app]
+endpoints = ["127.0.0.1:{upstream}"]
+"""
+
+
+def haproxy_cfg(front: int, ports: list[int]) -> str:
+    servers = "\n".join(
+        f"  server gw{i} 127.0.0.1:{p} send-proxy-v2 check check-send-proxy inter 100 fall 2 rise 2"
+        for i, p in enumerate(ports)
+    )
+    return f"""
+defaults
+  mode tcp
+  timeout connect 2s
+  timeout client 30s
+  timeout server 30s
+frontend front
+  bind 127.0.0.1:{front}
+  default_backend gateways
+backend gateways
+  option httpchk GET /healthz
+{servers}
+"""
+
+
+async def test_rolling_restart_behind_haproxy_loses_nothing(nursery, tmp_path):
+    up = await start_upstream(nursery)
+    ports = [free_port() for _ in range(3)]
+    admins = [free_port() for _ in range(3)]
+    logs = [tmp_path / f"access{i}.log" for i in range(3)]
+    configs = [
+        loads_config(instance_toml(p, a, up.port, log))
+        for p, a, log in zip(ports, admins, logs, strict=True)
+    ]
+    running: dict[int, trio.Event] = {}
+
+    async def instance(
+        i: int, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
+    ) -> None:
+        async with open_gateway(configs[i]) as gw:
+            running[i] = trio.Event()
+            task_status.started()
+            await gw.shutdown_requested.wait()  # POST /quitquitquit; leaving drains
+        running.pop(i).set()
+
+    for i in range(3):
+        await nursery.start(instance, i)
+    front = free_port()
+    cfg = tmp_path / "haproxy.cfg"
+    cfg.write_text(haproxy_cfg(front, ports))
+    haproxy = await trio.lowlevel.open_process(
+        ["haproxy", "-f", str(cfg), "-db"], stderr=subprocess.DEVNULL
+    )
+    failures: list[str] = []
+    served = 0
+    try:
+        async with httpx.AsyncClient() as probe:
+            with trio.fail_after(10):
+                while True:
+                    try:
+                        if (await probe.get(f"http://127.0.0.1:{front}/ready")).status_code == 200:
+                            break
+                    except httpx.HTTPError:
+                        pass
+                    await trio.sleep(0.1)
+
+        async def load() -> None:
+            nonlocal served
+            async with httpx.AsyncClient(timeout=10) as client:
+                while True:
+                    try:
+                        response = await client.get(f"http://127.0.0.1:{front}/work")
+                    except httpx.HTTPError as exc:
+                        failures.append(repr(exc))
+                        continue
+                    if response.status_code != 200:
+                        failures.append(f"{response.status_code} {response.text}")
+                    served += 1
+
+        async with trio.open_nursery() as clients, httpx.AsyncClient() as admin:
+            for _ in range(6):
+                clients.start_soon(load)
+            await trio.sleep(0.5)
+            # The rolling restart of instance 1, step by step (docs/operations.md).
+            base = f"http://127.0.0.1:{admins[1]}"
+            assert (await admin.post(f"{base}/healthcheck/fail")).status_code == 200
+            await trio.sleep(0.5)  # HAProxy: 2 failed checks, 100 ms apart -> out
+            assert (await admin.post(f"{base}/drain_listeners")).status_code == 200
+            await trio.sleep(0.5)
+            stopped = running[1]
+            assert (await admin.post(f"{base}/quitquitquit")).status_code == 200
+            with trio.fail_after(5):
+                await stopped.wait()
+            await trio.sleep(0.3)
+            await nursery.start(instance, 1)  # the new version, same port
+            await trio.sleep(1.0)  # HAProxy: 2 good checks -> back in
+            clients.cancel_scope.cancel()
+    finally:
+        haproxy.kill()
+        await haproxy.wait()
+    assert failures == []
+    assert served > 100
+    # Every instance saw the clients' own addresses (their ephemeral ports toward HAProxy),
+    # never HAProxy's outgoing connections to the gateway alone.
+    remotes = {
+        json.loads(line)["downstream_remote_address"]
+        for log in logs
+        for line in log.read_text().splitlines()
+    }
+    assert all(r.startswith("127.0.0.1:") for r in remotes)
+    after_restart = [json.loads(line) for line in logs[1].read_text().splitlines()]
+    assert any(r["path"] == "/work" for r in after_restart)

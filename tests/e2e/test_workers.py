@@ -1,0 +1,169 @@
+"""`[server] workers = 2`: a supervisor and two worker processes on one port."""
+
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+import httpx
+import pytest
+import trio
+
+from tests.helpers import config_toml, start_upstream
+
+WORKERS = '[server]\nworkers = 2\ndrain_timeout = "3s"\n'
+
+
+@asynccontextmanager
+async def supervised(config: Path) -> AsyncIterator[tuple[trio.Process, int, int]]:
+    """Runs `gateway serve` and yields (process, listener port, admin port)."""
+    proc = await trio.lowlevel.open_process(
+        [sys.executable, "-m", "gateway", "serve", str(config)], stderr=subprocess.PIPE
+    )
+    try:
+        buf = b""
+        with trio.fail_after(20):
+            while b"gateway.workers: gateway started" not in buf:
+                data = await proc.stderr.receive_some(4096)
+                assert data, buf.decode()
+                buf += data
+        line = next(x for x in buf.decode().splitlines() if "gateway.workers: gateway started" in x)
+        port = int(line.split("{'edge': ")[1].split("}")[0])
+        admin = int(line.split("admin ")[1].split(",")[0])
+        yield proc, port, admin
+    finally:
+        if proc.returncode is None:
+            proc.send_signal(signal.SIGTERM)  # the workers drain and exit with it
+            with trio.move_on_after(10):
+                await proc.wait()
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+
+
+def two_workers(port: int) -> str:
+    return config_toml(port).replace("[server]\n", WORKERS).replace('drain_timeout = "2s"\n', "")
+
+
+async def test_two_workers_share_the_port_and_the_admin_adds_them_up(nursery, tmp_path):
+    up = await start_upstream(nursery)
+    config = tmp_path / "g.toml"
+    config.write_text(two_workers(up.port))
+    async with supervised(config) as (_, port, admin), httpx.AsyncClient() as client:
+        for _ in range(60):  # a new connection each: the kernel spreads them over workers
+            async with httpx.AsyncClient() as one_shot:
+                assert (await one_shot.get(f"http://127.0.0.1:{port}/x")).status_code == 200
+        base = f"http://127.0.0.1:{admin}"
+        stats = (await client.get(f"{base}/stats?format=json")).json()["stats"]
+        totals = {s["name"]: s.get("value") for s in stats}
+        assert totals["http.edge.downstream_rq_total"] == 60
+        assert totals["server.workers_active"] == 2
+        info = (await client.get(f"{base}/server_info")).json()
+        assert info["command_line_options"]["concurrency"] == 2
+        served = []
+        for worker in info["workers"]:
+            own = await client.get(
+                f"http://127.0.0.1:{worker['admin_port']}/stats?filter=downstream_rq_total$"
+            )
+            served.append(int(own.text.split(": ")[1]))
+        assert sum(served) == 60 and min(served) > 0, served
+        tree = (await client.get(f"{base}/tasks")).json()
+        assert [c["name"] for c in tree["children"]] == ["worker 0", "worker 1"]
+        prom = (await client.get(f"{base}/stats/prometheus")).text
+        assert "envoy_http_downstream_rq_total" in prom
+        assert (await client.get(f"{base}/ready")).status_code == 200
+
+
+async def test_a_worker_that_dies_is_restarted(nursery, tmp_path):
+    up = await start_upstream(nursery)
+    config = tmp_path / "g.toml"
+    config.write_text(two_workers(up.port))
+    async with supervised(config) as (_, port, admin), httpx.AsyncClient() as client:
+        base = f"http://127.0.0.1:{admin}"
+        victim = (await client.get(f"{base}/server_info")).json()["workers"][0]
+        os.kill(victim["pid"], signal.SIGKILL)
+        with trio.fail_after(10):
+            while True:
+                worker = (await client.get(f"{base}/server_info")).json()["workers"][0]
+                if worker["restarts"] == 1 and worker["admin_port"]:
+                    break
+                await trio.sleep(0.1)
+        assert worker["pid"] != victim["pid"]
+        stats = (await client.get(f"{base}/stats?filter=worker_restarts")).text
+        assert "server.worker_restarts: 1" in stats
+        for _ in range(10):
+            async with httpx.AsyncClient() as one_shot:
+                assert (await one_shot.get(f"http://127.0.0.1:{port}/")).status_code == 200
+
+
+async def test_sigterm_drains_every_worker(nursery, tmp_path):
+    up = await start_upstream(nursery)
+    config = tmp_path / "g.toml"
+    config.write_text(two_workers(up.port))
+    async with supervised(config) as (proc, port, admin), httpx.AsyncClient() as client:
+        pids = [
+            w["pid"]
+            for w in (await client.get(f"http://127.0.0.1:{admin}/server_info")).json()["workers"]
+        ]
+        results = []
+
+        async def slow() -> None:
+            results.append(
+                (await client.get(f"http://127.0.0.1:{port}/slow?delay=0.5")).status_code
+            )
+
+        async with trio.open_nursery() as n:
+            n.start_soon(slow)
+            while not up.requests:
+                await trio.sleep(0.01)
+            proc.send_signal(signal.SIGTERM)
+        assert results == [200]
+        with trio.fail_after(10):
+            assert await proc.wait() == 0
+    for pid in pids:  # the workers exited too
+        with pytest.raises(ProcessLookupError):
+            os.kill(pid, 0)
+
+
+async def test_reload_goes_to_every_worker_after_validation(nursery, tmp_path):
+    up = await start_upstream(nursery)
+    config = tmp_path / "g.toml"
+    config.write_text(two_workers(up.port))
+    async with supervised(config) as (_, port, admin), httpx.AsyncClient() as client:
+        base = f"http://127.0.0.1:{admin}"
+        config.write_text(two_workers(up.port).replace('cluster = "backend"', 'cluster = "gone"'))
+        answer = await client.post(f"{base}/reload")
+        assert answer.status_code == 400
+        assert "no cluster named 'gone'" in answer.json()["errors"][0]
+        routed = two_workers(up.port).replace(
+            'cluster = "backend"',
+            'cluster = "backend"\nresponse_headers_to_add = { "x-v" = "2" }',
+            1,
+        )
+        config.write_text(routed)
+        assert (await client.post(f"{base}/reload")).status_code == 200
+        for _ in range(20):
+            async with httpx.AsyncClient() as one_shot:
+                assert (await one_shot.get(f"http://127.0.0.1:{port}/")).headers["x-v"] == "2"
+
+
+async def test_workers_do_not_outlive_a_killed_supervisor(nursery, tmp_path):
+    up = await start_upstream(nursery)
+    config = tmp_path / "g.toml"
+    config.write_text(two_workers(up.port))
+    async with supervised(config) as (proc, _, admin), httpx.AsyncClient() as client:
+        info = (await client.get(f"http://127.0.0.1:{admin}/server_info")).json()
+        pids = [w["pid"] for w in info["workers"]]
+        proc.kill()
+        await proc.wait()
+        with trio.fail_after(10):
+            for pid in pids:
+                while True:
+                    try:
+                        os.kill(pid, 0)
+                    except ProcessLookupError:
+                        break
+                    await trio.sleep(0.1)
