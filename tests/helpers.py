@@ -1,10 +1,14 @@
 """Real upstreams, real gateways, real sockets: the pieces every end-to-end test uses."""
 
 import json
+import signal
+import subprocess
+import sys
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from functools import partial
+from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs
 
@@ -395,3 +399,47 @@ async def start_scripted_h2_upstream(nursery: trio.Nursery, **kwargs: Any) -> Sc
     nursery.start_soon(trio.serve_listeners, upstream.handle, listeners)
     upstream.port = listeners[0].socket.getsockname()[1]
     return upstream
+
+
+@attrs.define
+class Served:
+    """A `gateway serve` process, its start-up log line and what it logged so far."""
+
+    process: trio.Process
+    line: str
+    log: bytes
+
+    @property
+    def port(self) -> int:
+        """The `edge` listener's port, from the start-up line."""
+        return int(self.line.split("{'edge': ")[1].split(",")[0].split("}")[0])
+
+    async def read_log_until(self, text: bytes, timeout: float = 5.0) -> None:
+        assert self.process.stderr is not None
+        with trio.fail_after(timeout):
+            while text not in self.log:
+                data = await self.process.stderr.receive_some(4096)
+                assert data, self.log.decode()
+                self.log += data
+
+
+@asynccontextmanager
+async def serving(config: Path, started: str = "gateway started") -> AsyncIterator[Served]:
+    """Runs `gateway serve CONFIG` until the log says `started`; on the way out stops it
+    (SIGTERM: a drain; then SIGKILL if it hangs)."""
+    process = await trio.lowlevel.open_process(
+        [sys.executable, "-m", "gateway", "serve", str(config)], stderr=subprocess.PIPE
+    )
+    try:
+        served = Served(process, "", b"")
+        await served.read_log_until(started.encode(), timeout=20)
+        served.line = next(x for x in served.log.decode().splitlines() if started in x)
+        yield served
+    finally:
+        if process.returncode is None:
+            process.send_signal(signal.SIGTERM)
+            with trio.move_on_after(10):
+                await process.wait()
+        if process.returncode is None:
+            process.kill()
+            await process.wait()

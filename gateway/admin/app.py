@@ -93,17 +93,7 @@ class AdminApp:
         if scope["type"] != "http":
             return
         reply = await self._dispatch(scope)
-        await send(
-            {
-                "type": "http.response.start",
-                "status": reply.status,
-                "headers": [
-                    (b"content-type", reply.content_type.encode()),
-                    (b"cache-control", b"no-cache, max-age=0"),
-                ],
-            }
-        )
-        await send({"type": "http.response.body", "body": reply.body})
+        await reply.send(send)
 
     async def _websocket(self, scope: Scope, receive: Receive, send: Send) -> None:
         """`/tasks/ws`: the task tree now, then again every `?interval=` (default 1s)."""

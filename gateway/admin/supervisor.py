@@ -83,17 +83,7 @@ class SupervisorAdminApp:
             reply = await self._dispatch(scope)
         except (OSError, GatewayError, StartupError, trio.TooSlowError) as exc:
             reply = Reply.text(f"a worker did not answer: {exc}\n", 503)
-        await send(
-            {
-                "type": "http.response.start",
-                "status": reply.status,
-                "headers": [
-                    (b"content-type", reply.content_type.encode()),
-                    (b"cache-control", b"no-cache, max-age=0"),
-                ],
-            }
-        )
-        await send({"type": "http.response.body", "body": reply.body})
+        await reply.send(send)
 
     def _ports(self) -> list[tuple[int, int]]:
         return [

@@ -11,6 +11,7 @@ import attrs
 
 from gateway import stats as stats_format
 from gateway import tasktree
+from gateway.asgi import Send
 from gateway.clusters.host import HealthFlag, Host
 from gateway.config.load import unstructure_config
 from gateway.errors import ConfigError, StartupError
@@ -41,6 +42,15 @@ class Reply:
     @classmethod
     def json(cls, data: object, status: int = 200) -> "Reply":
         return cls(status, "application/json", (json.dumps(data, indent=2) + "\n").encode())
+
+    async def send(self, send: Send) -> None:
+        """Sends this reply as an ASGI HTTP response (admin answers are never cached)."""
+        headers = [
+            (b"content-type", self.content_type.encode()),
+            (b"cache-control", b"no-cache, max-age=0"),
+        ]
+        await send({"type": "http.response.start", "status": self.status, "headers": headers})
+        await send({"type": "http.response.body", "body": self.body})
 
 
 def _gateway_version() -> str:

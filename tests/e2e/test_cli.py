@@ -10,7 +10,7 @@ import pytest
 import trio
 
 from gateway import StartupError, loads_config, open_gateway
-from tests.helpers import config_toml, start_upstream
+from tests.helpers import config_toml, serving, start_upstream
 
 ROOT = Path(__file__).resolve().parents[2]
 GATEWAY = [sys.executable, "-m", "gateway"]
@@ -83,38 +83,21 @@ async def test_serve_drains_on_sigterm_and_exits_zero(nursery, tmp_path):
     up = await start_upstream(nursery)
     config = tmp_path / "g.toml"
     config.write_text(config_toml(up.port))
-    proc = await trio.lowlevel.open_process(
-        [*GATEWAY, "serve", str(config), "--log-level", "info"],
-        stderr=subprocess.PIPE,
-    )
-    try:
-        port = None
-        buf = b""
-        with trio.fail_after(10):
-            while port is None:
-                buf += await proc.stderr.receive_some(4096)
-                for line in buf.decode().splitlines():
-                    if "gateway started: listeners {'edge': " in line:
-                        port = int(line.split("{'edge': ")[1].split("}")[0])
-        async with httpx.AsyncClient() as client:
-            results = []
+    async with serving(config) as served, httpx.AsyncClient() as client:
+        results = []
 
-            async def slow() -> None:
-                r = await client.get(f"http://127.0.0.1:{port}/slow?delay=0.5")
-                results.append(r.status_code)
+        async def slow() -> None:
+            r = await client.get(f"http://127.0.0.1:{served.port}/slow?delay=0.5")
+            results.append(r.status_code)
 
-            async with trio.open_nursery() as n:
-                n.start_soon(slow)
-                while not up.requests:
-                    await trio.sleep(0.01)
-                proc.send_signal(signal.SIGTERM)
-            assert results == [200]
+        async with trio.open_nursery() as n:
+            n.start_soon(slow)
+            while not up.requests:
+                await trio.sleep(0.01)
+            served.process.send_signal(signal.SIGTERM)
+        assert results == [200]
         with trio.fail_after(10):
-            assert await proc.wait() == 0
-    finally:
-        if proc.returncode is None:
-            proc.kill()
-            await proc.wait()
+            assert await served.process.wait() == 0
 
 
 async def test_admin_bind_failure_and_bad_access_log_path_are_clean_errors(tmp_path):

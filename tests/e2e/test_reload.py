@@ -3,8 +3,6 @@
 import json
 import signal
 import socket
-import subprocess
-import sys
 import threading
 from pathlib import Path
 
@@ -17,7 +15,7 @@ from trio_websocket import ConnectionClosed, open_websocket_url
 from gateway.config import load_config
 from gateway.server import open_gateway
 from tests.grpc_echo import OPTIONS, start_server
-from tests.helpers import admin_url, start_upstream, url
+from tests.helpers import admin_url, serving, start_upstream, url
 from tests.ws_echo import start_echo_server
 
 
@@ -179,39 +177,22 @@ async def test_sighup_reloads_a_served_config(nursery, tmp_path: Path):
     up = await start_upstream(nursery)
     path = tmp_path / "gateway.toml"
     path.write_text(config_text(1, up.port))
-    proc = await trio.lowlevel.open_process(
-        [sys.executable, "-m", "gateway", "serve", str(path)], stderr=subprocess.PIPE
-    )
-    try:
-        port, buf = None, b""
+    async with serving(path) as served, httpx.AsyncClient() as client:
+        target = f"http://127.0.0.1:{served.port}/"
+        assert (await client.get(target)).headers["x-config-version"] == "1"
+        path.write_text(config_text(2, up.port))
+        served.process.send_signal(signal.SIGHUP)
+        with trio.fail_after(5):
+            while (await client.get(target)).headers["x-config-version"] != "2":
+                await trio.sleep(0.05)
+        # A broken file is refused; the process keeps serving the last good config.
+        path.write_text("[listeners.edge\n")
+        served.process.send_signal(signal.SIGHUP)
+        await served.read_log_until(b"reload rejected")
+        assert (await client.get(target)).headers["x-config-version"] == "2"
+        served.process.send_signal(signal.SIGTERM)
         with trio.fail_after(10):
-            while port is None:
-                buf += await proc.stderr.receive_some(4096)
-                for line in buf.decode().splitlines():
-                    if "gateway started: listeners {'edge': " in line:
-                        port = int(line.split("{'edge': ")[1].split(",")[0].split("}")[0])
-        async with httpx.AsyncClient() as client:
-            target = f"http://127.0.0.1:{port}/"
-            assert (await client.get(target)).headers["x-config-version"] == "1"
-            path.write_text(config_text(2, up.port))
-            proc.send_signal(signal.SIGHUP)
-            with trio.fail_after(5):
-                while (await client.get(target)).headers["x-config-version"] != "2":
-                    await trio.sleep(0.05)
-            # A broken file is refused; the process keeps serving the last good config.
-            path.write_text("[listeners.edge\n")
-            proc.send_signal(signal.SIGHUP)
-            with trio.fail_after(5):
-                while b"reload rejected" not in buf:
-                    buf += await proc.stderr.receive_some(4096)
-            assert (await client.get(target)).headers["x-config-version"] == "2"
-        proc.send_signal(signal.SIGTERM)
-        with trio.fail_after(10):
-            assert await proc.wait() == 0
-    finally:
-        if proc.returncode is None:
-            proc.kill()
-            await proc.wait()
+            assert await served.process.wait() == 0
 
 
 async def test_a_tunnel_outlives_reloads_until_the_drain_timeout(nursery, tmp_path: Path):

@@ -2,8 +2,6 @@
 
 import os
 import signal
-import subprocess
-import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -12,36 +10,17 @@ import httpx
 import pytest
 import trio
 
-from tests.helpers import config_toml, start_upstream
+from tests.helpers import config_toml, serving, start_upstream
 
 WORKERS = '[server]\nworkers = 2\ndrain_timeout = "3s"\n'
 
 
 @asynccontextmanager
 async def supervised(config: Path) -> AsyncIterator[tuple[trio.Process, int, int]]:
-    """Runs `gateway serve` and yields (process, listener port, admin port)."""
-    proc = await trio.lowlevel.open_process(
-        [sys.executable, "-m", "gateway", "serve", str(config)], stderr=subprocess.PIPE
-    )
-    try:
-        buf = b""
-        with trio.fail_after(20):
-            while b"gateway.workers: gateway started" not in buf:
-                data = await proc.stderr.receive_some(4096)
-                assert data, buf.decode()
-                buf += data
-        line = next(x for x in buf.decode().splitlines() if "gateway.workers: gateway started" in x)
-        port = int(line.split("{'edge': ")[1].split("}")[0])
-        admin = int(line.split("admin ")[1].split(",")[0])
-        yield proc, port, admin
-    finally:
-        if proc.returncode is None:
-            proc.send_signal(signal.SIGTERM)  # the workers drain and exit with it
-            with trio.move_on_after(10):
-                await proc.wait()
-        if proc.returncode is None:
-            proc.kill()
-            await proc.wait()
+    """Runs `gateway serve` with workers; yields (process, listener port, admin port)."""
+    async with serving(config, "gateway.workers: gateway started") as served:
+        admin = int(served.line.split("admin ")[1].split(",")[0])
+        yield served.process, served.port, admin
 
 
 def two_workers(port: int) -> str:
