@@ -44,6 +44,16 @@ class TaskQuery:
             sort_by_age=sort == "age",
         )
 
+    def to_params(self) -> dict[str, str]:
+        """Query parameters that give this query back (to pass it on to a worker)."""
+        params = {"listener": self.listener, "cluster": self.cluster, "state": self.state}
+        out = {k: v for k, v in params.items() if v}
+        if self.older_than is not None:
+            out["older_than"] = f"{self.older_than}s"
+        if self.sort_by_age:
+            out["sort"] = "age"
+        return out
+
     @property
     def filters(self) -> bool:
         return any(

@@ -96,31 +96,10 @@ class AdminApp:
         await reply.send(send)
 
     async def _websocket(self, scope: Scope, receive: Receive, send: Send) -> None:
-        """`/tasks/ws`: the task tree now, then again every `?interval=` (default 1s)."""
-        await receive()  # websocket.connect
-        # Accept first: a close code only reaches a client on an accepted WebSocket.
-        await send({"type": "websocket.accept"})
-        query = dict(parse_qsl(scope["query_string"].decode("latin-1")))
-        if scope["path"].rstrip("/") != "/tasks/ws":
-            await send({"type": "websocket.close", "code": 4404, "reason": "no such endpoint"})
-            return
-        try:
-            interval = max(parse_duration(query.get("interval", "1s")), 0.1)
-            task_query = TaskQuery.from_params(query)
-        except ValueError as exc:
-            await send({"type": "websocket.close", "code": 4400, "reason": str(exc)[:120]})
-            return
-        async with trio.open_nursery() as nursery:
+        async def tree_message(task_query: TaskQuery) -> str:
+            return views.task_tree_json(task_query)
 
-            async def until_disconnect() -> None:
-                while (await receive())["type"] != "websocket.disconnect":
-                    pass
-                nursery.cancel_scope.cancel()
-
-            nursery.start_soon(until_disconnect, name="admin websocket reader")
-            while True:
-                await send({"type": "websocket.send", "text": views.task_tree_json(task_query)})
-                await trio.sleep(interval)
+        await serve_task_tree_websocket(scope, receive, send, tree_message)
 
     async def _dispatch(self, scope: Scope) -> Reply:
         path = scope["path"].rstrip("/") or "/"
@@ -141,3 +120,36 @@ class AdminApp:
             return Reply.text("method not allowed\n", 405)
         reply = endpoint.handler(self._gw, query)
         return await reply if inspect.isawaitable(reply) else reply
+
+
+async def serve_task_tree_websocket(
+    scope: Scope,
+    receive: Receive,
+    send: Send,
+    tree_message: Callable[[TaskQuery], Awaitable[str]],
+) -> None:
+    """`/tasks/ws`: the task tree now, then again every `?interval=` (default 1s)."""
+    await receive()  # websocket.connect
+    # Accept first: a close code only reaches a client on an accepted WebSocket.
+    await send({"type": "websocket.accept"})
+    query = dict(parse_qsl(scope["query_string"].decode("latin-1")))
+    if scope["path"].rstrip("/") != "/tasks/ws":
+        await send({"type": "websocket.close", "code": 4404, "reason": "no such endpoint"})
+        return
+    try:
+        interval = max(parse_duration(query.get("interval", "1s")), 0.1)
+        task_query = TaskQuery.from_params(query)
+    except ValueError as exc:
+        await send({"type": "websocket.close", "code": 4400, "reason": str(exc)[:120]})
+        return
+    async with trio.open_nursery() as nursery:
+
+        async def until_disconnect() -> None:
+            while (await receive())["type"] != "websocket.disconnect":
+                pass
+            nursery.cancel_scope.cancel()
+
+        nursery.start_soon(until_disconnect, name="admin websocket reader")
+        while True:
+            await send({"type": "websocket.send", "text": await tree_message(task_query)})
+            await trio.sleep(interval)

@@ -22,6 +22,7 @@ from urllib.parse import parse_qsl, urlencode
 import trio
 
 from gateway import tasktree
+from gateway.admin.app import serve_task_tree_websocket
 from gateway.admin.serve import serve_admin_app
 from gateway.admin.views import Reply, prometheus_of, stats_of
 from gateway.asgi import Receive, Scope, Send, complete_lifespan
@@ -31,6 +32,7 @@ from gateway.errors import ConfigError, GatewayError, StartupError
 from gateway.http.events import Data, EndStream, ResponseHeaders
 from gateway.http.headers import HeaderMap, RequestHead
 from gateway.stats import StatsStore
+from gateway.task_query import TaskQuery
 
 if TYPE_CHECKING:
     from gateway.workers import Supervisor
@@ -76,6 +78,9 @@ class SupervisorAdminApp:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":
             await complete_lifespan(receive, send)
+            return
+        if scope["type"] == "websocket":
+            await serve_task_tree_websocket(scope, receive, send, self._tree_message)
             return
         if scope["type"] != "http":
             return
@@ -153,13 +158,29 @@ class SupervisorAdminApp:
         return store
 
     async def _tasks(self, query: dict[str, str]) -> Reply:
-        forwarded = {k: v for k, v in query.items() if k != "format"}
+        try:
+            tree = await self._merged_tree({k: v for k, v in query.items() if k != "format"})
+        except WorkerAnswer as answer:
+            return answer.reply
+        if query.get("format") == "text":
+            return Reply.text(tasktree.render_text(tree) + "\n")
+        return Reply.json(tree)
+
+    async def _tree_message(self, task_query: TaskQuery) -> str:
+        """One /tasks/ws message: the workers' trees under the supervisor."""
+        try:
+            tree = await self._merged_tree(task_query.to_params())
+        except (WorkerAnswer, OSError, GatewayError, StartupError, trio.TooSlowError):
+            tree = {"name": "supervisor", "kind": "supervisor", "error": "a worker did not answer"}
+        return json.dumps({"time": time.time(), "tree": tree})
+
+    async def _merged_tree(self, params: dict[str, str]) -> dict[str, Any]:
         children = []
         for index, port in self._ports():
-            target = "/tasks" + (f"?{urlencode(forwarded)}" if forwarded else "")
+            target = "/tasks" + (f"?{urlencode(params)}" if params else "")
             status, content_type, body = await worker_request(port, "GET", target)
             if status != 200:
-                return Reply(status, content_type, body)
+                raise WorkerAnswer(Reply(status, content_type, body))
             worker = self._supervisor.workers[index]
             children.append(
                 {
@@ -170,10 +191,7 @@ class SupervisorAdminApp:
                     "children": [_prefix_ids(json.loads(body), index)],
                 }
             )
-        tree: dict[str, Any] = {"name": "supervisor", "kind": "supervisor", "children": children}
-        if query.get("format") == "text":
-            return Reply.text(tasktree.render_text(tree) + "\n")
-        return Reply.json(tree)
+        return {"name": "supervisor", "kind": "supervisor", "children": children}
 
     def _server_info(self) -> Reply:
         supervisor = self._supervisor
@@ -192,6 +210,14 @@ class SupervisorAdminApp:
                 "workers": [w.describe() for w in supervisor.workers],
             }
         )
+
+
+class WorkerAnswer(Exception):
+    """A worker refused a request (e.g. a bad ?older_than=); its answer is the reply."""
+
+    def __init__(self, reply: Reply) -> None:
+        super().__init__(reply.status)
+        self.reply = reply
 
 
 def _prefix_ids(node: dict[str, Any], worker: int) -> dict[str, Any]:

@@ -1,5 +1,6 @@
 """`[server] workers = 2`: a supervisor and two worker processes on one port."""
 
+import json
 import os
 import signal
 from collections.abc import AsyncIterator
@@ -9,6 +10,7 @@ from pathlib import Path
 import httpx
 import pytest
 import trio
+from trio_websocket import open_websocket_url
 
 from tests.helpers import config_toml, serving, start_upstream
 
@@ -51,6 +53,9 @@ async def test_two_workers_share_the_port_and_the_admin_adds_them_up(nursery, tm
         assert sum(served) == 60 and min(served) > 0, served
         tree = (await client.get(f"{base}/tasks")).json()
         assert [c["name"] for c in tree["children"]] == ["worker 0", "worker 1"]
+        async with open_websocket_url(f"ws://127.0.0.1:{admin}/tasks/ws?listener=edge") as ws:
+            live = json.loads(await ws.get_message())["tree"]
+        assert [c["name"] for c in live["children"]] == ["worker 0", "worker 1"]
         prom = (await client.get(f"{base}/stats/prometheus")).text
         assert "envoy_http_downstream_rq_total" in prom
         assert (await client.get(f"{base}/ready")).status_code == 200

@@ -103,3 +103,15 @@ def test_sort_by_age_puts_the_oldest_first_and_plain_tasks_last():
 def test_bad_parameters(params, message):
     with pytest.raises(ValueError, match=message):
         TaskQuery.from_params(params)
+
+
+def test_a_query_passes_on_as_parameters():
+    params = {
+        "listener": "edge",
+        "cluster": "api",
+        "older_than": "2.5s",
+        "state": "body",
+        "sort": "age",
+    }
+    query = TaskQuery.from_params(params)
+    assert TaskQuery.from_params(query.to_params()) == query
