@@ -49,7 +49,7 @@ class H2UpstreamStream:
     async def send_request_head(self, head: RequestHead, end_stream: bool) -> None:
         pseudo = [
             (b":method", head.method.encode()),
-            (b":scheme", b"http"),
+            (b":scheme", b"https" if self._conn.config.tls is not None else b"http"),
             (b":authority", head.authority.encode("latin-1")),
             (b":path", head.path.encode("latin-1")),
         ]

@@ -14,6 +14,7 @@ import hypercorn.trio
 import pytest
 import trio
 
+from gateway.asgi import complete_lifespan
 from tests.grpc_echo import OPTIONS, EchoServicer
 from tests.helpers import Upstream, run_gateway, url
 from tests.tls_helpers import CertFiles, Pki
@@ -142,3 +143,27 @@ tls = {{ sni = "grpc.internal", trusted_ca = "{pki.ca_file}" }}
         assert reply == b"over tls"
         assert gw.stats.value("http.edge.downstream_cx_http2_total") == 1
         assert gw.stats.value("listener.edge.ssl.handshake") == 1
+
+
+async def test_http2_over_tls_to_the_upstream_says_https(pki, nursery):
+    seen: list[tuple[str, str]] = []
+
+    async def app(scope, receive, send):  # type: ignore[no-untyped-def]
+        if scope["type"] == "lifespan":
+            await complete_lifespan(receive, send)
+            return
+        seen.append((scope["http_version"], scope["scheme"]))
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"ok"})
+
+    cert = pki.issue("api.internal")
+    config = hypercorn.config.Config()
+    config.bind = ["127.0.0.1:0"]
+    config.accesslog = None
+    config.certfile, config.keyfile = cert.certificate_chain, cert.private_key
+    binds = await nursery.start(partial(hypercorn.trio.serve, app, config, mode="asgi"))
+    port = int(binds[0].rpartition(":")[2])
+    tls = f'{{ sni = "api.internal", trusted_ca = "{pki.ca_file}" }}\nprotocol = "http2"'
+    async with run_gateway(cluster_config(port, tls)) as gw, httpx.AsyncClient() as client:
+        assert (await client.get(url(gw, "/"))).text == "ok"
+    assert seen == [("2", "https")]
