@@ -26,6 +26,7 @@ import hashlib
 import http.client
 import importlib.util
 import json
+import math
 import os
 import platform
 import re
@@ -1116,10 +1117,16 @@ def paced_latency(service: Service, rate: float, settings: Settings) -> dict[str
     rounds: list[dict[str, float]] = []
     with tempfile.TemporaryDirectory(prefix="gateway-paced-") as tmp:
         log = Path(tmp) / "requests.tsv"
+        # Connections start a few per millisecond (h2load's finest --rate-period), spread
+        # over one request interval, so the paced requests arrive evenly instead of in
+        # bursts of all connections at once; -r needs -n instead of -D.
+        per_ms = math.ceil(settings.connections / max(1, 1000 // per_client))
         for _ in range(settings.rounds):
+            log.unlink(missing_ok=True)
             argv = [
                 *("h2load", "--h1", "-c", str(settings.connections)),
-                *("--rps", str(per_client), "-D", str(settings.duration)),
+                *("-r", str(per_ms), "--rate-period", "1ms"),
+                *("--rps", str(per_client), "-n", str(offered * settings.duration)),
                 *("--log-file", str(log), f"http://127.0.0.1:{service.port}/"),
             ]
             timeout = settings.duration + 60
@@ -1454,8 +1461,8 @@ def print_floors(reports: dict[str, SectionReport]) -> None:
     checks.append(("HTTP/1.1 workers=1 >= 0.13x Envoy c1", num(gw, "rps_vs_envoy"), "x", None))
     mitm = ratio(num(gw, "rps"), num(_row(http1, "mitmproxy"), "rps"))
     checks.append(("HTTP/1.1 workers=1 >= 3.5x mitmproxy", mitm, "x", None))
-    w2 = ratio(num(gw2, "rps"), num(gw, "rps"))
-    checks.append(("HTTP/1.1 workers=2 >= 1.5x workers=1", w2, "x", None))
+    w2 = ratio(num(gw2, "rps"), num(gw, "rps")) if gw2 and not gw2["errors"] else None
+    checks.append(("HTTP/1.1 workers=2 >= 1.5x workers=1 (no errors)", w2, "x", None))
     paced = http1.extra.get("paced") if http1 else None
     p99 = paced.get("p99_ms") if isinstance(paced, dict) else None
     checks.append(("p99 at half the max rate <= 3 ms", p99, " ms", None))
@@ -1467,7 +1474,7 @@ def print_floors(reports: dict[str, SectionReport]) -> None:
             verdict, shown = "n/a", "-"
         else:
             met = value <= limit if unit == " ms" else value >= limit
-            verdict, shown = ("met" if met else "NOT MET"), f"{value:.2f}{unit}"
+            verdict, shown = ("met" if met else "NOT MET"), f"{value:.3f}{unit}"
         print(f"  {label:<42} {shown:>9}  {verdict}")
 
 

@@ -64,7 +64,7 @@ async def reload_dynamic(gw: "Gateway") -> None:
     except (ConfigError, StartupError) as exc:
         gw.xds.reject(exc.errors if isinstance(exc, ConfigError) else [str(exc)])
     else:
-        log.info("xDS update from %s applied (ACK)", gw.xds.path)
+        log.info("xDS update from %s applied (ACK)", gw.xds.source)
 
 
 def file_signature(path: str) -> bytes | None:

@@ -36,7 +36,9 @@ from gateway.server_state import ServerState
 from gateway.stats import StatsStore
 from gateway.tasktree import set_enabled as set_task_tree
 from gateway.trio_util import raise_single
+from gateway.xds.compose import XdsState
 from gateway.xds.file_source import XdsFileSource
+from gateway.xds.rest_source import XdsRestSource
 
 log = logging.getLogger("gateway.server")
 
@@ -78,7 +80,7 @@ class Gateway:
         #: The config file's own content (without xDS resources), what reloads start from.
         self.static_config = config
         #: The `[dynamic]` xDS source, if any.
-        self.xds: XdsFileSource | None = None
+        self.xds: XdsState | None = None
         #: The file the config came from, if any (for /server_info and reloads).
         self.config_path = config_path
         self.state = ServerState()
@@ -263,15 +265,21 @@ async def open_gateway(
     from gateway.admin.serve import serve_admin  # admin imports the server's types
 
     set_task_tree(config.admin is None or config.admin.task_tree)
-    xds, composed = None, None
+    xds: XdsState | None = None
     if config.dynamic.path is not None:
         xds = XdsFileSource(config.dynamic.path)
+    elif config.dynamic.rest is not None:
+        xds = XdsRestSource(config.dynamic)  # nothing yet: it warms once the clusters run
+    composed = None
+    if xds is not None:
         try:
             composed = xds.compose(config)
         except ConfigError as exc:
             raise StartupError("xDS resources refused: " + "; ".join(exc.errors)) from None
     gw = Gateway(composed.config if composed else config, config_path, worker)
     gw.static_config, gw.xds = config, xds
+    if isinstance(xds, XdsRestSource):
+        xds.bind(gw.clusters)
     try:
         async with trio.open_nursery() as nursery:
             gw._nursery = nursery
@@ -281,7 +289,7 @@ async def open_gateway(
             if xds is not None and composed is not None:
                 xds.apply_assignments(gw.clusters, composed)
                 xds.accept(composed)
-                nursery.start_soon(xds.watch, partial(reload_dynamic, gw), name="xds file source")
+                nursery.start_soon(xds.watch, partial(reload_dynamic, gw), name="xds source")
             gw._start_background()
             for listener in gw.listeners.values():
                 await gw._start_listener(listener)

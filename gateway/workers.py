@@ -14,7 +14,6 @@ POST /reload, `watch`) to every worker. Listeners configured with port 0 get a p
 chosen here, so that all workers share it.
 """
 
-import ctypes
 import json
 import logging
 import os
@@ -45,7 +44,8 @@ _RESTART_BACKOFF_MAX = 30.0
 _STABLE_AFTER = 10.0
 #: Every worker must have started within this long.
 _STARTUP_TIMEOUT = 60.0
-_PR_SET_PDEATHSIG = 1
+#: How often a worker checks that its supervisor is still there.
+_ORPHAN_CHECK = 1.0
 
 
 def worker_count(config: GatewayConfig) -> int:
@@ -314,20 +314,25 @@ async def run_worker(config_path: str, index: int, ports: dict[str, int]) -> Non
     """One worker process: a gateway on the shared ports until SIGTERM/SIGINT."""
     role = WorkerRole(index, ports)
     config = role.apply(load_config(config_path))
-    _die_with_supervisor()
     async with open_gateway(config, config_path, role) as gw:
         print(json.dumps({"admin_port": gw.admin_port, "pid": os.getpid()}), flush=True)
         with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
-            async for _ in signals:
-                break
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(_exit_when_orphaned, nursery.cancel_scope, index)
+                async for _ in signals:
+                    break
+                nursery.cancel_scope.cancel()
 
 
-def _die_with_supervisor() -> None:
-    """A supervisor killed outright (SIGKILL) cannot stop its workers: on Linux the kernel
-    then sends each a SIGTERM (PR_SET_PDEATHSIG), and it drains by itself."""
-    if not sys.platform.startswith("linux"):
-        return
-    libc = ctypes.CDLL(None, use_errno=True)
-    libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
-    if os.getppid() == 1:  # the supervisor died before we asked
-        os.kill(os.getpid(), signal.SIGTERM)
+async def _exit_when_orphaned(scope: trio.CancelScope, index: int) -> None:
+    """A supervisor killed outright (SIGKILL) cannot stop its workers: each notices it
+    was orphaned and drains by itself. (PR_SET_PDEATHSIG would fire when the *thread*
+    that started the worker exits, and Trio starts processes from worker threads that
+    come and go.)"""
+    supervisor = os.getppid()
+    while True:
+        await trio.sleep(_ORPHAN_CHECK)
+        if os.getppid() != supervisor:
+            log.warning("worker %d: the supervisor is gone; draining", index)
+            scope.cancel()
+            return

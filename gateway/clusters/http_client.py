@@ -16,24 +16,32 @@ class ServiceResponse:
     body: bytes
 
 
-async def call_service(cluster: Cluster, request: RequestHead, *, max_body: int) -> ServiceResponse:
-    """One request without a body; the answer's body is kept up to `max_body` bytes.
-    Raises GatewayError subclasses (connect failure, reset, no host); the caller owns the
-    deadline, as always."""
+async def call_service(
+    cluster: Cluster, request: RequestHead, *, max_body: int, body: bytes = b""
+) -> ServiceResponse:
+    """One request (with a small `body`, if any); the answer's body is kept up to
+    `max_body` bytes. Raises GatewayError subclasses (connect failure, reset, no host);
+    the caller owns the deadline, as always."""
     host = cluster.choose_host()
     if host is None:
         raise NoHealthyUpstream()
     async with host.pool.borrow() as upstream:
-        await upstream.send_request_head(request, end_stream=True)
+        if body:
+            request.headers.set("content-length", str(len(body)))
+            await upstream.send_request_head(request, end_stream=False)
+            await upstream.send_data(body)
+            await upstream.send_end(None)
+        else:
+            await upstream.send_request_head(request, end_stream=True)
         event = await upstream.receive_event()
         if not isinstance(event, ResponseHeaders):
             raise UpstreamReset("service closed the connection before answering")
         head = event.head
-        body = b""
+        answer = b""
         while not isinstance(event, EndStream):
             event = await upstream.receive_event()
             if isinstance(event, Data):
-                body += event.data[: max(max_body - len(body), 0)]
+                answer += event.data[: max(max_body - len(answer), 0)]
             elif not isinstance(event, EndStream):
                 raise UpstreamReset("service closed the connection mid-answer")
-        return ServiceResponse(head.status, head.headers, body)
+        return ServiceResponse(head.status, head.headers, answer)

@@ -754,13 +754,37 @@ class Cluster:
 
 
 @attrs.frozen
+class RestApiConfigSource:
+    """`[dynamic.rest]`: a control plane polled with Envoy's REST-JSON xDS protocol
+    (`POST /v3/discovery:clusters` ..., Envoy's api_config_source with api_type REST)."""
+
+    #: A `[clusters.*]` table of this file: where the control plane is.
+    cluster: str
+    #: How often each resource type is asked for.
+    refresh_delay: Duration = Duration(1.0)
+    request_timeout: Duration = Duration(1.0)
+
+
+@attrs.frozen
+class XdsNode:
+    """`[dynamic.node]`: who this gateway is, in discovery requests (Envoy's Node)."""
+
+    id: str = "gateway"
+    #: The service cluster this instance belongs to (control planes match on it).
+    cluster: str = "gateway"
+
+
+@attrs.frozen
 class Dynamic:
-    """`[dynamic]`: resources from outside the file, in Envoy's v3 xDS shapes."""
+    """`[dynamic]`: resources from outside the file, in Envoy's v3 xDS shapes: set `path`
+    or `rest`. The resources are added to this file's own tables."""
 
     #: A directory of Envoy v3 resources (Listener, RouteConfiguration, Cluster,
     #: ClusterLoadAssignment) in YAML or JSON, watched for changes (Envoy's path config
-    #: source). They are added to this file's own tables.
+    #: source).
     path: str | None = None
+    rest: RestApiConfigSource | None = None
+    node: XdsNode = XdsNode()
 
 
 @attrs.frozen

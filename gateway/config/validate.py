@@ -354,4 +354,9 @@ def validate(config: GatewayConfig) -> list[str]:
     for name, cluster in config.clusters.items():
         _check_cluster(cluster, f"clusters.{name}", errors)
     _check_upstream_tls(config, errors)
+    dynamic = config.dynamic
+    if dynamic.path is not None and dynamic.rest is not None:
+        errors.append("dynamic: set path or rest, not both")
+    if dynamic.rest is not None and dynamic.rest.cluster not in config.clusters:
+        errors.append(f"dynamic.rest.cluster: no cluster named '{dynamic.rest.cluster}'")
     return errors

@@ -151,3 +151,16 @@ async def test_workers_do_not_outlive_a_killed_supervisor(nursery, tmp_path):
                     except ProcessLookupError:
                         break
                     await trio.sleep(0.1)
+
+
+async def test_workers_stay_up(nursery, tmp_path):
+    """Workers live as long as the supervisor: nothing tied to a passing thread (Trio's
+    thread cache retires idle threads after 10 s) may stop them."""
+    up = await start_upstream(nursery)
+    config = tmp_path / "g.toml"
+    config.write_text(two_workers(up.port))
+    async with supervised(config) as (_, port, admin), httpx.AsyncClient() as client:
+        await trio.sleep(12)
+        info = (await client.get(f"http://127.0.0.1:{admin}/server_info")).json()
+        assert [w["restarts"] for w in info["workers"]] == [0, 0]
+        assert (await client.get(f"http://127.0.0.1:{port}/")).status_code == 200
