@@ -6,7 +6,7 @@ Task tree (see docs/architecture.md):
     ├── cluster manager            (cluster NAME -> host ADDRESS -> pools, health checker)
     ├── filter background jobs     (e.g. JWKS refresh), one group per config
     ├── listener NAME              (access log flushers, accept tasks, "conn PEER" tasks)
-    │   └── conn 127.0.0.1:51234   (per request: "stream N GET /path" + "downstream reader")
+    │   └── conn 127.0.0.1:51234   (per request: a "stream N GET /path" task)
     ├── config watcher             (with `[server] watch = true`)
     └── admin                      (hypercorn serving the admin app)
 
