@@ -4,13 +4,17 @@ timeouts: real TLS clients (ssl over trio, httpx, curl) against a real gateway."
 import shutil
 import ssl
 import subprocess
+from pathlib import Path
 
 import httpx
 import pytest
 import trio
 
+from gateway.config import load_config
+from gateway.reload import reload_from_file
+from gateway.server import open_gateway
 from tests.helpers import eventually, run_gateway, start_upstream
-from tests.tls_helpers import Pki, http_get, san_names, subject_cn, tls_exchange
+from tests.tls_helpers import CertFiles, Pki, http_get, san_names, subject_cn, tls_exchange
 
 
 async def wait_closed_by_peer(stream: trio.SocketStream) -> None:
@@ -241,3 +245,61 @@ async def test_failed_and_stalled_handshakes_do_not_disturb_others(pki, nursery)
         assert gw.stats.value("listener.edge.ssl.connection_error") == 2
         assert gw.stats.value("listener.edge.ssl.handshake") == 1
         await stalled.aclose()
+
+
+def install(cert: CertFiles, chain: Path, key: Path) -> None:
+    """Puts a certificate where the config expects it, as a renewal would."""
+    shutil.copyfile(cert.certificate_chain, chain)
+    shutil.copyfile(cert.private_key, key)
+
+
+async def test_a_reload_serves_renewed_certificates_and_keeps_open_connections(
+    pki, nursery, tmp_path
+):
+    upstream = await start_upstream(nursery)
+    old = pki.issue("api.example.com", common_name="before")
+    chain, key = tmp_path / "api.crt", tmp_path / "api.key"
+    install(old, chain, key)
+    path = tmp_path / "gateway.toml"
+    path.write_text(
+        f"""
+[admin]
+address = "127.0.0.1:0"
+[listeners.edge]
+address = "127.0.0.1:0"
+[[listeners.edge.filter_chains]]
+tls = {{ certificates = [{{ certificate_chain = "{chain}", private_key = "{key}" }}] }}
+filters = [{{ type = "http_connection_manager", virtual_hosts = ["api"] }}]
+[virtual_hosts.api]
+domains = ["*"]
+[[virtual_hosts.api.routes]]
+match = {{ prefix = "/" }}
+cluster = "backend"
+[clusters.backend]
+endpoints = ["127.0.0.1:{upstream.port}"]
+"""
+    )
+    async with open_gateway(load_config(path), str(path)) as gw:
+        port = gw.listener_ports["edge"]
+        context = pki.client_context()
+        # A keep-alive connection opened on the old certificate ...
+        tcp = await trio.open_tcp_stream("127.0.0.1", port)
+        kept = trio.SSLStream(tcp, context, server_hostname="api.example.com")
+        await kept.do_handshake()
+        assert subject_cn(kept.getpeercert()) == "before"
+        # ... the files are renewed in place and the gateway reloaded.
+        new = pki.issue("api.example.com", common_name="after")
+        install(new, chain, key)
+        assert await reload_from_file(gw) == []
+        fresh = await tls_exchange(port, "api.example.com", context, http_get())
+        assert subject_cn(fresh.peer_cert) == "after"
+        # The established connection still works, on its own session.
+        await kept.send_all(http_get())
+        answer = b""
+        while not answer.endswith(b"}") and len(answer) < 100_000:
+            data = await kept.receive_some(65536)
+            if not data:
+                break
+            answer += data
+        assert answer.startswith(b"HTTP/1.1 200")
+        await kept.aclose()
