@@ -36,6 +36,7 @@ from gateway.server_state import ServerState
 from gateway.stats import StatsStore
 from gateway.tasktree import set_enabled as set_task_tree
 from gateway.trio_util import raise_single
+from gateway.xds.ads_source import XdsAdsSource
 from gateway.xds.compose import XdsState
 from gateway.xds.file_source import XdsFileSource
 from gateway.xds.rest_source import XdsRestSource
@@ -270,6 +271,8 @@ async def open_gateway(
         xds = XdsFileSource(config.dynamic.path)
     elif config.dynamic.rest is not None:
         xds = XdsRestSource(config.dynamic)  # nothing yet: it warms once the clusters run
+    elif config.dynamic.ads is not None:
+        xds = XdsAdsSource(config.dynamic)
     composed = None
     if xds is not None:
         try:
@@ -278,7 +281,7 @@ async def open_gateway(
             raise StartupError("xDS resources refused: " + "; ".join(exc.errors)) from None
     gw = Gateway(composed.config if composed else config, config_path, worker)
     gw.static_config, gw.xds = config, xds
-    if isinstance(xds, XdsRestSource):
+    if isinstance(xds, XdsRestSource | XdsAdsSource):
         xds.bind(gw.clusters)
     try:
         async with trio.open_nursery() as nursery:

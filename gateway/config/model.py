@@ -766,6 +766,15 @@ class RestApiConfigSource:
 
 
 @attrs.frozen
+class AdsConfigSource:
+    """`[dynamic.ads]`: one gRPC stream (Envoy's ADS, state of the world) to a control
+    plane for every resource type."""
+
+    #: A `[clusters.*]` table of this file with `protocol = "http2"`.
+    cluster: str
+
+
+@attrs.frozen
 class XdsNode:
     """`[dynamic.node]`: who this gateway is, in discovery requests (Envoy's Node)."""
 
@@ -776,14 +785,15 @@ class XdsNode:
 
 @attrs.frozen
 class Dynamic:
-    """`[dynamic]`: resources from outside the file, in Envoy's v3 xDS shapes: set `path`
-    or `rest`. The resources are added to this file's own tables."""
+    """`[dynamic]`: resources from outside the file, in Envoy's v3 xDS shapes: set one of
+    `path`, `rest`, `ads`. The resources are added to this file's own tables."""
 
     #: A directory of Envoy v3 resources (Listener, RouteConfiguration, Cluster,
     #: ClusterLoadAssignment) in YAML or JSON, watched for changes (Envoy's path config
     #: source).
     path: str | None = None
     rest: RestApiConfigSource | None = None
+    ads: AdsConfigSource | None = None
     node: XdsNode = XdsNode()
 
 

@@ -355,8 +355,18 @@ def validate(config: GatewayConfig) -> list[str]:
         _check_cluster(cluster, f"clusters.{name}", errors)
     _check_upstream_tls(config, errors)
     dynamic = config.dynamic
-    if dynamic.path is not None and dynamic.rest is not None:
-        errors.append("dynamic: set path or rest, not both")
-    if dynamic.rest is not None and dynamic.rest.cluster not in config.clusters:
-        errors.append(f"dynamic.rest.cluster: no cluster named '{dynamic.rest.cluster}'")
+    sources = [k for k in ("path", "rest", "ads") if getattr(dynamic, k) is not None]
+    if len(sources) > 1:
+        errors.append(f"dynamic: set one of path, rest, ads, got {', '.join(sources)}")
+    for kind in ("rest", "ads"):
+        source = getattr(dynamic, kind)
+        if source is None:
+            continue
+        cluster = config.clusters.get(source.cluster)
+        if cluster is None:
+            errors.append(f"dynamic.{kind}.cluster: no cluster named '{source.cluster}'")
+        elif kind == "ads" and cluster.protocol != "http2":
+            errors.append(
+                f"dynamic.ads.cluster: '{source.cluster}' must be an http2 cluster (gRPC)"
+            )
     return errors

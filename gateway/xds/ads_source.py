@@ -1,0 +1,142 @@
+"""ADS: one gRPC stream to the control plane carrying every resource type (Envoy's
+Aggregated Discovery Service, state of the world), spoken with the gateway's own HTTP/2
+client: the stream is borrowed from the control plane cluster's pool like any request,
+and gRPC messages are framed by hand (a 5-byte prefix), so no blocking grpcio runs in
+the Trio loop.
+
+The gateway subscribes to clusters, endpoints, listeners and routes (wildcard) on one
+stream. Each DiscoveryResponse is an update of its type, applied or refused on its own;
+the gateway then answers with a DiscoveryRequest naming the response's nonce: the new
+version (ACK) or the old one with `error_detail` (NACK), as Envoy does. A broken stream is
+opened again after a back-off; the last good config serves meanwhile.
+"""
+
+import logging
+import struct
+from collections.abc import Awaitable, Callable
+
+import trio
+from envoy.config.core.v3 import base_pb2
+from envoy.service.discovery.v3 import discovery_pb2
+from google.protobuf import json_format
+from google.rpc import status_pb2
+
+from gateway.clusters.manager import ClusterManager
+from gateway.clusters.upstream import UpstreamStream
+from gateway.config.model import Dynamic
+from gateway.errors import ConfigError, GatewayError, NoHealthyUpstream, UpstreamReset
+from gateway.http.events import Data, ResponseHeaders
+from gateway.http.headers import HeaderMap, RequestHead
+from gateway.tasktree import annotate
+from gateway.xds import translate
+from gateway.xds.compose import Resource, resource_of
+from gateway.xds.rest_source import node_of
+from gateway.xds.subscriptions import INVALID_ARGUMENT, TYPE_ORDER, SubscribedState
+
+log = logging.getLogger("gateway.xds")
+
+_METHOD = "/envoy.service.discovery.v3.AggregatedDiscoveryService/StreamAggregatedResources"
+#: Back-off between attempts to open the stream, doubling up to the maximum.
+_RETRY_INITIAL, _RETRY_MAX = 0.25, 10.0
+#: A DiscoveryResponse larger than this breaks the stream.
+_MAX_MESSAGE = 16 << 20
+
+
+class XdsAdsSource(SubscribedState):
+    def __init__(self, dynamic: Dynamic) -> None:
+        assert dynamic.ads is not None
+        self._cluster_name = dynamic.ads.cluster
+        super().__init__(f"ads:{self._cluster_name}")
+        self._node = json_format.ParseDict(node_of(dynamic), base_pb2.Node())
+        self._clusters: ClusterManager | None = None
+
+    def bind(self, clusters: ClusterManager) -> None:
+        self._clusters = clusters
+
+    async def watch(self, on_change: Callable[[], Awaitable[None]]) -> None:
+        annotate("xds ads source", cluster=self._cluster_name)
+        delay = _RETRY_INITIAL
+        while True:
+            try:
+                await self._stream(on_change)
+            except (GatewayError, ConfigError, OSError, ValueError) as exc:
+                log.warning("ADS stream to %s ended: %s; again in %.2fs", self.source, exc, delay)
+            await trio.sleep(delay)
+            delay = min(delay * 2, _RETRY_MAX)
+
+    async def _stream(self, on_change: Callable[[], Awaitable[None]]) -> None:
+        assert self._clusters is not None, "bound to the gateway's clusters before watching"
+        cluster = self._clusters.get(self._cluster_name)
+        host = cluster.choose_host()
+        if host is None:
+            raise NoHealthyUpstream()
+        async with host.pool.borrow() as stream:
+            headers = HeaderMap([("content-type", "application/grpc"), ("te", "trailers")])
+            head = RequestHead("POST", _METHOD, self._cluster_name, "http", headers)
+            await stream.send_request_head(head, end_stream=False)
+            for type_url in TYPE_ORDER:
+                await self._request(stream, type_url, nonce="")
+            buffer = b""
+            while True:
+                event = await stream.receive_event()
+                if isinstance(event, ResponseHeaders):
+                    if event.head.status != 200 or event.end_stream:
+                        status = event.head.headers.get("grpc-status")
+                        raise UpstreamReset(f"ADS refused: HTTP {event.head.status}, {status}")
+                    continue
+                if not isinstance(event, Data):
+                    raise UpstreamReset("the control plane ended the ADS stream")
+                buffer += event.data
+                while len(buffer) >= 5:
+                    compressed, size = struct.unpack_from(">BI", buffer)
+                    if compressed or size > _MAX_MESSAGE:
+                        raise ValueError("compressed or oversized gRPC message")
+                    if len(buffer) < 5 + size:
+                        break
+                    message, buffer = buffer[5 : 5 + size], buffer[5 + size :]
+                    await self._handle(stream, message, on_change)
+
+    async def _handle(
+        self, stream: UpstreamStream, message: bytes, on_change: Callable[[], Awaitable[None]]
+    ) -> None:
+        response = discovery_pb2.DiscoveryResponse.FromString(message)
+        type_url = response.type_url
+        if type_url not in self.subscriptions:
+            return  # a type the gateway never asked for
+        sub = self.subscriptions[type_url]
+        sub.nonce = response.nonce
+        resources = [self._resource(any_, response.version_info) for any_ in response.resources]
+        if self.offer(type_url, response.version_info, resources):
+            await on_change()
+            # Refused updates of other types may have waited for this one (a cluster for
+            # its endpoints): they are tried again.
+            for other in TYPE_ORDER:
+                if other != type_url and self.retry_refused(other):
+                    await on_change()
+        await self._request(stream, type_url, nonce=response.nonce)
+
+    def _resource(self, any_: object, version: str) -> Resource:
+        """An Any from the stream as the same resource dict the other sources give."""
+        type_url = getattr(any_, "type_url", "")
+        if type_url not in translate.MESSAGES:
+            raise ConfigError([f"{self.source}: a resource of type {type_url!r}"])
+        message = translate.MESSAGES[type_url]()
+        any_.Unpack(message)  # type: ignore[attr-defined]
+        body = json_format.MessageToDict(message, preserving_proto_field_name=True)
+        return resource_of({"@type": type_url, **body}, version, self.source, self.source)
+
+    async def _request(self, stream: UpstreamStream, type_url: str, nonce: str) -> None:
+        """A DiscoveryRequest: the subscription at first, then each ACK or NACK."""
+        sub = self.subscriptions[type_url]
+        request = discovery_pb2.DiscoveryRequest(
+            version_info=sub.accepted_version,
+            node=self._node,
+            type_url=type_url,
+            response_nonce=nonce,
+        )
+        if sub.error is not None:
+            request.error_detail.CopyFrom(
+                status_pb2.Status(code=INVALID_ARGUMENT, message=sub.error)
+            )
+        payload = request.SerializeToString()
+        await stream.send_data(struct.pack(">BI", 0, len(payload)) + payload)
