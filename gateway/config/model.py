@@ -767,11 +767,14 @@ class RestApiConfigSource:
 
 @attrs.frozen
 class AdsConfigSource:
-    """`[dynamic.ads]`: one gRPC stream (Envoy's ADS, state of the world) to a control
-    plane for every resource type."""
+    """`[dynamic.ads]`: one gRPC stream (Envoy's ADS) to a control plane for every
+    resource type; state of the world, or incremental with `delta`."""
 
     #: A `[clusters.*]` table of this file with `protocol = "http2"`.
     cluster: str
+    #: Incremental xDS (DeltaAggregatedResources): the control plane sends only what
+    #: changed and what was removed, instead of every resource of a type each time.
+    delta: bool = False
 
 
 @attrs.frozen

@@ -122,7 +122,8 @@ async def test_deadline_is_forwarded_and_enforced(channel):
     ch, servicer, _ = channel
     unary = ch.unary_unary("/test.Echo/Unary")
     await blocking(unary, b"hi", timeout=3)
-    assert servicer.time_remaining is not None and 2 < servicer.time_remaining <= 3
+    # Forwarded, less what was spent on the way (generous: the machine may be busy).
+    assert servicer.time_remaining is not None and 1 < servicer.time_remaining <= 3
     with pytest.raises(grpc.RpcError) as info:
         await blocking(unary, b"sleep", timeout=0.3)
     assert info.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED

@@ -26,7 +26,7 @@ def free_port() -> int:
         return probe.getsockname()[1]
 
 
-def gateway_toml(node: str, ads_port: int) -> str:
+def gateway_toml(node: str, ads_port: int, delta: bool) -> str:
     return f"""
 [admin]
 address = "127.0.0.1:0"
@@ -37,6 +37,7 @@ drain_grace = "300ms"
 
 [dynamic.ads]
 cluster = "xds"
+delta = {"true" if delta else "false"}
 
 [dynamic.node]
 id = "{node}"
@@ -108,7 +109,8 @@ def ads():
     server.server.stop(None)
 
 
-async def test_ads_drives_two_instances_with_ack_and_nack(nursery, ads):
+@pytest.mark.parametrize("delta", [False, True], ids=["state-of-the-world", "delta"])
+async def test_ads_drives_two_instances_with_ack_and_nack(nursery, ads, delta):
     a1, a2, b = [await start_upstream(nursery, n) for n in ("a1", "a2", "b")]
     ports = {"gw1": free_port(), "gw2": free_port()}
     ads.set(translate.CLUSTER, "c1", [eds_cluster("app")])
@@ -118,7 +120,7 @@ async def test_ads_drives_two_instances_with_ack_and_nack(nursery, ads):
     # take the same listener here, on the port the test gives each in turn below.
     failures: list[str] = []
     served = 0
-    async with open_gateway(loads_config(gateway_toml("gw1", ads.port))) as gw1:
+    async with open_gateway(loads_config(gateway_toml("gw1", ads.port, delta))) as gw1:
         ads.set(translate.LISTENER, "l1", [listener(ports["gw1"])])
         edge1 = f"http://127.0.0.1:{ports['gw1']}"
         async with httpx.AsyncClient(timeout=5) as client:
@@ -179,14 +181,25 @@ async def test_ads_drives_two_instances_with_ack_and_nack(nursery, ads):
 
             # The second instance joins later and converges on the same clusters. (It
             # refuses the listener, whose port the first one holds: a NACK of its own.)
-            async with open_gateway(loads_config(gateway_toml("gw2", ads.port))) as gw2:
+            async with open_gateway(loads_config(gateway_toml("gw2", ads.port, delta))) as gw2:
                 with trio.fail_after(5):
                     while "extra" not in gw2.clusters.clusters:
                         await trio.sleep(0.05)
                 assert [str(h) for h in gw2.clusters.get("app").hosts] == [f"127.0.0.1:{a1.port}"]
 
+            # A cluster and its route removed (delta: sent as removed names).
+            ads.set(translate.ROUTE_CONFIGURATION, "r3", routes(("/", "app")))
+            ads.set(translate.CLUSTER_LOAD_ASSIGNMENT, "e4", [assignment("app", a1.port)])
+            ads.set(translate.CLUSTER, "c3", [eds_cluster("app")])
+            await converged("/b", {"a1"}, timeout=2)
+            with trio.fail_after(3):
+                while "extra" in gw1.clusters.clusters:
+                    await trio.sleep(0.05)
+            if delta:
+                assert (translate.CLUSTER, "extra") in ads.removed
+
             # NACK: the control plane hears the reason, naming the field; traffic goes on.
-            ads.set(translate.CLUSTER, "c3", [eds_cluster("app", unsupported=True)])
+            ads.set(translate.CLUSTER, "c4", [eds_cluster("app", unsupported=True)])
 
             def cluster_nacks() -> list:
                 return [n for n in ads.nacks() if n.type_url == translate.CLUSTER]
@@ -195,7 +208,8 @@ async def test_ads_drives_two_instances_with_ack_and_nack(nursery, ads):
                 while not cluster_nacks():
                     await trio.sleep(0.05)
             nack = cluster_nacks()[-1]
-            assert nack.version_info == "c2"  # it stays on the version it runs
+            if not delta:
+                assert nack.version_info == "c3"  # it stays on the version it runs
             assert "transport_socket: not supported" in nack.error_detail.message
             dump = (await client.get(admin_url(gw1, "/config_dump"))).json()
             assert dump["dynamic_resources"]["source"] == "ads:xds"
