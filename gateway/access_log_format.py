@@ -8,7 +8,8 @@ JSON). In a JSON format a value that is exactly one operator keeps its type, as 
 Operators: START_TIME[(strftime, with %3f/%6f/%9f for fractions)], REQ(X[?Y])[:LEN],
 RESP(X[?Y])[:LEN], RESPONSE_CODE, RESPONSE_FLAGS, DURATION, RESPONSE_DURATION, BYTES_SENT,
 BYTES_RECEIVED, PROTOCOL, UPSTREAM_HOST, UPSTREAM_CLUSTER, ROUTE_NAME,
-DOWNSTREAM_REMOTE_ADDRESS, DOWNSTREAM_REMOTE_ADDRESS_WITHOUT_PORT, TRACE_ID, HOSTNAME.
+DOWNSTREAM_REMOTE_ADDRESS, DOWNSTREAM_REMOTE_ADDRESS_WITHOUT_PORT, REQUESTED_SERVER_NAME
+(TLS SNI), DOWNSTREAM_PEER_SUBJECT (mTLS client certificate subject), TRACE_ID, HOSTNAME.
 """
 
 import json
@@ -108,9 +109,9 @@ _PLAIN: dict[str, Operator] = {
     "UPSTREAM_CLUSTER": lambda i: _dash(i.cluster_name),
     "ROUTE_NAME": lambda i: _dash(i.route_name),
     "DOWNSTREAM_REMOTE_ADDRESS": lambda i: i.downstream_remote,
-    "DOWNSTREAM_REMOTE_ADDRESS_WITHOUT_PORT": lambda i: i.downstream_remote.rpartition(":")[
-        0
-    ].strip("[]"),
+    "DOWNSTREAM_REMOTE_ADDRESS_WITHOUT_PORT": lambda i: i.downstream_ip,
+    "REQUESTED_SERVER_NAME": lambda i: _dash(i.requested_server_name),
+    "DOWNSTREAM_PEER_SUBJECT": lambda i: _dash(i.downstream_peer_subject),
     "TRACE_ID": lambda i: _dash(i.trace_id),
     "HOSTNAME": lambda i: _HOSTNAME,
 }

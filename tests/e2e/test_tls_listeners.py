@@ -169,15 +169,20 @@ async def test_curl_resolve_picks_the_chain_by_sni(pki, nursery):
         assert web.stdout == "web chain 2", web.stderr
 
 
-async def mtls_config(pki: Pki, client_ca: str) -> str:
+async def mtls_config(pki: Pki, client_ca: str, log: Path) -> str:
     server = pki.issue("localhost")
+    access_log = (
+        f'{{ path = "{log}", flush_interval = "0s", '
+        'text_format = "%DOWNSTREAM_PEER_SUBJECT% sni=%REQUESTED_SERVER_NAME%\\n" }'
+    )
     return f"""
 [listeners.edge]
 address = "127.0.0.1:0"
 [[listeners.edge.filter_chains]]
 tls = {{ certificates = [{server.toml()}], trusted_ca = "{client_ca}",
         require_client_certificate = true, alpn_protocols = ["http/1.1"] }}
-filters = [{{ type = "http_connection_manager", virtual_hosts = ["main"] }}]
+filters = [{{ type = "http_connection_manager", virtual_hosts = ["main"],
+             access_log = [{access_log}] }}]
 [virtual_hosts.main]
 domains = ["*"]
 [[virtual_hosts.main.routes]]
@@ -188,7 +193,8 @@ direct_response = {{ status = 200, body = "hello client" }}
 
 async def test_mtls_rejects_a_client_without_a_certificate(pki, tmp_path):
     clients = Pki(tmp_path)
-    async with run_gateway(await mtls_config(pki, clients.ca_file)) as gw:
+    log = tmp_path / "access.log"
+    async with run_gateway(await mtls_config(pki, clients.ca_file, log)) as gw:
         port = gw.listener_ports["edge"]
         # TLS 1.3: the client's handshake ends before the server checks its certificate,
         # so the refusal shows as the connection failing on first use.
@@ -216,6 +222,9 @@ async def test_mtls_rejects_a_client_without_a_certificate(pki, tmp_path):
         assert session.response.endswith(b"hello client")
         assert gw.stats.value("listener.edge.ssl.connection_error") == 2
         assert gw.stats.value("listener.edge.ssl.handshake") == 1
+    # The verified client's subject and the SNI it asked for, in the access log.
+    (line,) = log.read_text().splitlines()
+    assert line.startswith("CN=client-1,") and line.endswith(" sni=localhost")
 
 
 async def test_failed_and_stalled_handshakes_do_not_disturb_others(pki, nursery):
