@@ -2,6 +2,7 @@
 
 import argparse
 import contextlib
+import gc
 import json
 import logging
 import signal
@@ -41,6 +42,19 @@ async def serve(config: GatewayConfig, config_path: str) -> None:
         log.info("draining for up to %ss", config.server.drain_timeout)
         # leaving open_gateway drains
     log.info("stopped")
+
+
+#: Allocations between young-generation collections (CPython's default: 700).
+_GC_GEN0_THRESHOLD = 20_000
+
+
+def _tune_gc() -> None:
+    """A proxy allocates a few hundred short-lived objects per request; nearly all are
+    freed by reference counting, yet each 700 allocations trigger a cyclic collection.
+    Collecting young objects less often measured +11% requests/s (HTTP/1.1, median of 5
+    interleaved runs, docs/performance.md); the cyclic garbage it lets pile up is small."""
+    _, gen1, gen2 = gc.get_threshold()
+    gc.set_threshold(_GC_GEN0_THRESHOLD, gen1, gen2)
 
 
 def _summary(config: GatewayConfig) -> str:
@@ -134,6 +148,7 @@ def main(argv: list[str] | None = None) -> None:
             raise SystemExit(1) from None
     elif args.command in ("serve", "_worker"):
         config = _load(args.config)
+        _tune_gc()
         from gateway.workers import run_worker, serve_supervised, worker_count
 
         try:
