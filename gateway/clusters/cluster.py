@@ -34,7 +34,7 @@ class Cluster:
         self.name = name
         self.config = config
         scope = store.scope(f"cluster.{name}", "cluster", {"envoy_cluster_name": name})
-        self.stats = ClusterStats.create(scope)
+        self.stats = ClusterStats.create(scope, tls=config.tls is not None)
         self.resources = ResourceManager(config.circuit_breakers, scope)
         self.health_check_stats = HealthCheckStats.create(scope) if config.health_checks else None
         self.outlier = (

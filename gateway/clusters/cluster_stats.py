@@ -1,5 +1,7 @@
 """Per-cluster stats (in /stats, Envoy's names) and per-host stats (in /clusters)."""
 
+import ssl
+
 import attrs
 
 from gateway.stats import Counter, Gauge, Histogram, Scope, create_stats
@@ -39,14 +41,38 @@ class ClusterStats:
     update_failure: Counter
     upstream_rq_by_class: dict[str, Counter]
 
+    #: `cluster.NAME.ssl.*`, for clusters with `tls`.
+    ssl: "UpstreamSslStats | None"
+
     @classmethod
-    def create(cls, scope: Scope) -> "ClusterStats":
+    def create(cls, scope: Scope, tls: bool = False) -> "ClusterStats":
         by_class = {c: scope.counter(f"upstream_rq_{c}") for c in _RESPONSE_CLASSES}
-        return create_stats(cls, scope, upstream_rq_by_class=by_class)
+        ssl = create_stats(UpstreamSslStats, scope.child("ssl")) if tls else None
+        return create_stats(cls, scope, upstream_rq_by_class=by_class, ssl=ssl)
+
+    def record_connect(self, error: BaseException | None) -> None:
+        """A TLS cluster's connect: a handshake done, or why it failed (Envoy's
+        cluster.NAME.ssl.*)."""
+        if self.ssl is None:
+            return
+        if error is None:
+            self.ssl.handshake.inc()
+        elif isinstance(error, ssl.SSLError):
+            self.ssl.connection_error.inc()
+            if isinstance(error, ssl.SSLCertVerificationError):
+                self.ssl.fail_verify_error.inc()
 
     def record_response(self, status: int) -> None:
         if 100 <= status <= 599:
             self.upstream_rq_by_class[f"{status // 100}xx"].value += 1
+
+
+@attrs.define
+class UpstreamSslStats:
+    handshake: Counter
+    connection_error: Counter
+    #: The upstream's certificate did not verify (wrong CA, wrong name, expired).
+    fail_verify_error: Counter
 
 
 @attrs.define

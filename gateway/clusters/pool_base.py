@@ -10,6 +10,7 @@ from gateway.clusters.cluster_stats import ClusterStats, HostStats
 from gateway.clusters.transport_socket import connect_upstream
 from gateway.config.model import Address, Cluster
 from gateway.errors import UpstreamConnectError, UpstreamOverflow
+from gateway.tls_stream import ByteStream
 
 
 @attrs.frozen
@@ -67,16 +68,19 @@ class PoolBase(abc.ABC):
             self._cluster_stats.upstream_rq_pending_overflow.inc()
             raise UpstreamOverflow()
 
-    async def _open_tcp(self) -> trio.SocketStream:
+    async def _open_tcp(self) -> ByteStream:
         """Connects within connect_timeout; failures count and become UpstreamConnectError."""
         self._host_stats.cx_total += 1
         self._cluster_stats.upstream_cx_total.inc()
         try:
             with trio.fail_after(self._config.connect_timeout):
-                return await connect_upstream(self.address, self._config)
+                stream = await connect_upstream(self.address, self._config)
         except (OSError, trio.TooSlowError) as exc:
+            self._cluster_stats.record_connect(exc)
             self._host_stats.cx_connect_fail += 1
             self._cluster_stats.upstream_cx_connect_fail.inc()
             if isinstance(exc, trio.TooSlowError):
                 self._cluster_stats.upstream_cx_connect_timeout.inc()
             raise UpstreamConnectError(f"connect to {self._label} failed: {exc!r}") from exc
+        self._cluster_stats.record_connect(None)
+        return stream

@@ -104,9 +104,11 @@ class TcpProxyFilter:
                         host.address, cluster.config, alpn=[], proxy_header=proxy_header
                     )
             except (OSError, trio.TooSlowError) as exc:
+                cluster.stats.record_connect(exc)
                 cluster.stats.upstream_cx_connect_fail.inc()
                 log.debug("tcp_proxy: connect to %s failed: %r", host, exc)
                 continue
+            cluster.stats.record_connect(None)
             cluster.stats.upstream_cx_active.inc()
             return upstream, str(host)
         self.stats.upstream_connect_attempts_exceeded.inc()

@@ -63,6 +63,7 @@ async def test_https_upstream_with_sni_and_ca(pki, nursery):
     tls = f'{{ sni = "api.internal", trusted_ca = "{pki.ca_file}" }}'
     async with run_gateway(cluster_config(port, tls)) as gw, httpx.AsyncClient() as client:
         response = await client.get(url(gw, "/hello"))
+        assert gw.stats.value("cluster.secure.ssl.handshake") == 1
     assert response.status_code == 200
     assert response.json()["path"] == "/hello"
     assert upstream.requests[0].path == "/hello"
@@ -76,6 +77,8 @@ async def test_verification_is_on_by_default(pki, nursery, tmp_path):
             response = await client.get(url(gw, "/"))
         assert response.status_code == 502, tls
         assert gw.stats.value("cluster.secure.upstream_cx_connect_fail") == 1
+        assert gw.stats.value("cluster.secure.ssl.fail_verify_error") == 1
+        assert gw.stats.value("cluster.secure.ssl.handshake") == 0
     # The right CA, but a name the certificate is not for.
     tls = f'{{ sni = "db.internal", trusted_ca = "{pki.ca_file}" }}'
     async with run_gateway(cluster_config(port, tls)) as gw, httpx.AsyncClient() as client:
