@@ -5,8 +5,11 @@ listed and the running config keeps serving. Only a valid config reaches
 `Gateway.reload`, which swaps it in without dropping a request.
 """
 
+import contextlib
 import hashlib
 import logging
+from collections.abc import Awaitable, Callable
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -76,16 +79,29 @@ def file_signature(path: str) -> bytes | None:
         return None
 
 
-async def watch_config(gw: "Gateway", path: str, last: bytes | None) -> None:
-    """Reloads whenever the file's content differs from `last` (what was loaded)."""
-    annotate("config watcher", path=path)
+async def watch(
+    signature: Callable[[], bytes | None],
+    last: bytes | None,
+    on_change: Callable[[], Awaitable[None]],
+) -> None:
+    """Every WATCH_INTERVAL, calls `on_change` if `signature()` differs from the last one
+    seen (`last`: what was loaded). None means "cannot tell right now" (a file being
+    rewritten): it is looked at again next time."""
     while True:
         await trio.sleep(WATCH_INTERVAL)
-        now = file_signature(path)
+        now = signature()
         if now is None or now == last:
             continue
         last = now
-        try:
+        await on_change()
+
+
+async def watch_config(gw: "Gateway", path: str, last: bytes | None) -> None:
+    """Reloads whenever the file's content differs from `last` (what was loaded)."""
+    annotate("config watcher", path=path)
+
+    async def reload() -> None:
+        with contextlib.suppress(ConfigError, StartupError):  # logged; it may be fixed
             await reload_from_file(gw)
-        except (ConfigError, StartupError):
-            pass  # logged; the file may be saved again, fixed
+
+    await watch(partial(file_signature, path), last, reload)

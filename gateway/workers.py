@@ -22,6 +22,7 @@ import socket
 import subprocess
 import sys
 import time
+from functools import partial
 
 import attrs
 import trio
@@ -29,7 +30,7 @@ import trio
 from gateway.config.load import load_config
 from gateway.config.model import GatewayConfig
 from gateway.errors import ConfigError, StartupError
-from gateway.reload import WATCH_INTERVAL, file_signature
+from gateway.reload import file_signature, watch
 from gateway.server import WorkerRole, open_gateway
 from gateway.stats import Counter, Gauge, StatsStore
 from gateway.tasktree import annotate
@@ -273,17 +274,15 @@ class Supervisor:
 
     async def _watch(self) -> None:
         annotate("config watcher", path=self.config_path)
-        last = file_signature(self.config_path)
-        while True:
-            await trio.sleep(WATCH_INTERVAL)
-            now = file_signature(self.config_path)
-            if now is None or now == last:
-                continue
-            last = now
+
+        async def reload() -> None:
             try:
                 await self.reload()
             except (ConfigError, StartupError) as exc:
                 log.error("reload rejected: %s", exc)
+
+        path = self.config_path
+        await watch(partial(file_signature, path), file_signature(path), reload)
 
 
 async def serve_supervised(config: GatewayConfig, config_path: str) -> None:

@@ -26,10 +26,10 @@ from gateway.admin.app import serve_task_tree_websocket
 from gateway.admin.serve import serve_admin_app
 from gateway.admin.views import Reply, prometheus_of, stats_of
 from gateway.asgi import Receive, Scope, Send, complete_lifespan
+from gateway.clusters.http_client import exchange
 from gateway.clusters.upstream_h1 import UpstreamConnection
 from gateway.config.model import Admin
 from gateway.errors import ConfigError, GatewayError, StartupError
-from gateway.http.events import Data, EndStream, ResponseHeaders
 from gateway.http.headers import HeaderMap, RequestHead
 from gateway.stats import StatsStore
 from gateway.task_query import TaskQuery
@@ -39,36 +39,29 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("gateway.admin")
 
-#: A worker's admin answer must come within this long.
+#: A worker's admin answer must come within this long, and be no larger than this.
 _WORKER_TIMEOUT = 10.0
+_MAX_ANSWER = 64 << 20
 _FAN_OUT = frozenset(
     ("/healthcheck/fail", "/healthcheck/ok", "/drain_listeners", "/reset_counters", "/logging")
 )
 
 
 async def worker_request(port: int, method: str, target: str) -> tuple[int, str, bytes]:
-    """One request to a worker's private admin endpoint: status, content type, body."""
+    """One request to a worker's private admin endpoint: status, content type, body.
+    StartupError if the worker does not answer whole."""
     with trio.fail_after(_WORKER_TIMEOUT):
         stream = await trio.open_tcp_stream("127.0.0.1", port)
         conn = UpstreamConnection(stream, f"worker admin :{port}", max_header_bytes=65536)
         try:
             head = RequestHead(method, target, f"127.0.0.1:{port}", "http", HeaderMap())
-            await conn.send_request_head(head, end_stream=True)
-            event = await conn.receive_event()
-            if not isinstance(event, ResponseHeaders):
-                raise StartupError(f"worker admin :{port} closed without answering")
-            response = event.head
-            body = b""
-            while not isinstance(event, EndStream):
-                event = await conn.receive_event()
-                if isinstance(event, Data):
-                    body += event.data
-                elif not isinstance(event, EndStream):
-                    raise StartupError(f"worker admin :{port} closed mid-answer")
-            content_type = response.headers.get("content-type") or "text/plain"
-            return response.status, content_type, body
+            answer = await exchange(conn, head, max_body=_MAX_ANSWER)
+        except GatewayError as exc:
+            raise StartupError(f"worker admin :{port}: {exc}") from exc
         finally:
             conn.close()
+    content_type = answer.headers.get("content-type") or "text/plain"
+    return answer.status, content_type, answer.body
 
 
 class SupervisorAdminApp:

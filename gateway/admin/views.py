@@ -4,7 +4,6 @@ import json
 import logging
 import re
 import time
-from importlib.metadata import PackageNotFoundError, version
 from typing import Any
 
 import attrs
@@ -19,6 +18,7 @@ from gateway.reload import reload_from_file
 from gateway.server import Gateway
 from gateway.stats import StatsStore
 from gateway.task_query import TaskQuery
+from gateway.version import gateway_version
 
 log = logging.getLogger("gateway.admin")
 
@@ -53,13 +53,6 @@ class Reply:
         await send({"type": "http.response.body", "body": self.body})
 
 
-def _gateway_version() -> str:
-    try:
-        return version("gateway")
-    except PackageNotFoundError:
-        return "dev"
-
-
 def ready(gw: Gateway, query: dict[str, str]) -> Reply:
     if gw.draining:
         return Reply.text("DRAINING\n", 503)
@@ -70,7 +63,7 @@ def server_info(gw: Gateway, query: dict[str, str]) -> Reply:
     uptime = f"{int(time.time() - gw.started_at)}s"
     return Reply.json(
         {
-            "version": _gateway_version(),
+            "version": gateway_version(),
             "state": "DRAINING" if gw.draining else "LIVE",
             "uptime_current_epoch": uptime,
             # No hot restart: this process is the only epoch.

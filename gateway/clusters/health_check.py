@@ -14,7 +14,6 @@ row to bring it back. Every change of state is logged and counted.
 
 import logging
 import random
-import struct
 
 import attrs
 import trio
@@ -25,6 +24,7 @@ from gateway.clusters.upstream_h1 import UpstreamConnection
 from gateway.clusters.upstream_h2 import H2UpstreamConnection
 from gateway.config.model import Cluster, HealthCheck
 from gateway.errors import GatewayError
+from gateway.http import grpc
 from gateway.http.events import Data, EndStream, ResponseHeaders
 from gateway.http.headers import HeaderMap, RequestHead
 from gateway.stats import Counter, Scope, create_stats
@@ -197,12 +197,9 @@ async def _probe_grpc(stream: ByteStream, check: HealthCheck, checker: HealthChe
         conn.transport.start()
         nursery.start_soon(conn.run, name=f"h2 health check {checker.host}")
         h2_stream = conn.open_stream()
-        headers = HeaderMap([("content-type", "application/grpc"), ("te", "trailers")])
-        head = RequestHead(
-            "POST", "/grpc.health.v1.Health/Check", checker.authority, "http", headers
-        )
+        head = grpc.call_head("/grpc.health.v1.Health/Check", checker.authority)
         await h2_stream.send_request_head(head, end_stream=False)
-        await h2_stream.send_data(_grpc_frame(_health_check_request(check.service_name or "")))
+        await h2_stream.send_data(grpc.frame(_health_check_request(check.service_name or "")))
         await h2_stream.send_end(None)
         body, grpc_status = b"", None
         while True:
@@ -222,17 +219,17 @@ async def _probe_grpc(stream: ByteStream, check: HealthCheck, checker: HealthChe
         nursery.cancel_scope.cancel()
     if grpc_status != "0":
         raise ProbeFailed(f"grpc-status {grpc_status}")
-    if _serving_status(body[5:]) != _SERVING:
+    try:
+        messages, _ = grpc.split_messages(body, len(body))
+    except ValueError as exc:
+        raise ProbeFailed(str(exc)) from None
+    if not messages or _serving_status(messages[0]) != _SERVING:
         raise ProbeFailed("not SERVING")
 
 
 _PROBES = {"http": _probe_http, "tcp": _probe_tcp, "grpc": _probe_grpc}
 #: What a probe offers in ALPN when the cluster has TLS: the protocol it speaks.
 _PROBE_ALPN = {"http": ["http/1.1"], "tcp": [], "grpc": ["h2"]}
-
-
-def _grpc_frame(message: bytes) -> bytes:
-    return struct.pack(">BI", 0, len(message)) + message
 
 
 def _varint(value: int) -> bytes:

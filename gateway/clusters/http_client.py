@@ -1,9 +1,11 @@
-"""A small HTTP client over a cluster's pool, for filters that call services themselves
-(ext_authz asks an authorization service, jwt_authn fetches JWKS)."""
+"""A small HTTP client over a cluster's pool, for the gateway's own calls: filters that
+call services (ext_authz, jwt_authn's JWKS), the xDS REST source, and (with `exchange`
+on a connection of its own) the worker supervisor asking its workers."""
 
 import attrs
 
 from gateway.clusters.cluster import Cluster
+from gateway.clusters.upstream import UpstreamStream
 from gateway.errors import NoHealthyUpstream, UpstreamReset
 from gateway.http.events import Data, EndStream, ResponseHeaders
 from gateway.http.headers import HeaderMap, RequestHead
@@ -19,29 +21,37 @@ class ServiceResponse:
 async def call_service(
     cluster: Cluster, request: RequestHead, *, max_body: int, body: bytes = b""
 ) -> ServiceResponse:
-    """One request (with a small `body`, if any); the answer's body is kept up to
-    `max_body` bytes. Raises GatewayError subclasses (connect failure, reset, no host);
-    the caller owns the deadline, as always."""
+    """One request (with a small `body`, if any) to a host of `cluster`; the answer's body
+    is kept up to `max_body` bytes. Raises GatewayError subclasses (connect failure,
+    reset, no host); the caller owns the deadline, as always."""
     host = cluster.choose_host()
     if host is None:
         raise NoHealthyUpstream()
     async with host.pool.borrow() as upstream:
-        if body:
-            request.headers.set("content-length", str(len(body)))
-            await upstream.send_request_head(request, end_stream=False)
-            await upstream.send_data(body)
-            await upstream.send_end(None)
-        else:
-            await upstream.send_request_head(request, end_stream=True)
+        return await exchange(upstream, request, max_body=max_body, body=body)
+
+
+async def exchange(
+    upstream: UpstreamStream, request: RequestHead, *, max_body: int, body: bytes = b""
+) -> ServiceResponse:
+    """Sends `request` (and `body`) on `upstream` and reads the whole answer, its body
+    kept up to `max_body` bytes; UpstreamReset if the answer does not come whole."""
+    if body:
+        request.headers.set("content-length", str(len(body)))
+        await upstream.send_request_head(request, end_stream=False)
+        await upstream.send_data(body)
+        await upstream.send_end(None)
+    else:
+        await upstream.send_request_head(request, end_stream=True)
+    event = await upstream.receive_event()
+    if not isinstance(event, ResponseHeaders):
+        raise UpstreamReset("service closed the connection before answering")
+    head = event.head
+    answer = b""
+    while not isinstance(event, EndStream):
         event = await upstream.receive_event()
-        if not isinstance(event, ResponseHeaders):
-            raise UpstreamReset("service closed the connection before answering")
-        head = event.head
-        answer = b""
-        while not isinstance(event, EndStream):
-            event = await upstream.receive_event()
-            if isinstance(event, Data):
-                answer += event.data[: max(max_body - len(answer), 0)]
-            elif not isinstance(event, EndStream):
-                raise UpstreamReset("service closed the connection mid-answer")
-        return ServiceResponse(head.status, head.headers, answer)
+        if isinstance(event, Data):
+            answer += event.data[: max(max_body - len(answer), 0)]
+        elif not isinstance(event, EndStream):
+            raise UpstreamReset("service closed the connection mid-answer")
+    return ServiceResponse(head.status, head.headers, answer)

@@ -1,7 +1,8 @@
 """gRPC over HTTP/2 as a proxy sees it: detection, deadlines, and errors as gRPC statuses.
 
-The gateway never parses gRPC messages: bodies stream through frame by frame and trailers
-pass untouched. What it must understand is the envelope: `grpc-timeout` (the client's
+The gateway never parses the gRPC messages it proxies: bodies stream through frame by
+frame and trailers pass untouched. Its own gRPC calls (health checks, ADS) use the
+length-prefixed framing below. What it must understand is the envelope: `grpc-timeout` (the client's
 deadline, which bounds the upstream exchange and is forwarded reduced by the time already
 spent) and how to say "unavailable" or "deadline exceeded" in a way a gRPC client reads:
 HTTP 200 with a trailers-only response carrying `grpc-status` and `grpc-message`.
@@ -9,6 +10,7 @@ HTTP 200 with a trailers-only response carrying `grpc-status` and `grpc-message`
 
 import enum
 import re
+import struct
 from urllib.parse import quote
 
 from gateway.http.headers import HeaderMap, RequestHead
@@ -90,3 +92,34 @@ def format_timeout(seconds: float) -> str:
         if value < 100_000_000:
             return f"{value}{unit}"
     return f"{min(int(seconds / 3600), 99_999_999)}H"
+
+
+#: A message's prefix, a compressed flag and the length (gRPC's Length-Prefixed-Message).
+_PREFIX = struct.Struct(">BI")
+
+
+def call_head(method: str, authority: str) -> RequestHead:
+    """The request head of a gRPC call the gateway makes itself."""
+    headers = HeaderMap([("content-type", "application/grpc"), ("te", "trailers")])
+    return RequestHead("POST", method, authority, "http", headers)
+
+
+def frame(message: bytes) -> bytes:
+    """One uncompressed message, length-prefixed."""
+    return _PREFIX.pack(0, len(message)) + message
+
+
+def split_messages(buffer: bytes, max_size: int) -> tuple[list[bytes], bytes]:
+    """The whole messages at the start of `buffer`, and the bytes of the next, partial
+    one. ValueError for a compressed message (never asked for) or one over `max_size`."""
+    messages = []
+    while len(buffer) >= _PREFIX.size:
+        compressed, size = _PREFIX.unpack_from(buffer)
+        if compressed or size > max_size:
+            raise ValueError("compressed or oversized gRPC message")
+        end = _PREFIX.size + size
+        if len(buffer) < end:
+            break
+        messages.append(buffer[_PREFIX.size : end])
+        buffer = buffer[end:]
+    return messages, buffer

@@ -17,7 +17,6 @@ runs (`initial_resource_versions`).
 """
 
 import logging
-import struct
 from collections.abc import Awaitable, Callable
 
 import trio
@@ -30,8 +29,8 @@ from gateway.clusters.manager import ClusterManager
 from gateway.clusters.upstream import UpstreamStream
 from gateway.config.model import Dynamic
 from gateway.errors import ConfigError, GatewayError, NoHealthyUpstream, UpstreamReset
+from gateway.http import grpc
 from gateway.http.events import Data, ResponseHeaders
-from gateway.http.headers import HeaderMap, RequestHead
 from gateway.tasktree import annotate
 from gateway.xds import translate
 from gateway.xds.compose import Resource, resource_of
@@ -83,9 +82,8 @@ class XdsAdsSource(SubscribedState):
         if host is None:
             raise NoHealthyUpstream()
         async with host.pool.borrow() as stream:
-            headers = HeaderMap([("content-type", "application/grpc"), ("te", "trailers")])
             method = _DELTA_METHOD if self._delta else _METHOD
-            head = RequestHead("POST", method, self._cluster_name, "http", headers)
+            head = grpc.call_head(method, self._cluster_name)
             await stream.send_request_head(head, end_stream=False)
             for type_url in TYPE_ORDER:
                 await self._request(stream, type_url, nonce="", first=True)
@@ -99,14 +97,8 @@ class XdsAdsSource(SubscribedState):
                     continue
                 if not isinstance(event, Data):
                     raise UpstreamReset("the control plane ended the ADS stream")
-                buffer += event.data
-                while len(buffer) >= 5:
-                    compressed, size = struct.unpack_from(">BI", buffer)
-                    if compressed or size > _MAX_MESSAGE:
-                        raise ValueError("compressed or oversized gRPC message")
-                    if len(buffer) < 5 + size:
-                        break
-                    message, buffer = buffer[5 : 5 + size], buffer[5 + size :]
+                messages, buffer = grpc.split_messages(buffer + event.data, _MAX_MESSAGE)
+                for message in messages:
                     await self._handle(stream, message, on_change)
 
     async def _handle(
@@ -195,4 +187,4 @@ class XdsAdsSource(SubscribedState):
                 status_pb2.Status(code=INVALID_ARGUMENT, message=sub.error)
             )
         payload = request.SerializeToString()
-        await stream.send_data(struct.pack(">BI", 0, len(payload)) + payload)
+        await stream.send_data(grpc.frame(payload))

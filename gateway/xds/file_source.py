@@ -11,15 +11,13 @@ import hashlib
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
-import trio
 import yaml
 
 from gateway.errors import ConfigError
+from gateway.reload import watch
 from gateway.tasktree import annotate
 from gateway.xds.compose import Resource, XdsState, resource_of
 
-#: How often the directory is looked at.
-POLL_INTERVAL = 1.0
 _SUFFIXES = (".yaml", ".yml", ".json")
 
 
@@ -62,13 +60,10 @@ class XdsFileSource(XdsState):
     async def watch(self, on_change: Callable[[], Awaitable[None]]) -> None:
         """Polls the directory and calls `on_change` after each change."""
         annotate("xds file source", path=self.path)
-        last = self.signature()
-        while True:
-            await trio.sleep(POLL_INTERVAL)
-            try:
-                signature = self.signature()
-            except (OSError, ConfigError):
-                continue  # a directory being rewritten; look again next time
-            if signature != last:
-                last = signature
-                await on_change()
+        await watch(self._signature_now, self.signature(), on_change)
+
+    def _signature_now(self) -> bytes | None:
+        try:
+            return self.signature()
+        except (OSError, ConfigError):
+            return None  # a directory being rewritten; look again next time

@@ -12,7 +12,6 @@ reason, naming the field) on its own, as Envoy does with each subscription.
 import json
 import logging
 from collections.abc import Awaitable, Callable
-from importlib.metadata import PackageNotFoundError, version
 
 import trio
 
@@ -22,6 +21,7 @@ from gateway.config.model import Dynamic, RestApiConfigSource
 from gateway.errors import ConfigError, GatewayError
 from gateway.http.headers import HeaderMap, RequestHead
 from gateway.tasktree import annotate
+from gateway.version import gateway_version
 from gateway.xds import translate
 from gateway.xds.compose import resource_of
 from gateway.xds.subscriptions import TYPE_ORDER, SubscribedState
@@ -111,12 +111,5 @@ def node_of(dynamic: Dynamic) -> dict[str, str]:
         "id": dynamic.node.id,
         "cluster": dynamic.node.cluster,
         "user_agent_name": "gateway",
-        "user_agent_version": _gateway_version(),
+        "user_agent_version": gateway_version(),
     }
-
-
-def _gateway_version() -> str:
-    try:
-        return version("gateway")
-    except PackageNotFoundError:
-        return "dev"
