@@ -8,23 +8,12 @@ cost is the extra time per request divided by five.
     python bench/filters_cost.py [--rounds 3] [--duration 5]
 """
 
-import argparse
 import contextlib
 import statistics
-import tempfile
 from pathlib import Path
 
-from run import (
-    Service,
-    Settings,
-    check_hello,
-    free_port,
-    gateway_argv,
-    gateway_toml,
-    run_wrk,
-    start_checked,
-    start_nginx,
-)
+from ab import interleaved_ab
+from run import Service, check_hello, free_port, gateway_argv, gateway_toml, start_checked
 
 FILTERS = """
 [http_filters.mark]
@@ -63,37 +52,11 @@ def start(stack: contextlib.ExitStack, tmp: Path, name: str, upstream: int, chai
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--duration", type=int, default=5)
-    parser.add_argument("--connections", type=int, default=16)
-    args = parser.parse_args()
-    settings = Settings(
-        sections=["http1"],
-        rounds=args.rounds,
-        duration=args.duration,
-        warmup=1,
-        connections=args.connections,
-        threads=1,
-        h2_clients=0,
-        h2_streams=0,
-        grpc_threads=0,
-        grpc_messages=0,
-        grpc_size=0,
+    settings, rps = interleaved_ab(
+        __doc__.splitlines()[0],
+        ("no filters", lambda stack, tmp, name, up: start(stack, tmp, "bare", up, chain=False)),
+        ("5 filters", lambda stack, tmp, name, up: start(stack, tmp, "chain", up, chain=True)),
     )
-    with contextlib.ExitStack() as stack, tempfile.TemporaryDirectory() as tmp_name:
-        tmp = Path(tmp_name)
-        nginx, _ = start_nginx(stack, tmp)
-        targets = {
-            "no filters": start(stack, tmp, "bare", nginx.port, chain=False),
-            "5 filters": start(stack, tmp, "chain", nginx.port, chain=True),
-        }
-        rps: dict[str, list[float]] = {name: [] for name in targets}
-        for service in targets.values():
-            run_wrk(service.port, settings, 1)  # warm-up, not recorded
-        for _ in range(settings.rounds):
-            for name, service in targets.items():
-                rps[name].append(run_wrk(service.port, settings, settings.duration).rps)
     bare, chain = statistics.median(rps["no filters"]), statistics.median(rps["5 filters"])
     per_filter_us = (1 / chain - 1 / bare) / 5 * 1e6
     print(

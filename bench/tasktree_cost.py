@@ -9,23 +9,12 @@ the case where per-stream work shows most.
     python bench/tasktree_cost.py [--rounds 3] [--duration 5] [--connections 16]
 """
 
-import argparse
 import contextlib
 import statistics
-import tempfile
 from pathlib import Path
 
-from run import (
-    Service,
-    Settings,
-    check_hello,
-    free_port,
-    gateway_argv,
-    gateway_toml,
-    run_wrk,
-    start_checked,
-    start_nginx,
-)
+from ab import interleaved_ab
+from run import Service, check_hello, free_port, gateway_argv, gateway_toml, start_checked
 
 
 def start(stack: contextlib.ExitStack, tmp: Path, name: str, upstream: int, tree: bool) -> Service:
@@ -37,37 +26,11 @@ def start(stack: contextlib.ExitStack, tmp: Path, name: str, upstream: int, tree
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--duration", type=int, default=5)
-    parser.add_argument("--connections", type=int, default=16)
-    args = parser.parse_args()
-    settings = Settings(
-        sections=["http1"],
-        rounds=args.rounds,
-        duration=args.duration,
-        warmup=1,
-        connections=args.connections,
-        threads=1,
-        h2_clients=0,
-        h2_streams=0,
-        grpc_threads=0,
-        grpc_messages=0,
-        grpc_size=0,
+    settings, rps = interleaved_ab(
+        __doc__.splitlines()[0],
+        ("tree off", lambda stack, tmp, name, up: start(stack, tmp, "off", up, tree=False)),
+        ("tree on", lambda stack, tmp, name, up: start(stack, tmp, "on", up, tree=True)),
     )
-    with contextlib.ExitStack() as stack, tempfile.TemporaryDirectory() as tmp_name:
-        tmp = Path(tmp_name)
-        nginx, _ = start_nginx(stack, tmp)
-        targets = {
-            "tree off": start(stack, tmp, "off", nginx.port, tree=False),
-            "tree on": start(stack, tmp, "on", nginx.port, tree=True),
-        }
-        rps: dict[str, list[float]] = {name: [] for name in targets}
-        for service in targets.values():
-            run_wrk(service.port, settings, 1)  # warm-up, not recorded
-        for _ in range(settings.rounds):
-            for name, service in targets.items():
-                rps[name].append(run_wrk(service.port, settings, settings.duration).rps)
     off, on = statistics.median(rps["tree off"]), statistics.median(rps["tree on"])
     per_request_us = (1 / on - 1 / off) * 1e6
     print(

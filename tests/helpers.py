@@ -2,6 +2,7 @@
 
 import json
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -13,6 +14,7 @@ from typing import Any
 from urllib.parse import parse_qs
 
 import attrs
+import httpx
 import hypercorn.config
 import hypercorn.trio
 import trio
@@ -443,3 +445,58 @@ async def serving(config: Path, started: str = "gateway started") -> AsyncIterat
         if process.returncode is None:
             process.kill()
             await process.wait()
+
+
+def free_port() -> int:
+    """A loopback port nobody listens on right now (for servers that need it in advance)."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+@attrs.define
+class SteadyLoad:
+    """Clients that each send GETs one after another until cancelled, recording what
+    failed (a transport error, or a status other than 200) instead of raising."""
+
+    failures: list[str] = attrs.Factory(list)
+    #: Answers received.
+    served: int = 0
+
+    async def client(
+        self, target: str, *, label: str = "", timeout: float = 10, **options: Any
+    ) -> None:
+        async with httpx.AsyncClient(timeout=timeout, **options) as client:
+            while True:
+                try:
+                    response = await client.get(target)
+                except httpx.HTTPError as exc:
+                    self.failures.append(f"{label}{exc!r}")
+                    continue
+                if response.status_code != 200:
+                    self.failures.append(f"{label}{response.status_code} {response.text}")
+                self.served += 1
+
+
+async def converged(
+    client: httpx.AsyncClient, urls: list[str], expected: set[str], timeout: float
+) -> None:
+    """Waits until GETs of every URL are answered by exactly the `expected` upstreams (the
+    JSON `server` field; a status other than 200 counts as its number), sampling each URL
+    often enough that round robin shared with other load cannot hide a host by chance."""
+    seen: set[str] = set()
+    with trio.move_on_after(timeout):
+        while True:
+            seen = set()
+            try:
+                for target in urls:
+                    for _ in range(12):
+                        response = await client.get(target)
+                        ok = response.status_code == 200
+                        seen.add(response.json()["server"] if ok else str(response.status_code))
+            except httpx.HTTPError:
+                seen.add("unreachable")
+            if seen == expected:
+                return
+            await trio.sleep(0.05)
+    raise AssertionError(f"{urls}: after {timeout}s still {seen}, not {expected}")

@@ -10,12 +10,12 @@ response that has already started; everything short of that must be hidden.
 """
 
 import os
+from functools import partial
 
-import httpx
 import trio
 
 from tests.cluster_helpers import AtomicBackend, cluster_toml, local
-from tests.helpers import eventually, run_gateway, url
+from tests.helpers import SteadyLoad, eventually, run_gateway, url
 
 SOAK_SECONDS = float(os.environ.get("GATEWAY_SOAK_SECONDS", "10"))
 WORKERS = 8
@@ -46,27 +46,13 @@ async def test_a_host_dies_and_returns_under_load_without_client_errors(nursery)
         await backend.start(nursery)
     victim = backends[1]
     toml = cluster_toml([local(b.port) for b in backends], route=ROUTE, extra=CLUSTER)
-    failures: list[str] = []
-    served = 0
+    load = SteadyLoad()
     async with run_gateway(toml) as gw:
         host = gw.clusters.get("backend").hosts[1]
 
-        async def worker() -> None:
-            nonlocal served
-            async with httpx.AsyncClient(timeout=5) as client:
-                while True:
-                    try:
-                        response = await client.get(url(gw, "/item"))
-                    except httpx.HTTPError as exc:
-                        failures.append(repr(exc))
-                        continue
-                    if response.status_code != 200:
-                        failures.append(f"{response.status_code} {response.text}")
-                    served += 1
-
-        async with trio.open_nursery() as load:
+        async with trio.open_nursery() as clients:
             for _ in range(WORKERS):
-                load.start_soon(worker)
+                clients.start_soon(partial(load.client, url(gw, "/item"), timeout=5))
             await trio.sleep(SOAK_SECONDS / 3)
             victim.kill()
             await eventually(lambda: not host.healthy, timeout=SOAK_SECONDS / 3)
@@ -74,10 +60,10 @@ async def test_a_host_dies_and_returns_under_load_without_client_errors(nursery)
             seen_before_return = victim.served
             await victim.start(nursery)  # same port
             await eventually(lambda: victim.served > seen_before_return, timeout=5)
-            load.cancel_scope.cancel()
+            clients.cancel_scope.cancel()
         prefix = "cluster.backend"
-        assert failures == [], failures[:3]
-        assert served > 100
+        assert load.failures == [], load.failures[:3]
+        assert load.served > 100
         assert gw.stats.value(f"{prefix}.outlier_detection.ejections_enforced_total") >= 1
         assert gw.stats.value(f"{prefix}.upstream_rq_retry") >= 1
         assert host.healthy

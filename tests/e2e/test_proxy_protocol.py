@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import trio
 
-from tests.helpers import config_toml, read_until, run_gateway, start_upstream
+from tests.helpers import config_toml, free_port, read_until, run_gateway, start_upstream
 
 SIGNATURE = b"\r\n\r\n\x00\r\nQUIT\n"
 
@@ -112,10 +112,7 @@ async def test_behind_haproxy_with_send_proxy_v2(nursery, tmp_path):
     up = await start_upstream(nursery)
     log = tmp_path / "access.log"
     async with run_gateway(proxied_toml(up.port, log)) as gw:
-        probe = socket.socket()
-        probe.bind(("127.0.0.1", 0))
-        front = probe.getsockname()[1]
-        probe.close()
+        front = free_port()
         cfg = tmp_path / "haproxy.cfg"
         cfg.write_text(
             f"""

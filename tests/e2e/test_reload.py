@@ -2,8 +2,8 @@
 
 import json
 import signal
-import socket
 import threading
+from functools import partial
 from pathlib import Path
 
 import grpc
@@ -15,7 +15,7 @@ from trio_websocket import ConnectionClosed, open_websocket_url
 from gateway.config import load_config
 from gateway.server import open_gateway
 from tests.grpc_echo import OPTIONS, start_server
-from tests.helpers import admin_url, serving, start_upstream, url
+from tests.helpers import SteadyLoad, admin_url, free_port, serving, start_upstream, url
 from tests.ws_echo import start_echo_server
 
 
@@ -60,31 +60,22 @@ async def test_ten_reloads_under_http1_and_http2_load(nursery, tmp_path: Path):
     ups = [await start_upstream(nursery, "a"), await start_upstream(nursery, "b")]
     path = tmp_path / "gateway.toml"
     path.write_text(config_text(0, ups[0].port))
-    failures: list[str] = []
-    served = {"http1": 0, "http2": 0}
+    http1, http2 = SteadyLoad(), SteadyLoad()
     async with open_gateway(load_config(path), str(path)) as gw:
         port = gw.listener_ports["edge"]
 
-        async def load(kind: str) -> None:
-            http2 = kind == "http2"
-            # HTTP/2 clients use the listener whose settings never change: httpx fails the
-            # streams in flight on any GOAWAY (httpcore#1054), so the GOAWAY drain of a
-            # changed listener is proven with grpcio in the next test.
-            target = url(gw, "/item", listener="steady" if http2 else "edge")
-            async with httpx.AsyncClient(http1=not http2, http2=http2, timeout=10) as client:
-                while True:
-                    try:
-                        response = await client.get(target)
-                    except httpx.HTTPError as exc:
-                        failures.append(f"{kind}: {exc!r}")
-                        continue
-                    if response.status_code != 200:
-                        failures.append(f"{kind}: {response.status_code} {response.text}")
-                    served[kind] += 1
+        # HTTP/2 clients use the listener whose settings never change: httpx fails the
+        # streams in flight on any GOAWAY (httpcore#1054), so the GOAWAY drain of a changed
+        # listener is proven with grpcio in the next test.
+        http1_target, http2_target = url(gw, "/item"), url(gw, "/item", listener="steady")
 
         async with trio.open_nursery() as clients, httpx.AsyncClient() as admin:
-            for kind in ("http1", "http1", "http1", "http2", "http2"):
-                clients.start_soon(load, kind)
+            for _ in range(3):
+                clients.start_soon(partial(http1.client, http1_target, label="http1: "))
+            for _ in range(2):
+                clients.start_soon(
+                    partial(http2.client, http2_target, label="http2: ", http1=False, http2=True)
+                )
             for version in range(1, 11):
                 await trio.sleep(0.2)
                 # Every other reload moves the cluster to the other upstream; every third
@@ -103,8 +94,8 @@ async def test_ten_reloads_under_http1_and_http2_load(nursery, tmp_path: Path):
             clients.cancel_scope.cancel()
         assert gw.listener_ports["edge"] == port  # the socket was never closed
         assert gw.reloads == 10
-    assert failures == []
-    assert served["http1"] > 100 and served["http2"] > 50
+    assert http1.failures + http2.failures == []
+    assert http1.served > 100 and http2.served > 50
 
 
 async def test_keep_alive_connections_follow_new_routes(nursery, tmp_path: Path):
@@ -258,10 +249,7 @@ async def test_http2_goaway_drain_under_grpc_load(tmp_path: Path):
     connection with GOAWAY; grpcio moves to a new connection and no call fails."""
     server, upstream, _ = start_server()
     path = tmp_path / "gateway.toml"
-    probe = socket.socket()
-    probe.bind(("127.0.0.1", 0))
-    port = probe.getsockname()[1]
-    probe.close()
+    port = free_port()
     path.write_text(GRPC_TEMPLATE.format(port=port, idle=300, upstream=upstream))
     failures: list[str] = []
     calls = 0

@@ -3,7 +3,6 @@ taken out and put back the way Envoy fleets roll (docs/operations.md), under loa
 
 import json
 import shutil
-import socket
 import subprocess
 from pathlib import Path
 
@@ -13,17 +12,11 @@ import trio
 
 from gateway.config import loads_config
 from gateway.server import open_gateway
-from tests.helpers import start_upstream
+from tests.helpers import SteadyLoad, free_port, start_upstream
 
 pytestmark = pytest.mark.skipif(
     shutil.which("haproxy") is None, reason="needs HAProxy: apt-get install haproxy"
 )
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 def instance_toml(port: int, admin: int, upstream: int, log: Path) -> str:
@@ -110,8 +103,7 @@ async def test_rolling_restart_behind_haproxy_loses_nothing(nursery, tmp_path):
     haproxy = await trio.lowlevel.open_process(
         ["haproxy", "-f", str(cfg), "-db"], stderr=subprocess.DEVNULL
     )
-    failures: list[str] = []
-    served = 0
+    load = SteadyLoad()
     try:
         async with httpx.AsyncClient() as probe:
             with trio.fail_after(10):
@@ -123,22 +115,9 @@ async def test_rolling_restart_behind_haproxy_loses_nothing(nursery, tmp_path):
                         pass
                     await trio.sleep(0.1)
 
-        async def load() -> None:
-            nonlocal served
-            async with httpx.AsyncClient(timeout=10) as client:
-                while True:
-                    try:
-                        response = await client.get(f"http://127.0.0.1:{front}/work")
-                    except httpx.HTTPError as exc:
-                        failures.append(repr(exc))
-                        continue
-                    if response.status_code != 200:
-                        failures.append(f"{response.status_code} {response.text}")
-                    served += 1
-
         async with trio.open_nursery() as clients, httpx.AsyncClient() as admin:
             for _ in range(6):
-                clients.start_soon(load)
+                clients.start_soon(load.client, f"http://127.0.0.1:{front}/work")
             await trio.sleep(0.5)
             # The rolling restart of instance 1, step by step (docs/operations.md).
             base = f"http://127.0.0.1:{admins[1]}"
@@ -157,8 +136,8 @@ async def test_rolling_restart_behind_haproxy_loses_nothing(nursery, tmp_path):
     finally:
         haproxy.kill()
         await haproxy.wait()
-    assert failures == []
-    assert served > 100
+    assert load.failures == []
+    assert load.served > 100
     # Every instance saw the clients' own addresses (their ephemeral ports toward HAProxy),
     # never HAProxy's outgoing connections to the gateway alone.
     remotes = {

@@ -2,7 +2,7 @@
 listeners and routes on one stream each, ACK/NACK, under load. The control plane is a
 real gRPC server (grpcio) in tests/ads_server.py."""
 
-import socket
+from functools import partial
 
 import httpx
 import pytest
@@ -12,18 +12,12 @@ from gateway.config import loads_config
 from gateway.server import open_gateway
 from gateway.xds import translate
 from tests.ads_server import AdsServer
-from tests.helpers import admin_url, start_upstream
+from tests.helpers import SteadyLoad, admin_url, converged, free_port, start_upstream
 
 HCM = (
     "type.googleapis.com/envoy.extensions.filters.network."
     "http_connection_manager.v3.HttpConnectionManager"
 )
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 def gateway_toml(node: str, ads_port: int, delta: bool) -> str:
@@ -118,48 +112,15 @@ async def test_ads_drives_two_instances_with_ack_and_nack(nursery, ads, delta):
     ads.set(translate.ROUTE_CONFIGURATION, "r1", routes(("/", "app")))
     # One Listener resource per instance would need per-node snapshots; both instances
     # take the same listener here, on the port the test gives each in turn below.
-    failures: list[str] = []
-    served = 0
+    load = SteadyLoad()
     async with open_gateway(loads_config(gateway_toml("gw1", ads.port, delta))) as gw1:
         ads.set(translate.LISTENER, "l1", [listener(ports["gw1"])])
         edge1 = f"http://127.0.0.1:{ports['gw1']}"
         async with httpx.AsyncClient(timeout=5) as client:
-
-            async def converged(path: str, expected: set[str], timeout: float) -> None:
-                seen: set[str] = set()
-                with trio.move_on_after(timeout):
-                    while True:
-                        seen = set()
-                        try:
-                            for _ in range(12):
-                                response = await client.get(edge1 + path)
-                                ok = response.status_code == 200
-                                seen.add(
-                                    response.json()["server"] if ok else str(response.status_code)
-                                )
-                        except httpx.HTTPError:
-                            seen.add("unreachable")
-                        if seen == expected:
-                            return
-                        await trio.sleep(0.05)
-                raise AssertionError(f"{path}: after {timeout}s still {seen}, not {expected}")
-
-            await converged("/", {"a1", "a2"}, timeout=10)
-
-            async def load() -> None:
-                nonlocal served
-                async with httpx.AsyncClient(timeout=5) as loader:
-                    while True:
-                        try:
-                            response = await loader.get(edge1 + "/load")
-                            if response.status_code != 200:
-                                failures.append(f"{response.status_code} {response.text}")
-                        except httpx.HTTPError as exc:
-                            failures.append(repr(exc))
-                        served += 1
+            await converged(client, [edge1 + "/"], {"a1", "a2"}, timeout=10)
 
             async with trio.open_nursery() as loaders:
-                loaders.start_soon(load)
+                loaders.start_soon(partial(load.client, edge1 + "/load", timeout=5))
                 ads.set(translate.CLUSTER, "c2", [eds_cluster("app"), eds_cluster("extra")])
                 ads.set(
                     translate.CLUSTER_LOAD_ASSIGNMENT,
@@ -167,17 +128,17 @@ async def test_ads_drives_two_instances_with_ack_and_nack(nursery, ads, delta):
                     [assignment("app", a1.port, a2.port), assignment("extra", b.port)],
                 )
                 ads.set(translate.ROUTE_CONFIGURATION, "r2", routes(("/b", "extra"), ("/", "app")))
-                await converged("/b", {"b"}, timeout=2)
+                await converged(client, [edge1 + "/b"], {"b"}, timeout=2)
                 ads.set(
                     translate.CLUSTER_LOAD_ASSIGNMENT,
                     "e3",
                     [assignment("app", a1.port), assignment("extra", b.port)],
                 )
-                await converged("/", {"a1"}, timeout=2)
+                await converged(client, [edge1 + "/"], {"a1"}, timeout=2)
                 await trio.sleep(0.3)
                 loaders.cancel_scope.cancel()
-            assert failures == []
-            assert served > 30
+            assert load.failures == []
+            assert load.served > 30
 
             # The second instance joins later and converges on the same clusters. (It
             # refuses the listener, whose port the first one holds: a NACK of its own.)
@@ -191,7 +152,7 @@ async def test_ads_drives_two_instances_with_ack_and_nack(nursery, ads, delta):
             ads.set(translate.ROUTE_CONFIGURATION, "r3", routes(("/", "app")))
             ads.set(translate.CLUSTER_LOAD_ASSIGNMENT, "e4", [assignment("app", a1.port)])
             ads.set(translate.CLUSTER, "c3", [eds_cluster("app")])
-            await converged("/b", {"a1"}, timeout=2)
+            await converged(client, [edge1 + "/b"], {"a1"}, timeout=2)
             with trio.fail_after(3):
                 while "extra" in gw1.clusters.clusters:
                     await trio.sleep(0.05)
@@ -213,4 +174,4 @@ async def test_ads_drives_two_instances_with_ack_and_nack(nursery, ads, delta):
             assert "transport_socket: not supported" in nack.error_detail.message
             dump = (await client.get(admin_url(gw1, "/config_dump"))).json()
             assert dump["dynamic_resources"]["source"] == "ads:xds"
-            await converged("/", {"a1"}, timeout=1)
+            await converged(client, [edge1 + "/"], {"a1"}, timeout=1)

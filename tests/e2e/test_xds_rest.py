@@ -12,8 +12,8 @@ and `SOVEREIGN=/opt/sovereign/bin/sovereign` (that path is also looked at by def
 import os
 import shutil
 import signal
-import socket
 import subprocess
+from functools import partial
 from pathlib import Path
 
 import httpx
@@ -23,7 +23,7 @@ import yaml
 
 from gateway.config import loads_config
 from gateway.server import open_gateway
-from tests.helpers import admin_url, start_upstream
+from tests.helpers import SteadyLoad, admin_url, converged, free_port, start_upstream
 
 TEMPLATES = Path(__file__).resolve().parents[1] / "sovereign"
 SOVEREIGN = (
@@ -35,12 +35,6 @@ pytestmark = pytest.mark.skipif(
     reason="needs sovereign: python -m venv /opt/sovereign && /opt/sovereign/bin/pip install "
     "sovereign (or set SOVEREIGN=path)",
 )
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 def gateway_toml(node: str, control_plane: int) -> str:
@@ -142,8 +136,7 @@ async def test_sovereign_drives_two_instances_under_load(nursery, tmp_path):
         data.update(update)
         data_file.write_text(yaml.safe_dump(data))
 
-    failures: list[str] = []
-    served = 0
+    load = SteadyLoad()
     async with (
         open_gateway(loads_config(gateway_toml("gw1", cp_port))) as gw1,
         open_gateway(loads_config(gateway_toml("gw2", cp_port))) as gw2,
@@ -151,53 +144,21 @@ async def test_sovereign_drives_two_instances_under_load(nursery, tmp_path):
     ):
         edges = [f"http://127.0.0.1:{ports[n]}" for n in ("gw1", "gw2")]
 
-        async def converged(path: str, expected: set[str], timeout: float) -> None:
-            seen: set[str] = set()
-            with trio.move_on_after(timeout):
-                while True:
-                    seen = set()
-                    try:
-                        for edge in edges:
-                            # Enough samples that round robin, shared with the load,
-                            # cannot hide a host by chance.
-                            for _ in range(12):
-                                response = await client.get(edge + path)
-                                seen.add(
-                                    response.json()["server"]
-                                    if response.status_code == 200
-                                    else str(response.status_code)
-                                )
-                    except httpx.HTTPError:
-                        seen.add("unreachable")
-                    if seen == expected:
-                        return
-                    await trio.sleep(0.05)
-            raise AssertionError(f"{path}: after {timeout}s still {seen}, not {expected}")
-            raise AssertionError(f"{path}: still {seen}, not {expected}")
+        def at(path: str) -> list[str]:
+            return [edge + path for edge in edges]
 
-        await converged("/", {"a1", "a2"}, timeout=15)  # both instances warm from sovereign
-
-        async def load(edge: str) -> None:
-            nonlocal served
-            async with httpx.AsyncClient(timeout=5) as loader:
-                while True:
-                    try:
-                        response = await loader.get(edge + "/load")
-                        if response.status_code != 200:
-                            failures.append(f"{response.status_code} {response.text}")
-                    except httpx.HTTPError as exc:
-                        failures.append(repr(exc))
-                    served += 1
+        # Both instances warm up from sovereign.
+        await converged(client, at("/"), {"a1", "a2"}, timeout=15)
 
         async with trio.open_nursery() as loaders:
             for edge in edges:
-                loaders.start_soon(load, edge)
+                loaders.start_soon(partial(load.client, edge + "/load", timeout=5))
             # A cluster added and a route changed: /b goes to the new cluster.
             change(
                 clusters=[*data["clusters"], {"name": "extra", "endpoints": [b.port]}],  # type: ignore[misc]
                 routes=[{"prefix": "/b", "cluster": "extra"}, {"prefix": "/", "cluster": "app"}],
             )
-            await converged("/b", {"b"}, timeout=3)
+            await converged(client, at("/b"), {"b"}, timeout=3)
             # An endpoint removed (EDS): a2 leaves app.
             change(
                 clusters=[
@@ -205,11 +166,11 @@ async def test_sovereign_drives_two_instances_under_load(nursery, tmp_path):
                     {"name": "extra", "endpoints": [b.port]},
                 ]
             )
-            await converged("/", {"a1"}, timeout=3)
+            await converged(client, at("/"), {"a1"}, timeout=3)
             await trio.sleep(0.5)
             loaders.cancel_scope.cancel()
-        assert failures == []
-        assert served > 50
+        assert load.failures == []
+        assert load.served > 50
 
         # NACK: a field the gateway cannot honour; both refuse it, naming the field, and
         # keep serving the last good config.
@@ -224,8 +185,8 @@ async def test_sovereign_drives_two_instances_under_load(nursery, tmp_path):
                 await trio.sleep(0.1)
         reason = (await client.get(admin_url(gw1, "/config_dump"))).json()["dynamic_resources"]
         assert "transport_socket: not supported" in reason["last_update_rejected"]
-        await converged("/", {"a1"}, timeout=1)
-        await converged("/b", {"b"}, timeout=1)
+        await converged(client, at("/"), {"a1"}, timeout=1)
+        await converged(client, at("/b"), {"b"}, timeout=1)
         kinds = {(r["type"], r["name"]) for r in reason["resources"]}
         assert {("Listener", "edge"), ("Cluster", "extra"), ("RouteConfiguration", "main")} <= kinds
         assert reason["source"] == "rest:xds"
