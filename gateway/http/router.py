@@ -307,6 +307,8 @@ class RouterFilter:
                     if tunnel:
                         status = await self._tunnel(stream, upstream, entry, timeout_scope)
                     else:
+                        # A retry replays its buffer; the stream's own body is gone once read,
+                        # so only the buffer still knows whether there was one.
                         body = retry.body.reader() if retry and retry.body else stream
                         has_body = retry.body is not None if retry else stream.has_request_body
                         status = await self._exchange(
