@@ -4,6 +4,21 @@ from typing import NoReturn
 
 import trio
 
+#: What one read asks for: enough that a streaming body takes few trips through the loop.
+RECEIVE_SIZE = 65536
+
+#: What a stream raises when its peer reset or left, or it was closed under the reader:
+#: on the data path all of them mean "this peer is gone".
+PEER_GONE = (trio.BrokenResourceError, trio.ClosedResourceError, OSError)
+
+
+async def receive_or_eof(stream: trio.abc.ReceiveStream) -> bytes:
+    """The next bytes from `stream`; b"" once the peer closed, reset or went away."""
+    try:
+        return bytes(await stream.receive_some(RECEIVE_SIZE))
+    except PEER_GONE:
+        return b""
+
 
 def leaves(exc: BaseException) -> list[BaseException]:
     """The exceptions inside (possibly nested) exception groups, or [exc] itself."""

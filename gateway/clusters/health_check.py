@@ -30,6 +30,7 @@ from gateway.http.headers import HeaderMap, RequestHead
 from gateway.stats import Counter, Scope, create_stats
 from gateway.tasktree import annotate
 from gateway.tls_stream import ByteStream
+from gateway.trio_util import RECEIVE_SIZE
 
 log = logging.getLogger("gateway.health_check")
 
@@ -185,7 +186,7 @@ async def _probe_tcp(stream: ByteStream, check: HealthCheck, checker: HealthChec
         return
     expect, received = check.expect.encode(), b""
     while expect not in received:
-        data = await stream.receive_some(65536)
+        data = await stream.receive_some(RECEIVE_SIZE)
         if not data:
             raise ProbeFailed(f"closed without sending {check.expect!r}")
         received = received[-len(expect) :] + data

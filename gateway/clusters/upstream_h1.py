@@ -17,8 +17,7 @@ from gateway.http.codec_h1 import ClientCodec, ClientEvent
 from gateway.http.events import NEED_DATA
 from gateway.http.headers import HeaderMap, RequestHead
 from gateway.http.tunnel import SocketEndpoint
-
-RECEIVE_SIZE = 65536
+from gateway.trio_util import PEER_GONE, RECEIVE_SIZE
 
 
 class UpstreamState(enum.Enum):
@@ -79,7 +78,7 @@ class UpstreamConnection:
             sent = send_now(self.stream, data)
             if sent < len(data):
                 await self.stream.send_all(data[sent:] if sent else data)
-        except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
+        except PEER_GONE as exc:
             self.codec.send_failed()
             raise UpstreamReset(f"upstream write failed: {exc!r}") from exc
         except BaseException:
@@ -95,7 +94,7 @@ class UpstreamConnection:
                 return event
             try:
                 data = await self.stream.receive_some(RECEIVE_SIZE)
-            except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
+            except PEER_GONE as exc:
                 raise UpstreamReset(f"upstream read failed: {exc!r}") from exc
             codec.receive_data(data)
 

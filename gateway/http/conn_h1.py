@@ -42,9 +42,7 @@ from gateway.http.tunnel import SocketEndpoint
 from gateway.listeners.network_filter import ConnectionInfo
 from gateway.tasktree import preserve_annotation
 from gateway.tls_stream import ByteStream
-from gateway.trio_util import raise_single
-
-RECEIVE_SIZE = 65536
+from gateway.trio_util import PEER_GONE, raise_single, receive_or_eof
 
 
 class Http1Connection:
@@ -127,10 +125,7 @@ class Http1Connection:
 
     async def _receive(self) -> bytes:
         """Bytes from the client; b"" when it closed or reset the connection."""
-        try:
-            data = await self._stream.receive_some(RECEIVE_SIZE)
-        except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
-            return b""
+        data = await receive_or_eof(self._stream)
         self.bytes_received += len(data)
         return data
 
@@ -336,7 +331,7 @@ class Http1Connection:
             async with lock:
                 await self._stream.send_all(data)
                 self.bytes_sent += len(data)
-        except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
+        except PEER_GONE as exc:
             self._broken = True
             self.codec.send_failed()
             raise DownstreamDisconnect() from exc
@@ -373,7 +368,7 @@ class Http1Connection:
         ).encode() + payload
         with (
             trio.move_on_after(1),
-            contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError, OSError),
+            contextlib.suppress(*PEER_GONE),
         ):
             await self._stream.send_all(raw)
         self.manager.finish(info)

@@ -36,6 +36,7 @@ from gateway.server_state import ServerState
 from gateway.stats import Counter, Gauge, Histogram, Scope, StatsStore, create_stats
 from gateway.tasktree import annotate
 from gateway.tls_stream import ByteStream
+from gateway.trio_util import receive_or_eof
 
 log = logging.getLogger("gateway.http")
 
@@ -252,10 +253,7 @@ class HttpConnectionManager:
         data = b""
         with trio.move_on_after(self.config.idle_timeout):
             while len(data) < len(H2_PREFACE) and H2_PREFACE.startswith(data):
-                try:
-                    chunk = await stream.receive_some(65536)
-                except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
-                    return None
+                chunk = await receive_or_eof(stream)
                 if not chunk:
                     return None
                 data += chunk

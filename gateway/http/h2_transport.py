@@ -22,8 +22,8 @@ import trio
 from gateway.config.model import Http2ProtocolOptions
 from gateway.fast_write import send_now
 from gateway.tls_stream import ByteStream
+from gateway.trio_util import PEER_GONE, receive_or_eof
 
-RECEIVE_SIZE = 65536
 #: How long one write may take before the peer is considered gone.
 WRITE_TIMEOUT = 30.0
 
@@ -87,10 +87,7 @@ class H2Transport:
 
     async def receive(self) -> bytes:
         """Bytes from the peer; b"" when it closed or reset the connection."""
-        try:
-            data = await self.stream.receive_some(RECEIVE_SIZE)
-        except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
-            return b""
+        data = await receive_or_eof(self.stream)
         self.bytes_received += len(data)
         return data
 
@@ -139,7 +136,7 @@ class H2Transport:
             try:
                 await self.stream.send_all(data)
                 self.bytes_sent += len(data)
-            except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
+            except PEER_GONE as exc:
                 self.broken = True
                 raise self._lost_error(f"HTTP/2 write failed: {exc!r}") from exc
         if scope.cancelled_caught:

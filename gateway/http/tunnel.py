@@ -22,9 +22,7 @@ import trio
 from gateway.errors import DownstreamDisconnect, UpstreamReset
 from gateway.tasktree import annotate
 from gateway.tls_stream import ByteStream, TlsStream
-from gateway.trio_util import raise_single
-
-RECEIVE_SIZE = 65536
+from gateway.trio_util import PEER_GONE, RECEIVE_SIZE, raise_single, receive_or_eof
 
 
 class TunnelEndpoint(Protocol):
@@ -52,10 +50,7 @@ class SocketEndpoint:
             data, self._initial = self._initial, b""
             return data
         if isinstance(self._stream, TlsStream):
-            try:
-                return bytes(await self._stream.receive_some(RECEIVE_SIZE))
-            except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
-                return b""
+            return await receive_or_eof(self._stream)
         # The socket directly, not SocketStream.receive_some: an idle tunnel parks two of
         # these, and the shallower await chain is most of what an idle tunnel costs.
         sock = self._stream.socket
@@ -79,7 +74,7 @@ class SocketEndpoint:
             return
         try:
             await self._stream.send_eof()
-        except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
+        except PEER_GONE:
             pass  # already gone: nothing left to half-close
 
 
@@ -133,7 +128,7 @@ async def run_tunnel(
                 result.sent_down += len(data)
             try:
                 await sink.send(data)
-            except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
+            except PEER_GONE as exc:
                 raise (UpstreamReset if upward else DownstreamDisconnect)(str(exc)) from exc
         await sink.send_eof()
 
