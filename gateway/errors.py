@@ -1,8 +1,8 @@
 """The gateway's errors. Each proxying error carries its wire answer.
 
 An error raised on the data path knows the HTTP status the client gets and the Envoy
-response flag that the access log and stats record, the way h11's ProtocolError carries
-`error_status_hint` and h2's errors carry `error_code`. The router raises them; the HTTP
+response flag that the access log and stats record, the way h2's errors carry
+`error_code`. The router raises them; the HTTP
 connection manager turns them into local replies in one place.
 """
 

@@ -4,7 +4,7 @@ Theory of operation
 -------------------
 Idle connections wait in a trio memory channel. A request *borrows* a connection with
 `async with pool.borrow() as conn:`; when the block ends the connection goes back to the
-channel only if the exchange finished cleanly on both sides (h11 says DONE/DONE). Any
+channel only if the exchange finished cleanly on both sides (the codec says it is reusable). Any
 exception, including Cancelled from a client that went away or a route timeout, closes it
 instead: a cancelled write may have sent half a request, so such a connection is poison.
 

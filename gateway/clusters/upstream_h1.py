@@ -68,7 +68,7 @@ class UpstreamConnection:
 
     def tunnel_endpoint(self) -> SocketEndpoint:
         """After a 101: the raw socket, for a tunnel. The pool discards the connection
-        afterwards (h11 has switched protocols, so it is never reusable)."""
+        afterwards (the codec stopped parsing at the switch, so it is never reusable)."""
         return SocketEndpoint(self.stream, self.codec.take_trailing_data())
 
     async def _send(self, data: bytes) -> None:

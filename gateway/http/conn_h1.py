@@ -1,4 +1,4 @@
-"""The HTTP/1.1 side of the connection manager: one downstream connection, over h11.
+"""The HTTP/1.1 side of the connection manager: one downstream connection.
 
 Theory of operation
 -------------------
@@ -13,8 +13,8 @@ socket while the stream lives. It feeds the request body into a channel of capac
 (backpressure reaches the client through TCP), then keeps reading to notice a client that
 goes away. EOF or a reset cancels the stream's scope at once; the cancellation reaches the
 upstream exchange wherever it waits, and the pool closes that upstream connection (flag
-DC). Bytes that arrive early (pipelined requests) are buffered in h11, bounded by the head
-size limit.
+DC). Bytes that arrive early (pipelined requests) are parsed and queued by the codec,
+bounded by the head size limit.
 
 When the stream finishes it does not interrupt that read if the connection lives on: it
 only puts the idle timeout on it, so the next request's bytes arrive in the read that is
@@ -252,7 +252,7 @@ class Http1Connection:
                     else:
                         codec.receive_data(data)
         # The request is complete. Keep reading so a client that leaves is noticed at once;
-        # early bytes of the next request wait in h11, up to the head size limit. Once the
+        # early bytes of the next request wait in the codec, up to the head size limit. Once the
         # stream is over, the first bytes of the next request end this.
         limit = self.manager.config.max_request_headers_kb * 1024
         done = self._stream_done

@@ -2,7 +2,7 @@
 
 Every event names its stream, so one vocabulary serves HTTP/1.1 (stream ids count requests
 on a connection) and HTTP/2 (the wire's stream ids). The HCM, the filters and the router
-never see an h11 or h2 object.
+never see an httptools or h2 object.
 """
 
 import attrs

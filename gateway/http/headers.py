@@ -1,6 +1,6 @@
 """Request and response heads, the header map, and the proxy's header rules.
 
-Heads are codec-neutral: the HTTP/1.1 codec builds them from h11 events, and filters and the
+Heads are codec-neutral: the HTTP/1.1 codec builds them from llhttp's callbacks, and filters and the
 router only ever see these objects. Header names are lower-case `str`; values are `str`
 decoded as latin-1 so that any byte a peer sent survives the round trip unchanged.
 """

@@ -8,8 +8,8 @@ timeout is passed down as a number; whoever owns a deadline owns the scope.
 
 The request body is uploaded by a second task while this one reads the response, because
 an upstream may answer (e.g. 413) before it has read the whole body. When the response is
-complete the upload is cancelled; an unfinished upload leaves h11 short of DONE, so the
-pool will not reuse that connection.
+complete the upload is cancelled; an unfinished upload leaves the codec short of a finished
+exchange, so the pool will not reuse that connection.
 """
 
 import base64
