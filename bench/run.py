@@ -119,9 +119,12 @@ def stop(proc: subprocess.Popen[bytes], grace: float = 10.0) -> None:
 def launch(
     stack: contextlib.ExitStack, tmp: Path, name: str, port: int, argv: list[str]
 ) -> Service:
-    """Starts argv in its own session (so Ctrl-C reaches only us); stopped when stack closes."""
+    """Starts argv in its own session (so Ctrl-C reaches only us); stopped when stack closes.
+    `python -m gateway` imports this checkout, not a copy installed by an earlier
+    `pip install .`: the numbers are always for the code next to the benchmark."""
     log = tmp / f"{name}.log"
     log_file = stack.enter_context(log.open("wb"))
+    path = os.pathsep.join(filter(None, [str(REPO_DIR), os.environ.get("PYTHONPATH")]))
     proc = subprocess.Popen(
         argv,
         stdin=subprocess.DEVNULL,
@@ -129,6 +132,7 @@ def launch(
         stderr=subprocess.STDOUT,
         cwd=tmp,
         start_new_session=True,
+        env={**os.environ, "PYTHONPATH": path},
     )
     stack.callback(stop, proc)
     return Service(name, port, proc, log)
@@ -1388,7 +1392,7 @@ def collect_versions(
         "python": platform.python_version(),
         "gateway": gateway_version(),
         "trio": metadata.version("trio"),
-        "h11": metadata.version("h11"),
+        "httptools": metadata.version("httptools"),
         "h2": metadata.version("h2"),
     }
     if "http1" in sections or "http2" in sections:

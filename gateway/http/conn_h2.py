@@ -386,6 +386,9 @@ class Http2Connection:
             self._wake_reader_if_done()
 
     async def _flush_quietly(self) -> None:
+        with contextlib.suppress(DownstreamDisconnect):
+            if self.transport.flush_now():
+                return  # written at once (or nothing to write): no scopes needed
         with (
             trio.CancelScope(shield=True),
             trio.move_on_after(1),

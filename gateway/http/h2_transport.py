@@ -72,6 +72,8 @@ class H2Transport:
         self.h2 = conn
         self._connection_window = window
         self._send_lock = trio.StrictFIFOLock()
+        #: What a synchronous write left over; the next `flush()` sends it first.
+        self._unsent = b""
         self._window_changed = trio.Event()
         self.broken = False
         #: Bytes read from and written to the socket, for /tasks.
@@ -91,6 +93,28 @@ class H2Transport:
         self.bytes_received += len(data)
         return data
 
+    def flush_now(self) -> bool:
+        """Writes what h2 has queued if the socket takes it at once, with no trip through the
+        scheduler (gateway/fast_write.py); True when nothing is left to write. False means
+        a write is in progress or the socket took only part: `flush()` finishes the job."""
+        if self._send_lock.locked() or self._unsent:
+            return False  # frames must leave in h2's order: behind the bytes still owed
+        if self.broken:
+            raise self._lost_error("HTTP/2 connection is broken")
+        data = self.h2.data_to_send()
+        if not data:
+            return True
+        try:
+            sent = send_now(self.stream, data)
+        except OSError as exc:
+            self.broken = True
+            raise self._lost_error(f"HTTP/2 write failed: {exc!r}") from exc
+        self.bytes_sent += sent
+        if sent < len(data):
+            self._unsent = data[sent:]
+            return False
+        return True
+
     async def flush(self, extra: bytes = b"") -> None:
         """Writes whatever h2 has queued (plus `extra` raw frames after it).
 
@@ -99,34 +123,14 @@ class H2Transport:
         corrupt the whole connection. So the write is shielded from cancellation and bounded
         by WRITE_TIMEOUT instead; a peer that takes no bytes for that long is dropped.
         """
-        lock = self._send_lock
-        if not lock.locked():
-            # Nobody is mid-write: take h2's bytes and try to write them at once, with no
-            # trip through the scheduler (gateway/fast_write.py). Only what the socket
-            # does not take goes the slow way below, under the lock taken before any await.
-            if self.broken:
-                raise self._lost_error("HTTP/2 connection is broken")
-            data = self.h2.data_to_send() + extra
-            if not data:
-                return
-            try:
-                sent = send_now(self.stream, data)
-            except OSError as exc:
-                self.broken = True
-                raise self._lost_error(f"HTTP/2 write failed: {exc!r}") from exc
-            self.bytes_sent += sent
-            if sent == len(data):
-                return
-            lock.acquire_nowait()
-            try:
-                await self._send_shielded(data[sent:] if sent else data)
-            finally:
-                lock.release()
+        if not extra and self.flush_now():
             return
-        async with lock:
+        async with self._send_lock:
             if self.broken:
                 raise self._lost_error("HTTP/2 connection is broken")
-            data = self.h2.data_to_send() + extra
+            # Bytes the socket did not take at once go first: frames leave in h2's order.
+            data = self._unsent + self.h2.data_to_send() + extra
+            self._unsent = b""
             if data:
                 await self._send_shielded(data)
 
@@ -163,10 +167,11 @@ class H2Transport:
                 if scope.cancelled_caught:
                     raise FlowControlTimeout(f"stream {stream_id}: window closed too long")
                 continue
-            self.h2.send_data(stream_id, bytes(view[:size]))
-            view = view[size:]
+            piece, view = view[:size], view[size:]
+            # The last frame carries END_STREAM: one frame and one write, not two.
+            self.h2.send_data(stream_id, bytes(piece), end_stream=end_stream and not view)
             await self.flush()
-        if end_stream:
+        if end_stream and not data:
             self.h2.end_stream(stream_id)
             await self.flush()
 
