@@ -88,12 +88,17 @@ def preserve_annotation() -> Iterator[None]:
             _annotations[task] = saved
 
 
+#: Frames that say nothing about what a task waits for: trio's, and the gateway's own
+#: socket helpers (every reader passes through them).
+_PLUMBING = (f"{os.sep}trio{os.sep}", f"{os.sep}gateway{os.sep}fast_io.py")
+
+
 def _awaiting(task: trio.lowlevel.Task) -> str | None:
-    """Where the task is suspended, as the innermost frame outside trio itself, e.g.
+    """Where the task is suspended, as the innermost frame outside the plumbing, e.g.
     'Http1Connection._receive (conn_h1.py:97)'."""
     last = None
     for frame, lineno in task.iter_await_frames():
-        if f"{os.sep}trio{os.sep}" not in frame.f_code.co_filename:
+        if not any(part in frame.f_code.co_filename for part in _PLUMBING):
             last = (frame, lineno)
     if last is None:
         return None

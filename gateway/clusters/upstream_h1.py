@@ -12,12 +12,12 @@ import time
 import trio
 
 from gateway.errors import UpstreamReset
-from gateway.fast_write import send_now
+from gateway.fast_io import receive, send_now
 from gateway.http.codec_h1 import ClientCodec, ClientEvent
 from gateway.http.events import NEED_DATA
 from gateway.http.headers import HeaderMap, RequestHead
 from gateway.http.tunnel import SocketEndpoint
-from gateway.trio_util import PEER_GONE, RECEIVE_SIZE
+from gateway.trio_util import PEER_GONE
 
 
 class UpstreamState(enum.Enum):
@@ -29,7 +29,16 @@ class UpstreamState(enum.Enum):
 
 
 class UpstreamConnection:
-    __slots__ = ("codec", "host", "idle_since", "keep_alive", "requests", "state", "stream")
+    __slots__ = (
+        "_last_read",
+        "codec",
+        "host",
+        "idle_since",
+        "keep_alive",
+        "requests",
+        "state",
+        "stream",
+    )
 
     def __init__(self, stream: trio.SocketStream, host: str, *, max_header_bytes: int) -> None:
         self.stream = stream
@@ -40,6 +49,8 @@ class UpstreamConnection:
         self.requests = 0
         #: Cleared when the exchange left the connection unfit for another (a refused upgrade).
         self.keep_alive = True
+        #: The size of the last read (gateway/fast_io.py: wait first after a short one).
+        self._last_read = 0
 
     #: HTTP/1.1 has no way to refuse a request unprocessed.
     refused = False
@@ -73,7 +84,7 @@ class UpstreamConnection:
 
     async def _send(self, data: bytes) -> None:
         # One task writes at a time here (the head, then the upload), so a write that the
-        # socket takes at once needs no trip through the scheduler (gateway/fast_write.py).
+        # socket takes at once needs no trip through the scheduler (gateway/fast_io.py).
         try:
             sent = send_now(self.stream, data)
             if sent < len(data):
@@ -93,9 +104,10 @@ class UpstreamConnection:
             if event is not NEED_DATA:
                 return event
             try:
-                data = await self.stream.receive_some(RECEIVE_SIZE)
+                data = await receive(self.stream, self._last_read)
             except PEER_GONE as exc:
                 raise UpstreamReset(f"upstream read failed: {exc!r}") from exc
+            self._last_read = len(data)
             codec.receive_data(data)
 
     def is_stale(self) -> bool:

@@ -31,7 +31,7 @@ import http
 import trio
 
 from gateway.errors import DownstreamDisconnect, DownstreamProtocolError
-from gateway.fast_write import send_now
+from gateway.fast_io import receive, send_now
 from gateway.http.active_stream import ActiveStream, BodyItem, ResponseState
 from gateway.http.codec_h1 import ServerCodec
 from gateway.http.conn_manager import HttpConnectionManager
@@ -42,7 +42,7 @@ from gateway.http.tunnel import SocketEndpoint
 from gateway.listeners.network_filter import ConnectionInfo
 from gateway.tasktree import preserve_annotation
 from gateway.tls_stream import ByteStream
-from gateway.trio_util import PEER_GONE, raise_single, receive_or_eof
+from gateway.trio_util import PEER_GONE, raise_single
 
 
 class Http1Connection:
@@ -78,6 +78,8 @@ class Http1Connection:
         self._active: ActiveStream | None = None
         self.requests = 0
         self.bytes_received = len(initial)
+        #: The size of the last read (gateway/fast_io.py: wait first after a short one).
+        self._last_read = 0
         self.bytes_sent = 0
 
     def __repr__(self) -> str:
@@ -125,7 +127,11 @@ class Http1Connection:
 
     async def _receive(self) -> bytes:
         """Bytes from the client; b"" when it closed or reset the connection."""
-        data = await receive_or_eof(self._stream)
+        try:
+            data = await receive(self._stream, self._last_read)
+        except PEER_GONE:
+            return b""
+        self._last_read = len(data)
         self.bytes_received += len(data)
         return data
 
@@ -322,7 +328,7 @@ class Http1Connection:
     async def _write(self, data: bytes) -> None:
         lock = self._send_lock
         try:
-            if not lock.locked():  # nobody mid-write: try it at once (gateway/fast_write.py)
+            if not lock.locked():  # nobody mid-write: try it at once (gateway/fast_io.py)
                 sent = send_now(self._stream, data)
                 self.bytes_sent += sent
                 if sent == len(data):

@@ -20,9 +20,9 @@ import h2.settings
 import trio
 
 from gateway.config.model import Http2ProtocolOptions
-from gateway.fast_write import send_now
+from gateway.fast_io import receive, send_now
 from gateway.tls_stream import ByteStream
-from gateway.trio_util import PEER_GONE, receive_or_eof
+from gateway.trio_util import PEER_GONE
 
 #: How long one write may take before the peer is considered gone.
 WRITE_TIMEOUT = 30.0
@@ -78,6 +78,8 @@ class H2Transport:
         self.broken = False
         #: Bytes read from and written to the socket, for /tasks.
         self.bytes_received = 0
+        #: The size of the last read (gateway/fast_io.py: wait first after a short one).
+        self._last_read = 0
         self.bytes_sent = 0
 
     def start(self) -> None:
@@ -89,13 +91,17 @@ class H2Transport:
 
     async def receive(self) -> bytes:
         """Bytes from the peer; b"" when it closed or reset the connection."""
-        data = await receive_or_eof(self.stream)
+        try:
+            data = await receive(self.stream, self._last_read)
+        except PEER_GONE:
+            return b""
+        self._last_read = len(data)
         self.bytes_received += len(data)
         return data
 
     def flush_now(self) -> bool:
         """Writes what h2 has queued if the socket takes it at once, with no trip through the
-        scheduler (gateway/fast_write.py); True when nothing is left to write. False means
+        scheduler (gateway/fast_io.py); True when nothing is left to write. False means
         a write is in progress or the socket took only part: `flush()` finishes the job."""
         if self._send_lock.locked() or self._unsent:
             return False  # frames must leave in h2's order: behind the bytes still owed
