@@ -100,8 +100,6 @@ class _Codec:
         self._body_until_eof = False
         #: Set by a parse error or an upgrade: later bytes are not parsed.
         self._stopped = False
-        #: The parser stopped at an upgrade handshake (not at an error).
-        self._at_upgrade = False
         #: Bytes after an upgrade handshake's head (the tunnel's, or the next request's).
         self._trailing = b""
         # -- the exchange (the message the connection manager is working on)
@@ -134,7 +132,7 @@ class _Codec:
         try:
             self._parser.feed_data(data)
         except httptools.HttpParserUpgrade as upgrade:
-            self._stopped = self._at_upgrade = True
+            self._stopped = True
             self._trailing = data[upgrade.args[0] :]
             self._upgraded()
         except httptools.HttpParserCallbackError as exc:
@@ -363,14 +361,9 @@ class ServerCodec(_Codec):
 
     def _upgraded(self) -> None:
         if self._upgrade_body:  # with a body, it was an ordinary request: parse on
-            self._resume()
-
-    def _resume(self) -> None:
-        """Parses on after an upgrade handshake that did not switch protocols (llhttp
-        resumes after an upgrade)."""
-        self._stopped = self._at_upgrade = False
-        if self._trailing:
-            self.receive_data(self.take_trailing_data())
+            self._stopped = False  # (llhttp itself resumes after an upgrade)
+            if self._trailing:
+                self.receive_data(self.take_trailing_data())
 
     def _feed_upgrade_body(self, data: bytes) -> bytes:
         """Hands out the body llhttp skipped; returns the bytes after it."""
@@ -405,8 +398,12 @@ class ServerCodec(_Codec):
     def _begin_exchange(self, event: RequestHeaders) -> None:
         head = event.head
         self._client_version = head.http_version
-        self._keep_alive = head.http_version == "1.1" and "close" not in _connection_tokens(
-            head.headers
+        # A client that asked to upgrade may speak the new protocol next whatever we
+        # answer: an upgrade not tunnelled ends the connection after its response.
+        self._keep_alive = (
+            head.http_version == "1.1"
+            and "upgrade" not in head.headers
+            and "close" not in _connection_tokens(head.headers)
         )
         self._expecting_continue = (
             not event.end_stream
@@ -418,8 +415,6 @@ class ServerCodec(_Codec):
     def start_next_cycle(self) -> None:
         super().start_next_cycle()
         self._next_bytes = 0
-        if self._at_upgrade:  # the upgrade was refused: what follows is HTTP/1.1 again
-            self._resume()
 
     # -- output --------------------------------------------------------------------------
 
