@@ -19,13 +19,20 @@ import os
 import time
 import weakref
 from collections.abc import Callable, Iterator
-from typing import Any
+from typing import Any, Protocol
 
 import attrs
 import trio
 
 _enabled: trio.lowlevel.RunVar[bool] = trio.lowlevel.RunVar("task_tree_enabled", default=True)
 _ids = itertools.count(1)
+
+
+class Cancellable(Protocol):
+    """A task's cancel handle: a trio.CancelScope, or a stream's own (which also notes that
+    the operator, not the client, cancelled)."""
+
+    def cancel(self) -> None: ...
 
 
 @attrs.define
@@ -36,8 +43,8 @@ class Annotation:
     #: Called at snapshot time for values that change while the task runs.
     live: Callable[[], dict[str, Any]] | None = None
     id: int = 0
-    #: The scope `cancel()` cancels: the task's whole work, so cancelling it ends the task.
-    cancel_scope: trio.CancelScope | None = None
+    #: What `cancel()` cancels: the task's whole work, so cancelling it ends the task.
+    cancel_scope: "Cancellable | None" = None
 
 
 _annotations: "weakref.WeakKeyDictionary[trio.lowlevel.Task, Annotation]" = (
@@ -55,7 +62,7 @@ def annotate(
     kind: str,
     live: Callable[[], dict[str, Any]] | None = None,
     *,
-    cancel_scope: trio.CancelScope | None = None,
+    cancel_scope: Cancellable | None = None,
     **fields: Any,
 ) -> None:
     """Marks the current task as a gateway `kind` ("listener", "connection", "stream", ...).

@@ -74,8 +74,14 @@ def _encode_head(start_line: str, items: list[tuple[str, str]]) -> bytes:
         raise ValueError(f"a header is not latin-1: {items!r}") from None
 
 
-def _connection_tokens(headers: HeaderMap) -> set[str]:
-    return {t.strip().lower() for v in headers.get_all("connection") for t in v.split(",")}
+def _connection_tokens(headers: HeaderMap) -> set[str] | frozenset[str]:
+    values = headers.get_all("connection")
+    if not values:
+        return _NO_TOKENS
+    return {t.strip().lower() for v in values for t in v.split(",")}
+
+
+_NO_TOKENS: frozenset[str] = frozenset()
 
 
 class _Codec:

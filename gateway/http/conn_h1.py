@@ -200,15 +200,14 @@ class Http1Connection:
         """An upgrade may turn the socket into a tunnel whose pumps must be its only
         readers, so it gets no reader; and as a long-lived idle tunnel is where memory
         per connection matters most, it runs in the connection's own task, not a child."""
-        with trio.CancelScope() as scope, preserve_annotation():
-            self._stream_scope = scope
-            await self.manager.run_stream(stream)
+        scope = self._stream_scope = trio.CancelScope()
+        with preserve_annotation():
+            await self.manager.run_stream(stream, scope)
 
     async def _run_stream(self, stream: ActiveStream) -> None:
         try:
             assert self._stream_scope is not None
-            with self._stream_scope:
-                await self.manager.run_stream(stream)
+            await self.manager.run_stream(stream, self._stream_scope)
         finally:
             self._stream_over(stream)
             self._stream_done.set()

@@ -28,7 +28,6 @@ import contextlib
 import logging
 import math
 import time
-from collections.abc import Iterator
 
 import h2.errors
 import h2.events
@@ -91,14 +90,10 @@ def _wire_headers(
     ]
 
 
-@contextlib.contextmanager
-def _stream_gone_is_disconnect() -> Iterator[None]:
-    """The client reset the stream, sent GOAWAY and left (h2 then refuses every send), or
-    kept its window shut for too long: for this stream, it is gone."""
-    try:
-        yield
-    except (h2.exceptions.ProtocolError, FlowControlTimeout) as exc:
-        raise DownstreamDisconnect(str(exc)) from exc
+#: What a send to a stream raises when the client reset it, sent GOAWAY and left (h2 then
+#: refuses every send), or kept its window shut for too long: for this stream, it is gone.
+#: (Caught inline, not by a context manager: these sends run once or twice per request.)
+_STREAM_GONE = (h2.exceptions.ProtocolError, FlowControlTimeout)
 
 
 class H2StreamEncoder:
@@ -114,29 +109,31 @@ class H2StreamEncoder:
         self.active: ActiveStream | None = None
         self.reset_by_peer = False
 
+    def _send_headers(self, headers: list[tuple[bytes, bytes]], end_stream: bool) -> None:
+        try:
+            self._conn.transport.h2.send_headers(self.stream_id, headers, end_stream=end_stream)
+        except _STREAM_GONE as exc:
+            raise DownstreamDisconnect(str(exc)) from exc
+
     async def continue_if_expected(self) -> None:
         """HTTP/2 clients do not wait for 100-continue in practice; nothing to send."""
 
     async def encode_headers(self, head: ResponseHead, end_stream: bool, flush: bool) -> None:
         pseudo = [(b":status", str(head.status).encode())]
-        with _stream_gone_is_disconnect():
-            self._conn.transport.h2.send_headers(
-                self.stream_id, _wire_headers(pseudo, head.headers), end_stream=end_stream
-            )
+        self._send_headers(_wire_headers(pseudo, head.headers), end_stream)
         if flush or end_stream:
             await self._conn.transport.flush()
 
     async def encode_data(self, data: bytes, end_stream: bool) -> None:
-        with _stream_gone_is_disconnect():
+        try:
             await self._conn.transport.send_data(
                 self.stream_id, data, end_stream, self._conn.manager.config.idle_timeout
             )
+        except _STREAM_GONE as exc:
+            raise DownstreamDisconnect(str(exc)) from exc
 
     async def encode_trailers(self, trailers: HeaderMap) -> None:
-        with _stream_gone_is_disconnect():
-            self._conn.transport.h2.send_headers(
-                self.stream_id, _wire_headers([], trailers), end_stream=True
-            )
+        self._send_headers(_wire_headers([], trailers), end_stream=True)
         await self._conn.transport.flush()
 
     async def accept_upgrade(self, head: ResponseHead) -> "H2StreamEndpoint":
@@ -366,8 +363,7 @@ class Http2Connection:
 
     async def _run_stream(self, encoder: H2StreamEncoder, active: ActiveStream) -> None:
         try:
-            with encoder.scope:
-                await self.manager.run_stream(active)
+            await self.manager.run_stream(active, encoder.scope)
         except Exception:
             # Whatever went wrong belongs to this stream; the connection's others go on.
             log.exception("stream %s on %s failed", encoder.stream_id, self.peer)

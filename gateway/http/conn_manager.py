@@ -286,10 +286,12 @@ class HttpConnectionManager:
         self.stats.downstream_rq_total.inc()
         return ActiveStream(self, encoder, head, info, body)
 
-    async def run_stream(self, stream: ActiveStream) -> None:
-        """The body of a stream task: annotate it for /tasks, then filters and router."""
+    async def run_stream(self, stream: ActiveStream, scope: trio.CancelScope) -> None:
+        """The body of a stream task: annotate it for /tasks, then filters and router, in
+        `scope`, the connection's handle on the stream (a client reset cancels it); the
+        operator's cancel from /tasks cancels it too, through an OperatorCancel."""
         info = stream.info
-        scope = trio.CancelScope()
+        operator = OperatorCancel(scope)
         annotate(
             "stream",
             live=lambda: {
@@ -300,7 +302,7 @@ class HttpConnectionManager:
                 "bytes_received": info.bytes_received,
                 "bytes_sent": info.bytes_sent,
             },
-            cancel_scope=scope,
+            cancel_scope=operator,
             peer=info.downstream_remote,
             listener=self.name,
             method=info.method,
@@ -310,7 +312,7 @@ class HttpConnectionManager:
         try:
             with scope:
                 await stream.run(self.router)
-            if scope.cancel_called:
+            if operator.called:
                 self.stats.downstream_rq_admin_cancel.inc()
                 log.warning(
                     "stream %s %s %s from %s cancelled by the operator",
@@ -342,6 +344,21 @@ class HttpConnectionManager:
             route.record(info)
         for access_log in self.access_logs:
             access_log.log(info)
+
+
+class OperatorCancel:
+    """A stream's cancel handle for /tasks/ID/cancel: one scope serves the connection (client
+    resets) and the operator, and this remembers which of them cancelled."""
+
+    __slots__ = ("called", "scope")
+
+    def __init__(self, scope: trio.CancelScope) -> None:
+        self.scope = scope
+        self.called = False
+
+    def cancel(self) -> None:
+        self.called = True
+        self.scope.cancel()
 
 
 #: W3C trace context (traceparent): version-traceid-parentid-flags, lowercase hex.

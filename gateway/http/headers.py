@@ -60,16 +60,26 @@ class HeaderMap:
 
     def set(self, name: str, value: str) -> None:
         """Replaces every value of `name` with one value."""
-        self.remove(name)
-        self._items.append((name.lower(), value))
+        name = name.lower()
+        self._remove(name)
+        self._items.append((name, value))
 
     def remove(self, name: str) -> None:
-        self.remove_names({name.lower()})
+        self._remove(name.lower())
+
+    def _remove(self, name: str) -> None:
+        # Plain loops: a head has a handful of headers, and most calls remove nothing.
+        for n, _ in self._items:
+            if n == name:
+                self._items = [item for item in self._items if item[0] != name]
+                return
 
     def remove_names(self, names: Collection[str]) -> None:
         """Removes every header whose (lower-case) name is in `names`."""
-        if any(n in names for n, _ in self._items):
-            self._items = [(n, v) for n, v in self._items if n not in names]
+        for n, _ in self._items:
+            if n in names:
+                self._items = [item for item in self._items if item[0] not in names]
+                return
 
     def __contains__(self, name: object) -> bool:
         return isinstance(name, str) and self.get(name) is not None
@@ -129,21 +139,27 @@ def strip_hop_by_hop(headers: HeaderMap) -> None:
     `te: trailers` survives (as Envoy keeps it): gRPC needs it end to end, and it is the
     one TE value HTTP/2 allows.
     """
-    named = {
-        token.strip().lower()
-        for value in headers.get_all("connection")
-        for token in value.split(",")
-        if token.strip()
-    }
-    wants_trailers = any("trailers" in v.lower() for v in headers.get_all("te"))
+    named: set[str] = set()
+    wants_trailers = found = False
+    for name, value in headers:  # one pass: most heads carry none, or only `connection`
+        if name in HOP_BY_HOP:
+            found = True
+            if name == "connection":
+                named.update(t.strip().lower() for t in value.split(",") if t.strip())
+            elif name == "te" and "trailers" in value.lower():
+                wants_trailers = True
+    if not found:
+        return  # (a header named by `Connection` implies a `Connection` header)
     headers.remove_names(HOP_BY_HOP | named if named else HOP_BY_HOP)
     if wants_trailers:
         headers.add("te", "trailers")
 
 
 def mutate_request(headers: HeaderMap, mutations: HeaderMutations) -> None:
-    headers.apply(mutations.request_headers_to_add, mutations.request_headers_to_remove)
+    if mutations.request_headers_to_add or mutations.request_headers_to_remove:
+        headers.apply(mutations.request_headers_to_add, mutations.request_headers_to_remove)
 
 
 def mutate_response(headers: HeaderMap, mutations: HeaderMutations) -> None:
-    headers.apply(mutations.response_headers_to_add, mutations.response_headers_to_remove)
+    if mutations.response_headers_to_add or mutations.response_headers_to_remove:
+        headers.apply(mutations.response_headers_to_add, mutations.response_headers_to_remove)
