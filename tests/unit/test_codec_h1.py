@@ -97,11 +97,16 @@ def test_refused_upgrade_closes_and_accepted_one_hands_over_the_bytes():
     assert not codec.reusable
 
 
-def test_http10_client_gets_a_close_delimited_body():
+def unframed_answer(request: bytes) -> tuple[ServerCodec, bytes]:
+    """A server codec that parsed `request` and sent a 200 head with no framing header."""
     codec = server()
-    codec.receive_data(b"GET / HTTP/1.0\r\n\r\n")
+    codec.receive_data(request)
     drain(codec)
-    head = codec.send_response_head(ResponseHead(200, HeaderMap()), request_method="GET")
+    return codec, codec.send_response_head(ResponseHead(200, HeaderMap()), request_method="GET")
+
+
+def test_http10_client_gets_a_close_delimited_body():
+    codec, head = unframed_answer(b"GET / HTTP/1.0\r\n\r\n")
     assert b"transfer-encoding" not in head and b"connection: close" in head
     assert codec.send_data(b"body") == b"body"
     codec.send_end()
@@ -109,10 +114,7 @@ def test_http10_client_gets_a_close_delimited_body():
 
 
 def test_unframed_response_to_http11_is_chunked_with_trailers():
-    codec = server()
-    codec.receive_data(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
-    drain(codec)
-    head = codec.send_response_head(ResponseHead(200, HeaderMap()), request_method="GET")
+    codec, head = unframed_answer(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
     assert head.endswith(b"transfer-encoding: chunked\r\n\r\n")
     assert codec.send_data(b"abc") == b"3\r\nabc\r\n"
     assert codec.send_end(HeaderMap([("grpc-status", "0")])) == b"0\r\ngrpc-status: 0\r\n\r\n"
