@@ -1,5 +1,6 @@
 """Real upstreams, real gateways, real sockets: the pieces every end-to-end test uses."""
 
+import contextlib
 import json
 import signal
 import socket
@@ -367,32 +368,37 @@ class ScriptedH2Upstream:
     silent: bool = False
 
     async def handle(self, stream: trio.SocketStream) -> None:
+        self.connections += 1
+        # A gateway that closes an idle connection may reset it: that ends this one only.
+        with contextlib.suppress(trio.BrokenResourceError):
+            async with stream:
+                await self._serve(stream)
+
+    async def _serve(self, stream: trio.SocketStream) -> None:
         import h2.config
         import h2.connection
         import h2.events
 
-        self.connections += 1
         conn = h2.connection.H2Connection(h2.config.H2Configuration(client_side=False))
         conn.initiate_connection()
         served = 0
         goaway_sent = False
-        async with stream:
-            if not self.silent:
-                await stream.send_all(conn.data_to_send())
-            while data := await stream.receive_some(65536):
-                if self.silent or goaway_sent:
-                    # After its GOAWAY, h2 refuses every frame (a late SETTINGS ACK from
-                    # the gateway included); the test only needs the connection to end.
-                    continue
-                for event in conn.receive_data(data):
-                    if isinstance(event, h2.events.RequestReceived):
-                        conn.send_headers(event.stream_id, [(":status", "200")])
-                        conn.send_data(event.stream_id, b"h2 ok", end_stream=True)
-                        served += 1
-                        if self.goaway_after is not None and served >= self.goaway_after:
-                            conn.close_connection(last_stream_id=event.stream_id)
-                            goaway_sent = True
-                await stream.send_all(conn.data_to_send())
+        if not self.silent:
+            await stream.send_all(conn.data_to_send())
+        while data := await stream.receive_some(65536):
+            if self.silent or goaway_sent:
+                # After its GOAWAY, h2 refuses every frame (a late SETTINGS ACK from the
+                # gateway included); the test only needs the connection to end.
+                continue
+            for event in conn.receive_data(data):
+                if isinstance(event, h2.events.RequestReceived):
+                    conn.send_headers(event.stream_id, [(":status", "200")])
+                    conn.send_data(event.stream_id, b"h2 ok", end_stream=True)
+                    served += 1
+                    if self.goaway_after is not None and served >= self.goaway_after:
+                        conn.close_connection(last_stream_id=event.stream_id)
+                        goaway_sent = True
+            await stream.send_all(conn.data_to_send())
 
 
 async def start_scripted_h2_upstream(nursery: trio.Nursery, **kwargs: Any) -> ScriptedH2Upstream:

@@ -244,9 +244,16 @@ class H2UpstreamConnection:
         options = self.config.http2
         while True:
             await trio.sleep(options.keepalive_interval)
+            if self.closed:
+                return  # closed meanwhile (reaped, drained): the reader is ending too
             self._ping_acked = trio.Event()
-            self.transport.h2.ping(b"gateway!")
-            await self.transport.flush()
+            try:
+                self.transport.h2.ping(b"gateway!")
+                await self.transport.flush()
+            except (h2.exceptions.ProtocolError, UpstreamReset):
+                # The connection failed under the ping: it ends here, not the cluster.
+                self.close()
+                return
             with trio.move_on_after(options.keepalive_timeout) as scope:
                 await self._ping_acked.wait()
             if scope.cancelled_caught:

@@ -215,6 +215,22 @@ async def test_keepalive_detects_a_dead_upstream_connection(nursery):
         assert trio.current_time() - start < 2
 
 
+async def test_upstream_connections_reaped_while_pinging_leave_the_gateway_serving(nursery):
+    # The reaper closes idle connections while their keepalive pings are due: a ping that
+    # finds its connection closed must end that connection's tasks, nothing more.
+    up = await start_scripted_h2_upstream(nursery)
+    cluster = (
+        'protocol = "http2"\nidle_timeout = "20ms"\n'
+        'http2 = { keepalive_interval = "10ms", keepalive_timeout = "1s" }'
+    )
+    async with run_gateway(config_toml(up.port, cluster=cluster)) as gw, httpx.AsyncClient() as c:
+        for _ in range(30):
+            r = await c.get(url(gw, "/"))
+            assert (r.status_code, r.text) == (200, "h2 ok")
+            await trio.sleep(0.03)  # idle long enough to be reaped, pinged meanwhile
+        assert up.connections > 1
+
+
 async def test_oversized_header_list_gets_goaway(nursery):
     up = await start_upstream(nursery)
     toml = config_toml(up.port, listener="http2 = { max_header_list_size = 4096 }")
