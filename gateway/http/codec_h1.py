@@ -97,7 +97,7 @@ class _Codec:
         self._raw_headers: list[tuple[bytes, bytes]] = []
         self._trailers: list[tuple[bytes, bytes]] | None = None
         self._head_size = 0
-        #: A message has begun and is not complete yet; its head is not complete yet.
+        #: A message has begun and is not complete yet (`_in_head`: nor is its head).
         self._in_message = False
         self._in_head = False
         #: Bytes received while a head was incomplete: bounds a head that never ends.
@@ -404,10 +404,12 @@ class ServerCodec(_Codec):
     def _begin_exchange(self, event: RequestHeaders) -> None:
         head = event.head
         self._client_version = head.http_version
-        # A client that asked to upgrade may speak the new protocol next whatever we
-        # answer: an upgrade not tunnelled ends the connection after its response.
+        # A client that asked to upgrade (or sent CONNECT) may speak another protocol next
+        # whatever we answer, and llhttp stops parsing there: such a connection ends after
+        # its response.
         self._keep_alive = (
             head.http_version == "1.1"
+            and head.method != "CONNECT"
             and "upgrade" not in head.headers
             and "close" not in _connection_tokens(head.headers)
         )

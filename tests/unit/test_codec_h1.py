@@ -105,6 +105,15 @@ def unframed_answer(request: bytes) -> tuple[ServerCodec, bytes]:
     return codec, codec.send_response_head(ResponseHead(200, HeaderMap()), request_method="GET")
 
 
+def test_connect_closes_after_its_response():
+    codec = server()
+    codec.receive_data(b"CONNECT example.com:443 HTTP/1.1\r\nHost: example.com:443\r\n\r\n")
+    (request,) = drain(codec)
+    assert request.head.method == "CONNECT" and request.end_stream
+    head = respond(codec, **{"content-length": "0"})
+    assert b"connection: close" in head and not codec.reusable
+
+
 def test_http10_client_gets_a_close_delimited_body():
     codec, head = unframed_answer(b"GET / HTTP/1.0\r\n\r\n")
     assert b"transfer-encoding" not in head and b"connection: close" in head
