@@ -19,7 +19,7 @@ Reads that cannot succeed yet skip the attempt: `receive_some` first tries the r
 on EAGAIN, waits for readiness and reads again. Where the caller knows the peer has not
 answered yet (the upstream's response to a request just written, the client's next
 request after a response just sent) that first try is a wasted syscall and a raised and
-caught exception; `receive` waits first, then reads once.
+caught exception; a `Receiver` waits first, then reads once.
 """
 
 import os
@@ -27,7 +27,7 @@ import os
 import trio
 
 from gateway.tls_stream import ByteStream
-from gateway.trio_util import RECEIVE_SIZE
+from gateway.trio_util import PEER_GONE, RECEIVE_SIZE
 
 
 def send_now(stream: ByteStream, data: bytes) -> int:
@@ -42,18 +42,41 @@ def send_now(stream: ByteStream, data: bytes) -> int:
         return 0
 
 
-async def receive(stream: ByteStream, last_size: int) -> bytes:
-    """The next bytes from `stream` (b"" at EOF), given the size of the last read from it.
-    A short last read drained the socket, so the peer's next bytes are probably not there
-    yet: wait for readiness first, then read once. After a full read, try at once. Raises
-    as `receive_some` does for a reset or closed socket."""
-    if last_size >= RECEIVE_SIZE or type(stream) is not trio.SocketStream:
-        return bytes(await stream.receive_some(RECEIVE_SIZE))
-    sock = stream.socket
-    if sock.fileno() < 0:
-        raise trio.ClosedResourceError("the socket was closed")
-    await trio.lowlevel.wait_readable(sock)
-    try:
-        return os.read(sock.fileno(), RECEIVE_SIZE)
-    except BlockingIOError:  # woken without data after all: the usual way
-        return bytes(await stream.receive_some(RECEIVE_SIZE))
+class Receiver:
+    """The reads of a stream's one reader, which remembers how the last read went: a short
+    read drained the socket, so the peer's next bytes are probably not there yet and the
+    next read waits for readiness first, then reads once; after a full read it tries at
+    once."""
+
+    __slots__ = ("_last_size", "stream")
+
+    def __init__(self, stream: ByteStream) -> None:
+        self.stream = stream
+        self._last_size = 0
+
+    async def receive(self) -> bytes:
+        """The next bytes (b"" at EOF). Raises as `receive_some` does for a reset or closed
+        socket."""
+        data = await self._read()
+        self._last_size = len(data)
+        return data
+
+    async def receive_or_eof(self) -> bytes:
+        """The next bytes; b"" once the peer closed, reset or went away."""
+        try:
+            return await self.receive()
+        except PEER_GONE:
+            return b""
+
+    async def _read(self) -> bytes:
+        stream = self.stream
+        if self._last_size >= RECEIVE_SIZE or type(stream) is not trio.SocketStream:
+            return bytes(await stream.receive_some(RECEIVE_SIZE))
+        sock = stream.socket
+        if sock.fileno() < 0:
+            raise trio.ClosedResourceError("the socket was closed")
+        await trio.lowlevel.wait_readable(sock)
+        try:
+            return os.read(sock.fileno(), RECEIVE_SIZE)
+        except BlockingIOError:  # woken without data after all: the usual way
+            return bytes(await stream.receive_some(RECEIVE_SIZE))

@@ -12,7 +12,7 @@ import time
 import trio
 
 from gateway.errors import UpstreamReset
-from gateway.fast_io import receive, send_now
+from gateway.fast_io import Receiver, send_now
 from gateway.http.codec_h1 import ClientCodec, ClientEvent
 from gateway.http.events import NEED_DATA
 from gateway.http.headers import HeaderMap, RequestHead
@@ -30,7 +30,7 @@ class UpstreamState(enum.Enum):
 
 class UpstreamConnection:
     __slots__ = (
-        "_last_read",
+        "_receiver",
         "codec",
         "host",
         "idle_since",
@@ -49,8 +49,7 @@ class UpstreamConnection:
         self.requests = 0
         #: Cleared when the exchange left the connection unfit for another (a refused upgrade).
         self.keep_alive = True
-        #: The size of the last read (gateway/fast_io.py: wait first after a short one).
-        self._last_read = 0
+        self._receiver = Receiver(stream)
 
     #: HTTP/1.1 has no way to refuse a request unprocessed.
     refused = False
@@ -104,10 +103,9 @@ class UpstreamConnection:
             if event is not NEED_DATA:
                 return event
             try:
-                data = await receive(self.stream, self._last_read)
+                data = await self._receiver.receive()
             except PEER_GONE as exc:
                 raise UpstreamReset(f"upstream read failed: {exc!r}") from exc
-            self._last_read = len(data)
             codec.receive_data(data)
 
     def is_stale(self) -> bool:

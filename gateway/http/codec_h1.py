@@ -68,6 +68,7 @@ def encode_fields(items: list[tuple[str, str]]) -> str:
 
 
 def _encode_head(start_line: str, items: list[tuple[str, str]]) -> bytes:
+    """A message head; also the last chunk with its trailers (start line "0")."""
     try:
         return f"{start_line}\r\n{encode_fields(items)}\r\n".encode("latin-1")
     except UnicodeEncodeError:
@@ -233,9 +234,7 @@ class _Codec:
         """Ends the body; trailers go out only where the framing can carry them (chunked)."""
         self._our_done = True
         if self._chunked:
-            if trailers:
-                return f"0\r\n{encode_fields(list(trailers))}\r\n".encode("latin-1")
-            return b"0\r\n\r\n"
+            return _encode_head("0", list(trailers)) if trailers else b"0\r\n\r\n"
         if trailers:
             self.trailers_dropped += 1
         if self._send_remaining:

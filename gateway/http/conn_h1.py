@@ -31,7 +31,7 @@ import http
 import trio
 
 from gateway.errors import DownstreamDisconnect, DownstreamProtocolError
-from gateway.fast_io import receive, send_now
+from gateway.fast_io import Receiver, send_now
 from gateway.http.active_stream import ActiveStream, BodyItem, ResponseState
 from gateway.http.codec_h1 import ServerCodec
 from gateway.http.conn_manager import HttpConnectionManager
@@ -78,8 +78,7 @@ class Http1Connection:
         self._active: ActiveStream | None = None
         self.requests = 0
         self.bytes_received = len(initial)
-        #: The size of the last read (gateway/fast_io.py: wait first after a short one).
-        self._last_read = 0
+        self._receiver = Receiver(stream)
         self.bytes_sent = 0
 
     def __repr__(self) -> str:
@@ -127,11 +126,7 @@ class Http1Connection:
 
     async def _receive(self) -> bytes:
         """Bytes from the client; b"" when it closed or reset the connection."""
-        try:
-            data = await receive(self._stream, self._last_read)
-        except PEER_GONE:
-            return b""
-        self._last_read = len(data)
+        data = await self._receiver.receive_or_eof()
         self.bytes_received += len(data)
         return data
 

@@ -20,7 +20,7 @@ import h2.settings
 import trio
 
 from gateway.config.model import Http2ProtocolOptions
-from gateway.fast_io import receive, send_now
+from gateway.fast_io import Receiver, send_now
 from gateway.tls_stream import ByteStream
 from gateway.trio_util import PEER_GONE
 
@@ -78,8 +78,7 @@ class H2Transport:
         self.broken = False
         #: Bytes read from and written to the socket, for /tasks.
         self.bytes_received = 0
-        #: The size of the last read (gateway/fast_io.py: wait first after a short one).
-        self._last_read = 0
+        self._receiver = Receiver(stream)
         self.bytes_sent = 0
 
     def start(self) -> None:
@@ -91,11 +90,7 @@ class H2Transport:
 
     async def receive(self) -> bytes:
         """Bytes from the peer; b"" when it closed or reset the connection."""
-        try:
-            data = await receive(self.stream, self._last_read)
-        except PEER_GONE:
-            return b""
-        self._last_read = len(data)
+        data = await self._receiver.receive_or_eof()
         self.bytes_received += len(data)
         return data
 

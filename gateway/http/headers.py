@@ -61,21 +61,15 @@ class HeaderMap:
     def set(self, name: str, value: str) -> None:
         """Replaces every value of `name` with one value."""
         name = name.lower()
-        self._remove(name)
+        self.remove_names((name,))
         self._items.append((name, value))
 
     def remove(self, name: str) -> None:
-        self._remove(name.lower())
-
-    def _remove(self, name: str) -> None:
-        # Plain loops: a head has a handful of headers, and most calls remove nothing.
-        for n, _ in self._items:
-            if n == name:
-                self._items = [item for item in self._items if item[0] != name]
-                return
+        self.remove_names((name.lower(),))
 
     def remove_names(self, names: Collection[str]) -> None:
         """Removes every header whose (lower-case) name is in `names`."""
+        # A plain loop: a head has a handful of headers, and most calls remove nothing.
         for n, _ in self._items:
             if n in names:
                 self._items = [item for item in self._items if item[0] not in names]
