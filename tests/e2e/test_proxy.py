@@ -201,3 +201,35 @@ async def test_hop_by_hop_response_headers_removed(nursery):
     for name in ("x-secret", "keep-alive", "proxy-authenticate"):
         assert name not in r.headers, name
     assert r.headers["x-kept"] == "y"
+
+
+async def test_upgrade_request_with_a_body_is_served_and_closes(nursery):
+    # llhttp hands an upgrade request's body over unparsed; the codec reads it as the body
+    # of an ordinary request, and the connection closes after the answer.
+    up = await start_upstream(nursery)
+    async with run_gateway(config_toml(up.port)) as gw:
+        start = trio.current_time()
+        out = await raw_exchange(
+            gw.listener_ports["edge"],
+            b"POST /u HTTP/1.1\r\nHost: x\r\nConnection: upgrade\r\nUpgrade: h2c\r\n"
+            b"Content-Length: 5\r\n\r\nhello",
+            read_timeout=5,
+        )
+        assert trio.current_time() - start < 2, "closed after the answer, not at a timeout"
+    assert out.startswith(b"HTTP/1.1 200 OK")
+    assert b"connection: close" in out.lower()
+    assert json.loads(out.partition(b"\r\n\r\n")[2])["body_bytes"] == 5
+
+
+async def test_connect_closes_after_its_response(nursery):
+    up = await start_upstream(nursery)
+    async with run_gateway(config_toml(up.port)) as gw:
+        start = trio.current_time()
+        out = await raw_exchange(
+            gw.listener_ports["edge"],
+            b"CONNECT example.com:443 HTTP/1.1\r\nHost: example.com:443\r\n\r\n",
+            read_timeout=5,
+        )
+        assert trio.current_time() - start < 2, "closed after the answer, not at a timeout"
+    assert out.startswith(b"HTTP/1.1 ")
+    assert b"connection: close" in out.lower()
