@@ -17,6 +17,9 @@ class ClusterStats:
     upstream_cx_connect_timeout: Counter
     upstream_cx_destroy: Counter
     upstream_cx_idle_timeout: Counter
+    #: Connections closed because the upstream broke HTTP framing (bytes past a response's
+    #: end included): never lent again.
+    upstream_cx_protocol_error: Counter
     upstream_rq_total: Counter
     upstream_rq_active: Gauge
     upstream_rq_timeout: Counter

@@ -81,6 +81,8 @@ class HostPool(PoolBase):
             conn.idle_since = time.monotonic()
             self._idle_send.send_nowait(conn)
         else:
+            if conn.codec.protocol_error:
+                self._cluster_stats.upstream_cx_protocol_error.inc()
             self._discard(conn)
 
     async def _acquire(self) -> UpstreamConnection:

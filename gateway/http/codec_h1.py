@@ -248,8 +248,21 @@ class _Codec:
 
     @property
     def reusable(self) -> bool:
-        """Both sides finished cleanly and keep-alive was not refused by either."""
-        return self._their_done and self._our_done and self._keep_alive and not self._failed
+        """Both sides finished cleanly, keep-alive was not refused by either, and nothing
+        stopped the parser (an error, an upgrade, or the peer's close)."""
+        return (
+            self._their_done
+            and self._our_done
+            and self._keep_alive
+            and not self._failed
+            and not self._stopped
+        )
+
+    @property
+    def protocol_error(self) -> bool:
+        """The peer broke the protocol; the error waits in the queue (it may lie past the
+        end of a message already handed out, as bytes after an upstream's response do)."""
+        return bool(self._events) and isinstance(self._events[-1], GatewayError)
 
     def take_trailing_data(self) -> bytes:
         """After a protocol switch: the bytes read past the handshake."""
@@ -478,6 +491,10 @@ class ServerCodec(_Codec):
         return self._next_bytes
 
 
+def _bytes_past_response() -> UpstreamReset:
+    return UpstreamReset("upstream sent bytes past the end of its response")
+
+
 class ClientCodec(_Codec):
     """The upstream side of an HTTP/1.1 connection (the gateway is the client)."""
 
@@ -491,6 +508,10 @@ class ClientCodec(_Codec):
         #: The response to HEAD ended with its head; llhttp, which cannot be told that,
         #: still waits for its body, so the next exchange needs a new parser.
         self._parser_spent = False
+        #: The final response of the exchange is complete. An upstream speaks only when
+        #: asked, so any byte after this is out of step: were it parsed, it would become
+        #: the response to the next client's request (response poisoning).
+        self._response_done = False
 
     def send_request_head(self, head: RequestHead) -> bytes:
         self.stream_id += 1
@@ -511,11 +532,19 @@ class ClientCodec(_Codec):
     def _head_too_large(self) -> GatewayError:
         return UpstreamReset("upstream response headers too large")
 
+    def receive_data(self, data: bytes) -> None:
+        if self._response_done and data and not self._stopped:
+            self._stop(_bytes_past_response())
+            return
+        super().receive_data(data)
+
     def on_status(self, reason: bytes) -> None:
         self._reason += reason
         self._head_size += len(reason) + 15
 
     def on_message_begin(self) -> None:
+        if self._response_done:  # a second response in the same read as the first
+            raise _bytes_past_response()
         super().on_message_begin()
         self._reason = b""
 
@@ -538,7 +567,7 @@ class ClientCodec(_Codec):
             self._events.append(EndStream(self.stream_id))
             self._relay_end = False
             self._in_message = False
-            self._parser_spent = True
+            self._parser_spent = self._response_done = True
         elif (
             status not in _NO_BODY_STATUSES
             and status != 101
@@ -549,14 +578,14 @@ class ClientCodec(_Codec):
             self._keep_alive = False
 
     def on_body(self, body: bytes) -> None:
-        if self._parser_spent:
-            self._keep_alive = False  # a body after the answer to HEAD: out of step
-        else:
-            super().on_body(body)
+        if self._parser_spent:  # a body after the answer to HEAD
+            raise _bytes_past_response()
+        super().on_body(body)
 
     def on_message_complete(self) -> None:
         self._in_message = False
         if self._relay_end:
+            self._response_done = True
             self._body_until_eof = False
             trailers, self._trailers = self._trailers, None
             self._events.append(
@@ -575,6 +604,7 @@ class ClientCodec(_Codec):
 
     def start_next_cycle(self) -> None:
         super().start_next_cycle()
+        self._response_done = False
         if self._parser_spent:
             self._parser_spent = False
             self._parser = httptools.HttpResponseParser(self)

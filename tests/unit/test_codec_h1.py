@@ -166,6 +166,37 @@ def test_answer_to_head_ends_with_its_head_and_the_next_exchange_parses():
     assert [e.data for e in drain(codec) if isinstance(e, Data)] == [b"ok"]
 
 
+_CHUNKED_OK = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nok\r\n0\r\n\r\n"
+_POISON = b"HTTP/1.1 200 OK\r\nContent-Length: 8\r\n\r\nPOISONED"
+
+
+@pytest.mark.parametrize(
+    ("method", "response", "body"),
+    [
+        ("GET", b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok", b"ok"),
+        ("GET", _CHUNKED_OK, b"ok"),
+        ("GET", b"HTTP/1.1 204 No Content\r\nContent-Length: 8\r\n\r\n", b""),
+        ("GET", b"HTTP/1.1 304 Not Modified\r\n\r\n", b""),
+        ("HEAD", b"HTTP/1.1 200 OK\r\nContent-Length: 8\r\n\r\n", b""),
+    ],
+)
+@pytest.mark.parametrize("same_read", [True, False])
+def test_bytes_past_a_response_make_the_connection_unusable(method, response, body, same_read):
+    """Response poisoning: what an upstream sends past the end of a response (a second
+    response, a body where none may be) must never become the next request's response."""
+    codec = client()
+    codec.send_request_head(get(method=method))
+    codec.send_end()
+    codec.receive_data(response + _POISON if same_read else response)
+    events = drain(codec)
+    assert [type(e) for e in events][:: len(events) - 1] == [ResponseHeaders, EndStream]
+    assert b"".join(e.data for e in events if isinstance(e, Data)) == body
+    if not same_read:
+        assert codec.reusable
+        codec.receive_data(_POISON)
+    assert not codec.reusable and codec.protocol_error
+
+
 def test_interim_responses_are_skipped_and_101_hands_over_the_bytes():
     codec = client()
     codec.send_request_head(get())
