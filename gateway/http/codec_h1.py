@@ -103,6 +103,8 @@ class _Codec:
         self._in_head = False
         #: Bytes received while a head was incomplete: bounds a head that never ends.
         self._partial_head = 0
+        #: A head began in the read being parsed.
+        self._head_began = False
         #: A message's head says its body runs until the connection closes.
         self._body_until_eof = False
         #: Set by a parse error or an upgrade: later bytes are not parsed.
@@ -136,6 +138,7 @@ class _Codec:
             self._events.append(self._end_of_input())
             self._stopped = True
             return
+        self._head_began = False
         try:
             self._parser.feed_data(data)
         except httptools.HttpParserUpgrade as upgrade:
@@ -147,7 +150,11 @@ class _Codec:
         except httptools.HttpParserError as exc:
             self._stop(exc)
         else:
-            if self._in_head:
+            # Head bytes count from where the head starts: a read that began it may also
+            # hold whole messages before it (pipelining, a body's end). A head that began
+            # in an earlier read owns all of this one. (llhttp gives no offsets, so the
+            # first read's share is left out: at most one read past the limit.)
+            if self._in_head and not self._head_began:
                 self._partial_head += len(data)
                 if self._partial_head > self._max_header_bytes:
                     self._stop(self._head_too_large())
@@ -181,7 +188,7 @@ class _Codec:
         self._raw_headers = []
         self._trailers = None
         self._head_size = 0
-        self._in_message = self._in_head = True
+        self._in_message = self._in_head = self._head_began = True
         self._partial_head = 0
 
     def on_header(self, name: bytes, value: bytes) -> None:

@@ -3,7 +3,14 @@
 import pytest
 import trio
 
-from tests.helpers import config_toml, eventually, raw_exchange, run_gateway, start_upstream
+from tests.helpers import (
+    config_toml,
+    eventually,
+    raw_exchange,
+    read_until,
+    run_gateway,
+    start_upstream,
+)
 
 SMUGGLING = {
     "content-length and transfer-encoding": (
@@ -75,6 +82,65 @@ async def test_too_many_headers_gets_431(nursery):
         )
     assert out.startswith(b"HTTP/1.1 431 ")
     assert up.requests == []
+
+
+async def test_head_that_never_ends_gets_431_across_reads(nursery):
+    up = await start_upstream(nursery)
+    toml = config_toml(up.port, listener="max_request_headers_kb = 4")
+    async with run_gateway(toml) as gw:
+        stream = await trio.open_tcp_stream("127.0.0.1", gw.listener_ports["edge"])
+        async with stream:
+            await stream.send_all(b"GET / HTTP/1.1\r\nHost: x\r\nX-Big: ")
+            with trio.fail_after(3):
+                try:
+                    for _ in range(16):  # one header line, 1 KiB a write, never ended
+                        await trio.sleep(0.01)
+                        await stream.send_all(b"a" * 1024)
+                except trio.BrokenResourceError:
+                    pass
+                out = await read_until(stream, b"\r\n\r\n")
+    assert out.startswith(b"HTTP/1.1 431 ")
+    assert up.requests == []
+
+
+async def test_pipelined_requests_in_one_write_are_all_served(nursery):
+    """Head bytes count from where each head starts, not from the start of the read: 10,000
+    small requests in one write are no oversized head."""
+    routes = """
+[[virtual_hosts.main.routes]]
+match = { prefix = "/direct" }
+direct_response = { status = 200, body = "d" }
+"""
+    async with run_gateway(config_toml(routes=routes)) as gw:
+        stream = await trio.open_tcp_stream("127.0.0.1", gw.listener_ports["edge"])
+        async with stream:
+            await stream.send_all(b"GET /direct HTTP/1.1\r\nHost: x\r\n\r\n" * 10_000)
+            out = b""
+            with trio.fail_after(20):
+                while out.count(b"HTTP/1.1 ") < 10_000:
+                    chunk = await stream.receive_some(1 << 20)
+                    assert chunk, out[-300:]
+                    out += chunk
+    assert out.count(b"HTTP/1.1 200 OK") == 10_000
+
+
+async def test_large_body_then_the_start_of_the_next_request_in_one_read(nursery):
+    up = await start_upstream(nursery)
+    async with run_gateway(config_toml(up.port)) as gw:
+        stream = await trio.open_tcp_stream("127.0.0.1", gw.listener_ports["edge"])
+        async with stream:
+            head = b"POST /discard HTTP/1.1\r\nHost: x\r\nContent-Length: 65000\r\n\r\n"
+            await stream.send_all(head + b"b" * 65000 + b"GET /next HTT")
+            await trio.sleep(0.05)
+            await stream.send_all(b"P/1.1\r\nHost: x\r\n\r\n")
+            with trio.fail_after(5):
+                out = b""
+                while out.count(b"HTTP/1.1 200 OK") < 2:
+                    chunk = await stream.receive_some(65536)
+                    assert chunk, out
+                    out += chunk
+    assert b"65000" in out
+    assert [r.path for r in up.requests] == ["/next"]
 
 
 async def test_malformed_chunked_body_mid_stream_gets_400(nursery):
