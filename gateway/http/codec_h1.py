@@ -192,6 +192,10 @@ class _Codec:
         self._partial_head = 0
 
     def on_header(self, name: bytes, value: bytes) -> None:
+        # llhttp keeps the whitespace after a value, which is not part of it (RFC 9110 5.5):
+        # kept, `X-Role: guest ` would pass a deny on "guest" and `Host: a.test ` escape
+        # the virtual host of a.test.
+        value = value.strip(b" \t")
         if not self._in_head:
             if self._trailers is None:
                 self._trailers = []

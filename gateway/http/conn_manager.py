@@ -27,7 +27,7 @@ from gateway.http.active_stream import ActiveStream, BodyItem, ResponseEncoder
 from gateway.http.events import RequestHeaders
 from gateway.http.filter import FilterContext, HttpFilterFactory
 from gateway.http.filters import FILTER_TYPES
-from gateway.http.headers import RequestHead
+from gateway.http.headers import RequestHead, strip_hop_by_hop
 from gateway.http.route_table import RouteEntry, RouteTable
 from gateway.http.router import RouterFilter
 from gateway.http.stream_info import StreamInfo
@@ -281,6 +281,10 @@ class HttpConnectionManager:
             path=head.path,
             authority=head.authority or "-",
         )
+        # Hop-by-hop headers go where the request enters, before the gateway adds its own:
+        # `Connection: x-forwarded-for` must not remove the x-forwarded-for made below, nor
+        # a header a filter sets.
+        strip_hop_by_hop(head.headers)
         _edge_headers(head, info, peer.rpartition(":")[0].strip("[]"))
         _propagate_trace(head, info)
         self.stats.downstream_rq_total.inc()

@@ -78,8 +78,9 @@ def redirect_location(redirect: Redirect, route: Route, request: RequestHead) ->
 
 
 def prepare_upstream_request(stream: ActiveStream, entry: RouteEntry) -> None:
-    """Rewrites the request for the upstream: path and host rewrites, configured header
-    mutations and hop-by-hop removal. Framing is the upstream codec's business."""
+    """Rewrites the request for the upstream: path and host rewrites and configured header
+    mutations (hop-by-hop headers left when the request entered). Framing is the upstream
+    codec's business."""
     request, route, vhost = stream.request, entry.config, entry.virtual_host
     if route.prefix_rewrite is not None and route.match.prefix is not None:
         request.headers.set("x-envoy-original-path", request.path)
@@ -89,7 +90,6 @@ def prepare_upstream_request(stream: ActiveStream, entry: RouteEntry) -> None:
     if route.host_rewrite is not None:
         request.authority = route.host_rewrite
     headers = request.headers
-    strip_hop_by_hop(headers)
     # The gateway answers Expect: 100-continue itself (Envoy's default), so the upstream
     # must not wait for a 100 that nobody will relay.
     headers.remove("expect")
