@@ -189,6 +189,29 @@ class Http2ProtocolOptions:
     keepalive_interval: Duration = Duration(30.0)
     #: ... and close it if the PING is not answered within this long.
     keepalive_timeout: Duration = Duration(5.0)
+    # Listeners: what a client may make the gateway do besides requests (Envoy's names and
+    # defaults; see gateway/http/h2_guard.py). Crossing one: GOAWAY ENHANCE_YOUR_CALM.
+    #: Control frames (PING and SETTINGS acks, RST_STREAM) queued and not yet written.
+    max_outbound_control_frames: int = attrs.field(default=1000, validator=attrs.validators.gt(0))
+    #: DATA frames with neither data nor END_STREAM, in a row.
+    max_consecutive_inbound_frames_with_empty_payload: int = attrs.field(
+        default=1, validator=attrs.validators.ge(0)
+    )
+    #: PRIORITY frames per stream the client opened (plus this many for the connection).
+    max_inbound_priority_frames_per_stream: int = attrs.field(
+        default=100, validator=attrs.validators.ge(0)
+    )
+    #: WINDOW_UPDATE frames per DATA frame the gateway sent (plus this many).
+    max_inbound_window_update_frames_per_data_frame_sent: int = attrs.field(
+        default=10, validator=attrs.validators.gt(0)
+    )
+    #: A stream reset (by either side) younger than this is a premature reset ...
+    premature_reset_min_stream_lifetime: Duration = Duration(1.0)
+    #: ... and a connection where half of the closed streams (over at least this many)
+    #: were premature resets is closed.
+    premature_reset_total_stream_count: int = attrs.field(
+        default=500, validator=attrs.validators.gt(1)
+    )
 
 
 def _check_cidrs(
@@ -280,6 +303,9 @@ class HttpConnectionManagerOptions:
     request_headers_timeout: Duration = Duration(10.0)
     #: A keep-alive connection with no request in flight is closed after this long.
     idle_timeout: Duration = Duration(300.0)
+    #: A stream with no bytes either way for this long is ended (408 before the response
+    #: began, else reset), whatever its route timeout; "0s": never (Envoy's default 5m).
+    stream_idle_timeout: Duration = Duration(300.0)
     #: Limit on the request line plus headers, in KiB (431 above it).
     max_request_headers_kb: int = attrs.field(default=60, validator=attrs.validators.gt(0))
     #: Limit on the number of request headers (431 above it).

@@ -29,6 +29,7 @@ import logging
 import math
 import time
 
+import h2.connection
 import h2.errors
 import h2.events
 import h2.exceptions
@@ -39,6 +40,7 @@ from gateway.errors import DownstreamDisconnect
 from gateway.http.active_stream import ActiveStream, BodyItem, ResponseState
 from gateway.http.conn_manager import HttpConnectionManager
 from gateway.http.events import RequestHeaders
+from gateway.http.h2_guard import FloodDetected, FloodGuard
 from gateway.http.h2_transport import FlowControlTimeout, H2Transport, new_connection
 from gateway.http.headers import HeaderMap, RequestHead, ResponseHead, strip_hop_by_hop
 from gateway.listeners.network_filter import ConnectionInfo
@@ -192,11 +194,13 @@ class Http2Connection:
         self.conn_info = conn_info
         self.peer = conn_info.peer
         options = manager.config.http2
+        self._guard = FloodGuard(options)
         self.transport = H2Transport(
             stream,
             new_connection(client_side=False, options=options),
             options.initial_connection_window_size,
             DownstreamDisconnect,
+            self._guard,
         )
         self._initial = initial
         self._streams: dict[int, H2StreamEncoder] = {}
@@ -231,10 +235,12 @@ class Http2Connection:
                 transport.start()
                 try:
                     if self._initial:
-                        self._dispatch(transport.h2.receive_data(self._initial))
+                        self._receive(self._initial)
                     await transport.flush()
                     await self._read_loop()
                     self._client_gone()
+                except FloodDetected as exc:
+                    self._flooded(exc)
                 except h2.exceptions.ProtocolError:
                     # h2 has queued a GOAWAY with the right error code; send it and close.
                     self.manager.stats.downstream_cx_protocol_error.inc()
@@ -246,6 +252,23 @@ class Http2Connection:
                 nursery.cancel_scope.cancel()
         except BaseExceptionGroup as group:
             raise_single(group)
+        if transport.h2.state_machine.state is h2.connection.ConnectionState.CLOSED:
+            await self._flush_quietly()  # the GOAWAY of a flood found in a stream's task
+
+    def _flooded(self, exc: FloodDetected) -> None:
+        """The client crossed a limit of h2_guard: GOAWAY ENHANCE_YOUR_CALM, its streams
+        cancelled, and the connection closes once the GOAWAY is written."""
+        self.manager.stats.flood(exc.reason).inc()
+        self.manager.stats.downstream_cx_protocol_error.inc()  # as Envoy counts a flood
+        log.warning("HTTP/2 client %s closed: %s", self.peer, exc)
+        try:
+            self.transport.h2.close_connection(
+                h2.errors.ErrorCodes.ENHANCE_YOUR_CALM, additional_data=exc.reason.encode()
+            )
+        except h2.exceptions.ProtocolError:
+            pass  # h2 already closed it (a limit h2 checks for us) and queued its GOAWAY
+        if self._nursery is not None:
+            self._nursery.cancel_scope.cancel()
 
     async def _read_loop(self) -> None:
         transport = self.transport
@@ -267,8 +290,14 @@ class Http2Connection:
                 continue
             if not data:
                 return
-            self._dispatch(transport.h2.receive_data(data))
+            self._receive(data)
             await transport.flush()
+            self._guard.written()
+
+    def _receive(self, data: bytes) -> None:
+        events = self.transport.h2.receive_data(data)
+        self._guard.received(events)
+        self._dispatch(events)
 
     def _wake_reader_if_done(self) -> None:
         if self._goaway_sent and not self._streams and self._read_scope is not None:
@@ -300,7 +329,14 @@ class Http2Connection:
     def _start_stream(self, event: h2.events.RequestReceived) -> None:
         stream_id = event.stream_id
         if self._goaway_sent:
-            self.transport.reset(stream_id, h2.errors.ErrorCodes.REFUSED_STREAM)
+            self._refuse(stream_id)
+            return
+        if len(self._streams) >= self.manager.config.http2.max_concurrent_streams:
+            # Clients may open streams before they see our SETTINGS: refuse the extra ones,
+            # which they may retry, rather than fail them all (h2_guard.StreamLimitSettings).
+            self.manager.stats.http2.streams_refused.inc()
+            self._refuse(stream_id)
+            self._guard.stream_closed(reset=True, lifetime=0.0)
             return
         self._last_stream_id = max(self._last_stream_id, stream_id)
         head = _request_head(event.headers, self.conn_info.scheme)
@@ -334,24 +370,25 @@ class Http2Connection:
             s.uncredited += len(event.data)
             s.body.send_nowait(event.data)
 
+    def _refuse(self, stream_id: int) -> None:
+        self.transport.reset(stream_id, h2.errors.ErrorCodes.REFUSED_STREAM)
+        self._guard.reset_sent()
+
     def _on_reset(self, event: h2.events.StreamReset) -> None:
+        """A stream reset by the client, or by h2 for the client's protocol error on it
+        (e.g. a WINDOW_UPDATE overflowing the stream's window): either way the client chose
+        it, and either way it counts toward the rapid-reset limit ("MadeYouReset")."""
         s = self._streams.get(event.stream_id)
         if s is not None:
             self.manager.stats.downstream_rq_rx_reset.inc()
-            s.reset_by_peer = True
+            s.reset_by_peer = True  # nothing more to send on it, whoever reset it
             if s.active is not None and s.active.response_state is not ResponseState.DONE:
                 s.active.info.add_flag("DR")
             s.scope.cancel()
-        if event.remote_reset:
-            now = time.monotonic()
-            self._resets = [t for t in self._resets if now - t < 1.0] + [now]
-            limit = self.manager.config.http2.max_stream_resets_per_second
-            if len(self._resets) > limit:
-                self.manager.stats.downstream_cx_rapid_reset.inc()
-                self.transport.h2.close_connection(
-                    h2.errors.ErrorCodes.ENHANCE_YOUR_CALM, additional_data=b"too many resets"
-                )
-                raise h2.exceptions.DenialOfServiceError("rapid reset")
+        now = time.monotonic()
+        self._resets = [t for t in self._resets if now - t < 1.0] + [now]
+        if len(self._resets) > self.manager.config.http2.max_stream_resets_per_second:
+            raise FloodDetected("rapid_reset")
 
     def _client_gone(self) -> None:
         """The client closed the connection: abandon its open streams (flag DC)."""
@@ -371,9 +408,17 @@ class Http2Connection:
             del self._streams[encoder.stream_id]
             if encoder.body is not None:
                 encoder.body.close()
-            if active.response_state is not ResponseState.DONE and not encoder.reset_by_peer:
+            unfinished = active.response_state is not ResponseState.DONE
+            if unfinished and not encoder.reset_by_peer:
                 self.manager.stats.downstream_rq_tx_reset.inc()
                 self.transport.reset(encoder.stream_id, h2.errors.ErrorCodes.CANCEL)
+                self._guard.reset_sent()
+            try:
+                self._guard.stream_closed(
+                    reset=unfinished, lifetime=active.info.duration_ms() / 1000
+                )
+            except FloodDetected as exc:
+                self._flooded(exc)
             # Credit what was received but never forwarded, so the connection window does
             # not shrink for the streams that remain.
             self.transport.acknowledge(encoder.stream_id, encoder.uncredited)

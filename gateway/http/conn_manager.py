@@ -54,6 +54,21 @@ class DownstreamConnection(Protocol):
 
 
 @attrs.define
+class Http2CodecStats:
+    """`http.NAME.http2.*`: HTTP/2 connections closed because the client crossed a limit of
+    gateway/http/h2_guard.py (Envoy's `http2.*` codec stats, kept per listener here)."""
+
+    outbound_control_flood: Counter
+    inbound_empty_frames_flood: Counter
+    inbound_priority_frames_flood: Counter
+    inbound_window_update_frames_flood: Counter
+    #: A header block (HEADERS plus CONTINUATION frames) over max_header_list_size.
+    header_overflow: Counter
+    #: Streams refused (REFUSED_STREAM) beyond max_concurrent_streams.
+    streams_refused: Counter
+
+
+@attrs.define
 class HcmStats:
     downstream_cx_total: Counter
     downstream_cx_active: Gauge
@@ -69,6 +84,8 @@ class HcmStats:
     downstream_rq_rx_reset: Counter
     downstream_rq_tx_reset: Counter
     downstream_cx_rapid_reset: Counter
+    #: HTTP/2 connections closed because half of their streams were reset young (Envoy's).
+    downstream_rq_too_many_premature_resets: Counter
     downstream_rs_trailers_dropped: Counter
     downstream_cx_upgrades_total: Counter
     downstream_cx_upgrades_active: Gauge
@@ -79,11 +96,22 @@ class HcmStats:
     downstream_rq_admin_cancel: Counter
     no_route: Counter
     by_class: dict[int, Counter]
+    http2: Http2CodecStats
 
     @classmethod
     def create(cls, scope: Scope) -> "HcmStats":
         by_class = {c: scope.counter(f"downstream_rq_{c}xx") for c in range(1, 6)}
-        return create_stats(cls, scope, by_class=by_class)
+        http2 = create_stats(Http2CodecStats, scope.child("http2"))
+        return create_stats(cls, scope, by_class=by_class, http2=http2)
+
+    def flood(self, reason: str) -> Counter:
+        """The counter of an HTTP/2 limit crossed (a FloodDetected reason)."""
+        if reason == "rapid_reset":
+            return self.downstream_cx_rapid_reset
+        if reason == "too_many_premature_resets":
+            return self.downstream_rq_too_many_premature_resets
+        counter: Counter = getattr(self.http2, reason)
+        return counter
 
     def record(self, info: StreamInfo) -> None:
         if 100 <= info.response_code <= 599:

@@ -21,6 +21,12 @@ import trio
 
 from gateway.config.model import Http2ProtocolOptions
 from gateway.fast_io import Receiver, send_now
+from gateway.http.h2_guard import (
+    CappedEncoder,
+    FloodGuard,
+    HeaderBlockBuffer,
+    StreamLimitSettings,
+)
 from gateway.tls_stream import ByteStream
 from gateway.trio_util import PEER_GONE
 
@@ -40,7 +46,12 @@ def new_connection(
         client_side=client_side, header_encoding=None, validate_inbound_headers=True
     )
     conn = h2.connection.H2Connection(config=config)
-    conn.local_settings = h2.settings.Settings(
+    conn.encoder = CappedEncoder()
+    conn.incoming_buffer = HeaderBlockBuffer(
+        server=not client_side, max_block_size=options.max_header_list_size
+    )
+    settings = h2.settings.Settings if client_side else StreamLimitSettings
+    conn.local_settings = settings(
         client=client_side,
         initial_values={
             h2.settings.SettingCodes.MAX_CONCURRENT_STREAMS: options.max_concurrent_streams,
@@ -65,11 +76,14 @@ class H2Transport:
         conn: h2.connection.H2Connection,
         window: int,
         lost_error: type[Exception],
+        guard: FloodGuard | None = None,
     ) -> None:
         #: Raised when a write fails: DownstreamDisconnect or UpstreamReset, by side.
         self._lost_error = lost_error
         self.stream = stream
         self.h2 = conn
+        #: Downstream: counts the DATA frames we send (WINDOW_UPDATEs are allowed per frame).
+        self._guard = guard
         self._connection_window = window
         self._send_lock = trio.StrictFIFOLock()
         #: What a synchronous write left over; the next `flush()` sends it first.
@@ -171,6 +185,8 @@ class H2Transport:
             piece, view = view[:size], view[size:]
             # The last frame carries END_STREAM: one frame and one write, not two.
             self.h2.send_data(stream_id, bytes(piece), end_stream=end_stream and not view)
+            if self._guard is not None:
+                self._guard.data_frame_sent()
             await self.flush()
         if end_stream and not data:
             self.h2.end_stream(stream_id)
