@@ -47,8 +47,9 @@ async def start_echo_server(nursery: trio.Nursery) -> EchoServer:
     return server
 
 
-async def start_dying_server(nursery: trio.Nursery) -> int:
-    """Accepts a WebSocket handshake, sends 101, then drops the connection."""
+async def start_dying_server(nursery: trio.Nursery, die: trio.Event | None = None) -> int:
+    """Accepts a WebSocket handshake, sends 101, then drops the connection: after 100 ms,
+    or when `die` is set, and then as a killed process would, without a close frame."""
     listeners = await trio.open_tcp_listeners(0, host="127.0.0.1")
 
     async def handler(stream: trio.SocketStream) -> None:
@@ -65,7 +66,10 @@ async def start_dying_server(nursery: trio.Nursery) -> int:
             b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
             b"Sec-WebSocket-Accept: " + accept + b"\r\n\r\n"
         )
-        await trio.sleep(0.1)
+        if die is None:
+            await trio.sleep(0.1)
+        else:
+            await die.wait()
         await stream.aclose()
 
     nursery.start_soon(trio.serve_listeners, handler, listeners)
