@@ -223,3 +223,11 @@ def test_the_admin_port_on_another_address_is_no_error():
     assert loads_config(bound_elsewhere).clusters["api"].endpoints[1].address.port == 9901
     any_port = VALID.replace('address = "127.0.0.1:9901"', 'address = "127.0.0.1:0"')
     assert loads_config(any_port.replace('"127.0.0.1:8081"', '"127.0.0.1:0"'))
+
+
+def test_a_loopback_endpoint_on_the_port_of_a_wildcard_admin_is_an_error():
+    exposed = VALID.replace(
+        'address = "127.0.0.1:9901"', 'address = "0.0.0.0:9901"\nallow_non_loopback = true'
+    ).replace('"127.0.0.1:8081"', '"127.0.0.1:9901"')
+    (error,) = errors_of(exposed)
+    assert error.startswith("clusters.api.endpoints[1]: 127.0.0.1:9901 is the admin endpoint")
