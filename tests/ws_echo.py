@@ -3,6 +3,7 @@ connections ended, and a raw one that accepts the handshake and then dies."""
 
 import base64
 import hashlib
+import ssl
 import time
 
 import attrs
@@ -40,9 +41,12 @@ class EchoServer:
             self.closed.set()
 
 
-async def start_echo_server(nursery: trio.Nursery) -> EchoServer:
+async def start_echo_server(
+    nursery: trio.Nursery, ssl_context: ssl.SSLContext | None = None
+) -> EchoServer:
+    """An echo server on 127.0.0.1, over TLS (wss://) with `ssl_context`."""
     server = EchoServer()
-    ws_server = await nursery.start(serve_websocket, server.handle, "127.0.0.1", 0, None)
+    ws_server = await nursery.start(serve_websocket, server.handle, "127.0.0.1", 0, ssl_context)
     server.port = ws_server.port
     return server
 

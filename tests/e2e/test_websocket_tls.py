@@ -19,7 +19,7 @@ from tests.tls_helpers import Pki
 from tests.ws_echo import start_dying_server, start_echo_server
 
 
-def wss_config(pki: Pki, echo_port: int, doomed_port: int) -> str:
+def wss_config(pki: Pki, echo_port: int, doomed_port: int, cluster: str = "") -> str:
     cert = pki.issue("localhost", "127.0.0.1")
     return f"""
 [admin]
@@ -48,6 +48,7 @@ cluster = "echo"
 
 [clusters.echo]
 endpoints = ["127.0.0.1:{echo_port}"]
+{cluster}
 [clusters.doomed]
 endpoints = ["127.0.0.1:{doomed_port}"]
 """
@@ -146,3 +147,36 @@ async def test_upstream_that_dies_closes_the_client_at_once(setup):
     assert ended[0] - died < 1.0
     await eventually(lambda: gw.stats.value("http.edge.downstream_cx_upgrades_active") == 0)
     assert seen.slowest < 0.5
+
+
+async def test_a_wss_upstream_behind_a_tls_cluster(tmp_path, nursery):
+    """TLS on both sides: neither can be half-closed, so either side's close ends it all."""
+    pki = Pki(tmp_path)
+    upstream_cert = pki.issue("127.0.0.1")
+    server_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    server_context.load_cert_chain(upstream_cert.certificate_chain, upstream_cert.private_key)
+    echo = await start_echo_server(nursery, server_context)
+    tls = f'tls = {{ trusted_ca = "{pki.ca_file}" }}'
+    async with run_gateway(wss_config(pki, echo.port, 1, cluster=tls)) as gw:
+        target = f"wss://127.0.0.1:{gw.listener_ports['edge']}/echo"
+        context = pki.client_context()
+
+        def talk_then_close(closer: str) -> float:
+            with websockets.sync.client.connect(target, ssl=context, close_timeout=10) as ws:
+                ws.send("over tls twice")
+                assert ws.recv(timeout=2) == "over tls twice"
+                start = time.monotonic()
+                if closer == "upstream":
+                    ws.send("close:1000")
+                    with pytest.raises(ConnectionClosedOK):
+                        ws.recv(timeout=5)
+                else:
+                    ws.close(code=1000, reason="client bye")
+            return time.monotonic() - start
+
+        assert await trio.to_thread.run_sync(talk_then_close, "upstream") < 1.0
+        assert await trio.to_thread.run_sync(talk_then_close, "client") < 1.0
+        with trio.fail_after(2):
+            await echo.closed.wait()
+        assert echo.closes[0][:2] == (1000, "client bye")
+        await eventually(lambda: gw.stats.value("http.edge.downstream_cx_upgrades_active") == 0)
