@@ -96,6 +96,9 @@ def main(argv: list[str] | None = None) -> None:
     p_tasks.add_argument("--cluster", help="only tasks of this cluster (streams, pools, checks)")
     p_tasks.add_argument("--older-than", help="only tasks older than this duration, e.g. 5s")
     p_tasks.add_argument("--state", help="only tasks whose state contains this text")
+    p_tasks.add_argument(
+        "--show-query", action="store_true", help="show request URLs with their query strings"
+    )
     # One worker process of `serve` with `[server] workers` > 1; started by the supervisor.
     p_worker = sub.add_parser("_worker")
     p_worker.add_argument("config")
@@ -137,6 +140,7 @@ def main(argv: list[str] | None = None) -> None:
                     ("cluster", args.cluster),
                     ("older_than", args.older_than),
                     ("state", args.state),
+                    ("show_query", "true" if args.show_query else None),
                 ]
                 if value
             }

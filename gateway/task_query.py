@@ -1,9 +1,13 @@
 """Narrowing and ordering a task tree snapshot: what `/tasks?listener=&cluster=&
-older_than=&state=&sort=age` (and `gateway tasks`) ask for.
+older_than=&state=&sort=age&show_query=` (and `gateway tasks`) ask for.
 
 A node matches when every given condition holds for its own fields. The result keeps each
 matching node with its whole subtree (a matching stream keeps its upload task), and the
 ancestors that lead to it, so the answer is still a tree rooted where Trio's is.
+
+Request URLs carry secrets in their query strings (tokens, signatures, session ids), and
+the tree is readable by whatever reaches the admin endpoint: unless `show_query` is asked
+for, a node's `path` and its name show `?[redacted]` in place of the query.
 """
 
 from typing import Any
@@ -14,6 +18,11 @@ from gateway.config.load import parse_duration
 
 Node = dict[str, Any]
 
+#: What stands for a query string the tree does not show.
+HIDDEN_QUERY = "?[redacted]"
+_TRUE = ("true", "1", "")
+_FALSE = ("false", "0")
+
 
 @attrs.frozen
 class TaskQuery:
@@ -23,6 +32,8 @@ class TaskQuery:
     #: A case-insensitive substring of the node's `state`.
     state: str | None = None
     sort_by_age: bool = False
+    #: Show request paths with their query strings (secrets, often).
+    show_query: bool = False
 
     @classmethod
     def from_params(cls, params: dict[str, str]) -> "TaskQuery":
@@ -36,12 +47,16 @@ class TaskQuery:
         sort = params.get("sort", "name")
         if sort not in ("name", "age"):
             raise ValueError(f"sort: expected 'name' or 'age', got {sort!r}")
+        show_query = params.get("show_query", "false").lower()
+        if show_query not in _TRUE + _FALSE:
+            raise ValueError(f"show_query: expected 'true' or 'false', got {show_query!r}")
         return cls(
             listener=params.get("listener") or None,
             cluster=params.get("cluster") or None,
             older_than=older_than,
             state=(params.get("state") or "").lower() or None,
             sort_by_age=sort == "age",
+            show_query=show_query in _TRUE,
         )
 
     def to_params(self) -> dict[str, str]:
@@ -52,6 +67,8 @@ class TaskQuery:
             out["older_than"] = f"{self.older_than}s"
         if self.sort_by_age:
             out["sort"] = "age"
+        if self.show_query:
+            out["show_query"] = "true"
         return out
 
     @property
@@ -73,6 +90,8 @@ class TaskQuery:
         """The tree narrowed to matching nodes (the bare root if nothing matches)."""
         if self.filters:
             tree = _prune(tree, self) or {k: v for k, v in tree.items() if k != "children"}
+        if not self.show_query:
+            tree = _hide_queries(tree)
         return _by_age(tree) if self.sort_by_age else tree
 
 
@@ -95,3 +114,24 @@ def _by_age(node: Node) -> Node:
         key=lambda c: (0, -c["age_s"], c["name"]) if "age_s" in c else (1, 0.0, c["name"]),
     )
     return {**node, "children": ordered}
+
+
+def _hide_queries(node: Node) -> Node:
+    """The tree with every `path`'s query string hidden, there and in the node's name
+    (`stream 1 GET /search?[redacted]`); nodes without one are returned as they are."""
+    out = node
+    path = node.get("path")
+    if isinstance(path, str) and "?" in path:
+        bare = path.partition("?")[0]
+        out = {**node, "path": bare + HIDDEN_QUERY}
+        name: str = node["name"]
+        # The name may hold the path cut short (stream names keep 80 characters).
+        at = name.find(bare + "?")
+        if at >= 0:
+            out["name"] = name[: at + len(bare)] + HIDDEN_QUERY
+    children = node.get("children")
+    if children:
+        hidden = [_hide_queries(child) for child in children]
+        if any(new is not old for new, old in zip(hidden, children, strict=True)):
+            out = {**out, "children": hidden}
+    return out

@@ -17,7 +17,8 @@ _CLEAR = "\x1b[H\x1b[2J"
 
 async def watch_tasks(admin: str, follow: bool, interval: str, filters: dict[str, str]) -> None:
     """Prints the tree (oldest tasks first) once, or with `follow` redraws it on every
-    update; `filters` are /tasks parameters (listener, cluster, older_than, state)."""
+    update; `filters` are /tasks parameters (listener, cluster, older_than, state,
+    show_query)."""
     query = urlencode({"interval": interval, "sort": "age", **filters})
     url = f"ws://{admin}/tasks/ws?{query}"
     try:

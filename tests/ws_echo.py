@@ -3,6 +3,7 @@ connections ended, and a raw one that accepts the handshake and then dies."""
 
 import base64
 import hashlib
+import ssl
 import time
 
 import attrs
@@ -40,15 +41,19 @@ class EchoServer:
             self.closed.set()
 
 
-async def start_echo_server(nursery: trio.Nursery) -> EchoServer:
+async def start_echo_server(
+    nursery: trio.Nursery, ssl_context: ssl.SSLContext | None = None
+) -> EchoServer:
+    """An echo server on 127.0.0.1, over TLS (wss://) with `ssl_context`."""
     server = EchoServer()
-    ws_server = await nursery.start(serve_websocket, server.handle, "127.0.0.1", 0, None)
+    ws_server = await nursery.start(serve_websocket, server.handle, "127.0.0.1", 0, ssl_context)
     server.port = ws_server.port
     return server
 
 
-async def start_dying_server(nursery: trio.Nursery) -> int:
-    """Accepts a WebSocket handshake, sends 101, then drops the connection."""
+async def start_dying_server(nursery: trio.Nursery, die: trio.Event | None = None) -> int:
+    """Accepts a WebSocket handshake, sends 101, then drops the connection: after 100 ms,
+    or when `die` is set, and then as a killed process would, without a close frame."""
     listeners = await trio.open_tcp_listeners(0, host="127.0.0.1")
 
     async def handler(stream: trio.SocketStream) -> None:
@@ -65,7 +70,10 @@ async def start_dying_server(nursery: trio.Nursery) -> int:
             b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
             b"Sec-WebSocket-Accept: " + accept + b"\r\n\r\n"
         )
-        await trio.sleep(0.1)
+        if die is None:
+            await trio.sleep(0.1)
+        else:
+            await die.wait()
         await stream.aclose()
 
     nursery.start_soon(trio.serve_listeners, handler, listeners)

@@ -2,6 +2,7 @@
 
 import logging
 from functools import partial
+from typing import cast
 
 import hypercorn.config
 import hypercorn.trio
@@ -10,9 +11,12 @@ from hypercorn.typing import ASGIFramework
 
 from gateway.admin.app import AdminApp
 from gateway.admin.history import StatsHistory
+from gateway.admin.origin import SameOriginOnly
+from gateway.asgi import App
 from gateway.config.model import Admin, is_loopback
 from gateway.errors import StartupError
 from gateway.server import Gateway
+from gateway.stats import StatsStore
 from gateway.tasktree import annotate
 from gateway.trio_util import leaves
 
@@ -29,7 +33,8 @@ async def serve_admin(
     try:
         async with trio.open_nursery() as nursery:
             serve = partial(serve_admin_app, shutdown=gw.admin_shutdown)
-            port = await nursery.start(serve, AdminApp(gw, history), admin, name="hypercorn")
+            app = AdminApp(gw, history)
+            port = await nursery.start(serve, app, admin, gw.stats, name="hypercorn")
             nursery.start_soon(history.run, name="admin stats history")
             task_status.started(port)
             await gw.admin_shutdown.wait()
@@ -39,14 +44,16 @@ async def serve_admin(
 
 
 async def serve_admin_app(
-    app: ASGIFramework,
+    app: App,
     admin: Admin,
+    stats: StatsStore,
     *,
     shutdown: trio.Event | None = None,
     task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED,
 ) -> None:
-    """Serves an admin ASGI app (a gateway's, or a worker supervisor's) with hypercorn;
-    a bind failure is a StartupError naming `admin.address`. Once `shutdown` is set,
+    """Serves an admin ASGI app (a gateway's, or a worker supervisor's) with hypercorn,
+    to this host's tools and the admin's own pages only (`admin.rq_refused` counts the
+    rest); a bind failure is a StartupError naming `admin.address`. Once `shutdown` is set,
     hypercorn stops gracefully: answers being written (POST /quitquitquit's) go out."""
     annotate("admin", address=str(admin.address))
     if not is_loopback(admin.address.host):
@@ -60,10 +67,14 @@ async def serve_admin_app(
     config.errorlog = log
     config.graceful_timeout = _ADMIN_GRACE
     trigger = shutdown.wait if shutdown is not None else None
+    refused = stats.scope("admin", "admin").counter("rq_refused")
+    guarded = cast(ASGIFramework, SameOriginOnly(app, admin.address.host, refused))
     async with trio.open_nursery() as nursery:
         try:
             binds = await nursery.start(
-                partial(hypercorn.trio.serve, app, config, mode="asgi", shutdown_trigger=trigger),
+                partial(
+                    hypercorn.trio.serve, guarded, config, mode="asgi", shutdown_trigger=trigger
+                ),
                 name="hypercorn",
             )
         except (OSError, BaseExceptionGroup) as exc:

@@ -228,4 +228,5 @@ async def serve_supervisor_admin(
     *,
     task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED,
 ) -> None:
-    await serve_admin_app(SupervisorAdminApp(supervisor), admin, task_status=task_status)
+    app = SupervisorAdminApp(supervisor)
+    await serve_admin_app(app, admin, supervisor.store, task_status=task_status)

@@ -43,14 +43,16 @@ class Reply:
     def json(cls, data: object, status: int = 200) -> "Reply":
         return cls(status, "application/json", (json.dumps(data, indent=2) + "\n").encode())
 
-    async def send(self, send: Send) -> None:
-        """Sends this reply as an ASGI HTTP response (admin answers are never cached)."""
+    async def send(self, send: Send, *, websocket: bool = False) -> None:
+        """Sends this reply as an ASGI HTTP response (admin answers are never cached), or
+        with `websocket` as the HTTP answer refusing a WebSocket handshake."""
         headers = [
             (b"content-type", self.content_type.encode()),
             (b"cache-control", b"no-cache, max-age=0"),
         ]
-        await send({"type": "http.response.start", "status": self.status, "headers": headers})
-        await send({"type": "http.response.body", "body": self.body})
+        kind = "websocket.http.response" if websocket else "http.response"
+        await send({"type": f"{kind}.start", "status": self.status, "headers": headers})
+        await send({"type": f"{kind}.body", "body": self.body})
 
 
 def ready(gw: Gateway, query: dict[str, str]) -> Reply:
@@ -196,8 +198,8 @@ def clusters(gw: Gateway, query: dict[str, str]) -> Reply:
         lines.append(f"{name}::observability_name::{name}")
         for limit, value in attrs.asdict(cluster.config.circuit_breakers).items():
             lines.append(f"{name}::default_priority::{limit}::{value}")
-        limit = cluster.config.max_connections_per_host
-        lines.append(f"{name}::default_priority::max_connections_per_host::{limit}")
+        per_host = cluster.config.max_connections_per_host
+        lines.append(f"{name}::default_priority::max_connections_per_host::{per_host}")
         for host in cluster.hosts:
             prefix = f"{name}::{host.address}"
             for stat, value in sorted(attrs.asdict(host.stats).items()):

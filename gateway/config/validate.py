@@ -5,12 +5,14 @@ match, regexes compile, and no two listeners share an address. Every problem is 
 each with its TOML path, so an operator fixes a config in one go.
 """
 
+import ipaddress
 import re
 
 import attrs
 
 from gateway.config.model import (
     TERMINAL_NETWORK_FILTERS,
+    Address,
     Cluster,
     FilterChain,
     FilterChainMatch,
@@ -21,6 +23,7 @@ from gateway.config.model import (
     Route,
     TcpProxy,
     VirtualHost,
+    is_loopback,
 )
 from gateway.tls_context import check_downstream, check_upstream
 
@@ -289,6 +292,41 @@ def _check_filter_chain(
     errors += check_downstream(tls, f"{where}.tls")
 
 
+def _same_host(a: str, b: str) -> bool:
+    try:
+        return ipaddress.ip_address(a) == ipaddress.ip_address(b)
+    except ValueError:
+        return a.lower() == b.lower()
+
+
+def _reaches(endpoint: Address, admin: Address) -> bool:
+    """Whether connecting to `endpoint` reaches an admin endpoint bound to `admin`."""
+    if admin.port == 0 or endpoint.port != admin.port:
+        return False
+    host, own = endpoint.host, admin.host
+    if _same_host(host, own):
+        return True
+    if own in ("0.0.0.0", "::"):  # every address of this host, loopback among them
+        return is_loopback(host)
+    return "localhost" in (host.lower(), own.lower()) and is_loopback(host) and is_loopback(own)
+
+
+def _check_admin_loop(config: GatewayConfig, errors: list[str]) -> None:
+    """No cluster may send requests to the admin endpoint: a route to it would give every
+    client the admin's powers (and the admin's own checks would see a local caller)."""
+    if config.admin is None:
+        return
+    admin = config.admin.address
+    for name, cluster in config.clusters.items():
+        for i, endpoint in enumerate(cluster.endpoints):
+            if _reaches(endpoint.address, admin):
+                errors.append(
+                    f"clusters.{name}.endpoints[{i}]: {endpoint.address} is the admin "
+                    f"endpoint (admin.address = '{admin}'); proxying to it would let any "
+                    "client drive the admin endpoint"
+                )
+
+
 def _check_upstream_tls(config: GatewayConfig, errors: list[str]) -> None:
     for name, cluster in config.clusters.items():
         if cluster.tls is not None:
@@ -354,6 +392,7 @@ def validate(config: GatewayConfig) -> list[str]:
     for name, cluster in config.clusters.items():
         _check_cluster(cluster, f"clusters.{name}", errors)
     _check_upstream_tls(config, errors)
+    _check_admin_loop(config, errors)
     dynamic = config.dynamic
     sources = [k for k in ("path", "rest", "ads") if getattr(dynamic, k) is not None]
     if len(sources) > 1:

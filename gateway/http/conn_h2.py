@@ -164,6 +164,8 @@ class H2StreamEndpoint:
     """The downstream end of a tunnel over one HTTP/2 stream (RFC 8441): the client's DATA
     in, our DATA out, END_STREAM as the half-close; flow control as for any body."""
 
+    half_closable = True
+
     def __init__(self, encoder: H2StreamEncoder, active: ActiveStream) -> None:
         self._encoder = encoder
         self._active = active

@@ -6,15 +6,19 @@ upstream's raw socket after its 101). Two pump tasks copy bytes, one per directi
 nursery that is the tunnel: either side ending cancels nothing by itself, because a
 half-close is legal (the pump that saw EOF passes it on with `send_eof` and stops; the other
 direction carries on), but an error on either side, the idle timeout or the maximum
-duration ends both at once. Buffers are bounded: a pump holds one chunk at a time, so a
-slow reader stops its pump, which stops reading its source, and TCP (or HTTP/2 flow
-control) pushes back on the fast writer.
+duration ends both at once. A side that cannot be half-closed (TLS: trio has no way to
+send close_notify and keep reading) cannot be told that the other side ended while the
+tunnel goes on, so there the end of either direction ends the tunnel: both sides are told
+(close_notify, FIN, END_STREAM), or a wss:// client would wait for a close that never comes.
+Buffers are bounded: a pump holds one chunk at a time, so a slow reader stops its pump,
+which stops reading its source, and TCP (or HTTP/2 flow control) pushes back on the fast
+writer.
 """
 
 import math
 import os
 import time
-from typing import Protocol
+from typing import Any, Protocol
 
 import attrs
 import trio
@@ -24,8 +28,16 @@ from gateway.tasktree import annotate
 from gateway.tls_stream import ByteStream, TlsStream
 from gateway.trio_util import PEER_GONE, RECEIVE_SIZE, raise_single, receive_or_eof
 
+#: How long telling a side that the tunnel ended may take (close_notify to a client that
+#: does not read): after that it is closed without.
+_GOODBYE_TIMEOUT = 1.0
+
 
 class TunnelEndpoint(Protocol):
+    #: Whether this side can be told "no more bytes" and still send: if not, the end of
+    #: the other side's bytes is the end of the tunnel.
+    half_closable: bool
+
     async def receive(self) -> bytes:
         """The next bytes from this side; b"" when it half-closed (or went away)."""
         ...
@@ -33,17 +45,19 @@ class TunnelEndpoint(Protocol):
     async def send(self, data: bytes) -> None: ...
 
     async def send_eof(self) -> None:
-        """Tells this side no more bytes will come."""
+        """Tells this side no more bytes will come (on a side that is not
+        `half_closable`, this closes it)."""
 
 
 class SocketEndpoint:
     """A connection's byte stream (after an HTTP/1.1 switch, or a tcp_proxy's), with
     bytes a codec had read ahead. Cleartext or TLS: TLS cannot be half-closed over trio,
-    so `send_eof` on it does nothing and the tunnel ends when the other direction does."""
+    so `send_eof` on it sends close_notify and closes it."""
 
     def __init__(self, stream: ByteStream, initial: bytes) -> None:
         self._stream = stream
         self._initial = initial
+        self.half_closable = not isinstance(stream, TlsStream)
 
     async def receive(self) -> bytes:
         if self._initial:
@@ -70,12 +84,13 @@ class SocketEndpoint:
         await self._stream.send_all(data)
 
     async def send_eof(self) -> None:
-        if isinstance(self._stream, TlsStream):
-            return
         try:
-            await self._stream.send_eof()
+            if isinstance(self._stream, TlsStream):
+                await self._stream.aclose()
+            else:
+                await self._stream.send_eof()
         except PEER_GONE:
-            pass  # already gone: nothing left to half-close
+            pass  # already gone: nothing left to tell
 
 
 @attrs.define
@@ -96,7 +111,7 @@ async def run_tunnel(
     *,
     idle_timeout: float,
     max_duration: float,
-    describe: dict[str, object],
+    describe: dict[str, Any],
 ) -> None:
     """Pumps bytes both ways until both sides finished, an error, or a timeout ("0s" turns
     either timeout off). Raises DownstreamDisconnect or UpstreamReset when a side broke."""
@@ -116,9 +131,14 @@ async def run_tunnel(
     hard_deadline = trio.current_time() + max_duration if max_duration > 0 else math.inf
     idle = idle_timeout if idle_timeout > 0 else math.inf
 
+    #: The sides already told that no more bytes will come.
+    told: list[TunnelEndpoint] = []
+    ended = False  # one direction ended towards a side that cannot be half-closed
+
     async def pump(
         source: TunnelEndpoint, sink: TunnelEndpoint, upward: bool, scope: trio.CancelScope
     ) -> None:
+        nonlocal ended
         while data := await source.receive():
             last_activity[0] = time.monotonic()
             scope.deadline = min(trio.current_time() + idle, hard_deadline)
@@ -130,7 +150,14 @@ async def run_tunnel(
                 await sink.send(data)
             except PEER_GONE as exc:
                 raise (UpstreamReset if upward else DownstreamDisconnect)(str(exc)) from exc
-        await sink.send_eof()
+        if sink.half_closable:
+            await sink.send_eof()
+            told.append(sink)
+        else:
+            # Stop the other pump first: it reads the side about to be closed, and a TLS
+            # stream busy in a read cannot send its close_notify.
+            ended = True
+            scope.cancel()
 
     try:
         async with trio.open_nursery() as nursery:
@@ -142,5 +169,10 @@ async def run_tunnel(
             await pump(downstream, upstream, True, scope)
     except BaseExceptionGroup as group:
         raise_single(group)
-    if scope.cancelled_caught:
+    if ended:
+        with trio.move_on_after(_GOODBYE_TIMEOUT):
+            for side in (downstream, upstream):
+                if side not in told:
+                    await side.send_eof()
+    elif scope.cancelled_caught:
         result.cut = "DT" if trio.current_time() >= hard_deadline else "SI"

@@ -9,7 +9,16 @@ import httpx
 import pytest
 import trio
 
-from tests.helpers import admin_url, config_toml, eventually, run_gateway, start_upstream, url
+from gateway.asgi import complete_lifespan
+from tests.helpers import (
+    admin_url,
+    config_toml,
+    eventually,
+    run_gateway,
+    serve_asgi,
+    start_upstream,
+    url,
+)
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 pytestmark = pytest.mark.skipif(
@@ -42,15 +51,16 @@ async def test_dashboard_renders_tree_and_plots(nursery, tmp_path):
             await trio.sleep(0.1)
         slow = await trio.open_tcp_stream("127.0.0.1", gw.listener_ports["edge"])
         async with slow:
-            await slow.send_all(b"GET /hang HTTP/1.1\r\nHost: x\r\n\r\n")
-            await eventually(lambda: up.requests and up.requests[-1].path == "/hang")
+            await slow.send_all(b"GET /hang?token=secret HTTP/1.1\r\nHost: x\r\n\r\n")
+            await eventually(lambda: up.requests and up.requests[-1].path.startswith("/hang"))
             dom = await _chromium("--dump-dom", admin_url(gw, "/"))
             shot = tmp_path / "dashboard.png"
             await _chromium("--window-size=1280,1400", f"--screenshot={shot}", admin_url(gw, "/"))
 
     tree = dom[dom.index('id="tree"') :]
     assert re.match(r'id="tree" data-updated="[\d.]+"', tree), "the WebSocket tree arrived"
-    assert "listener edge" in tree and "stream 1 GET /hang" in tree
+    assert "listener edge" in tree and "stream 1 GET /hang?[redacted]" in tree
+    assert "secret" not in dom
     assert "waiting for upstream response headers" in tree
     assert re.search(r'<button onclick="cancelTask\(\d+\)">cancel #\d+</button>', tree)
     assert f"127.0.0.1:{gw.listener_ports['edge']}" in dom  # the listeners table
@@ -63,3 +73,37 @@ async def test_dashboard_renders_tree_and_plots(nursery, tmp_path):
     assert "http.edge.downstream_rq_2xx" in dom  # top stats
     png = shot.read_bytes()
     assert png.startswith(b"\x89PNG") and len(png) > 20_000
+
+
+def _page(html: str):
+    """An ASGI app serving one HTML page: another site, as far as the browser knows."""
+
+    async def app(scope, receive, send) -> None:
+        if scope["type"] == "lifespan":
+            await complete_lifespan(receive, send)
+            return
+        headers = [(b"content-type", b"text/html; charset=utf-8")]
+        await send({"type": "http.response.start", "status": 200, "headers": headers})
+        await send({"type": "http.response.body", "body": html.encode()})
+
+    return app
+
+
+async def test_a_page_from_another_origin_cannot_drive_the_admin(nursery):
+    up = await start_upstream(nursery)
+    async with run_gateway(config_toml(up.port)) as gw, httpx.AsyncClient() as client:
+        admin = f"127.0.0.1:{gw.admin_port}"
+        evil = await serve_asgi(
+            nursery,
+            _page(f"""<!doctype html><body><div id="ws">pending</div><script>
+fetch("http://{admin}/quitquitquit", {{method: "POST", mode: "no-cors"}});
+const ws = new WebSocket("ws://{admin}/tasks/ws");
+ws.onmessage = (e) => {{ document.getElementById("ws").textContent = "read " + e.data; }};
+ws.onerror = () => {{ document.getElementById("ws").textContent = "refused"; }};
+</script></body>"""),
+        )
+        dom = await _chromium("--dump-dom", f"http://127.0.0.1:{evil}/")
+        assert '<div id="ws">refused</div>' in dom
+        await eventually(lambda: gw.stats.value("admin.rq_refused") == 2)
+        assert not gw.shutdown_requested.is_set()
+        assert (await client.get(url(gw, "/after"))).status_code == 200

@@ -201,20 +201,24 @@ async def test_tasks_websocket_filters_and_cli_sorted_by_age(nursery):
     async with run_gateway(config_toml(up.port)) as gw:
         stream = await trio.open_tcp_stream("127.0.0.1", gw.listener_ports["edge"])
         async with stream:
-            await stream.send_all(b"GET /hang HTTP/1.1\r\nHost: x\r\n\r\n")
+            await stream.send_all(b"GET /hang?token=secret HTTP/1.1\r\nHost: x\r\n\r\n")
             await eventually(lambda: up.requests)
             admin = f"127.0.0.1:{gw.admin_port}"
             async with open_websocket_url(f"ws://{admin}/tasks/ws?state=upstream") as ws:
                 tree = json.loads(await ws.get_message())["tree"]
-            assert [n["path"] for n in nodes(tree, kind="stream")] == ["/hang"]
+            assert [n["path"] for n in nodes(tree, kind="stream")] == ["/hang?[redacted]"]
             assert not list(nodes(tree, kind="cluster"))
+            command = [sys.executable, "-m", "gateway", "tasks", "--admin", admin]
             result = await trio.run_process(
-                [sys.executable, "-m", "gateway", "tasks", "--admin", admin, "--listener", "edge"],
-                capture_stdout=True,
-                capture_stderr=True,
+                [*command, "--listener", "edge"], capture_stdout=True, capture_stderr=True
             )
+            asked = await trio.run_process(
+                [*command, "--show-query"], capture_stdout=True, capture_stderr=True
+            )
+    assert "[stream] stream 1 GET /hang?token=secret" in asked.stdout.decode()
+    assert b"secret" not in result.stdout
     lines = result.stdout.decode().splitlines()
-    assert any("[stream] stream 1 GET /hang" in line for line in lines)
+    assert any("[stream] stream 1 GET /hang?[redacted]" in line for line in lines)
     assert not any("[cluster]" in line for line in lines)
     # Oldest first: the listener's connection (opened before the stream) precedes accept.
     edge = next(i for i, line in enumerate(lines) if "[listener] listener edge" in line)

@@ -58,7 +58,13 @@ async def test_two_workers_share_the_port_and_the_admin_adds_them_up(nursery, tm
         assert [c["name"] for c in live["children"]] == ["worker 0", "worker 1"]
         prom = (await client.get(f"{base}/stats/prometheus")).text
         assert "envoy_http_downstream_rq_total" in prom
+        # The supervisor's admin endpoint refuses other sites' pages as a worker's does.
+        foreign = {"origin": "http://evil.example"}
+        refused = await client.post(f"{base}/quitquitquit", headers=foreign)
+        assert refused.status_code == 403
         assert (await client.get(f"{base}/ready")).status_code == 200
+        refused_stat = await client.get(f"{base}/stats?filter=^admin\\.rq_refused$")
+        assert refused_stat.text == "admin.rq_refused: 1\n"
 
 
 async def test_a_worker_that_dies_is_restarted(nursery, tmp_path):

@@ -196,3 +196,38 @@ def test_route_and_listener_consistency_checks():
         "listeners.edge.virtual_hosts: domain 'API.example.com' is in both "
         "virtual_hosts.api and virtual_hosts.other" in errors
     )
+
+
+@pytest.mark.parametrize(
+    ("admin", "endpoint"),
+    [
+        ("127.0.0.1:9901", "127.0.0.1:9901"),
+        ("127.0.0.1:9901", "localhost:9901"),
+        ("localhost:9901", "127.0.0.1:9901"),
+        ("[::1]:9901", "[0:0:0:0:0:0:0:1]:9901"),
+    ],
+)
+def test_a_cluster_endpoint_that_is_the_admin_endpoint_is_an_error(admin, endpoint):
+    text = VALID.replace('address = "127.0.0.1:9901"', f'address = "{admin}"').replace(
+        '"127.0.0.1:8081"', f'"{endpoint}"'
+    )
+    assert errors_of(text) == [
+        f"clusters.api.endpoints[1]: {parse_address(endpoint)} is the admin endpoint "
+        f"(admin.address = '{parse_address(admin)}'); proxying to it would let any client "
+        "drive the admin endpoint"
+    ]
+
+
+def test_the_admin_port_on_another_address_is_no_error():
+    bound_elsewhere = VALID.replace('"127.0.0.1:8081"', '"127.0.0.2:9901"')
+    assert loads_config(bound_elsewhere).clusters["api"].endpoints[1].address.port == 9901
+    any_port = VALID.replace('address = "127.0.0.1:9901"', 'address = "127.0.0.1:0"')
+    assert loads_config(any_port.replace('"127.0.0.1:8081"', '"127.0.0.1:0"'))
+
+
+def test_a_loopback_endpoint_on_the_port_of_a_wildcard_admin_is_an_error():
+    exposed = VALID.replace(
+        'address = "127.0.0.1:9901"', 'address = "0.0.0.0:9901"\nallow_non_loopback = true'
+    ).replace('"127.0.0.1:8081"', '"127.0.0.1:9901"')
+    (error,) = errors_of(exposed)
+    assert error.startswith("clusters.api.endpoints[1]: 127.0.0.1:9901 is the admin endpoint")

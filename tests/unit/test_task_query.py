@@ -98,6 +98,7 @@ def test_sort_by_age_puts_the_oldest_first_and_plain_tasks_last():
     [
         ({"older_than": "5"}, "older_than: expected a duration"),
         ({"sort": "size"}, "sort: expected 'name' or 'age', got 'size'"),
+        ({"show_query": "yes"}, "show_query: expected 'true' or 'false', got 'yes'"),
     ],
 )
 def test_bad_parameters(params, message):
@@ -112,6 +113,33 @@ def test_a_query_passes_on_as_parameters():
         "older_than": "2.5s",
         "state": "body",
         "sort": "age",
+        "show_query": "true",
     }
     query = TaskQuery.from_params(params)
     assert TaskQuery.from_params(query.to_params()) == query
+
+
+def test_query_strings_are_hidden_unless_asked_for():
+    stream = {
+        "name": "stream 1 GET /search?token=secret",
+        "kind": "stream",
+        "path": "/search?token=secret",
+        "children": [{"name": "upload to 127.0.0.1:1"}],
+    }
+    long_path = "/" + "a" * 70 + "?token=secret"
+    cut = {"name": f"stream 3 GET {long_path[:80]}", "kind": "stream", "path": long_path}
+    plain = {"name": "stream 5 GET /plain", "kind": "stream", "path": "/plain"}
+    tree = {"name": "<init>", "children": [stream, cut, plain]}
+
+    hidden = TaskQuery.from_params({}).apply(tree)
+    assert "secret" not in repr(hidden)
+    first, second, third = hidden["children"]
+    assert first["name"] == "stream 1 GET /search?[redacted]"
+    assert first["path"] == "/search?[redacted]"
+    assert first["children"] == stream["children"]
+    assert second["name"] == f"stream 3 GET /{'a' * 70}?[redacted]"
+    assert third is plain
+    assert stream["path"] == "/search?token=secret"  # the snapshot itself is left alone
+
+    for asked in ("true", "1", ""):
+        assert TaskQuery.from_params({"show_query": asked}).apply(tree) is tree
