@@ -55,6 +55,14 @@ class EchoServicer:
         return request
 
     def server_stream(self, request: bytes, context: grpc.ServicerContext):
+        if request == b"slow":  # a message every 50 ms, for up to 10 s
+            self.started.set()
+            for i in range(200):
+                if not context.is_active():
+                    return
+                yield str(i).encode()
+                time.sleep(0.05)
+            return
         for i in range(int(request)):
             yield str(i).encode()
 

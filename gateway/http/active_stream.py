@@ -278,10 +278,23 @@ class ActiveStream:
         self.info.add_flag(exc.response_flag)
         if isinstance(exc, DownstreamProtocolError | StreamCancelled):
             self.encoder.close_after_response()
-        if self.response_started:
+        if self.response_state is ResponseState.STREAMING and self._ends_with_grpc_status:
+            # A gRPC server ends a failed stream with its status in trailers; a reset reads
+            # as CANCELLED, "you cancelled", to the client. Say what happened instead:
+            # UNAVAILABLE (upstream gone) or DEADLINE_EXCEEDED (route timeout).
+            trailers = grpc.trailers_only(exc.status, exc.body)
+            trailers.remove("content-type")
+            await self.encode_trailers(trailers)
+        elif self.response_started:
             self._abort()
         else:
             await self.send_local_reply(LocalReply(exc.status, exc.body, {}, exc.response_flag))
+
+    @property
+    def _ends_with_grpc_status(self) -> bool:
+        """gRPC over HTTP/2, whose trailers always reach the client. (Over HTTP/1.1 a body
+        that cannot carry them would end as if complete: there the connection is cut.)"""
+        return self.is_grpc and self.request.http_version == "2"
 
     def _abort(self) -> None:
         self.response_state = ResponseState.ABORTED

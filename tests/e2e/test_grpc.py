@@ -1,6 +1,7 @@
 """gRPC through the gateway: grpcio client -> gateway -> grpcio server, all four kinds,
 large messages, trailers, deadlines, cancellation, and gateway-made gRPC errors."""
 
+import contextlib
 import functools
 
 import grpc
@@ -142,6 +143,40 @@ async def test_route_timeout_is_deadline_exceeded_from_the_gateway(channel):
     assert info.value.details() == "upstream request timeout"
     assert await blocking(servicer.cancelled.wait, 2)
     assert gw.stats.value("cluster.echo.upstream_rq_timeout") == 1
+
+
+async def test_route_timeout_on_a_stream_that_began_ends_with_deadline_exceeded(channel):
+    """Once messages have flowed, a timeout ends the stream with trailers, not a reset
+    (which the client would read as its own CANCELLED)."""
+    ch, _, _ = channel
+    call = ch.unary_stream("/test.Echo/ServerStream")(b"slow", metadata=(("x-short", "1"),))
+    received = []
+    with pytest.raises(grpc.RpcError) as info:
+        await blocking(lambda: received.extend(call))
+    assert received[:2] == [b"0", b"1"]
+    assert info.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+    assert info.value.details() == "upstream request timeout"
+
+
+async def test_upstream_gone_mid_stream_is_unavailable():
+    server, port, servicer = start_server()
+    async with run_gateway(CONFIG.format(port=port)) as gw:
+        ch = grpc.insecure_channel(f"127.0.0.1:{gw.listener_ports['edge']}", options=OPTIONS)
+        call = ch.unary_stream("/test.Echo/ServerStream")(b"slow", timeout=10)
+        received = []
+
+        def consume() -> None:
+            with contextlib.suppress(grpc.RpcError):
+                received.extend(call)
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(blocking, consume)
+            assert await blocking(servicer.started.wait, 5)
+            await trio.sleep(0.2)
+            server.stop(grace=None)  # the upstream goes away mid-stream
+        ch.close()
+    assert received[:2] == [b"0", b"1"]
+    assert call.code() == grpc.StatusCode.UNAVAILABLE, call.details()
 
 
 async def test_client_cancel_resets_upstream(channel):
