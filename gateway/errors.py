@@ -94,6 +94,14 @@ class UpstreamTimeout(GatewayError):
     body = "upstream request timeout"
 
 
+class StreamIdleTimeout(GatewayError):
+    """No bytes moved either way on a stream for the listener's `stream_idle_timeout`."""
+
+    status = 408
+    response_flag = "SI"
+    body = "stream timeout"
+
+
 class StreamCancelled(GatewayError):
     """An operator cancelled the stream from the admin endpoint (`POST /tasks/ID/cancel`).
     Envoy has no flag for it; the HCM's `downstream_rq_admin_cancel` counts it."""

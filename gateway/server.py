@@ -28,6 +28,7 @@ import trio
 
 from gateway.clusters.manager import ClusterManager
 from gateway.config.model import Address, Admin, GatewayConfig
+from gateway.config.model import Server as ServerConfig
 from gateway.errors import ConfigError, StartupError
 from gateway.listeners.filter_chain import ChainBuilder
 from gateway.listeners.listener import Listener
@@ -157,7 +158,7 @@ class Gateway:
         jobs = list(self.state.background)
         self.state.background.clear()
         if self._background_scope is not None:
-            self._background_scope.deadline = self._drain_deadline()
+            self._background_scope.deadline = self._drain_deadlines(self.config.server)[0]
         scope = self._background_scope = trio.CancelScope()
 
         async def run_jobs() -> None:
@@ -169,8 +170,11 @@ class Gateway:
         if jobs:
             self._nursery.start_soon(run_jobs, name="filter background jobs")
 
-    def _drain_deadline(self) -> float:
-        return trio.current_time() + self.config.server.drain_timeout
+    def _drain_deadlines(self, server: ServerConfig) -> tuple[float, float]:
+        """When draining connections are cut, and when those that have not begun a request
+        yet (nor finished their TLS handshake) are."""
+        now = trio.current_time()
+        return now + server.drain_timeout, now + server.drain_grace
 
     def drain_listeners(self) -> None:
         """Starts the drain (admin `/drain_listeners`, or the first step of a shutdown):
@@ -178,9 +182,9 @@ class Gateway:
         if self.state.draining:
             return  # the first drain's deadline stands
         self.state.draining = True
-        deadline = self._drain_deadline()
+        deadline, grace = self._drain_deadlines(self.config.server)
         for listener in self._running:
-            listener.drain(deadline)
+            listener.drain(deadline, grace)
 
     async def drain(self) -> None:
         """Drains the listeners and waits for in-flight requests, up to the drain timeout."""
@@ -214,7 +218,7 @@ class Gateway:
                 self.state.background.clear()  # the new filters' jobs, never to run
                 raise
             # What the old config leaves behind drains by the new config's timeout.
-            deadline = trio.current_time() + config.server.drain_timeout
+            deadline, grace = self._drain_deadlines(config.server)
             changes += await self.clusters.update(config, deadline)
             self.config = config
             for name, listener in listeners.items():
@@ -230,10 +234,10 @@ class Gateway:
                 if previous.config == listener.config:
                     listener.adopt(previous)
                 else:
-                    previous.drain(deadline)
+                    previous.drain(deadline, grace)
                     changes.append(f"listener {name} changed")
             for name in old_listeners.keys() - listeners.keys():
-                old_listeners[name].drain(deadline)
+                old_listeners[name].drain(deadline, grace)
                 changes.append(f"listener {name} removed")
             self.listeners = listeners
             self._start_background()

@@ -106,6 +106,10 @@ class ActiveStream:
         self.response_state = ResponseState.WAITING
         self.is_grpc = grpc.is_grpc_request(request)
         self._route: RouteEntry | bool | None = False
+        #: The stream's cancel scope while `stream_idle_timeout` runs: each byte moved
+        #: either way pushes its deadline on.
+        self._idle_scope: trio.CancelScope | None = None
+        self._idle_timeout = 0.0
 
     def __repr__(self) -> str:
         return (
@@ -128,6 +132,23 @@ class ActiveStream:
                 self.info.route_name = self._route.name
         assert not isinstance(self._route, bool)
         return self._route
+
+    # -- stream idle timeout -------------------------------------------------------------
+
+    def watch_idle(self, scope: trio.CancelScope, timeout: float) -> None:
+        """Ends the stream (`scope` is cancelled) after `timeout` with no bytes either way."""
+        self._idle_scope, self._idle_timeout = scope, timeout
+        scope.deadline = trio.current_time() + timeout
+
+    def stop_watching_idle(self) -> None:
+        """A tunnel keeps its own idle timeout."""
+        if self._idle_scope is not None:
+            self._idle_scope.deadline = math.inf
+            self._idle_scope = None
+
+    def _active(self) -> None:
+        if self._idle_scope is not None:
+            self._idle_scope.deadline = trio.current_time() + self._idle_timeout
 
     # -- request body --------------------------------------------------------------------
 
@@ -160,6 +181,7 @@ class ActiveStream:
             return None
         self._unacked = len(item)
         self.info.bytes_received += len(item)
+        self._active()
         if self.filters.transforms_request_body:
             item = await self.filters.decode_data(item, False)
         return item
@@ -181,6 +203,7 @@ class ActiveStream:
         self.response_state = ResponseState.DONE if end_stream else ResponseState.STREAMING
         self.info.state = "sending response"
         await self.encoder.encode_headers(head, end_stream, flush)
+        self._active()
 
     async def encode_data(self, data: bytes, end_stream: bool) -> None:
         if self.filters.transforms_response_body:
@@ -189,6 +212,7 @@ class ActiveStream:
         if end_stream:
             self.response_state = ResponseState.DONE
         await self.encoder.encode_data(data, end_stream)
+        self._active()
 
     async def encode_trailers(self, trailers: HeaderMap) -> None:
         """Ends the response with trailers (gRPC's status lives here)."""

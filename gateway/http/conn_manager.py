@@ -22,7 +22,7 @@ from gateway.access_log import AccessLogger
 from gateway.clusters.manager import ClusterManager
 from gateway.config.load import structure_filter_config
 from gateway.config.model import GatewayConfig, HttpConnectionManagerConfig
-from gateway.errors import DownstreamDisconnect, StreamCancelled
+from gateway.errors import DownstreamDisconnect, StreamCancelled, StreamIdleTimeout
 from gateway.http.active_stream import ActiveStream, BodyItem, ResponseEncoder
 from gateway.http.events import RequestHeaders
 from gateway.http.filter import FilterContext, HttpFilterFactory
@@ -81,6 +81,8 @@ class HcmStats:
     downstream_rq_total: Counter
     downstream_rq_active: Gauge
     downstream_rq_header_timeout: Counter
+    #: Streams ended by `stream_idle_timeout` (408 before the response began).
+    downstream_rq_idle_timeout: Counter
     downstream_rq_rx_reset: Counter
     downstream_rq_tx_reset: Counter
     downstream_cx_rapid_reset: Counter
@@ -177,6 +179,8 @@ class HttpConnectionManager:
         #: Until when draining connections still take requests on their way (inf: not
         #: draining).
         self.drain_grace_deadline = math.inf
+        #: Cancel scopes of connections whose first bytes are awaited.
+        self._sniffing: set[trio.CancelScope] = set()
         self._connections: set[DownstreamConnection] = set()
 
     def update_routes(self, config: GatewayConfig) -> None:
@@ -279,14 +283,23 @@ class HttpConnectionManager:
         if self.config.codec != "auto":
             return b""
         data = b""
-        with trio.move_on_after(self.config.idle_timeout):
-            while len(data) < len(H2_PREFACE) and H2_PREFACE.startswith(data):
-                chunk = await receive_or_eof(stream)
-                if not chunk:
-                    return None
-                data += chunk
-            return data
-        self.stats.downstream_cx_idle_timeout.inc()
+        deadline = trio.current_time() + self.config.idle_timeout
+        # A drain gives a client that has said nothing yet only the drain grace.
+        with trio.CancelScope(deadline=min(deadline, self.drain_grace_deadline)) as scope:
+            self._sniffing.add(scope)
+            try:
+                while len(data) < len(H2_PREFACE) and H2_PREFACE.startswith(data):
+                    chunk = await receive_or_eof(stream)
+                    if not chunk:
+                        return None
+                    data += chunk
+                return data
+            finally:
+                self._sniffing.discard(scope)
+        if self.draining:
+            self.stats.downstream_cx_drain_close.inc()
+        else:
+            self.stats.downstream_cx_idle_timeout.inc()
         return None
 
     def new_stream(
@@ -341,10 +354,18 @@ class HttpConnectionManager:
             path=info.path,
         )
         self.stats.downstream_rq_active.inc()
+        if idle_timeout := self.config.stream_idle_timeout:
+            stream.watch_idle(scope, idle_timeout)
         try:
             with scope:
                 await stream.run(self.router)
-            if operator.called:
+            if scope.cancelled_caught and trio.current_time() >= scope.deadline:
+                self.stats.downstream_rq_idle_timeout.inc()
+                try:
+                    await stream.fail(StreamIdleTimeout())
+                except DownstreamDisconnect:
+                    info.add_flag("DC")
+            elif operator.called:
                 self.stats.downstream_rq_admin_cancel.inc()
                 log.warning(
                     "stream %s %s %s from %s cancelled by the operator",
@@ -369,6 +390,8 @@ class HttpConnectionManager:
         self.drain_grace_deadline = trio.current_time() + self._drain_grace
         for conn in list(self._connections):
             conn.drain()
+        for scope in self._sniffing:
+            scope.deadline = min(scope.deadline, self.drain_grace_deadline)
 
     def finish(self, info: StreamInfo) -> None:
         self.stats.record(info)

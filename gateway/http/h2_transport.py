@@ -177,6 +177,9 @@ class H2Transport:
             window = min(self.h2.local_flow_control_window(stream_id), len(view))
             size = min(window, self.h2.max_outbound_frame_size)
             if size <= 0:
+                # What is queued (this stream's HEADERS, other streams' frames) need not
+                # wait for this window: HEADERS are not flow controlled.
+                await self.flush()
                 with trio.move_on_after(window_timeout) as scope:
                     await self._window_changed.wait()
                 if scope.cancelled_caught:

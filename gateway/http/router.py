@@ -394,6 +394,7 @@ class RouterFilter:
             raise UpstreamReset("upgrades need an HTTP/1.1 upstream")
         # The route timeout bounds the handshake; the tunnel has its own idle and max limits.
         timeout_scope.deadline = math.inf
+        stream.stop_watching_idle()
         info.upstream_service_time_ms = info.duration_ms()
         mutate_response(event.head.headers, entry.virtual_host)
         mutate_response(event.head.headers, entry.config)

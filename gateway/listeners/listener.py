@@ -18,6 +18,7 @@ filters, the last of which (HCM or tcp_proxy) owns the connection until it ends.
 import errno
 import ipaddress
 import logging
+import math
 import socket
 
 import attrs
@@ -114,6 +115,10 @@ class Listener:
         self._handed_over = False
         self._accept_scope = trio.CancelScope()
         self._connections: trio.Nursery | None = None
+        #: The cancel scopes of connections being established, and (once draining) how
+        #: long they may take.
+        self._establishing: set[trio.CancelScope] = set()
+        self._drain_grace = math.inf
         #: Set when the listener task has ended (its last connection is done).
         self.stopped = trio.Event()
         #: Listeners with the same settings that handed their sockets to this one at
@@ -212,31 +217,45 @@ class Listener:
         self.stats.downstream_cx_total.inc()
         self.stats.downstream_cx_active.inc()
         try:
-            if self.config.proxy_protocol and not await self._read_proxy_header(stream, info):
-                return
-            chain = await self._choose_chain(stream, info)
-            if chain is None:
-                return
-            info.filter_chain = chain.name
-            annotate("connection", peer=info.peer, listener=self.name, filter_chain=chain.name)
-            downstream: ByteStream = stream
-            if chain.tls is not None:
+            with trio.CancelScope(deadline=self._drain_grace) as scope:
+                self._establishing.add(scope)
                 try:
-                    downstream, info.tls = await chain.tls.handshake(stream, info.server_name)
-                except HandshakeTimeout:
-                    self.stats.downstream_cx_transport_socket_connect_timeout.inc()
-                    return
-                except HandshakeFailed as exc:
-                    log.debug(
-                        "listener %s: TLS handshake with %s failed: %s", self.name, info.peer, exc
-                    )
-                    return
+                    established = await self._establish(stream, info)
+                finally:
+                    self._establishing.discard(scope)
+            if scope.cancelled_caught or established is None:
+                return
+            chain, downstream = established
             await run_filters(chain.filters, downstream, info)
         except Exception:
             log.exception("listener %s: connection %s failed", self.name, info.peer)
         finally:
             self.stats.downstream_cx_active.dec()
             await trio.aclose_forcefully(stream)
+
+    async def _establish(
+        self, stream: trio.SocketStream, info: ConnectionInfo
+    ) -> tuple[FilterChain, ByteStream] | None:
+        """The PROXY header, the filter chain, the TLS handshake: the chain and the stream
+        its filters read, or None (counted) if the connection cannot go on."""
+        if self.config.proxy_protocol and not await self._read_proxy_header(stream, info):
+            return None
+        chain = await self._choose_chain(stream, info)
+        if chain is None:
+            return None
+        info.filter_chain = chain.name
+        annotate("connection", peer=info.peer, listener=self.name, filter_chain=chain.name)
+        if chain.tls is None:
+            return chain, stream
+        try:
+            downstream, info.tls = await chain.tls.handshake(stream, info.server_name)
+        except HandshakeTimeout:
+            self.stats.downstream_cx_transport_socket_connect_timeout.inc()
+            return None
+        except HandshakeFailed as exc:
+            log.debug("listener %s: TLS handshake with %s failed: %s", self.name, info.peer, exc)
+            return None
+        return chain, downstream
 
     async def _read_proxy_header(self, stream: trio.SocketStream, info: ConnectionInfo) -> bool:
         """Takes the client's address from the PROXY header the L4 balancer sent; False
@@ -291,13 +310,18 @@ class Listener:
         self._predecessors += [predecessor, *predecessor._predecessors]
         predecessor._predecessors = []
 
-    def drain(self, deadline: float) -> None:
+    def drain(self, deadline: float, grace: float) -> None:
         """Stops accepting (unless handed over already); in-flight requests may finish
-        until `deadline` (trio time), then are cut."""
+        until `deadline` (trio time), then are cut. Connections that are still being
+        established (PROXY header, ClientHello, TLS handshake) get until `grace`: one that
+        never said a word must not hold the drain for the whole drain timeout."""
         for predecessor in self._predecessors:
             if not predecessor.stopped.is_set():
-                predecessor.drain(deadline)
+                predecessor.drain(deadline, grace)
         self._accept_scope.cancel()
+        self._drain_grace = grace
+        for scope in self._establishing:
+            scope.deadline = min(scope.deadline, grace)
         for manager in self._managers:
             manager.drain()
         if self._connections is not None:

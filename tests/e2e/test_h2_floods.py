@@ -234,3 +234,28 @@ async def test_continuation_frames_are_bounded_by_the_header_list_size(gw):
     assert event.error_code == h2.errors.ErrorCodes.ENHANCE_YOUR_CALM
     assert gw.stats.value("http.edge.http2.header_overflow") == 1
     assert max(await canary_latencies(gw, n=5)) < 1.0
+
+
+async def test_response_headers_do_not_wait_for_a_closed_stream_window():
+    """HEADERS are not flow controlled: a client that grants no window still gets the
+    response head at once (the body waits, as it must). A direct response has its body at
+    hand, so its head would otherwise wait to leave with it."""
+    routes = """
+[[virtual_hosts.main.routes]]
+match = { prefix = "/" }
+direct_response = { status = 200, body = "a body that needs a window" }
+"""
+    async with run_gateway(config_toml(routes=routes)) as gw:
+        client = await RawH2Client.connect(gw.listener_ports["edge"])
+        async with client.stream:
+            client.conn.update_settings({h2.settings.SettingCodes.INITIAL_WINDOW_SIZE: 0})
+            await client.flush()
+            await client.read_until(lambda e: isinstance(e, h2.events.SettingsAcknowledged))
+            stream_id = client.request("/")
+            await client.flush()
+            events = await client.read_until(
+                lambda e: isinstance(e, h2.events.ResponseReceived), timeout=2
+            )
+    assert not any(
+        isinstance(e, h2.events.DataReceived) and e.stream_id == stream_id for e in events
+    )

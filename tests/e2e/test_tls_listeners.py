@@ -256,6 +256,42 @@ async def test_failed_and_stalled_handshakes_do_not_disturb_others(pki, nursery)
         await stalled.aclose()
 
 
+async def test_connections_that_never_began_a_request_do_not_hold_the_drain(pki, nursery):
+    """A client that opened a connection and said nothing, one byte of a ClientHello, a
+    handshake left half way: the drain waits for none of them past the drain grace."""
+    upstream = await start_upstream(nursery)
+    config = (
+        sni_config(pki, upstream.port)
+        + """
+[server]
+drain_timeout = "10s"
+drain_grace = "200ms"
+
+[listeners.plain]
+address = "127.0.0.1:0"
+virtual_hosts = ["api"]
+"""
+    )
+    async with run_gateway(config) as gw:
+        silent = await trio.open_tcp_stream("127.0.0.1", gw.listener_ports["plain"])
+        one_byte = await trio.open_tcp_stream("127.0.0.1", gw.listener_ports["edge"])
+        await one_byte.send_all(b"\x16")
+        hello_bio, out = ssl.MemoryBIO(), ssl.MemoryBIO()
+        client = pki.client_context().wrap_bio(out, hello_bio, server_hostname="localhost")
+        with pytest.raises(ssl.SSLWantReadError):
+            client.do_handshake()
+        half_way = await trio.open_tcp_stream("127.0.0.1", gw.listener_ports["edge"])
+        await half_way.send_all(hello_bio.read())
+        await trio.sleep(0.1)
+        start = trio.current_time()
+        with trio.fail_after(5):
+            await gw.drain()
+        assert trio.current_time() - start < 2
+        for stream in (silent, one_byte, half_way):
+            await wait_closed_by_peer(stream)
+            await stream.aclose()
+
+
 def install(cert: CertFiles, chain: Path, key: Path) -> None:
     """Puts a certificate where the config expects it, as a renewal would."""
     shutil.copyfile(cert.certificate_chain, chain)

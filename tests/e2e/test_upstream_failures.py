@@ -107,3 +107,35 @@ async def test_oversized_upstream_head_is_502(nursery):
         httpx.AsyncClient() as client,
     ):
         assert (await client.get(url(gw, "/"))).status_code == 502
+
+
+async def test_stream_idle_timeout_ends_a_stream_no_byte_moves_on(nursery):
+    """A route with no timeout and an upstream that never answers: the stream idle timeout
+    still ends the stream (408, flag SI) and the upstream sees the request go; a stream that
+    keeps moving bytes is not cut, however long it lasts."""
+    up = await start_upstream(nursery)
+    log_routes = """
+[[virtual_hosts.main.routes]]
+match = { prefix = "/" }
+cluster = "backend"
+timeout = "0s"
+"""
+    toml = config_toml(up.port, listener='stream_idle_timeout = "300ms"', routes=log_routes)
+    async with run_gateway(toml) as gw, httpx.AsyncClient() as client:
+        start = trio.current_time()
+        r = await client.get(url(gw, "/hang"))
+        assert (r.status_code, r.text) == (408, "stream timeout")
+        assert 0.25 < trio.current_time() - start < 2
+        with trio.fail_after(1):
+            await up.disconnected.wait()
+        assert gw.stats.value("http.edge.downstream_rq_idle_timeout") == 1
+
+        async def trickle():
+            for _ in range(12):  # 1.2 s of upload, a chunk every 100 ms
+                await trio.sleep(0.1)
+                yield b"x" * 100
+
+        r = await client.post(url(gw, "/discard"), content=trickle())
+        assert (r.status_code, r.text) == (200, "1200"), "a stream that moves bytes is not idle"
+        assert gw.stats.value("http.edge.downstream_rq_idle_timeout") == 1
+        assert (await client.get(url(gw, "/ok"))).status_code == 200
