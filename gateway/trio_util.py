@@ -1,5 +1,6 @@
 """Small Trio helpers shared by the data path."""
 
+import socket
 from typing import NoReturn
 
 import trio
@@ -18,6 +19,31 @@ async def receive_or_eof(stream: trio.abc.ReceiveStream) -> bytes:
         return bytes(await stream.receive_some(RECEIVE_SIZE))
     except PEER_GONE:
         return b""
+
+
+#: What a lingering close reads and throws away at most, before it closes anyway.
+_LINGER_MAX_BYTES = 1 << 20
+
+
+async def close_after_linger(sock: trio.socket.SocketType, linger: float) -> None:
+    """Closes a connection so the peer can read what was sent last (RFC 9112 9.6): a
+    socket closed with unread bytes in it sends a TCP reset, which may destroy the answer
+    (a 431, a GOAWAY) before the peer reads it. So: half-close, read and discard until the
+    peer closes too, `linger` seconds or 1 MiB at most, then close. A peer that closed
+    first costs one read."""
+    try:
+        sock.shutdown(socket.SHUT_WR)
+        with trio.move_on_after(linger):
+            discarded = 0
+            while discarded < _LINGER_MAX_BYTES:
+                data = await sock.recv(RECEIVE_SIZE)
+                if not data:
+                    break
+                discarded += len(data)
+    except OSError:
+        pass  # the peer reset it already: nothing left to protect
+    finally:
+        sock.close()
 
 
 def leaves(exc: BaseException) -> list[BaseException]:

@@ -303,6 +303,10 @@ class HttpConnectionManagerOptions:
     request_headers_timeout: Duration = Duration(10.0)
     #: A keep-alive connection with no request in flight is closed after this long.
     idle_timeout: Duration = Duration(300.0)
+    #: When the gateway closes a connection, it half-closes and reads what the client
+    #: still sends for up to this long, so a final 4xx or GOAWAY is not lost to a TCP
+    #: reset (Envoy's delayed_close_timeout); "0s": close at once.
+    delayed_close_timeout: Duration = Duration(1.0)
     #: A stream with no bytes either way for this long is ended (408 before the response
     #: began, else reset), whatever its route timeout; "0s": never (Envoy's default 5m).
     stream_idle_timeout: Duration = Duration(300.0)
@@ -324,6 +328,18 @@ class HttpConnectionManagerOptions:
     #: What an upgrade request gets on a route that does not allow it: "forward" it as an
     #: ordinary request (Upgrade is hop-by-hop and dropped), or "reject" it with 403.
     upgrade_not_allowed: Literal["forward", "reject"] = "forward"
+    # Path normalisation before filters and routing (gateway/http/path_normalization.py).
+    # On by default, as Envoy's edge best practices advise (Envoy's own defaults are off):
+    # a gateway that matches one spelling of a path while the upstream acts on another
+    # enforces nothing.
+    #: RFC 3986: decode escaped unreserved characters, remove dot segments, `\` as `/`.
+    normalize_path: bool = True
+    #: `//` as `/`.
+    merge_slashes: bool = True
+    #: What `%2F` and `%5C` (escaped slashes) get.
+    path_with_escaped_slashes_action: Literal[
+        "keep_unchanged", "reject_request", "unescape_and_redirect", "unescape_and_forward"
+    ] = "unescape_and_redirect"
 
 
 @attrs.frozen(kw_only=True)

@@ -34,7 +34,7 @@ from gateway.errors import (
 )
 from gateway.http import grpc
 from gateway.http.filter import NO_FILTERS, FilterChain, LocalReply
-from gateway.http.headers import HeaderMap, RequestHead, ResponseHead
+from gateway.http.headers import HeaderMap, RequestHead, ResponseHead, http_date
 from gateway.http.route_table import RouteEntry
 from gateway.http.stream_info import StreamInfo
 from gateway.http.tunnel import TunnelEndpoint
@@ -106,6 +106,8 @@ class ActiveStream:
         self.response_state = ResponseState.WAITING
         self.is_grpc = grpc.is_grpc_request(request)
         self._route: RouteEntry | bool | None = False
+        #: The connection manager's answer before any filter runs (a path it refused).
+        self.early_reply: LocalReply | None = None
         #: The stream's cancel scope while `stream_idle_timeout` runs: each byte moved
         #: either way pushes its deadline on.
         self._idle_scope: trio.CancelScope | None = None
@@ -198,6 +200,8 @@ class ActiveStream:
         """Sends the response head through the encode filters. With flush=False the bytes
         wait for the first body chunk, so a small response leaves in one write."""
         await self.filters.encode_headers(head, end_stream)
+        if "date" not in head.headers:  # RFC 9110 6.6.1: an origin server with a clock
+            head.headers.add("date", http_date())
         self.info.response_code = head.status
         self.info.response_head = head
         self.response_state = ResponseState.DONE if end_stream else ResponseState.STREAMING
@@ -257,6 +261,9 @@ class ActiveStream:
 
     async def _run(self, router: "RouterFn") -> None:
         try:
+            if self.early_reply is not None:
+                await self.send_local_reply(self.early_reply)
+                return
             # The route timeout also bounds the decode filters (one may await an outside
             # service); the router then starts its own for the upstream exchange.
             route = self.route

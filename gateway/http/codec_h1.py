@@ -85,6 +85,18 @@ def _connection_tokens(headers: HeaderMap) -> set[str] | frozenset[str]:
 _NO_TOKENS: frozenset[str] = frozenset()
 
 
+_ABSOLUTE_FORM = re.compile(r"(?i:https?)://([^/?#]+)([^#]*)")
+
+
+def _origin_form(target: str) -> tuple[str, str]:
+    """An absolute-form target's (path with query, authority); 400 for anything else."""
+    m = _ABSOLUTE_FORM.fullmatch(target)
+    if m is None:
+        raise DownstreamProtocolError("invalid request target")
+    path = m[2] if m[2].startswith("/") else "/" + m[2]
+    return path, m[1]
+
+
 class _Codec:
     """What both roles share: the event queue, body framing out, and connection reuse."""
 
@@ -366,10 +378,16 @@ class ServerCodec(_Codec):
                 raise DownstreamProtocolError("an upgrade request with a chunked body")
             self._upgrade_body = content_length or 0
             upgrade = None
+        path, authority = self._url.decode("latin-1"), hosts[0] if hosts else ""
+        if path[:1] != "/" and path != "*" and method != "CONNECT":
+            # Absolute form (RFC 9112 3.2.2): the target's authority wins over Host, and
+            # the request goes on in origin form.
+            path, authority = _origin_form(path)
+            headers.set("host", authority)
         head = RequestHead(
             method=method,
-            path=self._url.decode("latin-1"),
-            authority=hosts[0] if hosts else "",
+            path=path,
+            authority=authority,
             scheme=self._scheme,
             headers=headers,
             http_version=version,

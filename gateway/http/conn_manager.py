@@ -25,9 +25,10 @@ from gateway.config.model import GatewayConfig, HttpConnectionManagerConfig
 from gateway.errors import DownstreamDisconnect, StreamCancelled, StreamIdleTimeout
 from gateway.http.active_stream import ActiveStream, BodyItem, ResponseEncoder
 from gateway.http.events import RequestHeaders
-from gateway.http.filter import FilterContext, HttpFilterFactory
+from gateway.http.filter import FilterContext, HttpFilterFactory, LocalReply
 from gateway.http.filters import FILTER_TYPES
 from gateway.http.headers import RequestHead, strip_hop_by_hop
+from gateway.http.path_normalization import InvalidPath, normalize
 from gateway.http.route_table import RouteEntry, RouteTable
 from gateway.http.router import RouterFilter
 from gateway.http.stream_info import StreamInfo
@@ -36,7 +37,7 @@ from gateway.server_state import ServerState
 from gateway.stats import Counter, Gauge, Histogram, Scope, StatsStore, create_stats
 from gateway.tasktree import annotate
 from gateway.tls_stream import ByteStream
-from gateway.trio_util import receive_or_eof
+from gateway.trio_util import close_after_linger, receive_or_eof
 
 log = logging.getLogger("gateway.http")
 
@@ -81,6 +82,10 @@ class HcmStats:
     downstream_rq_total: Counter
     downstream_rq_active: Gauge
     downstream_rq_header_timeout: Counter
+    #: Paths refused by normalisation (a stray `%`, an escaped slash refused): 400.
+    downstream_rq_failed_path_normalization: Counter
+    #: Paths with escaped slashes answered with a redirect to the unescaped path (307).
+    downstream_rq_redirected_with_normalized_path: Counter
     #: Streams ended by `stream_idle_timeout` (408 before the response began).
     downstream_rq_idle_timeout: Counter
     downstream_rq_rx_reset: Counter
@@ -276,6 +281,7 @@ class HttpConnectionManager:
             if scope.cancel_called:
                 self.stats.downstream_cx_admin_cancel.inc()
                 log.warning("connection %s on %s cancelled by the operator", peer, self.name)
+        await close_after_linger(stream.socket, self.config.delayed_close_timeout)
 
     async def _sniff(self, stream: ByteStream) -> bytes | None:
         """The first bytes, enough to tell the HTTP/2 preface from an HTTP/1.1 request;
@@ -312,6 +318,8 @@ class HttpConnectionManager:
         """An ActiveStream for a request head: edge headers, stream info, filters."""
         head = event.head
         peer = conn_info.peer
+        # Filters, routes and the access log see the path the upstream will get.
+        early_reply = self._normalize_path(head) if head.path.startswith("/") else None
         info = StreamInfo(
             stream_id=event.stream_id,
             downstream_remote=peer,
@@ -329,7 +337,30 @@ class HttpConnectionManager:
         _edge_headers(head, info, peer.rpartition(":")[0].strip("[]"))
         _propagate_trace(head, info)
         self.stats.downstream_rq_total.inc()
-        return ActiveStream(self, encoder, head, info, body)
+        stream = ActiveStream(self, encoder, head, info, body)
+        stream.early_reply = early_reply
+        return stream
+
+    def _normalize_path(self, head: RequestHead) -> LocalReply | None:
+        """Normalises the request's path in place (an origin-form one: not CONNECT's
+        authority, nor `*`); a reply if the request must not go on."""
+        config = self.config
+        try:
+            normalized = normalize(
+                head.path,
+                normalize_path=config.normalize_path,
+                merge_slashes=config.merge_slashes,
+                escaped_slashes=config.path_with_escaped_slashes_action,
+            )
+        except InvalidPath as exc:
+            self.stats.downstream_rq_failed_path_normalization.inc()
+            return LocalReply(400, str(exc), response_flag="DPE")
+        head.path = normalized.path
+        if normalized.redirect:
+            self.stats.downstream_rq_redirected_with_normalized_path.inc()
+            # gRPC clients do not follow redirects: INTERNAL, as Envoy answers them.
+            return LocalReply(307, "", {"location": normalized.path}, grpc_status=13)
+        return None
 
     async def run_stream(self, stream: ActiveStream, scope: trio.CancelScope) -> None:
         """The body of a stream task: annotate it for /tasks, then filters and router, in

@@ -5,13 +5,16 @@ router only ever see these objects. Header names are lower-case `str`; values ar
 decoded as latin-1 so that any byte a peer sent survives the round trip unchanged.
 """
 
+import email.utils
+import time
 from collections.abc import Collection, Iterable, Iterator, Mapping
 
 import attrs
 
 from gateway.config.model import HeaderMutations
 
-#: Connection-specific headers (RFC 9110 7.6.1) that a proxy must not forward.
+#: Connection-specific headers (RFC 9110 7.6.1) that a proxy must not forward. (`Trailer`
+#: is not one: it announces the trailer fields to the recipient, end to end.)
 HOP_BY_HOP = frozenset(
     {
         "connection",
@@ -20,7 +23,6 @@ HOP_BY_HOP = frozenset(
         "proxy-authenticate",
         "proxy-authorization",
         "te",
-        "trailer",
         "transfer-encoding",
         "upgrade",
     }
@@ -147,6 +149,18 @@ def strip_hop_by_hop(headers: HeaderMap) -> None:
     headers.remove_names(HOP_BY_HOP | named if named else HOP_BY_HOP)
     if wants_trailers:
         headers.add("te", "trailers")
+
+
+_date = (0, "")
+
+
+def http_date() -> str:
+    """Now as an IMF-fixdate (RFC 9110 5.6.7), formatted once per second."""
+    global _date
+    now = int(time.time())
+    if _date[0] != now:
+        _date = (now, email.utils.formatdate(now, usegmt=True))
+    return _date[1]
 
 
 def mutate_request(headers: HeaderMap, mutations: HeaderMutations) -> None:

@@ -82,6 +82,8 @@ class RouteEntry:
     def matches(self, req: RequestHead) -> bool:
         match = self.config.match
         path = req.path_only
+        if path == "*":  # OPTIONS * asks about the server as a whole: routed as its root
+            path = "/"
         if match.prefix is not None:
             if match.case_sensitive:
                 ok = path.startswith(match.prefix)

@@ -144,10 +144,16 @@ async def test_reset_streams_the_gateway_sends_count_as_rapid_resets(gw):
     client = await RawH2Client.connect(gw.listener_ports["edge"])
     overflow = 2**31 - 1
     sent = 0
-    async with client.stream:
+    found: list[hyperframe.frame.GoAwayFrame] = []
+
+    async def read_goaway() -> None:
+        found.append(await goaway(client))
+
+    async with client.stream, trio.open_nursery() as nursery:
+        nursery.start_soon(read_goaway)
         with trio.move_on_after(5):
             try:
-                while True:
+                while not found:  # until the GOAWAY arrives: the attack's streams so far
                     stream_id = client.request("/slow?delay=1")
                     frame = hyperframe.frame.WindowUpdateFrame(stream_id, window_increment=overflow)
                     await client.stream.send_all(client.conn.data_to_send() + frame.serialize())
@@ -155,7 +161,7 @@ async def test_reset_streams_the_gateway_sends_count_as_rapid_resets(gw):
                     await trio.lowlevel.checkpoint()
             except (trio.BrokenResourceError, h2.exceptions.ProtocolError):
                 pass
-        event = await goaway(client)
+    (event,) = found
     assert event.error_code == h2.errors.ErrorCodes.ENHANCE_YOUR_CALM
     assert sent <= 400, f"{sent} resets before the connection was closed"
     assert gw.stats.value("http.edge.downstream_cx_rapid_reset") == 1
