@@ -17,7 +17,6 @@ then cancel what is left (admin, clusters, background jobs) and close the pools.
 """
 
 import logging
-import re
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -32,6 +31,7 @@ from gateway.config.model import Server as ServerConfig
 from gateway.errors import ConfigError, StartupError
 from gateway.listeners.filter_chain import ChainBuilder
 from gateway.listeners.listener import Listener
+from gateway.regex import compile_regex
 from gateway.reload import file_signature, reload_dynamic, watch_config
 from gateway.server_state import ServerState
 from gateway.stats import StatsStore
@@ -88,7 +88,7 @@ class Gateway:
         self.state = ServerState()
         self.started_at = time.time()
         self.stats = StatsStore(
-            [(re.compile(b.match), tuple(b.buckets)) for b in config.server.histogram_buckets]
+            [(compile_regex(b.match), tuple(b.buckets)) for b in config.server.histogram_buckets]
         )
         self.clusters = ClusterManager(config, self.stats)
         self.listeners: dict[str, Listener] = self._build_listeners(config)

@@ -4,7 +4,7 @@ Every problem is reported at once, each as `toml.path: what is wrong`, and none 
 traceback. Structuring is strict: unknown keys, strings where lists belong, and numbers where
 strings belong are all errors, because a typo in a proxy config should never be silently
 ignored. The second pass (`gateway.config.validate`) checks what types cannot: that names
-refer to tables that exist, that a route has exactly one action, that regexes compile.
+refer to tables that exist, that a route has exactly one action.
 """
 
 import difflib
@@ -232,7 +232,7 @@ def structure_config(data: dict[str, Any]) -> GatewayConfig:
 
 
 def check_config(config: GatewayConfig) -> None:
-    """The checks types cannot make (references, regexes, overrides); ConfigError."""
+    """The checks types cannot make (references, overrides); ConfigError."""
     if errors := validate(config) + _check_filter_overrides(config):
         raise ConfigError(errors)
 

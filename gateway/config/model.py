@@ -10,10 +10,11 @@ Units live in the types: `Duration` values are seconds (parsed from "250ms", "1.
 """
 
 import ipaddress
-import re
 from typing import Any, Literal, NewType
 
 import attrs
+
+from gateway.regex import check_regex
 
 #: Seconds, parsed from strings like "250ms", "1.5s", "2m", "1h".
 Duration = NewType("Duration", float)
@@ -68,11 +69,14 @@ def _check_buckets(instance: object, attribute: object, value: list[float]) -> N
         raise ValueError(f"'buckets' must be positive and strictly increasing, got {value!r}")
 
 
-def _check_regex(instance: object, attribute: "attrs.Attribute[str]", value: str) -> None:
-    try:
-        re.compile(value)
-    except re.error as exc:
-        raise ValueError(f"'{attribute.name}' must be a valid regex: {exc}") from None
+def check_regexes(
+    instance: object, attribute: "attrs.Attribute[Any]", value: str | list[str] | None
+) -> None:
+    """An attrs validator for a field holding a regex, an optional one, or a list."""
+    patterns = [] if value is None else [value] if isinstance(value, str) else value
+    for pattern in patterns:
+        if error := check_regex(pattern):
+            raise ValueError(f"'{attribute.name}' must be a valid RE2 regex: {error}")
 
 
 @attrs.frozen
@@ -81,7 +85,7 @@ class HistogramBuckets:
     matches `match` (Envoy's histogram_bucket_settings); the first matching entry wins."""
 
     #: A regex searched in the histogram's dotted name (`cluster\\.api\\.`, `_rq_time$`).
-    match: str = attrs.field(validator=_check_regex)
+    match: str = attrs.field(validator=check_regexes)
     #: Upper bounds, in the histogram's unit (milliseconds for times), increasing.
     buckets: list[float] = attrs.field(validator=_check_buckets)
 
@@ -438,7 +442,7 @@ class HeaderMatcher:
     prefix: str | None = None
     suffix: str | None = None
     contains: str | None = None
-    regex: str | None = None
+    regex: str | None = attrs.field(default=None, validator=check_regexes)
     #: true: the header must be present; false: it must be absent.
     present: bool | None = None
     invert_match: bool = False
@@ -450,8 +454,15 @@ class QueryParameterMatcher:
 
     name: str
     exact: str | None = None
-    regex: str | None = None
+    regex: str | None = attrs.field(default=None, validator=check_regexes)
     present: bool | None = None
+
+
+def _check_path_regex(instance: "RouteMatch", attribute: object, value: str | None) -> None:
+    # Compiled as the route table will (case folding can grow the program).
+    error = value and check_regex(value, ignore_case=not instance.case_sensitive)
+    if error:
+        raise ValueError(f"'regex' must be a valid RE2 regex: {error}")
 
 
 @attrs.frozen
@@ -460,7 +471,7 @@ class RouteMatch:
 
     prefix: str | None = None
     path: str | None = None
-    regex: str | None = None
+    regex: str | None = attrs.field(default=None, validator=_check_path_regex)
     case_sensitive: bool = True
     #: Only gRPC requests (content-type application/grpc*) match.
     grpc: bool = False
