@@ -104,6 +104,8 @@ class Gateway:
         #: Cancels the filters' background jobs of the config before the last reload.
         self._background_scope: trio.CancelScope | None = None
         self._reload_lock = trio.Lock()
+        #: Serialises config updates (file reloads, xDS updates) from parsing to swap.
+        self.update_lock = trio.Lock()
         self.reloads = 0
 
     def _build_listeners(self, config: GatewayConfig) -> dict[str, Listener]:

@@ -133,7 +133,9 @@ def test_all_reference_errors_at_once():
 
 def test_validator_errors_name_the_field():
     text = VALID.replace('protocol = "http1"', "max_connections_per_host = 0")
-    assert errors_of(text) == ["clusters.api.max_connections_per_host: must be > 0: 0"]
+    assert errors_of(text) == [
+        "clusters.api.max_connections_per_host: must be from 1 to 4294967295, got 0"
+    ]
 
 
 def test_missing_required_key():
