@@ -29,6 +29,7 @@ from gateway.clusters.manager import ClusterManager
 from gateway.config.model import Address, Admin, GatewayConfig
 from gateway.config.model import Server as ServerConfig
 from gateway.errors import ConfigError, StartupError
+from gateway.http.route_table import RouteTables, build_route_tables
 from gateway.listeners.filter_chain import ChainBuilder
 from gateway.listeners.listener import Listener
 from gateway.regex import compile_regex
@@ -108,13 +109,17 @@ class Gateway:
         self.update_lock = trio.Lock()
         self.reloads = 0
 
-    def _build_listeners(self, config: GatewayConfig) -> dict[str, Listener]:
+    def _build_listeners(
+        self, config: GatewayConfig, route_tables: RouteTables | None = None
+    ) -> dict[str, Listener]:
         """Listeners for `config`, not yet bound. On failure (a certificate or log file
         that cannot be opened) nothing is left open."""
         listeners: dict[str, Listener] = {}
         try:
             for name, lconf in config.listeners.items():
-                builder = ChainBuilder(name, config, self.clusters, self.stats, self.state)
+                builder = ChainBuilder(
+                    name, config, self.clusters, self.stats, self.state, route_tables or {}
+                )
                 try:
                     listeners[name] = Listener(name, lconf, builder)
                 except BaseException:
@@ -207,7 +212,10 @@ class Gateway:
             if self.state.draining:
                 raise StartupError("the gateway is draining; not reloading")
             old_config, old_listeners = self.config, self.listeners
-            listeners = self._build_listeners(config)
+            # The CPU-heavy part of the build (route tables and their regexes) runs in a
+            # worker thread, off the event loop.
+            route_tables = await trio.to_thread.run_sync(build_route_tables, config)
+            listeners = self._build_listeners(config, route_tables)
             changes = self._unsupported_changes(old_config, config)
             try:
                 for name, listener in listeners.items():
@@ -232,7 +240,7 @@ class Gateway:
                     changes.append(f"listener {name} added")
                     continue
                 # Old connections, draining or not, route their next requests the new way.
-                previous.update_routes(config)
+                previous.update_routes(config, route_tables)
                 if previous.config == listener.config:
                     listener.adopt(previous)
                 else:

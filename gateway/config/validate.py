@@ -175,7 +175,7 @@ def _check_hcm(
                 )
 
 
-def _http_connection_managers(
+def http_connection_managers(
     config: GatewayConfig,
 ) -> list[Listener | HttpConnectionManagerConfig]:
     """Every HTTP connection manager: single-chain listeners and chains' HCM filters."""
@@ -319,7 +319,7 @@ def _check_tunnel_clusters(config: GatewayConfig, errors: list[str]) -> None:
     """A route that may tunnel (by its own `upgrade` or its listener's) needs http1
     clusters: upgrades go upstream as HTTP/1.1 Upgrade requests."""
     seen: set[str] = set()
-    for listener in _http_connection_managers(config):
+    for listener in http_connection_managers(config):
         for vname in listener.virtual_hosts:
             for i, route in enumerate(config.virtual_hosts.get(vname, _NO_VHOST).routes):
                 upgrades = route.upgrade if route.upgrade is not None else listener.upgrade

@@ -11,6 +11,7 @@ import attrs
 
 from gateway.config.model import GatewayConfig, HeaderMatcher, QueryParameterMatcher, Route
 from gateway.config.model import VirtualHost as VirtualHostConfig
+from gateway.config.validate import http_connection_managers
 from gateway.http.grpc import is_grpc_request
 from gateway.http.headers import RequestHead
 from gateway.regex import Regex, compile_optional, compile_regex
@@ -166,3 +167,19 @@ class RouteTable:
             if route.matches(req):
                 return route
         return None
+
+
+#: Route tables of one config by virtual host list, built ahead of the listeners.
+RouteTables = dict[tuple[str, ...], RouteTable]
+
+
+def build_route_tables(config: GatewayConfig) -> RouteTables:
+    """Every route table the connection managers of `config` use. Pure and CPU-heavy for
+    big configs (a route's regexes compile here), so a reload runs it in a worker thread
+    and the event loop only takes the tables."""
+    tables: RouteTables = {}
+    for hcm in http_connection_managers(config):
+        names = tuple(hcm.virtual_hosts)
+        if names not in tables:
+            tables[names] = RouteTable(list(names), config)
+    return tables
