@@ -71,6 +71,12 @@ async def test_reloads_heavy_and_hanging_configs_while_a_canary_is_served(tmp_pa
         f"{fifo}: not a regular file (a directory, FIFO, socket or device)": (
             config_text(admin_port, extra=tls_listener)
         ),
+        # A FIFO nobody reads, as an access log: open() would wait for a reader.
+        f"listeners.edge.access_log.path: cannot open {fifo}: No such device or address": (
+            config_text(admin_port).replace(
+                "[virtual_hosts.main]", f'access_log = {{ path = "{fifo}" }}\n[virtual_hosts.main]'
+            )
+        ),
     }
     async with serving(path) as served, httpx.AsyncClient(timeout=30) as admin:
         canary = SteadyLoad()
