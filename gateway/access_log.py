@@ -6,7 +6,9 @@ its access log buffers on a timer too), so logging costs the data path a string 
 a buffered write, never a syscall per request. A `flush_interval` of "0s" flushes each line.
 """
 
+import errno
 import json
+import os
 import sys
 from collections.abc import Callable
 from functools import partial
@@ -84,15 +86,24 @@ def accepts(log_filter: AccessLogFilter, info: StreamInfo) -> bool:
     )
 
 
+def _open_log(path: str) -> TextIO:
+    """Opens an access log file for appending. A FIFO nobody reads fails at once (ENXIO)
+    instead of blocking the event loop in open() until a reader comes."""
+    if "\0" in path:
+        raise OSError(errno.EINVAL, "the path contains a NUL byte")
+    flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NONBLOCK | os.O_CLOEXEC
+    fd = os.open(path, flags, 0o644)
+    os.set_blocking(fd, True)  # lines are written as before, whole
+    return open(fd, "a", encoding="utf-8")
+
+
 class AccessLogger:
     def __init__(self, config: AccessLogConfig) -> None:
         self._config = config
         self._format = _formatter(config)
         f = config.filter
         self._filtered = bool(f.min_status_code is not None or f.min_duration or f.response_flags)
-        self._file: TextIO = (
-            sys.stdout if config.path == "-" else open(config.path, "a", encoding="utf-8")  # noqa: SIM115
-        )
+        self._file: TextIO = sys.stdout if config.path == "-" else _open_log(config.path)
         self._flush_each = config.flush_interval <= 0
 
     def log(self, info: StreamInfo) -> None:

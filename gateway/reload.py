@@ -3,6 +3,10 @@
 The file is parsed and validated first; a config with errors is rejected with every error
 listed and the running config keeps serving. Only a valid config reaches
 `Gateway.reload`, which swaps it in without dropping a request.
+
+Parsing, validating and composing with xDS resources is CPU work that grows with the
+config (and reads the files it names), so it runs in a worker thread: the event loop
+keeps serving traffic and admin meanwhile. Only the swap itself runs on the loop.
 """
 
 import contextlib
@@ -10,11 +14,11 @@ import hashlib
 import logging
 from collections.abc import Awaitable, Callable
 from functools import partial
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 import trio
 
+from gateway.config.files import MAX_CONFIG_BYTES, UnreadableFile, read_file
 from gateway.config.load import load_config
 from gateway.config.model import GatewayConfig
 from gateway.errors import ConfigError, StartupError
@@ -34,7 +38,7 @@ async def reload_from_file(gw: "Gateway") -> list[str]:
     if gw.config_path is None:
         raise ConfigError(["the gateway was not started from a config file"])
     try:
-        config = load_config(gw.config_path)
+        config = await trio.to_thread.run_sync(load_config, gw.config_path)
         if gw.worker is not None:
             config = gw.worker.apply(config)
         return await apply_config(gw, config)
@@ -47,15 +51,18 @@ async def reload_from_file(gw: "Gateway") -> list[str]:
 async def apply_config(gw: "Gateway", static: GatewayConfig) -> list[str]:
     """Takes `static` (the config file's content) plus, with `[dynamic]`, the xDS
     resources as they are now; raises ConfigError or StartupError, changing nothing."""
-    if gw.xds is None:
-        changes = await gw.reload(static)
-    else:
-        composed = gw.xds.compose(static)
-        changes = await gw.reload(composed.config) if composed.config != gw.config else []
-        gw.xds.apply_assignments(gw.clusters, composed)
-        gw.xds.accept(composed)
-    gw.static_config = static
-    return changes
+    # One update at a time: each ACKs the xDS resources it composed, not newer ones that
+    # came in while it was composing in its thread.
+    async with gw.update_lock:
+        if gw.xds is None:
+            changes = await gw.reload(static)
+        else:
+            composed = await gw.xds.compose_in_thread(static)
+            changes = await gw.reload(composed.config) if composed.config != gw.config else []
+            gw.xds.apply_assignments(gw.clusters, composed)
+            gw.xds.accept(composed)
+        gw.static_config = static
+        return changes
 
 
 async def reload_dynamic(gw: "Gateway") -> None:
@@ -74,8 +81,8 @@ def file_signature(path: str) -> bytes | None:
     """What the watcher compares: the file's bytes (mtimes can be too coarse to tell two
     quick saves apart); None if it cannot be read right now."""
     try:
-        return hashlib.sha256(Path(path).read_bytes()).digest()
-    except OSError:
+        return hashlib.sha256(read_file(path, MAX_CONFIG_BYTES)).digest()
+    except UnreadableFile:
         return None
 
 
@@ -86,10 +93,11 @@ async def watch(
 ) -> None:
     """Every WATCH_INTERVAL, calls `on_change` if `signature()` differs from the last one
     seen (`last`: what was loaded). None means "cannot tell right now" (a file being
-    rewritten): it is looked at again next time."""
+    rewritten): it is looked at again next time. `signature` reads files: it runs in a
+    worker thread."""
     while True:
         await trio.sleep(WATCH_INTERVAL)
-        now = signature()
+        now = await trio.to_thread.run_sync(signature)
         if now is None or now == last:
             continue
         last = now

@@ -17,7 +17,6 @@ then cancel what is left (admin, clusters, background jobs) and close the pools.
 """
 
 import logging
-import re
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -30,8 +29,10 @@ from gateway.clusters.manager import ClusterManager
 from gateway.config.model import Address, Admin, GatewayConfig
 from gateway.config.model import Server as ServerConfig
 from gateway.errors import ConfigError, StartupError
+from gateway.http.route_table import RouteTables, build_route_tables
 from gateway.listeners.filter_chain import ChainBuilder
 from gateway.listeners.listener import Listener
+from gateway.regex import compile_regex
 from gateway.reload import file_signature, reload_dynamic, watch_config
 from gateway.server_state import ServerState
 from gateway.stats import StatsStore
@@ -88,7 +89,7 @@ class Gateway:
         self.state = ServerState()
         self.started_at = time.time()
         self.stats = StatsStore(
-            [(re.compile(b.match), tuple(b.buckets)) for b in config.server.histogram_buckets]
+            [(compile_regex(b.match), tuple(b.buckets)) for b in config.server.histogram_buckets]
         )
         self.clusters = ClusterManager(config, self.stats)
         self.listeners: dict[str, Listener] = self._build_listeners(config)
@@ -104,15 +105,21 @@ class Gateway:
         #: Cancels the filters' background jobs of the config before the last reload.
         self._background_scope: trio.CancelScope | None = None
         self._reload_lock = trio.Lock()
+        #: Serialises config updates (file reloads, xDS updates) from parsing to swap.
+        self.update_lock = trio.Lock()
         self.reloads = 0
 
-    def _build_listeners(self, config: GatewayConfig) -> dict[str, Listener]:
+    def _build_listeners(
+        self, config: GatewayConfig, route_tables: RouteTables | None = None
+    ) -> dict[str, Listener]:
         """Listeners for `config`, not yet bound. On failure (a certificate or log file
         that cannot be opened) nothing is left open."""
         listeners: dict[str, Listener] = {}
         try:
             for name, lconf in config.listeners.items():
-                builder = ChainBuilder(name, config, self.clusters, self.stats, self.state)
+                builder = ChainBuilder(
+                    name, config, self.clusters, self.stats, self.state, route_tables or {}
+                )
                 try:
                     listeners[name] = Listener(name, lconf, builder)
                 except BaseException:
@@ -205,7 +212,10 @@ class Gateway:
             if self.state.draining:
                 raise StartupError("the gateway is draining; not reloading")
             old_config, old_listeners = self.config, self.listeners
-            listeners = self._build_listeners(config)
+            # The CPU-heavy part of the build (route tables and their regexes) runs in a
+            # worker thread, off the event loop.
+            route_tables = await trio.to_thread.run_sync(build_route_tables, config)
+            listeners = self._build_listeners(config, route_tables)
             changes = self._unsupported_changes(old_config, config)
             try:
                 for name, listener in listeners.items():
@@ -230,7 +240,7 @@ class Gateway:
                     changes.append(f"listener {name} added")
                     continue
                 # Old connections, draining or not, route their next requests the new way.
-                previous.update_routes(config)
+                previous.update_routes(config, route_tables)
                 if previous.config == listener.config:
                     listener.adopt(previous)
                 else:

@@ -8,11 +8,12 @@ Components take a `Scope` and create their stats once; the hot path only does `c
 import bisect
 import itertools
 import math
-import re
 from collections.abc import Iterable, Iterator, Sequence
 from typing import Any, TypeVar
 
 import attrs
+
+from gateway.regex import Regex
 
 T = TypeVar("T")
 
@@ -101,7 +102,7 @@ class StatsStore:
     """All of one gateway's stats, by dotted name. `buckets` maps name patterns to bucket
     bounds for histograms (the first pattern found in a name wins; else Envoy's)."""
 
-    def __init__(self, buckets: Sequence[tuple[re.Pattern[str], tuple[float, ...]]] = ()) -> None:
+    def __init__(self, buckets: Sequence[tuple[Regex, tuple[float, ...]]] = ()) -> None:
         self._stats: dict[str, Stat] = {}
         self._buckets = list(buckets)
 
@@ -178,10 +179,8 @@ class StatsStore:
             else:
                 stat.value += row["value"]
 
-    def select(
-        self, name_filter: re.Pattern[str] | None = None, used_only: bool = False
-    ) -> list[Stat]:
-        """Stats sorted by name, whose name the filter finds (re.search), and with
+    def select(self, name_filter: Regex | None = None, used_only: bool = False) -> list[Stat]:
+        """Stats sorted by name, whose name the filter finds (a search), and with
         `used_only` only those that ever moved: non-zero counters and gauges, histograms
         with samples."""
         return [

@@ -3,13 +3,15 @@ contexts, clusters originate it with client contexts.
 
 Safe defaults, not knobs: TLS 1.2 or newer, forward-secret AEAD ciphers only for TLS 1.2
 (TLS 1.3's suites are all of that kind), no compression, no renegotiation. A file that is
-missing, malformed or does not belong with its pair is a `ConfigError` naming the TOML
-path of the key at fault, so `gateway validate` reports it like any other mistake.
+missing, not a regular file of a sane size (`gateway.config.files`), malformed, or does
+not belong with its pair is a `ConfigError` naming the TOML path of the key at fault, so
+`gateway validate` reports it like any other mistake.
 """
 
 import ssl
 from typing import Literal
 
+from gateway.config.files import MAX_PEM_BYTES, UnreadableFile, check_file
 from gateway.config.model import DownstreamTlsContext, TlsCertificate, UpstreamTlsContext
 from gateway.errors import ConfigError
 
@@ -28,10 +30,9 @@ def _base_context(purpose: int, min_version: Literal["TLSv1.2", "TLSv1.3"]) -> s
 
 def _readable(path: str, where: str) -> None:
     try:
-        with open(path, "rb"):
-            pass
-    except OSError as exc:
-        raise ConfigError([f"{where}: cannot read {path}: {exc.strerror or exc}"]) from None
+        check_file(path, MAX_PEM_BYTES)
+    except UnreadableFile as exc:
+        raise ConfigError([f"{where}: {exc}"]) from None
 
 
 def _has_certificates(path: str) -> bool:

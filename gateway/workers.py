@@ -254,7 +254,8 @@ class Supervisor:
         (the workers are not asked) or StartupError (a worker refused it)."""
         from gateway.admin.supervisor import worker_request
 
-        config = load_config(self.config_path)
+        # Off the event loop: the supervisor's admin and the workers' health go on.
+        config = await trio.to_thread.run_sync(load_config, self.config_path)
         if (worker_count(config), config.listeners.keys()) != (
             len(self.workers),
             self.config.listeners.keys(),

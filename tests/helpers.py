@@ -468,20 +468,32 @@ class SteadyLoad:
     failures: list[str] = attrs.Factory(list)
     #: Answers received.
     served: int = 0
+    #: The longest any request took, in seconds: what a bystander felt of an attack.
+    slowest: float = 0.0
 
     async def client(
         self, target: str, *, label: str = "", timeout: float = 10, **options: Any
     ) -> None:
         async with httpx.AsyncClient(timeout=timeout, **options) as client:
             while True:
+                start = time.monotonic()
                 try:
                     response = await client.get(target)
                 except httpx.HTTPError as exc:
                     self.failures.append(f"{label}{exc!r}")
                     continue
+                finally:
+                    self.slowest = max(self.slowest, time.monotonic() - start)
                 if response.status_code != 200:
                     self.failures.append(f"{label}{response.status_code} {response.text}")
                 self.served += 1
+
+    async def until_served(self, count: int, timeout: float = 5.0) -> None:
+        """Waits until `count` more answers came in (the clients are up and steady)."""
+        target = self.served + count
+        with trio.fail_after(timeout):
+            while self.served < target:
+                await trio.sleep(0.01)
 
 
 async def converged(

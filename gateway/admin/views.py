@@ -14,6 +14,7 @@ from gateway.asgi import Send
 from gateway.clusters.host import HealthFlag, Host
 from gateway.config.load import unstructure_config
 from gateway.errors import ConfigError, StartupError
+from gateway.regex import Regex, RegexError, compile_regex
 from gateway.reload import reload_from_file
 from gateway.server import Gateway
 from gateway.stats import StatsStore
@@ -81,13 +82,13 @@ def server_info(gw: Gateway, query: dict[str, str]) -> Reply:
     )
 
 
-def _filter(query: dict[str, str]) -> re.Pattern[str] | Reply | None:
+def _filter(query: dict[str, str]) -> Regex | Reply | None:
     pattern = query.get("filter")
     if not pattern:
         return None
     try:
-        return re.compile(pattern)
-    except re.error as exc:
+        return compile_regex(pattern)
+    except RegexError as exc:
         return Reply.text(f"invalid filter regex: {exc}\n", 400)
 
 

@@ -4,10 +4,11 @@ Every problem is reported at once, each as `toml.path: what is wrong`, and none 
 traceback. Structuring is strict: unknown keys, strings where lists belong, and numbers where
 strings belong are all errors, because a typo in a proxy config should never be silently
 ignored. The second pass (`gateway.config.validate`) checks what types cannot: that names
-refer to tables that exist, that a route has exactly one action, that regexes compile.
+refer to tables that exist, that a route has exactly one action.
 """
 
 import difflib
+import math
 import re
 from collections.abc import Callable
 from pathlib import Path
@@ -19,7 +20,9 @@ import tomli
 from cattrs.cols import list_structure_factory
 from cattrs.errors import ClassValidationError, ForbiddenExtraKeysError, IterableValidationError
 
+from gateway.config.files import MAX_CONFIG_BYTES, UnreadableFile, read_file
 from gateway.config.model import (
+    MAX_DURATION,
     NETWORK_FILTER_TYPES,
     AccessLog,
     Address,
@@ -39,9 +42,12 @@ _UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
 
 
 def parse_duration(value: object) -> Duration:
-    """'250ms', '1.5s', '2m', '1h' -> seconds."""
+    """'250ms', '1.5s', '2m', '1h' -> seconds, up to MAX_DURATION."""
     if isinstance(value, str) and (m := _DURATION.match(value.strip())):
-        return Duration(float(m.group(1)) * _UNIT_SECONDS[m.group(2)])
+        seconds = float(m.group(1)) * _UNIT_SECONDS[m.group(2)]
+        if seconds <= MAX_DURATION:
+            return Duration(seconds)
+        raise ValueError(f"expected a duration of at most 8760h (a year), got {value!r}")
     raise ValueError(f"expected a duration such as '250ms', '1.5s' or '2m', got {value!r}")
 
 
@@ -71,15 +77,22 @@ def _strict(kind: type) -> Callable[[object, type], Any]:
 
 
 def _structure_float(value: object, _: type) -> float:
-    if isinstance(value, int | float) and not isinstance(value, bool):
+    # TOML has inf and nan; no setting means either, and nan passes every comparison check.
+    if isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value):
         return float(value)
-    raise ValueError(f"expected a number, got {value!r}")
+    raise ValueError(f"expected a finite number, got {value!r}")
+
+
+#: More worker processes than any machine has CPUs for (`[server] workers`).
+MAX_WORKERS = 1024
 
 
 def _structure_workers(value: object, _: type) -> int | Literal["auto"]:
-    if value == "auto" or (isinstance(value, int) and not isinstance(value, bool) and value >= 1):
+    if value == "auto" or (
+        isinstance(value, int) and not isinstance(value, bool) and 1 <= value <= MAX_WORKERS
+    ):
         return value  # type: ignore[return-value]
-    raise ValueError(f"expected a number of workers (1 or more) or 'auto', got {value!r}")
+    raise ValueError(f"expected a number of workers (1 to {MAX_WORKERS}) or 'auto', got {value!r}")
 
 
 def _make_converter() -> cattrs.Converter:
@@ -232,7 +245,7 @@ def structure_config(data: dict[str, Any]) -> GatewayConfig:
 
 
 def check_config(config: GatewayConfig) -> None:
-    """The checks types cannot make (references, regexes, overrides); ConfigError."""
+    """The checks types cannot make (references, overrides); ConfigError."""
     if errors := validate(config) + _check_filter_overrides(config):
         raise ConfigError(errors)
 
@@ -294,9 +307,11 @@ def loads_config(text: str, source: str = "<string>") -> GatewayConfig:
 def load_config(path: str | Path) -> GatewayConfig:
     """Reads and parses a gateway.toml file; raises ConfigError."""
     try:
-        text = Path(path).read_text(encoding="utf-8")
-    except OSError as exc:
-        raise ConfigError([f"{path}: cannot read: {exc.strerror or exc}"]) from None
+        text = read_file(str(path), MAX_CONFIG_BYTES).decode("utf-8")
+    except UnreadableFile as exc:
+        raise ConfigError([str(exc)]) from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError([f"{path}: not UTF-8 text: {exc}"]) from None
     return loads_config(text, source=str(path))
 
 

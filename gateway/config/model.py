@@ -7,16 +7,67 @@ Field names follow Envoy's protobuf names where a concept exists there.
 
 Units live in the types: `Duration` values are seconds (parsed from "250ms", "1.5s", "2m");
 `Address` is parsed from "host:port" or "[v6]:port".
+
+Every number has bounds, as Envoy's protobuf validation rules give them: the config is
+input from outside (a file, a control plane), and a number the gateway cannot afford
+(a Maglev table of 2^61 slots, a health check every microsecond) is an error with its
+TOML path, not work that stalls a worker's event loop.
 """
 
 import ipaddress
-import re
+from collections.abc import Callable
 from typing import Any, Literal, NewType
 
 import attrs
 
+from gateway.regex import check_regex
+
 #: Seconds, parsed from strings like "250ms", "1.5s", "2m", "1h".
 Duration = NewType("Duration", float)
+
+#: Envoy's uint32 fields without a range of their own hold at most this.
+UINT32_MAX = 2**32 - 1
+#: HTTP/2 SETTINGS values and windows (RFC 9113 6.5.2) hold at most this.
+INT31_MAX = 2**31 - 1
+#: The longest duration anywhere ("8760h", a year): "0s" says "never" where that makes
+#: sense, so anything longer is a typo.
+MAX_DURATION = 365 * 24 * 3600.0
+#: Periodic work (health checks, DNS, PINGs, polls) runs at most every millisecond, as
+#: Envoy's floors for dns_refresh_rate and connection_keepalive.interval.
+MIN_PERIOD = 0.001
+#: Envoy's max_request_headers_kb and max_response_headers_kb go up to this.
+MAX_HEADERS_KB = 8192
+
+_Validator = Callable[[Any, "attrs.Attribute[Any]", Any], None]
+
+
+def between(low: float, high: float) -> _Validator:
+    """A validator for a number from `low` to `high`, both included."""
+
+    def check(instance: object, attribute: "attrs.Attribute[Any]", value: float) -> None:
+        if not low <= value <= high:
+            raise ValueError(f"'{attribute.name}' must be from {low} to {high}, got {value}")
+
+    return check
+
+
+def _seconds_text(seconds: float) -> str:
+    return f"{seconds * 1000:g}ms" if seconds < 1 else f"{seconds:g}s"
+
+
+def at_least(minimum: float, *, or_zero: bool = False) -> _Validator:
+    """A duration's floor (`or_zero`: "0s", meaning never, is allowed too)."""
+
+    def check(instance: object, attribute: "attrs.Attribute[Any]", value: float | None) -> None:
+        if value is None or value >= minimum or (or_zero and value == 0):
+            return
+        zero = ' (or "0s": never)' if or_zero else ""
+        raise ValueError(
+            f"'{attribute.name}' must be at least {_seconds_text(minimum)}{zero}, "
+            f"got {_seconds_text(value)}"
+        )
+
+    return check
 
 
 @attrs.frozen
@@ -63,16 +114,25 @@ class Admin:
     task_tree: bool = True
 
 
+#: Bucket bounds one histogram may have (Envoy's default has 20).
+MAX_HISTOGRAM_BUCKETS = 100
+
+
 def _check_buckets(instance: object, attribute: object, value: list[float]) -> None:
     if not value or any(b <= 0 for b in value) or sorted(set(value)) != value:
         raise ValueError(f"'buckets' must be positive and strictly increasing, got {value!r}")
+    if len(value) > MAX_HISTOGRAM_BUCKETS:
+        raise ValueError(f"'buckets' must be at most {MAX_HISTOGRAM_BUCKETS}, got {len(value)}")
 
 
-def _check_regex(instance: object, attribute: "attrs.Attribute[str]", value: str) -> None:
-    try:
-        re.compile(value)
-    except re.error as exc:
-        raise ValueError(f"'{attribute.name}' must be a valid regex: {exc}") from None
+def check_regexes(
+    instance: object, attribute: "attrs.Attribute[Any]", value: str | list[str] | None
+) -> None:
+    """An attrs validator for a field holding a regex, an optional one, or a list."""
+    patterns = [] if value is None else [value] if isinstance(value, str) else value
+    for pattern in patterns:
+        if error := check_regex(pattern):
+            raise ValueError(f"'{attribute.name}' must be a valid RE2 regex: {error}")
 
 
 @attrs.frozen
@@ -81,7 +141,7 @@ class HistogramBuckets:
     matches `match` (Envoy's histogram_bucket_settings); the first matching entry wins."""
 
     #: A regex searched in the histogram's dotted name (`cluster\\.api\\.`, `_rq_time$`).
-    match: str = attrs.field(validator=_check_regex)
+    match: str = attrs.field(validator=check_regexes)
     #: Upper bounds, in the histogram's unit (milliseconds for times), increasing.
     buckets: list[float] = attrs.field(validator=_check_buckets)
 
@@ -116,7 +176,9 @@ class AccessLogFilter:
     (Envoy's status_code_filter, duration_filter and response_flag_filter, and-ed)."""
 
     #: Only responses with at least this status (0, no response, is below every status).
-    min_status_code: int | None = None
+    min_status_code: int | None = attrs.field(
+        default=None, validator=attrs.validators.optional(between(0, 599))
+    )
     #: Only requests that took at least this long.
     min_duration: Duration | None = None
     #: Only requests with one of these response flags ("UF", "UT", ...).
@@ -167,50 +229,52 @@ class Http2ProtocolOptions:
 
     #: SETTINGS_MAX_CONCURRENT_STREAMS we advertise (listeners), or the most streams we
     #: open on one upstream connection (clusters; the peer's own limit also applies).
-    max_concurrent_streams: int = attrs.field(default=100, validator=attrs.validators.gt(0))
+    max_concurrent_streams: int = attrs.field(default=100, validator=between(1, INT31_MAX))
     #: SETTINGS_INITIAL_WINDOW_SIZE: bytes a peer may send on one stream before we credit it.
     initial_stream_window_size: int = attrs.field(
-        default=1 << 20, validator=[attrs.validators.ge(65535), attrs.validators.lt(1 << 31)]
+        default=1 << 20, validator=between(65535, INT31_MAX)
     )
     #: Bytes a peer may send on the whole connection before we credit it.
     initial_connection_window_size: int = attrs.field(
-        default=4 << 20, validator=[attrs.validators.ge(65535), attrs.validators.lt(1 << 31)]
+        default=4 << 20, validator=between(65535, INT31_MAX)
     )
     #: SETTINGS_MAX_FRAME_SIZE we accept.
-    max_frame_size: int = attrs.field(
-        default=16384, validator=[attrs.validators.ge(16384), attrs.validators.lt(1 << 24)]
-    )
+    max_frame_size: int = attrs.field(default=16384, validator=between(16384, (1 << 24) - 1))
     #: SETTINGS_MAX_HEADER_LIST_SIZE: decoded header bytes we accept on one stream.
-    max_header_list_size: int = attrs.field(default=65536, validator=attrs.validators.gt(0))
+    max_header_list_size: int = attrs.field(
+        default=65536, validator=between(1, MAX_HEADERS_KB * 1024)
+    )
     #: Listeners: a client resetting more streams than this in one second gets GOAWAY
     #: (ENHANCE_YOUR_CALM) and is closed, the defence against the 2023 "rapid reset" attack.
-    max_stream_resets_per_second: int = attrs.field(default=200, validator=attrs.validators.gt(0))
+    max_stream_resets_per_second: int = attrs.field(default=200, validator=between(1, INT31_MAX))
     #: Clusters: send a PING this often on an upstream connection ("0s": never) ...
-    keepalive_interval: Duration = Duration(30.0)
+    keepalive_interval: Duration = attrs.field(
+        default=Duration(30.0), validator=at_least(MIN_PERIOD, or_zero=True)
+    )
     #: ... and close it if the PING is not answered within this long.
-    keepalive_timeout: Duration = Duration(5.0)
+    keepalive_timeout: Duration = attrs.field(default=Duration(5.0), validator=at_least(MIN_PERIOD))
     # Listeners: what a client may make the gateway do besides requests (Envoy's names and
     # defaults; see gateway/http/h2_guard.py). Crossing one: GOAWAY ENHANCE_YOUR_CALM.
     #: Control frames (PING and SETTINGS acks, RST_STREAM) queued and not yet written.
-    max_outbound_control_frames: int = attrs.field(default=1000, validator=attrs.validators.gt(0))
+    max_outbound_control_frames: int = attrs.field(default=1000, validator=between(1, UINT32_MAX))
     #: DATA frames with neither data nor END_STREAM, in a row.
     max_consecutive_inbound_frames_with_empty_payload: int = attrs.field(
-        default=1, validator=attrs.validators.ge(0)
+        default=1, validator=between(0, UINT32_MAX)
     )
     #: PRIORITY frames per stream the client opened (plus this many for the connection).
     max_inbound_priority_frames_per_stream: int = attrs.field(
-        default=100, validator=attrs.validators.ge(0)
+        default=100, validator=between(0, UINT32_MAX)
     )
     #: WINDOW_UPDATE frames per DATA frame the gateway sent (plus this many).
     max_inbound_window_update_frames_per_data_frame_sent: int = attrs.field(
-        default=10, validator=attrs.validators.gt(0)
+        default=10, validator=between(1, UINT32_MAX)
     )
     #: A stream reset (by either side) younger than this is a premature reset ...
     premature_reset_min_stream_lifetime: Duration = Duration(1.0)
     #: ... and a connection where half of the closed streams (over at least this many)
     #: were premature resets is closed.
     premature_reset_total_stream_count: int = attrs.field(
-        default=500, validator=attrs.validators.gt(1)
+        default=500, validator=between(2, UINT32_MAX)
     )
 
 
@@ -233,7 +297,7 @@ class FilterChainMatch:
     #: The port the connection arrived on (a listener may bind several).
     destination_port: int | None = attrs.field(
         default=None,
-        validator=attrs.validators.optional([attrs.validators.ge(1), attrs.validators.le(65535)]),
+        validator=attrs.validators.optional(between(1, 65535)),
     )
     #: SNI from the TLS ClientHello: exact names or "*.suffix" (exact beats wildcard, a
     #: longer suffix beats a shorter one).
@@ -269,7 +333,9 @@ class DownstreamTlsContext:
     min_protocol_version: Literal["TLSv1.2", "TLSv1.3"] = "TLSv1.2"
     #: A handshake not done within this long is cut (Envoy's
     #: transport_socket_connect_timeout).
-    handshake_timeout: Duration = Duration(10.0)
+    handshake_timeout: Duration = attrs.field(
+        default=Duration(10.0), validator=at_least(MIN_PERIOD)
+    )
 
 
 @attrs.frozen
@@ -311,9 +377,9 @@ class HttpConnectionManagerOptions:
     #: began, else reset), whatever its route timeout; "0s": never (Envoy's default 5m).
     stream_idle_timeout: Duration = Duration(300.0)
     #: Limit on the request line plus headers, in KiB (431 above it).
-    max_request_headers_kb: int = attrs.field(default=60, validator=attrs.validators.gt(0))
+    max_request_headers_kb: int = attrs.field(default=60, validator=between(1, MAX_HEADERS_KB))
     #: Limit on the number of request headers (431 above it).
-    max_request_headers_count: int = attrs.field(default=100, validator=attrs.validators.gt(0))
+    max_request_headers_count: int = attrs.field(default=100, validator=between(1, UINT32_MAX))
     #: Access logs: one table, or several (`[[listeners.NAME.access_log]]`).
     access_log: list[AccessLog] = attrs.Factory(list)
     #: Keep `vhost.VHOST.route.INDEX.*` stats for the routes of this listener.
@@ -362,7 +428,7 @@ class TcpProxy:
     #: No bytes either way for this long closes both sides; "0s": never.
     idle_timeout: Duration = Duration(3600.0)
     #: Hosts tried (each picked by the cluster's load balancer) before giving up.
-    max_connect_attempts: int = attrs.field(default=1, validator=attrs.validators.ge(1))
+    max_connect_attempts: int = attrs.field(default=1, validator=between(1, UINT32_MAX))
 
 
 @attrs.frozen
@@ -382,7 +448,7 @@ class ConnectionLimit:
     the filter chain; more are closed at once."""
 
     type: Literal["connection_limit"]
-    max_connections: int = attrs.field(validator=attrs.validators.ge(1))
+    max_connections: int = attrs.field(validator=between(1, UINT32_MAX))
     stat_prefix: str | None = None
 
 
@@ -454,7 +520,7 @@ class HeaderMatcher:
     prefix: str | None = None
     suffix: str | None = None
     contains: str | None = None
-    regex: str | None = None
+    regex: str | None = attrs.field(default=None, validator=check_regexes)
     #: true: the header must be present; false: it must be absent.
     present: bool | None = None
     invert_match: bool = False
@@ -466,8 +532,15 @@ class QueryParameterMatcher:
 
     name: str
     exact: str | None = None
-    regex: str | None = None
+    regex: str | None = attrs.field(default=None, validator=check_regexes)
     present: bool | None = None
+
+
+def _check_path_regex(instance: "RouteMatch", attribute: object, value: str | None) -> None:
+    # Compiled as the route table will (case folding can grow the program).
+    error = value and check_regex(value, ignore_case=not instance.case_sensitive)
+    if error:
+        raise ValueError(f"'regex' must be a valid RE2 regex: {error}")
 
 
 @attrs.frozen
@@ -476,7 +549,7 @@ class RouteMatch:
 
     prefix: str | None = None
     path: str | None = None
-    regex: str | None = None
+    regex: str | None = attrs.field(default=None, validator=_check_path_regex)
     case_sensitive: bool = True
     #: Only gRPC requests (content-type application/grpc*) match.
     grpc: bool = False
@@ -487,7 +560,7 @@ class RouteMatch:
 @attrs.frozen
 class WeightedCluster:
     name: str
-    weight: int = attrs.field(validator=attrs.validators.ge(0))
+    weight: int = attrs.field(validator=between(0, UINT32_MAX))
 
 
 @attrs.frozen
@@ -497,7 +570,9 @@ class Redirect:
     https_redirect: bool = False
     scheme_redirect: str | None = None
     host_redirect: str | None = None
-    port_redirect: int | None = None
+    port_redirect: int | None = attrs.field(
+        default=None, validator=attrs.validators.optional(between(1, 65535))
+    )
     path_redirect: str | None = None
     prefix_rewrite: str | None = None
     strip_query: bool = False
@@ -506,7 +581,7 @@ class Redirect:
 
 @attrs.frozen
 class DirectResponse:
-    status: int = attrs.field(validator=[attrs.validators.ge(200), attrs.validators.le(599)])
+    status: int = attrs.field(validator=between(200, 599))
     body: str = ""
     content_type: str = "text/plain"
 
@@ -537,9 +612,9 @@ class HeaderMutations:
 class RetryBackOff:
     """Exponential back-off between retries, with full jitter (Envoy's retry_back_off)."""
 
-    base_interval: Duration = Duration(0.025)
+    base_interval: Duration = attrs.field(default=Duration(0.025), validator=at_least(MIN_PERIOD))
     #: Unset: ten times base_interval.
-    max_interval: Duration | None = None
+    max_interval: Duration | None = attrs.field(default=None, validator=at_least(MIN_PERIOD))
 
 
 #: Envoy's retry_on conditions; the last five read the grpc-status of a gRPC response.
@@ -563,12 +638,14 @@ class RetryPolicy:
     """`[virtual_hosts.NAME.routes.retry_policy]`: when and how often to try again."""
 
     retry_on: list[RetryOn]
-    num_retries: int = attrs.field(default=1, validator=attrs.validators.ge(0))
+    num_retries: int = attrs.field(default=1, validator=between(0, UINT32_MAX))
     #: Budget of one attempt (504 and flag UT if the last one runs out); "0s": the route
     #: timeout alone bounds the attempts.
     per_try_timeout: Duration = Duration(0.0)
     #: Upstream statuses that `retriable-status-codes` retries.
-    retriable_status_codes: list[int] = attrs.Factory(list)
+    retriable_status_codes: list[int] = attrs.field(
+        factory=list, validator=attrs.validators.deep_iterable(between(100, 599))
+    )
     retry_back_off: RetryBackOff = RetryBackOff()
     #: By default POST, PATCH and other non-idempotent requests are retried only when they
     #: cannot have reached the upstream (connect-failure, refused-stream); true lifts that.
@@ -624,7 +701,7 @@ class Route(HeaderMutations):
     #: Request body bytes the router keeps so that a retry can resend them; a request
     #: whose body grows past this is not retried (it streams on, unbuffered).
     per_request_buffer_limit_bytes: int = attrs.field(
-        default=1 << 20, validator=attrs.validators.ge(0)
+        default=1 << 20, validator=between(0, UINT32_MAX)
     )
 
 
@@ -647,9 +724,17 @@ class Endpoint:
 
     address: Address
     #: Share of traffic relative to the cluster's other endpoints (1-128, as Envoy).
-    weight: int = attrs.field(
-        default=1, validator=[attrs.validators.ge(1), attrs.validators.le(128)]
-    )
+    weight: int = attrs.field(default=1, validator=between(1, 128))
+
+
+#: Hosts least_request samples per pick: each request pays for every one of them.
+MAX_CHOICE_COUNT = 100
+#: Ring hash points and Maglev slots. Envoy allows 8,388,608 and 5,000,011, but here a
+#: table is built in Python on the worker's event loop, whenever a host's health changes:
+#: 65,537 Maglev slots take ~85 ms and 65,536 ring points ~230 ms; 5,000,011 slots would
+#: stop the worker for ~20 s each time.
+MAX_RING_SIZE = 1 << 16
+MAX_MAGLEV_TABLE_SIZE = 65537
 
 
 @attrs.frozen
@@ -657,22 +742,22 @@ class LeastRequestLbConfig:
     """`[clusters.NAME.least_request]`."""
 
     #: Hosts sampled per pick; the one with the fewest active requests (per weight) wins.
-    choice_count: int = attrs.field(default=2, validator=attrs.validators.ge(2))
+    choice_count: int = attrs.field(default=2, validator=between(2, MAX_CHOICE_COUNT))
 
 
 @attrs.frozen
 class RingHashLbConfig:
     """`[clusters.NAME.ring_hash]`: the ring has at least this many points in total."""
 
-    minimum_ring_size: int = attrs.field(default=1024, validator=attrs.validators.ge(1))
-    maximum_ring_size: int = attrs.field(default=1 << 23, validator=attrs.validators.ge(1))
+    minimum_ring_size: int = attrs.field(default=1024, validator=between(1, MAX_RING_SIZE))
+    maximum_ring_size: int = attrs.field(default=MAX_RING_SIZE, validator=between(1, MAX_RING_SIZE))
 
 
 @attrs.frozen
 class MaglevLbConfig:
     """`[clusters.NAME.maglev]`: the lookup table size, a prime (Envoy's default 65537)."""
 
-    table_size: int = attrs.field(default=65537, validator=attrs.validators.ge(7))
+    table_size: int = attrs.field(default=65537, validator=between(7, MAX_MAGLEV_TABLE_SIZE))
 
 
 @attrs.frozen
@@ -684,14 +769,14 @@ class HealthCheck:
     """
 
     type: Literal["http", "tcp", "grpc"]
-    interval: Duration = Duration(5.0)
+    interval: Duration = attrs.field(default=Duration(5.0), validator=at_least(MIN_PERIOD))
     #: Up to this much random time is added to each interval, so checks spread out.
     interval_jitter: Duration = Duration(0.0)
-    timeout: Duration = Duration(1.0)
+    timeout: Duration = attrs.field(default=Duration(1.0), validator=at_least(MIN_PERIOD))
     #: Failures in a row that mark a healthy host unhealthy.
-    unhealthy_threshold: int = attrs.field(default=3, validator=attrs.validators.ge(1))
+    unhealthy_threshold: int = attrs.field(default=3, validator=between(1, UINT32_MAX))
     #: Successes in a row that mark an unhealthy host healthy (at start-up one is enough).
-    healthy_threshold: int = attrs.field(default=2, validator=attrs.validators.ge(1))
+    healthy_threshold: int = attrs.field(default=2, validator=between(1, UINT32_MAX))
     path: str | None = None
     host: str | None = None
     expected_statuses: list[int] | None = None
@@ -714,21 +799,17 @@ class OutlierDetection:
     The `enforcing_*` percentages are the chance that a detection really ejects.
     """
 
-    consecutive_5xx: int = attrs.field(default=5, validator=attrs.validators.ge(1))
-    consecutive_gateway_failure: int = attrs.field(default=5, validator=attrs.validators.ge(1))
-    enforcing_consecutive_5xx: int = attrs.field(
-        default=100, validator=[attrs.validators.ge(0), attrs.validators.le(100)]
-    )
-    enforcing_consecutive_gateway_failure: int = attrs.field(
-        default=0, validator=[attrs.validators.ge(0), attrs.validators.le(100)]
-    )
+    consecutive_5xx: int = attrs.field(default=5, validator=between(1, UINT32_MAX))
+    consecutive_gateway_failure: int = attrs.field(default=5, validator=between(1, UINT32_MAX))
+    enforcing_consecutive_5xx: int = attrs.field(default=100, validator=between(0, 100))
+    enforcing_consecutive_gateway_failure: int = attrs.field(default=0, validator=between(0, 100))
     #: How often ejections are reviewed (hosts return, ejection multipliers shrink).
-    interval: Duration = Duration(10.0)
-    base_ejection_time: Duration = Duration(30.0)
-    max_ejection_time: Duration = Duration(300.0)
-    max_ejection_percent: int = attrs.field(
-        default=10, validator=[attrs.validators.ge(0), attrs.validators.le(100)]
+    interval: Duration = attrs.field(default=Duration(10.0), validator=at_least(MIN_PERIOD))
+    base_ejection_time: Duration = attrs.field(
+        default=Duration(30.0), validator=at_least(MIN_PERIOD)
     )
+    max_ejection_time: Duration = Duration(300.0)
+    max_ejection_percent: int = attrs.field(default=10, validator=between(0, 100))
 
 
 @attrs.frozen
@@ -738,13 +819,13 @@ class CircuitBreakers:
 
     #: Open upstream connections across all hosts; a request that would need one more
     #: waits (as a pending request) for a pooled one instead.
-    max_connections: int = attrs.field(default=1024, validator=attrs.validators.ge(1))
+    max_connections: int = attrs.field(default=1024, validator=between(1, UINT32_MAX))
     #: Requests waiting for a connection or stream.
-    max_pending_requests: int = attrs.field(default=1024, validator=attrs.validators.ge(0))
+    max_pending_requests: int = attrs.field(default=1024, validator=between(0, UINT32_MAX))
     #: Requests in flight to the cluster.
-    max_requests: int = attrs.field(default=1024, validator=attrs.validators.ge(1))
+    max_requests: int = attrs.field(default=1024, validator=between(1, UINT32_MAX))
     #: Retries in flight to the cluster.
-    max_retries: int = attrs.field(default=3, validator=attrs.validators.ge(0))
+    max_retries: int = attrs.field(default=3, validator=between(0, UINT32_MAX))
 
 
 @attrs.frozen
@@ -757,8 +838,8 @@ class Cluster:
     #: endpoint, connecting to the name's latest first address. "eds": the hosts come
     #: from ClusterLoadAssignment resources (`[dynamic]`), changing without a reload.
     type: Literal["static", "strict_dns", "logical_dns", "eds"] = "static"
-    dns_refresh_rate: Duration = Duration(5.0)
-    connect_timeout: Duration = Duration(5.0)
+    dns_refresh_rate: Duration = attrs.field(default=Duration(5.0), validator=at_least(MIN_PERIOD))
+    connect_timeout: Duration = attrs.field(default=Duration(5.0), validator=at_least(MIN_PERIOD))
     #: "http1", or "http2" (h2c prior knowledge): requests then borrow streams, not
     #: connections. gRPC upstreams need "http2".
     protocol: Literal["http1", "http2"] = "http1"
@@ -770,20 +851,18 @@ class Cluster:
     maglev: MaglevLbConfig = MaglevLbConfig()
     #: Below this percentage of healthy hosts, the load balancer uses all hosts (Envoy's
     #: healthy_panic_threshold); 0 disables panic mode.
-    healthy_panic_threshold: float = attrs.field(
-        default=50.0, validator=[attrs.validators.ge(0), attrs.validators.le(100)]
-    )
+    healthy_panic_threshold: float = attrs.field(default=50.0, validator=between(0, 100))
     health_checks: list[HealthCheck] = attrs.Factory(list)
     outlier_detection: OutlierDetection | None = None
     circuit_breakers: CircuitBreakers = CircuitBreakers()
     #: Each endpoint has its own pool; this caps its open connections.
-    max_connections_per_host: int = attrs.field(default=1024, validator=attrs.validators.gt(0))
+    max_connections_per_host: int = attrs.field(default=1024, validator=between(1, UINT32_MAX))
     #: How long a request waits for a pooled connection when the pool is full (503, flag UO).
     pool_timeout: Duration = Duration(5.0)
     #: An idle pooled connection is closed after this long.
     idle_timeout: Duration = Duration(60.0)
     #: Upstream response head limit in KiB (502 above it).
-    max_response_headers_kb: int = attrs.field(default=60, validator=attrs.validators.gt(0))
+    max_response_headers_kb: int = attrs.field(default=60, validator=between(1, MAX_HEADERS_KB))
     http2: Http2ProtocolOptions = Http2ProtocolOptions()
     #: TLS to the endpoints; unset: cleartext.
     tls: UpstreamTlsContext | None = None
@@ -803,8 +882,8 @@ class RestApiConfigSource:
     #: A `[clusters.*]` table of this file: where the control plane is.
     cluster: str
     #: How often each resource type is asked for.
-    refresh_delay: Duration = Duration(1.0)
-    request_timeout: Duration = Duration(1.0)
+    refresh_delay: Duration = attrs.field(default=Duration(1.0), validator=at_least(MIN_PERIOD))
+    request_timeout: Duration = attrs.field(default=Duration(1.0), validator=at_least(MIN_PERIOD))
 
 
 @attrs.frozen

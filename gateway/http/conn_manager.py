@@ -29,7 +29,7 @@ from gateway.http.filter import FilterContext, HttpFilterFactory, LocalReply
 from gateway.http.filters import FILTER_TYPES
 from gateway.http.headers import RequestHead, strip_hop_by_hop
 from gateway.http.path_normalization import InvalidPath, normalize
-from gateway.http.route_table import RouteEntry, RouteTable
+from gateway.http.route_table import RouteEntry, RouteTable, RouteTables
 from gateway.http.router import RouterFilter
 from gateway.http.stream_info import StreamInfo
 from gateway.listeners.network_filter import ConnectionInfo
@@ -167,6 +167,7 @@ class HttpConnectionManager:
         store: StatsStore,
         access_logs: list[AccessLogger],
         server: ServerState,
+        route_tables: RouteTables,
     ) -> None:
         self.name = name
         self.config = listener
@@ -178,7 +179,7 @@ class HttpConnectionManager:
             store.scope(f"http.{name}", "http", {"envoy_http_conn_manager_prefix": name})
         )
         self.access_logs = access_logs
-        self.update_routes(config)
+        self.update_routes(config, route_tables)
         self._drain_grace = config.server.drain_grace
         self.draining = False
         #: Until when draining connections still take requests on their way (inf: not
@@ -188,11 +189,13 @@ class HttpConnectionManager:
         self._sniffing: set[trio.CancelScope] = set()
         self._connections: set[DownstreamConnection] = set()
 
-    def update_routes(self, config: GatewayConfig) -> None:
+    def update_routes(self, config: GatewayConfig, route_tables: RouteTables) -> None:
         """Takes the route table and HTTP filters of `config` (Envoy's RDS update): the
         next request on every connection, old or new, uses them; a request already
-        routed keeps its route."""
-        self.route_table = RouteTable(self.config.virtual_hosts, config)
+        routed keeps its route. `route_tables` may hold the table, built already."""
+        names = self.config.virtual_hosts
+        table = route_tables.get(tuple(names))
+        self.route_table = table if table is not None else RouteTable(names, config)
         self._filter_factories = self._build_filter_factories(config, self._store, self._server)
         self.route_stats = (
             {e.name: RouteStats.create(self._store, e.name) for e in self.route_table.entries()}

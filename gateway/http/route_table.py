@@ -5,18 +5,20 @@ then the longest `prefix*`, then `*`. Matching ignores case and a `:port` in the
 Routes are tried in their configured order; the first match wins.
 """
 
-import re
 from urllib.parse import parse_qsl
 
 import attrs
 
 from gateway.config.model import GatewayConfig, HeaderMatcher, QueryParameterMatcher, Route
 from gateway.config.model import VirtualHost as VirtualHostConfig
+from gateway.config.validate import http_connection_managers
 from gateway.http.grpc import is_grpc_request
 from gateway.http.headers import RequestHead
+from gateway.regex import Regex, compile_optional, compile_regex
 
 
-def _header_matches(m: HeaderMatcher, regex: re.Pattern[str] | None, req: RequestHead) -> bool:
+def header_matches(m: HeaderMatcher, regex: Regex | None, req: RequestHead) -> bool:
+    """One header matcher against a request; `regex` is `m.regex` compiled."""
     values = req.headers.get_all(m.name)
     value = ",".join(values) if values else None
     if m.present is not None:
@@ -32,15 +34,13 @@ def _header_matches(m: HeaderMatcher, regex: re.Pattern[str] | None, req: Reques
     elif m.contains is not None:
         result = m.contains in value
     elif regex is not None:
-        result = regex.fullmatch(value) is not None
+        result = regex.fullmatch(value)
     else:  # no match kind: presence
         result = True
     return result != m.invert_match
 
 
-def _query_matches(
-    m: QueryParameterMatcher, regex: re.Pattern[str] | None, params: dict[str, str]
-) -> bool:
+def _query_matches(m: QueryParameterMatcher, regex: Regex | None, params: dict[str, str]) -> bool:
     value = params.get(m.name)
     if m.present is not None:
         return (value is not None) == m.present
@@ -49,13 +49,8 @@ def _query_matches(
     if m.exact is not None:
         return value == m.exact
     if regex is not None:
-        return regex.fullmatch(value) is not None
+        return regex.fullmatch(value)
     return True
-
-
-def header_matches(m: HeaderMatcher, req: RequestHead) -> bool:
-    """One header matcher against a request (for filters; routes precompile regexes)."""
-    return _header_matches(m, re.compile(m.regex) if m.regex else None, req)
 
 
 @attrs.frozen
@@ -65,18 +60,18 @@ class RouteEntry:
     name: str
     config: Route
     virtual_host: VirtualHostConfig
-    _path_regex: re.Pattern[str] | None
-    _header_regexes: tuple[re.Pattern[str] | None, ...]
-    _query_regexes: tuple[re.Pattern[str] | None, ...]
+    _path_regex: Regex | None
+    _header_regexes: tuple[Regex | None, ...]
+    _query_regexes: tuple[Regex | None, ...]
 
     @classmethod
     def compile(cls, name: str, route: Route, vhost: VirtualHostConfig) -> "RouteEntry":
-        flags = 0 if route.match.case_sensitive else re.IGNORECASE
-        path_regex = re.compile(route.match.regex, flags) if route.match.regex else None
-        headers = tuple(re.compile(h.regex) if h.regex else None for h in route.match.headers)
-        query = tuple(
-            re.compile(q.regex) if q.regex else None for q in route.match.query_parameters
-        )
+        match = route.match
+        path_regex = None
+        if match.regex is not None:
+            path_regex = compile_regex(match.regex, ignore_case=not match.case_sensitive)
+        headers = tuple(compile_optional(h.regex) for h in match.headers)
+        query = tuple(compile_optional(q.regex) for q in match.query_parameters)
         return cls(name, route, vhost, path_regex, headers, query)
 
     def matches(self, req: RequestHead) -> bool:
@@ -93,13 +88,13 @@ class RouteEntry:
             ok = path == match.path if match.case_sensitive else path.lower() == match.path.lower()
         else:
             assert self._path_regex is not None
-            ok = self._path_regex.fullmatch(path) is not None
+            ok = self._path_regex.fullmatch(path)
         if not ok:
             return False
         if match.grpc and not is_grpc_request(req):
             return False
         for m, regex in zip(match.headers, self._header_regexes, strict=True):
-            if not _header_matches(m, regex, req):
+            if not header_matches(m, regex, req):
                 return False
         if match.query_parameters:
             params = dict(parse_qsl(req.query, keep_blank_values=True))
@@ -174,3 +169,19 @@ class RouteTable:
             if route.matches(req):
                 return route
         return None
+
+
+#: Route tables of one config by virtual host list, built ahead of the listeners.
+RouteTables = dict[tuple[str, ...], RouteTable]
+
+
+def build_route_tables(config: GatewayConfig) -> RouteTables:
+    """Every route table the connection managers of `config` use. Pure and CPU-heavy for
+    big configs (a route's regexes compile here), so a reload runs it in a worker thread
+    and the event loop only takes the tables."""
+    tables: RouteTables = {}
+    for hcm in http_connection_managers(config):
+        names = tuple(hcm.virtual_hosts)
+        if names not in tables:
+            tables[names] = RouteTable(list(names), config)
+    return tables

@@ -34,6 +34,7 @@ from gateway.config.model import FilterChain as FilterChainConfig
 from gateway.config.model import Listener as ListenerConfig
 from gateway.errors import ConfigError, StartupError
 from gateway.http.conn_manager import HttpConnectionManager
+from gateway.http.route_table import RouteTables
 from gateway.listeners.access_control import ConnectionLimitFilter, RbacFilter
 from gateway.listeners.network_filter import ConnectionInfo, NetworkFilter, NextFilter
 from gateway.listeners.tcp_proxy import TcpProxyFilter
@@ -156,6 +157,9 @@ class ChainBuilder:
     clusters: ClusterManager
     store: StatsStore
     server: ServerState
+    #: Route tables built ahead (a reload builds them in a worker thread); a connection
+    #: manager whose table is not here builds its own.
+    route_tables: RouteTables = attrs.Factory(dict)
     access_logs: list[AccessLogger] = attrs.Factory(list)
 
     @property
@@ -195,7 +199,14 @@ class ChainBuilder:
                 for i, c in enumerate(config.access_log)
             ]
             manager = HttpConnectionManager(
-                prefix, config, self.config, self.clusters, self.store, access_logs, self.server
+                prefix,
+                config,
+                self.config,
+                self.clusters,
+                self.store,
+                access_logs,
+                self.server,
+                self.route_tables,
             )
             return _HcmFilter(manager)
         if isinstance(config, TcpProxy):

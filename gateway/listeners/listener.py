@@ -28,6 +28,7 @@ from gateway.access_log import AccessLogger
 from gateway.config.model import Address, GatewayConfig
 from gateway.config.model import Listener as ListenerConfig
 from gateway.errors import StartupError
+from gateway.http.route_table import RouteTables
 from gateway.listeners import proxy_protocol, tls_inspector
 from gateway.listeners.filter_chain import (
     ChainBuilder,
@@ -327,7 +328,7 @@ class Listener:
         if self._connections is not None:
             self._connections.cancel_scope.deadline = deadline
 
-    def update_routes(self, config: GatewayConfig) -> None:
+    def update_routes(self, config: GatewayConfig, route_tables: RouteTables) -> None:
         """After a reload, this listener's connections (its successor takes the new ones)
         route their next requests by `config`, as far as it still has the virtual hosts
         and filters they name."""
@@ -337,4 +338,4 @@ class Listener:
                 set(hcm.virtual_hosts) <= config.virtual_hosts.keys()
                 and set(hcm.http_filters) <= config.http_filters.keys()
             ):
-                manager.update_routes(config)
+                manager.update_routes(config, route_tables)

@@ -15,6 +15,7 @@ import trio
 from cryptography import x509
 from cryptography.x509.oid import NameOID
 
+from gateway.config.files import MAX_PEM_BYTES, read_file
 from gateway.config.model import DownstreamTlsContext
 from gateway.listeners.network_filter import TlsInfo
 from gateway.stats import Counter, Scope, create_stats
@@ -54,8 +55,7 @@ class HandshakeTimeout(HandshakeFailed):
 
 def _certificate_names(path: str) -> list[str]:
     """The DNS names a PEM certificate (the chain's first) is for: SANs, else its CN."""
-    with open(path, "rb") as f:
-        cert = x509.load_pem_x509_certificate(f.read())
+    cert = x509.load_pem_x509_certificate(read_file(path, MAX_PEM_BYTES))
     try:
         san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName)
     except x509.ExtensionNotFound:

@@ -15,6 +15,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 import attrs
+import trio
 
 from gateway.clusters.manager import ClusterManager
 from gateway.config.load import check_config
@@ -87,9 +88,25 @@ class XdsState(abc.ABC):
     async def watch(self, on_change: Callable[[], Awaitable[None]]) -> None:
         """Follows the source, calling `on_change` when it has something new."""
 
+    async def snapshot(self) -> list[Resource]:
+        """current_resources(), taken on the event loop (sources that read files read
+        them in a worker thread instead)."""
+        return self.current_resources()
+
+    async def compose_in_thread(self, static: GatewayConfig) -> Composed:
+        """`compose` for a running gateway: translating and checking a config is CPU work
+        that grows with it, so it runs in a worker thread, on a snapshot of the
+        resources, while the event loop serves."""
+        resources = await self.snapshot()
+        return await trio.to_thread.run_sync(self.compose_resources, static, resources)
+
     def compose(self, static: GatewayConfig) -> Composed:
-        """The TOML config plus the directory's resources; ConfigError (a NACK, naming the
+        """The TOML config plus the source's resources; ConfigError (a NACK, naming the
         resource and field) if they cannot all be honoured."""
+        return self.compose_resources(static, self.current_resources())
+
+    def compose_resources(self, static: GatewayConfig, resources: list[Resource]) -> Composed:
+        """`compose` with these resources; touches nothing the event loop changes."""
         listeners = dict(static.listeners)
         virtual_hosts = dict(static.virtual_hosts)
         clusters = dict(static.clusters)
@@ -98,7 +115,7 @@ class XdsState(abc.ABC):
         route_configs: dict[str, list[str]] = {}
         statuses = []
         errors: list[str] = []
-        for resource in self.current_resources():
+        for resource in resources:
             type_url, body, version, source = (
                 resource.type_url,
                 resource.body,

@@ -11,8 +11,10 @@ import hashlib
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
+import trio
 import yaml
 
+from gateway.config.files import MAX_CONFIG_BYTES, UnreadableFile, read_file
 from gateway.errors import ConfigError
 from gateway.reload import watch
 from gateway.tasktree import annotate
@@ -32,19 +34,29 @@ class XdsFileSource(XdsState):
             raise ConfigError([f"dynamic.path: {self.path} is not a directory"])
         return sorted(p for p in directory.iterdir() if p.suffix in _SUFFIXES)
 
+    @staticmethod
+    def _read(file: Path) -> bytes:
+        try:
+            return read_file(str(file), MAX_CONFIG_BYTES)
+        except UnreadableFile as exc:
+            raise ConfigError([str(exc)]) from None
+
     def signature(self) -> bytes:
         digest = hashlib.sha256()
         for file in self._files():
-            digest.update(file.name.encode() + b"\0" + file.read_bytes())
+            digest.update(file.name.encode() + b"\0" + self._read(file))
         return digest.digest()
+
+    async def snapshot(self) -> list[Resource]:
+        return await trio.to_thread.run_sync(self.current_resources)
 
     def current_resources(self) -> list[Resource]:
         found = []
         for file in self._files():
+            raw = self._read(file)
             try:
-                raw = file.read_bytes()
                 document = yaml.safe_load(raw.decode("utf-8"))
-            except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
+            except (UnicodeDecodeError, yaml.YAMLError) as exc:
                 raise ConfigError([f"{file}: cannot read: {exc}"]) from None
             version = ""
             if isinstance(document, dict) and "resources" in document:

@@ -133,7 +133,9 @@ def test_all_reference_errors_at_once():
 
 def test_validator_errors_name_the_field():
     text = VALID.replace('protocol = "http1"', "max_connections_per_host = 0")
-    assert errors_of(text) == ["clusters.api.max_connections_per_host: must be > 0: 0"]
+    assert errors_of(text) == [
+        "clusters.api.max_connections_per_host: must be from 1 to 4294967295, got 0"
+    ]
 
 
 def test_missing_required_key():
@@ -148,16 +150,10 @@ def test_unknown_filter_type():
     assert error.endswith("got 'nope'")
 
 
-def test_bad_regex_and_duplicate_listener_address():
-    text = VALID + (
-        '[[virtual_hosts.api.routes]]\nmatch = { regex = "(" }\ncluster = "api"\n'
-        '[listeners.second]\naddress = "127.0.0.1:10000"\nvirtual_hosts = ["api"]\n'
-    )
+def test_duplicate_listener_address():
+    text = VALID + '[listeners.second]\naddress = "127.0.0.1:10000"\nvirtual_hosts = ["api"]\n'
     errors = errors_of(text)
-    assert any(
-        e.startswith("virtual_hosts.api.routes[2].match.regex: invalid regex") for e in errors
-    )
-    assert "listeners.second.address: 127.0.0.1:10000 is also used by listeners.edge" in errors
+    assert errors == ["listeners.second.address: 127.0.0.1:10000 is also used by listeners.edge"]
 
 
 def test_toml_syntax_error_names_line_and_column():

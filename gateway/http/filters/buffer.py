@@ -14,6 +14,7 @@ is bounded by the limit.
 
 import attrs
 
+from gateway.config.model import UINT32_MAX, between
 from gateway.errors import GatewayError
 from gateway.http.filter import (
     FilterContext,
@@ -29,7 +30,7 @@ from gateway.stats import Counter
 
 @attrs.frozen
 class BufferConfig:
-    max_request_bytes: int = attrs.field(validator=attrs.validators.gt(0))
+    max_request_bytes: int = attrs.field(validator=between(1, UINT32_MAX))
 
 
 class RequestTooLarge(GatewayError):

@@ -19,6 +19,7 @@ import zlib
 
 import attrs
 
+from gateway.config.model import UINT32_MAX, between
 from gateway.http.filter import (
     FilterContext,
     HttpFilter,
@@ -42,8 +43,8 @@ class CompressorConfig:
             "application/javascript",
         ]
     )
-    min_content_length: int = attrs.field(default=30, validator=attrs.validators.ge(0))
-    level: int = attrs.field(default=6, validator=[attrs.validators.ge(1), attrs.validators.le(9)])
+    min_content_length: int = attrs.field(default=30, validator=between(0, UINT32_MAX))
+    level: int = attrs.field(default=6, validator=between(1, 9))
 
 
 def _accepts_gzip(value: str | None) -> bool:

@@ -19,11 +19,9 @@ Access-Control-Allow-Origin (and -Credentials, -Expose-Headers) on their respons
 pass untouched, so the browser enforces the policy.
 """
 
-import re
-
 import attrs
 
-from gateway.config.model import Duration
+from gateway.config.model import Duration, check_regexes
 from gateway.http.filter import (
     FilterContext,
     HttpFilter,
@@ -33,21 +31,14 @@ from gateway.http.filter import (
 )
 from gateway.http.headers import RequestHead, ResponseHead
 from gateway.http.stream_info import StreamInfo
+from gateway.regex import Regex, compile_regex
 from gateway.stats import Counter
-
-
-def _check_regexes(instance: object, attribute: object, value: list[str]) -> None:
-    for pattern in value:
-        try:
-            re.compile(pattern)
-        except re.error as exc:
-            raise ValueError(f"'allow_origin_regex' must hold valid regexes: {exc}") from None
 
 
 @attrs.frozen
 class CorsConfig:
     allow_origins: list[str] = attrs.Factory(list)
-    allow_origin_regex: list[str] = attrs.field(factory=list, validator=_check_regexes)
+    allow_origin_regex: list[str] = attrs.field(factory=list, validator=check_regexes)
     allow_methods: list[str] = attrs.Factory(lambda: ["GET", "HEAD", "POST"])
     allow_headers: list[str] = attrs.Factory(list)
     expose_headers: list[str] = attrs.Factory(list)
@@ -58,7 +49,7 @@ class CorsConfig:
 @attrs.frozen
 class _Policy:
     config: CorsConfig
-    regexes: tuple[re.Pattern[str], ...]
+    regexes: tuple[Regex, ...]
     preflights: Counter
     denied: Counter
 
@@ -117,7 +108,7 @@ def create_factory(config: object, context: FilterContext) -> HttpFilterFactory:
     assert isinstance(config, CorsConfig)
     policy = _Policy(
         config,
-        tuple(re.compile(r) for r in config.allow_origin_regex),
+        tuple(compile_regex(r) for r in config.allow_origin_regex),
         context.scope.counter("preflights"),
         context.scope.counter("origin_denied"),
     )

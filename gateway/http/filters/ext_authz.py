@@ -23,7 +23,7 @@ import attrs
 import trio
 
 from gateway.clusters.http_client import ServiceResponse, call_service
-from gateway.config.model import Duration
+from gateway.config.model import MIN_PERIOD, Duration, at_least
 from gateway.errors import GatewayError
 from gateway.http.filter import (
     FilterContext,
@@ -45,7 +45,7 @@ class ExtAuthzConfig:
     path_prefix: str = ""
     allowed_headers: list[str] = attrs.Factory(lambda: ["authorization"])
     headers_to_add: list[str] = attrs.Factory(list)
-    timeout: Duration = attrs.field(default=Duration(0.2))
+    timeout: Duration = attrs.field(default=Duration(0.2), validator=at_least(MIN_PERIOD))
     failure_mode_allow: bool = False
 
 

@@ -18,7 +18,7 @@ import random
 import attrs
 import trio
 
-from gateway.config.model import Duration
+from gateway.config.model import Duration, between
 from gateway.http.filter import (
     FilterContext,
     HttpFilter,
@@ -30,15 +30,16 @@ from gateway.http.headers import RequestHead
 from gateway.http.stream_info import StreamInfo
 from gateway.stats import Counter
 
-_percentage = [attrs.validators.ge(0), attrs.validators.le(100)]
+_percentage = between(0, 100)
 
 
 @attrs.frozen
 class FaultAbort:
-    http_status: int = attrs.field(
-        default=503, validator=[attrs.validators.ge(200), attrs.validators.le(599)]
+    http_status: int = attrs.field(default=503, validator=between(200, 599))
+    #: A gRPC status code (0-16) for gRPC requests.
+    grpc_status: int | None = attrs.field(
+        default=None, validator=attrs.validators.optional(between(0, 16))
     )
-    grpc_status: int | None = None
     percentage: float = attrs.field(default=100.0, validator=_percentage)
 
 

@@ -23,7 +23,6 @@ task every `cache_duration`; requests use the cached set (and wait for the first
 
 import json
 import logging
-from pathlib import Path
 from typing import Any
 
 import attrs
@@ -31,7 +30,8 @@ import jwt
 import trio
 
 from gateway.clusters.http_client import call_service
-from gateway.config.model import Duration
+from gateway.config.files import read_file
+from gateway.config.model import MIN_PERIOD, Duration, at_least
 from gateway.errors import GatewayError
 from gateway.http.filter import (
     FilterContext,
@@ -49,10 +49,14 @@ log = logging.getLogger("gateway.filters")
 MAX_JWKS_BYTES = 1 << 20
 
 
+def _read_jwks_file(path: str) -> jwt.PyJWKSet:
+    return jwt.PyJWKSet.from_dict(json.loads(read_file(path, MAX_JWKS_BYTES)))
+
+
 def _check_jwks_file(instance: object, attribute: object, value: str) -> None:
     try:
-        jwt.PyJWKSet.from_dict(json.loads(Path(value).read_text()))
-    except (OSError, ValueError, jwt.PyJWKError, jwt.PyJWKSetError) as exc:
+        _read_jwks_file(value)
+    except (ValueError, jwt.PyJWKError, jwt.PyJWKSetError) as exc:
         raise ValueError(f"'path' must be a readable JWKS file: {exc}") from None
 
 
@@ -65,8 +69,8 @@ class LocalJwks:
 class RemoteJwks:
     cluster: str
     path: str
-    cache_duration: Duration = attrs.field(default=Duration(300.0))
-    timeout: Duration = attrs.field(default=Duration(1.0))
+    cache_duration: Duration = attrs.field(default=Duration(300.0), validator=at_least(1.0))
+    timeout: Duration = attrs.field(default=Duration(1.0), validator=at_least(MIN_PERIOD))
 
 
 def _one_source(instance: "JwtAuthnConfig", attribute: object, value: object) -> None:
@@ -95,9 +99,7 @@ class JwksCache:
         self._keys: jwt.PyJWKSet | None = None
         self._ready = trio.Event()
         if config.local_jwks is not None:
-            self._keys = jwt.PyJWKSet.from_dict(
-                json.loads(Path(config.local_jwks.path).read_text())
-            )
+            self._keys = _read_jwks_file(config.local_jwks.path)
             self._ready.set()
 
     async def keys(self) -> jwt.PyJWKSet | None:

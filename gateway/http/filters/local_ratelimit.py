@@ -21,7 +21,7 @@ from collections import OrderedDict
 
 import attrs
 
-from gateway.config.model import Duration
+from gateway.config.model import UINT32_MAX, Duration, at_least, between
 from gateway.http.filter import (
     FilterContext,
     HttpFilter,
@@ -40,13 +40,19 @@ def _check_key(instance: object, attribute: object, value: str | None) -> None:
         raise ValueError(f"'key' must be 'client_ip' or 'header:NAME', got {value!r}")
 
 
+#: Buckets one filter keeps at most (`max_keys`): ~1,000,000 keys take ~200 MB.
+MAX_KEYS = 1_000_000
+
+
 @attrs.frozen
 class LocalRateLimitConfig:
-    max_tokens: int = attrs.field(validator=attrs.validators.gt(0))
-    tokens_per_fill: int = attrs.field(default=1, validator=attrs.validators.gt(0))
-    fill_interval: Duration = attrs.field(default=Duration(1.0))
+    max_tokens: int = attrs.field(validator=between(1, UINT32_MAX))
+    tokens_per_fill: int = attrs.field(default=1, validator=between(1, UINT32_MAX))
+    #: Envoy's floor: a bucket refilled more often costs more than it limits.
+    fill_interval: Duration = attrs.field(default=Duration(1.0), validator=at_least(0.05))
     key: str | None = attrs.field(default=None, validator=_check_key)
-    max_keys: int = attrs.field(default=10000, validator=attrs.validators.gt(0))
+    #: Each key holds a bucket: this bounds the memory clients can make the filter keep.
+    max_keys: int = attrs.field(default=10000, validator=between(1, MAX_KEYS))
 
 
 @attrs.define
