@@ -21,10 +21,13 @@ from gateway.clusters.load_balancer import LoadBalancer, NoHosts, create_load_ba
 from gateway.clusters.outlier_detection import OutlierDetector
 from gateway.clusters.pool_h1 import HostPool
 from gateway.clusters.pool_h2 import H2HostPool
+from gateway.clusters.transport_socket import connect_upstream
 from gateway.config.model import Address, Endpoint
 from gateway.config.model import Cluster as ClusterConfig
+from gateway.errors import UpstreamConnectError
 from gateway.stats import StatsStore
 from gateway.tasktree import annotate
+from gateway.tls_stream import ByteStream
 
 log = logging.getLogger("gateway.cluster")
 
@@ -94,6 +97,25 @@ class Cluster:
         usable = hosts if self._panic else healthy
         self._lb = create_load_balancer(self.config, usable, hosts, self._lb)
         self._lb_stale = False
+
+    async def open_connection(self, host: Host, *, proxy_header: bytes = b"") -> ByteStream:
+        """A raw connection to `host`, for bytes the pools do not carry (tcp_proxy, CONNECT),
+        within connect_timeout; counted in the cluster's connection stats (the caller
+        decrements upstream_cx_active when it closes it). UpstreamConnectError on failure."""
+        stats = self.stats
+        stats.upstream_cx_total.inc()
+        try:
+            with trio.fail_after(self.config.connect_timeout):
+                upstream = await connect_upstream(
+                    host.address, self.config, alpn=[], proxy_header=proxy_header
+                )
+        except (OSError, trio.TooSlowError) as exc:
+            stats.record_connect(exc)
+            stats.upstream_cx_connect_fail.inc()
+            raise UpstreamConnectError(f"connect to {host} failed: {exc!r}") from exc
+        stats.record_connect(None)
+        stats.upstream_cx_active.inc()
+        return upstream
 
     def choose_host(self, hash_key: int | None = None, avoid: tuple[Host, ...] = ()) -> Host | None:
         """A host for the next request; None when there is none to use (503 UH). `avoid`

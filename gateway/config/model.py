@@ -545,11 +545,16 @@ def _check_path_regex(instance: "RouteMatch", attribute: object, value: str | No
 
 @attrs.frozen
 class RouteMatch:
-    """A route's match: exactly one of `prefix`, `path`, `regex`, plus optional conditions."""
+    """A route's match: exactly one of `prefix`, `path`, `regex` or `connect_matcher`, plus
+    optional conditions."""
 
     prefix: str | None = None
     path: str | None = None
     regex: str | None = attrs.field(default=None, validator=_check_path_regex)
+    #: Matches CONNECT requests, which no other route matches (Envoy's connect_matcher);
+    #: the gateway terminates them: it connects to a host of the route's cluster, answers
+    #: 200 and carries the bytes both ways.
+    connect_matcher: bool = False
     case_sensitive: bool = True
     #: Only gRPC requests (content-type application/grpc*) match.
     grpc: bool = False

@@ -48,8 +48,8 @@ def _check_route(route: Route, where: str, config: GatewayConfig, errors: list[s
         )
     match = route.match
     kinds = [k for k in _PATH_MATCHES if getattr(match, k) is not None]
-    if len(kinds) != 1:
-        errors.append(f"{where}.match: set exactly one of prefix, path, regex")
+    if len(kinds) + match.connect_matcher != 1:
+        errors.append(f"{where}.match: set exactly one of prefix, path, regex, connect_matcher")
     for i, header in enumerate(match.headers):
         _check_header_matcher(header, f"{where}.match.headers[{i}]", errors)
     for i, param in enumerate(match.query_parameters):

@@ -476,9 +476,11 @@ class ServerCodec(_Codec):
         return b"HTTP/1.1 100 Continue\r\n\r\n"
 
     def send_switching_protocols(self, head: ResponseHead) -> bytes:
-        """The 101 that ends HTTP/1.1 on this connection; what follows is the tunnel's."""
+        """The response that ends HTTP/1.1 on this connection (an upgrade's 101, or a
+        CONNECT's 200); what follows is the tunnel's."""
         self._keep_alive = False
-        return _encode_head("HTTP/1.1 101 Switching Protocols", list(head.headers))
+        reason = head.reason or _REASONS.get(head.status, "")
+        return _encode_head(f"HTTP/1.1 {head.status} {reason}", list(head.headers))
 
     def send_response_head(self, head: ResponseHead, *, request_method: str) -> bytes:
         self._expecting_continue = False

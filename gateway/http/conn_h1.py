@@ -172,7 +172,7 @@ class Http1Connection:
             body_send, body_recv = trio.open_memory_channel[BodyItem](1)
         stream = self.manager.new_stream(self, event, self.conn_info, body_recv)
         self._active = stream
-        if event.end_stream and event.head.upgrade:
+        if event.end_stream and (event.head.upgrade or event.head.method == "CONNECT"):
             try:
                 await self._run_upgrade_stream(stream)
             finally:

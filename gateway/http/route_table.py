@@ -76,10 +76,14 @@ class RouteEntry:
 
     def matches(self, req: RequestHead) -> bool:
         match = self.config.match
+        if (req.method == "CONNECT" and req.upgrade is None) != match.connect_matcher:
+            return False  # CONNECT meets connect_matcher routes only, and they nothing else
         path = req.path_only
         if path == "*":  # OPTIONS * asks about the server as a whole: routed as its root
             path = "/"
-        if match.prefix is not None:
+        if match.connect_matcher:
+            ok = True
+        elif match.prefix is not None:
             if match.case_sensitive:
                 ok = path.startswith(match.prefix)
             else:

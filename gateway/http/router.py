@@ -55,7 +55,8 @@ from gateway.http.headers import (
 )
 from gateway.http.retry import BodySource, RequestBodyBuffer, RetryableResponse, RetryState
 from gateway.http.route_table import RouteEntry
-from gateway.http.tunnel import TunnelResult, run_tunnel
+from gateway.http.tunnel import SocketEndpoint, TunnelResult, run_tunnel
+from gateway.tls_stream import ByteStream
 from gateway.trio_util import raise_single
 
 
@@ -159,6 +160,9 @@ class RouterFilter:
         route = entry.config
         if route.direct_response is not None or route.redirect is not None:
             await stream.send_local_reply(self._route_reply(stream, entry))
+            return
+        if route.match.connect_matcher:
+            await self._terminate_connect(stream, entry)
             return
         tunnel = self._accepts_upgrade(stream, entry)
         cluster = self._clusters.get(self._cluster_name(route))
@@ -394,14 +398,48 @@ class RouterFilter:
             raise UpstreamReset("upgrades need an HTTP/1.1 upstream")
         # The route timeout bounds the handshake; the tunnel has its own idle and max limits.
         timeout_scope.deadline = math.inf
+        await self._join(stream, entry, event.head, upstream.tunnel_endpoint(), upstream.host)
+        return 101
+
+    async def _terminate_connect(self, stream: ActiveStream, entry: RouteEntry) -> None:
+        """CONNECT on a `connect_matcher` route (Envoy's CONNECT termination): a TCP
+        connection to a host of the route's cluster, `200` to the client, then the bytes
+        both ways."""
+        cluster = self._clusters.get(self._cluster_name(entry.config))
+        info = stream.info
+        info.cluster_name = cluster.name
+        host = cluster.choose_host()
+        if host is None:
+            cluster.stats.upstream_cx_none_healthy.inc()
+            raise NoHealthyUpstream()
+        info.upstream_host = str(host)
+        info.state = "connecting for CONNECT"
+        upstream = await cluster.open_connection(host)
+        try:
+            await self._join(stream, entry, ResponseHead(200, HeaderMap()), upstream, str(host))
+        finally:
+            upstream.socket.close()
+            cluster.stats.upstream_cx_active.dec()
+
+    @staticmethod
+    async def _join(
+        stream: ActiveStream,
+        entry: RouteEntry,
+        head: ResponseHead,
+        upstream: SocketEndpoint | ByteStream,
+        upstream_label: str,
+    ) -> None:
+        """Accepts the tunnel downstream with `head` (a 101, or CONNECT's 200) and joins
+        the two sides until either ends or the route's tunnel limits cut it."""
+        request, info = stream.request, stream.info
         stream.stop_watching_idle()
         info.upstream_service_time_ms = info.duration_ms()
-        mutate_response(event.head.headers, entry.virtual_host)
-        mutate_response(event.head.headers, entry.config)
-        downstream = await stream.encoder.accept_upgrade(event.head)
+        mutate_response(head.headers, entry.virtual_host)
+        mutate_response(head.headers, entry.config)
+        downstream = await stream.encoder.accept_upgrade(head)
         request.headers = HeaderMap()  # the handshake is done; a long tunnel need not keep it
         stream.response_state = ResponseState.STREAMING
-        info.response_code = 200 if request.http_version == "2" else 101
+        info.response_code = 200 if request.http_version == "2" else head.status
         info.state = "tunnel"
         stats = stream.manager.stats
         stats.downstream_cx_upgrades_total.inc()
@@ -411,14 +449,14 @@ class RouterFilter:
         try:
             await run_tunnel(
                 downstream,
-                upstream.tunnel_endpoint(),
+                upstream if isinstance(upstream, SocketEndpoint) else SocketEndpoint(upstream, b""),
                 result,
                 idle_timeout=route.tunnel_idle_timeout,
                 max_duration=route.tunnel_max_duration,
                 describe={
                     "peer": info.downstream_remote,
                     "path": info.path,
-                    "upstream": str(upstream.host),
+                    "upstream": upstream_label,
                 },
             )
         finally:
@@ -434,7 +472,6 @@ class RouterFilter:
             stream.encoder.abort()  # HTTP/2: RST_STREAM; HTTP/1.1: the connection closes
         else:
             stream.response_state = ResponseState.DONE
-        return 101
 
     @staticmethod
     async def _upload(stream: ActiveStream, body: BodySource, upstream: UpstreamStream) -> None:

@@ -12,14 +12,17 @@ socket is closed in `finally`, so a client that goes away takes its upstream wit
 import logging
 
 import attrs
-import trio
 
 from gateway.clusters.cluster import Cluster
 from gateway.clusters.manager import ClusterManager
-from gateway.clusters.transport_socket import connect_upstream
 from gateway.config.model import Cluster as ClusterConfig
 from gateway.config.model import TcpProxy
-from gateway.errors import ClusterNotFound, DownstreamDisconnect, UpstreamReset
+from gateway.errors import (
+    ClusterNotFound,
+    DownstreamDisconnect,
+    UpstreamConnectError,
+    UpstreamReset,
+)
 from gateway.http.tunnel import SocketEndpoint, TunnelResult, run_tunnel
 from gateway.listeners import proxy_protocol
 from gateway.listeners.network_filter import ConnectionInfo, NextFilter
@@ -97,19 +100,11 @@ class TcpProxyFilter:
             if host is None:
                 self.stats.downstream_cx_no_route.inc()
                 return None
-            cluster.stats.upstream_cx_total.inc()
             try:
-                with trio.fail_after(cluster.config.connect_timeout):
-                    upstream = await connect_upstream(
-                        host.address, cluster.config, alpn=[], proxy_header=proxy_header
-                    )
-            except (OSError, trio.TooSlowError) as exc:
-                cluster.stats.record_connect(exc)
-                cluster.stats.upstream_cx_connect_fail.inc()
-                log.debug("tcp_proxy: connect to %s failed: %r", host, exc)
+                upstream = await cluster.open_connection(host, proxy_header=proxy_header)
+            except UpstreamConnectError as exc:
+                log.debug("tcp_proxy: %s", exc)
                 continue
-            cluster.stats.record_connect(None)
-            cluster.stats.upstream_cx_active.inc()
             return upstream, str(host)
         self.stats.upstream_connect_attempts_exceeded.inc()
         return None

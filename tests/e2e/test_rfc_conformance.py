@@ -114,3 +114,75 @@ async def test_431_is_read_by_the_client_not_lost_to_a_reset(nursery):
                 out = await read_until(stream, b"\r\n\r\n")
             assert out.startswith(b"HTTP/1.1 431 "), out[:100]
     assert up.requests == []
+
+
+CONNECT_ROUTES = """
+[[virtual_hosts.main.routes]]
+match = { regex = ".*" }
+direct_response = { status = 200, body = "catch-all" }
+"""
+
+
+async def test_connect_is_refused_unless_a_route_allows_it(nursery):
+    """A catch-all regex route does not take CONNECT: 404, and nothing is tunnelled."""
+    up = await start_upstream(nursery)
+    async with run_gateway(config_toml(up.port, routes=CONNECT_ROUTES)) as gw:
+        out = await raw_exchange(
+            gw.listener_ports["edge"], b"CONNECT example.test:443 HTTP/1.1\r\nHost: x\r\n\r\n"
+        )
+    assert out.startswith(b"HTTP/1.1 404 "), out
+    assert up.requests == []
+
+
+async def test_connect_on_a_connect_matcher_route_is_terminated_into_a_tunnel(nursery):
+    from tests.tls_helpers import start_tcp_upstream
+
+    echo = await start_tcp_upstream(nursery)
+    routes = CONNECT_ROUTES + (
+        "[[virtual_hosts.main.routes]]\n"
+        "match = { connect_matcher = true }\n"
+        'cluster = "tcp"\n'
+        f'[clusters.tcp]\nendpoints = ["127.0.0.1:{echo.port}"]\n'
+    )
+    async with run_gateway(config_toml(routes=routes)) as gw:
+        stream = await trio.open_tcp_stream("127.0.0.1", gw.listener_ports["edge"])
+        async with stream:
+            await stream.send_all(b"CONNECT echo.test:7 HTTP/1.1\r\nHost: echo.test:7\r\n\r\nfirst")
+            head = await read_until(stream, b"\r\n\r\n")
+            assert head.startswith(b"HTTP/1.1 200 "), head
+            assert b"content-length" not in head.lower() and b"transfer-encoding" not in head
+            await stream.send_all(b" second")
+            await stream.send_eof()  # the upstream answers once our side ends
+            reply = head.partition(b"\r\n\r\n")[2]
+            with trio.fail_after(3):
+                while chunk := await stream.receive_some(100):
+                    reply += chunk
+    assert reply == b"reply:" + b"first second"[::-1]
+    assert echo.received == [b"first second"]
+
+
+async def test_http2_connect_on_a_connect_matcher_route(nursery):
+    import h2.events
+
+    from tests.helpers import RawH2Client
+    from tests.tls_helpers import start_tcp_upstream
+
+    echo = await start_tcp_upstream(nursery)
+    routes = (
+        "[[virtual_hosts.main.routes]]\n"
+        "match = { connect_matcher = true }\n"
+        'cluster = "tcp"\n'
+        f'[clusters.tcp]\nendpoints = ["127.0.0.1:{echo.port}"]\n'
+    )
+    async with run_gateway(config_toml(routes=routes)) as gw:
+        client = await RawH2Client.connect(gw.listener_ports["edge"])
+        async with client.stream:
+            client.conn.send_headers(1, [(":method", "CONNECT"), (":authority", "echo.test:7")])
+            await client.flush()
+            events = await client.read_until(lambda e: isinstance(e, h2.events.ResponseReceived))
+            assert dict(events[-1].headers)[b":status"] == b"200"
+            client.conn.send_data(1, b"over h2", end_stream=True)
+            await client.flush()
+            events = await client.read_until(lambda e: isinstance(e, h2.events.StreamEnded))
+    data = b"".join(e.data for e in events if isinstance(e, h2.events.DataReceived))
+    assert data == b"reply:" + b"over h2"[::-1]

@@ -128,7 +128,10 @@ def test_all_reference_errors_at_once():
         "virtual_hosts.api.routes[2]: set exactly one action of cluster, weighted_clusters, "
         "redirect, direct_response" in errors
     )
-    assert "virtual_hosts.api.routes[2].match: set exactly one of prefix, path, regex" in errors
+    assert (
+        "virtual_hosts.api.routes[2].match: set exactly one of prefix, path, regex, connect_matcher"
+        in errors
+    )
 
 
 def test_validator_errors_name_the_field():
