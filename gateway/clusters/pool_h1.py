@@ -104,7 +104,10 @@ class HostPool(PoolBase):
                 if (conn := self._take(item)) is not None:
                     return conn
                 continue
-            if self._wants_connection():
+            # A borrower that has a connect started for it is not pending (as before connects
+            # moved to the pool): neither the gauge nor max_pending_requests counts it.
+            pending = not self._wants_connection()
+            if not pending:
                 if self._nursery is None:  # not started (a one-off client): connect inline
                     self._reserve()
                     return await self._establish()
@@ -113,10 +116,10 @@ class HostPool(PoolBase):
                 deadline = max(deadline, trio.current_time() + self._config.connect_timeout)
             else:
                 self._check_pending_breaker()
+                self._cluster_stats.upstream_rq_pending_active.inc()
+                self._resources.pending_requests.inc()
             # Waiters queue on the channel's receive, which trio serves first come first
             # served; a cancelled receive leaves the queue and takes nothing with it.
-            self._cluster_stats.upstream_rq_pending_active.inc()
-            self._resources.pending_requests.inc()
             try:
                 with trio.move_on_at(deadline):
                     item = await self._idle_recv.receive()
@@ -126,8 +129,9 @@ class HostPool(PoolBase):
                         return conn
                     continue
             finally:
-                self._cluster_stats.upstream_rq_pending_active.dec()
-                self._resources.pending_requests.dec()
+                if pending:
+                    self._cluster_stats.upstream_rq_pending_active.dec()
+                    self._resources.pending_requests.dec()
             self._cluster_stats.upstream_rq_pending_overflow.inc()
             raise UpstreamOverflow()
 
