@@ -149,8 +149,13 @@ class ActiveStream:
             self._idle_scope = None
 
     def _active(self) -> None:
-        if self._idle_scope is not None:
-            self._idle_scope.deadline = trio.current_time() + self._idle_timeout
+        scope = self._idle_scope
+        if scope is not None:
+            # Moved only by more than 1/16 of the timeout: a short request, whose bytes all
+            # move at once, moves it never (each move costs trio a deadline update).
+            deadline = trio.current_time() + self._idle_timeout
+            if deadline - scope.deadline > self._idle_timeout / 16:
+                scope.deadline = deadline
 
     # -- request body --------------------------------------------------------------------
 
