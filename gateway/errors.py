@@ -110,6 +110,15 @@ class StreamCancelled(GatewayError):
     body = "stream cancelled by the gateway operator"
 
 
+class Overloaded(GatewayError):
+    """A new request while `envoy.overload_actions.stop_accepting_requests` is active
+    (`[overload]`). Envoy answers "envoy overloaded"; OM is its overload manager's flag."""
+
+    status = 503
+    response_flag = "OM"
+    body = "gateway overloaded"
+
+
 class DownstreamProtocolError(GatewayError):
     """The downstream request was malformed; the connection is closed after the reply."""
 

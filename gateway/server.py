@@ -5,6 +5,7 @@ Task tree (see docs/architecture.md):
     open_gateway nursery
     ├── cluster manager            (cluster NAME -> host ADDRESS -> pools, health checker)
     ├── filter background jobs     (e.g. JWKS refresh), one group per config
+    ├── resource monitor           (with `[overload] max_rss`: reads the RSS, sets actions)
     ├── listener NAME              (access log flushers, accept tasks, "conn PEER" tasks)
     │   └── conn 127.0.0.1:51234   (per request: a "stream N GET /path" task)
     ├── config watcher             (with `[server] watch = true`)
@@ -32,6 +33,7 @@ from gateway.errors import ConfigError, StartupError
 from gateway.http.route_table import RouteTables, build_route_tables
 from gateway.listeners.filter_chain import ChainBuilder
 from gateway.listeners.listener import Listener
+from gateway.overload import OverloadManager
 from gateway.regex import compile_regex
 from gateway.reload import file_signature, reload_dynamic, watch_config
 from gateway.server_state import ServerState
@@ -86,11 +88,11 @@ class Gateway:
         self.xds: XdsState | None = None
         #: The file the config came from, if any (for /server_info and reloads).
         self.config_path = config_path
-        self.state = ServerState()
         self.started_at = time.time()
         self.stats = StatsStore(
             [(compile_regex(b.match), tuple(b.buckets)) for b in config.server.histogram_buckets]
         )
+        self.state = ServerState(OverloadManager(config.overload, self.stats))
         self.clusters = ClusterManager(config, self.stats)
         self.listeners: dict[str, Listener] = self._build_listeners(config)
         self.admin_port: int | None = None
@@ -251,6 +253,11 @@ class Gateway:
                 changes.append(f"listener {name} removed")
             self.listeners = listeners
             self._start_background()
+            if config.overload != old_config.overload:
+                self.state.overload.configure(config.overload)
+                assert self._nursery is not None
+                self.state.overload.start(self._nursery)
+                changes.append("overload settings changed")
             self.reloads += 1
             log.warning("config reloaded: %s", "; ".join(changes) or "routes and filters")
             return changes
@@ -308,6 +315,7 @@ async def open_gateway(
                 xds.accept(composed)
                 nursery.start_soon(xds.watch, partial(reload_dynamic, gw), name="xds source")
             gw._start_background()
+            gw.state.overload.start(nursery)
             for listener in gw.listeners.values():
                 await gw._start_listener(listener)
             if config.admin is not None:

@@ -4,11 +4,15 @@ from collections.abc import Awaitable, Callable
 
 import attrs
 
+from gateway.overload import OverloadManager
+
 BackgroundTask = Callable[[], Awaitable[None]]
 
 
 @attrs.define
 class ServerState:
+    #: `[overload]`: the connection cap and the actions the data path checks.
+    overload: OverloadManager
     #: Set when the gateway starts draining (SIGTERM, /quitquitquit).
     draining: bool = False
     #: Set by POST /healthcheck/fail, cleared by POST /healthcheck/ok (as in Envoy): the

@@ -78,6 +78,7 @@ def server_info(gw: Gateway, query: dict[str, str]) -> Reply:
                 # One Trio loop in one process serves everything (Envoy: --concurrency).
                 "concurrency": 1,
             },
+            "overload": gw.state.overload.describe(),
         }
     )
 

@@ -22,10 +22,12 @@ from cattrs.errors import ClassValidationError, ForbiddenExtraKeysError, Iterabl
 
 from gateway.config.files import MAX_CONFIG_BYTES, UnreadableFile, read_file
 from gateway.config.model import (
+    MAX_BYTE_SIZE,
     MAX_DURATION,
     NETWORK_FILTER_TYPES,
     AccessLog,
     Address,
+    ByteSize,
     Duration,
     Endpoint,
     GatewayConfig,
@@ -39,6 +41,8 @@ from gateway.http.filters import FILTER_TYPES
 _DURATION = re.compile(r"^(\d+(?:\.\d+)?)(ms|s|m|h)$")
 _ATTRS_VALIDATOR_MESSAGE = re.compile(r"^'(\w+)' (must .*)$")
 _UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
+_BYTE_SIZE = re.compile(r"^(\d+(?:\.\d+)?)(KiB|MiB|GiB|TiB)$")
+_UNIT_BYTES = {"KiB": 1 << 10, "MiB": 1 << 20, "GiB": 1 << 30, "TiB": 1 << 40}
 
 
 def parse_duration(value: object) -> Duration:
@@ -49,6 +53,18 @@ def parse_duration(value: object) -> Duration:
             return Duration(seconds)
         raise ValueError(f"expected a duration of at most 8760h (a year), got {value!r}")
     raise ValueError(f"expected a duration such as '250ms', '1.5s' or '2m', got {value!r}")
+
+
+def parse_byte_size(value: object) -> ByteSize:
+    """An integer of bytes, or '64KiB', '512MiB', '1.5GiB' -> bytes."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        return ByteSize(value)
+    if isinstance(value, str) and (m := _BYTE_SIZE.match(value.strip())):
+        size = float(m.group(1)) * _UNIT_BYTES[m.group(2)]
+        if size <= MAX_BYTE_SIZE:
+            return ByteSize(int(size))
+        raise ValueError(f"expected a size of at most 1024TiB, got {value!r}")
+    raise ValueError(f"expected bytes, as an integer or a size such as '512MiB', got {value!r}")
 
 
 def parse_address(value: object) -> Address:
@@ -98,6 +114,7 @@ def _structure_workers(value: object, _: type) -> int | Literal["auto"]:
 def _make_converter() -> cattrs.Converter:
     converter = cattrs.Converter(forbid_extra_keys=True)
     converter.register_structure_hook(Duration, lambda v, _: parse_duration(v))
+    converter.register_structure_hook(ByteSize, lambda v, _: parse_byte_size(v))
     converter.register_structure_hook(Address, lambda v, _: parse_address(v))
     for kind in (str, int, bool):
         converter.register_structure_hook(kind, _strict(kind))

@@ -6,7 +6,8 @@ way Envoy's resources refer to each other, instead of nesting everything under a
 Field names follow Envoy's protobuf names where a concept exists there.
 
 Units live in the types: `Duration` values are seconds (parsed from "250ms", "1.5s", "2m");
-`Address` is parsed from "host:port" or "[v6]:port".
+`ByteSize` values are bytes (an integer, or "512MiB", "2GiB"); `Address` is parsed from
+"host:port" or "[v6]:port".
 
 Every number has bounds, as Envoy's protobuf validation rules give them: the config is
 input from outside (a file, a control plane), and a number the gateway cannot afford
@@ -24,6 +25,8 @@ from gateway.regex import check_regex
 
 #: Seconds, parsed from strings like "250ms", "1.5s", "2m", "1h".
 Duration = NewType("Duration", float)
+#: Bytes, written as an integer or with a binary unit: "64KiB", "512MiB", "2GiB".
+ByteSize = NewType("ByteSize", int)
 
 #: Envoy's uint32 fields without a range of their own hold at most this.
 UINT32_MAX = 2**32 - 1
@@ -37,6 +40,10 @@ MAX_DURATION = 365 * 24 * 3600.0
 MIN_PERIOD = 0.001
 #: Envoy's max_request_headers_kb and max_response_headers_kb go up to this.
 MAX_HEADERS_KB = 8192
+#: The largest byte size (1 PiB): more is a typo, and never fits in memory.
+MAX_BYTE_SIZE = 1 << 50
+#: No Python process runs in less: a max_rss below it is a unit mistake.
+MIN_RSS = 1 << 20
 
 _Validator = Callable[[Any, "attrs.Attribute[Any]", Any], None]
 
@@ -165,6 +172,54 @@ class Server:
     workers: int | Literal["auto"] = 1
     #: Reload when the config file changes (checked every second), as on SIGHUP.
     watch: bool = False
+
+
+# --- overload -------------------------------------------------------------------------------
+
+#: Envoy's overload actions the gateway has, by the last part of their name
+#: (`envoy.overload_actions.NAME`).
+OverloadActionName = Literal[
+    "stop_accepting_connections", "disable_http_keepalive", "stop_accepting_requests"
+]
+
+
+@attrs.frozen
+class OverloadAction:
+    """`[[overload.actions]]`: an overload action and the fraction of `max_rss` at which it
+    starts (Envoy's threshold trigger on a memory resource monitor)."""
+
+    name: OverloadActionName
+    #: Active while RSS >= threshold * max_rss.
+    threshold: float = attrs.field(validator=[attrs.validators.gt(0), attrs.validators.le(1)])
+
+
+#: When `max_rss` is set and `actions` is not: keep-alive goes first (connections close
+#: and free their buffers), then new connections wait in the backlog, and only near the
+#: limit are requests refused.
+DEFAULT_OVERLOAD_ACTIONS = (
+    OverloadAction("disable_http_keepalive", 0.90),
+    OverloadAction("stop_accepting_connections", 0.95),
+    OverloadAction("stop_accepting_requests", 0.98),
+)
+
+
+@attrs.frozen
+class Overload:
+    """`[overload]`: Envoy's overload manager, per worker process. A cap on downstream
+    connections, and actions that shed load as memory (RSS) nears `max_rss`."""
+
+    #: Open downstream connections across all listeners (HTTP and tcp_proxy); one more is
+    #: closed at once (Envoy's global_downstream_max_connections). Unset: no cap.
+    max_downstream_connections: int | None = attrs.field(
+        default=None, validator=attrs.validators.optional(between(1, UINT32_MAX))
+    )
+    #: The resident memory the actions' thresholds are fractions of. Unset: no actions.
+    max_rss: ByteSize | None = attrs.field(
+        default=None, validator=attrs.validators.optional(between(MIN_RSS, MAX_BYTE_SIZE))
+    )
+    #: How often the resource monitor reads the RSS (Envoy's refresh_interval).
+    refresh_interval: Duration = attrs.field(default=Duration(1.0), validator=at_least(MIN_PERIOD))
+    actions: list[OverloadAction] = attrs.Factory(lambda: list(DEFAULT_OVERLOAD_ACTIONS))
 
 
 # --- listeners ------------------------------------------------------------------------------
@@ -937,3 +992,4 @@ class GatewayConfig:
     virtual_hosts: dict[str, VirtualHost] = attrs.Factory(dict)
     clusters: dict[str, Cluster] = attrs.Factory(dict)
     dynamic: Dynamic = Dynamic()
+    overload: Overload = Overload()

@@ -11,6 +11,7 @@ import ipaddress
 import attrs
 
 from gateway.config.model import (
+    DEFAULT_OVERLOAD_ACTIONS,
     TERMINAL_NETWORK_FILTERS,
     Address,
     Cluster,
@@ -20,6 +21,7 @@ from gateway.config.model import (
     HeaderMatcher,
     HttpConnectionManagerConfig,
     Listener,
+    Overload,
     Route,
     TcpProxy,
     VirtualHost,
@@ -338,6 +340,18 @@ def _check_tunnel_clusters(config: GatewayConfig, errors: list[str]) -> None:
                             errors.append(message)
 
 
+def _check_overload(overload: Overload, errors: list[str]) -> None:
+    if overload.max_rss is None and overload.actions != list(DEFAULT_OVERLOAD_ACTIONS):
+        errors.append("overload.actions: the thresholds are fractions of max_rss, which is unset")
+    seen: dict[str, int] = {}
+    for i, action in enumerate(overload.actions):
+        first = seen.setdefault(action.name, i)
+        if first != i:
+            errors.append(
+                f"overload.actions[{i}].name: '{action.name}' is already at actions[{first}]"
+            )
+
+
 def validate(config: GatewayConfig) -> list[str]:
     errors: list[str] = []
     seen_addresses: dict[tuple[str, int], str] = {}
@@ -375,6 +389,7 @@ def validate(config: GatewayConfig) -> list[str]:
         _check_cluster(cluster, f"clusters.{name}", errors)
     _check_upstream_tls(config, errors)
     _check_admin_loop(config, errors)
+    _check_overload(config.overload, errors)
     dynamic = config.dynamic
     sources = [k for k in ("path", "rest", "ads") if getattr(dynamic, k) is not None]
     if len(sources) > 1:

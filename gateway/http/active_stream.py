@@ -29,6 +29,7 @@ from gateway.errors import (
     DownstreamDisconnect,
     DownstreamProtocolError,
     GatewayError,
+    Overloaded,
     StreamCancelled,
     UpstreamTimeout,
 )
@@ -266,6 +267,11 @@ class ActiveStream:
 
     async def _run(self, router: "RouterFn") -> None:
         try:
+            if self.manager.stop_accepting_requests.active:
+                # Before routing and filters, as Envoy: under memory pressure, allocate
+                # nothing more for the request.
+                self.manager.stats.downstream_rq_overload_close.inc()
+                raise Overloaded()
             if self.early_reply is not None:
                 await self.send_local_reply(self.early_reply)
                 return

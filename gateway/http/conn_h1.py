@@ -284,7 +284,11 @@ class Http1Connection:
             await self._write(self.codec.send_100_continue())
 
     async def encode_headers(self, head: ResponseHead, end_stream: bool, flush: bool) -> None:
-        if self.manager.draining or self._close_after_response or not self.codec.request_complete:
+        manager = self.manager
+        if manager.draining or self._close_after_response or not self.codec.request_complete:
+            head.headers.set("connection", "close")
+        elif manager.disable_http_keepalive.active:
+            manager.stats.downstream_cx_overload_disable_keepalive.inc()
             head.headers.set("connection", "close")
         assert self._active is not None
         data = self.codec.send_response_head(head, request_method=self._active.request.method)

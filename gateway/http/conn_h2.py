@@ -211,6 +211,8 @@ class Http2Connection:
         self._last_stream_id = 0
         self._goaway_sent = False
         self._draining = False
+        #: Until when streams the client may have sent are still taken, once draining.
+        self._grace_deadline = math.inf
         self._resets: list[float] = []
         self.requests = 0
 
@@ -426,6 +428,8 @@ class Http2Connection:
             self.transport.acknowledge(encoder.stream_id, encoder.uncredited)
             self.manager.finish(active.info)
             await self._flush_quietly()
+            if self.manager.disable_http_keepalive.active:
+                self.disable_keepalive()
             self._wake_reader_if_done()
 
     async def _flush_quietly(self) -> None:
@@ -449,12 +453,24 @@ class Http2Connection:
         if self._draining:
             return
         self._draining = True
+        self._grace_deadline = min(
+            self.manager.drain_grace_deadline, trio.current_time() + self.manager.drain_grace
+        )
         if self._nursery is not None:
             self._nursery.start_soon(self._shut_down_gracefully, name="goaway")
 
+    def disable_keepalive(self) -> None:
+        """The overload action disable_http_keepalive: this connection drains as in a
+        shutdown (GOAWAY); its open streams finish. Envoy sends its GOAWAY before the
+        response head; here it follows the response, since clients built on h2 (httpx)
+        drop every frame after a GOAWAY (httpcore#1054)."""
+        if not self._draining:
+            self.manager.stats.downstream_cx_overload_disable_keepalive.inc()
+            self.drain()
+
     async def _shut_down_gracefully(self) -> None:
         await self._send_goaway(_MAX_STREAM_ID)
-        await trio.sleep_until(self.manager.drain_grace_deadline)
+        await trio.sleep_until(self._grace_deadline)
         self._goaway_sent = True
         if self._streams:
             await self._send_goaway(self._last_stream_id)

@@ -101,6 +101,11 @@ class HcmStats:
     downstream_rq_time: Histogram
     downstream_cx_admin_cancel: Counter
     downstream_rq_admin_cancel: Counter
+    #: Requests refused (503, flag OM) by the overload action stop_accepting_requests.
+    downstream_rq_overload_close: Counter
+    #: Responses that ended keep-alive (HTTP/1.1 close, HTTP/2 GOAWAY) because the overload
+    #: action disable_http_keepalive was active.
+    downstream_cx_overload_disable_keepalive: Counter
     no_route: Counter
     by_class: dict[int, Counter]
     http2: Http2CodecStats
@@ -180,7 +185,10 @@ class HttpConnectionManager:
         )
         self.access_logs = access_logs
         self.update_routes(config, route_tables)
-        self._drain_grace = config.server.drain_grace
+        self.drain_grace = config.server.drain_grace
+        #: Overload actions the streams and codecs check (gateway/overload.py).
+        self.stop_accepting_requests = server.overload.stop_accepting_requests
+        self.disable_http_keepalive = server.overload.disable_http_keepalive
         self.draining = False
         #: Until when draining connections still take requests on their way (inf: not
         #: draining).
@@ -421,7 +429,7 @@ class HttpConnectionManager:
         if self.draining:
             return
         self.draining = True
-        self.drain_grace_deadline = trio.current_time() + self._drain_grace
+        self.drain_grace_deadline = trio.current_time() + self.drain_grace
         for conn in list(self._connections):
             conn.drain()
         for scope in self._sniffing:

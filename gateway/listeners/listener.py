@@ -97,6 +97,8 @@ class ListenerStats:
     downstream_cx_transport_socket_connect_timeout: Counter
     #: `proxy_protocol = true`, and a connection opened without a valid PROXY header.
     downstream_cx_proxy_proto_error: Counter
+    #: Closed at once: `[overload] max_downstream_connections` were open (Envoy's).
+    downstream_global_cx_overflow: Counter
 
 
 class Listener:
@@ -105,6 +107,7 @@ class Listener:
         self.config = config
         scope = builder.store.scope(f"listener.{name}", "listener", {"envoy_listener_name": name})
         self.stats = create_stats(ListenerStats, scope)
+        self._overload = builder.server.overload
         self.chains, self.default_chain = build_filter_chains(builder, config)
         everything = [*self.chains, *([self.default_chain] if self.default_chain else [])]
         self._inspect = needs_inspection(everything)
@@ -190,6 +193,19 @@ class Listener:
             self.stopped.set()
 
     async def _accept(self, sock: trio.SocketListener, connections: trio.Nursery) -> None:
+        stop_accepting = self._overload.stop_accepting_connections
+        while True:
+            # Envoy's stop_accepting_connections: while it is active new connections wait
+            # in the kernel's backlog; the accept waiting when it begins is cancelled, so
+            # no connection is taken and held.
+            await stop_accepting.wait_inactive()
+            with stop_accepting.interrupting():
+                await self._accept_until_stopped(sock, connections)
+
+    async def _accept_until_stopped(
+        self, sock: trio.SocketListener, connections: trio.Nursery
+    ) -> None:
+        overload = self._overload
         while True:
             try:
                 stream = await sock.accept()
@@ -198,6 +214,10 @@ class Listener:
                     raise
                 log.error("listener %s: accept failed (%s); retrying", self.name, exc.strerror)
                 await trio.sleep(_ACCEPT_BACKOFF)
+                continue
+            if overload.downstream_cx_active >= overload.max_downstream_connections:
+                self.stats.downstream_global_cx_overflow.inc()
+                stream.socket.close()
                 continue
             try:
                 remote = stream.socket.getpeername()
@@ -212,6 +232,8 @@ class Listener:
                 source_port=remote[1],
                 destination_ip=ipaddress.ip_address(local[0]),
             )
+            # Counted here, not in the task: a burst of accepts runs before any task does.
+            overload.downstream_cx_active += 1
             connections.start_soon(self._handle, stream, info, name=f"conn {info.peer}")
 
     async def _handle(self, stream: trio.SocketStream, info: ConnectionInfo) -> None:
@@ -232,6 +254,7 @@ class Listener:
             log.exception("listener %s: connection %s failed", self.name, info.peer)
         finally:
             self.stats.downstream_cx_active.dec()
+            self._overload.downstream_cx_active -= 1
             await trio.aclose_forcefully(stream)
 
     async def _establish(

@@ -3,7 +3,8 @@
 import pytest
 
 from gateway import ConfigError, loads_config
-from gateway.config.load import parse_address, parse_duration
+from gateway.config.load import parse_address, parse_byte_size, parse_duration
+from gateway.config.model import DEFAULT_OVERLOAD_ACTIONS
 
 VALID = """
 [admin]
@@ -230,3 +231,56 @@ def test_a_loopback_endpoint_on_the_port_of_a_wildcard_admin_is_an_error():
     ).replace('"127.0.0.1:8081"', '"127.0.0.1:9901"')
     (error,) = errors_of(exposed)
     assert error.startswith("clusters.api.endpoints[1]: 127.0.0.1:9901 is the admin endpoint")
+
+
+@pytest.mark.parametrize(
+    ("value", "size"),
+    [(1000, 1000), ("64KiB", 65536), ("512MiB", 512 << 20), ("1.5GiB", 3 << 29), ("1TiB", 1 << 40)],
+)
+def test_byte_sizes(value, size):
+    assert parse_byte_size(value) == size
+
+
+@pytest.mark.parametrize("bad", ["512MB", "512", "1 GiB", "GiB", True, 1.5, "-1KiB"])
+def test_bad_byte_sizes(bad):
+    with pytest.raises(ValueError, match="512MiB"):
+        parse_byte_size(bad)
+    with pytest.raises(ValueError, match="at most 1024TiB"):
+        parse_byte_size("9" * 400 + "TiB")
+
+
+def test_overload_defaults_and_errors():
+    config = loads_config('[overload]\nmax_rss = "2GiB"\n')
+    assert config.overload.max_rss == 2 << 30
+    assert config.overload.actions == list(DEFAULT_OVERLOAD_ACTIONS)
+    assert config.overload.max_downstream_connections is None
+    actions = """
+[[overload.actions]]
+name = "stop_accepting_requests"
+threshold = 0.9
+[[overload.actions]]
+name = "stop_accepting_requests"
+threshold = 0.95
+"""
+    assert errors_of(f"[overload]\n{actions}") == [
+        "overload.actions: the thresholds are fractions of max_rss, which is unset",
+        "overload.actions[1].name: 'stop_accepting_requests' is already at actions[0]",
+    ]
+    assert errors_of('[overload]\nrefresh_interval = "0s"\n') == [
+        "overload.refresh_interval: must be at least 1ms, got 0ms"
+    ]
+    assert errors_of("[overload]\nmax_downstream_connections = 0\n") == [
+        "overload.max_downstream_connections: must be from 1 to 4294967295, got 0"
+    ]
+    assert errors_of("[overload]\nmax_rss = 1000\n") == [
+        "overload.max_rss: must be from 1048576 to 1125899906842624, got 1000"
+    ]
+    assert errors_of(
+        '[overload]\nmax_rss = "1GiB"\n[[overload.actions]]\nname = "shrink_heap"\n'
+        'threshold = 0.5\n[[overload.actions]]\nname = "disable_http_keepalive"\n'
+        "threshold = 1.5\n"
+    ) == [
+        "overload.actions[0].name: expected one of 'stop_accepting_connections', "
+        "'disable_http_keepalive', 'stop_accepting_requests', got 'shrink_heap'",
+        "overload.actions[1].threshold: must be <= 1: 1.5",
+    ]
