@@ -1,15 +1,21 @@
 """The live Trio task tree, annotated with what each gateway task is.
 
-Listener, connection and stream tasks call `annotate()` once when they start; the
-annotation lives in a WeakKeyDictionary keyed by the task, so it costs one dict insert per
-task and disappears with it. `/tasks` walks trio's own tree (root task -> child nurseries
--> child tasks) and joins the annotations, so the view can never drift from reality: a task
-that exists is shown, with where its coroutine is suspended right now.
+Listener, connection and stream tasks call `annotate()` once when they start. The
+annotation lives in a dict keyed by the task, one per Trio run, and the run's instrument
+drops it as the task exits (`task_exited`: one dict pop per task). An annotation holds what
+its task shows, often its owner: a connection's bound `task_fields`, so the connection, so
+its nursery, whose parent is the task itself. Keyed weakly, such an entry keeps its own key
+alive (that leaked every closed HTTP/1.1 connection); dropped at exit, an annotation never
+outlives its task, whatever it references.
+
+`/tasks` walks trio's own tree (root task -> child nurseries -> child tasks) and joins the
+annotations, so the view can never drift from reality: a task that exists is shown, with
+where its coroutine is suspended right now.
 
 Annotated tasks get a number (`id`) that stays theirs while they live; a task annotated
 with a cancel scope can be cancelled by that number (`POST /tasks/ID/cancel`). Tracking
 can be switched off per Trio run (`[admin] task_tree = false`): `annotate()` then returns at
-once and the tree shows bare Trio tasks.
+once, the tree shows bare Trio tasks, and no instrument costs anything at task exit.
 """
 
 import contextlib
@@ -17,14 +23,12 @@ import itertools
 import math
 import os
 import time
-import weakref
 from collections.abc import Callable, Iterator
 from typing import Any, Protocol
 
 import attrs
 import trio
 
-_enabled: trio.lowlevel.RunVar[bool] = trio.lowlevel.RunVar("task_tree_enabled", default=True)
 _ids = itertools.count(1)
 
 
@@ -47,15 +51,44 @@ class Annotation:
     cancel_scope: "Cancellable | None" = None
 
 
-_annotations: "weakref.WeakKeyDictionary[trio.lowlevel.Task, Annotation]" = (
-    weakref.WeakKeyDictionary()
-)
+class _RunAnnotations(trio.abc.Instrument):
+    """The annotations of one Trio run's live tasks; as an instrument of the run (installed
+    once, when first enabled), it forgets each task's annotation as the task exits."""
+
+    __slots__ = ("by_task", "enabled")
+
+    def __init__(self, enabled: bool) -> None:
+        self.by_task: dict[trio.lowlevel.Task, Annotation] = {}
+        self.enabled = False
+        self.enable(enabled)
+
+    def enable(self, enabled: bool) -> None:
+        if enabled and not self.enabled:
+            trio.lowlevel.add_instrument(self)  # a no-op if installed before
+        self.enabled = enabled
+
+    def task_exited(self, task: trio.lowlevel.Task) -> None:
+        self.by_task.pop(task, None)
+
+
+_run_annotations: trio.lowlevel.RunVar[_RunAnnotations] = trio.lowlevel.RunVar("task_annotations")
+
+
+def _annotations() -> dict[trio.lowlevel.Task, Annotation]:
+    """This run's annotations (none yet: an empty dict)."""
+    try:
+        return _run_annotations.get().by_task
+    except LookupError:
+        return {}
 
 
 def set_enabled(enabled: bool) -> None:
     """Turns annotation on or off for the current Trio run (the gateway's `[admin]
     task_tree`); tasks annotated before keep their annotation."""
-    _enabled.set(enabled)
+    try:
+        _run_annotations.get().enable(enabled)
+    except LookupError:
+        _run_annotations.set(_RunAnnotations(enabled))
 
 
 def annotate(
@@ -71,15 +104,21 @@ def annotate(
     cancel it. Without one, a task already annotated keeps its id and scope: it is the same
     work seen anew (a stream that became a tunnel).
     """
-    if not _enabled.get():
+    try:
+        run = _run_annotations.get()
+    except LookupError:  # the run's first annotation, and no set_enabled before it: on
+        run = _RunAnnotations(True)
+        _run_annotations.set(run)
+    if not run.enabled:
         return
+    annotations = run.by_task
     task = trio.lowlevel.current_task()
-    prior = _annotations.get(task) if cancel_scope is None else None
+    prior = annotations.get(task) if cancel_scope is None else None
     if prior is not None and prior.cancel_scope is not None:
         task_id, cancel_scope = prior.id, prior.cancel_scope
     else:
         task_id = next(_ids)
-    _annotations[task] = Annotation(kind, time.monotonic(), fields, live, task_id, cancel_scope)
+    annotations[task] = Annotation(kind, time.monotonic(), fields, live, task_id, cancel_scope)
 
 
 @contextlib.contextmanager
@@ -87,12 +126,13 @@ def preserve_annotation() -> Iterator[None]:
     """Lets code annotate the current task for a while (a stream run inline in its
     connection's task), then puts the task's own annotation back."""
     task = trio.lowlevel.current_task()
-    saved = _annotations.get(task)
+    annotations = _annotations()
+    saved = annotations.get(task)
     try:
         yield
     finally:
         if saved is not None:
-            _annotations[task] = saved
+            annotations[task] = saved
 
 
 #: Frames that say nothing about what a task waits for: trio's, and the gateway's own
@@ -122,9 +162,14 @@ def _deadline(task: trio.lowlevel.Task) -> float:
     return effective() if callable(effective) else math.inf
 
 
-def _node(task: trio.lowlevel.Task, now: float, trio_now: float) -> dict[str, Any]:
+def _node(
+    task: trio.lowlevel.Task,
+    annotations: dict[trio.lowlevel.Task, Annotation],
+    now: float,
+    trio_now: float,
+) -> dict[str, Any]:
     node: dict[str, Any] = {"name": task.name}
-    ann = _annotations.get(task)
+    ann = annotations.get(task)
     if ann is not None:
         node["id"] = ann.id
         node["kind"] = ann.kind
@@ -140,7 +185,7 @@ def _node(task: trio.lowlevel.Task, now: float, trio_now: float) -> dict[str, An
     if (awaiting := _awaiting(task)) is not None:
         node["awaiting"] = awaiting
     children = [
-        _node(child, now, trio_now)
+        _node(child, annotations, now, trio_now)
         for nursery in task.child_nurseries
         for child in sorted(nursery.child_tasks, key=lambda t: t.name)
     ]
@@ -151,7 +196,13 @@ def _node(task: trio.lowlevel.Task, now: float, trio_now: float) -> dict[str, An
 
 def snapshot() -> dict[str, Any]:
     """The whole task tree of the running Trio loop, as nested dicts."""
-    return _node(trio.lowlevel.current_root_task(), time.monotonic(), trio.current_time())
+    return _node(_root_task(), _annotations(), time.monotonic(), trio.current_time())
+
+
+def _root_task() -> trio.lowlevel.Task:
+    root = trio.lowlevel.current_root_task()
+    assert root is not None  # None only while trio starts the run, before any of our tasks
+    return root
 
 
 def _tasks(task: trio.lowlevel.Task) -> Iterator[trio.lowlevel.Task]:
@@ -168,8 +219,9 @@ class NotCancellable(Exception):
 def cancel(task_id: int) -> Annotation:
     """Cancels the live task with this id; returns its annotation. Raises LookupError if
     no live task has the id, NotCancellable if it has no cancel scope."""
-    for task in _tasks(trio.lowlevel.current_root_task()):
-        ann = _annotations.get(task)
+    annotations = _annotations()
+    for task in _tasks(_root_task()):
+        ann = annotations.get(task)
         if ann is not None and ann.id == task_id:
             if ann.cancel_scope is None:
                 raise NotCancellable(f"task {task_id} ({ann.kind}) cannot be cancelled")
