@@ -60,9 +60,17 @@ def raise_single(group: BaseExceptionGroup) -> NoReturn:
     Cancelled of its siblings. Internal nurseries should not leak groups to callers that
     catch specific errors: the first non-Cancelled error wins; a group of only Cancelled
     re-raises one Cancelled so the cancel scope that caused it can catch it.
+
+    It keeps its own context, not the group (which holds it), and no local here names it
+    once raised: either would be a reference cycle through its traceback, holding every
+    frame it passed (and the connection they belong to) until the cyclic GC runs.
     """
     found = leaves(group)
-    for exc in found:
-        if not isinstance(exc, trio.Cancelled):
-            raise exc
-    raise found[0]
+    exc = next((e for e in found if not isinstance(e, trio.Cancelled)), found[0])
+    context = exc.__context__
+    del found, group
+    try:
+        raise exc
+    finally:
+        exc.__context__ = context
+        del exc, context

@@ -117,3 +117,4 @@ class UpstreamConnection:
         """Closes at once, without a checkpoint, so it is safe in `finally` and when cancelled."""
         self.state = UpstreamState.CLOSED
         self.stream.socket.close()
+        self.codec.close()

@@ -268,6 +268,7 @@ class H2UpstreamConnection:
         for stream in self.streams.values():
             stream.events_send.close()
         self.transport.stream.socket.close()
+        self.transport.release()
         self._capacity_changed()
 
 

@@ -178,7 +178,10 @@ class ActiveStream:
         except trio.EndOfChannel:
             item = None
         if isinstance(item, DownstreamProtocolError):
-            raise item
+            try:
+                raise item
+            finally:
+                del item  # its traceback holds this frame: a local naming it is a cycle
         if item is None or isinstance(item, HeaderMap):
             if item is not None:
                 await self.filters.decode_trailers(item)

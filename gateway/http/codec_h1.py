@@ -26,6 +26,7 @@ whole per-request time; llhttp does the same parsing in C. See docs/performance.
 import http
 import re
 from collections import deque
+from typing import cast
 
 import httptools
 
@@ -52,7 +53,9 @@ _NO_BODY_STATUSES = frozenset({204, 304})
 
 ServerEvent = RequestHeaders | Data | EndStream | ConnectionEnded | NeedData | Paused
 ClientEvent = ResponseHeaders | Data | EndStream | ConnectionEnded | NeedData
-_Queued = RequestHeaders | ResponseHeaders | Data | EndStream | ConnectionEnded | GatewayError
+_Parsed = RequestHeaders | ResponseHeaders | Data | EndStream | ConnectionEnded
+#: A parse error is queued after the events before it, and stays at the head of the queue.
+_Queued = _Parsed | GatewayError
 
 
 def encode_fields(items: list[tuple[str, str]]) -> str:
@@ -228,13 +231,14 @@ class _Codec:
     def on_body(self, body: bytes) -> None:
         self._events.append(Data(self.stream_id, body))
 
-    def _pop(self) -> _Queued | None:
+    def _pop(self) -> _Parsed | None:
         if not self._events:
             return None
-        event = self._events[0]
-        if isinstance(event, GatewayError):
-            raise event  # stays queued: the connection is unusable from here on
-        return self._events.popleft()
+        if isinstance(self._events[0], GatewayError):
+            # Stays queued: the connection is unusable from here on. Raised with no local
+            # naming it, or its traceback would hold this frame, which would hold it.
+            raise self._events[0]
+        return cast(_Parsed, self._events.popleft())  # not an error: checked just above
 
     # -- output --------------------------------------------------------------------------
 
@@ -286,6 +290,15 @@ class _Codec:
         """The peer broke the protocol; the error waits in the queue (it may lie past the
         end of a message already handed out, as bytes after an upstream's response do)."""
         return bool(self._events) and isinstance(self._events[-1], GatewayError)
+
+    def close(self) -> None:
+        """The connection is over: parse nothing more, and let reference counting free the
+        codec at once rather than the cyclic GC some time later. Two cycles run through it:
+        the parser holds the codec's bound methods (llhttp's callbacks), and a queued parse
+        error's traceback holds the frames that hold the codec."""
+        self._stopped = True
+        self._events.clear()
+        del self._parser
 
     def take_trailing_data(self) -> bytes:
         """After a protocol switch: the bytes read past the handshake."""

@@ -106,6 +106,8 @@ class Http1Connection:
                     await self._reply_and_close(exc.status, exc.body, "DPE")
         except BaseExceptionGroup as group:
             raise_single(group)
+        finally:
+            self.codec.close()
 
     async def _serve_requests(self) -> None:
         if self._initial:

@@ -232,6 +232,12 @@ class Http2Connection:
     # -- the connection task -------------------------------------------------------------
 
     async def run(self) -> None:
+        try:
+            await self._serve()
+        finally:
+            self.transport.release()
+
+    async def _serve(self) -> None:
         transport = self.transport
         try:
             async with trio.open_nursery() as nursery:
@@ -410,6 +416,7 @@ class Http2Connection:
             log.exception("stream %s on %s failed", encoder.stream_id, self.peer)
         finally:
             del self._streams[encoder.stream_id]
+            encoder.active = None  # the stream holds its encoder: no cycle outlives it
             if encoder.body is not None:
                 encoder.body.close()
             unfinished = active.response_state is not ResponseState.DONE

@@ -203,6 +203,16 @@ class H2Transport:
             except h2.exceptions.ProtocolError:
                 pass  # connection already closed: nothing left to credit
 
+    def release(self) -> None:
+        """The connection is over (its socket is its owner's to close): frees h2's state at
+        once. h2 keeps a table of its own bound methods, one per frame type, and that cycle
+        would hold each closed connection, HPACK tables and streams included, until the
+        cyclic GC runs, which `gateway serve` makes rare (cli._tune_gc). Emptying the table
+        lets reference counting free it all; nothing can be received after this."""
+        table = getattr(self.h2, "_frame_dispatch_table", None)
+        if table is not None:  # h2 4.x; tests/e2e/test_churn.py notices if it goes away
+            table.clear()
+
     def reset(self, stream_id: int, error_code: int) -> None:
         try:
             self.h2.reset_stream(stream_id, error_code)

@@ -10,6 +10,7 @@ a chain is terminal (the HTTP connection manager or tcp_proxy): it owns the byte
 the connection ends and never calls `next_filter`.
 """
 
+import functools
 import ipaddress
 from collections.abc import Awaitable, Callable
 from typing import Protocol
@@ -72,9 +73,15 @@ async def run_filters(
     filters: list[NetworkFilter], stream: ByteStream, info: ConnectionInfo
 ) -> None:
     """Runs a chain's filters on a connection, each handing over to the next."""
+    await _run_from(filters, 0, stream, info)
 
-    async def call(index: int, stream: ByteStream, info: ConnectionInfo) -> None:
-        if index < len(filters):
-            await filters[index].on_new_connection(stream, info, lambda s, i: call(index + 1, s, i))
 
-    await call(0, stream, info)
+async def _run_from(
+    filters: list[NetworkFilter], index: int, stream: ByteStream, info: ConnectionInfo
+) -> None:
+    # A module function bound with partial, not a closure that calls itself: that closure
+    # is a reference cycle, one per connection, left for the cyclic GC.
+    if index < len(filters):
+        await filters[index].on_new_connection(
+            stream, info, functools.partial(_run_from, filters, index + 1)
+        )
