@@ -16,6 +16,7 @@ import gc
 import itertools
 import os
 import time
+import types
 from collections.abc import Awaitable, Callable
 from functools import partial
 
@@ -75,13 +76,20 @@ endpoints = ["127.0.0.1:{port}"]
 
 def live_objects() -> collections.Counter[str]:
     """Live gateway connection objects by type (the gateway's own h2 connections only:
-    the clients' are the test's)."""
+    the clients' are the test's), and the gateway's closures by name (one made per
+    connection that outlives it is a leak or a cycle too)."""
     counts: collections.Counter[str] = collections.Counter()
     for obj in gc.get_objects():
         if isinstance(obj, TRACKED):
             counts[type(obj).__name__] += 1
         elif isinstance(obj, h2.connection.H2Connection) and not obj.config.client_side:
             counts["H2Connection (server side)"] += 1
+        elif (
+            isinstance(obj, types.FunctionType)
+            and obj.__closure__
+            and obj.__module__.startswith("gateway.")
+        ):
+            counts[f"closure {obj.__qualname__}"] += 1
     return counts
 
 
