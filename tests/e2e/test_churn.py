@@ -1,12 +1,12 @@
 """Memory under connection churn, with the task tree on: closed connections are freed.
 
-Rounds of HTTP/1.1 requests, WebSocket tunnels and HTTP/2 (h2c) connections are opened and
-closed over real sockets while two bystander connections (one HTTP/1.1, one HTTP/2) stay
-open and keep being served. After each round the live gateway objects, counted with the
-cyclic GC switched off, must be back at their baseline: a closed connection is freed by
-reference counting when it closes, not whenever the cyclic GC gets to it (`gateway serve`
-makes that rare: cli._tune_gc). The count after a gc.collect() goes in the failure message,
-to tell a leak from a reference cycle. RSS must stay flat round over round.
+Rounds of HTTP/1.1 requests (some malformed: 400), WebSocket tunnels and HTTP/2 (h2c)
+connections are opened and closed over real sockets while two bystander connections (one
+HTTP/1.1, one HTTP/2) stay open and keep being served. After each round the live gateway
+objects, counted with the cyclic GC switched off, must be back at their baseline: a closed
+connection is freed by reference counting when it closes, not whenever the cyclic GC gets
+to it (`gateway serve` makes that rare: cli._tune_gc). The count after a gc.collect() goes
+in the failure message, to tell a leak from a reference cycle. RSS must stay flat round over round.
 
 GATEWAY_CHURN_ROUNDS and GATEWAY_CHURN_CONNECTIONS (per kind and round) make it longer.
 """
@@ -110,6 +110,22 @@ async def http1_request(port: int) -> None:
         assert response.startswith(b"HTTP/1.1 200"), response
 
 
+#: Two ways to get a 400 and a closed connection: a bad head, and a bad chunk in a body.
+MALFORMED = (
+    b"GET /churn HTTP/1.1\r\nhost: a\r\nhost: b\r\n\r\n",
+    b"POST /churn HTTP/1.1\r\nhost: churn\r\ntransfer-encoding: chunked\r\n\r\n5\r\nhelloXX",
+)
+
+
+async def http1_malformed(port: int, request: bytes) -> None:
+    """A request the gateway refuses with 400, closing the connection."""
+    stream = await trio.open_tcp_stream("127.0.0.1", port)
+    async with stream:
+        await stream.send_all(request)
+        response = await read_until(stream, b"\r\n\r\n")
+        assert response.startswith(b"HTTP/1.1 400"), response
+
+
 async def websocket_tunnel(port: int) -> None:
     """A WebSocket tunnel through the gateway to the echo server: one message, then close."""
     async with open_websocket_url(f"ws://127.0.0.1:{port}/ws") as ws:
@@ -152,6 +168,8 @@ async def churn(gw: Gateway, count: int) -> None:
         nursery.start_soon(run_many, partial(http1_request, port), count)
         nursery.start_soon(run_many, partial(websocket_tunnel, port), count // 2)
         nursery.start_soon(run_many, partial(h2_connection, port), count)
+        for request in MALFORMED:
+            nursery.start_soon(run_many, partial(http1_malformed, port, request), count // 4)
     # The two bystanders stay. A connection's task ends just after the gauge moves (it
     # closes the socket), and its objects live as long as the task.
     await eventually(lambda: gw.stats.value("listener.edge.downstream_cx_active") == 2)
