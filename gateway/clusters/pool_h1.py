@@ -139,7 +139,10 @@ class HostPool(PoolBase):
         """A connection fit to lend, or None (a wake-up token, or an expired connection);
         raises the connect error a failed connect handed to this waiter."""
         if isinstance(item, UpstreamConnectError):
-            raise item
+            # An error of its own: raising the one handed over would put this frame and the
+            # caller's, whose locals name it, in its traceback, a cycle holding the request
+            # and its downstream connection until the cyclic GC runs.
+            raise UpstreamConnectError(*item.args) from item.__cause__
         return item if item is not None and self._usable(item) else None
 
     def _wants_connection(self) -> bool:
