@@ -1,6 +1,6 @@
 """Memory under connection churn, with the task tree on: closed connections are freed.
 
-Rounds of HTTP/1.1 requests (some malformed: 400), WebSocket tunnels and HTTP/2 (h2c)
+Rounds of HTTP/1.1 requests (some failing: 400, 502), WebSocket tunnels and HTTP/2 (h2c)
 connections are opened and closed over real sockets while two bystander connections (one
 HTTP/1.1, one HTTP/2) stay open and keep being served. After each round the live gateway
 objects, counted with the cyclic GC switched off, must be back at their baseline: a closed
@@ -15,6 +15,7 @@ import collections
 import gc
 import itertools
 import os
+import socket
 import time
 import types
 from collections.abc import Awaitable, Callable
@@ -34,6 +35,7 @@ from gateway.http.conn_h2 import H2StreamEncoder, Http2Connection
 from gateway.http.h2_transport import H2Transport
 from gateway.tasktree import Annotation
 from tests.helpers import (
+    KeepAliveUpstream,
     RawH2Client,
     config_toml,
     eventually,
@@ -41,7 +43,7 @@ from tests.helpers import (
     run_gateway,
     start_keepalive_upstream,
 )
-from tests.ws_echo import start_echo_server
+from tests.ws_echo import EchoServer, start_echo_server
 
 ROUNDS = int(os.environ.get("GATEWAY_CHURN_ROUNDS", "3"))
 CONNECTIONS = int(os.environ.get("GATEWAY_CHURN_CONNECTIONS", "40"))
@@ -63,14 +65,21 @@ TRACKED: tuple[type, ...] = (
     Annotation,
 )
 
-WS_ROUTE = """
+ROUTES = """
 [[virtual_hosts.main.routes]]
 match = { prefix = "/ws" }
 cluster = "ws"
+
+[[virtual_hosts.main.routes]]
+match = { prefix = "/refused" }
+cluster = "refused"
 """
-WS_CLUSTER = """
+CLUSTERS = """
 [clusters.ws]
-endpoints = ["127.0.0.1:{port}"]
+endpoints = ["127.0.0.1:{ws_port}"]
+
+[clusters.refused]
+endpoints = ["127.0.0.1:{refused_port}"]
 """
 
 
@@ -110,20 +119,25 @@ async def http1_request(port: int) -> None:
         assert response.startswith(b"HTTP/1.1 200"), response
 
 
-#: Two ways to get a 400 and a closed connection: a bad head, and a bad chunk in a body.
-MALFORMED = (
-    b"GET /churn HTTP/1.1\r\nhost: a\r\nhost: b\r\n\r\n",
-    b"POST /churn HTTP/1.1\r\nhost: churn\r\ntransfer-encoding: chunked\r\n\r\n5\r\nhelloXX",
+#: Requests that fail, each with the status it gets: a bad head and a bad chunk in a body
+#: (400, and the connection closes), and one whose upstream refuses to connect.
+FAILING = (
+    (b"GET /churn HTTP/1.1\r\nhost: a\r\nhost: b\r\n\r\n", b"400"),
+    (
+        b"POST /churn HTTP/1.1\r\nhost: churn\r\ntransfer-encoding: chunked\r\n\r\n5\r\nhelloXX",
+        b"400",
+    ),
+    (b"GET /refused HTTP/1.1\r\nhost: churn\r\n\r\n", b"502"),
 )
 
 
-async def http1_malformed(port: int, request: bytes) -> None:
-    """A request the gateway refuses with 400, closing the connection."""
+async def http1_failing(port: int, request: bytes, status: bytes) -> None:
+    """A request that gets an error, then the client closes the connection."""
     stream = await trio.open_tcp_stream("127.0.0.1", port)
     async with stream:
         await stream.send_all(request)
         response = await read_until(stream, b"\r\n\r\n")
-        assert response.startswith(b"HTTP/1.1 400"), response
+        assert response.startswith(b"HTTP/1.1 " + status), response
 
 
 async def websocket_tunnel(port: int) -> None:
@@ -168,8 +182,8 @@ async def churn(gw: Gateway, count: int) -> None:
         nursery.start_soon(run_many, partial(http1_request, port), count)
         nursery.start_soon(run_many, partial(websocket_tunnel, port), count // 2)
         nursery.start_soon(run_many, partial(h2_connection, port), count)
-        for request in MALFORMED:
-            nursery.start_soon(run_many, partial(http1_malformed, port, request), count // 4)
+        for request, status in FAILING:
+            nursery.start_soon(run_many, partial(http1_failing, port, request, status), count // 4)
     # The two bystanders stay. A connection's task ends just after the gauge moves (it
     # closes the socket), and its objects live as long as the task.
     await eventually(lambda: gw.stats.value("listener.edge.downstream_cx_active") == 2)
@@ -202,12 +216,18 @@ def leaked(baseline: collections.Counter[str], now: collections.Counter[str]) ->
 async def test_closed_connections_are_freed_and_rss_stays_flat(nursery):
     upstream = await start_keepalive_upstream(nursery)
     echo = await start_echo_server(nursery)
-    toml = config_toml(
-        upstream.port,
-        listener='upgrade = ["websocket"]',
-        routes=WS_ROUTE,
-        cluster=WS_CLUSTER.format(port=echo.port),
-    )
+    with socket.socket() as unused:  # bound, never listening: connects are refused
+        unused.bind(("127.0.0.1", 0))
+        toml = config_toml(
+            upstream.port,
+            listener='upgrade = ["websocket"]',
+            routes=ROUTES,
+            cluster=CLUSTERS.format(ws_port=echo.port, refused_port=unused.getsockname()[1]),
+        )
+        await run_churn(toml, upstream, echo)
+
+
+async def run_churn(toml: str, upstream: KeepAliveUpstream, echo: EchoServer) -> None:
     # The bystanders' nursery ends before the gateway drains (a failure cancels them).
     async with run_gateway(toml) as gw, trio.open_nursery() as load:
         latencies: list[float] = []
