@@ -45,9 +45,15 @@ async def test_least_request_avoids_the_busy_host(nursery):
     ):
         for _ in range(4):
             hangers.start_soon(client.get, url(gw, "/hang"))
-        # b0 holds the ones it got; b1 answered its share at once.
+        # b0 holds the ones it got; b1 answered its share at once. Wait until all four
+        # reached a backend: one still on its way to b0 would be answered once b0 stops
+        # hanging, and b0 would look idle.
         host0, host1 = gw.clusters.get("backend").hosts
-        await eventually(lambda: host0.stats.rq_active >= 1 and host1.stats.rq_active == 0)
+        await eventually(
+            lambda: len(b[0].seen) + len(b[1].seen) == 4
+            and host0.stats.rq_active == len(b[0].seen) >= 1
+            and host1.stats.rq_active == 0
+        )
         b[0].hang = False
         seen = await spread(client, url(gw, "/"), 20)
         hangers.cancel_scope.cancel()
