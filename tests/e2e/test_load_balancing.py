@@ -50,9 +50,11 @@ async def test_least_request_avoids_the_busy_host(nursery):
         # hanging, and b0 would look idle.
         host0, host1 = gw.clusters.get("backend").hosts
         await eventually(
-            lambda: len(b[0].seen) + len(b[1].seen) == 4
-            and host0.stats.rq_active == len(b[0].seen) >= 1
-            and host1.stats.rq_active == 0
+            lambda: (
+                len(b[0].seen) + len(b[1].seen) == 4
+                and host0.stats.rq_active == len(b[0].seen) >= 1
+                and host1.stats.rq_active == 0
+            )
         )
         b[0].hang = False
         seen = await spread(client, url(gw, "/"), 20)
