@@ -10,11 +10,13 @@ import bisect
 import hashlib
 import itertools
 import random
-from collections.abc import Sequence
-from typing import Protocol
+from collections.abc import Generator, Sequence
+from typing import Protocol, TypeVar, cast
 
 from gateway.clusters.host import Host
 from gateway.config.model import Cluster as ClusterConfig
+
+T = TypeVar("T")
 
 
 def hash64(data: bytes) -> int:
@@ -90,6 +92,20 @@ class LeastRequest:
         return min(candidates, key=lambda h: (h.stats.rq_active + 1) / h.weight)
 
 
+#: Units of table work (ring points, maglev slots) between two yields of a sliced build:
+#: about a millisecond of Python.
+_SLICE = 1024
+
+
+def finish(build: Generator[None, None, T]) -> T:
+    """Runs a sliced build to its end at once."""
+    while True:
+        try:
+            next(build)
+        except StopIteration as done:
+            return cast(T, done.value)
+
+
 class RingHash:
     """Consistent hashing on a ring (Ketama): each host owns points in proportion to its
     weight; a key goes to the first point at or after its hash. A host that leaves gives
@@ -98,24 +114,37 @@ class RingHash:
     def __init__(
         self, hosts: Sequence[Host], total_weight: int, minimum_size: int, maximum_size: int
     ) -> None:
-        # Points per unit of weight come from the weight of *all* the cluster's hosts, not
-        # just the usable ones: a host failing a health check then takes only its own
-        # points off the ring, and no other key moves.
-        scale = max(minimum_size / total_weight, 1 / min(h.weight for h in hosts))
-        scale = min(scale, maximum_size / total_weight)
-        points: list[tuple[int, int]] = []
-        for index, host in enumerate(hosts):
-            name = str(host.address).encode()
-            for replica in range(max(1, round(host.weight * scale))):
-                points.append((hash64(name + b"_" + str(replica).encode()), index))
-        points.sort()
-        self._hashes = [p[0] for p in points]
-        self._owners = [hosts[p[1]] for p in points]
+        self._hashes, self._owners = finish(_ring(hosts, total_weight, minimum_size, maximum_size))
+
+    @classmethod
+    def built(cls, hashes: list[int], owners: list[Host]) -> "RingHash":
+        ring = cls.__new__(cls)
+        ring._hashes, ring._owners = hashes, owners
+        return ring
 
     def choose(self, hash_key: int | None) -> Host | None:
         key = hash_key if hash_key is not None else random.getrandbits(64)
         i = bisect.bisect_left(self._hashes, key)
         return self._owners[i if i < len(self._owners) else 0]
+
+
+def _ring(
+    hosts: Sequence[Host], total_weight: int, minimum_size: int, maximum_size: int
+) -> Generator[None, None, tuple[list[int], list[Host]]]:
+    # Points per unit of weight come from the weight of *all* the cluster's hosts, not
+    # just the usable ones: a host failing a health check then takes only its own
+    # points off the ring, and no other key moves.
+    scale = max(minimum_size / total_weight, 1 / min(h.weight for h in hosts))
+    scale = min(scale, maximum_size / total_weight)
+    points: list[tuple[int, int]] = []
+    for index, host in enumerate(hosts):
+        name = str(host.address).encode()
+        for replica in range(max(1, round(host.weight * scale))):
+            points.append((hash64(name + b"_" + str(replica).encode()), index))
+            if not len(points) % _SLICE:
+                yield
+    points.sort()
+    return [p[0] for p in points], [hosts[p[1]] for p in points]
 
 
 class Maglev:
@@ -124,40 +153,51 @@ class Maglev:
     (weighted) shares and a host leaving moves few keys other than its own."""
 
     def __init__(self, hosts: Sequence[Host], table_size: int) -> None:
-        size = table_size
-        walks = []
-        for host in hosts:
-            name = str(host.address).encode()
-            offset = hash64(name) % size
-            skip = hash64(name + b"#skip") % (size - 1) + 1
-            walks.append([offset, skip, 0])
-        max_weight = max(h.weight for h in hosts)
-        table: list[int] = [-1] * size
-        filled = 0
-        # Each round a host claims a slot only while its claims lag its weight's share:
-        # integer weights, so the table ends up proportional to them.
-        claims = [0.0] * len(hosts)
-        for round_ in itertools.count(1):
-            for i, host in enumerate(hosts):
-                if claims[i] + 1 > round_ * host.weight / max_weight:
-                    continue
-                walk = walks[i]
-                offset, skip, step = walk
-                slot = (offset + skip * step) % size
-                while table[slot] >= 0:
-                    step += 1
-                    slot = (offset + skip * step) % size
-                walk[2] = step + 1
-                table[slot] = i
-                claims[i] += 1
-                filled += 1
-                if filled == size:
-                    self._table = [hosts[i] for i in table]
-                    return
+        self._table = finish(_maglev_table(hosts, table_size))
+
+    @classmethod
+    def built(cls, table: list[Host]) -> "Maglev":
+        maglev = cls.__new__(cls)
+        maglev._table = table
+        return maglev
 
     def choose(self, hash_key: int | None) -> Host | None:
         key = hash_key if hash_key is not None else random.getrandbits(64)
         return self._table[key % len(self._table)]
+
+
+def _maglev_table(hosts: Sequence[Host], size: int) -> Generator[None, None, list[Host]]:
+    walks = []
+    for host in hosts:
+        name = str(host.address).encode()
+        offset = hash64(name) % size
+        skip = hash64(name + b"#skip") % (size - 1) + 1
+        walks.append([offset, skip, 0])
+    max_weight = max(h.weight for h in hosts)
+    table: list[int] = [-1] * size
+    filled = 0
+    # Each round a host claims a slot only while its claims lag its weight's share:
+    # integer weights, so the table ends up proportional to them.
+    claims = [0.0] * len(hosts)
+    for round_ in itertools.count(1):
+        for i, host in enumerate(hosts):
+            if claims[i] + 1 > round_ * host.weight / max_weight:
+                continue
+            walk = walks[i]
+            offset, skip, step = walk
+            slot = (offset + skip * step) % size
+            while table[slot] >= 0:
+                step += 1
+                slot = (offset + skip * step) % size
+            walk[2] = step + 1
+            table[slot] = i
+            claims[i] += 1
+            filled += 1
+            if filled == size:
+                return [hosts[i] for i in table]
+            if not filled % _SLICE:
+                yield
+    raise AssertionError("unreachable: the table fills")
 
 
 def create_load_balancer(
@@ -167,6 +207,18 @@ def create_load_balancer(
     previous: LoadBalancer | None,
 ) -> LoadBalancer:
     """The cluster's policy over `hosts`, the ones usable now among `all_hosts`."""
+    return finish(build_load_balancer(config, hosts, all_hosts, previous))
+
+
+def build_load_balancer(
+    config: ClusterConfig,
+    hosts: Sequence[Host],
+    all_hosts: Sequence[Host],
+    previous: LoadBalancer | None,
+) -> Generator[None, None, LoadBalancer]:
+    """`create_load_balancer` in slices: the ring and maglev tables (tens of milliseconds
+    of Python for the larger sizes) yield every `_SLICE` units of work, so the event loop
+    can serve other requests in between."""
     if not hosts:
         return NoHosts()
     policy = config.lb_policy
@@ -183,9 +235,12 @@ def create_load_balancer(
     if policy == "ring_hash":
         ring = config.ring_hash
         total = sum(h.weight for h in all_hosts)
-        return RingHash(hosts, total, ring.minimum_ring_size, ring.maximum_ring_size)
+        hashes, owners = yield from _ring(
+            hosts, total, ring.minimum_ring_size, ring.maximum_ring_size
+        )
+        return RingHash.built(hashes, owners)
     assert policy == "maglev"
-    return Maglev(hosts, config.maglev.table_size)
+    return Maglev.built((yield from _maglev_table(hosts, config.maglev.table_size)))
 
 
 def combine_hashes(values: Sequence[bytes]) -> int | None:

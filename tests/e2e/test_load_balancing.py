@@ -1,5 +1,8 @@
 """Load balancing policies against real upstreams: who gets which request."""
 
+import gc
+import time
+
 import httpx
 import trio
 
@@ -104,3 +107,90 @@ async def test_cookie_hash_policy(nursery):
             assert len(seen) == 1
             owners |= set(seen)
     assert len(owners) > 1
+
+
+class LongestStep(trio.abc.Instrument):
+    """The longest a task ran without yielding: how long the event loop was stalled."""
+
+    def __init__(self) -> None:
+        self.started: float | None = None
+        self.longest = 0.0
+        self.task = ""
+
+    def before_task_step(self, task: trio.lowlevel.Task) -> None:
+        self.started = time.perf_counter()
+
+    def after_task_step(self, task: trio.lowlevel.Task) -> None:
+        if self.started is not None:  # (not the step that added the instrument)
+            took = time.perf_counter() - self.started
+            if took > self.longest:
+                self.longest, self.task = took, task.name
+
+
+async def test_a_flapping_host_does_not_stall_the_worker_with_table_rebuilds(nursery):
+    """A maglev table of 65,537 slots takes tens of ms of Python to build, and a host whose
+    health flaps forces a new one each time: built at once on the event loop, it stalled
+    every other request for that long. It is built in slices, at most every 0.5 s, while
+    requests keep the previous table."""
+    b = await start_backends(nursery, 3)
+    toml = f"""
+[listeners.edge]
+address = "127.0.0.1:0"
+virtual_hosts = ["main"]
+
+[virtual_hosts.main]
+domains = ["*"]
+[[virtual_hosts.main.routes]]
+match = {{ prefix = "/canary" }}
+cluster = "canary"
+[[virtual_hosts.main.routes]]
+match = {{ prefix = "/" }}
+cluster = "backend"
+hash_policy = [{{ header = "x-user" }}]
+
+[clusters.canary]
+endpoints = [{local(b[2].port)}]
+
+[clusters.backend]
+endpoints = [{local(b[0].port)}, {local(b[1].port)}]
+lb_policy = "maglev"
+[[clusters.backend.health_checks]]
+type = "http"
+path = "/healthz"
+interval = "30ms"
+timeout = "500ms"
+unhealthy_threshold = 1
+healthy_threshold = 1
+"""
+    steps = LongestStep()
+    async with run_gateway(toml) as gw, httpx.AsyncClient() as client:
+
+        async def flap() -> None:
+            while True:
+                b[1].healthy = not b[1].healthy
+                await trio.sleep(0.1)
+
+        async def hashed_load() -> None:  # each request may meet a stale table
+            while True:
+                r = await client.get(url(gw, "/"), headers={"x-user": "u"})
+                assert r.status_code == 200, r.text
+
+        async with trio.open_nursery() as load:
+            load.start_soon(flap)
+            load.start_soon(hashed_load)
+            await trio.sleep(0.3)
+            # A collection of this test process's heap would be a stall of its own.
+            gc.collect()
+            gc.disable()
+            trio.lowlevel.add_instrument(steps)
+            try:
+                for _ in range(20):
+                    assert (await client.get(url(gw, "/canary"))).status_code == 200
+                    await trio.sleep(0.05)
+            finally:
+                trio.lowlevel.remove_instrument(steps)
+                gc.enable()
+            load.cancel_scope.cancel()
+        changes = gw.stats.value("cluster.backend.health_check.changed")
+    assert changes >= 10, "the host did not flap"
+    assert steps.longest < 0.03, f"{steps.task!r} stalled the loop for {steps.longest:.3f} s"
