@@ -12,7 +12,7 @@ import hypercorn.config
 import hypercorn.trio
 import trio
 
-from gateway.asgi import Receive, Scope, Send, complete_lifespan, count_body
+from gateway.asgi import Receive, Scope, Send, complete_lifespan, count_body, for_hypercorn
 from gateway.config.load import parse_address
 
 
@@ -61,7 +61,6 @@ async def serve_demo_upstreams(addresses: list[str]) -> None:
             config = hypercorn.config.Config()
             config.bind = [str(address)]
             config.accesslog = None
-            nursery.start_soon(
-                hypercorn.trio.serve, echo_app(f"demo-{address.port}"), config, name=f"demo {raw}"
-            )
+            app = for_hypercorn(echo_app(f"demo-{address.port}"))
+            nursery.start_soon(hypercorn.trio.serve, app, config, name=f"demo {raw}")
             print(f"demo upstream listening on http://{address}", flush=True)

@@ -221,6 +221,7 @@ class Supervisor:
             if not data:
                 return
             buffer += data
+        rest: bytes | bytearray
         line, _, rest = buffer.partition(b"\n")
         hello = json.loads(line)
         worker.admin_port = hello["admin_port"]

@@ -1,7 +1,10 @@
-"""The codebase stays ruff-clean and ruff-formatted: part of the suite, so CI enforces it."""
+"""The codebase stays ruff-clean, ruff-formatted and `mypy --strict` clean: part of the suite,
+so CI enforces it."""
 
+import importlib.util
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -17,4 +20,14 @@ def test_ruff(args):
     if ruff is None:
         pytest.skip("ruff is not installed: pip install '.[test]'")
     result = subprocess.run([ruff, *args], cwd=ROOT, capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_mypy():
+    if importlib.util.find_spec("mypy") is None:
+        pytest.skip("mypy is not installed: pip install '.[test]'")
+    # Its settings (strict, the files, the overrides for untyped imports) are pyproject's.
+    result = subprocess.run(
+        [sys.executable, "-m", "mypy"], cwd=ROOT, capture_output=True, text=True
+    )
     assert result.returncode == 0, result.stdout + result.stderr

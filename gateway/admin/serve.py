@@ -2,17 +2,15 @@
 
 import logging
 from functools import partial
-from typing import cast
 
 import hypercorn.config
 import hypercorn.trio
 import trio
-from hypercorn.typing import ASGIFramework
 
 from gateway.admin.app import AdminApp
 from gateway.admin.history import StatsHistory
 from gateway.admin.origin import SameOriginOnly
-from gateway.asgi import App
+from gateway.asgi import App, for_hypercorn
 from gateway.config.model import Admin, is_loopback
 from gateway.errors import StartupError
 from gateway.server import Gateway
@@ -68,7 +66,7 @@ async def serve_admin_app(
     config.graceful_timeout = _ADMIN_GRACE
     trigger = shutdown.wait if shutdown is not None else None
     refused = stats.scope("admin", "admin").counter("rq_refused")
-    guarded = cast(ASGIFramework, SameOriginOnly(app, admin.address.host, refused))
+    guarded = for_hypercorn(SameOriginOnly(app, admin.address.host, refused))
     async with trio.open_nursery() as nursery:
         try:
             binds = await nursery.start(

@@ -9,14 +9,13 @@ connection is marked broken and the pool closes it instead of reusing it.
 import enum
 import time
 
-import trio
-
 from gateway.errors import UpstreamReset
 from gateway.fast_io import Receiver, send_now
 from gateway.http.codec_h1 import ClientCodec, ClientEvent
 from gateway.http.events import NEED_DATA
 from gateway.http.headers import HeaderMap, RequestHead
 from gateway.http.tunnel import SocketEndpoint
+from gateway.tls_stream import ByteStream
 from gateway.trio_util import PEER_GONE
 
 
@@ -40,7 +39,7 @@ class UpstreamConnection:
         "stream",
     )
 
-    def __init__(self, stream: trio.SocketStream, host: str, *, max_header_bytes: int) -> None:
+    def __init__(self, stream: ByteStream, host: str, *, max_header_bytes: int) -> None:
         self.stream = stream
         self.host = host
         self.codec = ClientCodec(max_header_bytes=max_header_bytes)

@@ -25,6 +25,7 @@ from gateway.http.codec_h1 import ClientEvent
 from gateway.http.events import NEED_DATA, ConnectionEnded, Data, EndStream, ResponseHeaders
 from gateway.http.h2_transport import FlowControlTimeout, H2Transport, new_connection
 from gateway.http.headers import HeaderMap, RequestHead, ResponseHead
+from gateway.tls_stream import ByteStream
 
 #: Request headers that HTTP/2 forbids or carries as pseudo-headers.
 _NOT_FORWARDED = frozenset({"host", "transfer-encoding", "connection", "keep-alive"})
@@ -140,7 +141,7 @@ class H2UpstreamStream:
 class H2UpstreamConnection:
     def __init__(
         self,
-        stream: trio.SocketStream,
+        stream: ByteStream,
         host: str,
         config: Cluster,
         on_capacity_change: Callable[[], None],

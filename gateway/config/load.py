@@ -104,11 +104,21 @@ MAX_WORKERS = 1024
 
 
 def _structure_workers(value: object, _: type) -> int | Literal["auto"]:
-    if value == "auto" or (
-        isinstance(value, int) and not isinstance(value, bool) and 1 <= value <= MAX_WORKERS
-    ):
-        return value  # type: ignore[return-value]
+    if value == "auto":
+        return "auto"
+    if isinstance(value, int) and not isinstance(value, bool) and 1 <= value <= MAX_WORKERS:
+        return value
     raise ValueError(f"expected a number of workers (1 to {MAX_WORKERS}) or 'auto', got {value!r}")
+
+
+# Named, not lambdas: inside a lambda passed to cattrs' overloaded register function, mypy
+# types get_origin(<Any>) by its first overload (ParamSpec) and calls the `is` impossible.
+def _is_list(t: object) -> bool:
+    return get_origin(t) is list
+
+
+def _is_literal(t: object) -> bool:
+    return get_origin(t) is Literal
 
 
 def _make_converter() -> cattrs.Converter:
@@ -142,7 +152,7 @@ def _make_converter() -> cattrs.Converter:
 
         return structure
 
-    converter.register_structure_hook_factory(lambda t: get_origin(t) is list, list_hook_factory)
+    converter.register_structure_hook_factory(_is_list, list_hook_factory)
     structure_access_logs = list_hook_factory(list[AccessLog])
 
     def structure_access_log(value: object, t: type) -> object:
@@ -166,9 +176,7 @@ def _make_converter() -> cattrs.Converter:
 
         return structure
 
-    converter.register_structure_hook_factory(
-        lambda t: get_origin(t) is Literal, literal_hook_factory
-    )
+    converter.register_structure_hook_factory(_is_literal, literal_hook_factory)
 
     def structure_filter(value: object, _: type) -> HttpFilter:
         if not isinstance(value, dict):
@@ -220,7 +228,7 @@ def _step(note: str) -> str | int | None:
     if isinstance(note, cattrs.AttributeValidationNote):
         return note.name
     if isinstance(note, cattrs.IterableValidationNote):
-        return note.index  # type: ignore[return-value]
+        return note.index
     return None
 
 

@@ -240,7 +240,9 @@ class AccessLogFilter:
     response_flags: list[str] = attrs.Factory(list)
 
 
-def _check_operators(instance: object, attribute: "attrs.Attribute[Any]", value: object) -> None:
+def _check_operators(
+    instance: object, attribute: "attrs.Attribute[Any]", value: str | dict[str, str] | None
+) -> None:
     # Imported here: the format module reads StreamInfo, whose import chain needs this one.
     from gateway.access_log_format import compile_format
 
@@ -252,7 +254,9 @@ def _check_operators(instance: object, attribute: "attrs.Attribute[Any]", value:
             raise ValueError(f"'{attribute.name}' must use known operators: {exc}") from None
 
 
-def _one_format(instance: "AccessLog", attribute: "attrs.Attribute[Any]", value: object) -> None:
+def _one_format(
+    instance: "AccessLog", attribute: "attrs.Attribute[Any]", value: dict[str, str] | None
+) -> None:
     if instance.text_format is not None and value is not None:
         raise ValueError("'json_format' must not be set together with text_format")
     _check_operators(instance, attribute, value)
@@ -623,6 +627,10 @@ class WeightedCluster:
     weight: int = attrs.field(validator=between(0, UINT32_MAX))
 
 
+#: The statuses a redirect answers with (Envoy's RedirectAction.RedirectResponseCode).
+RedirectCode = Literal[301, 302, 303, 307, 308]
+
+
 @attrs.frozen
 class Redirect:
     """A redirect action: rewrites parts of the request URL into a Location header."""
@@ -636,7 +644,7 @@ class Redirect:
     path_redirect: str | None = None
     prefix_rewrite: str | None = None
     strip_query: bool = False
-    response_code: Literal[301, 302, 303, 307, 308] = 301
+    response_code: RedirectCode = 301
 
 
 @attrs.frozen

@@ -20,6 +20,7 @@ from gateway.config.model import (
     GatewayConfig,
     HeaderMatcher,
     HttpConnectionManagerConfig,
+    HttpConnectionManagerOptions,
     Listener,
     Overload,
     Route,
@@ -198,9 +199,9 @@ _LISTENER_HTTP_KEYS = [
 ]
 
 
-def _default(a: "attrs.Attribute[object]") -> object:
-    default = a.default
-    return default.factory() if isinstance(default, attrs.Factory) else default  # type: ignore[attr-defined]
+#: Their defaults, built once: attrs types a Factory default as the value it makes, so an
+#: instance is how to read them typed.
+_LISTENER_HTTP_DEFAULTS = HttpConnectionManagerOptions()
 
 
 def _match_key(m: FilterChainMatch) -> tuple[object, ...]:
@@ -216,7 +217,11 @@ def _match_key(m: FilterChainMatch) -> tuple[object, ...]:
 def _check_filter_chains(
     listener: Listener, where: str, config: GatewayConfig, errors: list[str]
 ) -> None:
-    set_keys = [a.name for a in _LISTENER_HTTP_KEYS if getattr(listener, a.name) != _default(a)]
+    set_keys = [
+        a.name
+        for a in _LISTENER_HTTP_KEYS
+        if getattr(listener, a.name) != getattr(_LISTENER_HTTP_DEFAULTS, a.name)
+    ]
     if set_keys:
         errors.append(
             f"{where}: with filter_chains, HTTP settings belong in each chain's "

@@ -192,6 +192,7 @@ class RouterFilter:
         """A direct response or redirect, with the vhost's and route's response headers."""
         route = entry.config
         headers = HeaderMap()
+        status: int
         if route.redirect is not None:
             status, body = route.redirect.response_code, ""
             headers.set("location", redirect_location(route.redirect, route, stream.request))

@@ -173,7 +173,7 @@ class Listener:
         """Accepts until drained or handed over, then waits for the last connection. The
         access log flushers run here too, and flush once the last connection is done."""
         annotate("listener", listener=self.name, address=str(self.config.address))
-        assert self._sockets, "bound (or taken over) before it runs"
+        assert self._sockets and self.port is not None, "bound (or taken over) before it runs"
         try:
             async with trio.open_nursery() as flushers:
                 for access_log in self.access_logs:

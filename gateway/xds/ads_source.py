@@ -22,7 +22,7 @@ from collections.abc import Awaitable, Callable
 import trio
 from envoy.config.core.v3 import base_pb2
 from envoy.service.discovery.v3 import discovery_pb2
-from google.protobuf import json_format
+from google.protobuf import any_pb2, json_format
 from google.rpc import status_pb2
 
 from gateway.clusters.manager import ClusterManager
@@ -151,13 +151,13 @@ class XdsAdsSource(SubscribedState):
         self._candidates[delta.type_url] = (version, state)
         return version, [resource for _, resource in state.values()]
 
-    def _resource(self, any_: object, version: str) -> Resource:
+    def _resource(self, any_: any_pb2.Any, version: str) -> Resource:
         """An Any from the stream as the same resource dict the other sources give."""
-        type_url = getattr(any_, "type_url", "")
+        type_url = any_.type_url
         if type_url not in translate.MESSAGES:
             raise ConfigError([f"{self.source}: a resource of type {type_url!r}"])
         message = translate.MESSAGES[type_url]()
-        any_.Unpack(message)  # type: ignore[attr-defined]
+        any_.Unpack(message)
         body = json_format.MessageToDict(message, preserving_proto_field_name=True)
         return resource_of({"@type": type_url, **body}, version, self.source, self.source)
 

@@ -133,7 +133,8 @@ class XdsState(abc.ABC):
                     assignments[name] = translate.endpoints_of(message, where)
                 elif type_url == translate.ROUTE_CONFIGURATION:
                     vhosts = translate.route_configuration(message)
-                    route_configs[message.name] = [vh for vh, _ in vhosts]
+                    config_name = translate.route_configuration_name(message)
+                    route_configs[config_name] = [vh for vh, _ in vhosts]
                     for vh_name, vhost in vhosts:
                         _add(virtual_hosts, vh_name, vhost, "virtual host")
                 else:
@@ -157,8 +158,7 @@ class XdsState(abc.ABC):
                 listeners[listener_name], virtual_hosts=route_configs[route_name]
             )
         for cluster_name in assignments:
-            cluster = clusters.get(cluster_name)
-            if cluster is None or cluster.type != "eds":
+            if cluster_name not in clusters or clusters[cluster_name].type != "eds":
                 errors.append(
                     f"ClusterLoadAssignment {cluster_name!r}: no eds cluster of that name"
                 )

@@ -317,6 +317,12 @@ def listener(message: Any) -> TranslatedListener:
 # --- routes ---------------------------------------------------------------------------------
 
 
+def route_configuration_name(message: Any) -> str:
+    """The name listeners' `rds.route_config_name` refers to a RouteConfiguration by."""
+    name: str = message.name
+    return name
+
+
 def route_configuration(
     message: Any, prefix: str | None = None
 ) -> list[tuple[str, model.VirtualHost]]:
@@ -359,7 +365,7 @@ def _route(r: Any, where: str, vh: Any) -> model.Route:
             ),
             f"{where}.redirect",
         )
-        codes = {0: 301, 1: 302, 2: 303, 3: 307, 4: 308}
+        codes: dict[int, model.RedirectCode] = {0: 301, 1: 302, 2: 303, 3: 307, 4: 308}
         fields["redirect"] = model.Redirect(
             https_redirect=red.https_redirect,
             host_redirect=red.host_redirect or None,

@@ -64,7 +64,7 @@ class FaultFilter(HttpFilter):
 
     async def decode_headers(self, request: RequestHead, end_stream: bool) -> LocalReply | None:
         config = self._config
-        delay = None
+        delay: float | None = None
         if config.delay is not None and random.uniform(0, 100) < config.delay.percentage:
             delay = config.delay.fixed_delay
         abort = None

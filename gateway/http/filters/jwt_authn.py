@@ -73,7 +73,7 @@ class RemoteJwks:
     timeout: Duration = attrs.field(default=Duration(1.0), validator=at_least(MIN_PERIOD))
 
 
-def _one_source(instance: "JwtAuthnConfig", attribute: object, value: object) -> None:
+def _one_source(instance: "JwtAuthnConfig", attribute: object, value: RemoteJwks | None) -> None:
     if (instance.local_jwks is None) == (instance.remote_jwks is None):
         raise ValueError("'remote_jwks' must be set, or 'local_jwks', but not both")
 

@@ -112,8 +112,9 @@ def create_factory(config: object, context: FilterContext) -> HttpFilterFactory:
     user_class = load_filter_class(config.module)
     errors = context.scope.counter("errors")
     # A subclass that wraps only the hooks the user wrote, so the chain still skips the
-    # others (a header-only filter costs nothing per body chunk).
-    guarded = type(
+    # others (a header-only filter costs nothing per body chunk). Typed by what it makes: the
+    # constructor is the user's, taking (config, info) or nothing.
+    guarded: Callable[..., HttpFilter] = type(
         user_class.__name__,
         (user_class,),
         {
@@ -127,7 +128,7 @@ def create_factory(config: object, context: FilterContext) -> HttpFilterFactory:
 
     def factory(info: StreamInfo) -> HttpFilter:
         try:
-            return guarded(user_config, info) if takes_args else guarded()  # type: ignore[call-arg]
+            return guarded(user_config, info) if takes_args else guarded()
         except Exception:
             errors.inc()
             log.exception("http filter %s failed to start", context.name)
