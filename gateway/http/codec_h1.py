@@ -275,15 +275,9 @@ class _Codec:
 
     @property
     def reusable(self) -> bool:
-        """Both sides finished cleanly, keep-alive was not refused by either, and nothing
-        stopped the parser (an error, an upgrade, or the peer's close)."""
-        return (
-            self._their_done
-            and self._our_done
-            and self._keep_alive
-            and not self._failed
-            and not self._stopped
-        )
+        """Both sides finished cleanly and keep-alive was not refused by either. (An error
+        parsed ahead, in a pipelined request, waits its turn in the queue.)"""
+        return self._their_done and self._our_done and self._keep_alive and not self._failed
 
     @property
     def protocol_error(self) -> bool:
@@ -342,6 +336,10 @@ class ServerCodec(_Codec):
     def receive_data(self, data: bytes) -> None:
         if self._their_done:
             self._next_bytes += len(data)
+        elif self._upgrade_body and not data:
+            # llhttp ended the upgrade request with its head; its body is cut short.
+            self._stop(self._protocol_error("connection closed in the middle of a message"))
+            return
         elif self._upgrade_body and data:
             data = self._feed_upgrade_body(data)
             if not data:
@@ -535,6 +533,10 @@ class ServerCodec(_Codec):
         return self._next_bytes
 
 
+#: What a reason phrase may not hold (RFC 9112 4: HTAB, SP, VCHAR and obs-text only).
+_REASON_CTL = re.compile(rb"[\x00-\x08\x0a-\x1f\x7f]")
+
+
 def _bytes_past_response() -> UpstreamReset:
     return UpstreamReset("upstream sent bytes past the end of its response")
 
@@ -556,11 +558,14 @@ class ClientCodec(_Codec):
         #: asked, so any byte after this is out of step: were it parsed, it would become
         #: the response to the next client's request (response poisoning).
         self._response_done = False
+        #: The request asked to switch protocols: only then may a 101 come.
+        self._asked_upgrade = False
 
     def send_request_head(self, head: RequestHead) -> bytes:
         self.stream_id += 1
         self._request_method = head.method
         headers = head.headers
+        self._asked_upgrade = "upgrade" in headers
         if "close" in _connection_tokens(headers):
             self._keep_alive = False
         length = headers.get("content-length")
@@ -582,6 +587,19 @@ class ClientCodec(_Codec):
             return
         super().receive_data(data)
 
+    @property
+    def reusable(self) -> bool:
+        """Besides both sides done: nothing stopped the parser (an error, bytes past the
+        response, an upgrade, the upstream's close)."""
+        return super().reusable and not self._stopped
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        if value[-1:] in (b" ", b"\t") and name.lower() == b"transfer-encoding":
+            # llhttp does not frame `chunked<HTAB>` as chunked: it would read the chunks
+            # as a body that ends at the close.
+            raise UpstreamReset("upstream Transfer-Encoding with trailing whitespace")
+        super().on_header(name, value)
+
     def on_status(self, reason: bytes) -> None:
         self._reason += reason
         self._head_size += len(reason) + 15
@@ -596,9 +614,16 @@ class ClientCodec(_Codec):
         parser = self._parser
         assert isinstance(parser, httptools.HttpResponseParser)
         status = parser.get_status_code()
-        if status == 101 and not parser.should_upgrade():
-            raise UpstreamReset("upstream switched protocols without Connection: upgrade")
+        if not 100 <= status <= 599 or _REASON_CTL.search(self._reason):
+            raise UpstreamReset("upstream sent an invalid status line")
+        if status == 101 and not (self._asked_upgrade and parser.should_upgrade()):
+            raise UpstreamReset("upstream switched protocols unasked")
         headers = self._end_head()
+        te = headers.get_all("transfer-encoding")
+        if te and [v.lower() for v in te] != ["chunked"]:
+            # Any other coding would reach the client decoded of its chunks only, with
+            # nothing left to say it is still, say, gzip.
+            raise UpstreamReset("unsupported upstream Transfer-Encoding")
         self._relay_end = status >= 200
         if 100 <= status < 200 and status != 101:
             return  # the gateway answered Expect itself; other 1xx carry nothing to relay
