@@ -4,11 +4,12 @@ run them in interleaved rounds, so machine noise hits both alike."""
 
 import argparse
 import contextlib
+import os
 import sys
 import tempfile
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from run import (
     H2Sample,
@@ -25,8 +26,6 @@ from run import (
 
 #: Starts one gateway: (exit stack, scratch directory, name, nginx port) -> its service.
 Starter = Callable[[contextlib.ExitStack, Path, str, int], Service]
-#: The A and the B of one measurement (same load, one gateway each).
-Pair = tuple[Target[Any], Target[Any]]
 
 
 def ab_parser(
@@ -62,22 +61,65 @@ def ab_settings(args: argparse.Namespace, sections: list[str]) -> Settings:
     )
 
 
-def wrk_target(service: Service, nginx: Service, settings: Settings) -> Target[WrkSample]:
-    def run(seconds: int, warmup: bool) -> WrkSample:
-        return run_wrk(service.port, settings, seconds)
+@dataclass
+class CpuSample:
+    """One load run: requests/s, and the CPU time the gateway spent per request. On a
+    shared machine, other work takes cores from the gateway and moves its requests/s far
+    more than its CPU time per request."""
 
-    return Target(service.name, run, [service, nginx])
+    rps: float
+    requests: int
+    errors: int
+    cpu_us: float  # the gateway's user + system CPU time per request, microseconds
+    load_note: str
+
+    def error_note(self) -> str:
+        return self.load_note
 
 
-def h2load_target(service: Service, nginx: Service, settings: Settings) -> Target[H2Sample]:
-    return Target(service.name, h2load_runner(service.port, settings), [service, nginx])
+#: The A and the B of one measurement (same load, one gateway each).
+Pair = tuple[Target[CpuSample], Target[CpuSample]]
 
 
-def run_pairs(pairs: Sequence[Pair], settings: Settings) -> list[tuple[Result[Any], Result[Any]]]:
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process so far (fields 14 and 15 of /proc/PID/stat)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    except OSError as exc:
+        raise RuntimeError(f"pid {pid} is gone: {exc}") from exc
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def cpu_costed(
+    service: Service, nginx: Service, run: Callable[[int, bool], WrkSample | H2Sample]
+) -> Target[CpuSample]:
+    """The load `run` against the gateway `service`, its CPU time measured around it."""
+
+    def costed(seconds: int, warmup: bool) -> CpuSample:
+        before = cpu_seconds(service.proc.pid)
+        sample = run(seconds, warmup)
+        used = cpu_seconds(service.proc.pid) - before
+        cpu_us = used / max(1, sample.requests) * 1e6
+        return CpuSample(sample.rps, sample.requests, sample.errors, cpu_us, sample.error_note())
+
+    return Target(service.name, costed, [service, nginx])
+
+
+def wrk_target(service: Service, nginx: Service, settings: Settings) -> Target[CpuSample]:
+    return cpu_costed(service, nginx, lambda seconds, _: run_wrk(service.port, settings, seconds))
+
+
+def h2load_target(service: Service, nginx: Service, settings: Settings) -> Target[CpuSample]:
+    return cpu_costed(service, nginx, h2load_runner(service.port, settings))
+
+
+def run_pairs(
+    pairs: Sequence[Pair], settings: Settings
+) -> list[tuple[Result[CpuSample], Result[CpuSample]]]:
     """A warm-up per target, then rounds: each round runs every pair, A first in odd rounds
     and B first in even ones, so neither side always follows the other (or the other
     pair's load). Exits if a run fails (its log tail is printed by measure_once)."""
-    runs = [[(t, Result[Any](t.name)) for t in pair] for pair in pairs]
+    runs = [[(t, Result[CpuSample](t.name)) for t in pair] for pair in pairs]
     for target, result in (run for pair in runs for run in pair):
         measure_once(target, result, settings.warmup, warmup=True)
     for rnd in range(settings.rounds):

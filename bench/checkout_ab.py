@@ -22,9 +22,8 @@ import sys
 import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
 
-from ab import Pair, ab_parser, ab_settings, h2load_target, run_pairs, wrk_target
+from ab import CpuSample, Pair, ab_parser, ab_settings, h2load_target, run_pairs, wrk_target
 from run import (
     NGINX,
     REPO_DIR,
@@ -49,7 +48,7 @@ from run import (
 )
 
 #: Makes one load's target for a gateway: (gateway, nginx, settings) -> target.
-TargetMaker = Callable[[Service, Service, Settings], Target[Any]]
+TargetMaker = Callable[[Service, Service, Settings], Target[CpuSample]]
 #: Each load: its title, whether its gateways talk h2c to nginx, and its load generator.
 LOADS: dict[str, tuple[str, bool, TargetMaker]] = {
     "http1": ("HTTP/1.1 (wrk -t1 -c{connections}) -> gateway -> HTTP/1.1 nginx", False, wrk_target),
@@ -109,23 +108,42 @@ def start_side(
     return service
 
 
-def render_load(title: str, names: tuple[str, str], results: tuple[Result[Any], ...]) -> str:
-    base, current = ([s.rps for s in r.samples] for r in results)
-    ratios = [c / b for b, c in zip(base, current, strict=True)]
-    body = [
-        [str(i), f"{b:,.0f}", f"{c:,.0f}", f"{r:.3f}"]
-        for i, (b, c, r) in enumerate(zip(base, current, ratios, strict=True), start=1)
+def render_load(title: str, base: Result[CpuSample], current: Result[CpuSample]) -> str:
+    """Per round and as medians: each side's requests/s and CPU time per request, and
+    current/base of each; then the change in the medians against the budget."""
+    pairs = list(zip(base.samples, current.samples, strict=True))
+    rows = [[str(i), *cells(b, c)] for i, (b, c) in enumerate(pairs, start=1)]
+    medians = [
+        CpuSample(
+            statistics.median(s.rps for s in r.samples),
+            0,
+            sum(s.errors for s in r.samples),
+            statistics.median(s.cpu_us for s in r.samples),
+            "",
+        )
+        for r in (base, current)
     ]
-    med_b, med_c = statistics.median(base), statistics.median(current)
-    body.append(["median", f"{med_b:,.0f}", f"{med_c:,.0f}", f"{med_c / med_b:.3f}"])
-    body.append(["errors", *(str(sum(s.errors for s in r.samples)) for r in results), ""])
-    change = med_c / med_b - 1
-    verdict = "DROP over budget" if change < -BUDGET else "within budget"
+    rows.append(["median", *cells(*medians)])
+    rows.append(["errors", str(medians[0].errors), str(medians[1].errors), "", "", "", ""])
+    header = ["round", "base req/s", "current", "cur/base", "base CPU us/rq", "current", "cur/base"]
+    paired = statistics.median(c.rps / b.rps for b, c in pairs)
+    change = medians[1].rps / medians[0].rps - 1
+    cpu_change = medians[1].cpu_us / medians[0].cpu_us - 1
+    verdict = "DROP OVER" if change < -BUDGET else "within"
     return (
-        f"\n{title}\n{render(['round', *names, 'current/base'], body)}\n"
-        f"median of per-round ratios {statistics.median(ratios):.3f}; "
-        f"medians {change:+.1%} ({verdict}: -{BUDGET:.0%})"
+        f"\n{title}\n{render(header, rows)}\n"
+        f"req/s {change:+.1%} ({verdict} the {BUDGET:.0%} budget; median of the rounds' "
+        f"ratios {paired:.3f}), CPU per request {cpu_change:+.1%}"
     )
+
+
+def cells(base: CpuSample, current: CpuSample) -> list[str]:
+    return [
+        *(f"{s.rps:,.0f}" for s in (base, current)),
+        f"{current.rps / base.rps:.3f}",
+        *(f"{s.cpu_us:.1f}" for s in (base, current)),
+        f"{current.cpu_us / base.cpu_us:.3f}",
+    ]
 
 
 def main() -> None:
@@ -179,9 +197,10 @@ def main() -> None:
             f"{settings.warmup}s warm-up per target; loads: {', '.join(args.loads)}"
         )
         results = run_pairs(pairs, settings)
-    for load, pair_results in zip(args.loads, results, strict=True):
+    print(f"\n{base} vs {current}; CPU us/rq: the gateway's user + system time per request")
+    for load, (base_result, current_result) in zip(args.loads, results, strict=True):
         title = f"{load}: " + LOADS[load][0].format(**vars(args))
-        print(render_load(title, (base, current), pair_results))
+        print(render_load(title, base_result, current_result))
 
 
 if __name__ == "__main__":
