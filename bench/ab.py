@@ -123,6 +123,7 @@ def run_pairs(
     for target, result in (run for pair in runs for run in pair):
         measure_once(target, result, settings.warmup, warmup=True)
     for rnd in range(settings.rounds):
+        print(f"round {rnd + 1}/{settings.rounds}", flush=True)
         for pair in runs:
             for target, result in pair[:: -1 if rnd % 2 else 1]:
                 measure_once(target, result, settings.duration, warmup=False)
