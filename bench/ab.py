@@ -1,51 +1,147 @@
-"""Two gateways side by side, differing in one setting: the shared driver of the cost
-benchmarks (filters_cost.py, tasktree_cost.py). Both proxy to the same nginx, and wrk runs
-them in interleaved rounds, so machine noise hits both alike."""
+"""Two gateways side by side: the shared driver of the A/B benchmarks (filters_cost.py,
+tasktree_cost.py, checkout_ab.py). Both proxy to the same nginx, and the load generators
+run them in interleaved rounds, so machine noise hits both alike."""
 
 import argparse
 import contextlib
+import os
+import sys
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
-from run import Service, Settings, run_wrk, start_nginx
+from run import (
+    H2Sample,
+    Result,
+    Service,
+    Settings,
+    Target,
+    WrkSample,
+    h2load_runner,
+    measure_once,
+    run_wrk,
+    start_nginx,
+)
 
 #: Starts one gateway: (exit stack, scratch directory, name, nginx port) -> its service.
 Starter = Callable[[contextlib.ExitStack, Path, str, int], Service]
 
 
-def interleaved_ab(
-    description: str, a: tuple[str, Starter], b: tuple[str, Starter]
-) -> tuple[Settings, dict[str, list[float]]]:
-    """Parses --rounds/--duration/--connections, runs both gateways, and returns the
-    settings and each one's requests/s per round."""
+def ab_parser(
+    description: str, connections: int = 16, *, h2load: bool = False
+) -> argparse.ArgumentParser:
+    """--rounds/--duration/--connections, and with `h2load` its --h2-clients/--h2-streams."""
     parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--duration", type=int, default=5)
-    parser.add_argument("--connections", type=int, default=16)
-    args = parser.parse_args()
-    settings = Settings(
-        sections=["http1"],
+    parser.add_argument("--duration", type=int, default=5, help="seconds per load run")
+    parser.add_argument("--connections", type=int, default=connections, help="wrk -c")
+    if h2load:
+        parser.add_argument("--h2-clients", type=int, default=10, help="h2load -c")
+        parser.add_argument("--h2-streams", type=int, default=10, help="h2load -m")
+    else:
+        parser.set_defaults(h2_clients=0, h2_streams=0)
+    return parser
+
+
+def ab_settings(args: argparse.Namespace, sections: list[str]) -> Settings:
+    return Settings(
+        sections=sections,
         rounds=args.rounds,
         duration=args.duration,
         warmup=1,
         connections=args.connections,
         threads=1,
-        h2_clients=0,
-        h2_streams=0,
+        h2_clients=args.h2_clients,
+        h2_streams=args.h2_streams,
         grpc_threads=0,
         grpc_messages=0,
         grpc_size=0,
         idle_connections=0,
     )
+
+
+@dataclass
+class CpuSample:
+    """One load run: requests/s, and the CPU time the gateway spent per request. On a
+    shared machine, other work takes cores from the gateway and moves its requests/s far
+    more than its CPU time per request."""
+
+    rps: float
+    requests: int
+    errors: int
+    cpu_us: float  # the gateway's user + system CPU time per request, microseconds
+    load_note: str
+
+    def error_note(self) -> str:
+        return self.load_note
+
+
+#: The A and the B of one measurement (same load, one gateway each).
+Pair = tuple[Target[CpuSample], Target[CpuSample]]
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process so far (fields 14 and 15 of /proc/PID/stat)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    except OSError as exc:
+        raise RuntimeError(f"pid {pid} is gone: {exc}") from exc
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def cpu_costed(
+    service: Service, nginx: Service, run: Callable[[int, bool], WrkSample | H2Sample]
+) -> Target[CpuSample]:
+    """The load `run` against the gateway `service`, its CPU time measured around it."""
+
+    def costed(seconds: int, warmup: bool) -> CpuSample:
+        before = cpu_seconds(service.proc.pid)
+        sample = run(seconds, warmup)
+        used = cpu_seconds(service.proc.pid) - before
+        cpu_us = used / max(1, sample.requests) * 1e6
+        return CpuSample(sample.rps, sample.requests, sample.errors, cpu_us, sample.error_note())
+
+    return Target(service.name, costed, [service, nginx])
+
+
+def wrk_target(service: Service, nginx: Service, settings: Settings) -> Target[CpuSample]:
+    return cpu_costed(service, nginx, lambda seconds, _: run_wrk(service.port, settings, seconds))
+
+
+def h2load_target(service: Service, nginx: Service, settings: Settings) -> Target[CpuSample]:
+    return cpu_costed(service, nginx, h2load_runner(service.port, settings))
+
+
+def run_pairs(
+    pairs: Sequence[Pair], settings: Settings
+) -> list[tuple[Result[CpuSample], Result[CpuSample]]]:
+    """A warm-up per target, then rounds: each round runs every pair, A first in odd rounds
+    and B first in even ones, so neither side always follows the other (or the other
+    pair's load). Exits if a run fails (its log tail is printed by measure_once)."""
+    runs = [[(t, Result[CpuSample](t.name)) for t in pair] for pair in pairs]
+    for target, result in (run for pair in runs for run in pair):
+        measure_once(target, result, settings.warmup, warmup=True)
+    for rnd in range(settings.rounds):
+        print(f"round {rnd + 1}/{settings.rounds}", flush=True)
+        for pair in runs:
+            for target, result in pair[:: -1 if rnd % 2 else 1]:
+                measure_once(target, result, settings.duration, warmup=False)
+    if failed := [r.name for pair in runs for _, r in pair if r.failure is not None]:
+        sys.exit(f"failed: {', '.join(failed)}")
+    return [(a, b) for (_, a), (_, b) in runs]
+
+
+def interleaved_ab(
+    description: str, a: tuple[str, Starter], b: tuple[str, Starter]
+) -> tuple[Settings, dict[str, list[float]]]:
+    """Parses the flags, runs both gateways under wrk, and returns the settings and each
+    one's requests/s per round."""
+    settings = ab_settings(ab_parser(description).parse_args(), ["http1"])
     with contextlib.ExitStack() as stack, tempfile.TemporaryDirectory() as tmp_name:
         tmp = Path(tmp_name)
         nginx, _ = start_nginx(stack, tmp)
-        targets = {name: start(stack, tmp, name, nginx.port) for name, start in (a, b)}
-        rps: dict[str, list[float]] = {name: [] for name in targets}
-        for service in targets.values():
-            run_wrk(service.port, settings, 1)  # warm-up, not recorded
-        for _ in range(settings.rounds):
-            for name, service in targets.items():
-                rps[name].append(run_wrk(service.port, settings, settings.duration).rps)
-    return settings, rps
+        services = [start(stack, tmp, name, nginx.port) for name, start in (a, b)]
+        first, second = (wrk_target(s, nginx, settings) for s in services)
+        [(ra, rb)] = run_pairs([(first, second)], settings)
+    return settings, {a[0]: [s.rps for s in ra.samples], b[0]: [s.rps for s in rb.samples]}

@@ -118,15 +118,26 @@ def stop(proc: subprocess.Popen[bytes], grace: float = 10.0) -> None:
         proc.wait()
 
 
+def source_env(source: Path = REPO_DIR) -> dict[str, str]:
+    """The environment in which `python -m gateway` imports the gateway in `source` (this
+    checkout by default), not a copy installed by an earlier `pip install .`."""
+    path = os.pathsep.join(filter(None, [str(source), os.environ.get("PYTHONPATH")]))
+    return {**os.environ, "PYTHONPATH": path}
+
+
 def launch(
-    stack: contextlib.ExitStack, tmp: Path, name: str, port: int, argv: list[str]
+    stack: contextlib.ExitStack,
+    tmp: Path,
+    name: str,
+    port: int,
+    argv: list[str],
+    source: Path = REPO_DIR,
 ) -> Service:
     """Starts argv in its own session (so Ctrl-C reaches only us); stopped when stack closes.
-    `python -m gateway` imports this checkout, not a copy installed by an earlier
-    `pip install .`: the numbers are always for the code next to the benchmark."""
+    A gateway runs from `source`: the numbers are always for the code next to the benchmark
+    unless a caller (checkout_ab.py) names another checkout."""
     log = tmp / f"{name}.log"
     log_file = stack.enter_context(log.open("wb"))
-    path = os.pathsep.join(filter(None, [str(REPO_DIR), os.environ.get("PYTHONPATH")]))
     proc = subprocess.Popen(
         argv,
         stdin=subprocess.DEVNULL,
@@ -134,7 +145,7 @@ def launch(
         stderr=subprocess.STDOUT,
         cwd=tmp,
         start_new_session=True,
-        env={**os.environ, "PYTHONPATH": path},
+        env=source_env(source),
     )
     stack.callback(stop, proc)
     return Service(name, port, proc, log)
@@ -165,8 +176,9 @@ def start_checked(
     port: int,
     gate: Callable[[Service], None],
     timeout: float = 30.0,
+    source: Path = REPO_DIR,
 ) -> Service:
-    service = launch(stack, tmp, name, port, argv)
+    service = launch(stack, tmp, name, port, argv, source)
     wait_accepting(service, timeout)
     gate(service)
     return service
