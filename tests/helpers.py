@@ -22,6 +22,7 @@ import trio
 
 from gateway import Gateway, loads_config, open_gateway
 from gateway.asgi import Receive, Scope, Send, complete_lifespan, count_body
+from tests.config_builder import ConfigBuilder
 
 
 @attrs.define
@@ -196,8 +197,10 @@ connect_timeout = "1s"
 
 
 @asynccontextmanager
-async def run_gateway(toml: str) -> AsyncIterator[Gateway]:
-    async with open_gateway(loads_config(toml)) as gw:
+async def run_gateway(config: ConfigBuilder | str) -> AsyncIterator[Gateway]:
+    """Runs a gateway on `config` (text only where the text itself is under test)."""
+    text = config.toml() if isinstance(config, ConfigBuilder) else config
+    async with open_gateway(loads_config(text)) as gw:
         yield gw
 
 

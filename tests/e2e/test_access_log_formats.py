@@ -9,6 +9,7 @@ import pytest
 
 from gateway import loads_config
 from gateway.errors import ConfigError
+from tests.config_builder import proxy_config
 from tests.helpers import config_toml, eventually, run_gateway, start_upstream, url
 
 TRACE = "0af7651916cd43dd8448eb211c80319c"
@@ -27,7 +28,7 @@ async def test_operators_json_format_several_logs_and_filters(nursery, tmp_path)
         "%UPSTREAM_HOST% %UPSTREAM_CLUSTER% %ROUTE_NAME% %REQ(USER-AGENT):4% "
         "%RESP(CONTENT-TYPE)% %TRACE_ID% %DOWNSTREAM_REMOTE_ADDRESS_WITHOUT_PORT%"
     )
-    toml = config_toml(up.port).replace(
+    toml = proxy_config(up.port).replace(
         "[virtual_hosts.main]",
         access_logs(
             f"path = '{text}'\nflush_interval = '0s'\ntext_format = '{fmt}'",
@@ -92,7 +93,7 @@ direct_response = { status = 200 }
 
 async def test_traceparent_gets_a_new_span_per_hop_and_request_id_is_kept(nursery):
     up = await start_upstream(nursery)
-    async with run_gateway(config_toml(up.port)) as gw, httpx.AsyncClient() as client:
+    async with run_gateway(proxy_config(up.port)) as gw, httpx.AsyncClient() as client:
         parent = f"00-{TRACE}-00f067aa0ba902b7-01"
         seen = (await client.get(url(gw, "/t"), headers={"traceparent": parent})).json()
         fresh = (await client.get(url(gw, "/t"), headers={"x-request-id": "rid-7"})).json()
@@ -106,7 +107,7 @@ async def test_traceparent_gets_a_new_span_per_hop_and_request_id_is_kept(nurser
 
 
 def test_unknown_operator_is_a_config_error():
-    toml = config_toml(1).replace(
+    toml = proxy_config(1).replace(
         "[virtual_hosts.main]",
         access_logs("text_format = '%REQ(:METHOD)% %NOPE%'") + "[virtual_hosts.main]",
     )

@@ -4,7 +4,8 @@ import httpx
 import trio
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.helpers import admin_url, config_toml, eventually, run_gateway, start_upstream, url
+from tests.config_builder import proxy_config
+from tests.helpers import admin_url, eventually, run_gateway, start_upstream, url
 
 
 async def _traffic(gw, client) -> None:
@@ -15,7 +16,7 @@ async def _traffic(gw, client) -> None:
 
 async def test_index_ready_server_info(nursery):
     up = await start_upstream(nursery)
-    async with run_gateway(config_toml(up.port)) as gw, httpx.AsyncClient() as client:
+    async with run_gateway(proxy_config(up.port)) as gw, httpx.AsyncClient() as client:
         index = await client.get(admin_url(gw, "/"))
         for path in ("/stats", "/clusters", "/tasks", "/config_dump", "/logging"):
             assert f'href="{path}"' in index.text
@@ -29,7 +30,7 @@ async def test_index_ready_server_info(nursery):
 
 async def test_stats_text_filter_json_and_histogram(nursery):
     up = await start_upstream(nursery)
-    async with run_gateway(config_toml(up.port)) as gw, httpx.AsyncClient() as client:
+    async with run_gateway(proxy_config(up.port)) as gw, httpx.AsyncClient() as client:
         await _traffic(gw, client)
         text = (await client.get(admin_url(gw, "/stats"))).text
         lines = dict(line.split(": ", 1) for line in text.splitlines())
@@ -52,7 +53,7 @@ async def test_stats_text_filter_json_and_histogram(nursery):
 
 async def test_prometheus_output_parses(nursery):
     up = await start_upstream(nursery)
-    async with run_gateway(config_toml(up.port)) as gw, httpx.AsyncClient() as client:
+    async with run_gateway(proxy_config(up.port)) as gw, httpx.AsyncClient() as client:
         await _traffic(gw, client)
         r = await client.get(admin_url(gw, "/stats/prometheus"))
         assert r.headers["content-type"].startswith("text/plain; version=0.0.4")
@@ -70,7 +71,7 @@ async def test_prometheus_output_parses(nursery):
 
 async def test_clusters_listeners_config_dump(nursery):
     up = await start_upstream(nursery)
-    async with run_gateway(config_toml(up.port)) as gw, httpx.AsyncClient() as client:
+    async with run_gateway(proxy_config(up.port)) as gw, httpx.AsyncClient() as client:
         await _traffic(gw, client)
         text = (await client.get(admin_url(gw, "/clusters"))).text
         host = f"backend::127.0.0.1:{up.port}"
@@ -91,7 +92,7 @@ async def test_clusters_listeners_config_dump(nursery):
 
 async def test_logging_levels_change_live(nursery):
     up = await start_upstream(nursery)
-    async with run_gateway(config_toml(up.port)) as gw, httpx.AsyncClient() as client:
+    async with run_gateway(proxy_config(up.port)) as gw, httpx.AsyncClient() as client:
         before = (await client.get(admin_url(gw, "/logging"))).text
         assert "gateway.http:" in before
         r = await client.post(admin_url(gw, "/logging?gateway.http=debug"))
@@ -104,7 +105,7 @@ async def test_logging_levels_change_live(nursery):
 
 async def test_task_tree_shows_listener_connection_and_stream(nursery):
     up = await start_upstream(nursery)
-    async with run_gateway(config_toml(up.port)) as gw, httpx.AsyncClient() as client:
+    async with run_gateway(proxy_config(up.port)) as gw, httpx.AsyncClient() as client:
         stream = await trio.open_tcp_stream("127.0.0.1", gw.listener_ports["edge"])
         async with stream:
             await stream.send_all(b"GET /hang HTTP/1.1\r\nHost: x\r\n\r\n")
@@ -135,7 +136,7 @@ async def test_task_tree_shows_listener_connection_and_stream(nursery):
 
 async def test_quitquitquit_requests_shutdown(nursery):
     up = await start_upstream(nursery)
-    async with run_gateway(config_toml(up.port)) as gw, httpx.AsyncClient() as client:
+    async with run_gateway(proxy_config(up.port)) as gw, httpx.AsyncClient() as client:
         assert (await client.get(admin_url(gw, "/quitquitquit"))).status_code == 405
         r = await client.post(admin_url(gw, "/quitquitquit"))
         assert r.status_code == 200
@@ -150,7 +151,7 @@ async def test_task_tree_over_websocket_and_the_tasks_cli(nursery):
     from trio_websocket import open_websocket_url
 
     up = await start_upstream(nursery)
-    async with run_gateway(config_toml(up.port)) as gw:
+    async with run_gateway(proxy_config(up.port)) as gw:
         url_ = f"ws://127.0.0.1:{gw.admin_port}/tasks/ws?interval=100ms"
         async with open_websocket_url(url_) as ws:
             first = jsonlib.loads(await ws.get_message())

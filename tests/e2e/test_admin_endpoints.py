@@ -11,6 +11,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from gateway import loads_config
 from gateway.errors import ConfigError
+from tests.config_builder import proxy_config
 from tests.helpers import admin_url, config_toml, eventually, run_gateway, start_upstream, url
 
 
@@ -22,7 +23,7 @@ async def _traffic(gw, client, paths=("/a", "/b", "/c")) -> None:
 
 async def test_usedonly_filter_and_filtered_prometheus(nursery):
     up = await start_upstream(nursery)
-    async with run_gateway(config_toml(up.port)) as gw, httpx.AsyncClient() as client:
+    async with run_gateway(proxy_config(up.port)) as gw, httpx.AsyncClient() as client:
         await _traffic(gw, client)
         used = (await client.get(admin_url(gw, "/stats?usedonly"))).text
         names = [line.split(": ")[0] for line in used.splitlines()]
@@ -48,7 +49,7 @@ async def test_usedonly_filter_and_filtered_prometheus(nursery):
 
 async def test_reset_counters(nursery):
     up = await start_upstream(nursery)
-    async with run_gateway(config_toml(up.port)) as gw, httpx.AsyncClient() as client:
+    async with run_gateway(proxy_config(up.port)) as gw, httpx.AsyncClient() as client:
         await _traffic(gw, client)
         assert (await client.get(admin_url(gw, "/reset_counters"))).status_code == 405
         assert (await client.post(admin_url(gw, "/reset_counters"))).text == "OK\n"
@@ -61,7 +62,7 @@ async def test_reset_counters(nursery):
 
 async def test_drain_listeners_keeps_admin_and_stops_accepting(nursery):
     up = await start_upstream(nursery)
-    async with run_gateway(config_toml(up.port)) as gw, httpx.AsyncClient() as client:
+    async with run_gateway(proxy_config(up.port)) as gw, httpx.AsyncClient() as client:
         port = gw.listener_ports["edge"]
         assert (await client.post(admin_url(gw, "/drain_listeners?graceful"))).text == "OK\n"
         ready = await client.get(admin_url(gw, "/ready"))
@@ -83,8 +84,8 @@ async def test_server_info_and_redacted_config_dump(nursery, tmp_path):
 
     up = await start_upstream(nursery)
     path = tmp_path / "gw.toml"
-    path.write_text(config_toml(up.port))
-    config = loads_config(config_toml(up.port))
+    path.write_text(proxy_config(up.port))
+    config = loads_config(proxy_config(up.port))
     async with open_gateway(config, str(path)) as gw, httpx.AsyncClient() as client:
         info = (await client.get(admin_url(gw, "/server_info"))).json()
     assert info["command_line_options"] == {"config_path": str(path), "concurrency": 1}
@@ -120,7 +121,7 @@ async def test_server_info_and_redacted_config_dump(nursery, tmp_path):
 
 async def test_config_dump_redacts_tls_private_keys(nursery):
     up = await start_upstream(nursery)
-    async with run_gateway(config_toml(up.port)) as gw, httpx.AsyncClient() as client:
+    async with run_gateway(proxy_config(up.port)) as gw, httpx.AsyncClient() as client:
         dump = (await client.get(admin_url(gw, "/config_dump"))).json()
     assert dump["listeners"]["edge"]["access_log"] == []
     assert dump["admin"] == {
@@ -175,7 +176,7 @@ async def test_custom_histogram_buckets_and_per_route_stats(nursery):
 
 async def test_stats_history_has_rate_and_latency_per_cluster(nursery):
     up = await start_upstream(nursery)
-    async with run_gateway(config_toml(up.port)) as gw, httpx.AsyncClient() as client:
+    async with run_gateway(proxy_config(up.port)) as gw, httpx.AsyncClient() as client:
         await trio.sleep(1.1)  # two samples, a second apart
         await _traffic(gw, client)
         with trio.fail_after(3):

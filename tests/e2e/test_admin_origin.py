@@ -14,10 +14,10 @@ from trio_websocket import open_websocket_url
 from websockets.exceptions import InvalidStatus
 
 from tests.admin_helpers import wait_for_node
+from tests.config_builder import proxy_config
 from tests.helpers import (
     SteadyLoad,
     admin_url,
-    config_toml,
     eventually,
     run_gateway,
     start_upstream,
@@ -30,7 +30,7 @@ EVIL = "http://evil.example"
 @pytest.fixture
 async def gateway(nursery):
     upstream = await start_upstream(nursery)
-    async with run_gateway(config_toml(upstream.port)) as gw:
+    async with run_gateway(proxy_config(upstream.port)) as gw:
         yield gw
 
 

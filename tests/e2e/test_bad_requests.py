@@ -3,6 +3,7 @@
 import pytest
 import trio
 
+from tests.config_builder import proxy_config
 from tests.helpers import (
     config_toml,
     eventually,
@@ -49,7 +50,7 @@ SMUGGLING = {
 @pytest.mark.parametrize("raw", list(SMUGGLING.values()), ids=list(SMUGGLING))
 async def test_ambiguous_or_malformed_request_is_rejected(nursery, raw):
     up = await start_upstream(nursery)
-    async with run_gateway(config_toml(up.port)) as gw:
+    async with run_gateway(proxy_config(up.port)) as gw:
         # A well-formed request follows on the same connection: it must never be served.
         out = await raw_exchange(
             gw.listener_ports["edge"], raw + b"GET /smuggled HTTP/1.1\r\nHost: x\r\n\r\n"
@@ -126,7 +127,7 @@ direct_response = { status = 200, body = "d" }
 
 async def test_large_body_then_the_start_of_the_next_request_in_one_read(nursery):
     up = await start_upstream(nursery)
-    async with run_gateway(config_toml(up.port)) as gw:
+    async with run_gateway(proxy_config(up.port)) as gw:
         stream = await trio.open_tcp_stream("127.0.0.1", gw.listener_ports["edge"])
         async with stream:
             head = b"POST /discard HTTP/1.1\r\nHost: x\r\nContent-Length: 65000\r\n\r\n"
@@ -145,7 +146,7 @@ async def test_large_body_then_the_start_of_the_next_request_in_one_read(nursery
 
 async def test_malformed_chunked_body_mid_stream_gets_400(nursery):
     up = await start_upstream(nursery)
-    async with run_gateway(config_toml(up.port)) as gw:
+    async with run_gateway(proxy_config(up.port)) as gw:
         out = await raw_exchange(
             gw.listener_ports["edge"],
             b"POST /u HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"

@@ -5,7 +5,8 @@ import time
 
 import trio
 
-from tests.helpers import config_toml, eventually, read_until, run_gateway, start_upstream
+from tests.config_builder import proxy_config
+from tests.helpers import eventually, read_until, run_gateway, start_upstream
 
 
 async def _assert_upstream_closed_promptly(gw, up, left_at: float) -> None:
@@ -20,7 +21,7 @@ async def _assert_upstream_closed_promptly(gw, up, left_at: float) -> None:
 
 async def test_client_leaving_while_waiting_for_response(nursery):
     up = await start_upstream(nursery)
-    async with run_gateway(config_toml(up.port)) as gw:
+    async with run_gateway(proxy_config(up.port)) as gw:
         stream = await trio.open_tcp_stream("127.0.0.1", gw.listener_ports["edge"])
         await stream.send_all(b"GET /hang HTTP/1.1\r\nHost: x\r\n\r\n")
         await eventually(lambda: len(up.requests) == 1)
@@ -32,7 +33,7 @@ async def test_client_leaving_while_waiting_for_response(nursery):
 
 async def test_client_leaving_mid_request_body(nursery):
     up = await start_upstream(nursery)
-    async with run_gateway(config_toml(up.port)) as gw:
+    async with run_gateway(proxy_config(up.port)) as gw:
         stream = await trio.open_tcp_stream("127.0.0.1", gw.listener_ports["edge"])
         await stream.send_all(
             b"POST /hang HTTP/1.1\r\nHost: x\r\nContent-Length: 1000000\r\n\r\n" + b"x" * 1000
@@ -46,7 +47,7 @@ async def test_client_leaving_mid_request_body(nursery):
 
 async def test_client_leaving_mid_response_body(nursery):
     up = await start_upstream(nursery)
-    async with run_gateway(config_toml(up.port)) as gw:
+    async with run_gateway(proxy_config(up.port)) as gw:
         stream = await trio.open_tcp_stream("127.0.0.1", gw.listener_ports["edge"])
         await stream.send_all(b"GET /stream HTTP/1.1\r\nHost: x\r\n\r\n")
         await read_until(stream, b"first\n")
@@ -59,7 +60,7 @@ async def test_cancellations_leave_the_pool_clean(nursery):
     """Many clients leave at different points; afterwards the pool holds nothing and the
     next request still works (the httpcore#785 failure mode)."""
     up = await start_upstream(nursery)
-    toml = config_toml(up.port, cluster="max_connections_per_host = 2")
+    toml = proxy_config(up.port, cluster={"max_connections_per_host": 2})
     async with run_gateway(toml) as gw:
         port = gw.listener_ports["edge"]
 

@@ -10,6 +10,7 @@ import pytest
 import trio
 
 from gateway import StartupError, loads_config, open_gateway
+from tests.config_builder import proxy_config
 from tests.helpers import config_toml, serving, start_upstream
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -50,7 +51,7 @@ async def test_bind_failure_names_the_listener():
     await taken.bind(("127.0.0.1", 0))
     taken.listen()
     port = taken.getsockname()[1]
-    toml = config_toml(1).replace(
+    toml = proxy_config(1).replace(
         'address = "127.0.0.1:0"\nvirtual_hosts', f'address = "127.0.0.1:{port}"\nvirtual_hosts'
     )
     with pytest.raises(StartupError, match=rf"listeners.edge: cannot bind 127.0.0.1:{port}"):
@@ -63,7 +64,7 @@ async def test_drain_finishes_in_flight_requests_and_refuses_new_ones(nursery):
     up = await start_upstream(nursery)
     async with httpx.AsyncClient() as client:
         results = []
-        async with open_gateway(loads_config(config_toml(up.port))) as gw:
+        async with open_gateway(loads_config(proxy_config(up.port))) as gw:
             port = gw.listener_ports["edge"]
 
             async def slow() -> None:
@@ -82,7 +83,7 @@ async def test_drain_finishes_in_flight_requests_and_refuses_new_ones(nursery):
 async def test_serve_drains_on_sigterm_and_exits_zero(nursery, tmp_path):
     up = await start_upstream(nursery)
     config = tmp_path / "g.toml"
-    config.write_text(config_toml(up.port))
+    config.write_text(proxy_config(up.port))
     async with serving(config) as served, httpx.AsyncClient() as client:
         results = []
 
@@ -105,7 +106,7 @@ async def test_admin_bind_failure_and_bad_access_log_path_are_clean_errors(tmp_p
     await taken.bind(("127.0.0.1", 0))
     taken.listen()
     port = taken.getsockname()[1]
-    toml = config_toml(1).replace(
+    toml = proxy_config(1).replace(
         '[admin]\naddress = "127.0.0.1:0"', f'[admin]\naddress = "127.0.0.1:{port}"'
     )
     with pytest.raises(StartupError, match=rf"admin.address: cannot bind 127.0.0.1:{port}"):

@@ -10,9 +10,9 @@ import pytest
 import trio
 
 from gateway.asgi import complete_lifespan
+from tests.config_builder import proxy_config
 from tests.helpers import (
     admin_url,
-    config_toml,
     eventually,
     run_gateway,
     serve_asgi,
@@ -45,7 +45,7 @@ async def _chromium(*args: str) -> str:
 
 async def test_dashboard_renders_tree_and_plots(nursery, tmp_path):
     up = await start_upstream(nursery)
-    async with run_gateway(config_toml(up.port)) as gw, httpx.AsyncClient() as client:
+    async with run_gateway(proxy_config(up.port)) as gw, httpx.AsyncClient() as client:
         for _ in range(12):  # traffic spread over more than one history sample
             assert (await client.get(url(gw, "/x"))).status_code == 200
             await trio.sleep(0.1)
@@ -91,7 +91,7 @@ def _page(html: str):
 
 async def test_a_page_from_another_origin_cannot_drive_the_admin(nursery):
     up = await start_upstream(nursery)
-    async with run_gateway(config_toml(up.port)) as gw, httpx.AsyncClient() as client:
+    async with run_gateway(proxy_config(up.port)) as gw, httpx.AsyncClient() as client:
         admin = f"127.0.0.1:{gw.admin_port}"
         evil = await serve_asgi(
             nursery,

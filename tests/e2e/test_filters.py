@@ -11,6 +11,7 @@ import trio
 from gateway.http.filter import HttpFilter, HttpFilterType, LocalReply
 from gateway.http.filters import FILTER_TYPES
 from gateway.http.headers import RequestHead, ResponseHead
+from tests.config_builder import proxy_config
 from tests.helpers import config_toml, run_gateway, start_upstream, url
 
 
@@ -91,7 +92,7 @@ async def test_memory_stays_bounded_for_large_bodies(nursery):
     peak RSS by anything like the body size."""
     up = await start_upstream(nursery)
     size = 200 * 1024 * 1024
-    async with run_gateway(config_toml(up.port)) as gw, httpx.AsyncClient() as client:
+    async with run_gateway(proxy_config(up.port)) as gw, httpx.AsyncClient() as client:
         await client.get(url(gw, "/big?size=1000"))
         before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 

@@ -6,7 +6,8 @@ import httpx
 import pytest
 import trio
 
-from tests.helpers import config_toml, eventually, run_gateway, url
+from tests.config_builder import proxy_config
+from tests.helpers import eventually, run_gateway, url
 
 _POISON = b"HTTP/1.1 200 OK\r\nContent-Length: 8\r\n\r\nPOISONED"
 _FINE = b"HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\nfine"
@@ -70,7 +71,7 @@ async def test_bytes_past_a_response_never_reach_the_next_client(
 ):
     port = await start_poisoning_upstream(nursery, late)
     # One connection to the upstream, so a poisoned one would be lent to the very next request.
-    toml = config_toml(port, cluster="max_connections_per_host = 1")
+    toml = proxy_config(port, cluster={"max_connections_per_host": 1})
     async with run_gateway(toml) as gw, httpx.AsyncClient() as victim:
         async with httpx.AsyncClient() as attacker:
             r = await attacker.request(method, url(gw, path))

@@ -11,6 +11,7 @@ import httpx
 import pytest
 import trio
 
+from tests.config_builder import proxy_config
 from tests.helpers import (
     RawH2Client,
     config_toml,
@@ -28,7 +29,7 @@ def h2_client() -> httpx.AsyncClient:
 
 async def test_h2c_client_to_http1_upstream(nursery):
     up = await start_upstream(nursery)
-    async with run_gateway(config_toml(up.port)) as gw, h2_client() as client:
+    async with run_gateway(proxy_config(up.port)) as gw, h2_client() as client:
         r = await client.get(url(gw, "/hello?x=1"), headers={"cookie": "a=1"})
         assert r.http_version == "HTTP/2"
         seen = r.json()
@@ -42,7 +43,7 @@ async def test_h2c_client_to_http1_upstream(nursery):
 
 async def test_streams_are_multiplexed_on_one_connection(nursery):
     up = await start_upstream(nursery)
-    async with run_gateway(config_toml(up.port)) as gw, h2_client() as client:
+    async with run_gateway(proxy_config(up.port)) as gw, h2_client() as client:
         results = []
 
         async def one(i: int) -> None:
@@ -82,7 +83,7 @@ async def test_http2_upstream_shares_connections(nursery):
 
 async def test_client_reset_cancels_only_that_stream(nursery):
     up = await start_upstream(nursery)
-    async with run_gateway(config_toml(up.port)) as gw:
+    async with run_gateway(proxy_config(up.port)) as gw:
         client = await RawH2Client.connect(gw.listener_ports["edge"])
         hang = client.request("/hang")
         ok = client.request("/slow?delay=0.2")
@@ -141,7 +142,7 @@ async def test_drain_sends_goaway_and_finishes_open_streams(nursery):
     """Python's h2 treats any GOAWAY as the end, so a real client (curl, nghttp2) proves
     the graceful kind: the in-flight stream completes after our GOAWAY."""
     up = await start_upstream(nursery)
-    async with run_gateway(config_toml(up.port)) as gw:
+    async with run_gateway(proxy_config(up.port)) as gw:
         port = gw.listener_ports["edge"]
         curl = await trio.lowlevel.open_process(
             ["curl", "-sv", "--http2-prior-knowledge", f"http://127.0.0.1:{port}/slow?delay=0.5"],
@@ -165,7 +166,7 @@ async def test_slow_reader_keeps_memory_bounded(nursery):
     """100 MiB to a client that reads slowly: flow control holds the upstream back."""
     up = await start_upstream(nursery)
     size = 100 * 1024 * 1024
-    async with run_gateway(config_toml(up.port)) as gw, h2_client() as client:
+    async with run_gateway(proxy_config(up.port)) as gw, h2_client() as client:
         await client.get(url(gw, "/big?size=10"))
         before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
         received = 0
@@ -182,7 +183,7 @@ async def test_slow_reader_keeps_memory_bounded(nursery):
 @pytest.mark.skipif(shutil.which("curl") is None, reason="needs curl: apt-get install curl")
 async def test_curl_http2_prior_knowledge(nursery):
     up = await start_upstream(nursery)
-    async with run_gateway(config_toml(up.port)) as gw:
+    async with run_gateway(proxy_config(up.port)) as gw:
         result = await trio.run_process(
             ["curl", "-s", "--http2-prior-knowledge", "-w", "%{http_version}", url(gw, "/c")],
             capture_stdout=True,
@@ -256,7 +257,7 @@ async def test_oversized_header_list_gets_goaway(nursery):
 )
 async def test_h2load_through_the_gateway(nursery):
     up = await start_upstream(nursery)
-    async with run_gateway(config_toml(up.port)) as gw:
+    async with run_gateway(proxy_config(up.port)) as gw:
         result = await trio.run_process(
             ["h2load", "-n", "400", "-c", "4", "-m", "10", url(gw, "/h2load")],
             capture_stdout=True,
@@ -270,7 +271,7 @@ async def test_client_goaway_with_streams_in_flight_is_quiet(nursery, caplog):
     """A client that sends GOAWAY with streams open (h2load's timed mode does) makes h2
     refuse every further send: those streams are abandoned (flag DC), quietly."""
     up = await start_upstream(nursery)
-    async with run_gateway(config_toml(up.port)) as gw:
+    async with run_gateway(proxy_config(up.port)) as gw:
         client = await RawH2Client.connect(gw.listener_ports["edge"])
         for _ in range(5):
             client.request("/slow?delay=0.2")

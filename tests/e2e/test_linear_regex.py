@@ -7,21 +7,20 @@ from functools import partial
 import httpx
 import trio
 
+from tests.config_builder import proxy_config, route
 from tests.helpers import (
     SteadyLoad,
     admin_url,
-    config_toml,
     run_gateway,
     start_upstream,
     url,
 )
 
 #: Python's `re` needs ~2^n steps to fail this against n a's: 11.8 s for the 36-byte path.
-CATASTROPHIC_ROUTE = """
-[[virtual_hosts.main.routes]]
-match = { regex = '/api/(a+)+/x' }
-direct_response = { status = 200, body = "never: the path does not end in /x" }
-"""
+CATASTROPHIC_ROUTE = route(
+    match={"regex": "/api/(a+)+/x"},
+    direct_response={"status": 200, "body": "never: the path does not end in /x"},
+)
 ATTACK_PATH = "/api/" + "a" * 29 + "/y"
 #: What a bystander may feel: far below the seconds a backtracking match took.
 CANARY_BOUND = 0.5
@@ -30,7 +29,7 @@ CANARY_BOUND = 0.5
 async def test_catastrophic_route_regex_fails_fast_and_canary_is_unharmed(nursery):
     assert len(ATTACK_PATH) == 36
     upstream = await start_upstream(nursery)
-    async with run_gateway(config_toml(upstream.port, routes=CATASTROPHIC_ROUTE)) as gw:
+    async with run_gateway(proxy_config(upstream.port, routes=[CATASTROPHIC_ROUTE])) as gw:
         canary = SteadyLoad()
         async with trio.open_nursery() as clients, httpx.AsyncClient(timeout=30) as attacker:
             clients.start_soon(partial(canary.client, url(gw, "/canary"), timeout=30))
@@ -53,7 +52,7 @@ async def test_admin_stats_filter_regex_is_linear_too(nursery):
     """An admin caller's filter runs against every stat name; `(\\w+)+X$` backtracks
     exponentially in each long word of them (`upstream_cx_destroy_local_with_active_rq`)."""
     upstream = await start_upstream(nursery)
-    async with run_gateway(config_toml(upstream.port)) as gw:
+    async with run_gateway(proxy_config(upstream.port)) as gw:
         longest_word = max(len(w) for s in gw.stats for w in s.name.split("."))
         assert longest_word >= 30
         canary = SteadyLoad()

@@ -13,6 +13,7 @@ import trio
 
 from gateway import loads_config
 from tests.admin_helpers import nodes, tasks
+from tests.config_builder import proxy_config
 from tests.helpers import (
     RawH2Client,
     admin_url,
@@ -72,7 +73,7 @@ async def start_sink(nursery: trio.Nursery) -> int:
 
 def flood_config(http_port: int, sink_port: int) -> str:
     return (
-        config_toml(http_port)
+        proxy_config(http_port)
         + f"""
 [overload]
 max_downstream_connections = 6

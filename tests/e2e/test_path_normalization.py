@@ -4,6 +4,7 @@ to the one spelling the rules see."""
 
 import pytest
 
+from tests.config_builder import proxy_config
 from tests.helpers import config_toml, raw_exchange, run_gateway, start_upstream
 
 SPELLINGS = [
@@ -75,7 +76,7 @@ async def test_no_spelling_of_a_denied_path_reaches_the_backend(nursery):
 
 async def test_the_upstream_gets_the_normalised_path(nursery):
     up = await start_upstream(nursery)
-    async with run_gateway(config_toml(up.port)) as gw:
+    async with run_gateway(proxy_config(up.port)) as gw:
         assert (await send(gw, "/a/./b//c/../%64?x=/../y"))[0] == 200
         assert (await send(gw, "/a%2Fb"))[0] == 307
         assert (await send(gw, "/bad%zz"))[0] == 400

@@ -3,8 +3,8 @@
 import httpx
 import trio
 
+from tests.config_builder import proxy_config
 from tests.helpers import (
-    config_toml,
     eventually,
     run_gateway,
     start_keepalive_upstream,
@@ -15,7 +15,7 @@ from tests.helpers import (
 
 async def test_requests_queue_for_the_connection_limit(nursery):
     up = await start_upstream(nursery)
-    toml = config_toml(up.port, cluster="max_connections_per_host = 2")
+    toml = proxy_config(up.port, cluster={"max_connections_per_host": 2})
     async with run_gateway(toml) as gw, httpx.AsyncClient() as client:
         results = []
 
@@ -31,7 +31,7 @@ async def test_requests_queue_for_the_connection_limit(nursery):
 
 async def test_pool_timeout_is_503_uo(nursery):
     up = await start_upstream(nursery)
-    toml = config_toml(up.port, cluster='max_connections_per_host = 1\npool_timeout = "100ms"')
+    toml = proxy_config(up.port, cluster={"max_connections_per_host": 1, "pool_timeout": "100ms"})
     async with run_gateway(toml) as gw, httpx.AsyncClient() as client:
         statuses = []
 
@@ -48,7 +48,7 @@ async def test_pool_timeout_is_503_uo(nursery):
 
 async def test_idle_connections_expire(nursery):
     up = await start_keepalive_upstream(nursery)
-    toml = config_toml(up.port, cluster='idle_timeout = "200ms"')
+    toml = proxy_config(up.port, cluster={"idle_timeout": "200ms"})
     async with run_gateway(toml) as gw, httpx.AsyncClient() as client:
         assert (await client.get(url(gw, "/"))).status_code == 200
         pool = gw.clusters.get("backend").hosts[0].pool
@@ -65,7 +65,7 @@ async def test_connection_closed_by_upstream_while_idle_is_not_reused(nursery):
     must not cost the next request a 502."""
     up = await start_keepalive_upstream(nursery)
     up.close_after = 1
-    async with run_gateway(config_toml(up.port)) as gw, httpx.AsyncClient() as client:
+    async with run_gateway(proxy_config(up.port)) as gw, httpx.AsyncClient() as client:
         assert (await client.get(url(gw, "/1"))).text == "ok"
         await eventually(lambda: up.closed_at)
         assert (await client.get(url(gw, "/2"))).text == "ok"
@@ -74,7 +74,7 @@ async def test_connection_closed_by_upstream_while_idle_is_not_reused(nursery):
 
 async def test_non_reusable_response_discards_connection(nursery):
     up = await start_upstream(nursery)
-    async with run_gateway(config_toml(up.port)) as gw, httpx.AsyncClient() as client:
+    async with run_gateway(proxy_config(up.port)) as gw, httpx.AsyncClient() as client:
         r = await client.get(url(gw, "/"), headers={"connection": "close"})
         assert r.status_code == 200
         # Connection: close from the client is hop-by-hop: the upstream connection is kept.

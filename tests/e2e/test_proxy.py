@@ -5,6 +5,7 @@ import json
 import httpx
 import trio
 
+from tests.config_builder import proxy_config
 from tests.helpers import (
     config_toml,
     eventually,
@@ -45,7 +46,7 @@ response_headers_to_add = { "x-served-by" = "gateway" }
 
 async def test_keep_alive_reuses_both_connections(nursery):
     up = await start_upstream(nursery)
-    async with run_gateway(config_toml(up.port)) as gw, httpx.AsyncClient() as client:
+    async with run_gateway(proxy_config(up.port)) as gw, httpx.AsyncClient() as client:
         for i in range(5):
             r = await client.get(url(gw, f"/n/{i}"))
             assert r.json()["path"] == f"/n/{i}"
@@ -56,7 +57,7 @@ async def test_keep_alive_reuses_both_connections(nursery):
 
 async def test_pipelined_requests_answered_in_order(nursery):
     up = await start_upstream(nursery)
-    async with run_gateway(config_toml(up.port)) as gw:
+    async with run_gateway(proxy_config(up.port)) as gw:
         requests = (
             b"".join(f"GET /p/{i} HTTP/1.1\r\nHost: x\r\n\r\n".encode() for i in range(3))
             + b"GET /p/last HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
@@ -79,7 +80,7 @@ async def test_request_body_streams_before_it_is_complete(nursery):
         for _ in range(100):
             yield b"b" * 100_000
 
-    async with run_gateway(config_toml(up.port)) as gw, httpx.AsyncClient() as client:
+    async with run_gateway(proxy_config(up.port)) as gw, httpx.AsyncClient() as client:
         r = await client.post(url(gw, "/upload"), content=body())
         assert r.status_code == 200
         assert r.json()["body_bytes"] == 1000 + 100 * 100_000
@@ -88,7 +89,7 @@ async def test_request_body_streams_before_it_is_complete(nursery):
 
 async def test_content_length_body_forwarded_with_length(nursery):
     up = await start_upstream(nursery)
-    async with run_gateway(config_toml(up.port)) as gw, httpx.AsyncClient() as client:
+    async with run_gateway(proxy_config(up.port)) as gw, httpx.AsyncClient() as client:
         r = await client.put(url(gw, "/cl"), content=b"z" * 300_000)
         assert r.json()["body_bytes"] == 300_000
         assert r.json()["headers"]["content-length"] == "300000"
@@ -98,7 +99,7 @@ async def test_content_length_body_forwarded_with_length(nursery):
 async def test_response_body_streams(nursery):
     """The client reads the first chunk while the upstream holds the second back."""
     up = await start_upstream(nursery)
-    async with run_gateway(config_toml(up.port)) as gw, httpx.AsyncClient() as client:
+    async with run_gateway(proxy_config(up.port)) as gw, httpx.AsyncClient() as client:
         async with client.stream("GET", url(gw, "/stream")) as r:
             chunks = r.aiter_raw()
             with trio.fail_after(5):
@@ -111,14 +112,14 @@ async def test_response_body_streams(nursery):
 
 async def test_large_response_body(nursery):
     up = await start_upstream(nursery)
-    async with run_gateway(config_toml(up.port)) as gw, httpx.AsyncClient() as client:
+    async with run_gateway(proxy_config(up.port)) as gw, httpx.AsyncClient() as client:
         r = await client.get(url(gw, "/big?size=5000000"))
         assert len(r.content) == 5_000_000
 
 
 async def test_expect_100_continue(nursery):
     up = await start_upstream(nursery)
-    async with run_gateway(config_toml(up.port)) as gw:
+    async with run_gateway(proxy_config(up.port)) as gw:
         stream = await trio.open_tcp_stream("127.0.0.1", gw.listener_ports["edge"])
         async with stream:
             await stream.send_all(
@@ -134,7 +135,7 @@ async def test_expect_100_continue(nursery):
 
 async def test_head_204_304_keep_connection_usable(nursery):
     up = await start_upstream(nursery)
-    async with run_gateway(config_toml(up.port)) as gw, httpx.AsyncClient() as client:
+    async with run_gateway(proxy_config(up.port)) as gw, httpx.AsyncClient() as client:
         head = await client.head(url(gw, "/"))
         assert head.status_code == 200 and head.content == b""
         assert int(head.headers["content-length"]) > 0
@@ -147,7 +148,7 @@ async def test_head_204_304_keep_connection_usable(nursery):
 
 async def test_hop_by_hop_headers_removed(nursery):
     up = await start_upstream(nursery)
-    async with run_gateway(config_toml(up.port)) as gw:
+    async with run_gateway(proxy_config(up.port)) as gw:
         out = await raw_exchange(
             gw.listener_ports["edge"],
             b"GET /h HTTP/1.1\r\nHost: x\r\nConnection: close, x-private\r\nx-private: 1\r\n"
@@ -163,7 +164,7 @@ async def test_hop_by_hop_headers_removed(nursery):
 
 async def test_http10_client(nursery):
     up = await start_upstream(nursery)
-    async with run_gateway(config_toml(up.port)) as gw:
+    async with run_gateway(proxy_config(up.port)) as gw:
         out = await raw_exchange(gw.listener_ports["edge"], b"GET /old HTTP/1.0\r\nHost: x\r\n\r\n")
     assert out.startswith(b"HTTP/1.1 200 OK")
     assert b'"/old"' in out
@@ -195,7 +196,7 @@ async def test_hop_by_hop_response_headers_removed(nursery):
         b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: keep-alive, x-secret\r\n"
         b"x-secret: 1\r\nKeep-Alive: timeout=5\r\nProxy-Authenticate: Basic\r\nx-kept: y\r\n\r\nok",
     )
-    async with run_gateway(config_toml(port)) as gw, httpx.AsyncClient() as client:
+    async with run_gateway(proxy_config(port)) as gw, httpx.AsyncClient() as client:
         r = await client.get(url(gw, "/"))
     assert r.text == "ok"
     for name in ("x-secret", "keep-alive", "proxy-authenticate"):
@@ -207,7 +208,7 @@ async def test_upgrade_request_with_a_body_is_served_and_closes(nursery):
     # llhttp hands an upgrade request's body over unparsed; the codec reads it as the body
     # of an ordinary request, and the connection closes after the answer.
     up = await start_upstream(nursery)
-    async with run_gateway(config_toml(up.port)) as gw:
+    async with run_gateway(proxy_config(up.port)) as gw:
         start = trio.current_time()
         out = await raw_exchange(
             gw.listener_ports["edge"],
@@ -223,7 +224,7 @@ async def test_upgrade_request_with_a_body_is_served_and_closes(nursery):
 
 async def test_connect_closes_after_its_response(nursery):
     up = await start_upstream(nursery)
-    async with run_gateway(config_toml(up.port)) as gw:
+    async with run_gateway(proxy_config(up.port)) as gw:
         start = trio.current_time()
         out = await raw_exchange(
             gw.listener_ports["edge"],

@@ -6,6 +6,7 @@ import json
 
 import trio
 
+from tests.config_builder import proxy_config
 from tests.helpers import (
     config_toml,
     raw_exchange,
@@ -91,7 +92,7 @@ async def test_trailer_header_reaches_the_client(nursery):
         b"HTTP/1.1 200 OK\r\nTrailer: x-checksum\r\nTransfer-Encoding: chunked\r\n\r\n"
         b"2\r\nok\r\n0\r\nx-checksum: 42\r\n\r\n",
     )
-    async with run_gateway(config_toml(port)) as gw:
+    async with run_gateway(proxy_config(port)) as gw:
         out = await raw_exchange(
             gw.listener_ports["edge"], b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
         )

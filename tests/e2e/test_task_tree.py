@@ -12,6 +12,7 @@ import trio
 from trio_websocket import ConnectionClosed, open_websocket_url
 
 from tests.admin_helpers import cancel, nodes, tasks, wait_for_node
+from tests.config_builder import proxy_config
 from tests.grpc_echo import OPTIONS, start_server
 from tests.helpers import (
     admin_url,
@@ -27,7 +28,7 @@ from tests.ws_echo import start_echo_server
 
 async def test_slow_request_annotations_and_filters(nursery):
     up = await start_upstream(nursery)
-    async with run_gateway(config_toml(up.port)) as gw, httpx.AsyncClient() as client:
+    async with run_gateway(proxy_config(up.port)) as gw, httpx.AsyncClient() as client:
         stream = await trio.open_tcp_stream("127.0.0.1", gw.listener_ports["edge"])
         async with stream:
             await stream.send_all(b"GET /hang HTTP/1.1\r\nHost: x\r\n\r\n")
@@ -66,7 +67,7 @@ async def test_slow_request_annotations_and_filters(nursery):
 
 async def test_cancel_a_stream_answers_the_client_and_closes_the_upstream(nursery):
     up = await start_upstream(nursery)
-    async with run_gateway(config_toml(up.port)) as gw, httpx.AsyncClient() as client:
+    async with run_gateway(proxy_config(up.port)) as gw, httpx.AsyncClient() as client:
         stream = await trio.open_tcp_stream("127.0.0.1", gw.listener_ports["edge"])
         async with stream:
             await stream.send_all(b"GET /hang HTTP/1.1\r\nHost: x\r\n\r\n")
@@ -90,7 +91,7 @@ async def test_cancel_a_stream_answers_the_client_and_closes_the_upstream(nurser
 
 async def test_cancel_a_connection_closes_it(nursery):
     up = await start_upstream(nursery)
-    async with run_gateway(config_toml(up.port)) as gw, httpx.AsyncClient() as client:
+    async with run_gateway(proxy_config(up.port)) as gw, httpx.AsyncClient() as client:
         async with httpx.AsyncClient() as proxied:
             assert (await proxied.get(url(gw, "/first"))).status_code == 200
             conn = await wait_for_node(client, gw, kind="connection", state="idle")
@@ -110,7 +111,7 @@ async def test_cancel_a_connection_closes_it(nursery):
 
 async def test_cancel_refusals(nursery):
     up = await start_upstream(nursery)
-    async with run_gateway(config_toml(up.port)) as gw, httpx.AsyncClient() as client:
+    async with run_gateway(proxy_config(up.port)) as gw, httpx.AsyncClient() as client:
         listener = await wait_for_node(client, gw, kind="listener")
         refused = await cancel(client, gw, listener["id"])
         assert refused.status_code == 409 and "cannot be cancelled" in refused.text
@@ -186,7 +187,7 @@ async def test_grpc_call_in_tasks_and_cancelled():
 
 async def test_task_tree_off(nursery):
     up = await start_upstream(nursery)
-    toml = config_toml(up.port).replace(
+    toml = proxy_config(up.port).replace(
         'address = "127.0.0.1:0"\n', 'address = "127.0.0.1:0"\ntask_tree = false\n', 1
     )
     async with run_gateway(toml) as gw, httpx.AsyncClient() as client:
@@ -198,7 +199,7 @@ async def test_task_tree_off(nursery):
 
 async def test_tasks_websocket_filters_and_cli_sorted_by_age(nursery):
     up = await start_upstream(nursery)
-    async with run_gateway(config_toml(up.port)) as gw:
+    async with run_gateway(proxy_config(up.port)) as gw:
         stream = await trio.open_tcp_stream("127.0.0.1", gw.listener_ports["edge"])
         async with stream:
             await stream.send_all(b"GET /hang?token=secret HTTP/1.1\r\nHost: x\r\n\r\n")

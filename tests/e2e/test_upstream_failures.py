@@ -6,6 +6,7 @@ import socket
 import httpx
 import trio
 
+from tests.config_builder import proxy_config
 from tests.helpers import (
     config_toml,
     eventually,
@@ -42,7 +43,7 @@ async def test_connect_failure_is_502_uf(tmp_path):
 
 
 async def test_cluster_without_endpoints_is_503_uh():
-    async with run_gateway(config_toml()) as gw, httpx.AsyncClient() as client:
+    async with run_gateway(proxy_config()) as gw, httpx.AsyncClient() as client:
         r = await client.get(url(gw, "/"))
         assert r.status_code == 503
         assert r.text == "no healthy upstream"
@@ -75,7 +76,7 @@ timeout = "300ms"
 
 async def test_upstream_closing_before_headers_is_502_uc(nursery):
     port, _ = await start_scripted_upstream(nursery, b"")
-    async with run_gateway(config_toml(port)) as gw, httpx.AsyncClient() as client:
+    async with run_gateway(proxy_config(port)) as gw, httpx.AsyncClient() as client:
         r = await client.get(url(gw, "/"))
         assert r.status_code == 502
         assert "connection termination" in r.text
@@ -83,7 +84,7 @@ async def test_upstream_closing_before_headers_is_502_uc(nursery):
 
 async def test_upstream_garbage_is_502(nursery):
     port, _ = await start_scripted_upstream(nursery, b"NOT HTTP AT ALL\r\n\r\n")
-    async with run_gateway(config_toml(port)) as gw, httpx.AsyncClient() as client:
+    async with run_gateway(proxy_config(port)) as gw, httpx.AsyncClient() as client:
         assert (await client.get(url(gw, "/"))).status_code == 502
 
 
@@ -91,7 +92,7 @@ async def test_upstream_reset_mid_body_truncates_downstream(nursery):
     port, _ = await start_scripted_upstream(
         nursery, b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\nonly-part"
     )
-    async with run_gateway(config_toml(port)) as gw:
+    async with run_gateway(proxy_config(port)) as gw:
         out = await raw_exchange(gw.listener_ports["edge"], b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
         assert out.startswith(b"HTTP/1.1 200 OK")
         assert out.endswith(b"only-part"), "the client sees a truncated body, then EOF"

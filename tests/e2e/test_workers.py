@@ -6,15 +6,15 @@ import signal
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
 import trio
 from trio_websocket import open_websocket_url
 
-from tests.helpers import config_toml, serving, start_upstream
-
-WORKERS = '[server]\nworkers = 2\ndrain_timeout = "3s"\n'
+from tests.config_builder import proxy_config
+from tests.helpers import serving, start_upstream
 
 
 @asynccontextmanager
@@ -25,8 +25,11 @@ async def supervised(config: Path) -> AsyncIterator[tuple[trio.Process, int, int
         yield served.process, served.port, admin
 
 
-def two_workers(port: int) -> str:
-    return config_toml(port).replace("[server]\n", WORKERS).replace('drain_timeout = "2s"\n', "")
+def two_workers(port: int, **proxy: Any) -> str:
+    """The TOML of a two-worker gateway; `proxy` goes to proxy_config."""
+    config = proxy_config(port, **proxy)
+    config.server(workers=2, drain_timeout="3s")
+    return config.toml()
 
 
 async def test_two_workers_share_the_port_and_the_admin_adds_them_up(nursery, tmp_path):
@@ -124,16 +127,12 @@ async def test_reload_goes_to_every_worker_after_validation(nursery, tmp_path):
     config.write_text(two_workers(up.port))
     async with supervised(config) as (_, port, admin), httpx.AsyncClient() as client:
         base = f"http://127.0.0.1:{admin}"
-        config.write_text(two_workers(up.port).replace('cluster = "backend"', 'cluster = "gone"'))
+        config.write_text(two_workers(up.port, catch_all={"cluster": "gone"}))
         answer = await client.post(f"{base}/reload")
         assert answer.status_code == 400
         assert "no cluster named 'gone'" in answer.json()["errors"][0]
-        routed = two_workers(up.port).replace(
-            'cluster = "backend"',
-            'cluster = "backend"\nresponse_headers_to_add = { "x-v" = "2" }',
-            1,
-        )
-        config.write_text(routed)
+        routed = {"response_headers_to_add": {"x-v": "2"}}
+        config.write_text(two_workers(up.port, catch_all=routed))
         assert (await client.post(f"{base}/reload")).status_code == 200
         for _ in range(20):
             async with httpx.AsyncClient() as one_shot:
