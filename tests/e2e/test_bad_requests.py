@@ -3,9 +3,8 @@
 import pytest
 import trio
 
-from tests.config_builder import proxy_config
+from tests.config_builder import proxy_config, route
 from tests.helpers import (
-    config_toml,
     eventually,
     raw_exchange,
     read_until,
@@ -63,8 +62,8 @@ async def test_ambiguous_or_malformed_request_is_rejected(nursery, raw):
 
 async def test_oversized_head_gets_431(nursery):
     up = await start_upstream(nursery)
-    toml = config_toml(up.port, listener="max_request_headers_kb = 4")
-    async with run_gateway(toml) as gw:
+    config = proxy_config(up.port, listener={"max_request_headers_kb": 4})
+    async with run_gateway(config) as gw:
         out = await raw_exchange(
             gw.listener_ports["edge"],
             b"GET / HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * 8000 + b"\r\n\r\n",
@@ -75,9 +74,9 @@ async def test_oversized_head_gets_431(nursery):
 
 async def test_too_many_headers_gets_431(nursery):
     up = await start_upstream(nursery)
-    toml = config_toml(up.port, listener="max_request_headers_count = 10")
+    config = proxy_config(up.port, listener={"max_request_headers_count": 10})
     many = b"".join(b"X-H%d: v\r\n" % i for i in range(20))
-    async with run_gateway(toml) as gw:
+    async with run_gateway(config) as gw:
         out = await raw_exchange(
             gw.listener_ports["edge"], b"GET / HTTP/1.1\r\nHost: x\r\n" + many + b"\r\n"
         )
@@ -87,8 +86,8 @@ async def test_too_many_headers_gets_431(nursery):
 
 async def test_head_that_never_ends_gets_431_across_reads(nursery):
     up = await start_upstream(nursery)
-    toml = config_toml(up.port, listener="max_request_headers_kb = 4")
-    async with run_gateway(toml) as gw:
+    config = proxy_config(up.port, listener={"max_request_headers_kb": 4})
+    async with run_gateway(config) as gw:
         stream = await trio.open_tcp_stream("127.0.0.1", gw.listener_ports["edge"])
         async with stream:
             await stream.send_all(b"GET / HTTP/1.1\r\nHost: x\r\nX-Big: ")
@@ -107,12 +106,8 @@ async def test_head_that_never_ends_gets_431_across_reads(nursery):
 async def test_pipelined_requests_in_one_write_are_all_served(nursery):
     """Head bytes count from where each head starts, not from the start of the read: 10,000
     small requests in one write are no oversized head."""
-    routes = """
-[[virtual_hosts.main.routes]]
-match = { prefix = "/direct" }
-direct_response = { status = 200, body = "d" }
-"""
-    async with run_gateway(config_toml(routes=routes)) as gw:
+    routes = [route("/direct", direct_response={"status": 200, "body": "d"})]
+    async with run_gateway(proxy_config(routes=routes)) as gw:
         stream = await trio.open_tcp_stream("127.0.0.1", gw.listener_ports["edge"])
         async with stream:
             await stream.send_all(b"GET /direct HTTP/1.1\r\nHost: x\r\n\r\n" * 10_000)
@@ -158,8 +153,8 @@ async def test_malformed_chunked_body_mid_stream_gets_400(nursery):
 
 async def test_slowloris_gets_408(nursery):
     up = await start_upstream(nursery)
-    toml = config_toml(up.port, listener='request_headers_timeout = "200ms"')
-    async with run_gateway(toml) as gw:
+    config = proxy_config(up.port, listener={"request_headers_timeout": "200ms"})
+    async with run_gateway(config) as gw:
         stream = await trio.open_tcp_stream("127.0.0.1", gw.listener_ports["edge"])
         async with stream:
             start = trio.current_time()
@@ -183,8 +178,8 @@ async def test_slowloris_gets_408(nursery):
 
 async def test_idle_keep_alive_connection_is_closed(nursery):
     up = await start_upstream(nursery)
-    toml = config_toml(up.port, listener='idle_timeout = "200ms"')
-    async with run_gateway(toml) as gw:
+    config = proxy_config(up.port, listener={"idle_timeout": "200ms"})
+    async with run_gateway(config) as gw:
         stream = await trio.open_tcp_stream("127.0.0.1", gw.listener_ports["edge"])
         async with stream:
             await stream.send_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")

@@ -14,7 +14,6 @@ import trio
 from tests.config_builder import proxy_config
 from tests.helpers import (
     RawH2Client,
-    config_toml,
     eventually,
     run_gateway,
     start_scripted_h2_upstream,
@@ -61,8 +60,8 @@ async def test_streams_are_multiplexed_on_one_connection(nursery):
 
 async def test_http2_upstream_shares_connections(nursery):
     up = await start_upstream(nursery)
-    toml = config_toml(up.port, cluster='protocol = "http2"')
-    async with run_gateway(toml) as gw:
+    config = proxy_config(up.port, cluster={"protocol": "http2"})
+    async with run_gateway(config) as gw:
         async with httpx.AsyncClient() as h1, h2_client() as h2c:
             results = []
 
@@ -104,8 +103,8 @@ async def test_client_reset_cancels_only_that_stream(nursery):
 
 async def test_client_reset_resets_the_upstream_http2_stream(nursery):
     up = await start_upstream(nursery)
-    toml = config_toml(up.port, cluster='protocol = "http2"')
-    async with run_gateway(toml) as gw:
+    config = proxy_config(up.port, cluster={"protocol": "http2"})
+    async with run_gateway(config) as gw:
         client = await RawH2Client.connect(gw.listener_ports["edge"])
         hang = client.request("/hang")
         await client.flush()
@@ -122,8 +121,8 @@ async def test_client_reset_resets_the_upstream_http2_stream(nursery):
 
 async def test_rapid_reset_gets_goaway_and_spares_others(nursery):
     up = await start_upstream(nursery)
-    toml = config_toml(up.port, listener="http2 = { max_stream_resets_per_second = 50 }")
-    async with run_gateway(toml) as gw, h2_client() as bystander:
+    config = proxy_config(up.port, listener={"http2": {"max_stream_resets_per_second": 50}})
+    async with run_gateway(config) as gw, h2_client() as bystander:
         assert (await bystander.get(url(gw, "/before"))).status_code == 200
         attacker = await RawH2Client.connect(gw.listener_ports["edge"])
         for _ in range(100):
@@ -196,8 +195,8 @@ async def test_curl_http2_prior_knowledge(nursery):
 
 async def test_upstream_goaway_moves_new_streams_to_a_new_connection(nursery):
     up = await start_scripted_h2_upstream(nursery, goaway_after=1)
-    toml = config_toml(up.port, cluster='protocol = "http2"')
-    async with run_gateway(toml) as gw, httpx.AsyncClient() as client:
+    config = proxy_config(up.port, cluster={"protocol": "http2"})
+    async with run_gateway(config) as gw, httpx.AsyncClient() as client:
         for _ in range(3):
             r = await client.get(url(gw, "/"))
             assert (r.status_code, r.text) == (200, "h2 ok")
@@ -206,10 +205,9 @@ async def test_upstream_goaway_moves_new_streams_to_a_new_connection(nursery):
 
 async def test_keepalive_detects_a_dead_upstream_connection(nursery):
     up = await start_scripted_h2_upstream(nursery, silent=True)
-    cluster = (
-        'protocol = "http2"\nhttp2 = { keepalive_interval = "100ms", keepalive_timeout = "100ms" }'
-    )
-    async with run_gateway(config_toml(up.port, cluster=cluster)) as gw, httpx.AsyncClient() as c:
+    http2 = {"keepalive_interval": "100ms", "keepalive_timeout": "100ms"}
+    cluster = {"protocol": "http2", "http2": http2}
+    async with run_gateway(proxy_config(up.port, cluster=cluster)) as gw, httpx.AsyncClient() as c:
         start = trio.current_time()
         r = await c.get(url(gw, "/"))  # route timeout is 15 s: keepalive must end it sooner
         assert r.status_code == 502
@@ -220,11 +218,9 @@ async def test_upstream_connections_reaped_while_pinging_leave_the_gateway_servi
     # The reaper closes idle connections while their keepalive pings are due: a ping that
     # finds its connection closed must end that connection's tasks, nothing more.
     up = await start_scripted_h2_upstream(nursery)
-    cluster = (
-        'protocol = "http2"\nidle_timeout = "20ms"\n'
-        'http2 = { keepalive_interval = "10ms", keepalive_timeout = "1s" }'
-    )
-    async with run_gateway(config_toml(up.port, cluster=cluster)) as gw, httpx.AsyncClient() as c:
+    http2 = {"keepalive_interval": "10ms", "keepalive_timeout": "1s"}
+    cluster = {"protocol": "http2", "idle_timeout": "20ms", "http2": http2}
+    async with run_gateway(proxy_config(up.port, cluster=cluster)) as gw, httpx.AsyncClient() as c:
         for _ in range(30):
             r = await c.get(url(gw, "/"))
             assert (r.status_code, r.text) == (200, "h2 ok")
@@ -234,8 +230,8 @@ async def test_upstream_connections_reaped_while_pinging_leave_the_gateway_servi
 
 async def test_oversized_header_list_gets_goaway(nursery):
     up = await start_upstream(nursery)
-    toml = config_toml(up.port, listener="http2 = { max_header_list_size = 4096 }")
-    async with run_gateway(toml) as gw, h2_client() as bystander:
+    config = proxy_config(up.port, listener={"http2": {"max_header_list_size": 4096}})
+    async with run_gateway(config) as gw, h2_client() as bystander:
         attacker = await RawH2Client.connect(gw.listener_ports["edge"])
         await attacker.read_until(lambda e: isinstance(e, h2.events.RemoteSettingsChanged))
         sid = attacker.conn.get_next_available_stream_id()

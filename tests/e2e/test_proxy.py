@@ -7,7 +7,6 @@ import trio
 
 from tests.config_builder import proxy_config
 from tests.helpers import (
-    config_toml,
     eventually,
     raw_exchange,
     read_until,
@@ -20,14 +19,14 @@ from tests.helpers import (
 
 async def test_proxies_and_adds_edge_headers(nursery):
     up = await start_upstream(nursery)
-    mark = """
-[http_filters.mark]
-type = "header_mutation"
-request_headers_to_add = { "x-gateway" = "1" }
-response_headers_to_add = { "x-served-by" = "gateway" }
-"""
-    toml = config_toml(up.port, listener='http_filters = ["mark"]') + mark
-    async with run_gateway(toml) as gw, httpx.AsyncClient() as client:
+    config = proxy_config(up.port, listener={"http_filters": ["mark"]})
+    config.http_filter(
+        "mark",
+        "header_mutation",
+        request_headers_to_add={"x-gateway": "1"},
+        response_headers_to_add={"x-served-by": "gateway"},
+    )
+    async with run_gateway(config) as gw, httpx.AsyncClient() as client:
         r = await client.get(url(gw, "/hello?q=1"), headers={"x-forwarded-for": "10.0.0.9"})
         assert r.status_code == 200
         seen = r.json()
@@ -173,10 +172,11 @@ async def test_http10_client(nursery):
 async def test_access_log_envoy_format(nursery, tmp_path):
     up = await start_upstream(nursery)
     log = tmp_path / "access.log"
-    toml = config_toml(
-        up.port, listener=f'access_log = {{ path = "{log}", flush_interval = "0s" }}'
-    )
-    async with run_gateway(toml) as gw, httpx.AsyncClient() as client:
+    access_log = {"path": str(log), "flush_interval": "0s"}
+    async with (
+        run_gateway(proxy_config(up.port, listener={"access_log": access_log})) as gw,
+        httpx.AsyncClient() as client,
+    ):
         await client.post(
             url(gw, "/logged?x=1"),
             content=b"12345",
