@@ -152,7 +152,7 @@ async def test_non_loopback_admin_logs_a_warning(caplog):
 
 async def test_custom_histogram_buckets_and_per_route_stats(nursery):
     up = await start_upstream(nursery)
-    toml = config_toml(up.port, listener="per_route_stats = true").replace(
+    toml = proxy_config(up.port, listener={"per_route_stats": True}).replace(
         "[server]\n",
         '[server]\nhistogram_buckets = [{ match = "^cluster\\\\.", buckets = [2, 2000] }]\n',
     )

@@ -190,7 +190,7 @@ async def test_compressor_streams_gzip(nursery):
 
     up = await start_upstream(nursery)
     extra = '[http_filters.gzip]\ntype = "compressor"\ncontent_types = ["application/json"]\n'
-    toml = config_toml(up.port, listener='http_filters = ["gzip"]') + extra
+    toml = proxy_config(up.port, listener={"http_filters": ["gzip"]}) + extra
     async with run_gateway(toml) as gw, httpx.AsyncClient() as client:
         r = await client.get(url(gw, "/json"), headers={"accept-encoding": "gzip"})
         assert r.headers["content-encoding"] == "gzip"
@@ -252,7 +252,7 @@ timeout = "300ms"
 [clusters.authz]
 endpoints = ["127.0.0.1:{authz_port}"]
 """
-    toml = config_toml(up.port, listener='http_filters = ["authz"]') + extra
+    toml = proxy_config(up.port, listener={"http_filters": ["authz"]}) + extra
     async with run_gateway(toml) as gw, httpx.AsyncClient() as client:
         ok = await client.get(url(gw, "/allow/me"), headers={"authorization": "Bearer ok"})
         assert ok.status_code == 200

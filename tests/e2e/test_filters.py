@@ -74,7 +74,7 @@ type = "shout"
 
 async def test_local_reply_stops_the_chain(nursery, test_filters):
     up = await start_upstream(nursery)
-    toml = config_toml(up.port, listener='http_filters = ["guard", "shout"]') + FILTERS
+    toml = proxy_config(up.port, listener={"http_filters": ["guard", "shout"]}) + FILTERS
     async with run_gateway(toml) as gw, httpx.AsyncClient() as client:
         r = await client.get(url(gw, "/"))
         assert (r.status_code, r.text) == (401, "missing credentials")
@@ -135,7 +135,7 @@ module = "tests.filter_samples:Hang"
 
 async def test_python_example_filters(nursery):
     up = await start_upstream(nursery)
-    toml = config_toml(up.port, listener='http_filters = ["tenant", "auth"]') + PYTHON_FILTERS
+    toml = proxy_config(up.port, listener={"http_filters": ["tenant", "auth"]}) + PYTHON_FILTERS
     async with run_gateway(toml) as gw, httpx.AsyncClient() as client:
         base = f"http://127.0.0.1:{gw.listener_ports['edge']}"
         r = await client.post(
@@ -158,7 +158,7 @@ async def test_python_example_filters(nursery):
 
 async def test_python_filter_that_raises_costs_one_request(nursery):
     up = await start_upstream(nursery)
-    toml = config_toml(up.port, listener='http_filters = ["boom"]') + PYTHON_FILTERS
+    toml = proxy_config(up.port, listener={"http_filters": ["boom"]}) + PYTHON_FILTERS
     async with run_gateway(toml) as gw, httpx.AsyncClient() as client:
         r = await client.get(url(gw, "/boom"))
         assert (r.status_code, r.text) == (500, "http filter boom failed")
@@ -193,7 +193,7 @@ timeout = "200ms"
 def test_unimportable_python_filter_is_a_config_error():
     from gateway import ConfigError, loads_config
 
-    toml = config_toml(1, listener='http_filters = ["f"]') + (
+    toml = proxy_config(1, listener={"http_filters": ["f"]}) + (
         '[http_filters.f]\ntype = "python"\nmodule = "no_such_module_here:Filter"\n'
     )
     with pytest.raises(ConfigError) as info:

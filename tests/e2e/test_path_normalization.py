@@ -59,7 +59,7 @@ async def send(gw, path: str) -> tuple[int, dict[str, str]]:
 
 async def test_no_spelling_of_a_denied_path_reaches_the_backend(nursery):
     up = await start_upstream(nursery)
-    toml = config_toml(up.port, listener='http_filters = ["rbac"]') + RBAC
+    toml = proxy_config(up.port, listener={"http_filters": ["rbac"]}) + RBAC
     async with run_gateway(toml) as gw:
         outcomes = {}
         for path in SPELLINGS:

@@ -33,7 +33,7 @@ domains = ["app.test"]
 match = { prefix = "/p" }
 cluster = "backend"
 """
-    toml = config_toml(up.port, listener='virtual_hosts = ["app", "main"]').replace(
+    toml = proxy_config(up.port, listener={"virtual_hosts": ["app", "main"]}).replace(
         'virtual_hosts = ["main"]\n', "", 1
     )
     async with run_gateway(toml + routes) as gw:
@@ -105,7 +105,7 @@ async def test_431_is_read_by_the_client_not_lost_to_a_reset(nursery):
     """The client sends a head far over the limit in one go: the gateway answers 431 after
     reading part of it, and closes without destroying the answer with a TCP reset."""
     up = await start_upstream(nursery)
-    toml = config_toml(up.port, listener="max_request_headers_kb = 4")
+    toml = proxy_config(up.port, listener={"max_request_headers_kb": 4})
     async with run_gateway(toml) as gw:
         for _ in range(5):
             stream = await trio.open_tcp_stream("127.0.0.1", gw.listener_ports["edge"])

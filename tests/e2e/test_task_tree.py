@@ -123,7 +123,7 @@ async def test_cancel_refusals(nursery):
 
 async def test_websocket_tunnel_in_tasks_and_cancelled(nursery):
     echo = await start_echo_server(nursery)
-    toml = config_toml(echo.port, listener='upgrade = ["websocket"]')
+    toml = proxy_config(echo.port, listener={"upgrade": ["websocket"]})
     async with run_gateway(toml) as gw, httpx.AsyncClient() as client:
         ws_url = f"ws://127.0.0.1:{gw.listener_ports['edge']}/chat"
         async with open_websocket_url(ws_url) as ws:

@@ -6,9 +6,8 @@ import socket
 import httpx
 import trio
 
-from tests.config_builder import proxy_config
+from tests.config_builder import proxy_config, route
 from tests.helpers import (
-    config_toml,
     eventually,
     raw_exchange,
     run_gateway,
@@ -27,11 +26,9 @@ def closed_port() -> int:
 
 async def test_connect_failure_is_502_uf(tmp_path):
     log = tmp_path / "access.json"
-    toml = config_toml(
-        closed_port(),
-        listener=f'access_log = {{ path = "{log}", format = "json", flush_interval = "0s" }}',
-    )
-    async with run_gateway(toml) as gw, httpx.AsyncClient() as client:
+    access_log = {"path": str(log), "format": "json", "flush_interval": "0s"}
+    config = proxy_config(closed_port(), listener={"access_log": access_log})
+    async with run_gateway(config) as gw, httpx.AsyncClient() as client:
         r = await client.get(url(gw, "/x"))
         assert r.status_code == 502
         assert "connection failure" in r.text
@@ -52,13 +49,8 @@ async def test_cluster_without_endpoints_is_503_uh():
 
 async def test_route_timeout_is_504_ut_and_cancels_upstream(nursery):
     up = await start_upstream(nursery)
-    routes = """
-[[virtual_hosts.main.routes]]
-match = { prefix = "/hang" }
-cluster = "backend"
-timeout = "300ms"
-"""
-    async with run_gateway(config_toml(up.port, routes=routes)) as gw, httpx.AsyncClient() as c:
+    routes = [route("/hang", cluster="backend", timeout="300ms")]
+    async with run_gateway(proxy_config(up.port, routes=routes)) as gw, httpx.AsyncClient() as c:
         start = trio.current_time()
         r = await c.get(url(gw, "/hang"))
         assert r.status_code == 504
@@ -104,7 +96,7 @@ async def test_oversized_upstream_head_is_502(nursery):
         b"HTTP/1.1 200 OK\r\nX-Big: " + b"a" * 3000 + b"\r\nContent-Length: 2\r\n\r\nok",
     )
     async with (
-        run_gateway(config_toml(port, cluster="max_response_headers_kb = 1")) as gw,
+        run_gateway(proxy_config(port, cluster={"max_response_headers_kb": 1})) as gw,
         httpx.AsyncClient() as client,
     ):
         assert (await client.get(url(gw, "/"))).status_code == 502
@@ -115,14 +107,10 @@ async def test_stream_idle_timeout_ends_a_stream_no_byte_moves_on(nursery):
     still ends the stream (408, flag SI) and the upstream sees the request go; a stream that
     keeps moving bytes is not cut, however long it lasts."""
     up = await start_upstream(nursery)
-    log_routes = """
-[[virtual_hosts.main.routes]]
-match = { prefix = "/" }
-cluster = "backend"
-timeout = "0s"
-"""
-    toml = config_toml(up.port, listener='stream_idle_timeout = "300ms"', routes=log_routes)
-    async with run_gateway(toml) as gw, httpx.AsyncClient() as client:
+    config = proxy_config(
+        up.port, listener={"stream_idle_timeout": "300ms"}, catch_all={"timeout": "0s"}
+    )
+    async with run_gateway(config) as gw, httpx.AsyncClient() as client:
         start = trio.current_time()
         r = await client.get(url(gw, "/hang"))
         assert (r.status_code, r.text) == (408, "stream timeout")

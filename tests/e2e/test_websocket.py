@@ -118,7 +118,7 @@ async def test_route_without_upgrade_can_reject(echo):
 
 async def test_upstream_dying_mid_stream_closes_the_client(nursery):
     port = await start_dying_server(nursery)
-    async with run_gateway(config_toml(port, listener='upgrade = ["websocket"]')) as gw:
+    async with run_gateway(proxy_config(port, listener={"upgrade": ["websocket"]})) as gw:
         async with open_websocket_url(ws_url(gw)) as ws:
             with pytest.raises(ConnectionClosed) as info, trio.fail_after(2):
                 await ws.get_message()
@@ -281,7 +281,7 @@ tunnel_idle_timeout = "200ms"
 def test_tunnel_routes_need_http1_clusters():
     from gateway import ConfigError, loads_config
 
-    toml = config_toml(1, listener='upgrade = ["websocket"]', cluster='protocol = "http2"')
+    toml = proxy_config(1, listener={"upgrade": ["websocket"]}, cluster={"protocol": "http2"})
     with pytest.raises(ConfigError) as info:
         loads_config(toml)
     assert info.value.errors == [
