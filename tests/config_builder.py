@@ -12,7 +12,7 @@ Tests whose subject is the TOML text itself (the loader's error messages, docs e
 `gateway validate`) keep their text inline instead.
 """
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 import tomli_w
@@ -103,17 +103,22 @@ class ConfigBuilder:
 def proxy_config(
     *endpoints: int | str | Table,
     listener: Table | None = None,
+    http_filters: Mapping[str, Table] | None = None,
     routes: Iterable[Table] = (),
     catch_all: Table | None = None,
     cluster: Table | None = None,
 ) -> ConfigBuilder:
-    """The config most tests need: listener `edge` serves virtual host `main` (every
-    domain), whose `routes` come before a catch-all route (with `catch_all`'s keys) to
-    cluster `backend` at `endpoints`. `listener` and `cluster` add keys to their tables.
-    Draining and connecting have short deadlines, so a test that fails does so quickly."""
+    """The config most tests need: listener `edge` runs `http_filters` (`[http_filters.*]`
+    tables, in this order) and serves virtual host `main` (every domain), whose `routes`
+    come before a catch-all route (with `catch_all`'s keys) to cluster `backend` at
+    `endpoints`. `listener` and `cluster` add keys to their tables. Draining and
+    connecting have short deadlines, so a test that fails does so quickly."""
     config = ConfigBuilder()
     config.server(drain_timeout="2s")
-    config.listener("edge", **{"virtual_hosts": ["main"], **(listener or {})})
+    chain = {"http_filters": list(http_filters)} if http_filters else {}
+    config.listener("edge", **{"virtual_hosts": ["main"], **chain, **(listener or {})})
+    for name, table in (http_filters or {}).items():
+        config.table("http_filters", name, **table)
     config.virtual_host("main", *routes, route(**{"cluster": "backend", **(catch_all or {})}))
     config.cluster("backend", *endpoints, **{"connect_timeout": "1s", **(cluster or {})})
     return config

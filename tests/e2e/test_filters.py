@@ -11,8 +11,8 @@ import trio
 from gateway.http.filter import HttpFilter, HttpFilterType, LocalReply
 from gateway.http.filters import FILTER_TYPES
 from gateway.http.headers import RequestHead, ResponseHead
-from tests.config_builder import proxy_config
-from tests.helpers import config_toml, run_gateway, start_upstream, url
+from tests.config_builder import proxy_config, route
+from tests.helpers import run_gateway, start_upstream, url
 
 
 @attrs.frozen
@@ -63,19 +63,15 @@ def test_filters(monkeypatch):
     )
 
 
-FILTERS = """
-[http_filters.guard]
-type = "guard"
-header = "x-token"
-[http_filters.shout]
-type = "shout"
-"""
+FILTERS = {"guard": {"type": "guard", "header": "x-token"}, "shout": {"type": "shout"}}
 
 
 async def test_local_reply_stops_the_chain(nursery, test_filters):
     up = await start_upstream(nursery)
-    toml = proxy_config(up.port, listener={"http_filters": ["guard", "shout"]}) + FILTERS
-    async with run_gateway(toml) as gw, httpx.AsyncClient() as client:
+    async with (
+        run_gateway(proxy_config(up.port, http_filters=FILTERS)) as gw,
+        httpx.AsyncClient() as client,
+    ):
         r = await client.get(url(gw, "/"))
         assert (r.status_code, r.text) == (401, "missing credentials")
         assert r.headers["www-authenticate"] == "Token"
@@ -114,29 +110,31 @@ async def test_memory_stays_bounded_for_large_bodies(nursery):
 
 ROOT = Path(__file__).resolve().parents[2]
 
-PYTHON_FILTERS = f"""
-[http_filters.tenant]
-type = "python"
-module = "{ROOT}/examples/filters/add_tenant.py:AddTenant"
-config = {{ header = "x-tenant", tenants = {{ acme = "t-001" }} }}
-[http_filters.auth]
-type = "python"
-module = "{ROOT}/examples/filters/api_key.py:ApiKeyAuth"
-config = {{ keys = {{ "k-123" = "billing" }}, lookup_delay = "0.01" }}
-[http_filters.boom]
-type = "python"
-module = "tests.filter_samples:Boom"
-config = {{ path = "/boom" }}
-[http_filters.hang]
-type = "python"
-module = "tests.filter_samples:Hang"
-"""
+PYTHON_FILTERS = {
+    "tenant": {
+        "type": "python",
+        "module": f"{ROOT}/examples/filters/add_tenant.py:AddTenant",
+        "config": {"header": "x-tenant", "tenants": {"acme": "t-001"}},
+    },
+    "auth": {
+        "type": "python",
+        "module": f"{ROOT}/examples/filters/api_key.py:ApiKeyAuth",
+        "config": {"keys": {"k-123": "billing"}, "lookup_delay": "0.01"},
+    },
+    "boom": {"type": "python", "module": "tests.filter_samples:Boom", "config": {"path": "/boom"}},
+    "hang": {"type": "python", "module": "tests.filter_samples:Hang"},
+}
+
+
+def python_filters(*names: str) -> dict[str, dict]:
+    """The PYTHON_FILTERS a listener runs, in this order."""
+    return {name: PYTHON_FILTERS[name] for name in names}
 
 
 async def test_python_example_filters(nursery):
     up = await start_upstream(nursery)
-    toml = proxy_config(up.port, listener={"http_filters": ["tenant", "auth"]}) + PYTHON_FILTERS
-    async with run_gateway(toml) as gw, httpx.AsyncClient() as client:
+    config = proxy_config(up.port, http_filters=python_filters("tenant", "auth"))
+    async with run_gateway(config) as gw, httpx.AsyncClient() as client:
         base = f"http://127.0.0.1:{gw.listener_ports['edge']}"
         r = await client.post(
             f"{base}/orders",
@@ -158,8 +156,8 @@ async def test_python_example_filters(nursery):
 
 async def test_python_filter_that_raises_costs_one_request(nursery):
     up = await start_upstream(nursery)
-    toml = proxy_config(up.port, listener={"http_filters": ["boom"]}) + PYTHON_FILTERS
-    async with run_gateway(toml) as gw, httpx.AsyncClient() as client:
+    config = proxy_config(up.port, http_filters=python_filters("boom"))
+    async with run_gateway(config) as gw, httpx.AsyncClient() as client:
         r = await client.get(url(gw, "/boom"))
         assert (r.status_code, r.text) == (500, "http filter boom failed")
         assert (await client.get(url(gw, "/fine"))).status_code == 200
@@ -170,14 +168,9 @@ async def test_slow_python_filter_bounded_by_route_timeout_and_cancelled_by_clie
     from tests import filter_samples
 
     up = await start_upstream(nursery)
-    routes = """
-[[virtual_hosts.main.routes]]
-match = { prefix = "/hang-in-filter/timeout" }
-cluster = "backend"
-timeout = "200ms"
-"""
-    toml = config_toml(up.port, listener='http_filters = ["hang"]', routes=routes) + PYTHON_FILTERS
-    async with run_gateway(toml) as gw, httpx.AsyncClient() as client:
+    routes = [route("/hang-in-filter/timeout", cluster="backend", timeout="200ms")]
+    config = proxy_config(up.port, http_filters=python_filters("hang"), routes=routes)
+    async with run_gateway(config) as gw, httpx.AsyncClient() as client:
         r = await client.get(url(gw, "/hang-in-filter/timeout"))
         assert r.status_code == 504
         filter_samples.CANCELLED = trio.Event()
@@ -193,10 +186,9 @@ timeout = "200ms"
 def test_unimportable_python_filter_is_a_config_error():
     from gateway import ConfigError, loads_config
 
-    toml = proxy_config(1, listener={"http_filters": ["f"]}) + (
-        '[http_filters.f]\ntype = "python"\nmodule = "no_such_module_here:Filter"\n'
-    )
+    unimportable = {"type": "python", "module": "no_such_module_here:Filter"}
+    config = proxy_config(1, http_filters={"f": unimportable})
     with pytest.raises(ConfigError) as info:
-        loads_config(toml)
+        loads_config(config.toml())
     (error,) = info.value.errors
     assert error.startswith("http_filters.f.module: must name an HttpFilter class: cannot import")

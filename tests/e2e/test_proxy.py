@@ -19,14 +19,15 @@ from tests.helpers import (
 
 async def test_proxies_and_adds_edge_headers(nursery):
     up = await start_upstream(nursery)
-    config = proxy_config(up.port, listener={"http_filters": ["mark"]})
-    config.http_filter(
-        "mark",
-        "header_mutation",
-        request_headers_to_add={"x-gateway": "1"},
-        response_headers_to_add={"x-served-by": "gateway"},
-    )
-    async with run_gateway(config) as gw, httpx.AsyncClient() as client:
+    mark = {
+        "type": "header_mutation",
+        "request_headers_to_add": {"x-gateway": "1"},
+        "response_headers_to_add": {"x-served-by": "gateway"},
+    }
+    async with (
+        run_gateway(proxy_config(up.port, http_filters={"mark": mark})) as gw,
+        httpx.AsyncClient() as client,
+    ):
         r = await client.get(url(gw, "/hello?q=1"), headers={"x-forwarded-for": "10.0.0.9"})
         assert r.status_code == 200
         seen = r.json()
