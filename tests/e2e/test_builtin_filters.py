@@ -4,62 +4,55 @@ import httpx
 import pytest
 import trio
 
-from tests.helpers import admin_url, config_toml, run_gateway, start_upstream, url
+from tests.config_builder import proxy_config, route
+from tests.helpers import admin_url, run_gateway, start_upstream, url
 
-FILTERS = """
-[http_filters.hc]
-type = "health_check"
-path = "/healthz"
-[http_filters.buffer]
-type = "buffer"
-max_request_bytes = 1000
-[http_filters.rate]
-type = "local_ratelimit"
-max_tokens = 3
-tokens_per_fill = 1
-fill_interval = "1h"
-key = "header:x-user"
-[http_filters.chaos]
-type = "fault"
-header_control = true
-[http_filters.cors]
-type = "cors"
-allow_origins = ["https://app.example.com"]
-allow_origin_regex = ["https://.*[.]example[.]org"]
-allow_methods = ["GET", "PUT"]
-allow_headers = ["content-type"]
-expose_headers = ["x-request-id"]
-allow_credentials = true
-max_age = "10m"
-[http_filters.rbac]
-type = "rbac"
-action = "deny"
-[[http_filters.rbac.rules]]
-path_prefixes = ["/admin"]
-[[http_filters.rbac.rules]]
-methods = ["DELETE"]
-headers = [{ name = "x-role", exact = "guest" }]
-"""
+#: The built-in filters, in the order the listener runs them.
+FILTERS = {
+    "hc": {"type": "health_check", "path": "/healthz"},
+    "rbac": {
+        "type": "rbac",
+        "action": "deny",
+        "rules": [
+            {"path_prefixes": ["/admin"]},
+            {"methods": ["DELETE"], "headers": [{"name": "x-role", "exact": "guest"}]},
+        ],
+    },
+    "cors": {
+        "type": "cors",
+        "allow_origins": ["https://app.example.com"],
+        "allow_origin_regex": ["https://.*[.]example[.]org"],
+        "allow_methods": ["GET", "PUT"],
+        "allow_headers": ["content-type"],
+        "expose_headers": ["x-request-id"],
+        "allow_credentials": True,
+        "max_age": "10m",
+    },
+    "chaos": {"type": "fault", "header_control": True},
+    "rate": {
+        "type": "local_ratelimit",
+        "max_tokens": 3,
+        "tokens_per_fill": 1,
+        "fill_interval": "1h",
+        "key": "header:x-user",
+    },
+    "buffer": {"type": "buffer", "max_request_bytes": 1000},
+}
 
-ROUTES = """
-[[virtual_hosts.main.routes]]
-match = { prefix = "/unlimited" }
-cluster = "backend"
-http_filters = { rate = { disabled = true } }
-[[virtual_hosts.main.routes]]
-match = { prefix = "/strict" }
-cluster = "backend"
-http_filters = { rate = { config = { max_tokens = 1, fill_interval = "1h" } } }
-"""
-
-CHAIN = 'http_filters = ["hc", "rbac", "cors", "chaos", "rate", "buffer"]'
+ROUTES = [
+    route("/unlimited", cluster="backend", http_filters={"rate": {"disabled": True}}),
+    route(
+        "/strict",
+        cluster="backend",
+        http_filters={"rate": {"config": {"max_tokens": 1, "fill_interval": "1h"}}},
+    ),
+]
 
 
 @pytest.fixture
 async def gw(nursery):
     up = await start_upstream(nursery)
-    toml = config_toml(up.port, listener=CHAIN, routes=ROUTES) + FILTERS
-    async with run_gateway(toml) as gw:
+    async with run_gateway(proxy_config(up.port, http_filters=FILTERS, routes=ROUTES)) as gw:
         gw.upstream = up
         yield gw
 
@@ -169,14 +162,10 @@ async def test_rbac_denies_matching_requests(gw):
 def test_filter_override_errors_name_their_path():
     from gateway import ConfigError, loads_config
 
-    routes = """
-[[virtual_hosts.main.routes]]
-match = { prefix = "/x" }
-cluster = "backend"
-http_filters = { nope = { disabled = true }, rate = { config = { max_tokens = "many" } } }
-"""
+    overrides = {"nope": {"disabled": True}, "rate": {"config": {"max_tokens": "many"}}}
+    routes = [route("/x", cluster="backend", http_filters=overrides)]
     with pytest.raises(ConfigError) as info:
-        loads_config(config_toml(1, listener=CHAIN, routes=routes) + FILTERS)
+        loads_config(proxy_config(1, http_filters=FILTERS, routes=routes).toml())
     assert info.value.errors == [
         "virtual_hosts.main.routes[0].http_filters.nope: no http filter named 'nope'",
         "virtual_hosts.main.routes[0].http_filters.rate.config.max_tokens: expected int, "
@@ -189,9 +178,11 @@ async def test_compressor_streams_gzip(nursery):
     import zlib
 
     up = await start_upstream(nursery)
-    extra = '[http_filters.gzip]\ntype = "compressor"\ncontent_types = ["application/json"]\n'
-    toml = proxy_config(up.port, listener={"http_filters": ["gzip"]}) + extra
-    async with run_gateway(toml) as gw, httpx.AsyncClient() as client:
+    gzip_filter = {"type": "compressor", "content_types": ["application/json"]}
+    async with (
+        run_gateway(proxy_config(up.port, http_filters={"gzip": gzip_filter})) as gw,
+        httpx.AsyncClient() as client,
+    ):
         r = await client.get(url(gw, "/json"), headers={"accept-encoding": "gzip"})
         assert r.headers["content-encoding"] == "gzip"
         assert "content-length" not in r.headers or int(r.headers["content-length"]) == len(
@@ -242,18 +233,16 @@ async def test_ext_authz_allows_denies_and_fails_closed(nursery):
 
     authz_port = await serve_asgi(nursery, authz)
     up = await start_upstream(nursery)
-    extra = f"""
-[http_filters.authz]
-type = "ext_authz"
-cluster = "authz"
-path_prefix = "/check"
-headers_to_add = ["x-auth-user"]
-timeout = "300ms"
-[clusters.authz]
-endpoints = ["127.0.0.1:{authz_port}"]
-"""
-    toml = proxy_config(up.port, listener={"http_filters": ["authz"]}) + extra
-    async with run_gateway(toml) as gw, httpx.AsyncClient() as client:
+    authz_filter = {
+        "type": "ext_authz",
+        "cluster": "authz",
+        "path_prefix": "/check",
+        "headers_to_add": ["x-auth-user"],
+        "timeout": "300ms",
+    }
+    config = proxy_config(up.port, http_filters={"authz": authz_filter})
+    config.cluster("authz", authz_port)
+    async with run_gateway(config) as gw, httpx.AsyncClient() as client:
         ok = await client.get(url(gw, "/allow/me"), headers={"authorization": "Bearer ok"})
         assert ok.status_code == 200
         assert ok.json()["headers"]["x-auth-user"] == "alice"
@@ -262,8 +251,8 @@ endpoints = ["127.0.0.1:{authz_port}"]
         assert denied.headers["www-authenticate"] == "Basic"
         slow = await client.get(url(gw, "/allow/slow"), headers={"authorization": "Bearer ok"})
         assert slow.status_code == 403
-    down_toml = toml.replace(f'"127.0.0.1:{authz_port}"', '"127.0.0.1:1"')
-    async with run_gateway(down_toml) as gw, httpx.AsyncClient() as client:
+    config.cluster("authz", 1)
+    async with run_gateway(config) as gw, httpx.AsyncClient() as client:
         down = await client.get(url(gw, "/allow/me"), headers={"authorization": "Bearer ok"})
         assert down.status_code == 403  # the service is down: fail closed
     assert [r.path for r in up.requests] == ["/allow/me"]
@@ -328,35 +317,29 @@ async def test_jwt_authn_local_and_remote_jwks(nursery, tmp_path):
 
     jwks_port = await serve_asgi(nursery, jwks_app)
     up = await start_upstream(nursery)
-    extra = f"""
-[http_filters.jwt]
-type = "jwt_authn"
-issuer = "https://auth.test"
-audiences = ["api"]
-algorithms = ["RS256"]
-local_jwks = {{ path = "{jwks_file}" }}
-claims_to_headers = {{ sub = "x-jwt-sub" }}
-[http_filters.remote_jwt]
-type = "jwt_authn"
-algorithms = ["RS256"]
-remote_jwks = {{ cluster = "auth", path = "/.well-known/jwks.json" }}
-[clusters.auth]
-endpoints = ["127.0.0.1:{jwks_port}"]
-"""
+    remote_jwks = {"cluster": "auth", "path": "/.well-known/jwks.json"}
+    jwt_filters = {
+        "jwt": {
+            "type": "jwt_authn",
+            "issuer": "https://auth.test",
+            "audiences": ["api"],
+            "algorithms": ["RS256"],
+            "local_jwks": {"path": str(jwks_file)},
+            "claims_to_headers": {"sub": "x-jwt-sub"},
+        },
+        "remote_jwt": {"type": "jwt_authn", "algorithms": ["RS256"], "remote_jwks": remote_jwks},
+    }
     # /remote turns the local-JWKS filter off and gives the remote one its config; the
     # virtual host turns the remote one off everywhere else.
-    routes = """
-[[virtual_hosts.main.routes]]
-match = { prefix = "/remote" }
-cluster = "backend"
-[virtual_hosts.main.routes.http_filters]
-jwt = { disabled = true }
-remote_jwt = { config = { remote_jwks = { cluster = "auth", path = "/.well-known/jwks.json" } } }
-"""
-    listener = 'http_filters = ["jwt", "remote_jwt"]'
-    vhost = "\n[virtual_hosts.main.http_filters]\nremote_jwt = { disabled = true }\n"
-    toml = config_toml(up.port, listener=listener, routes=routes) + extra + vhost
-    async with run_gateway(toml) as gw, httpx.AsyncClient() as client:
+    remote_only = {
+        "jwt": {"disabled": True},
+        "remote_jwt": {"config": {"remote_jwks": remote_jwks}},
+    }
+    routes = [route("/remote", cluster="backend", http_filters=remote_only)]
+    config = proxy_config(up.port, http_filters=jwt_filters, routes=routes)
+    config.virtual_host("main", http_filters={"remote_jwt": {"disabled": True}})
+    config.cluster("auth", jwks_port)
+    async with run_gateway(config) as gw, httpx.AsyncClient() as client:
 
         def bearer(token: str) -> dict:
             return {"authorization": f"Bearer {token}"}
