@@ -5,7 +5,7 @@ to the one spelling the rules see."""
 import pytest
 
 from tests.config_builder import proxy_config
-from tests.helpers import config_toml, raw_exchange, run_gateway, start_upstream
+from tests.helpers import raw_exchange, run_gateway, start_upstream
 
 SPELLINGS = [
     "/admin",
@@ -38,13 +38,7 @@ SPELLINGS = [
     "/./x/../admin?q=1",
 ]
 
-RBAC = """
-[http_filters.rbac]
-type = "rbac"
-action = "deny"
-[[http_filters.rbac.rules]]
-path_prefixes = ["/admin"]
-"""
+RBAC = {"type": "rbac", "action": "deny", "rules": [{"path_prefixes": ["/admin"]}]}
 
 
 async def send(gw, path: str) -> tuple[int, dict[str, str]]:
@@ -59,8 +53,7 @@ async def send(gw, path: str) -> tuple[int, dict[str, str]]:
 
 async def test_no_spelling_of_a_denied_path_reaches_the_backend(nursery):
     up = await start_upstream(nursery)
-    toml = proxy_config(up.port, listener={"http_filters": ["rbac"]}) + RBAC
-    async with run_gateway(toml) as gw:
+    async with run_gateway(proxy_config(up.port, http_filters={"rbac": RBAC})) as gw:
         outcomes = {}
         for path in SPELLINGS:
             status, headers = await send(gw, path)
@@ -94,18 +87,19 @@ async def test_the_upstream_gets_the_normalised_path(nursery):
 )
 async def test_escaped_slash_actions(nursery, action, status, seen):
     up = await start_upstream(nursery)
-    listener = f'path_with_escaped_slashes_action = "{action}"'
-    async with run_gateway(config_toml(up.port, listener=listener)) as gw:
+    listener = {"path_with_escaped_slashes_action": action}
+    async with run_gateway(proxy_config(up.port, listener=listener)) as gw:
         assert (await send(gw, "/a%2fb"))[0] == status
     assert [r.path for r in up.requests] == ([seen] if seen else [])
 
 
 async def test_normalisation_off_forwards_the_path_as_sent(nursery):
     up = await start_upstream(nursery)
-    listener = (
-        "normalize_path = false\nmerge_slashes = false\n"
-        'path_with_escaped_slashes_action = "keep_unchanged"'
-    )
-    async with run_gateway(config_toml(up.port, listener=listener)) as gw:
+    listener = {
+        "normalize_path": False,
+        "merge_slashes": False,
+        "path_with_escaped_slashes_action": "keep_unchanged",
+    }
+    async with run_gateway(proxy_config(up.port, listener=listener)) as gw:
         assert (await send(gw, "/x/..//%61dmin"))[0] == 200
     assert [r.path for r in up.requests] == ["/x/..//%61dmin"]
