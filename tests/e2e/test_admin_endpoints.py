@@ -3,6 +3,7 @@ resets, listener drain, server_info, secrets redacted from /config_dump, custom 
 buckets, per-route stats, the stats history, and the loopback rule."""
 
 import logging
+from typing import Any
 
 import httpx
 import pytest
@@ -11,8 +12,8 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from gateway import loads_config
 from gateway.errors import ConfigError
-from tests.config_builder import proxy_config
-from tests.helpers import admin_url, config_toml, eventually, run_gateway, start_upstream, url
+from tests.config_builder import ConfigBuilder, proxy_config
+from tests.helpers import admin_url, eventually, run_gateway, start_upstream, url
 
 
 async def _traffic(gw, client, paths=("/a", "/b", "/c")) -> None:
@@ -84,8 +85,8 @@ async def test_server_info_and_redacted_config_dump(nursery, tmp_path):
 
     up = await start_upstream(nursery)
     path = tmp_path / "gw.toml"
-    path.write_text(proxy_config(up.port))
-    config = loads_config(proxy_config(up.port))
+    path.write_text(proxy_config(up.port).toml())
+    config = loads_config(path.read_text())
     async with open_gateway(config, str(path)) as gw, httpx.AsyncClient() as client:
         info = (await client.get(admin_url(gw, "/server_info"))).json()
     assert info["command_line_options"] == {"config_path": str(path), "concurrency": 1}
@@ -131,32 +132,36 @@ async def test_config_dump_redacts_tls_private_keys(nursery):
     }
 
 
+def admin_only(address: str, **keys: Any) -> str:
+    """The TOML of a config with only `[admin]`."""
+    config = ConfigBuilder()
+    config.table("admin", address=address, **keys)
+    return config.toml()
+
+
 def test_admin_must_be_loopback_unless_allowed():
     with pytest.raises(ConfigError) as error:
-        loads_config('[admin]\naddress = "0.0.0.0:9901"\n')
+        loads_config(admin_only("0.0.0.0:9901"))
     assert error.value.errors == [
         "admin.address: must be a loopback address unless allow_non_loopback = true "
         "(the admin endpoint has no authentication), got '0.0.0.0:9901'"
     ]
-    for ok in ('"127.0.0.2:0"', '"[::1]:0"', '"localhost:0"'):
-        loads_config(f"[admin]\naddress = {ok}\n")
+    for ok in ("127.0.0.2:0", "[::1]:0", "localhost:0"):
+        loads_config(admin_only(ok))
 
 
 async def test_non_loopback_admin_logs_a_warning(caplog):
-    toml = '[admin]\naddress = "0.0.0.0:0"\nallow_non_loopback = true\n'
     with caplog.at_level(logging.WARNING, logger="gateway.admin"):
-        async with run_gateway(toml):
+        async with run_gateway(admin_only("0.0.0.0:0", allow_non_loopback=True)):
             pass
     assert "reachable beyond this host" in caplog.text
 
 
 async def test_custom_histogram_buckets_and_per_route_stats(nursery):
     up = await start_upstream(nursery)
-    toml = proxy_config(up.port, listener={"per_route_stats": True}).replace(
-        "[server]\n",
-        '[server]\nhistogram_buckets = [{ match = "^cluster\\\\.", buckets = [2, 2000] }]\n',
-    )
-    async with run_gateway(toml) as gw, httpx.AsyncClient() as client:
+    config = proxy_config(up.port, listener={"per_route_stats": True})
+    config.server(histogram_buckets=[{"match": "^cluster\\.", "buckets": [2, 2000]}])
+    async with run_gateway(config) as gw, httpx.AsyncClient() as client:
         await _traffic(gw, client, ["/a", "/status/503"])
         await eventually(lambda: gw.stats.value("vhost.main.route.0.upstream_rq_completed") == 2)
         assert gw.stats.value("vhost.main.route.0.upstream_rq_2xx") == 1
