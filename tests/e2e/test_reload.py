@@ -14,42 +14,22 @@ from trio_websocket import ConnectionClosed, open_websocket_url
 
 from gateway.config import load_config
 from gateway.server import open_gateway
+from tests.config_builder import ConfigBuilder, local, proxy_config, route
 from tests.grpc_echo import OPTIONS, start_server
 from tests.helpers import SteadyLoad, admin_url, free_port, serving, start_upstream, url
 from tests.ws_echo import start_echo_server
 
 
-def config_text(version: int, endpoint: int, *, idle_timeout: str = "300s", extra: str = "") -> str:
-    return f"""
-[admin]
-address = "127.0.0.1:0"
-
-[server]
-drain_timeout = "5s"
-drain_grace = "200ms"
-
-[listeners.edge]
-address = "127.0.0.1:0"
-virtual_hosts = ["main"]
-idle_timeout = "{idle_timeout}"
-
-[listeners.steady]
-address = "127.0.0.1:0"
-virtual_hosts = ["main"]
-
-[virtual_hosts.main]
-domains = ["*"]
-
-[[virtual_hosts.main.routes]]
-match = {{ prefix = "/" }}
-cluster = "backend"
-response_headers_to_add = {{ "x-config-version" = "{version}" }}
-
-[clusters.backend]
-endpoints = ["127.0.0.1:{endpoint}"]
-connect_timeout = "1s"
-{extra}
-"""
+def reload_config(version: int, endpoint: int, *, idle_timeout: str = "300s") -> ConfigBuilder:
+    """Listeners `edge` (its idle timeout a setting a reload may change) and `steady` route
+    to `endpoint`; every answer says the config `version` in x-config-version."""
+    version_header = {"response_headers_to_add": {"x-config-version": str(version)}}
+    config = proxy_config(
+        endpoint, listener={"idle_timeout": idle_timeout}, catch_all=version_header
+    )
+    config.server(drain_timeout="5s", drain_grace="200ms")
+    config.listener("steady", virtual_hosts=["main"])
+    return config
 
 
 async def post_reload(client: httpx.AsyncClient, gw: object) -> httpx.Response:
@@ -59,7 +39,7 @@ async def post_reload(client: httpx.AsyncClient, gw: object) -> httpx.Response:
 async def test_ten_reloads_under_http1_and_http2_load(nursery, tmp_path: Path):
     ups = [await start_upstream(nursery, "a"), await start_upstream(nursery, "b")]
     path = tmp_path / "gateway.toml"
-    path.write_text(config_text(0, ups[0].port))
+    path.write_text(reload_config(0, ups[0].port).toml())
     http1, http2 = SteadyLoad(), SteadyLoad()
     async with open_gateway(load_config(path), str(path)) as gw:
         port = gw.listener_ports["edge"]
@@ -81,7 +61,9 @@ async def test_ten_reloads_under_http1_and_http2_load(nursery, tmp_path: Path):
                 # Every other reload moves the cluster to the other upstream; every third
                 # changes a listener setting (its connections drain, its socket stays).
                 idle = "300s" if version % 3 else f"{300 + version}s"
-                path.write_text(config_text(version, ups[version % 2].port, idle_timeout=idle))
+                path.write_text(
+                    reload_config(version, ups[version % 2].port, idle_timeout=idle).toml()
+                )
                 answer = await post_reload(admin, gw)
                 assert answer.status_code == 200, answer.text
                 # From now on every request follows the new route and cluster, on any
@@ -101,10 +83,10 @@ async def test_ten_reloads_under_http1_and_http2_load(nursery, tmp_path: Path):
 async def test_keep_alive_connections_follow_new_routes(nursery, tmp_path: Path):
     up = await start_upstream(nursery)
     path = tmp_path / "gateway.toml"
-    path.write_text(config_text(1, up.port))
+    path.write_text(reload_config(1, up.port).toml())
     async with open_gateway(load_config(path), str(path)) as gw, httpx.AsyncClient() as client:
         assert (await client.get(url(gw, "/"))).headers["x-config-version"] == "1"
-        path.write_text(config_text(2, up.port))
+        path.write_text(reload_config(2, up.port).toml())
         assert (await post_reload(client, gw)).status_code == 200
         # Same keep-alive connection (httpx reuses it): the new route applies.
         assert (await client.get(url(gw, "/"))).headers["x-config-version"] == "2"
@@ -114,9 +96,11 @@ async def test_keep_alive_connections_follow_new_routes(nursery, tmp_path: Path)
 async def test_an_invalid_config_is_rejected_and_the_old_one_serves(nursery, tmp_path: Path):
     up = await start_upstream(nursery)
     path = tmp_path / "gateway.toml"
-    path.write_text(config_text(1, up.port))
+    path.write_text(reload_config(1, up.port).toml())
     async with open_gateway(load_config(path), str(path)) as gw, httpx.AsyncClient() as client:
-        path.write_text(config_text(2, up.port).replace('cluster = "backend"', 'cluster = "nope"'))
+        broken = reload_config(2, up.port)
+        broken.routes()[0]["cluster"] = "nope"
+        path.write_text(broken.toml())
         answer = await post_reload(client, gw)
         assert answer.status_code == 400
         assert answer.json()["errors"] == [
@@ -133,14 +117,11 @@ async def test_a_listener_that_cannot_bind_rejects_the_reload(nursery, tmp_path:
     taken.listen()
     busy = taken.getsockname()[1]
     path = tmp_path / "gateway.toml"
-    path.write_text(config_text(1, up.port))
-    extra_listener = f"""
-[listeners.second]
-address = "127.0.0.1:{busy}"
-virtual_hosts = ["main"]
-"""
+    path.write_text(reload_config(1, up.port).toml())
+    second = reload_config(2, up.port)
+    second.listener("second", address=local(busy), virtual_hosts=["main"])
     async with open_gateway(load_config(path), str(path)) as gw, httpx.AsyncClient() as client:
-        path.write_text(config_text(2, up.port) + extra_listener)
+        path.write_text(second.toml())
         answer = await post_reload(client, gw)
         assert answer.status_code == 400
         assert "listeners.second: cannot bind" in answer.json()["errors"][0]
@@ -152,10 +133,15 @@ virtual_hosts = ["main"]
 async def test_watch_reloads_when_the_file_changes(nursery, tmp_path: Path):
     up = await start_upstream(nursery)
     path = tmp_path / "gateway.toml"
-    watch = "[server]\nwatch = true\n"
-    path.write_text(config_text(1, up.port).replace("[server]\n", watch))
+
+    def watched(version: int) -> str:
+        config = reload_config(version, up.port)
+        config.server(watch=True)
+        return config.toml()
+
+    path.write_text(watched(1))
     async with open_gateway(load_config(path), str(path)) as gw, httpx.AsyncClient() as client:
-        path.write_text(config_text(2, up.port).replace("[server]\n", watch))
+        path.write_text(watched(2))
         with trio.fail_after(5):
             while gw.reloads == 0:
                 await trio.sleep(0.1)
@@ -167,11 +153,11 @@ async def test_watch_reloads_when_the_file_changes(nursery, tmp_path: Path):
 async def test_sighup_reloads_a_served_config(nursery, tmp_path: Path):
     up = await start_upstream(nursery)
     path = tmp_path / "gateway.toml"
-    path.write_text(config_text(1, up.port))
+    path.write_text(reload_config(1, up.port).toml())
     async with serving(path) as served, httpx.AsyncClient() as client:
         target = f"http://127.0.0.1:{served.port}/"
         assert (await client.get(target)).headers["x-config-version"] == "1"
-        path.write_text(config_text(2, up.port))
+        path.write_text(reload_config(2, up.port).toml())
         served.process.send_signal(signal.SIGHUP)
         with trio.fail_after(5):
             while (await client.get(target)).headers["x-config-version"] != "2":
@@ -189,13 +175,12 @@ async def test_sighup_reloads_a_served_config(nursery, tmp_path: Path):
 async def test_a_tunnel_outlives_reloads_until_the_drain_timeout(nursery, tmp_path: Path):
     echo = await start_echo_server(nursery)
     path = tmp_path / "gateway.toml"
-    upgrade = 'upgrade = ["websocket"]\n'
 
     def text(version: int, idle: str) -> str:
-        base = config_text(version, echo.port, idle_timeout=idle)
-        return base.replace('drain_timeout = "5s"', 'drain_timeout = "1s"').replace(
-            'virtual_hosts = ["main"]\n', 'virtual_hosts = ["main"]\n' + upgrade, 1
-        )
+        config = reload_config(version, echo.port, idle_timeout=idle)
+        config.server(drain_timeout="1s")
+        config.listener("edge", upgrade=["websocket"])
+        return config.toml()
 
     path.write_text(text(1, "300s"))
     async with open_gateway(load_config(path), str(path)) as gw, httpx.AsyncClient() as admin:
@@ -218,30 +203,15 @@ async def test_a_tunnel_outlives_reloads_until_the_drain_timeout(nursery, tmp_pa
                 await ws.get_message()
 
 
-GRPC_TEMPLATE = """
-[admin]
-address = "127.0.0.1:0"
-
-[server]
-drain_timeout = "5s"
-drain_grace = "200ms"
-
-[listeners.edge]
-address = "127.0.0.1:{port}"
-virtual_hosts = ["grpc"]
-idle_timeout = "{idle}s"
-
-[virtual_hosts.grpc]
-domains = ["*"]
-
-[[virtual_hosts.grpc.routes]]
-match = {{ prefix = "/" }}
-cluster = "echo"
-
-[clusters.echo]
-endpoints = ["127.0.0.1:{upstream}"]
-protocol = "http2"
-"""
+def grpc_config(port: int, idle: int, upstream: int) -> str:
+    """Listener `edge` on `port`, with an idle timeout of `idle` seconds, to the gRPC
+    server at `upstream`."""
+    config = ConfigBuilder()
+    config.server(drain_timeout="5s", drain_grace="200ms")
+    config.listener("edge", address=local(port), virtual_hosts=["grpc"], idle_timeout=f"{idle}s")
+    config.virtual_host("grpc", route(cluster="echo"))
+    config.cluster("echo", upstream, protocol="http2")
+    return config.toml()
 
 
 async def test_http2_goaway_drain_under_grpc_load(tmp_path: Path):
@@ -250,7 +220,7 @@ async def test_http2_goaway_drain_under_grpc_load(tmp_path: Path):
     server, upstream, _ = start_server()
     path = tmp_path / "gateway.toml"
     port = free_port()
-    path.write_text(GRPC_TEMPLATE.format(port=port, idle=300, upstream=upstream))
+    path.write_text(grpc_config(port, 300, upstream))
     failures: list[str] = []
     calls = 0
     stop = threading.Event()
@@ -275,9 +245,7 @@ async def test_http2_goaway_drain_under_grpc_load(tmp_path: Path):
             try:
                 for reload in range(1, 6):
                     await trio.sleep(0.3)
-                    path.write_text(
-                        GRPC_TEMPLATE.format(port=port, idle=300 + reload, upstream=upstream)
-                    )
+                    path.write_text(grpc_config(port, 300 + reload, upstream))
                     answer = await post_reload(admin, gw)
                     assert answer.json()["changes"] == ["listener edge changed"]
                 await trio.sleep(0.3)
