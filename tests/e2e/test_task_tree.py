@@ -12,11 +12,10 @@ import trio
 from trio_websocket import ConnectionClosed, open_websocket_url
 
 from tests.admin_helpers import cancel, nodes, tasks, wait_for_node
-from tests.config_builder import proxy_config
+from tests.config_builder import ConfigBuilder, proxy_config, route
 from tests.grpc_echo import OPTIONS, start_server
 from tests.helpers import (
     admin_url,
-    config_toml,
     eventually,
     read_until,
     run_gateway,
@@ -123,8 +122,8 @@ async def test_cancel_refusals(nursery):
 
 async def test_websocket_tunnel_in_tasks_and_cancelled(nursery):
     echo = await start_echo_server(nursery)
-    toml = proxy_config(echo.port, listener={"upgrade": ["websocket"]})
-    async with run_gateway(toml) as gw, httpx.AsyncClient() as client:
+    config = proxy_config(echo.port, listener={"upgrade": ["websocket"]})
+    async with run_gateway(config) as gw, httpx.AsyncClient() as client:
         ws_url = f"ws://127.0.0.1:{gw.listener_ports['edge']}/chat"
         async with open_websocket_url(ws_url) as ws:
             await ws.send_message("hello")
@@ -141,30 +140,19 @@ async def test_websocket_tunnel_in_tasks_and_cancelled(nursery):
         assert gw.stats.value("http.edge.downstream_rq_admin_cancel") == 1
 
 
-GRPC_CONFIG = """
-[admin]
-address = "127.0.0.1:0"
-
-[listeners.edge]
-address = "127.0.0.1:0"
-virtual_hosts = ["main"]
-
-[virtual_hosts.main]
-domains = ["*"]
-[[virtual_hosts.main.routes]]
-match = {{ prefix = "/", grpc = true }}
-cluster = "echo"
-
-[clusters.echo]
-endpoints = ["127.0.0.1:{port}"]
-protocol = "http2"
-"""
+def grpc_config(port: int) -> ConfigBuilder:
+    """gRPC calls on listener `edge` go to cluster `echo`, the gRPC server at `port`."""
+    config = ConfigBuilder()
+    config.listener("edge", virtual_hosts=["main"])
+    config.virtual_host("main", route(match={"prefix": "/", "grpc": True}, cluster="echo"))
+    config.cluster("echo", port, protocol="http2")
+    return config
 
 
 async def test_grpc_call_in_tasks_and_cancelled():
     server, port, servicer = start_server()
     try:
-        async with run_gateway(GRPC_CONFIG.format(port=port)) as gw, httpx.AsyncClient() as client:
+        async with run_gateway(grpc_config(port)) as gw, httpx.AsyncClient() as client:
             target = f"127.0.0.1:{gw.listener_ports['edge']}"
             with grpc.insecure_channel(target, options=OPTIONS) as channel:
                 call = channel.unary_unary("/test.Echo/Unary").future(b"sleep", timeout=10)
@@ -187,10 +175,9 @@ async def test_grpc_call_in_tasks_and_cancelled():
 
 async def test_task_tree_off(nursery):
     up = await start_upstream(nursery)
-    toml = proxy_config(up.port).replace(
-        'address = "127.0.0.1:0"\n', 'address = "127.0.0.1:0"\ntask_tree = false\n', 1
-    )
-    async with run_gateway(toml) as gw, httpx.AsyncClient() as client:
+    config = proxy_config(up.port)
+    config.table("admin", task_tree=False)
+    async with run_gateway(config) as gw, httpx.AsyncClient() as client:
         assert (await client.get(url(gw, "/x"))).status_code == 200
         tree = await tasks(client, gw)
         assert "listener edge" in [n["name"] for n in nodes(tree)]
