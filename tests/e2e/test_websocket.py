@@ -12,15 +12,14 @@ from trio_websocket import ConnectionClosed, open_websocket_url
 from wsproto.connection import Connection, ConnectionType
 from wsproto.events import BytesMessage, TextMessage
 
-from tests.helpers import RawH2Client, config_toml, eventually, run_gateway, url
+from tests.config_builder import proxy_config, route
+from tests.helpers import RawH2Client, eventually, run_gateway, url
 from tests.ws_echo import start_dying_server, start_echo_server
 
-WS_ROUTES = """
-[[virtual_hosts.main.routes]]
-match = { prefix = "/plain" }
-cluster = "backend"
-upgrade = []
-"""
+#: Listener keys: every route allows WebSocket upgrades unless it says otherwise ...
+WEBSOCKET = {"upgrade": ["websocket"]}
+#: ... as /plain does.
+WS_ROUTES = [route("/plain", cluster="backend", upgrade=[])]
 
 
 def ws_url(gw, path: str = "/ws") -> str:
@@ -34,8 +33,7 @@ async def echo(nursery):
 
 @pytest.fixture
 async def gateway(echo):
-    toml = config_toml(echo.port, listener='upgrade = ["websocket"]', routes=WS_ROUTES)
-    async with run_gateway(toml) as gw:
+    async with run_gateway(proxy_config(echo.port, listener=WEBSOCKET, routes=WS_ROUTES)) as gw:
         yield gw
 
 
@@ -108,8 +106,11 @@ async def test_route_without_upgrade_forwards_a_plain_request(echo, gateway):
 
 
 async def test_route_without_upgrade_can_reject(echo):
-    toml = config_toml(echo.port, listener='upgrade_not_allowed = "reject"', routes=WS_ROUTES)
-    async with run_gateway(toml) as gw, httpx.AsyncClient() as client:
+    listener = {"upgrade_not_allowed": "reject"}
+    async with (
+        run_gateway(proxy_config(echo.port, listener=listener, routes=WS_ROUTES)) as gw,
+        httpx.AsyncClient() as client,
+    ):
         r = await client.get(
             url(gw, "/ws"), headers={"connection": "upgrade", "upgrade": "websocket"}
         )
@@ -118,7 +119,7 @@ async def test_route_without_upgrade_can_reject(echo):
 
 async def test_upstream_dying_mid_stream_closes_the_client(nursery):
     port = await start_dying_server(nursery)
-    async with run_gateway(proxy_config(port, listener={"upgrade": ["websocket"]})) as gw:
+    async with run_gateway(proxy_config(port, listener=WEBSOCKET)) as gw:
         async with open_websocket_url(ws_url(gw)) as ws:
             with pytest.raises(ConnectionClosed) as info, trio.fail_after(2):
                 await ws.get_message()
@@ -216,18 +217,11 @@ async def test_half_close_keeps_the_other_direction_open(echo, gateway):
 
 
 async def test_idle_and_max_duration_close_tunnels(echo):
-    routes = """
-[[virtual_hosts.main.routes]]
-match = { prefix = "/idle" }
-cluster = "backend"
-tunnel_idle_timeout = "300ms"
-[[virtual_hosts.main.routes]]
-match = { prefix = "/short" }
-cluster = "backend"
-tunnel_max_duration = "500ms"
-"""
-    toml = config_toml(echo.port, listener='upgrade = ["websocket"]', routes=routes)
-    async with run_gateway(toml) as gw:
+    routes = [
+        route("/idle", cluster="backend", tunnel_idle_timeout="300ms"),
+        route("/short", cluster="backend", tunnel_max_duration="500ms"),
+    ]
+    async with run_gateway(proxy_config(echo.port, listener=WEBSOCKET, routes=routes)) as gw:
         async with open_websocket_url(ws_url(gw, "/idle")) as ws:
             start = trio.current_time()
             with pytest.raises(ConnectionClosed), trio.fail_after(3):
@@ -263,14 +257,8 @@ async def test_refused_upgrade_does_not_poison_the_pool(echo, gateway):
 
 
 async def test_http2_tunnel_cut_by_idle_timeout_is_reset(echo):
-    routes = """
-[[virtual_hosts.main.routes]]
-match = { prefix = "/idle" }
-cluster = "backend"
-tunnel_idle_timeout = "200ms"
-"""
-    toml = config_toml(echo.port, listener='upgrade = ["websocket"]', routes=routes)
-    async with run_gateway(toml) as gw:
+    routes = [route("/idle", cluster="backend", tunnel_idle_timeout="200ms")]
+    async with run_gateway(proxy_config(echo.port, listener=WEBSOCKET, routes=routes)) as gw:
         client, _ = await _extended_connect(gw.listener_ports["edge"], "/idle")
         events = await client.read_until(
             lambda e: isinstance(e, h2.events.StreamReset | h2.events.StreamEnded)
@@ -281,9 +269,9 @@ tunnel_idle_timeout = "200ms"
 def test_tunnel_routes_need_http1_clusters():
     from gateway import ConfigError, loads_config
 
-    toml = proxy_config(1, listener={"upgrade": ["websocket"]}, cluster={"protocol": "http2"})
+    config = proxy_config(1, listener=WEBSOCKET, cluster={"protocol": "http2"})
     with pytest.raises(ConfigError) as info:
-        loads_config(toml)
+        loads_config(config.toml())
     assert info.value.errors == [
         "virtual_hosts.main.routes[0]: allows upgrades (WebSocket), which need an http1 "
         "cluster; 'backend' is http2"
