@@ -6,9 +6,8 @@ import json
 
 import trio
 
-from tests.config_builder import proxy_config
+from tests.config_builder import proxy_config, route
 from tests.helpers import (
-    config_toml,
     raw_exchange,
     read_until,
     run_gateway,
@@ -26,17 +25,9 @@ def split(out: bytes) -> tuple[str, dict[str, str], bytes]:
 
 async def test_absolute_form_target_routes_on_its_path_and_authority(nursery):
     up = await start_upstream(nursery)
-    routes = """
-[virtual_hosts.app]
-domains = ["app.test"]
-[[virtual_hosts.app.routes]]
-match = { prefix = "/p" }
-cluster = "backend"
-"""
-    toml = proxy_config(up.port, listener={"virtual_hosts": ["app", "main"]}).replace(
-        'virtual_hosts = ["main"]\n', "", 1
-    )
-    async with run_gateway(toml + routes) as gw:
+    config = proxy_config(up.port, listener={"virtual_hosts": ["app", "main"]})
+    config.virtual_host("app", route("/p", cluster="backend"), domains=["app.test"])
+    async with run_gateway(config) as gw:
         out = await raw_exchange(
             gw.listener_ports["edge"],
             b"GET HTTP://app.test/p?q=1 HTTP/1.1\r\nHost: other.test\r\nConnection: close\r\n\r\n",
@@ -57,7 +48,7 @@ async def test_options_asterisk_is_forwarded_as_asterisk(nursery):
             await stream.send_all(b"HTTP/1.1 200 OK\r\nAllow: GET\r\nContent-Length: 0\r\n\r\n")
 
     nursery.start_soon(trio.serve_listeners, upstream, listeners)
-    async with run_gateway(config_toml(listeners[0].socket.getsockname()[1])) as gw:
+    async with run_gateway(proxy_config(listeners[0].socket.getsockname()[1])) as gw:
         out = await raw_exchange(
             gw.listener_ports["edge"],
             b"OPTIONS * HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
@@ -71,12 +62,8 @@ async def test_date_on_local_and_forwarded_responses(nursery):
     port, _ = await start_scripted_upstream(
         nursery, b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
     )
-    routes = """
-[[virtual_hosts.main.routes]]
-match = { prefix = "/local" }
-direct_response = { status = 200, body = "local" }
-"""
-    async with run_gateway(config_toml(port, routes=routes)) as gw:
+    routes = [route("/local", direct_response={"status": 200, "body": "local"})]
+    async with run_gateway(proxy_config(port, routes=routes)) as gw:
         for path in (b"/local", b"/forwarded", b"/nowhere-no-upstream-date"):
             out = await raw_exchange(
                 gw.listener_ports["edge"],
@@ -105,8 +92,7 @@ async def test_431_is_read_by_the_client_not_lost_to_a_reset(nursery):
     """The client sends a head far over the limit in one go: the gateway answers 431 after
     reading part of it, and closes without destroying the answer with a TCP reset."""
     up = await start_upstream(nursery)
-    toml = proxy_config(up.port, listener={"max_request_headers_kb": 4})
-    async with run_gateway(toml) as gw:
+    async with run_gateway(proxy_config(up.port, listener={"max_request_headers_kb": 4})) as gw:
         for _ in range(5):
             stream = await trio.open_tcp_stream("127.0.0.1", gw.listener_ports["edge"])
             async with stream:
@@ -117,17 +103,15 @@ async def test_431_is_read_by_the_client_not_lost_to_a_reset(nursery):
     assert up.requests == []
 
 
-CONNECT_ROUTES = """
-[[virtual_hosts.main.routes]]
-match = { regex = ".*" }
-direct_response = { status = 200, body = "catch-all" }
-"""
+CATCH_ALL_REGEX = route(match={"regex": ".*"}, direct_response={"status": 200, "body": "catch-all"})
+#: CONNECT requests go to cluster `tcp` (which a test adds).
+CONNECT_ROUTE = route(match={"connect_matcher": True}, cluster="tcp")
 
 
 async def test_connect_is_refused_unless_a_route_allows_it(nursery):
     """A catch-all regex route does not take CONNECT: 404, and nothing is tunnelled."""
     up = await start_upstream(nursery)
-    async with run_gateway(config_toml(up.port, routes=CONNECT_ROUTES)) as gw:
+    async with run_gateway(proxy_config(up.port, routes=[CATCH_ALL_REGEX])) as gw:
         out = await raw_exchange(
             gw.listener_ports["edge"], b"CONNECT example.test:443 HTTP/1.1\r\nHost: x\r\n\r\n"
         )
@@ -139,13 +123,9 @@ async def test_connect_on_a_connect_matcher_route_is_terminated_into_a_tunnel(nu
     from tests.tls_helpers import start_tcp_upstream
 
     echo = await start_tcp_upstream(nursery)
-    routes = CONNECT_ROUTES + (
-        "[[virtual_hosts.main.routes]]\n"
-        "match = { connect_matcher = true }\n"
-        'cluster = "tcp"\n'
-        f'[clusters.tcp]\nendpoints = ["127.0.0.1:{echo.port}"]\n'
-    )
-    async with run_gateway(config_toml(routes=routes)) as gw:
+    config = proxy_config(routes=[CATCH_ALL_REGEX, CONNECT_ROUTE])
+    config.cluster("tcp", echo.port)
+    async with run_gateway(config) as gw:
         stream = await trio.open_tcp_stream("127.0.0.1", gw.listener_ports["edge"])
         async with stream:
             await stream.send_all(b"CONNECT echo.test:7 HTTP/1.1\r\nHost: echo.test:7\r\n\r\nfirst")
@@ -169,13 +149,9 @@ async def test_http2_connect_on_a_connect_matcher_route(nursery):
     from tests.tls_helpers import start_tcp_upstream
 
     echo = await start_tcp_upstream(nursery)
-    routes = (
-        "[[virtual_hosts.main.routes]]\n"
-        "match = { connect_matcher = true }\n"
-        'cluster = "tcp"\n'
-        f'[clusters.tcp]\nendpoints = ["127.0.0.1:{echo.port}"]\n'
-    )
-    async with run_gateway(config_toml(routes=routes)) as gw:
+    config = proxy_config(routes=[CONNECT_ROUTE])
+    config.cluster("tcp", echo.port)
+    async with run_gateway(config) as gw:
         client = await RawH2Client.connect(gw.listener_ports["edge"])
         async with client.stream:
             client.conn.send_headers(1, [(":method", "CONNECT"), (":authority", "echo.test:7")])
