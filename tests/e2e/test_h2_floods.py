@@ -13,7 +13,8 @@ import hyperframe.frame
 import pytest
 import trio
 
-from tests.helpers import RawH2Client, config_toml, run_gateway, start_upstream, url
+from tests.config_builder import proxy_config, route
+from tests.helpers import RawH2Client, run_gateway, start_upstream, url
 
 
 async def canary_latencies(gw, n: int = 20, pause: float = 0.02) -> list[float]:
@@ -51,8 +52,9 @@ async def goaway(client: RawH2Client, timeout: float = 5.0) -> hyperframe.frame.
 @pytest.fixture
 async def gw(nursery, request):
     up = await start_upstream(nursery)
-    listener = getattr(request, "param", "")
-    async with run_gateway(config_toml(up.port, listener=listener)) as gw:
+    http2 = getattr(request, "param", None)  # the listener's http2 keys, if any
+    listener = {"http2": http2} if http2 else None
+    async with run_gateway(proxy_config(up.port, listener=listener)) as gw:
         gw.upstream = up
         yield gw
 
@@ -172,7 +174,7 @@ async def test_reset_streams_the_gateway_sends_count_as_rapid_resets(gw):
 
 @pytest.mark.parametrize(
     "gw",
-    ["http2 = { max_stream_resets_per_second = 100000, premature_reset_total_stream_count = 40 }"],
+    [{"max_stream_resets_per_second": 100000, "premature_reset_total_stream_count": 40}],
     indirect=True,
 )
 async def test_premature_resets_close_the_connection(gw):
@@ -212,7 +214,7 @@ async def test_huge_hpack_table_from_the_client_is_capped(gw):
         assert sum(32 + len(n) + len(v) for n, v in table.dynamic_entries) <= 4096
 
 
-@pytest.mark.parametrize("gw", ["http2 = { max_concurrent_streams = 10 }"], indirect=True)
+@pytest.mark.parametrize("gw", [{"max_concurrent_streams": 10}], indirect=True)
 async def test_streams_past_the_limit_before_settings_are_refused_one_by_one(gw):
     client = await RawH2Client.connect(gw.listener_ports["edge"])
     async with client.stream:
@@ -229,7 +231,7 @@ async def test_streams_past_the_limit_before_settings_are_refused_one_by_one(gw)
     assert gw.stats.value("http.edge.http2.streams_refused") == 2
 
 
-@pytest.mark.parametrize("gw", ["http2 = { max_header_list_size = 8192 }"], indirect=True)
+@pytest.mark.parametrize("gw", [{"max_header_list_size": 8192}], indirect=True)
 async def test_continuation_frames_are_bounded_by_the_header_list_size(gw):
     client = await RawH2Client.connect(gw.listener_ports["edge"])
     async with client.stream:
@@ -246,12 +248,8 @@ async def test_response_headers_do_not_wait_for_a_closed_stream_window():
     """HEADERS are not flow controlled: a client that grants no window still gets the
     response head at once (the body waits, as it must). A direct response has its body at
     hand, so its head would otherwise wait to leave with it."""
-    routes = """
-[[virtual_hosts.main.routes]]
-match = { prefix = "/" }
-direct_response = { status = 200, body = "a body that needs a window" }
-"""
-    async with run_gateway(config_toml(routes=routes)) as gw:
+    routes = [route(direct_response={"status": 200, "body": "a body that needs a window"})]
+    async with run_gateway(proxy_config(routes=routes)) as gw:
         client = await RawH2Client.connect(gw.listener_ports["edge"])
         async with client.stream:
             client.conn.update_settings({h2.settings.SettingCodes.INITIAL_WINDOW_SIZE: 0})
