@@ -3,82 +3,66 @@
 import httpx
 import pytest
 
-from tests.helpers import eventually, run_gateway, start_upstream
+from tests.config_builder import ConfigBuilder, proxy_config, route
+from tests.helpers import eventually, run_gateway, start_upstream, url
 
-ROUTING = """
-[listeners.edge]
-address = "127.0.0.1:0"
-virtual_hosts = ["exact", "suffix", "prefix", "fallback"]
 
-[virtual_hosts.exact]
-domains = ["api.example.com"]
-request_headers_to_add = {{ "x-vhost" = "exact" }}
-response_headers_to_add = {{ "x-vhost-resp" = "exact" }}
-[[virtual_hosts.exact.routes]]
-match = {{ prefix = "/v1/" }}
-cluster = "a"
-prefix_rewrite = "/"
-request_headers_to_add = {{ "x-route" = "v1" }}
-request_headers_to_remove = ["x-drop"]
-response_headers_to_add = {{ "x-route-resp" = "v1" }}
-response_headers_to_remove = ["x-upstream"]
-[[virtual_hosts.exact.routes]]
-match = {{ path = "/exact" }}
-cluster = "b"
-[[virtual_hosts.exact.routes]]
-match = {{ regex = "/items/[0-9]+" }}
-cluster = "b"
-[[virtual_hosts.exact.routes]]
-match = {{ prefix = "/h", headers = [{{ name = "x-canary", exact = "yes" }}] }}
-cluster = "b"
-[[virtual_hosts.exact.routes]]
-match = {{ prefix = "/q", query_parameters = [{{ name = "debug", exact = "1" }}] }}
-cluster = "b"
-[[virtual_hosts.exact.routes]]
-match = {{ prefix = "/CaSe", case_sensitive = false }}
-cluster = "b"
-[[virtual_hosts.exact.routes]]
-match = {{ prefix = "/rewrite-host" }}
-cluster = "a"
-host_rewrite = "internal.svc"
-[[virtual_hosts.exact.routes]]
-match = {{ prefix = "/old" }}
-redirect = {{ path_redirect = "/new", response_code = 308 }}
-[[virtual_hosts.exact.routes]]
-match = {{ prefix = "/secure" }}
-redirect = {{ https_redirect = true }}
-[[virtual_hosts.exact.routes]]
-match = {{ prefix = "/weighted" }}
-weighted_clusters = [{{ name = "a", weight = 1 }}, {{ name = "b", weight = 3 }}]
-[[virtual_hosts.exact.routes]]
-match = {{ prefix = "/" }}
-cluster = "a"
-
-[virtual_hosts.suffix]
-domains = ["*.example.com"]
-response_headers_to_add = {{ "x-vhost" = "suffix" }}
-[[virtual_hosts.suffix.routes]]
-match = {{ prefix = "/" }}
-direct_response = {{ status = 200, body = "suffix" }}
-response_headers_to_add = {{ "x-route" = "direct" }}
-
-[virtual_hosts.prefix]
-domains = ["internal.*"]
-[[virtual_hosts.prefix.routes]]
-match = {{ prefix = "/" }}
-direct_response = {{ status = 200, body = "prefix" }}
-
-[virtual_hosts.fallback]
-domains = ["*"]
-[[virtual_hosts.fallback.routes]]
-match = {{ path = "/only-this" }}
-direct_response = {{ status = 201, body = "fallback" }}
-
-[clusters.a]
-endpoints = ["127.0.0.1:{a}"]
-[clusters.b]
-endpoints = ["127.0.0.1:{b}"]
-"""
+def routing_config(a: int, b: int) -> ConfigBuilder:
+    """Virtual hosts of each domain kind, with routes of every match kind and action, to
+    clusters `a` and `b` (upstreams on ports `a` and `b`)."""
+    config = ConfigBuilder(admin=False)
+    config.listener(virtual_hosts=["exact", "suffix", "prefix", "fallback"])
+    config.virtual_host(
+        "exact",
+        route(
+            "/v1/",
+            cluster="a",
+            prefix_rewrite="/",
+            request_headers_to_add={"x-route": "v1"},
+            request_headers_to_remove=["x-drop"],
+            response_headers_to_add={"x-route-resp": "v1"},
+            response_headers_to_remove=["x-upstream"],
+        ),
+        route(match={"path": "/exact"}, cluster="b"),
+        route(match={"regex": "/items/[0-9]+"}, cluster="b"),
+        route(
+            match={"prefix": "/h", "headers": [{"name": "x-canary", "exact": "yes"}]}, cluster="b"
+        ),
+        route(
+            match={"prefix": "/q", "query_parameters": [{"name": "debug", "exact": "1"}]},
+            cluster="b",
+        ),
+        route(match={"prefix": "/CaSe", "case_sensitive": False}, cluster="b"),
+        route("/rewrite-host", cluster="a", host_rewrite="internal.svc"),
+        route("/old", redirect={"path_redirect": "/new", "response_code": 308}),
+        route("/secure", redirect={"https_redirect": True}),
+        route(
+            "/weighted", weighted_clusters=[{"name": "a", "weight": 1}, {"name": "b", "weight": 3}]
+        ),
+        route(cluster="a"),
+        domains=["api.example.com"],
+        request_headers_to_add={"x-vhost": "exact"},
+        response_headers_to_add={"x-vhost-resp": "exact"},
+    )
+    config.virtual_host(
+        "suffix",
+        route(
+            direct_response={"status": 200, "body": "suffix"},
+            response_headers_to_add={"x-route": "direct"},
+        ),
+        domains=["*.example.com"],
+        response_headers_to_add={"x-vhost": "suffix"},
+    )
+    config.virtual_host(
+        "prefix", route(direct_response={"status": 200, "body": "prefix"}), domains=["internal.*"]
+    )
+    config.virtual_host(
+        "fallback",
+        route(match={"path": "/only-this"}, direct_response={"status": 201, "body": "fallback"}),
+    )
+    config.cluster("a", a)
+    config.cluster("b", b)
+    return config
 
 
 @pytest.fixture
@@ -86,7 +70,7 @@ async def routed(nursery):
     a = await start_upstream(nursery, "a")
     b = await start_upstream(nursery, "b")
     async with (
-        run_gateway(ROUTING.format(a=a.port, b=b.port)) as gw,
+        run_gateway(routing_config(a.port, b.port)) as gw,
         httpx.AsyncClient(
             base_url=f"http://127.0.0.1:{gw.listener_ports['edge']}",
             headers={"host": "api.example.com"},
@@ -165,10 +149,8 @@ async def test_weighted_clusters_split_traffic(routed):
 
 async def test_round_robin_across_endpoints(nursery):
     ups = [await start_upstream(nursery, f"u{i}") for i in range(3)]
-    from tests.helpers import config_toml, url
-
     async with (
-        run_gateway(config_toml(*(u.port for u in ups))) as gw,
+        run_gateway(proxy_config(*(u.port for u in ups))) as gw,
         httpx.AsyncClient() as client,
     ):
         servers = [(await client.get(url(gw, "/"))).json()["server"] for _ in range(9)]
