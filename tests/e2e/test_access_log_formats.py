@@ -9,14 +9,10 @@ import pytest
 
 from gateway import loads_config
 from gateway.errors import ConfigError
-from tests.config_builder import proxy_config
-from tests.helpers import config_toml, eventually, run_gateway, start_upstream, url
+from tests.config_builder import proxy_config, route
+from tests.helpers import eventually, run_gateway, start_upstream, url
 
 TRACE = "0af7651916cd43dd8448eb211c80319c"
-
-
-def access_logs(*tables: str) -> str:
-    return "".join(f"\n[[listeners.edge.access_log]]\n{t}\n" for t in tables)
 
 
 async def test_operators_json_format_several_logs_and_filters(nursery, tmp_path):
@@ -28,19 +24,23 @@ async def test_operators_json_format_several_logs_and_filters(nursery, tmp_path)
         "%UPSTREAM_HOST% %UPSTREAM_CLUSTER% %ROUTE_NAME% %REQ(USER-AGENT):4% "
         "%RESP(CONTENT-TYPE)% %TRACE_ID% %DOWNSTREAM_REMOTE_ADDRESS_WITHOUT_PORT%"
     )
-    toml = proxy_config(up.port).replace(
-        "[virtual_hosts.main]",
-        access_logs(
-            f"path = '{text}'\nflush_interval = '0s'\ntext_format = '{fmt}'",
-            f'path = "{js}"\nflush_interval = "0s"\n'
-            'json_format = { code = "%RESPONSE_CODE%", line = "%REQ(:METHOD)% %REQ(:PATH)%", '
-            'duration = "%DURATION%", host = "%UPSTREAM_HOST%", rid = "%REQ(X-REQUEST-ID)%" }',
-            f'path = "{errors}"\nflush_interval = "0s"\nfilter = {{ min_status_code = 500 }}',
-            f'path = "{slow}"\nflush_interval = "0s"\nfilter = {{ min_duration = "300ms" }}',
-        )
-        + "[virtual_hosts.main]",
-    )
-    async with run_gateway(toml) as gw, httpx.AsyncClient() as client:
+    json_format = {
+        "code": "%RESPONSE_CODE%",
+        "line": "%REQ(:METHOD)% %REQ(:PATH)%",
+        "duration": "%DURATION%",
+        "host": "%UPSTREAM_HOST%",
+        "rid": "%REQ(X-REQUEST-ID)%",
+    }
+    logs = [
+        {"path": str(text), "flush_interval": "0s", "text_format": fmt},
+        {"path": str(js), "flush_interval": "0s", "json_format": json_format},
+        {"path": str(errors), "flush_interval": "0s", "filter": {"min_status_code": 500}},
+        {"path": str(slow), "flush_interval": "0s", "filter": {"min_duration": "300ms"}},
+    ]
+    async with (
+        run_gateway(proxy_config(up.port, listener={"access_log": logs})) as gw,
+        httpx.AsyncClient() as client,
+    ):
         headers = {"user-agent": "tester", "traceparent": f"00-{TRACE}-00f067aa0ba902b7-01"}
         await client.post(url(gw, "/echo?x=1"), content=b"12345", headers=headers)
         await client.get(url(gw, "/status/503"))
@@ -69,22 +69,16 @@ async def test_operators_json_format_several_logs_and_filters(nursery, tmp_path)
 async def test_missing_values_and_response_flags_filter(nursery, tmp_path):
     log = tmp_path / "uf.log"
     fmt = "%RESPONSE_CODE% %RESPONSE_FLAGS% %UPSTREAM_HOST% %RESP(X-NONE)% %RESPONSE_DURATION%"
-    ok_route = """
-[[virtual_hosts.main.routes]]
-match = { path = "/ok" }
-direct_response = { status = 200 }
-"""
+    ok_route = route(match={"path": "/ok"}, direct_response={"status": 200})
+    flagged = {
+        "path": str(log),
+        "flush_interval": "0s",
+        "text_format": fmt,
+        "filter": {"response_flags": ["UF", "UT"]},
+    }
     # Port 1: nothing listens there, so proxied requests fail with UF.
-    toml = config_toml(1, routes=ok_route).replace(
-        "[virtual_hosts.main]",
-        access_logs(
-            f'path = "{log}"\nflush_interval = "0s"\ntext_format = "{fmt}"\n'
-            'filter = { response_flags = ["UF", "UT"] }'
-        )
-        + "[virtual_hosts.main]",
-        1,
-    )
-    async with run_gateway(toml) as gw, httpx.AsyncClient() as client:
+    config = proxy_config(1, listener={"access_log": [flagged]}, routes=[ok_route])
+    async with run_gateway(config) as gw, httpx.AsyncClient() as client:
         assert (await client.get(url(gw, "/ok"))).status_code == 200
         assert (await client.get(url(gw, "/down"))).status_code == 502
         await eventually(lambda: log.exists() and log.read_text())
@@ -107,12 +101,9 @@ async def test_traceparent_gets_a_new_span_per_hop_and_request_id_is_kept(nurser
 
 
 def test_unknown_operator_is_a_config_error():
-    toml = proxy_config(1).replace(
-        "[virtual_hosts.main]",
-        access_logs("text_format = '%REQ(:METHOD)% %NOPE%'") + "[virtual_hosts.main]",
-    )
+    config = proxy_config(1, listener={"access_log": [{"text_format": "%REQ(:METHOD)% %NOPE%"}]})
     with pytest.raises(ConfigError) as error:
-        loads_config(toml)
+        loads_config(config.toml())
     assert error.value.errors == [
         "listeners.edge.access_log[0].text_format: must use known operators: "
         "unknown command operator %NOPE%"
