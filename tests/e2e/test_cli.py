@@ -10,8 +10,8 @@ import pytest
 import trio
 
 from gateway import StartupError, loads_config, open_gateway
-from tests.config_builder import proxy_config
-from tests.helpers import config_toml, serving, start_upstream
+from tests.config_builder import local, proxy_config
+from tests.helpers import serving, start_upstream
 
 ROOT = Path(__file__).resolve().parents[2]
 GATEWAY = [sys.executable, "-m", "gateway"]
@@ -51,11 +51,9 @@ async def test_bind_failure_names_the_listener():
     await taken.bind(("127.0.0.1", 0))
     taken.listen()
     port = taken.getsockname()[1]
-    toml = proxy_config(1).replace(
-        'address = "127.0.0.1:0"\nvirtual_hosts', f'address = "127.0.0.1:{port}"\nvirtual_hosts'
-    )
+    config = proxy_config(1, listener={"address": local(port)})
     with pytest.raises(StartupError, match=rf"listeners.edge: cannot bind 127.0.0.1:{port}"):
-        async with open_gateway(loads_config(toml)):
+        async with open_gateway(loads_config(config.toml())):
             pass
     taken.close()
 
@@ -64,7 +62,7 @@ async def test_drain_finishes_in_flight_requests_and_refuses_new_ones(nursery):
     up = await start_upstream(nursery)
     async with httpx.AsyncClient() as client:
         results = []
-        async with open_gateway(loads_config(proxy_config(up.port))) as gw:
+        async with open_gateway(loads_config(proxy_config(up.port).toml())) as gw:
             port = gw.listener_ports["edge"]
 
             async def slow() -> None:
@@ -83,7 +81,7 @@ async def test_drain_finishes_in_flight_requests_and_refuses_new_ones(nursery):
 async def test_serve_drains_on_sigterm_and_exits_zero(nursery, tmp_path):
     up = await start_upstream(nursery)
     config = tmp_path / "g.toml"
-    config.write_text(proxy_config(up.port))
+    config.write_text(proxy_config(up.port).toml())
     async with serving(config) as served, httpx.AsyncClient() as client:
         results = []
 
@@ -106,15 +104,14 @@ async def test_admin_bind_failure_and_bad_access_log_path_are_clean_errors(tmp_p
     await taken.bind(("127.0.0.1", 0))
     taken.listen()
     port = taken.getsockname()[1]
-    toml = proxy_config(1).replace(
-        '[admin]\naddress = "127.0.0.1:0"', f'[admin]\naddress = "127.0.0.1:{port}"'
-    )
+    config = proxy_config(1)
+    config.table("admin", address=local(port))
     with pytest.raises(StartupError, match=rf"admin.address: cannot bind 127.0.0.1:{port}"):
-        async with open_gateway(loads_config(toml)):
+        async with open_gateway(loads_config(config.toml())):
             pass
     taken.close()
     missing = tmp_path / "no" / "such" / "dir" / "access.log"
-    toml = config_toml(1, listener=f'access_log = {{ path = "{missing}" }}')
+    config = proxy_config(1, listener={"access_log": {"path": str(missing)}})
     with pytest.raises(StartupError, match=r"listeners.edge.access_log.path: cannot open"):
-        async with open_gateway(loads_config(toml)):
+        async with open_gateway(loads_config(config.toml())):
             pass
