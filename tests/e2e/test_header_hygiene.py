@@ -8,42 +8,33 @@ import httpx
 import pytest
 import trio
 
+from tests.config_builder import proxy_config, route
 from tests.helpers import (
     RawH2Client,
-    config_toml,
     raw_exchange,
     run_gateway,
     start_upstream,
     url,
 )
 
-ROUTES = """
-[virtual_hosts.secret]
-domains = ["secret.test"]
-[[virtual_hosts.secret.routes]]
-match = { prefix = "/" }
-direct_response = { status = 200, body = "secret vhost" }
-"""
-
-FILTERS = """
-[http_filters.rbac]
-type = "rbac"
-action = "deny"
-[[http_filters.rbac.rules]]
-headers = [{ name = "x-role", exact = "guest" }]
-
-[http_filters.tag]
-type = "header_mutation"
-request_headers_to_add = { "x-tagged" = "by-filter" }
-"""
+FILTERS = {
+    "rbac": {
+        "type": "rbac",
+        "action": "deny",
+        "rules": [{"headers": [{"name": "x-role", "exact": "guest"}]}],
+    },
+    "tag": {"type": "header_mutation", "request_headers_to_add": {"x-tagged": "by-filter"}},
+}
 
 
 @pytest.fixture
 async def gw(nursery):
     up = await start_upstream(nursery)
-    listener = 'virtual_hosts = ["secret", "main"]\nhttp_filters = ["rbac", "tag"]'
-    toml = config_toml(up.port, listener=listener).replace('virtual_hosts = ["main"]\n', "", 1)
-    async with run_gateway(toml + ROUTES + FILTERS) as gw:
+    listener = {"virtual_hosts": ["secret", "main"]}
+    config = proxy_config(up.port, listener=listener, http_filters=FILTERS)
+    secret = route(direct_response={"status": 200, "body": "secret vhost"})
+    config.virtual_host("secret", secret, domains=["secret.test"])
+    async with run_gateway(config) as gw:
         gw.upstream = up
         yield gw
 
