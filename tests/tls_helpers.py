@@ -15,11 +15,9 @@ class CertFiles:
     certificate_chain: str
     private_key: str
 
-    def toml(self) -> str:
-        return (
-            f'{{ certificate_chain = "{self.certificate_chain}", '
-            f'private_key = "{self.private_key}" }}'
-        )
+    def table(self) -> dict[str, str]:
+        """A `certificates` entry (or a cluster's `certificate`) for the config builder."""
+        return attrs.asdict(self)
 
 
 @attrs.define

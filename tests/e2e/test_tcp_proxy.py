@@ -3,26 +3,24 @@ that leaves takes its upstream with it, TLS passthrough by SNI, rbac and connect
 
 import socket
 import struct
+from typing import Any
 
 import pytest
 import trio
 
+from tests.config_builder import ConfigBuilder, Table
 from tests.helpers import eventually, run_gateway
 from tests.tls_helpers import Pki, start_tcp_upstream, start_tls_echo_upstream, tls_exchange
 
 
-def tcp_config(port: int, chain: str = "", filters: str = "") -> str:
-    return f"""
-[listeners.edge]
-address = "127.0.0.1:0"
-[[listeners.edge.filter_chains]]
-{chain}
-filters = [{filters}{{ type = "tcp_proxy", cluster = "raw", stat_prefix = "raw" }}]
-
-[clusters.raw]
-endpoints = ["127.0.0.1:{port}"]
-connect_timeout = "1s"
-"""
+def tcp_config(port: int, *filters: Table, **tcp_proxy: Any) -> ConfigBuilder:
+    """Listener `edge` runs one filter chain: `filters`, then tcp_proxy (with the keys in
+    `tcp_proxy`) to cluster `raw` at `port`."""
+    config = ConfigBuilder(admin=False)
+    proxy = {"type": "tcp_proxy", "cluster": "raw", "stat_prefix": "raw", **tcp_proxy}
+    config.filter_chain("edge", filters=[*filters, proxy])
+    config.cluster("raw", port, connect_timeout="1s")
+    return config
 
 
 async def test_bytes_both_ways_with_half_close(nursery):
@@ -68,10 +66,7 @@ async def test_connect_failure_tries_max_connect_attempts(nursery):
     await dead.bind(("127.0.0.1", 0))
     port = dead.getsockname()[1]
     dead.close()  # nothing listens here
-    config = tcp_config(port).replace(
-        'stat_prefix = "raw" }', 'stat_prefix = "raw", max_connect_attempts = 3 }'
-    )
-    async with run_gateway(config) as gw:
+    async with run_gateway(tcp_config(port, max_connect_attempts=3)) as gw:
         stream = await trio.open_tcp_stream("127.0.0.1", gw.listener_ports["edge"])
         async with stream:
             with trio.fail_after(2):
@@ -86,20 +81,17 @@ async def test_tls_passthrough_delivers_the_original_session(tmp_path, nursery):
         nursery, upstream_pki.issue("pass.example.com", common_name="the-upstream")
     )
     terminated = gateway_pki.issue("other.example.com")
-    config = f"""
-[listeners.edge]
-address = "127.0.0.1:0"
-[[listeners.edge.filter_chains]]
-filter_chain_match = {{ server_names = ["pass.example.com"] }}
-filters = [{{ type = "tcp_proxy", cluster = "tls_backend", stat_prefix = "pass" }}]
-[[listeners.edge.filter_chains]]
-filter_chain_match = {{ server_names = ["other.example.com"] }}
-tls = {{ certificates = [{terminated.toml()}] }}
-filters = [{{ type = "tcp_proxy", cluster = "tls_backend", stat_prefix = "terminated" }}]
-
-[clusters.tls_backend]
-endpoints = ["127.0.0.1:{upstream.port}"]
-"""
+    config = ConfigBuilder(admin=False)
+    config.filter_chain(
+        filter_chain_match={"server_names": ["pass.example.com"]},
+        filters=[{"type": "tcp_proxy", "cluster": "tls_backend", "stat_prefix": "pass"}],
+    )
+    config.filter_chain(
+        filter_chain_match={"server_names": ["other.example.com"]},
+        tls={"certificates": [terminated.table()]},
+        filters=[{"type": "tcp_proxy", "cluster": "tls_backend", "stat_prefix": "terminated"}],
+    )
+    config.cluster("tls_backend", upstream.port)
     async with run_gateway(config) as gw:
         port = gw.listener_ports["edge"]
         # The client trusts only the upstream's CA and still completes its handshake: the
@@ -118,17 +110,17 @@ endpoints = ["127.0.0.1:{upstream.port}"]
         assert gw.stats.value("tcp.pass.downstream_cx_total") == 1
 
 
-DENY_LOOPBACK = '{ type = "rbac", action = "deny", source_cidrs = ["127.0.0.0/8"] }, '
-ALLOW_LOOPBACK = '{ type = "rbac", source_cidrs = ["127.0.0.1/32"] }, '
+DENY_LOOPBACK = {"type": "rbac", "action": "deny", "source_cidrs": ["127.0.0.0/8"]}
+ALLOW_LOOPBACK = {"type": "rbac", "source_cidrs": ["127.0.0.1/32"]}
 
 
 @pytest.mark.parametrize(
-    ("filters", "stat", "expected"),
+    ("rbac", "stat", "expected"),
     [(DENY_LOOPBACK, "edge.rbac.denied", b""), (ALLOW_LOOPBACK, "edge.rbac.allowed", b"reply:ba")],
 )
-async def test_network_rbac(nursery, filters, stat, expected):
+async def test_network_rbac(nursery, rbac, stat, expected):
     upstream = await start_tcp_upstream(nursery)
-    async with run_gateway(tcp_config(upstream.port, filters=filters)) as gw:
+    async with run_gateway(tcp_config(upstream.port, rbac)) as gw:
         stream = await trio.open_tcp_stream("127.0.0.1", gw.listener_ports["edge"])
         reply = b""
         async with stream:
@@ -147,8 +139,8 @@ async def test_network_rbac(nursery, filters, stat, expected):
 
 async def test_connection_limit(nursery):
     upstream = await start_tcp_upstream(nursery, hold=True)
-    limit = '{ type = "connection_limit", max_connections = 1 }, '
-    async with run_gateway(tcp_config(upstream.port, filters=limit)) as gw:
+    limit = {"type": "connection_limit", "max_connections": 1}
+    async with run_gateway(tcp_config(upstream.port, limit)) as gw:
         port = gw.listener_ports["edge"]
         first = await trio.open_tcp_stream("127.0.0.1", port)
         await eventually(lambda: upstream.connections == 1)
