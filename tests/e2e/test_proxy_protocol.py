@@ -11,23 +11,22 @@ from pathlib import Path
 import pytest
 import trio
 
-from tests.helpers import config_toml, free_port, read_until, run_gateway, start_upstream
+from tests.config_builder import ConfigBuilder, proxy_config
+from tests.helpers import free_port, read_until, run_gateway, start_upstream
 
 SIGNATURE = b"\r\n\r\n\x00\r\nQUIT\n"
 
 
-def proxied_toml(port: int, log: Path) -> str:
-    return config_toml(
-        port,
-        listener=f'proxy_protocol = true\n[listeners.edge.access_log]\npath = "{log}"\n'
-        'format = "json"\nflush_interval = "0s"\n',
-    )
+def proxied_config(port: int, log: Path) -> ConfigBuilder:
+    """Listener `edge` takes PROXY headers and logs each request as JSON to `log`."""
+    access_log = {"path": str(log), "format": "json", "flush_interval": "0s"}
+    return proxy_config(port, listener={"proxy_protocol": True, "access_log": access_log})
 
 
 async def test_v1_and_v2_headers_give_the_client_address(nursery, tmp_path):
     up = await start_upstream(nursery)
     log = tmp_path / "access.log"
-    async with run_gateway(proxied_toml(up.port, log)) as gw:
+    async with run_gateway(proxied_config(up.port, log)) as gw:
         port = gw.listener_ports["edge"]
         v1 = b"PROXY TCP4 203.0.113.7 127.0.0.1 40001 80\r\n"
         v2 = SIGNATURE + struct.pack("!BBH", 0x21, 0x11, 12)
@@ -50,7 +49,7 @@ async def test_v1_and_v2_headers_give_the_client_address(nursery, tmp_path):
 
 async def test_a_connection_without_the_header_is_closed(nursery, tmp_path):
     up = await start_upstream(nursery)
-    async with run_gateway(proxied_toml(up.port, tmp_path / "a.log")) as gw:
+    async with run_gateway(proxied_config(up.port, tmp_path / "a.log")) as gw:
         stream = await trio.open_tcp_stream("127.0.0.1", gw.listener_ports["edge"])
         await stream.send_all(b"GET / HTTP/1.1\r\nhost: x\r\n\r\n")
         with trio.fail_after(2):
@@ -79,17 +78,10 @@ async def test_tcp_proxy_sends_a_v2_header_upstream(nursery):
 
     listeners = await nursery.start(partial(trio.serve_tcp, upstream, 0, host="127.0.0.1"))
     upstream_port = listeners[0].socket.getsockname()[1]
-    toml = f"""
-[listeners.l4]
-address = "127.0.0.1:0"
-[[listeners.l4.filter_chains]]
-filters = [{{ type = "tcp_proxy", cluster = "db" }}]
-
-[clusters.db]
-endpoints = ["127.0.0.1:{upstream_port}"]
-proxy_protocol = "v2"
-"""
-    async with run_gateway(toml) as gw:
+    config = ConfigBuilder(admin=False)
+    config.filter_chain("l4", filters=[{"type": "tcp_proxy", "cluster": "db"}])
+    config.cluster("db", upstream_port, proxy_protocol="v2")
+    async with run_gateway(config) as gw:
         client = trio.socket.socket()
         await client.bind(("127.0.0.1", 0))
         client_port = client.getsockname()[1]
@@ -111,7 +103,7 @@ proxy_protocol = "v2"
 async def test_behind_haproxy_with_send_proxy_v2(nursery, tmp_path):
     up = await start_upstream(nursery)
     log = tmp_path / "access.log"
-    async with run_gateway(proxied_toml(up.port, log)) as gw:
+    async with run_gateway(proxied_config(up.port, log)) as gw:
         front = free_port()
         cfg = tmp_path / "haproxy.cfg"
         cfg.write_text(
