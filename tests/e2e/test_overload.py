@@ -13,11 +13,10 @@ import trio
 
 from gateway import loads_config
 from tests.admin_helpers import nodes, tasks
-from tests.config_builder import proxy_config
+from tests.config_builder import ConfigBuilder, proxy_config
 from tests.helpers import (
     RawH2Client,
     admin_url,
-    config_toml,
     eventually,
     read_until,
     run_gateway,
@@ -71,22 +70,13 @@ async def start_sink(nursery: trio.Nursery) -> int:
     return int(listeners[0].socket.getsockname()[1])
 
 
-def flood_config(http_port: int, sink_port: int) -> str:
-    return (
-        proxy_config(http_port)
-        + f"""
-[overload]
-max_downstream_connections = 6
-
-[listeners.raw]
-address = "127.0.0.1:0"
-[[listeners.raw.filter_chains]]
-filters = [{{ type = "tcp_proxy", cluster = "sink" }}]
-
-[clusters.sink]
-endpoints = ["127.0.0.1:{sink_port}"]
-"""
-    )
+def flood_config(http_port: int, sink_port: int) -> ConfigBuilder:
+    """At most 6 connections in all: HTTP on `edge`, and tcp_proxy on `raw` to the sink."""
+    config = proxy_config(http_port)
+    config.table("overload", max_downstream_connections=6)
+    config.filter_chain("raw", filters=[{"type": "tcp_proxy", "cluster": "sink"}])
+    config.cluster("sink", sink_port)
+    return config
 
 
 async def test_connection_flood_past_the_cap_is_refused_while_the_canary_is_served(nursery):
@@ -133,25 +123,22 @@ async def test_connection_flood_past_the_cap_is_refused_while_the_canary_is_serv
         assert sum(gw.stats.value(name) or 0 for name in overflow) == 55
 
 
-def rss_config(http_port: int, log: Path, max_rss: int, actions: dict[str, float]) -> str:
-    tables = "".join(
-        f'[[overload.actions]]\nname = "{name}"\nthreshold = {threshold}\n'
-        for name, threshold in actions.items()
+def rss_config(http_port: int, log: Path, max_rss: int, actions: dict[str, float]) -> ConfigBuilder:
+    """Overload `actions` (name: threshold) at fractions of `max_rss`; `edge` logs each
+    request's status and flags to `log`."""
+    access_log = {
+        "path": str(log),
+        "text_format": "%RESPONSE_CODE% %RESPONSE_FLAGS%\n",
+        "flush_interval": "0s",
+    }
+    config = proxy_config(http_port, listener={"access_log": access_log})
+    config.table(
+        "overload",
+        max_rss=max_rss,
+        refresh_interval="10s",
+        actions=[{"name": name, "threshold": t} for name, t in actions.items()],
     )
-    listener = f"""
-[listeners.edge.access_log]
-path = "{log}"
-text_format = "%RESPONSE_CODE% %RESPONSE_FLAGS%\\n"
-flush_interval = "0s"
-"""
-    return (
-        config_toml(http_port, listener=listener)
-        + f"""
-[overload]
-max_rss = {max_rss}
-refresh_interval = "10s"
-{tables}"""
-    )
+    return config
 
 
 def active(gw: object, action: str) -> int | None:
@@ -168,7 +155,7 @@ async def test_rss_actions_start_and_end_with_max_rss(nursery, tmp_path):
     }
 
     def config(max_rss: int, actions: dict[str, float]) -> object:
-        return loads_config(rss_config(up.port, log, max_rss, actions))
+        return loads_config(rss_config(up.port, log, max_rss, actions).toml())
 
     # The monitor reads only every 10 s: each step below is a reload, which reads at once.
     async with (
