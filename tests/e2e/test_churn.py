@@ -34,10 +34,10 @@ from gateway.http.conn_h1 import Http1Connection
 from gateway.http.conn_h2 import H2StreamEncoder, Http2Connection
 from gateway.http.h2_transport import H2Transport
 from gateway.tasktree import Annotation
+from tests.config_builder import ConfigBuilder, proxy_config, route
 from tests.helpers import (
     KeepAliveUpstream,
     RawH2Client,
-    config_toml,
     eventually,
     read_until,
     run_gateway,
@@ -65,22 +65,7 @@ TRACKED: tuple[type, ...] = (
     Annotation,
 )
 
-ROUTES = """
-[[virtual_hosts.main.routes]]
-match = { prefix = "/ws" }
-cluster = "ws"
-
-[[virtual_hosts.main.routes]]
-match = { prefix = "/refused" }
-cluster = "refused"
-"""
-CLUSTERS = """
-[clusters.ws]
-endpoints = ["127.0.0.1:{ws_port}"]
-
-[clusters.refused]
-endpoints = ["127.0.0.1:{refused_port}"]
-"""
+ROUTES = [route("/ws", cluster="ws"), route("/refused", cluster="refused")]
 
 
 def live_objects() -> collections.Counter[str]:
@@ -218,18 +203,15 @@ async def test_closed_connections_are_freed_and_rss_stays_flat(nursery):
     echo = await start_echo_server(nursery)
     with socket.socket() as unused:  # bound, never listening: connects are refused
         unused.bind(("127.0.0.1", 0))
-        toml = config_toml(
-            upstream.port,
-            listener='upgrade = ["websocket"]',
-            routes=ROUTES,
-            cluster=CLUSTERS.format(ws_port=echo.port, refused_port=unused.getsockname()[1]),
-        )
-        await run_churn(toml, upstream, echo)
+        config = proxy_config(upstream.port, listener={"upgrade": ["websocket"]}, routes=ROUTES)
+        config.cluster("ws", echo.port)
+        config.cluster("refused", unused.getsockname()[1])
+        await run_churn(config, upstream, echo)
 
 
-async def run_churn(toml: str, upstream: KeepAliveUpstream, echo: EchoServer) -> None:
+async def run_churn(config: ConfigBuilder, upstream: KeepAliveUpstream, echo: EchoServer) -> None:
     # The bystanders' nursery ends before the gateway drains (a failure cancels them).
-    async with run_gateway(toml) as gw, trio.open_nursery() as load:
+    async with run_gateway(config) as gw, trio.open_nursery() as load:
         latencies: list[float] = []
         load.start_soon(bystanders, gw, latencies)
         await eventually(lambda: len(latencies) >= 1)
