@@ -1,6 +1,7 @@
 """Active health checks (http, tcp, grpc) against real upstreams that fail on purpose."""
 
 from concurrent import futures
+from typing import Any
 
 import grpc
 import httpx
@@ -8,25 +9,32 @@ import pytest
 import trio
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
-from tests.cluster_helpers import Backend, cluster_toml, local, spread, start_backends
+from tests.cluster_helpers import Backend, spread, start_backends
+from tests.config_builder import ConfigBuilder, Table, proxy_config
 from tests.helpers import admin_url, eventually, run_gateway, url
 
-HTTP_CHECK = """
-[[clusters.backend.health_checks]]
-type = "http"
-path = "/healthz"
-interval = "50ms"
-timeout = "500ms"
-unhealthy_threshold = 2
-healthy_threshold = 2
-"""
+HTTP_CHECK = {
+    "type": "http",
+    "path": "/healthz",
+    "interval": "50ms",
+    "timeout": "500ms",
+    "unhealthy_threshold": 2,
+    "healthy_threshold": 2,
+}
+
+
+def checked_config(*endpoints: int, check: Table, **cluster: Any) -> ConfigBuilder:
+    """Cluster `backend` at `endpoints`, with the health `check` and the keys in `cluster`."""
+    return proxy_config(*endpoints, cluster={"health_checks": [check], **cluster})
 
 
 async def test_http_health_check_takes_hosts_out_and_back(nursery):
     b = await start_backends(nursery, 2)
     b[1].healthy = False
-    toml = cluster_toml([local(x.port) for x in b], extra=HTTP_CHECK)
-    async with run_gateway(toml) as gw, httpx.AsyncClient() as client:
+    async with (
+        run_gateway(checked_config(*(x.port for x in b), check=HTTP_CHECK)) as gw,
+        httpx.AsyncClient() as client,
+    ):
         # The first check ran before the gateway started serving: b1 never gets traffic.
         assert await spread(client, url(gw, "/"), 6) == {"b0": 6}
         text = (await client.get(admin_url(gw, "/clusters"))).text
@@ -65,9 +73,9 @@ async def test_http_check_expected_statuses_and_host_header(nursery):
 
     backend = Picky("picky")
     await backend.start(nursery)
-    check = HTTP_CHECK + 'expected_statuses = [200, 204]\nhost = "health.internal"\n'
-    toml = cluster_toml([local(backend.port)], extra=check, cluster="healthy_panic_threshold = 0")
-    async with run_gateway(toml) as gw, httpx.AsyncClient() as client:
+    check = {**HTTP_CHECK, "expected_statuses": [200, 204], "host": "health.internal"}
+    config = checked_config(backend.port, check=check, healthy_panic_threshold=0)
+    async with run_gateway(config) as gw, httpx.AsyncClient() as client:
         assert (await client.get(url(gw, "/"))).status_code == 200
     assert seen_hosts[0] == b"health.internal"
 
@@ -76,14 +84,14 @@ async def test_all_hosts_failing_is_panic_mode_unless_disabled(nursery):
     b = await start_backends(nursery, 2)
     for x in b:
         x.healthy = False
-    endpoints = [local(x.port) for x in b]
-    async with run_gateway(cluster_toml(endpoints, extra=HTTP_CHECK)) as gw:
+    endpoints = [x.port for x in b]
+    async with run_gateway(checked_config(*endpoints, check=HTTP_CHECK)) as gw:
         async with httpx.AsyncClient() as client:
             # Envoy's default 50% panic threshold: all hosts are used rather than none.
             assert (await client.get(url(gw, "/"))).status_code == 200
         assert gw.stats.value("cluster.backend.lb_healthy_panic") == 1
-    toml = cluster_toml(endpoints, extra=HTTP_CHECK, cluster="healthy_panic_threshold = 0")
-    async with run_gateway(toml) as gw, httpx.AsyncClient() as client:
+    config = checked_config(*endpoints, check=HTTP_CHECK, healthy_panic_threshold=0)
+    async with run_gateway(config) as gw, httpx.AsyncClient() as client:
         response = await client.get(url(gw, "/"))
         assert response.status_code == 503
         assert response.text == "no healthy upstream"
@@ -102,15 +110,14 @@ async def test_tcp_health_check_with_send_and_expect(nursery):
     await closed.bind(("127.0.0.1", 0))
     dead = closed.getsockname()[1]
     closed.close()
-    check = """
-[[clusters.backend.health_checks]]
-type = "tcp"
-send = "PING\\r\\n"
-expect = "PONG"
-interval = "100ms"
-timeout = "300ms"
-"""
-    async with run_gateway(cluster_toml([local(good), local(dead)], extra=check)) as gw:
+    check = {
+        "type": "tcp",
+        "send": "PING\r\n",
+        "expect": "PONG",
+        "interval": "100ms",
+        "timeout": "300ms",
+    }
+    async with run_gateway(checked_config(good, dead, check=check)) as gw:
         hosts = gw.clusters.get("backend").hosts
         assert [h.healthy for h in hosts] == [True, False]
         assert gw.stats.value("cluster.backend.health_check.network_failure") >= 1
@@ -145,19 +152,15 @@ async def test_grpc_health_check_reads_serving_status(grpc_health_servers):
     one, two = grpc_health_servers
     one.set("test.Echo", True)
     two.set("test.Echo", False)
-    check = """
-[[clusters.backend.health_checks]]
-type = "grpc"
-service_name = "test.Echo"
-interval = "50ms"
-timeout = "1s"
-unhealthy_threshold = 1
-healthy_threshold = 1
-"""
-    toml = cluster_toml(
-        [local(one.port), local(two.port)], cluster='protocol = "http2"', extra=check
-    )
-    async with run_gateway(toml) as gw:
+    check = {
+        "type": "grpc",
+        "service_name": "test.Echo",
+        "interval": "50ms",
+        "timeout": "1s",
+        "unhealthy_threshold": 1,
+        "healthy_threshold": 1,
+    }
+    async with run_gateway(checked_config(one.port, two.port, check=check, protocol="http2")) as gw:
         hosts = gw.clusters.get("backend").hosts
         assert [h.healthy for h in hosts] == [True, False]
         two.set("test.Echo", True)

@@ -3,23 +3,26 @@
 import httpx
 import trio
 
-from tests.cluster_helpers import cluster_toml, local, spread, start_backends
+from tests.cluster_helpers import Backend, spread, start_backends
+from tests.config_builder import ConfigBuilder, Table, proxy_config
 from tests.helpers import admin_url, eventually, run_gateway, url
 
-OUTLIER = """
-[clusters.backend.outlier_detection]
-consecutive_5xx = 3
-interval = "100ms"
-base_ejection_time = "300ms"
-max_ejection_percent = 50
-"""
+OUTLIER = {
+    "consecutive_5xx": 3,
+    "interval": "100ms",
+    "base_ejection_time": "300ms",
+    "max_ejection_percent": 50,
+}
+
+
+def outlier_config(backends: list[Backend], outlier: Table) -> ConfigBuilder:
+    return proxy_config(*(b.port for b in backends), cluster={"outlier_detection": outlier})
 
 
 async def test_consecutive_5xx_ejects_and_the_host_returns(nursery):
     b = await start_backends(nursery, 2)
     b[1].always_fail = True
-    toml = cluster_toml([local(x.port) for x in b], extra=OUTLIER)
-    async with run_gateway(toml) as gw, httpx.AsyncClient() as client:
+    async with run_gateway(outlier_config(b, OUTLIER)) as gw, httpx.AsyncClient() as client:
         seen = await spread(client, url(gw, "/"), 6)
         assert seen == {"b0": 3, "503": 3}  # round robin until the third 503 ...
         assert await spread(client, url(gw, "/"), 6) == {"b0": 6}  # ... then b1 is out
@@ -39,11 +42,12 @@ async def test_consecutive_5xx_ejects_and_the_host_returns(nursery):
 async def test_connect_failures_count_as_gateway_failures(nursery):
     b = await start_backends(nursery, 2)
     b[1].kill()
-    outlier = (
-        OUTLIER + "consecutive_gateway_failure = 2\nenforcing_consecutive_gateway_failure = 100\n"
-    )
-    toml = cluster_toml([local(x.port) for x in b], extra=outlier)
-    async with run_gateway(toml) as gw, httpx.AsyncClient() as client:
+    outlier = {
+        **OUTLIER,
+        "consecutive_gateway_failure": 2,
+        "enforcing_consecutive_gateway_failure": 100,
+    }
+    async with run_gateway(outlier_config(b, outlier)) as gw, httpx.AsyncClient() as client:
         seen = await spread(client, url(gw, "/"), 8)
         assert seen["502"] == 2 and seen["b0"] == 6
         prefix = "cluster.backend.outlier_detection"
@@ -54,9 +58,8 @@ async def test_ejection_time_grows_and_max_ejection_percent_holds(nursery):
     b = await start_backends(nursery, 2)
     for x in b:
         x.always_fail = True
-    outlier = OUTLIER.replace("50", "10").replace('"100ms"', '"250ms"')
-    toml = cluster_toml([local(x.port) for x in b], extra=outlier)
-    async with run_gateway(toml) as gw, httpx.AsyncClient() as client:
+    outlier = {**OUTLIER, "max_ejection_percent": 10, "interval": "250ms"}
+    async with run_gateway(outlier_config(b, outlier)) as gw, httpx.AsyncClient() as client:
         await spread(client, url(gw, "/"), 12)
         prefix = "cluster.backend.outlier_detection"
         # One host may always be ejected; a second would exceed 10%.
