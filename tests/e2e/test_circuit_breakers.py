@@ -3,15 +3,16 @@
 import httpx
 import trio
 
-from tests.cluster_helpers import cluster_toml, local, start_backends
+from tests.cluster_helpers import start_backends
+from tests.config_builder import proxy_config
 from tests.helpers import eventually, run_gateway, start_upstream, url
 
 
 async def test_max_requests_overflow_is_immediate_503_uo(nursery):
     b = await start_backends(nursery, 1)
     b[0].hang = True
-    breakers = "[clusters.backend.circuit_breakers]\nmax_requests = 2"
-    async with run_gateway(cluster_toml([local(b[0].port)], extra=breakers)) as gw:
+    breakers = {"circuit_breakers": {"max_requests": 2}}
+    async with run_gateway(proxy_config(b[0].port, cluster=breakers)) as gw:
         async with httpx.AsyncClient(timeout=5) as client, trio.open_nursery() as hangers:
             for _ in range(2):
                 hangers.start_soon(client.get, url(gw, "/"))
@@ -30,10 +31,11 @@ async def test_max_requests_overflow_is_immediate_503_uo(nursery):
 
 async def test_max_pending_requests_overflow(nursery):
     up = await start_upstream(nursery)
-    cluster = "max_connections_per_host = 1"
-    breakers = "[clusters.backend.circuit_breakers]\nmax_pending_requests = 1"
-    toml = cluster_toml([local(up.port)], cluster=cluster, extra=breakers)
-    async with run_gateway(toml) as gw, httpx.AsyncClient(timeout=5) as client:
+    cluster = {"max_connections_per_host": 1, "circuit_breakers": {"max_pending_requests": 1}}
+    async with (
+        run_gateway(proxy_config(up.port, cluster=cluster)) as gw,
+        httpx.AsyncClient(timeout=5) as client,
+    ):
         statuses: list[int] = []
 
         async def get(path: str) -> None:
@@ -54,10 +56,11 @@ async def test_max_pending_requests_overflow(nursery):
 
 async def test_max_connections_caps_the_cluster_across_hosts(nursery):
     ups = [await start_upstream(nursery, f"u{i}") for i in range(2)]
-    cluster = 'pool_timeout = "2s"'
-    breakers = "[clusters.backend.circuit_breakers]\nmax_connections = 1"
-    toml = cluster_toml([local(u.port) for u in ups], cluster=cluster, extra=breakers)
-    async with run_gateway(toml) as gw, httpx.AsyncClient(timeout=5) as client:
+    cluster = {"pool_timeout": "2s", "circuit_breakers": {"max_connections": 1}}
+    async with (
+        run_gateway(proxy_config(*(u.port for u in ups), cluster=cluster)) as gw,
+        httpx.AsyncClient(timeout=5) as client,
+    ):
         async with trio.open_nursery() as n:
             for _ in range(4):
                 n.start_soon(client.get, url(gw, "/slow?delay=0.05"))
@@ -67,8 +70,8 @@ async def test_max_connections_caps_the_cluster_across_hosts(nursery):
 
 async def test_waiting_requests_are_served_first_come_first_served(nursery):
     up = await start_upstream(nursery)
-    toml = cluster_toml([local(up.port)], cluster="max_connections_per_host = 1")
-    async with run_gateway(toml) as gw, httpx.AsyncClient(timeout=5) as client:
+    config = proxy_config(up.port, cluster={"max_connections_per_host": 1})
+    async with run_gateway(config) as gw, httpx.AsyncClient(timeout=5) as client:
         order: list[str] = []
 
         async def get(name: str) -> None:
