@@ -14,30 +14,31 @@ from functools import partial
 
 import trio
 
-from tests.cluster_helpers import AtomicBackend, cluster_toml, local
+from tests.cluster_helpers import AtomicBackend
+from tests.config_builder import proxy_config
 from tests.helpers import SteadyLoad, eventually, run_gateway, url
 
 SOAK_SECONDS = float(os.environ.get("GATEWAY_SOAK_SECONDS", "10"))
 WORKERS = 8
 
-ROUTE = """
-[virtual_hosts.main.routes.retry_policy]
-retry_on = ["connect-failure", "reset", "5xx"]
-num_retries = 3
-retry_back_off = { base_interval = "10ms" }
-"""
-CLUSTER = """
-[clusters.backend.outlier_detection]
-consecutive_gateway_failure = 3
-enforcing_consecutive_gateway_failure = 100
-interval = "250ms"
-base_ejection_time = "1s"
-max_ejection_percent = 50
-
-[clusters.backend.circuit_breakers]
-# Every worker may be retrying at once when the host dies (Envoy's default is 3).
-max_retries = 16
-"""
+RETRIES = {
+    "retry_policy": {
+        "retry_on": ["connect-failure", "reset", "5xx"],
+        "num_retries": 3,
+        "retry_back_off": {"base_interval": "10ms"},
+    }
+}
+CLUSTER = {
+    "outlier_detection": {
+        "consecutive_gateway_failure": 3,
+        "enforcing_consecutive_gateway_failure": 100,
+        "interval": "250ms",
+        "base_ejection_time": "1s",
+        "max_ejection_percent": 50,
+    },
+    # Every worker may be retrying at once when the host dies (Envoy's default is 3).
+    "circuit_breakers": {"max_retries": 16},
+}
 
 
 async def test_a_host_dies_and_returns_under_load_without_client_errors(nursery):
@@ -45,9 +46,9 @@ async def test_a_host_dies_and_returns_under_load_without_client_errors(nursery)
     for backend in backends:
         await backend.start(nursery)
     victim = backends[1]
-    toml = cluster_toml([local(b.port) for b in backends], route=ROUTE, extra=CLUSTER)
+    config = proxy_config(*(b.port for b in backends), catch_all=RETRIES, cluster=CLUSTER)
     load = SteadyLoad()
-    async with run_gateway(toml) as gw:
+    async with run_gateway(config) as gw:
         host = gw.clusters.get("backend").hosts[1]
 
         async with trio.open_nursery() as clients:
