@@ -7,18 +7,15 @@ import httpx
 import trio
 
 from gateway.clusters.host import HealthFlag
-from tests.cluster_helpers import cluster_toml, local, spread, start_backends
+from tests.cluster_helpers import Backend, spread, start_backends
+from tests.config_builder import ConfigBuilder, Table, local, proxy_config, route
 from tests.helpers import eventually, run_gateway, url
 
 
 async def test_round_robin_honours_weights_smoothly(nursery):
     b = await start_backends(nursery, 3)
-    endpoints = [
-        f"{{ address = {local(b[0].port)}, weight = 3 }}",
-        local(b[1].port),
-        local(b[2].port),
-    ]
-    async with run_gateway(cluster_toml(endpoints)) as gw, httpx.AsyncClient() as client:
+    endpoints = [{"address": local(b[0].port), "weight": 3}, b[1].port, b[2].port]
+    async with run_gateway(proxy_config(*endpoints)) as gw, httpx.AsyncClient() as client:
         servers = []
         for _ in range(10):
             servers.append((await client.get(url(gw, "/"))).json()["server"])
@@ -29,9 +26,11 @@ async def test_round_robin_honours_weights_smoothly(nursery):
 
 async def test_random_spreads_by_weight(nursery):
     b = await start_backends(nursery, 2)
-    endpoints = [f"{{ address = {local(b[0].port)}, weight = 4 }}", local(b[1].port)]
-    toml = cluster_toml(endpoints, cluster='lb_policy = "random"')
-    async with run_gateway(toml) as gw, httpx.AsyncClient() as client:
+    endpoints = [{"address": local(b[0].port), "weight": 4}, b[1].port]
+    async with (
+        run_gateway(proxy_config(*endpoints, cluster={"lb_policy": "random"})) as gw,
+        httpx.AsyncClient() as client,
+    ):
         seen = await spread(client, url(gw, "/"), 200)
     assert seen["b0"] + seen["b1"] == 200
     assert 120 <= seen["b0"] <= 190  # expected 160
@@ -40,9 +39,9 @@ async def test_random_spreads_by_weight(nursery):
 async def test_least_request_avoids_the_busy_host(nursery):
     b = await start_backends(nursery, 2)
     b[0].hang = True
-    toml = cluster_toml([local(x.port) for x in b], cluster='lb_policy = "least_request"')
+    config = proxy_config(*(x.port for x in b), cluster={"lb_policy": "least_request"})
     async with (
-        run_gateway(toml) as gw,
+        run_gateway(config) as gw,
         httpx.AsyncClient(timeout=5) as client,
         trio.open_nursery() as hangers,
     ):
@@ -66,11 +65,19 @@ async def test_least_request_avoids_the_busy_host(nursery):
     assert seen == {"b1": 20}
 
 
+def hashed_config(backends: list[Backend], lb_policy: str, hash_policy: Table) -> ConfigBuilder:
+    """Cluster `backend` balances with `lb_policy` on what the route's `hash_policy` hashes."""
+    return proxy_config(
+        *(b.port for b in backends),
+        catch_all={"hash_policy": [hash_policy]},
+        cluster={"lb_policy": lb_policy},
+    )
+
+
 async def test_ring_hash_keeps_a_key_on_one_host_and_remaps_few(nursery):
     b = await start_backends(nursery, 3)
-    route = '[[virtual_hosts.main.routes.hash_policy]]\nheader = "x-user"'
-    toml = cluster_toml([local(x.port) for x in b], cluster='lb_policy = "ring_hash"', route=route)
-    async with run_gateway(toml) as gw, httpx.AsyncClient() as client:
+    config = hashed_config(b, "ring_hash", {"header": "x-user"})
+    async with run_gateway(config) as gw, httpx.AsyncClient() as client:
         owners = {}
         for user in range(30):
             seen = await spread(client, url(gw, "/"), 3, headers={"x-user": f"u{user}"})
@@ -88,18 +95,18 @@ async def test_ring_hash_keeps_a_key_on_one_host_and_remaps_few(nursery):
 
 async def test_maglev_hashes_the_source_ip(nursery):
     b = await start_backends(nursery, 3)
-    route = "[[virtual_hosts.main.routes.hash_policy]]\nsource_ip = true"
-    toml = cluster_toml([local(x.port) for x in b], cluster='lb_policy = "maglev"', route=route)
-    async with run_gateway(toml) as gw, httpx.AsyncClient() as client:
+    async with (
+        run_gateway(hashed_config(b, "maglev", {"source_ip": True})) as gw,
+        httpx.AsyncClient() as client,
+    ):
         seen = await spread(client, url(gw, "/"), 20)
     assert len(seen) == 1  # one client address: one host
 
 
 async def test_cookie_hash_policy(nursery):
     b = await start_backends(nursery, 3)
-    route = '[[virtual_hosts.main.routes.hash_policy]]\ncookie = "session"'
-    toml = cluster_toml([local(x.port) for x in b], cluster='lb_policy = "ring_hash"', route=route)
-    async with run_gateway(toml) as gw, httpx.AsyncClient() as client:
+    config = hashed_config(b, "ring_hash", {"cookie": "session"})
+    async with run_gateway(config) as gw, httpx.AsyncClient() as client:
         owners = set()
         for session in range(12):
             headers = {"cookie": f"theme=dark; session=s{session}"}
@@ -133,37 +140,20 @@ async def test_a_flapping_host_does_not_stall_the_worker_with_table_rebuilds(nur
     every other request for that long. It is built in slices, at most every 0.5 s, while
     requests keep the previous table."""
     b = await start_backends(nursery, 3)
-    toml = f"""
-[listeners.edge]
-address = "127.0.0.1:0"
-virtual_hosts = ["main"]
-
-[virtual_hosts.main]
-domains = ["*"]
-[[virtual_hosts.main.routes]]
-match = {{ prefix = "/canary" }}
-cluster = "canary"
-[[virtual_hosts.main.routes]]
-match = {{ prefix = "/" }}
-cluster = "backend"
-hash_policy = [{{ header = "x-user" }}]
-
-[clusters.canary]
-endpoints = [{local(b[2].port)}]
-
-[clusters.backend]
-endpoints = [{local(b[0].port)}, {local(b[1].port)}]
-lb_policy = "maglev"
-[[clusters.backend.health_checks]]
-type = "http"
-path = "/healthz"
-interval = "30ms"
-timeout = "500ms"
-unhealthy_threshold = 1
-healthy_threshold = 1
-"""
+    check = {
+        "type": "http",
+        "path": "/healthz",
+        "interval": "30ms",
+        "timeout": "500ms",
+        "unhealthy_threshold": 1,
+        "healthy_threshold": 1,
+    }
+    config = hashed_config(b[:2], "maglev", {"header": "x-user"})
+    config.cluster("backend", health_checks=[check])
+    config.routes().insert(0, route("/canary", cluster="canary"))
+    config.cluster("canary", b[2].port)
     steps = LongestStep()
-    async with run_gateway(toml) as gw, httpx.AsyncClient() as client:
+    async with run_gateway(config) as gw, httpx.AsyncClient() as client:
 
         async def flap() -> None:
             while True:
