@@ -12,7 +12,8 @@ import httpx
 import pytest
 import trio
 
-from tests.cluster_helpers import Backend, cluster_toml
+from tests.cluster_helpers import Backend
+from tests.config_builder import proxy_config
 from tests.helpers import eventually, run_gateway, url
 
 
@@ -56,14 +57,14 @@ async def twin_backends(nursery: trio.Nursery) -> tuple[Backend, Backend]:
     return v4, v6
 
 
-DNS_CLUSTER = 'type = "strict_dns"\ndns_refresh_rate = "50ms"'
+DNS_CLUSTER = {"type": "strict_dns", "dns_refresh_rate": "50ms"}
 
 
 async def test_strict_dns_with_the_system_resolver(nursery):
     backend = Backend("b")
     await backend.start(nursery)
-    toml = cluster_toml([f'"localhost:{backend.port}"'], cluster=DNS_CLUSTER)
-    async with run_gateway(toml) as gw, httpx.AsyncClient() as client:
+    config = proxy_config(f"localhost:{backend.port}", cluster=DNS_CLUSTER)
+    async with run_gateway(config) as gw, httpx.AsyncClient() as client:
         assert (await client.get(url(gw, "/"))).json()["server"] == "b"
         assert [str(h) for h in gw.clusters.get("backend").hosts] == [f"127.0.0.1:{backend.port}"]
         assert gw.stats.value("cluster.backend.update_success") >= 1
@@ -72,8 +73,8 @@ async def test_strict_dns_with_the_system_resolver(nursery):
 async def test_strict_dns_follows_the_answers(nursery, dns):
     v4, _ = await twin_backends(nursery)
     dns.answers["api.test"] = ["127.0.0.1"]
-    toml = cluster_toml([f'"api.test:{v4.port}"'], cluster=DNS_CLUSTER)
-    async with run_gateway(toml) as gw, httpx.AsyncClient(timeout=5) as client:
+    config = proxy_config(f"api.test:{v4.port}", cluster=DNS_CLUSTER)
+    async with run_gateway(config) as gw, httpx.AsyncClient(timeout=5) as client:
         cluster = gw.clusters.get("backend")
         assert (await client.get(url(gw, "/"))).json()["server"] == "v4"
 
@@ -115,9 +116,9 @@ async def test_strict_dns_follows_the_answers(nursery, dns):
 async def test_logical_dns_connects_to_the_latest_address(nursery, dns):
     v4, _ = await twin_backends(nursery)
     dns.answers["api.test"] = ["127.0.0.1"]
-    cluster = 'type = "logical_dns"\ndns_refresh_rate = "50ms"\nidle_timeout = "50ms"'
-    toml = cluster_toml([f'"api.test:{v4.port}"'], cluster=cluster)
-    async with run_gateway(toml) as gw, httpx.AsyncClient() as client:
+    cluster = {"type": "logical_dns", "dns_refresh_rate": "50ms", "idle_timeout": "50ms"}
+    config = proxy_config(f"api.test:{v4.port}", cluster=cluster)
+    async with run_gateway(config) as gw, httpx.AsyncClient() as client:
         assert (await client.get(url(gw, "/"))).json()["server"] == "v4"
         dns.answers["api.test"] = ["::1", "127.0.0.1"]
         host = gw.clusters.get("backend").hosts[0]
