@@ -10,6 +10,8 @@ from concurrent import futures
 
 import grpc
 
+from tests.config_builder import ConfigBuilder, route
+
 MAX_MESSAGE = 8 * 1024 * 1024
 OPTIONS = [
     ("grpc.max_receive_message_length", MAX_MESSAGE),
@@ -92,3 +94,13 @@ def start_server() -> tuple[grpc.Server, int, EchoServicer]:
     port = server.add_insecure_port("127.0.0.1:0")
     server.start()
     return server, port, servicer
+
+
+def echo_config(port: int, **route_keys: object) -> ConfigBuilder:
+    """Listener `edge` sends every call, by one route (with `route_keys`), to cluster `echo`:
+    the echo server at `port`, over HTTP/2."""
+    config = ConfigBuilder()
+    config.listener("edge", virtual_hosts=["grpc"])
+    config.virtual_host("grpc", route(cluster="echo", **route_keys))
+    config.cluster("echo", port, protocol="http2")
+    return config

@@ -14,8 +14,8 @@ from trio_websocket import ConnectionClosed, open_websocket_url
 
 from gateway.config import load_config
 from gateway.server import open_gateway
-from tests.config_builder import ConfigBuilder, local, proxy_config, route
-from tests.grpc_echo import OPTIONS, start_server
+from tests.config_builder import ConfigBuilder, local, proxy_config
+from tests.grpc_echo import OPTIONS, echo_config, start_server
 from tests.helpers import SteadyLoad, admin_url, free_port, serving, start_upstream, url
 from tests.ws_echo import start_echo_server
 
@@ -206,11 +206,9 @@ async def test_a_tunnel_outlives_reloads_until_the_drain_timeout(nursery, tmp_pa
 def grpc_config(port: int, idle: int, upstream: int) -> str:
     """Listener `edge` on `port`, with an idle timeout of `idle` seconds, to the gRPC
     server at `upstream`."""
-    config = ConfigBuilder()
+    config = echo_config(upstream)
     config.server(drain_timeout="5s", drain_grace="200ms")
-    config.listener("edge", address=local(port), virtual_hosts=["grpc"], idle_timeout=f"{idle}s")
-    config.virtual_host("grpc", route(cluster="echo"))
-    config.cluster("echo", upstream, protocol="http2")
+    config.listener("edge", address=local(port), idle_timeout=f"{idle}s")
     return config.toml()
 
 

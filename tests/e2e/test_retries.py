@@ -7,25 +7,29 @@ import httpx
 import pytest
 import trio
 
-from tests.cluster_helpers import cluster_toml, local, start_backends
-from tests.grpc_echo import OPTIONS, start_server
+from tests.cluster_helpers import start_backends
+from tests.config_builder import Table, proxy_config
+from tests.grpc_echo import OPTIONS, echo_config, start_server
 from tests.helpers import eventually, run_gateway, url
 
 
-def retry_route(retry_on: str = '["5xx"]', more: str = "") -> str:
-    return f"""
-[virtual_hosts.main.routes.retry_policy]
-retry_on = {retry_on}
-num_retries = 2
-retry_back_off = {{ base_interval = "5ms" }}
-{more}
-"""
+def retries(*retry_on: str, **policy: object) -> Table:
+    """Route keys: retry on `retry_on` (5xx unless given) twice, 5 ms apart; `policy` adds
+    keys to the retry policy."""
+    return {
+        "retry_policy": {
+            "retry_on": list(retry_on or ["5xx"]),
+            "num_retries": 2,
+            "retry_back_off": {"base_interval": "5ms"},
+            **policy,
+        }
+    }
 
 
 async def test_a_failed_get_is_retried_with_the_attempt_count(nursery):
     b = await start_backends(nursery, 1)
     b[0].fail_next = 1
-    async with run_gateway(cluster_toml([local(b[0].port)], route=retry_route())) as gw:
+    async with run_gateway(proxy_config(b[0].port, catch_all=retries())) as gw:
         async with httpx.AsyncClient() as client:
             response = await client.get(url(gw, "/"))
         assert response.status_code == 200
@@ -39,8 +43,10 @@ async def test_a_failed_get_is_retried_with_the_attempt_count(nursery):
 async def test_a_retry_goes_to_another_host(nursery):
     b = await start_backends(nursery, 3)
     b[0].always_fail = True
-    toml = cluster_toml([local(x.port) for x in b], route=retry_route())
-    async with run_gateway(toml) as gw, httpx.AsyncClient() as client:
+    async with (
+        run_gateway(proxy_config(*(x.port for x in b), catch_all=retries())) as gw,
+        httpx.AsyncClient() as client,
+    ):
         for _ in range(9):
             assert (await client.get(url(gw, "/"))).status_code == 200
     # Every request that met b0 first went on to a different host, never back to b0.
@@ -52,7 +58,7 @@ async def test_a_retry_goes_to_another_host(nursery):
 async def test_retries_run_out(nursery):
     b = await start_backends(nursery, 1)
     b[0].always_fail = True
-    async with run_gateway(cluster_toml([local(b[0].port)], route=retry_route())) as gw:
+    async with run_gateway(proxy_config(b[0].port, catch_all=retries())) as gw:
         async with httpx.AsyncClient() as client:
             response = await client.get(url(gw, "/"))
         assert response.status_code == 503
@@ -64,8 +70,10 @@ async def test_retries_run_out(nursery):
 async def test_post_is_not_retried_after_the_upstream_saw_it(nursery):
     b = await start_backends(nursery, 1)
     b[0].fail_next = 1
-    toml = cluster_toml([local(b[0].port)], route=retry_route())
-    async with run_gateway(toml) as gw, httpx.AsyncClient() as client:
+    async with (
+        run_gateway(proxy_config(b[0].port, catch_all=retries())) as gw,
+        httpx.AsyncClient() as client,
+    ):
         response = await client.post(url(gw, "/"), content=b"charge the card")
     assert response.status_code == 503
     assert len(b[0].seen) == 1
@@ -74,8 +82,8 @@ async def test_post_is_not_retried_after_the_upstream_saw_it(nursery):
 async def test_post_is_retried_on_connect_failure(nursery):
     b = await start_backends(nursery, 2)
     b[0].kill()
-    toml = cluster_toml([local(x.port) for x in b], route=retry_route('["connect-failure"]'))
-    async with run_gateway(toml) as gw, httpx.AsyncClient() as client:
+    config = proxy_config(*(x.port for x in b), catch_all=retries("connect-failure"))
+    async with run_gateway(config) as gw, httpx.AsyncClient() as client:
         for _ in range(4):
             response = await client.post(url(gw, "/"), content=b"x" * 1000)
             assert response.status_code == 200
@@ -85,14 +93,13 @@ async def test_post_is_retried_on_connect_failure(nursery):
 async def test_retry_non_idempotent_replays_the_body(nursery):
     b = await start_backends(nursery, 1)
     b[0].fail_next = 1
-    route = retry_route(more="retry_non_idempotent = true")
+    config = proxy_config(b[0].port, catch_all=retries(retry_non_idempotent=True))
 
     async def body():
         for _ in range(10):
             yield b"y" * 10_000
 
-    toml = cluster_toml([local(b[0].port)], route=route)
-    async with run_gateway(toml) as gw, httpx.AsyncClient() as client:
+    async with run_gateway(config) as gw, httpx.AsyncClient() as client:
         response = await client.post(url(gw, "/"), content=body())
     assert response.status_code == 200
     assert [s["body"] for s in b[0].seen] == [100_000, 100_000]
@@ -101,12 +108,11 @@ async def test_retry_non_idempotent_replays_the_body(nursery):
 async def test_a_body_beyond_the_buffer_limit_is_not_retried(nursery):
     b = await start_backends(nursery, 1)
     b[0].fail_next = 1
-    route = retry_route(more="retry_non_idempotent = true") + ""
-    route = route.replace(
-        "[virtual_hosts", "per_request_buffer_limit_bytes = 1000\n[virtual_hosts", 1
-    )
-    toml = cluster_toml([local(b[0].port)], route=route)
-    async with run_gateway(toml) as gw, httpx.AsyncClient() as client:
+    route = {**retries(retry_non_idempotent=True), "per_request_buffer_limit_bytes": 1000}
+    async with (
+        run_gateway(proxy_config(b[0].port, catch_all=route)) as gw,
+        httpx.AsyncClient() as client,
+    ):
         response = await client.put(url(gw, "/"), content=b"z" * 5000)
     assert response.status_code == 503
     assert len(b[0].seen) == 1
@@ -115,9 +121,8 @@ async def test_a_body_beyond_the_buffer_limit_is_not_retried(nursery):
 async def test_per_try_timeout_moves_on_and_cancels_the_slow_try(nursery):
     b = await start_backends(nursery, 2)
     b[0].hang = True
-    route = retry_route(more='per_try_timeout = "200ms"')
-    toml = cluster_toml([local(x.port) for x in b], route=route)
-    async with run_gateway(toml) as gw, httpx.AsyncClient() as client:
+    config = proxy_config(*(x.port for x in b), catch_all=retries(per_try_timeout="200ms"))
+    async with run_gateway(config) as gw, httpx.AsyncClient() as client:
         for _ in range(3):
             response = await client.get(url(gw, "/"))
             assert response.status_code == 200
@@ -133,9 +138,11 @@ async def test_the_route_timeout_bounds_all_tries(nursery):
     b = await start_backends(nursery, 2)
     for x in b:
         x.hang = True
-    route = 'timeout = "400ms"\n' + retry_route(more='per_try_timeout = "150ms"')
-    toml = cluster_toml([local(x.port) for x in b], route=route)
-    async with run_gateway(toml) as gw, httpx.AsyncClient() as client:
+    route = {"timeout": "400ms", **retries(per_try_timeout="150ms")}
+    async with (
+        run_gateway(proxy_config(*(x.port for x in b), catch_all=route)) as gw,
+        httpx.AsyncClient() as client,
+    ):
         started = trio.current_time()
         response = await client.get(url(gw, "/"))
         elapsed = trio.current_time() - started
@@ -146,39 +153,13 @@ async def test_the_route_timeout_bounds_all_tries(nursery):
 async def test_retry_breaker_overflow(nursery):
     b = await start_backends(nursery, 1)
     b[0].fail_next = 1
-    toml = cluster_toml(
-        [local(b[0].port)],
-        route=retry_route(),
-        extra="[clusters.backend.circuit_breakers]\nmax_retries = 0",
-    )
-    async with run_gateway(toml) as gw, httpx.AsyncClient() as client:
+    breakers = {"circuit_breakers": {"max_retries": 0}}
+    async with (
+        run_gateway(proxy_config(b[0].port, catch_all=retries(), cluster=breakers)) as gw,
+        httpx.AsyncClient() as client,
+    ):
         assert (await client.get(url(gw, "/"))).status_code == 503
         assert gw.stats.value("cluster.backend.upstream_rq_retry_overflow") == 1
-
-
-GRPC_CONFIG = """
-[admin]
-address = "127.0.0.1:0"
-
-[listeners.edge]
-address = "127.0.0.1:0"
-virtual_hosts = ["grpc"]
-
-[virtual_hosts.grpc]
-domains = ["*"]
-
-[[virtual_hosts.grpc.routes]]
-match = {{ prefix = "/" }}
-cluster = "echo"
-
-[virtual_hosts.grpc.routes.retry_policy]
-retry_on = ["unavailable"]
-num_retries = 1
-
-[clusters.echo]
-endpoints = ["127.0.0.1:{port}"]
-protocol = "http2"
-"""
 
 
 @pytest.fixture
@@ -190,7 +171,8 @@ def echo_server():
 
 async def test_grpc_unavailable_is_retried(echo_server):
     port, servicer = echo_server
-    async with run_gateway(GRPC_CONFIG.format(port=port)) as gw:
+    retry_unavailable = {"retry_on": ["unavailable"], "num_retries": 1}
+    async with run_gateway(echo_config(port, retry_policy=retry_unavailable)) as gw:
         channel = grpc.insecure_channel(f"127.0.0.1:{gw.listener_ports['edge']}", options=OPTIONS)
         unary = channel.unary_unary("/test.Echo/Unary")
         reply = await trio.to_thread.run_sync(functools.partial(unary, b"flaky", timeout=5))

@@ -12,8 +12,8 @@ import trio
 from trio_websocket import ConnectionClosed, open_websocket_url
 
 from tests.admin_helpers import cancel, nodes, tasks, wait_for_node
-from tests.config_builder import ConfigBuilder, proxy_config, route
-from tests.grpc_echo import OPTIONS, start_server
+from tests.config_builder import proxy_config
+from tests.grpc_echo import OPTIONS, echo_config, start_server
 from tests.helpers import (
     admin_url,
     eventually,
@@ -140,19 +140,13 @@ async def test_websocket_tunnel_in_tasks_and_cancelled(nursery):
         assert gw.stats.value("http.edge.downstream_rq_admin_cancel") == 1
 
 
-def grpc_config(port: int) -> ConfigBuilder:
-    """gRPC calls on listener `edge` go to cluster `echo`, the gRPC server at `port`."""
-    config = ConfigBuilder()
-    config.listener("edge", virtual_hosts=["main"])
-    config.virtual_host("main", route(match={"prefix": "/", "grpc": True}, cluster="echo"))
-    config.cluster("echo", port, protocol="http2")
-    return config
-
-
 async def test_grpc_call_in_tasks_and_cancelled():
     server, port, servicer = start_server()
     try:
-        async with run_gateway(grpc_config(port)) as gw, httpx.AsyncClient() as client:
+        async with (
+            run_gateway(echo_config(port, match={"prefix": "/", "grpc": True})) as gw,
+            httpx.AsyncClient() as client,
+        ):
             target = f"127.0.0.1:{gw.listener_ports['edge']}"
             with grpc.insecure_channel(target, options=OPTIONS) as channel:
                 call = channel.unary_unary("/test.Echo/Unary").future(b"sleep", timeout=10)
