@@ -1,4 +1,4 @@
-"""Upstreams that misbehave on purpose, and a config builder for multi-host clusters.
+"""Upstreams that misbehave on purpose, for the tests of multi-host clusters.
 
 `Backend` is a hypercorn-served ASGI app on a fixed port that a test can make answer 503,
 fail its health check, hang, reset mid-body, or die and come back on the same port.
@@ -113,47 +113,6 @@ async def start_backends(nursery: trio.Nursery, count: int) -> list[Backend]:
     for backend in backends:
         await backend.start(nursery)
     return backends
-
-
-def cluster_toml(
-    endpoints: list[str],
-    *,
-    cluster: str = "",
-    route: str = "",
-    extra: str = "",
-) -> str:
-    """One listener, one route to cluster `backend` with the given endpoint entries (each a
-    TOML value: a string or an inline table). `route` adds keys (and subtables) to the
-    route; `cluster` adds keys to the cluster table; `extra` is appended at the end."""
-    return f"""
-[admin]
-address = "127.0.0.1:0"
-
-[server]
-drain_timeout = "1s"
-
-[listeners.edge]
-address = "127.0.0.1:0"
-virtual_hosts = ["main"]
-
-[virtual_hosts.main]
-domains = ["*"]
-
-[[virtual_hosts.main.routes]]
-match = {{ prefix = "/" }}
-cluster = "backend"
-{route}
-
-[clusters.backend]
-endpoints = [{", ".join(endpoints)}]
-connect_timeout = "500ms"
-{cluster}
-{extra}
-"""
-
-
-def local(port: int) -> str:
-    return f'"127.0.0.1:{port}"'
 
 
 async def spread(client: httpx.AsyncClient, url: str, n: int, **kwargs: Any) -> Counter[str]:

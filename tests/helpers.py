@@ -165,37 +165,6 @@ async def start_upstream(nursery: trio.Nursery, name: str = "upstream") -> Upstr
     return upstream
 
 
-def config_toml(*endpoints: int, listener: str = "", cluster: str = "", routes: str = "") -> str:
-    """A one-listener, one-cluster config; `listener`/`cluster` add keys, `routes` adds routes
-    before the catch-all route to the cluster."""
-    eps = ", ".join(f'"127.0.0.1:{p}"' for p in endpoints)
-    return f"""
-[admin]
-address = "127.0.0.1:0"
-
-[server]
-drain_timeout = "2s"
-
-[listeners.edge]
-address = "127.0.0.1:0"
-virtual_hosts = ["main"]
-{listener}
-
-[virtual_hosts.main]
-domains = ["*"]
-{routes}
-
-[[virtual_hosts.main.routes]]
-match = {{ prefix = "/" }}
-cluster = "backend"
-
-[clusters.backend]
-endpoints = [{eps}]
-connect_timeout = "1s"
-{cluster}
-"""
-
-
 @asynccontextmanager
 async def run_gateway(config: ConfigBuilder | str) -> AsyncIterator[Gateway]:
     """Runs a gateway on `config` (text only where the text itself is under test)."""
