@@ -6,6 +6,7 @@ import ssl
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Any
 
 import attrs
 import pytest
@@ -14,44 +15,28 @@ import websockets.sync.client
 from trio_websocket import open_websocket
 from websockets.exceptions import ConnectionClosedError, ConnectionClosedOK
 
+from tests.config_builder import ConfigBuilder, route
 from tests.helpers import eventually, run_gateway
 from tests.tls_helpers import Pki
 from tests.ws_echo import start_dying_server, start_echo_server
 
 
-def wss_config(pki: Pki, echo_port: int, doomed_port: int, cluster: str = "") -> str:
+def wss_config(pki: Pki, echo_port: int, doomed_port: int, **echo: Any) -> ConfigBuilder:
+    """A TLS listener (HTTP/1.1 only, WebSocket upgrades allowed): /doomed goes to cluster
+    `doomed`, everything else to cluster `echo` (with the keys in `echo`)."""
     cert = pki.issue("localhost", "127.0.0.1")
-    return f"""
-[admin]
-address = "127.0.0.1:0"
-
-[server]
-drain_timeout = "1s"
-
-[listeners.edge]
-address = "127.0.0.1:0"
-[[listeners.edge.filter_chains]]
-tls = {{ certificates = [{cert.toml()}], alpn_protocols = ["http/1.1"] }}
-[[listeners.edge.filter_chains.filters]]
-type = "http_connection_manager"
-virtual_hosts = ["main"]
-upgrade = ["websocket"]
-
-[virtual_hosts.main]
-domains = ["*"]
-[[virtual_hosts.main.routes]]
-match = {{ prefix = "/doomed" }}
-cluster = "doomed"
-[[virtual_hosts.main.routes]]
-match = {{ prefix = "/" }}
-cluster = "echo"
-
-[clusters.echo]
-endpoints = ["127.0.0.1:{echo_port}"]
-{cluster}
-[clusters.doomed]
-endpoints = ["127.0.0.1:{doomed_port}"]
-"""
+    config = ConfigBuilder()
+    config.server(drain_timeout="1s")
+    config.filter_chain(
+        tls={"certificates": [cert.table()], "alpn_protocols": ["http/1.1"]},
+        filters=[
+            {"type": "http_connection_manager", "virtual_hosts": ["main"], "upgrade": ["websocket"]}
+        ],
+    )
+    config.virtual_host("main", route("/doomed", cluster="doomed"), route(cluster="echo"))
+    config.cluster("echo", echo_port, **echo)
+    config.cluster("doomed", doomed_port)
+    return config
 
 
 @attrs.define
@@ -156,8 +141,8 @@ async def test_a_wss_upstream_behind_a_tls_cluster(tmp_path, nursery):
     server_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     server_context.load_cert_chain(upstream_cert.certificate_chain, upstream_cert.private_key)
     echo = await start_echo_server(nursery, server_context)
-    tls = f'tls = {{ trusted_ca = "{pki.ca_file}" }}'
-    async with run_gateway(wss_config(pki, echo.port, 1, cluster=tls)) as gw:
+    tls = {"trusted_ca": pki.ca_file}
+    async with run_gateway(wss_config(pki, echo.port, 1, tls=tls)) as gw:
         target = f"wss://127.0.0.1:{gw.listener_ports['edge']}/echo"
         context = pki.client_context()
 
