@@ -8,45 +8,35 @@ import grpc
 import pytest
 import trio
 
+from tests.config_builder import ConfigBuilder, route
 from tests.grpc_echo import OPTIONS, start_server
 from tests.helpers import run_gateway
 
-CONFIG = """
-[listeners.edge]
-address = "127.0.0.1:0"
-virtual_hosts = ["main"]
 
-[virtual_hosts.main]
-domains = ["*"]
-[[virtual_hosts.main.routes]]
-cluster = "echo"
-timeout = "200ms"
-[virtual_hosts.main.routes.match]
-prefix = "/test.Echo/"
-grpc = true
-headers = [{{ name = "x-short", present = true }}]
-[[virtual_hosts.main.routes]]
-match = {{ prefix = "/test.Echo/", grpc = true }}
-cluster = "echo"
-max_grpc_timeout = "5s"
-[[virtual_hosts.main.routes]]
-match = {{ prefix = "/moved.Service/", grpc = true }}
-redirect = {{ path_redirect = "/elsewhere" }}
-[[virtual_hosts.main.routes]]
-match = {{ prefix = "/down.Service/", grpc = true }}
-cluster = "nowhere"
-[[virtual_hosts.main.routes]]
-match = {{ prefix = "/test.Echo/" }}
-direct_response = {{ status = 200, body = "not grpc" }}
-
-[clusters.echo]
-endpoints = ["127.0.0.1:{port}"]
-protocol = "http2"
-
-[clusters.nowhere]
-endpoints = []
-protocol = "http2"
-"""
+def grpc_config(port: int) -> ConfigBuilder:
+    """gRPC routes to cluster `echo` (the echo server at `port`) with route timeouts and
+    grpc-timeout caps, a redirect, a cluster without hosts, and a non-gRPC look-alike."""
+    echo = {"prefix": "/test.Echo/", "grpc": True}
+    config = ConfigBuilder(admin=False)
+    config.listener(virtual_hosts=["main"])
+    config.virtual_host(
+        "main",
+        route(
+            match={**echo, "headers": [{"name": "x-short", "present": True}]},
+            cluster="echo",
+            timeout="200ms",
+        ),
+        route(match=echo, cluster="echo", max_grpc_timeout="5s"),
+        route(
+            match={"prefix": "/moved.Service/", "grpc": True},
+            redirect={"path_redirect": "/elsewhere"},
+        ),
+        route(match={"prefix": "/down.Service/", "grpc": True}, cluster="nowhere"),
+        route("/test.Echo/", direct_response={"status": 200, "body": "not grpc"}),
+    )
+    config.cluster("echo", port, protocol="http2")
+    config.cluster("nowhere", protocol="http2")
+    return config
 
 
 @pytest.fixture
@@ -59,7 +49,7 @@ def echo_server():
 @pytest.fixture
 async def channel(echo_server):
     port, servicer = echo_server
-    async with run_gateway(CONFIG.format(port=port)) as gw:
+    async with run_gateway(grpc_config(port)) as gw:
         ch = grpc.insecure_channel(f"127.0.0.1:{gw.listener_ports['edge']}", options=OPTIONS)
         yield ch, servicer, gw
         ch.close()
@@ -160,7 +150,7 @@ async def test_route_timeout_on_a_stream_that_began_ends_with_deadline_exceeded(
 
 async def test_upstream_gone_mid_stream_is_unavailable():
     server, port, servicer = start_server()
-    async with run_gateway(CONFIG.format(port=port)) as gw:
+    async with run_gateway(grpc_config(port)) as gw:
         ch = grpc.insecure_channel(f"127.0.0.1:{gw.listener_ports['edge']}", options=OPTIONS)
         call = ch.unary_stream("/test.Echo/ServerStream")(b"slow", timeout=10)
         received = []
