@@ -6,6 +6,7 @@ import ssl
 from concurrent import futures
 from functools import partial
 from pathlib import Path
+from typing import Any
 
 import grpc
 import httpx
@@ -15,6 +16,7 @@ import pytest
 import trio
 
 from gateway.asgi import complete_lifespan
+from tests.config_builder import ConfigBuilder, Table, route
 from tests.grpc_echo import OPTIONS, EchoServicer
 from tests.helpers import Upstream, run_gateway, url
 from tests.tls_helpers import CertFiles, Pki
@@ -41,26 +43,19 @@ async def start_https_upstream(
     return upstream, int(binds[0].rpartition(":")[2])
 
 
-def cluster_config(port: int, tls: str) -> str:
-    return f"""
-[listeners.edge]
-address = "127.0.0.1:0"
-virtual_hosts = ["main"]
-[virtual_hosts.main]
-domains = ["*"]
-[[virtual_hosts.main.routes]]
-match = {{ prefix = "/" }}
-cluster = "secure"
-[clusters.secure]
-endpoints = ["127.0.0.1:{port}"]
-connect_timeout = "1s"
-tls = {tls}
-"""
+def cluster_config(port: int, tls: Table, **cluster: Any) -> ConfigBuilder:
+    """Everything goes to cluster `secure` at `port`, with TLS `tls` (and the keys in
+    `cluster`)."""
+    config = ConfigBuilder(admin=False)
+    config.listener(virtual_hosts=["main"])
+    config.virtual_host("main", route(cluster="secure"))
+    config.cluster("secure", port, connect_timeout="1s", tls=tls, **cluster)
+    return config
 
 
 async def test_https_upstream_with_sni_and_ca(pki, nursery):
     upstream, port = await start_https_upstream(nursery, pki.issue("api.internal"))
-    tls = f'{{ sni = "api.internal", trusted_ca = "{pki.ca_file}" }}'
+    tls = {"sni": "api.internal", "trusted_ca": pki.ca_file}
     async with run_gateway(cluster_config(port, tls)) as gw, httpx.AsyncClient() as client:
         response = await client.get(url(gw, "/hello"))
         assert gw.stats.value("cluster.secure.ssl.handshake") == 1
@@ -72,7 +67,7 @@ async def test_https_upstream_with_sni_and_ca(pki, nursery):
 async def test_verification_is_on_by_default(pki, nursery, tmp_path):
     _, port = await start_https_upstream(nursery, pki.issue("api.internal"))
     # The system CAs do not know the test CA; another CA's bundle does not either.
-    for tls in ('{ sni = "api.internal" }', f'{{ trusted_ca = "{Pki(tmp_path).ca_file}" }}'):
+    for tls in ({"sni": "api.internal"}, {"trusted_ca": Pki(tmp_path).ca_file}):
         async with run_gateway(cluster_config(port, tls)) as gw, httpx.AsyncClient() as client:
             response = await client.get(url(gw, "/"))
         assert response.status_code == 502, tls
@@ -80,7 +75,7 @@ async def test_verification_is_on_by_default(pki, nursery, tmp_path):
         assert gw.stats.value("cluster.secure.ssl.fail_verify_error") == 1
         assert gw.stats.value("cluster.secure.ssl.handshake") == 0
     # The right CA, but a name the certificate is not for.
-    tls = f'{{ sni = "db.internal", trusted_ca = "{pki.ca_file}" }}'
+    tls = {"sni": "db.internal", "trusted_ca": pki.ca_file}
     async with run_gateway(cluster_config(port, tls)) as gw, httpx.AsyncClient() as client:
         assert (await client.get(url(gw, "/"))).status_code == 502
 
@@ -88,11 +83,11 @@ async def test_verification_is_on_by_default(pki, nursery, tmp_path):
 async def test_client_certificate_for_an_upstream_that_requires_one(pki, nursery, tmp_path):
     clients = Pki(tmp_path)
     _, port = await start_https_upstream(nursery, pki.issue("api.internal"), clients.ca_file)
-    base = f'sni = "api.internal", trusted_ca = "{pki.ca_file}"'
-    async with run_gateway(cluster_config(port, f"{{ {base} }}")) as gw, httpx.AsyncClient() as c:
+    base = {"sni": "api.internal", "trusted_ca": pki.ca_file}
+    async with run_gateway(cluster_config(port, base)) as gw, httpx.AsyncClient() as c:
         assert (await c.get(url(gw, "/"))).status_code == 502
     cert = clients.issue("gateway.internal")
-    with_cert = f"{{ {base}, certificate = {cert.toml()} }}"
+    with_cert = {**base, "certificate": cert.table()}
     async with run_gateway(cluster_config(port, with_cert)) as gw, httpx.AsyncClient() as c:
         assert (await c.get(url(gw, "/"))).status_code == 200
 
@@ -119,22 +114,16 @@ def tls_echo_server(pki):
 
 async def test_grpc_over_tls_both_sides(pki, tls_echo_server):
     front = pki.issue("localhost")
-    config = f"""
-[listeners.edge]
-address = "127.0.0.1:0"
-[[listeners.edge.filter_chains]]
-tls = {{ certificates = [{front.toml()}] }}
-filters = [{{ type = "http_connection_manager", virtual_hosts = ["main"] }}]
-[virtual_hosts.main]
-domains = ["*"]
-[[virtual_hosts.main.routes]]
-match = {{ prefix = "/test.Echo/", grpc = true }}
-cluster = "echo"
-[clusters.echo]
-endpoints = ["127.0.0.1:{tls_echo_server}"]
-protocol = "http2"
-tls = {{ sni = "grpc.internal", trusted_ca = "{pki.ca_file}" }}
-"""
+    config = ConfigBuilder(admin=False)
+    config.filter_chain(
+        tls={"certificates": [front.table()]},
+        filters=[{"type": "http_connection_manager", "virtual_hosts": ["main"]}],
+    )
+    config.virtual_host(
+        "main", route(match={"prefix": "/test.Echo/", "grpc": True}, cluster="echo")
+    )
+    tls = {"sni": "grpc.internal", "trusted_ca": pki.ca_file}
+    config.cluster("echo", tls_echo_server, protocol="http2", tls=tls)
     async with run_gateway(config) as gw:
         credentials = grpc.ssl_channel_credentials(pki.ca.cert_pem.bytes())
         channel = grpc.secure_channel(f"localhost:{gw.listener_ports['edge']}", credentials)
@@ -166,7 +155,10 @@ async def test_http2_over_tls_to_the_upstream_says_https(pki, nursery):
     config.certfile, config.keyfile = cert.certificate_chain, cert.private_key
     binds = await nursery.start(partial(hypercorn.trio.serve, app, config, mode="asgi"))
     port = int(binds[0].rpartition(":")[2])
-    tls = f'{{ sni = "api.internal", trusted_ca = "{pki.ca_file}" }}\nprotocol = "http2"'
-    async with run_gateway(cluster_config(port, tls)) as gw, httpx.AsyncClient() as client:
+    tls = {"sni": "api.internal", "trusted_ca": pki.ca_file}
+    async with (
+        run_gateway(cluster_config(port, tls, protocol="http2")) as gw,
+        httpx.AsyncClient() as client,
+    ):
         assert (await client.get(url(gw, "/"))).text == "ok"
     assert seen == [("2", "https")]
