@@ -5,6 +5,7 @@ import shutil
 import ssl
 import subprocess
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -13,6 +14,7 @@ import trio
 from gateway.config import load_config
 from gateway.reload import reload_from_file
 from gateway.server import open_gateway
+from tests.config_builder import ConfigBuilder, Table, route
 from tests.helpers import eventually, run_gateway, start_upstream
 from tests.tls_helpers import CertFiles, Pki, http_get, san_names, subject_cn, tls_exchange
 
@@ -33,54 +35,34 @@ def pki(tmp_path):
     return Pki(tmp_path)
 
 
-def sni_config(pki: Pki, upstream_port: int, extra_chain: str = "") -> str:
+def hcm(virtual_host: str, **keys: Any) -> Table:
+    """An http_connection_manager network filter serving `virtual_host`."""
+    return {"type": "http_connection_manager", "virtual_hosts": [virtual_host], **keys}
+
+
+def sni_config(pki: Pki, upstream_port: int) -> ConfigBuilder:
+    """Listener `edge` picks a filter chain by SNI: api.example.com (direct "api chain"),
+    *.web.example.com (direct "web chain"), localhost (to the upstream)."""
     api = pki.issue("api.example.com", common_name="api")
     web = pki.issue("*.web.example.com", common_name="web-wildcard")
     fallback = pki.issue("localhost", common_name="fallback")
-    return f"""
-[listeners.edge]
-address = "127.0.0.1:0"
-
-[[listeners.edge.filter_chains]]
-name = "api"
-filter_chain_match = {{ server_names = ["api.example.com"] }}
-tls = {{ certificates = [{api.toml()}] }}
-filters = [{{ type = "http_connection_manager", virtual_hosts = ["api"], stat_prefix = "api" }}]
-
-[[listeners.edge.filter_chains]]
-name = "web"
-filter_chain_match = {{ server_names = ["*.web.example.com"] }}
-tls = {{ certificates = [{web.toml()}, {fallback.toml()}] }}
-filters = [{{ type = "http_connection_manager", virtual_hosts = ["web"], stat_prefix = "web" }}]
-
-[[listeners.edge.filter_chains]]
-name = "localhost"
-filter_chain_match = {{ server_names = ["localhost"] }}
-tls = {{ certificates = [{fallback.toml()}] }}
-filters = [{{ type = "http_connection_manager", virtual_hosts = ["echo"], stat_prefix = "echo" }}]
-{extra_chain}
-
-[virtual_hosts.api]
-domains = ["*"]
-[[virtual_hosts.api.routes]]
-match = {{ prefix = "/" }}
-direct_response = {{ status = 200, body = "api chain" }}
-
-[virtual_hosts.web]
-domains = ["*"]
-[[virtual_hosts.web.routes]]
-match = {{ prefix = "/" }}
-direct_response = {{ status = 200, body = "web chain" }}
-
-[virtual_hosts.echo]
-domains = ["*"]
-[[virtual_hosts.echo.routes]]
-match = {{ prefix = "/" }}
-cluster = "echo"
-
-[clusters.echo]
-endpoints = ["127.0.0.1:{upstream_port}"]
-"""
+    config = ConfigBuilder(admin=False)
+    for name, names, certificates, vhost in (
+        ("api", ["api.example.com"], [api], "api"),
+        ("web", ["*.web.example.com"], [web, fallback], "web"),
+        ("localhost", ["localhost"], [fallback], "echo"),
+    ):
+        config.filter_chain(
+            name=name,
+            filter_chain_match={"server_names": names},
+            tls={"certificates": [c.table() for c in certificates]},
+            filters=[hcm(vhost, stat_prefix=vhost)],
+        )
+    for vhost in ("api", "web"):
+        config.virtual_host(vhost, route(direct_response={"status": 200, "body": f"{vhost} chain"}))
+    config.virtual_host("echo", route(cluster="echo"))
+    config.cluster("echo", upstream_port)
+    return config
 
 
 async def test_sni_selects_the_chain_and_its_certificate(pki, nursery):
@@ -121,11 +103,9 @@ async def test_no_matching_chain_closes_the_connection_and_counts(pki, nursery):
 
 async def test_default_chain_takes_what_nothing_else_matches(pki, nursery):
     upstream = await start_upstream(nursery)
-    default = """
-[listeners.edge.default_filter_chain]
-filters = [{ type = "http_connection_manager", virtual_hosts = ["web"], stat_prefix = "dflt" }]
-"""
-    async with run_gateway(sni_config(pki, upstream.port, default)) as gw:
+    config = sni_config(pki, upstream.port)
+    config.listener(default_filter_chain={"filters": [hcm("web", stat_prefix="dflt")]})
+    async with run_gateway(config) as gw:
         response = await trio.to_thread.run_sync(
             lambda: httpx.get(f"http://127.0.0.1:{gw.listener_ports['edge']}/")
         )
@@ -169,32 +149,32 @@ async def test_curl_resolve_picks_the_chain_by_sni(pki, nursery):
         assert web.stdout == "web chain 2", web.stderr
 
 
-async def mtls_config(pki: Pki, client_ca: str, log: Path) -> str:
-    server = pki.issue("localhost")
-    access_log = (
-        f'{{ path = "{log}", flush_interval = "0s", '
-        'text_format = "%DOWNSTREAM_PEER_SUBJECT% sni=%REQUESTED_SERVER_NAME%\\n" }'
+def mtls_config(pki: Pki, client_ca: str, log: Path) -> ConfigBuilder:
+    """Listener `edge` requires client certificates from `client_ca` and logs each client's
+    subject and SNI to `log`."""
+    access_log = {
+        "path": str(log),
+        "flush_interval": "0s",
+        "text_format": "%DOWNSTREAM_PEER_SUBJECT% sni=%REQUESTED_SERVER_NAME%\n",
+    }
+    config = ConfigBuilder(admin=False)
+    config.filter_chain(
+        tls={
+            "certificates": [pki.issue("localhost").table()],
+            "trusted_ca": client_ca,
+            "require_client_certificate": True,
+            "alpn_protocols": ["http/1.1"],
+        },
+        filters=[hcm("main", access_log=[access_log])],
     )
-    return f"""
-[listeners.edge]
-address = "127.0.0.1:0"
-[[listeners.edge.filter_chains]]
-tls = {{ certificates = [{server.toml()}], trusted_ca = "{client_ca}",
-        require_client_certificate = true, alpn_protocols = ["http/1.1"] }}
-filters = [{{ type = "http_connection_manager", virtual_hosts = ["main"],
-             access_log = [{access_log}] }}]
-[virtual_hosts.main]
-domains = ["*"]
-[[virtual_hosts.main.routes]]
-match = {{ prefix = "/" }}
-direct_response = {{ status = 200, body = "hello client" }}
-"""
+    config.virtual_host("main", route(direct_response={"status": 200, "body": "hello client"}))
+    return config
 
 
 async def test_mtls_rejects_a_client_without_a_certificate(pki, tmp_path):
     clients = Pki(tmp_path)
     log = tmp_path / "access.log"
-    async with run_gateway(await mtls_config(pki, clients.ca_file, log)) as gw:
+    async with run_gateway(mtls_config(pki, clients.ca_file, log)) as gw:
         port = gw.listener_ports["edge"]
         # TLS 1.3: the client's handshake ends before the server checks its certificate,
         # so the refusal shows as the connection failing on first use.
@@ -229,9 +209,9 @@ async def test_mtls_rejects_a_client_without_a_certificate(pki, tmp_path):
 
 async def test_failed_and_stalled_handshakes_do_not_disturb_others(pki, nursery):
     upstream = await start_upstream(nursery)
-    config = sni_config(pki, upstream.port).replace(
-        "tls = { certificates = [{", 'tls = { handshake_timeout = "300ms", certificates = [{'
-    )
+    config = sni_config(pki, upstream.port)
+    for chain in config.listener()["filter_chains"]:
+        chain["tls"]["handshake_timeout"] = "300ms"
     async with run_gateway(config) as gw:
         port = gw.listener_ports["edge"]
         # A ClientHello, then silence: the server answers and waits for the client's Finished.
@@ -260,18 +240,9 @@ async def test_connections_that_never_began_a_request_do_not_hold_the_drain(pki,
     """A client that opened a connection and said nothing, one byte of a ClientHello, a
     handshake left half way: the drain waits for none of them past the drain grace."""
     upstream = await start_upstream(nursery)
-    config = (
-        sni_config(pki, upstream.port)
-        + """
-[server]
-drain_timeout = "10s"
-drain_grace = "200ms"
-
-[listeners.plain]
-address = "127.0.0.1:0"
-virtual_hosts = ["api"]
-"""
-    )
+    config = sni_config(pki, upstream.port)
+    config.server(drain_timeout="10s", drain_grace="200ms")
+    config.listener("plain", virtual_hosts=["api"])
     async with run_gateway(config) as gw:
         silent = await trio.open_tcp_stream("127.0.0.1", gw.listener_ports["plain"])
         one_byte = await trio.open_tcp_stream("127.0.0.1", gw.listener_ports["edge"])
@@ -306,24 +277,12 @@ async def test_a_reload_serves_renewed_certificates_and_keeps_open_connections(
     chain, key = tmp_path / "api.crt", tmp_path / "api.key"
     install(old, chain, key)
     path = tmp_path / "gateway.toml"
-    path.write_text(
-        f"""
-[admin]
-address = "127.0.0.1:0"
-[listeners.edge]
-address = "127.0.0.1:0"
-[[listeners.edge.filter_chains]]
-tls = {{ certificates = [{{ certificate_chain = "{chain}", private_key = "{key}" }}] }}
-filters = [{{ type = "http_connection_manager", virtual_hosts = ["api"] }}]
-[virtual_hosts.api]
-domains = ["*"]
-[[virtual_hosts.api.routes]]
-match = {{ prefix = "/" }}
-cluster = "backend"
-[clusters.backend]
-endpoints = ["127.0.0.1:{upstream.port}"]
-"""
-    )
+    config = ConfigBuilder()
+    certificate = {"certificate_chain": str(chain), "private_key": str(key)}
+    config.filter_chain(tls={"certificates": [certificate]}, filters=[hcm("api")])
+    config.virtual_host("api", route(cluster="backend"))
+    config.cluster("backend", upstream.port)
+    path.write_text(config.toml())
     async with open_gateway(load_config(path), str(path)) as gw:
         port = gw.listener_ports["edge"]
         context = pki.client_context()
