@@ -12,6 +12,7 @@ import trio
 
 from gateway.config import loads_config
 from gateway.server import open_gateway
+from tests.config_builder import ConfigBuilder, local, route
 from tests.helpers import SteadyLoad, free_port, start_upstream
 
 pytestmark = pytest.mark.skipif(
@@ -19,40 +20,23 @@ pytestmark = pytest.mark.skipif(
 )
 
 
-def instance_toml(port: int, admin: int, upstream: int, log: Path) -> str:
-    return f"""
-[admin]
-address = "127.0.0.1:{admin}"
-
-[server]
-drain_timeout = "3s"
-drain_grace = "300ms"
-
-[listeners.edge]
-address = "127.0.0.1:{port}"
-virtual_hosts = ["main"]
-http_filters = ["healthz"]
-proxy_protocol = true
-
-[listeners.edge.access_log]
-path = "{log}"
-format = "json"
-flush_interval = "0s"
-
-[http_filters.healthz]
-type = "health_check"
-path = "/healthz"
-
-[virtual_hosts.main]
-domains = ["*"]
-
-[[virtual_hosts.main.routes]]
-match = {{ prefix = "/" }}
-cluster = "app"
-
-[clusters.app]
-endpoints = ["127.0.0.1:{upstream}"]
-"""
+def instance_config(port: int, admin: int, upstream: int, log: Path) -> ConfigBuilder:
+    """One instance behind HAProxy: PROXY headers on `port`, /healthz answered locally,
+    JSON access log to `log`, everything else to cluster `app`."""
+    config = ConfigBuilder()
+    config.table("admin", address=local(admin))
+    config.server(drain_timeout="3s", drain_grace="300ms")
+    config.listener(
+        address=local(port),
+        virtual_hosts=["main"],
+        http_filters=["healthz"],
+        proxy_protocol=True,
+        access_log={"path": str(log), "format": "json", "flush_interval": "0s"},
+    )
+    config.http_filter("healthz", "health_check", path="/healthz")
+    config.virtual_host("main", route(cluster="app"))
+    config.cluster("app", upstream)
+    return config
 
 
 def haproxy_cfg(front: int, ports: list[int]) -> str:
@@ -81,7 +65,7 @@ async def test_rolling_restart_behind_haproxy_loses_nothing(nursery, tmp_path):
     admins = [free_port() for _ in range(3)]
     logs = [tmp_path / f"access{i}.log" for i in range(3)]
     configs = [
-        loads_config(instance_toml(p, a, up.port, log))
+        loads_config(instance_config(p, a, up.port, log).toml())
         for p, a, log in zip(ports, admins, logs, strict=True)
     ]
     running: dict[int, trio.Event] = {}
