@@ -10,6 +10,7 @@ from pathlib import Path
 import httpx
 import trio
 
+from tests.config_builder import ConfigBuilder, local, route
 from tests.helpers import SteadyLoad, free_port, serving
 from tests.tls_helpers import Pki
 
@@ -20,62 +21,51 @@ from tests.tls_helpers import Pki
 CANARY_BOUND = 0.6
 
 
-def config_text(admin_port: int, *, routes: int = 0, cluster: str = "", extra: str = "") -> str:
+def canary_config(admin_port: int, *, routes: int = 0) -> ConfigBuilder:
+    """Admin on `admin_port`; listener `edge` answers /canary, and `routes` more routes."""
+    config = ConfigBuilder()
+    config.table("admin", address=local(admin_port))
+    config.listener(virtual_hosts=["main"])
+    canary = route(match={"path": "/canary"}, direct_response={"status": 200, "body": "alive"})
     # Regex and header-regex routes: what costs the most to parse and check.
-    many = "".join(
-        f"[[virtual_hosts.main.routes]]\n"
-        f"match = {{ regex = '/r{i}/[0-9]+/x', headers = [{{ name = 'x-a', regex = 'v{i}.*' }}] }}"
-        f"\ndirect_response = {{ status = 200, body = 'r{i}' }}\n"
+    many = (
+        route(
+            match={"regex": f"/r{i}/[0-9]+/x", "headers": [{"name": "x-a", "regex": f"v{i}.*"}]},
+            direct_response={"status": 200, "body": f"r{i}"},
+        )
         for i in range(routes)
     )
-    return f"""
-[admin]
-address = "127.0.0.1:{admin_port}"
-
-[listeners.edge]
-address = "127.0.0.1:0"
-virtual_hosts = ["main"]
-
-[virtual_hosts.main]
-domains = ["*"]
-
-[[virtual_hosts.main.routes]]
-match = {{ path = "/canary" }}
-direct_response = {{ status = 200, body = "alive" }}
-{many}
-[clusters.backend]
-endpoints = ["127.0.0.1:1"]
-{cluster}
-{extra}
-"""
+    config.virtual_host("main", canary, *many)
+    config.cluster("backend", 1)
+    return config
 
 
 async def test_reloads_heavy_and_hanging_configs_while_a_canary_is_served(tmp_path: Path):
     admin_port = free_port()
     path = tmp_path / "gateway.toml"
-    path.write_text(config_text(admin_port))
+    path.write_text(canary_config(admin_port).toml())
     fifo = tmp_path / "cert.pem"
     os.mkfifo(fifo)
     key = Pki(tmp_path).issue("a.example.com").private_key
-    tls_listener = (
-        "[listeners.tls]\naddress = '127.0.0.1:0'\n[[listeners.tls.filter_chains]]\n"
-        f'tls = {{ certificates = [{{ certificate_chain = "{fifo}", private_key = "{key}" }}] }}'
-        "\nfilters = [{ type = 'tcp_proxy', cluster = 'backend' }]\n"
+    huge_maglev = canary_config(admin_port)
+    huge_maglev.cluster("backend", lb_policy="maglev", maglev={"table_size": 2**61 - 1})
+    fifo_certificate = canary_config(admin_port)
+    fifo_certificate.filter_chain(
+        "tls",
+        tls={"certificates": [{"certificate_chain": str(fifo), "private_key": key}]},
+        filters=[{"type": "tcp_proxy", "cluster": "backend"}],
     )
-    maglev = f"lb_policy = 'maglev'\nmaglev.table_size = {2**61 - 1}"
+    # A FIFO nobody reads, as an access log: open() would wait for a reader.
+    fifo_log = canary_config(admin_port)
+    fifo_log.listener(access_log={"path": str(fifo)})
     refused = {
         "clusters.backend.maglev.table_size: must be from 7 to 65537, got 2305843009213693951": (
-            config_text(admin_port, cluster=maglev)
+            huge_maglev
         ),
         f"listeners.tls.filter_chains[0].tls.certificates[0].certificate_chain: cannot read "
-        f"{fifo}: not a regular file (a directory, FIFO, socket or device)": (
-            config_text(admin_port, extra=tls_listener)
-        ),
-        # A FIFO nobody reads, as an access log: open() would wait for a reader.
+        f"{fifo}: not a regular file (a directory, FIFO, socket or device)": fifo_certificate,
         f"listeners.edge.access_log.path: cannot open {fifo}: No such device or address": (
-            config_text(admin_port).replace(
-                "[virtual_hosts.main]", f'access_log = {{ path = "{fifo}" }}\n[virtual_hosts.main]'
-            )
+            fifo_log
         ),
     }
     async with serving(path) as served, httpx.AsyncClient(timeout=30) as admin:
@@ -86,13 +76,13 @@ async def test_reloads_heavy_and_hanging_configs_while_a_canary_is_served(tmp_pa
                 partial(canary.client, f"http://127.0.0.1:{served.port}/canary", timeout=30)
             )
             await canary.until_served(20)
-            for error, text in refused.items():
-                path.write_text(text)
+            for error, config in refused.items():
+                path.write_text(config.toml())
                 with trio.fail_after(5):
                     response = await admin.post(reload_url)
                 assert response.status_code == 400
                 assert response.json()["errors"] == [error]
-            path.write_text(config_text(admin_port, routes=6000))
+            path.write_text(canary_config(admin_port, routes=6000).toml())
             response = await admin.post(reload_url)
             assert response.status_code == 200, response.text
             edge = f"http://127.0.0.1:{served.port}"
