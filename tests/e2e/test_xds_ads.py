@@ -12,6 +12,7 @@ from gateway.config import loads_config
 from gateway.server import open_gateway
 from gateway.xds import translate
 from tests.ads_server import AdsServer
+from tests.config_builder import ConfigBuilder
 from tests.helpers import SteadyLoad, admin_url, converged, free_port, start_upstream
 
 HCM = (
@@ -20,26 +21,14 @@ HCM = (
 )
 
 
-def gateway_toml(node: str, ads_port: int, delta: bool) -> str:
-    return f"""
-[admin]
-address = "127.0.0.1:0"
-
-[server]
-drain_timeout = "3s"
-drain_grace = "300ms"
-
-[dynamic.ads]
-cluster = "xds"
-delta = {"true" if delta else "false"}
-
-[dynamic.node]
-id = "{node}"
-
-[clusters.xds]
-endpoints = ["127.0.0.1:{ads_port}"]
-protocol = "http2"
-"""
+def gateway_config(node: str, ads_port: int, delta: bool) -> str:
+    """Everything from the ADS server at `ads_port` (incremental if `delta`), as `node`."""
+    config = ConfigBuilder()
+    config.server(drain_timeout="3s", drain_grace="300ms")
+    config.table("dynamic", "ads", cluster="xds", delta=delta)
+    config.table("dynamic", "node", id=node)
+    config.cluster("xds", ads_port, protocol="http2")
+    return config.toml()
 
 
 def listener(port: int) -> dict:
@@ -113,7 +102,7 @@ async def test_ads_drives_two_instances_with_ack_and_nack(nursery, ads, delta):
     # One Listener resource per instance would need per-node snapshots; both instances
     # take the same listener here, on the port the test gives each in turn below.
     load = SteadyLoad()
-    async with open_gateway(loads_config(gateway_toml("gw1", ads.port, delta))) as gw1:
+    async with open_gateway(loads_config(gateway_config("gw1", ads.port, delta))) as gw1:
         ads.set(translate.LISTENER, "l1", [listener(ports["gw1"])])
         edge1 = f"http://127.0.0.1:{ports['gw1']}"
         async with httpx.AsyncClient(timeout=5) as client:
@@ -142,7 +131,7 @@ async def test_ads_drives_two_instances_with_ack_and_nack(nursery, ads, delta):
 
             # The second instance joins later and converges on the same clusters. (It
             # refuses the listener, whose port the first one holds: a NACK of its own.)
-            async with open_gateway(loads_config(gateway_toml("gw2", ads.port, delta))) as gw2:
+            async with open_gateway(loads_config(gateway_config("gw2", ads.port, delta))) as gw2:
                 with trio.fail_after(5):
                     while "extra" not in gw2.clusters.clusters:
                         await trio.sleep(0.05)

@@ -9,6 +9,7 @@ import trio
 
 from gateway.config import loads_config
 from gateway.server import open_gateway
+from tests.config_builder import ConfigBuilder
 from tests.helpers import admin_url, start_upstream
 
 HCM = (
@@ -88,6 +89,13 @@ resources:
 """
 
 
+def files_config(xds: Path) -> str:
+    """Only admin: every resource comes from the files in `xds`."""
+    config = ConfigBuilder()
+    config.table("dynamic", path=str(xds))
+    return config.toml()
+
+
 async def wait_for(predicate: Callable[[], Awaitable[bool]], timeout: float = 5.0) -> None:
     with trio.fail_after(timeout):
         while not await predicate():
@@ -102,8 +110,7 @@ async def test_resources_from_files_and_eds_without_reload(nursery, tmp_path: Pa
     (xds / "routes.yaml").write_text(routes_yaml("r1", TO_APP))
     (xds / "clusters.yaml").write_text(cluster_yaml())
     (xds / "endpoints.yaml").write_text(endpoints_yaml("e1", a.port))
-    toml = f'[admin]\naddress = "127.0.0.1:0"\n[dynamic]\npath = "{xds}"\n'
-    async with open_gateway(loads_config(toml)) as gw, httpx.AsyncClient() as client:
+    async with open_gateway(loads_config(files_config(xds))) as gw, httpx.AsyncClient() as client:
         edge = f"http://127.0.0.1:{gw.listener_ports['xds_edge']}"
         assert (await client.get(f"{edge}/x")).json()["server"] == "a"
         cluster = gw.clusters.get("app")
@@ -152,8 +159,7 @@ async def test_an_unsupported_field_is_nacked_and_traffic_carries_on(nursery, tm
     (xds / "routes.yaml").write_text(routes_yaml("r1", TO_APP))
     (xds / "clusters.yaml").write_text(cluster_yaml())
     (xds / "endpoints.yaml").write_text(endpoints_yaml("e1", a.port))
-    toml = f'[admin]\naddress = "127.0.0.1:0"\n[dynamic]\npath = "{xds}"\n'
-    async with open_gateway(loads_config(toml)) as gw, httpx.AsyncClient() as client:
+    async with open_gateway(loads_config(files_config(xds))) as gw, httpx.AsyncClient() as client:
         edge = f"http://127.0.0.1:{gw.listener_ports['xds_edge']}"
         extra = "  transport_socket: { name: envoy.transport_sockets.raw_buffer }\n"
         (xds / "clusters.yaml").write_text(cluster_yaml(extra))

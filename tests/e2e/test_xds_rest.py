@@ -23,6 +23,7 @@ import yaml
 
 from gateway.config import loads_config
 from gateway.server import open_gateway
+from tests.config_builder import ConfigBuilder
 from tests.helpers import SteadyLoad, admin_url, converged, free_port, start_upstream
 
 TEMPLATES = Path(__file__).resolve().parents[1] / "sovereign"
@@ -37,26 +38,14 @@ pytestmark = pytest.mark.skipif(
 )
 
 
-def gateway_toml(node: str, control_plane: int) -> str:
-    return f"""
-[admin]
-address = "127.0.0.1:0"
-
-[server]
-drain_timeout = "3s"
-drain_grace = "300ms"
-
-[dynamic.rest]
-cluster = "xds"
-refresh_delay = "200ms"
-
-[dynamic.node]
-id = "{node}"
-cluster = "edge-fleet"
-
-[clusters.xds]
-endpoints = ["127.0.0.1:{control_plane}"]
-"""
+def gateway_config(node: str, control_plane: int) -> str:
+    """Everything from the control plane at `control_plane` (REST), as node `node`."""
+    config = ConfigBuilder()
+    config.server(drain_timeout="3s", drain_grace="300ms")
+    config.table("dynamic", "rest", cluster="xds", refresh_delay="200ms")
+    config.table("dynamic", "node", id=node, cluster="edge-fleet")
+    config.cluster("xds", control_plane)
+    return config.toml()
 
 
 async def start_sovereign(nursery: trio.Nursery, workdir: Path, data: dict) -> tuple[int, Path]:
@@ -138,8 +127,8 @@ async def test_sovereign_drives_two_instances_under_load(nursery, tmp_path):
 
     load = SteadyLoad()
     async with (
-        open_gateway(loads_config(gateway_toml("gw1", cp_port))) as gw1,
-        open_gateway(loads_config(gateway_toml("gw2", cp_port))) as gw2,
+        open_gateway(loads_config(gateway_config("gw1", cp_port))) as gw1,
+        open_gateway(loads_config(gateway_config("gw2", cp_port))) as gw2,
         httpx.AsyncClient(timeout=5) as client,
     ):
         edges = [f"http://127.0.0.1:{ports[n]}" for n in ("gw1", "gw2")]
