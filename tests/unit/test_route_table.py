@@ -3,35 +3,46 @@
 from gateway import loads_config
 from gateway.http.headers import HeaderMap, RequestHead
 from gateway.http.route_table import RouteTable
+from tests.config_builder import ConfigBuilder, route
 
-CONFIG = """
-[listeners.l]
-address = "127.0.0.1:0"
-virtual_hosts = ["star", "prefix", "short_suffix", "long_suffix", "exact"]
-[virtual_hosts.star]
-domains = ["*"]
-[virtual_hosts.prefix]
-domains = ["api.*"]
-[virtual_hosts.short_suffix]
-domains = ["*.com"]
-[virtual_hosts.long_suffix]
-domains = ["*.example.com"]
-[virtual_hosts.exact]
-domains = ["api.example.com"]
-[[virtual_hosts.exact.routes]]
-match = { prefix = "/", headers = [{ name = "x-a", present = false }] }
-direct_response = { status = 200 }
-[[virtual_hosts.exact.routes]]
-match = { prefix = "/", headers = [{ name = "x-a", prefix = "v", invert_match = true }] }
-direct_response = { status = 201 }
-[[virtual_hosts.exact.routes]]
-match = { prefix = "/", query_parameters = [{ name = "flag" }] }
-direct_response = { status = 202 }
-"""
+
+def route_config() -> ConfigBuilder:
+    """Listener `l` with a virtual host of each domain kind; `exact` has routes that match
+    on header absence, an inverted header prefix, and a query parameter's presence."""
+    vhosts = {
+        "star": ["*"],
+        "prefix": ["api.*"],
+        "short_suffix": ["*.com"],
+        "long_suffix": ["*.example.com"],
+        "exact": ["api.example.com"],
+    }
+    config = ConfigBuilder(admin=False)
+    config.listener("l", virtual_hosts=list(vhosts))
+    for name, domains in vhosts.items():
+        config.virtual_host(name, domains=domains)
+    config.virtual_host(
+        "exact",
+        route(
+            match={"prefix": "/", "headers": [{"name": "x-a", "present": False}]},
+            direct_response={"status": 200},
+        ),
+        route(
+            match={
+                "prefix": "/",
+                "headers": [{"name": "x-a", "prefix": "v", "invert_match": True}],
+            },
+            direct_response={"status": 201},
+        ),
+        route(
+            match={"prefix": "/", "query_parameters": [{"name": "flag"}]},
+            direct_response={"status": 202},
+        ),
+    )
+    return config
 
 
 def table() -> RouteTable:
-    config = loads_config(CONFIG)
+    config = loads_config(route_config().toml())
     return RouteTable(config.listeners["l"].virtual_hosts, config)
 
 
