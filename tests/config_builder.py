@@ -26,7 +26,7 @@ def local(port: int) -> str:
     return f"127.0.0.1:{port}"
 
 
-def endpoint(value: int | str | Table) -> str | Table:
+def _endpoint(value: int | str | Table) -> str | Table:
     """An endpoint entry: a port on loopback, a "host:port", or a table (`address`, `weight`)."""
     return local(value) if isinstance(value, int) else value
 
@@ -88,7 +88,7 @@ class ConfigBuilder:
         given, replace the ones it has."""
         cluster = self.table("clusters", name)
         if endpoints or "endpoints" not in cluster:
-            cluster["endpoints"] = [endpoint(e) for e in endpoints]
+            cluster["endpoints"] = [_endpoint(e) for e in endpoints]
         cluster.update(keys)
         return cluster
 
