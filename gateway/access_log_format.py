@@ -17,13 +17,11 @@ import re
 import socket
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING
 
-if TYPE_CHECKING:  # stream_info imports the config model, which validates formats with this
-    from gateway.http.stream_info import StreamInfo
+from gateway.http.stream_info import StreamInfo
 
 Value = str | int | None
-Operator = Callable[["StreamInfo"], Value]
+Operator = Callable[[StreamInfo], Value]
 Part = str | Operator
 
 _OPERATOR = re.compile(r"%([A-Z_]+)(?:\(([^)]*)\))?(?::(\d+))?%")
@@ -39,7 +37,7 @@ def format_time(ts: float, fmt: str = DEFAULT_TIME_FORMAT) -> str:
     return time.strftime(fmt, time.gmtime(ts))
 
 
-def _pseudo(info: "StreamInfo", name: str) -> Value:
+def _pseudo(info: StreamInfo, name: str) -> Value:
     head = info.request_head
     if name == ":method":
         return head.method if head is not None else _dash(info.method)
@@ -57,7 +55,7 @@ def _dash(value: str) -> str | None:
 
 
 def _request_header(names: list[str]) -> Operator:
-    def op(info: "StreamInfo") -> Value:
+    def op(info: StreamInfo) -> Value:
         for name in names:
             if name.startswith(":"):
                 value = _pseudo(info, name)
@@ -72,7 +70,7 @@ def _request_header(names: list[str]) -> Operator:
 
 
 def _response_header(names: list[str]) -> Operator:
-    def op(info: "StreamInfo") -> Value:
+    def op(info: StreamInfo) -> Value:
         head = info.response_head
         for name in names:
             if name == ":status":
@@ -89,7 +87,7 @@ def _start_time(fmt: str | None) -> Operator:
 
 
 def _truncated(op: Operator, length: int) -> Operator:
-    def cut(info: "StreamInfo") -> Value:
+    def cut(info: StreamInfo) -> Value:
         value = op(info)
         return value[:length] if isinstance(value, str) else value
 
@@ -146,7 +144,7 @@ def compile_format(text: str) -> list[Part]:
     return parts
 
 
-def render_text(parts: list[Part], info: "StreamInfo") -> str:
+def render_text(parts: list[Part], info: StreamInfo) -> str:
     out = []
     for part in parts:
         if isinstance(part, str):
@@ -157,11 +155,11 @@ def render_text(parts: list[Part], info: "StreamInfo") -> str:
     return "".join(out)
 
 
-def compile_json(fields: dict[str, str]) -> Callable[["StreamInfo"], str]:
+def compile_json(fields: dict[str, str]) -> Callable[[StreamInfo], str]:
     """A JSON line renderer: each key's format compiled; a lone operator keeps its type."""
     compiled = {key: compile_format(value) for key, value in fields.items()}
 
-    def render(info: "StreamInfo") -> str:
+    def render(info: StreamInfo) -> str:
         data: dict[str, Value] = {}
         for key, parts in compiled.items():
             if len(parts) == 1 and not isinstance(parts[0], str):

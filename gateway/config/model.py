@@ -21,6 +21,7 @@ from typing import Any, Literal, NewType
 
 import attrs
 
+from gateway.access_log_format import compile_format
 from gateway.regex import check_regex
 
 #: Seconds, parsed from strings like "250ms", "1.5s", "2m", "1h".
@@ -243,9 +244,6 @@ class AccessLogFilter:
 def _check_operators(
     instance: object, attribute: "attrs.Attribute[Any]", value: str | dict[str, str] | None
 ) -> None:
-    # Imported here: the format module reads StreamInfo, whose import chain needs this one.
-    from gateway.access_log_format import compile_format
-
     formats = value.values() if isinstance(value, dict) else [value] if value else []
     for text in formats:
         try:

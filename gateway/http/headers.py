@@ -11,8 +11,6 @@ from collections.abc import Collection, Iterable, Iterator, Mapping
 
 import attrs
 
-from gateway.config.model import HeaderMutations
-
 #: Connection-specific headers (RFC 9110 7.6.1) that a proxy must not forward. (`Trailer`
 #: is not one: it announces the trailer fields to the recipient, end to end.)
 HOP_BY_HOP = frozenset(
@@ -161,13 +159,3 @@ def http_date() -> str:
     if _date[0] != now:
         _date = (now, email.utils.formatdate(now, usegmt=True))
     return _date[1]
-
-
-def mutate_request(headers: HeaderMap, mutations: HeaderMutations) -> None:
-    if mutations.request_headers_to_add or mutations.request_headers_to_remove:
-        headers.apply(mutations.request_headers_to_add, mutations.request_headers_to_remove)
-
-
-def mutate_response(headers: HeaderMap, mutations: HeaderMutations) -> None:
-    if mutations.response_headers_to_add or mutations.response_headers_to_remove:
-        headers.apply(mutations.response_headers_to_add, mutations.response_headers_to_remove)

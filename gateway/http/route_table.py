@@ -9,11 +9,17 @@ from urllib.parse import parse_qsl
 
 import attrs
 
-from gateway.config.model import GatewayConfig, HeaderMatcher, QueryParameterMatcher, Route
+from gateway.config.model import (
+    GatewayConfig,
+    HeaderMatcher,
+    HeaderMutations,
+    QueryParameterMatcher,
+    Route,
+)
 from gateway.config.model import VirtualHost as VirtualHostConfig
 from gateway.config.validate import http_connection_managers
 from gateway.http.grpc import is_grpc_request
-from gateway.http.headers import RequestHead
+from gateway.http.headers import HeaderMap, RequestHead
 from gateway.regex import Regex, compile_optional, compile_regex
 
 
@@ -38,6 +44,18 @@ def header_matches(m: HeaderMatcher, regex: Regex | None, req: RequestHead) -> b
     else:  # no match kind: presence
         result = True
     return result != m.invert_match
+
+
+def mutate_request(headers: HeaderMap, mutations: HeaderMutations) -> None:
+    """A virtual host's, route's or header_mutation filter's request header changes."""
+    if mutations.request_headers_to_add or mutations.request_headers_to_remove:
+        headers.apply(mutations.request_headers_to_add, mutations.request_headers_to_remove)
+
+
+def mutate_response(headers: HeaderMap, mutations: HeaderMutations) -> None:
+    """A virtual host's, route's or header_mutation filter's response header changes."""
+    if mutations.response_headers_to_add or mutations.response_headers_to_remove:
+        headers.apply(mutations.response_headers_to_add, mutations.response_headers_to_remove)
 
 
 def _query_matches(m: QueryParameterMatcher, regex: Regex | None, params: dict[str, str]) -> bool:

@@ -45,16 +45,9 @@ from gateway.http.active_stream import ActiveStream, ResponseState
 from gateway.http.codec_h1 import ClientEvent
 from gateway.http.events import NEED_DATA, Data, EndStream, ResponseHeaders
 from gateway.http.filter import LocalReply
-from gateway.http.headers import (
-    HeaderMap,
-    RequestHead,
-    ResponseHead,
-    mutate_request,
-    mutate_response,
-    strip_hop_by_hop,
-)
+from gateway.http.headers import HeaderMap, RequestHead, ResponseHead, strip_hop_by_hop
 from gateway.http.retry import BodySource, RequestBodyBuffer, RetryableResponse, RetryState
-from gateway.http.route_table import RouteEntry
+from gateway.http.route_table import RouteEntry, mutate_request, mutate_response
 from gateway.http.tunnel import SocketEndpoint, TunnelResult, run_tunnel
 from gateway.tls_stream import ByteStream
 from gateway.trio_util import raise_single

@@ -16,7 +16,8 @@ from gateway.http.filter import (
     HttpFilterType,
     LocalReply,
 )
-from gateway.http.headers import RequestHead, ResponseHead, mutate_request, mutate_response
+from gateway.http.headers import RequestHead, ResponseHead
+from gateway.http.route_table import mutate_request, mutate_response
 from gateway.http.stream_info import StreamInfo
 
 
