@@ -21,7 +21,7 @@ import enum
 import logging
 import math
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Protocol
+from typing import Protocol
 
 import trio
 
@@ -34,14 +34,13 @@ from gateway.errors import (
     UpstreamTimeout,
 )
 from gateway.http import grpc
-from gateway.http.filter import NO_FILTERS, FilterChain, LocalReply
+from gateway.http.filter import NO_FILTERS, FilterChain, HttpFilterFactory, LocalReply
+from gateway.http.hcm_stats import HcmStats
 from gateway.http.headers import HeaderMap, RequestHead, ResponseHead, http_date
-from gateway.http.route_table import RouteEntry
+from gateway.http.route_table import RouteEntry, RouteTable
 from gateway.http.stream_info import StreamInfo
 from gateway.http.tunnel import TunnelEndpoint
-
-if TYPE_CHECKING:
-    from gateway.http.conn_manager import HttpConnectionManager
+from gateway.overload import OverloadActionState
 
 log = logging.getLogger("gateway.http")
 
@@ -85,16 +84,32 @@ class ResponseEncoder(Protocol):
     def close_after_response(self) -> None: ...
 
 
+class StreamCallbacks(Protocol):
+    """What a stream needs of its connection manager: the route table and the filters for
+    its request, the overload action that refuses requests, and the stats it counts in."""
+
+    @property
+    def route_table(self) -> RouteTable: ...
+
+    def filters_for(self, route: RouteEntry | None) -> list[HttpFilterFactory]: ...
+
+    @property
+    def stop_accepting_requests(self) -> OverloadActionState: ...
+
+    @property
+    def stats(self) -> HcmStats: ...
+
+
 class ActiveStream:
     def __init__(
         self,
-        manager: "HttpConnectionManager",
+        callbacks: StreamCallbacks,
         encoder: ResponseEncoder,
         request: RequestHead,
         info: StreamInfo,
         body: trio.MemoryReceiveChannel[BodyItem] | None,
     ) -> None:
-        self.manager = manager
+        self.callbacks = callbacks
         self.encoder = encoder
         self.request = request
         self.info = info
@@ -130,7 +145,7 @@ class ActiveStream:
     def route(self) -> RouteEntry | None:
         """The matched route, computed on first use and cached (Envoy's route cache)."""
         if self._route is False:
-            self._route = self.manager.route_table.route(self.request)
+            self._route = self.callbacks.route_table.route(self.request)
             if self._route is not None:
                 self.info.route_name = self._route.name
         assert not isinstance(self._route, bool)
@@ -270,10 +285,10 @@ class ActiveStream:
 
     async def _run(self, router: "RouterFn") -> None:
         try:
-            if self.manager.stop_accepting_requests.active:
+            if self.callbacks.stop_accepting_requests.active:
                 # Before routing and filters, as Envoy: under memory pressure, allocate
                 # nothing more for the request.
-                self.manager.stats.downstream_rq_overload_close.inc()
+                self.callbacks.stats.downstream_rq_overload_close.inc()
                 raise Overloaded()
             if self.early_reply is not None:
                 await self.send_local_reply(self.early_reply)
@@ -281,7 +296,7 @@ class ActiveStream:
             # The route timeout also bounds the decode filters (one may await an outside
             # service); the router then starts its own for the upstream exchange.
             route = self.route
-            factories = self.manager.filters_for(route)
+            factories = self.callbacks.filters_for(route)
             if factories:
                 self.filters = FilterChain([f(self.info) for f in factories])
             reply = None

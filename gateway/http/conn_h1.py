@@ -34,7 +34,7 @@ from gateway.errors import DownstreamDisconnect, DownstreamProtocolError
 from gateway.fast_io import Receiver, send_now
 from gateway.http.active_stream import ActiveStream, BodyItem, ResponseState
 from gateway.http.codec_h1 import ServerCodec
-from gateway.http.conn_manager import HttpConnectionManager
+from gateway.http.connection import ConnectionCallbacks
 from gateway.http.events import NEED_DATA, ConnectionEnded, Data, EndStream, RequestHeaders
 from gateway.http.headers import HeaderMap, ResponseHead
 from gateway.http.stream_info import StreamInfo
@@ -48,16 +48,16 @@ from gateway.trio_util import PEER_GONE, raise_single
 class Http1Connection:
     def __init__(
         self,
-        manager: HttpConnectionManager,
+        callbacks: ConnectionCallbacks,
         stream: ByteStream,
         conn_info: ConnectionInfo,
         initial: bytes = b"",
     ) -> None:
-        self.manager = manager
+        self.callbacks = callbacks
         self.conn_info = conn_info
         self.peer = conn_info.peer
         self._stream = stream
-        cfg = manager.config
+        cfg = callbacks.config
         self.codec = ServerCodec(
             max_header_bytes=cfg.max_request_headers_kb * 1024,
             max_header_count=cfg.max_request_headers_count,
@@ -102,7 +102,7 @@ class Http1Connection:
                 try:
                     await self._serve_requests()
                 except DownstreamProtocolError as exc:
-                    self.manager.stats.downstream_cx_protocol_error.inc()
+                    self.callbacks.stats.downstream_cx_protocol_error.inc()
                     await self._reply_and_close(exc.status, exc.body, "DPE")
         except BaseExceptionGroup as group:
             raise_single(group)
@@ -118,8 +118,8 @@ class Http1Connection:
                 return
             await self._serve(event)
             if self._broken or self._close_after_response or not self.codec.reusable:
-                if self.manager.draining:
-                    self.manager.stats.downstream_cx_drain_close.inc()
+                if self.callbacks.draining:
+                    self.callbacks.stats.downstream_cx_drain_close.inc()
                 return
             # Draining may have begun after this response's head left without `connection:
             # close`: the client may reuse the connection at once, so a next request is
@@ -133,7 +133,7 @@ class Http1Connection:
         return data
 
     async def _receive_request_head(self) -> RequestHeaders | None:
-        cfg = self.manager.config
+        cfg = self.callbacks.config
         # The idle timeout started when the previous stream ended (or starts now).
         idle_deadline = self._idle_deadline or trio.current_time() + cfg.idle_timeout
         self._idle_deadline = None
@@ -148,19 +148,19 @@ class Http1Connection:
                 head_deadline = trio.current_time() + cfg.request_headers_timeout
             # Draining, an idle connection waits out the drain grace for a request that
             # may already be on its way, rather than reset it by closing under it.
-            deadline = head_deadline or min(idle_deadline, self.manager.drain_grace_deadline)
+            deadline = head_deadline or min(idle_deadline, self.callbacks.drain_grace_deadline)
             with trio.move_on_at(deadline) as scope:
                 self._idle_scope = scope if head_deadline is None else None
                 data = await self._receive()
             self._idle_scope = None
             if scope.cancelled_caught:
                 if head_deadline is not None:
-                    self.manager.stats.downstream_rq_header_timeout.inc()
+                    self.callbacks.stats.downstream_rq_header_timeout.inc()
                     await self._reply_and_close(408, "request headers timeout", "-")
-                elif self.manager.draining:
-                    self.manager.stats.downstream_cx_drain_close.inc()
+                elif self.callbacks.draining:
+                    self.callbacks.stats.downstream_cx_drain_close.inc()
                 else:
-                    self.manager.stats.downstream_cx_idle_timeout.inc()
+                    self.callbacks.stats.downstream_cx_idle_timeout.inc()
                 return None
             if not data:
                 return None
@@ -172,7 +172,7 @@ class Http1Connection:
         body_send, body_recv = (None, None)
         if not event.end_stream:
             body_send, body_recv = trio.open_memory_channel[BodyItem](1)
-        stream = self.manager.new_stream(self, event, self.conn_info, body_recv)
+        stream = self.callbacks.new_stream(self, event, self.conn_info, body_recv)
         self._active = stream
         if event.end_stream and (event.head.upgrade or event.head.method == "CONNECT"):
             try:
@@ -199,12 +199,12 @@ class Http1Connection:
         per connection matters most, it runs in the connection's own task, not a child."""
         scope = self._stream_scope = trio.CancelScope()
         with preserve_annotation():
-            await self.manager.run_stream(stream, scope)
+            await self.callbacks.run_stream(stream, scope)
 
     async def _run_stream(self, stream: ActiveStream) -> None:
         try:
             assert self._stream_scope is not None
-            await self.manager.run_stream(stream, self._stream_scope)
+            await self.callbacks.run_stream(stream, self._stream_scope)
         finally:
             self._stream_over(stream)
             self._stream_done.set()
@@ -212,8 +212,8 @@ class Http1Connection:
                 if self._connection_continues() and not self.codec.buffered_bytes:
                     # Leave the read waiting for the next request, now under the idle timeout.
                     self._idle_deadline = read.deadline = min(
-                        trio.current_time() + self.manager.config.idle_timeout,
-                        self.manager.drain_grace_deadline,
+                        trio.current_time() + self.callbacks.config.idle_timeout,
+                        self.callbacks.drain_grace_deadline,
                     )
                     self._idle_scope = read
                 else:
@@ -226,7 +226,7 @@ class Http1Connection:
         self._stream_scope = None
         if stream.response_state is not ResponseState.DONE:
             self._broken = True
-        self.manager.finish(stream.info)
+        self.callbacks.finish(stream.info)
 
     def _connection_continues(self) -> bool:
         return not (self._broken or self._close_after_response or not self.codec.reusable)
@@ -256,7 +256,7 @@ class Http1Connection:
         # The request is complete. Keep reading so a client that leaves is noticed at once;
         # early bytes of the next request wait in the codec, up to the head size limit. Once the
         # stream is over, the first bytes of the next request end this.
-        limit = self.manager.config.max_request_headers_kb * 1024
+        limit = self.callbacks.config.max_request_headers_kb * 1024
         done = self._stream_done
         while not done.is_set():
             if codec.buffered_bytes >= limit:
@@ -273,7 +273,7 @@ class Http1Connection:
         active = self._active
         if active is None or active.response_state is ResponseState.DONE:
             return  # the client read its whole response, then left: nothing to abandon
-        self.manager.stats.downstream_cx_destroy_remote_active_rq.inc()
+        self.callbacks.stats.downstream_cx_destroy_remote_active_rq.inc()
         active.info.add_flag("DC")
         if self._stream_scope is not None:
             self._stream_scope.cancel()
@@ -286,11 +286,11 @@ class Http1Connection:
             await self._write(self.codec.send_100_continue())
 
     async def encode_headers(self, head: ResponseHead, end_stream: bool, flush: bool) -> None:
-        manager = self.manager
-        if manager.draining or self._close_after_response or not self.codec.request_complete:
+        callbacks = self.callbacks
+        if callbacks.draining or self._close_after_response or not self.codec.request_complete:
             head.headers.set("connection", "close")
-        elif manager.disable_http_keepalive.active:
-            manager.stats.downstream_cx_overload_disable_keepalive.inc()
+        elif callbacks.disable_http_keepalive.active:
+            callbacks.stats.downstream_cx_overload_disable_keepalive.inc()
             head.headers.set("connection", "close")
         assert self._active is not None
         data = self.codec.send_response_head(head, request_method=self._active.request.method)
@@ -313,7 +313,7 @@ class Http1Connection:
         out = self._pending + self.codec.send_end(trailers)
         self._pending = b""
         if self.codec.trailers_dropped:
-            self.manager.stats.downstream_rs_trailers_dropped.inc()
+            self.callbacks.stats.downstream_rs_trailers_dropped.inc()
             self.codec.trailers_dropped = 0
         await self._write(out)
 
@@ -356,12 +356,12 @@ class Http1Connection:
     def drain(self) -> None:
         if self._idle_scope is not None:
             self._idle_scope.deadline = min(
-                self._idle_scope.deadline, self.manager.drain_grace_deadline
+                self._idle_scope.deadline, self.callbacks.drain_grace_deadline
             )
 
     async def _reply_and_close(self, status: int, body: str, flag: str) -> None:
         """Answers a request that never became a stream (bad or slow head), then closes."""
-        self.manager.stats.downstream_rq_total.inc()
+        self.callbacks.stats.downstream_rq_total.inc()
         info = StreamInfo(stream_id=self.codec.stream_id, downstream_remote=self.peer)
         info.response_code = status
         info.add_flag(flag)
@@ -377,4 +377,4 @@ class Http1Connection:
             contextlib.suppress(*PEER_GONE),
         ):
             await self._stream.send_all(raw)
-        self.manager.finish(info)
+        self.callbacks.finish(info)

@@ -38,7 +38,7 @@ import trio
 
 from gateway.errors import DownstreamDisconnect
 from gateway.http.active_stream import ActiveStream, BodyItem, ResponseState
-from gateway.http.conn_manager import HttpConnectionManager
+from gateway.http.connection import ConnectionCallbacks
 from gateway.http.events import RequestHeaders
 from gateway.http.h2_guard import FloodDetected, FloodGuard
 from gateway.http.h2_transport import FlowControlTimeout, H2Transport, new_connection
@@ -129,7 +129,7 @@ class H2StreamEncoder:
     async def encode_data(self, data: bytes, end_stream: bool) -> None:
         try:
             await self._conn.transport.send_data(
-                self.stream_id, data, end_stream, self._conn.manager.config.idle_timeout
+                self.stream_id, data, end_stream, self._conn.callbacks.config.idle_timeout
             )
         except _STREAM_GONE as exc:
             raise DownstreamDisconnect(str(exc)) from exc
@@ -187,15 +187,15 @@ class H2StreamEndpoint:
 class Http2Connection:
     def __init__(
         self,
-        manager: HttpConnectionManager,
+        callbacks: ConnectionCallbacks,
         stream: ByteStream,
         conn_info: ConnectionInfo,
         initial: bytes,
     ) -> None:
-        self.manager = manager
+        self.callbacks = callbacks
         self.conn_info = conn_info
         self.peer = conn_info.peer
-        options = manager.config.http2
+        options = callbacks.config.http2
         self._guard = FloodGuard(options)
         self.transport = H2Transport(
             stream,
@@ -253,7 +253,7 @@ class Http2Connection:
                     self._flooded(exc)
                 except h2.exceptions.ProtocolError:
                     # h2 has queued a GOAWAY with the right error code; send it and close.
-                    self.manager.stats.downstream_cx_protocol_error.inc()
+                    self.callbacks.stats.downstream_cx_protocol_error.inc()
                     await self._flush_quietly()
                 except DownstreamDisconnect:
                     pass
@@ -268,8 +268,8 @@ class Http2Connection:
     def _flooded(self, exc: FloodDetected) -> None:
         """The client crossed a limit of h2_guard: GOAWAY ENHANCE_YOUR_CALM, its streams
         cancelled, and the connection closes once the GOAWAY is written."""
-        self.manager.stats.flood(exc.reason).inc()
-        self.manager.stats.downstream_cx_protocol_error.inc()  # as Envoy counts a flood
+        self.callbacks.stats.flood(exc.reason).inc()
+        self.callbacks.stats.downstream_cx_protocol_error.inc()  # as Envoy counts a flood
         log.warning("HTTP/2 client %s closed: %s", self.peer, exc)
         try:
             self.transport.h2.close_connection(
@@ -282,7 +282,7 @@ class Http2Connection:
 
     async def _read_loop(self) -> None:
         transport = self.transport
-        idle_timeout = self.manager.config.idle_timeout
+        idle_timeout = self.callbacks.config.idle_timeout
         while not transport.broken:
             if self._goaway_sent and not self._streams:
                 await self._close_gracefully()
@@ -295,7 +295,7 @@ class Http2Connection:
             self._read_scope = None
             if scope.cancelled_caught:
                 if not self._goaway_sent:
-                    self.manager.stats.downstream_cx_idle_timeout.inc()
+                    self.callbacks.stats.downstream_cx_idle_timeout.inc()
                     self._goaway_sent = True
                 continue
             if not data:
@@ -341,10 +341,10 @@ class Http2Connection:
         if self._goaway_sent:
             self._refuse(stream_id)
             return
-        if len(self._streams) >= self.manager.config.http2.max_concurrent_streams:
+        if len(self._streams) >= self.callbacks.config.http2.max_concurrent_streams:
             # Clients may open streams before they see our SETTINGS: refuse the extra ones,
             # which they may retry, rather than fail them all (h2_guard.StreamLimitSettings).
-            self.manager.stats.http2.streams_refused.inc()
+            self.callbacks.stats.http2.streams_refused.inc()
             self._refuse(stream_id)
             self._guard.stream_closed(reset=True, lifetime=0.0)
             return
@@ -360,7 +360,7 @@ class Http2Connection:
         request = RequestHeaders(
             stream_id, head, end_stream, int(content_length) if content_length else None
         )
-        active = self.manager.new_stream(encoder, request, self.conn_info, body_recv)
+        active = self.callbacks.new_stream(encoder, request, self.conn_info, body_recv)
         encoder.active = active
         self._streams[stream_id] = encoder
         self.requests += 1
@@ -390,27 +390,27 @@ class Http2Connection:
         it, and either way it counts toward the rapid-reset limit ("MadeYouReset")."""
         s = self._streams.get(event.stream_id)
         if s is not None:
-            self.manager.stats.downstream_rq_rx_reset.inc()
+            self.callbacks.stats.downstream_rq_rx_reset.inc()
             s.reset_by_peer = True  # nothing more to send on it, whoever reset it
             if s.active is not None and s.active.response_state is not ResponseState.DONE:
                 s.active.info.add_flag("DR")
             s.scope.cancel()
         now = time.monotonic()
         self._resets = [t for t in self._resets if now - t < 1.0] + [now]
-        if len(self._resets) > self.manager.config.http2.max_stream_resets_per_second:
+        if len(self._resets) > self.callbacks.config.http2.max_stream_resets_per_second:
             raise FloodDetected("rapid_reset")
 
     def _client_gone(self) -> None:
         """The client closed the connection: abandon its open streams (flag DC)."""
         for s in self._streams.values():
             if s.active is not None and s.active.response_state is not ResponseState.DONE:
-                self.manager.stats.downstream_cx_destroy_remote_active_rq.inc()
+                self.callbacks.stats.downstream_cx_destroy_remote_active_rq.inc()
                 s.active.info.add_flag("DC")
                 s.reset_by_peer = True  # nobody to send a reset to
 
     async def _run_stream(self, encoder: H2StreamEncoder, active: ActiveStream) -> None:
         try:
-            await self.manager.run_stream(active, encoder.scope)
+            await self.callbacks.run_stream(active, encoder.scope)
         except Exception:
             # Whatever went wrong belongs to this stream; the connection's others go on.
             log.exception("stream %s on %s failed", encoder.stream_id, self.peer)
@@ -421,7 +421,7 @@ class Http2Connection:
                 encoder.body.close()
             unfinished = active.response_state is not ResponseState.DONE
             if unfinished and not encoder.reset_by_peer:
-                self.manager.stats.downstream_rq_tx_reset.inc()
+                self.callbacks.stats.downstream_rq_tx_reset.inc()
                 self.transport.reset(encoder.stream_id, h2.errors.ErrorCodes.CANCEL)
                 self._guard.reset_sent()
             try:
@@ -433,9 +433,9 @@ class Http2Connection:
             # Credit what was received but never forwarded, so the connection window does
             # not shrink for the streams that remain.
             self.transport.acknowledge(encoder.stream_id, encoder.uncredited)
-            self.manager.finish(active.info)
+            self.callbacks.finish(active.info)
             await self._flush_quietly()
-            if self.manager.disable_http_keepalive.active:
+            if self.callbacks.disable_http_keepalive.active:
                 self.disable_keepalive()
             self._wake_reader_if_done()
 
@@ -461,7 +461,7 @@ class Http2Connection:
             return
         self._draining = True
         self._grace_deadline = min(
-            self.manager.drain_grace_deadline, trio.current_time() + self.manager.drain_grace
+            self.callbacks.drain_grace_deadline, trio.current_time() + self.callbacks.drain_grace
         )
         if self._nursery is not None:
             self._nursery.start_soon(self._shut_down_gracefully, name="goaway")
@@ -472,7 +472,7 @@ class Http2Connection:
         response head; here it follows the response, since clients built on h2 (httpx)
         drop every frame after a GOAWAY (httpcore#1054)."""
         if not self._draining:
-            self.manager.stats.downstream_cx_overload_disable_keepalive.inc()
+            self.callbacks.stats.downstream_cx_overload_disable_keepalive.inc()
             self.drain()
 
     async def _shut_down_gracefully(self) -> None:

@@ -11,16 +11,14 @@ reverse order on the way back, as in Envoy.
 """
 
 from collections.abc import Callable, Mapping
-from typing import TYPE_CHECKING, Protocol
+from typing import Protocol
 
 import attrs
 
+from gateway.clusters.manager import ClusterManager
 from gateway.http.headers import HeaderMap, RequestHead, ResponseHead
 from gateway.http.stream_info import StreamInfo
 from gateway.server_state import ServerState
-
-if TYPE_CHECKING:
-    from gateway.clusters.manager import ClusterManager
 from gateway.stats import Scope
 
 
@@ -88,7 +86,7 @@ class FilterContext:
     scope: Scope
     server: ServerState
     #: For filters that call out to a service of their own (ext_authz).
-    clusters: "ClusterManager"
+    clusters: ClusterManager
 
 
 @attrs.frozen

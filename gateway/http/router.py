@@ -19,6 +19,7 @@ import os
 import random
 import time
 from http.cookies import SimpleCookie
+from typing import Protocol
 
 import trio
 
@@ -28,7 +29,7 @@ from gateway.clusters.load_balancer import combine_hashes
 from gateway.clusters.manager import ClusterManager
 from gateway.clusters.upstream import UpstreamStream
 from gateway.clusters.upstream_h1 import UpstreamConnection
-from gateway.config.model import HashPolicy, Redirect, Route
+from gateway.config.model import HashPolicy, HttpConnectionManagerConfig, Redirect, Route
 from gateway.errors import (
     GatewayError,
     NoHealthyUpstream,
@@ -49,6 +50,7 @@ from gateway.http.headers import HeaderMap, RequestHead, ResponseHead, strip_hop
 from gateway.http.retry import BodySource, RequestBodyBuffer, RetryableResponse, RetryState
 from gateway.http.route_table import RouteEntry, mutate_request, mutate_response
 from gateway.http.tunnel import SocketEndpoint, TunnelResult, run_tunnel
+from gateway.stats import Counter, Gauge
 from gateway.tls_stream import ByteStream
 from gateway.trio_util import raise_single
 
@@ -141,14 +143,40 @@ def upstream_timeout(stream: ActiveStream, route: Route) -> float:
     return timeout
 
 
+class RouterStats(Protocol):
+    """The connection manager's stats (`http.NAME.*`) the router counts in."""
+
+    @property
+    def no_route(self) -> Counter: ...
+
+    @property
+    def downstream_cx_upgrades_total(self) -> Counter: ...
+
+    @property
+    def downstream_cx_upgrades_active(self) -> Gauge: ...
+
+    @property
+    def downstream_cx_upgrade_rx_bytes_total(self) -> Counter: ...
+
+    @property
+    def downstream_cx_upgrade_tx_bytes_total(self) -> Counter: ...
+
+
 class RouterFilter:
-    def __init__(self, clusters: ClusterManager) -> None:
+    """The router of one connection manager: its clusters, its listener's upgrade
+    settings, and its stats."""
+
+    def __init__(
+        self, clusters: ClusterManager, listener: HttpConnectionManagerConfig, stats: RouterStats
+    ) -> None:
         self._clusters = clusters
+        self._listener = listener
+        self._stats = stats
 
     async def __call__(self, stream: ActiveStream) -> None:
         entry = stream.route
         if entry is None:
-            stream.manager.stats.no_route.inc()
+            self._stats.no_route.inc()
             raise NoRouteFound()
         route = entry.config
         if route.direct_response is not None or route.redirect is not None:
@@ -164,14 +192,13 @@ class RouterFilter:
         deadline = trio.current_time() + upstream_timeout(stream, route)
         await self._forward(stream, cluster, entry, deadline, tunnel)
 
-    @staticmethod
-    def _accepts_upgrade(stream: ActiveStream, entry: RouteEntry) -> bool:
+    def _accepts_upgrade(self, stream: ActiveStream, entry: RouteEntry) -> bool:
         """Whether this request becomes a tunnel. An upgrade the route does not allow is
         refused (403) or forwarded as an ordinary request, never silently tunnelled."""
         request = stream.request
         if request.upgrade is None:
             return False
-        listener = stream.manager.config
+        listener = self._listener
         allowed = entry.config.upgrade if entry.config.upgrade is not None else listener.upgrade
         if request.upgrade in allowed:
             return True
@@ -415,8 +442,8 @@ class RouterFilter:
             upstream.socket.close()
             cluster.stats.upstream_cx_active.dec()
 
-    @staticmethod
     async def _join(
+        self,
         stream: ActiveStream,
         entry: RouteEntry,
         head: ResponseHead,
@@ -435,7 +462,7 @@ class RouterFilter:
         stream.response_state = ResponseState.STREAMING
         info.response_code = 200 if request.http_version == "2" else head.status
         info.state = "tunnel"
-        stats = stream.manager.stats
+        stats = self._stats
         stats.downstream_cx_upgrades_total.inc()
         stats.downstream_cx_upgrades_active.inc()
         route = entry.config
