@@ -10,17 +10,15 @@ keeps serving traffic and admin meanwhile. Only the swap itself runs on the loop
 """
 
 import contextlib
-import hashlib
 import logging
-from collections.abc import Awaitable, Callable
 from functools import partial
 from typing import TYPE_CHECKING
 
 import trio
 
-from gateway.config.files import MAX_CONFIG_BYTES, UnreadableFile, read_file
 from gateway.config.load import load_config
 from gateway.config.model import GatewayConfig
+from gateway.config.watch import file_signature, watch
 from gateway.errors import ConfigError, StartupError
 from gateway.tasktree import annotate
 
@@ -28,9 +26,6 @@ if TYPE_CHECKING:
     from gateway.server import Gateway
 
 log = logging.getLogger("gateway.reload")
-
-#: How often `[server] watch = true` looks at the config file.
-WATCH_INTERVAL = 1.0
 
 
 async def reload_from_file(gw: "Gateway") -> list[str]:
@@ -75,33 +70,6 @@ async def reload_dynamic(gw: "Gateway") -> None:
         gw.xds.reject(exc.errors if isinstance(exc, ConfigError) else [str(exc)])
     else:
         log.info("xDS update from %s applied (ACK)", gw.xds.source)
-
-
-def file_signature(path: str) -> bytes | None:
-    """What the watcher compares: the file's bytes (mtimes can be too coarse to tell two
-    quick saves apart); None if it cannot be read right now."""
-    try:
-        return hashlib.sha256(read_file(path, MAX_CONFIG_BYTES)).digest()
-    except UnreadableFile:
-        return None
-
-
-async def watch(
-    signature: Callable[[], bytes | None],
-    last: bytes | None,
-    on_change: Callable[[], Awaitable[None]],
-) -> None:
-    """Every WATCH_INTERVAL, calls `on_change` if `signature()` differs from the last one
-    seen (`last`: what was loaded). None means "cannot tell right now" (a file being
-    rewritten): it is looked at again next time. `signature` reads files: it runs in a
-    worker thread."""
-    while True:
-        await trio.sleep(WATCH_INTERVAL)
-        now = await trio.to_thread.run_sync(signature)
-        if now is None or now == last:
-            continue
-        last = now
-        await on_change()
 
 
 async def watch_config(gw: "Gateway", path: str, last: bytes | None) -> None:

@@ -29,13 +29,14 @@ import trio
 from gateway.clusters.manager import ClusterManager
 from gateway.config.model import Address, Admin, GatewayConfig
 from gateway.config.model import Server as ServerConfig
+from gateway.config.watch import file_signature
 from gateway.errors import ConfigError, StartupError
 from gateway.http.route_table import RouteTables, build_route_tables
 from gateway.listeners.filter_chain import ChainBuilder
 from gateway.listeners.listener import Listener
 from gateway.overload import OverloadManager
 from gateway.regex import compile_regex
-from gateway.reload import file_signature, reload_dynamic, watch_config
+from gateway.reload import reload_dynamic, watch_config
 from gateway.server_state import ServerState
 from gateway.stats import StatsStore
 from gateway.tasktree import set_enabled as set_task_tree

@@ -29,8 +29,8 @@ import trio
 
 from gateway.config.load import load_config
 from gateway.config.model import GatewayConfig
+from gateway.config.watch import file_signature, watch
 from gateway.errors import ConfigError, StartupError
-from gateway.reload import file_signature, watch
 from gateway.server import WorkerRole, open_gateway
 from gateway.stats import Counter, Gauge, StatsStore
 from gateway.tasktree import annotate

@@ -15,8 +15,8 @@ import trio
 import yaml
 
 from gateway.config.files import MAX_CONFIG_BYTES, UnreadableFile, read_file
+from gateway.config.watch import watch
 from gateway.errors import ConfigError
-from gateway.reload import watch
 from gateway.tasktree import annotate
 from gateway.xds.compose import Resource, XdsState, resource_of
 
