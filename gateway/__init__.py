@@ -23,5 +23,5 @@ from gateway.http.headers import HeaderMap as HeaderMap
 from gateway.http.headers import RequestHead as RequestHead
 from gateway.http.headers import ResponseHead as ResponseHead
 from gateway.http.stream_info import StreamInfo as StreamInfo
-from gateway.server import Gateway as Gateway
-from gateway.server import open_gateway as open_gateway
+from gateway.server.gateway import Gateway as Gateway
+from gateway.server.gateway import open_gateway as open_gateway

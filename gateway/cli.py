@@ -12,8 +12,8 @@ import trio
 
 from gateway.config import GatewayConfig, load_config
 from gateway.errors import ConfigError, StartupError
-from gateway.reload import reload_from_file
-from gateway.server import open_gateway
+from gateway.server.gateway import open_gateway
+from gateway.server.reload import reload_from_file
 
 log = logging.getLogger("gateway")
 
@@ -153,7 +153,7 @@ def main(argv: list[str] | None = None) -> None:
     elif args.command in ("serve", "_worker"):
         config = _load(args.config)
         _tune_gc()
-        from gateway.workers import run_worker, serve_supervised, worker_count
+        from gateway.server.workers import run_worker, serve_supervised, worker_count
 
         try:
             if args.command == "_worker":

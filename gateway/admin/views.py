@@ -15,8 +15,8 @@ from gateway.clusters.host import HealthFlag, Host
 from gateway.config.load import unstructure_config
 from gateway.errors import ConfigError, StartupError
 from gateway.regex import Regex, RegexError, compile_regex
-from gateway.reload import reload_from_file
-from gateway.server import Gateway
+from gateway.server.gateway import Gateway
+from gateway.server.reload import reload_from_file
 from gateway.stats import StatsStore
 from gateway.task_query import TaskQuery
 from gateway.version import gateway_version

@@ -40,7 +40,7 @@ from gateway.http.headers import HeaderMap, RequestHead, ResponseHead, http_date
 from gateway.http.route_table import RouteEntry, RouteTable
 from gateway.http.stream_info import StreamInfo
 from gateway.http.tunnel import TunnelEndpoint
-from gateway.overload import OverloadActionState
+from gateway.server.overload import OverloadActionState
 
 log = logging.getLogger("gateway.http")
 

@@ -35,7 +35,7 @@ from gateway.http.route_table import RouteEntry, RouteTable, RouteTables
 from gateway.http.router import RouterFilter
 from gateway.http.stream_info import StreamInfo
 from gateway.listeners.network_filter import ConnectionInfo
-from gateway.server_state import ServerState
+from gateway.server.state import ServerState
 from gateway.stats import StatsStore
 from gateway.tasktree import annotate
 from gateway.tls_stream import ByteStream

@@ -19,7 +19,7 @@ from gateway.http.events import RequestHeaders
 from gateway.http.hcm_stats import HcmStats
 from gateway.http.stream_info import StreamInfo
 from gateway.listeners.network_filter import ConnectionInfo
-from gateway.overload import OverloadActionState
+from gateway.server.overload import OverloadActionState
 
 
 class DownstreamConnection(Protocol):

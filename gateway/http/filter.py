@@ -18,7 +18,7 @@ import attrs
 from gateway.clusters.manager import ClusterManager
 from gateway.http.headers import HeaderMap, RequestHead, ResponseHead
 from gateway.http.stream_info import StreamInfo
-from gateway.server_state import ServerState
+from gateway.server.state import ServerState
 from gateway.stats import Scope
 
 

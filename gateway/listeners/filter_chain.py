@@ -39,7 +39,7 @@ from gateway.listeners.access_control import ConnectionLimitFilter, RbacFilter
 from gateway.listeners.network_filter import ConnectionInfo, NetworkFilter, NextFilter
 from gateway.listeners.tcp_proxy import TcpProxyFilter
 from gateway.listeners.tls import TlsTerminator
-from gateway.server_state import ServerState
+from gateway.server.state import ServerState
 from gateway.stats import Scope, StatsStore
 from gateway.tls_stream import ByteStream
 

@@ -12,8 +12,8 @@ import pytest
 import trio
 from trio_websocket import ConnectionClosed, open_websocket_url
 
+from gateway import open_gateway
 from gateway.config import load_config
-from gateway.server import open_gateway
 from tests.config_builder import ConfigBuilder, local, proxy_config
 from tests.grpc_echo import OPTIONS, echo_config, start_server
 from tests.helpers import SteadyLoad, admin_url, free_port, serving, start_upstream, url

@@ -10,8 +10,8 @@ import httpx
 import pytest
 import trio
 
+from gateway import open_gateway
 from gateway.config import loads_config
-from gateway.server import open_gateway
 from tests.config_builder import ConfigBuilder, local, route
 from tests.helpers import SteadyLoad, free_port, start_upstream
 

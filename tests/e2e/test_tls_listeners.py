@@ -11,9 +11,9 @@ import httpx
 import pytest
 import trio
 
+from gateway import open_gateway
 from gateway.config import load_config
-from gateway.reload import reload_from_file
-from gateway.server import open_gateway
+from gateway.server.reload import reload_from_file
 from tests.config_builder import ConfigBuilder, Table, route
 from tests.helpers import eventually, run_gateway, start_upstream
 from tests.tls_helpers import CertFiles, Pki, http_get, san_names, subject_cn, tls_exchange

@@ -8,8 +8,8 @@ import httpx
 import pytest
 import trio
 
+from gateway import open_gateway
 from gateway.config import loads_config
-from gateway.server import open_gateway
 from gateway.xds import translate
 from tests.ads_server import AdsServer
 from tests.config_builder import ConfigBuilder

@@ -7,8 +7,8 @@ from pathlib import Path
 import httpx
 import trio
 
+from gateway import open_gateway
 from gateway.config import loads_config
-from gateway.server import open_gateway
 from tests.config_builder import ConfigBuilder
 from tests.helpers import admin_url, start_upstream
 

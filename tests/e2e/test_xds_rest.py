@@ -21,8 +21,8 @@ import pytest
 import trio
 import yaml
 
+from gateway import open_gateway
 from gateway.config import loads_config
-from gateway.server import open_gateway
 from tests.config_builder import ConfigBuilder
 from tests.helpers import SteadyLoad, admin_url, converged, free_port, start_upstream
 

@@ -23,7 +23,7 @@ from gateway.errors import ConfigError, StartupError
 from gateway.tasktree import annotate
 
 if TYPE_CHECKING:
-    from gateway.server import Gateway
+    from gateway.server.gateway import Gateway
 
 log = logging.getLogger("gateway.reload")
 

@@ -34,10 +34,10 @@ from gateway.errors import ConfigError, StartupError
 from gateway.http.route_table import RouteTables, build_route_tables
 from gateway.listeners.filter_chain import ChainBuilder
 from gateway.listeners.listener import Listener
-from gateway.overload import OverloadManager
 from gateway.regex import compile_regex
-from gateway.reload import reload_dynamic, watch_config
-from gateway.server_state import ServerState
+from gateway.server.overload import OverloadManager
+from gateway.server.reload import reload_dynamic, watch_config
+from gateway.server.state import ServerState
 from gateway.stats import StatsStore
 from gateway.tasktree import set_enabled as set_task_tree
 from gateway.trio_util import raise_single

@@ -4,7 +4,7 @@ from collections.abc import Awaitable, Callable
 
 import attrs
 
-from gateway.overload import OverloadManager
+from gateway.server.overload import OverloadManager
 
 BackgroundTask = Callable[[], Awaitable[None]]
 

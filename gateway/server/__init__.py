@@ -1,0 +1,1 @@
+"""The server: the running gateway, its reloads, overload manager and worker processes."""
