@@ -24,4 +24,4 @@ from gateway.http.headers import RequestHead as RequestHead
 from gateway.http.headers import ResponseHead as ResponseHead
 from gateway.http.stream_info import StreamInfo as StreamInfo
 from gateway.server.gateway import Gateway as Gateway
-from gateway.server.gateway import open_gateway as open_gateway
+from gateway.server.run import open_gateway as open_gateway

@@ -12,8 +12,8 @@ import trio
 
 from gateway.config import GatewayConfig, load_config
 from gateway.errors import ConfigError, StartupError
-from gateway.server.gateway import open_gateway
 from gateway.server.reload import reload_from_file
+from gateway.server.run import open_gateway
 
 log = logging.getLogger("gateway")
 

@@ -1,27 +1,12 @@
-"""The gateway as one Trio nursery: `async with open_gateway(config) as gw:`.
+"""A running gateway (`Gateway`): its config, stats, clusters and listeners, and the
+reload that swaps in the next generation of them while the previous one drains.
 
-Task tree (see docs/architecture.md):
-
-    open_gateway nursery
-    ├── cluster manager            (cluster NAME -> host ADDRESS -> pools, health checker)
-    ├── filter background jobs     (e.g. JWKS refresh), one group per config
-    ├── resource monitor           (with `[overload] max_rss`: reads the RSS, sets actions)
-    ├── listener NAME              (access log flushers, accept tasks, "conn PEER" tasks)
-    │   └── conn 127.0.0.1:51234   (per request: a "stream N GET /path" task)
-    ├── config watcher             (with `[server] watch = true`)
-    └── admin                      (hypercorn serving the admin app)
-
-Shutdown is a drain, as in hypercorn's worker_serve: stop accepting, let in-flight requests
-finish until `server.drain_timeout` (a deadline on each listener's connection nursery),
-then cancel what is left (admin, clusters, background jobs) and close the pools. A reload
-(`Gateway.reload`) is the same dance for one config generation while the next serves.
+`open_gateway` (run.py) runs one in the caller's nursery, with its admin endpoint; the
+admin reads and drives it from above, so nothing here imports the admin.
 """
 
 import logging
 import time
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
-from functools import partial
 
 import attrs
 import trio
@@ -29,22 +14,15 @@ import trio
 from gateway.clusters.manager import ClusterManager
 from gateway.config.model import Address, Admin, GatewayConfig
 from gateway.config.model import Server as ServerConfig
-from gateway.config.watch import file_signature
-from gateway.errors import ConfigError, StartupError
+from gateway.errors import StartupError
 from gateway.http.route_table import RouteTables, build_route_tables
 from gateway.listeners.filter_chain import ChainBuilder
 from gateway.listeners.listener import Listener
 from gateway.regex import compile_regex
 from gateway.server.overload import OverloadManager
-from gateway.server.reload import reload_dynamic, watch_config
 from gateway.server.state import ServerState
 from gateway.stats import StatsStore
-from gateway.tasktree import set_enabled as set_task_tree
-from gateway.trio_util import raise_single
-from gateway.xds.ads_source import XdsAdsSource
 from gateway.xds.compose import XdsState
-from gateway.xds.file_source import XdsFileSource
-from gateway.xds.rest_source import XdsRestSource
 
 log = logging.getLogger("gateway.server")
 
@@ -104,7 +82,9 @@ class Gateway:
         self.admin_stopped = trio.Event()
         #: Every listener started, current or draining after a reload, until it stops.
         self._running: set[Listener] = set()
-        self._nursery: trio.Nursery | None = None
+        #: The root nursery, once open_gateway runs: listeners and background jobs, at
+        #: start and at each reload, are started in it.
+        self.nursery: trio.Nursery | None = None
         #: Cancels the filters' background jobs of the config before the last reload.
         self._background_scope: trio.CancelScope | None = None
         self._reload_lock = trio.Lock()
@@ -148,10 +128,10 @@ class Gateway:
     def request_shutdown(self) -> None:
         self.shutdown_requested.set()
 
-    async def _start_listener(self, listener: Listener) -> None:
-        assert self._nursery is not None
+    async def start_listener(self, listener: Listener) -> None:
+        assert self.nursery is not None
         self._running.add(listener)
-        await self._nursery.start(self._run_listener, listener, name=f"listener {listener.name}")
+        await self.nursery.start(self._run_listener, listener, name=f"listener {listener.name}")
 
     async def _run_listener(
         self, listener: Listener, *, task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED
@@ -161,10 +141,10 @@ class Gateway:
         finally:
             self._running.discard(listener)
 
-    def _start_background(self) -> None:
+    def start_background(self) -> None:
         """Runs the background jobs the filters of the config just taken asked for; the
         previous config's keep running while its requests may need them (drain timeout)."""
-        assert self._nursery is not None
+        assert self.nursery is not None
         jobs = list(self.state.background)
         self.state.background.clear()
         if self._background_scope is not None:
@@ -178,7 +158,7 @@ class Gateway:
                         nursery.start_soon(job, name=task_name)
 
         if jobs:
-            self._nursery.start_soon(run_jobs, name="filter background jobs")
+            self.nursery.start_soon(run_jobs, name="filter background jobs")
 
     def _drain_deadlines(self, server: ServerConfig) -> tuple[float, float]:
         """When draining connections are cut, and when those that have not begun a request
@@ -238,7 +218,7 @@ class Gateway:
                 previous = old_listeners.get(name)
                 if previous is not None and previous.config.address == listener.config.address:
                     listener.take_over(previous)
-                await self._start_listener(listener)
+                await self.start_listener(listener)
                 if previous is None:
                     changes.append(f"listener {name} added")
                     continue
@@ -253,11 +233,11 @@ class Gateway:
                 old_listeners[name].drain(deadline, grace)
                 changes.append(f"listener {name} removed")
             self.listeners = listeners
-            self._start_background()
+            self.start_background()
             if config.overload != old_config.overload:
                 self.state.overload.configure(config.overload)
-                assert self._nursery is not None
-                self.state.overload.start(self._nursery)
+                assert self.nursery is not None
+                self.state.overload.start(self.nursery)
                 changes.append("overload settings changed")
             self.reloads += 1
             log.warning("config reloaded: %s", "; ".join(changes) or "routes and filters")
@@ -274,63 +254,3 @@ class Gateway:
         if any(getattr(old.server, k) != getattr(new.server, k) for k in restart_only):
             notes.append("server.workers, histogram_buckets and watch take effect on restart")
         return notes
-
-
-@asynccontextmanager
-async def open_gateway(
-    config: GatewayConfig, config_path: str | None = None, worker: WorkerRole | None = None
-) -> AsyncIterator[Gateway]:
-    """Runs the whole gateway inside the caller's task; drains and stops on exit.
-
-    Raises StartupError if a listener cannot bind. On normal exit the gateway drains
-    gracefully; if the body raises (or is cancelled), everything is cancelled at once.
-    """
-    from gateway.admin.serve import serve_admin  # admin imports the server's types
-
-    set_task_tree(config.admin is None or config.admin.task_tree)
-    xds: XdsState | None = None
-    if config.dynamic.path is not None:
-        xds = XdsFileSource(config.dynamic.path)
-    elif config.dynamic.rest is not None:
-        xds = XdsRestSource(config.dynamic)  # nothing yet: it warms once the clusters run
-    elif config.dynamic.ads is not None:
-        xds = XdsAdsSource(config.dynamic)
-    composed = None
-    if xds is not None:
-        try:
-            composed = xds.compose(config)
-        except ConfigError as exc:
-            raise StartupError("xDS resources refused: " + "; ".join(exc.errors)) from None
-    gw = Gateway(composed.config if composed else config, config_path, worker)
-    gw.static_config, gw.xds = config, xds
-    if isinstance(xds, XdsRestSource | XdsAdsSource):
-        xds.bind(gw.clusters)
-    try:
-        async with trio.open_nursery() as nursery:
-            gw._nursery = nursery
-            for listener in gw.listeners.values():
-                await listener.bind(reuse_port=worker is not None)
-            await nursery.start(gw.clusters.run, name="cluster manager")
-            if xds is not None and composed is not None:
-                xds.apply_assignments(gw.clusters, composed)
-                xds.accept(composed)
-                nursery.start_soon(xds.watch, partial(reload_dynamic, gw), name="xds source")
-            gw._start_background()
-            gw.state.overload.start(nursery)
-            for listener in gw.listeners.values():
-                await gw._start_listener(listener)
-            if config.admin is not None:
-                gw.admin_port = await nursery.start(serve_admin, gw, config.admin, name="admin")
-            if config.server.watch and config_path is not None:
-                loaded = file_signature(config_path)
-                nursery.start_soon(watch_config, gw, config_path, loaded, name="config watcher")
-            what = "gateway" if worker is None else f"worker {worker.index}"
-            log.info("%s started: listeners %s, admin %s", what, gw.listener_ports, gw.admin_port)
-            yield gw
-            await gw.drain()
-            if config.admin is not None:
-                gw.admin_shutdown.set()
-                await gw.admin_stopped.wait()
-            nursery.cancel_scope.cancel()
-    except BaseExceptionGroup as group:
-        raise_single(group)

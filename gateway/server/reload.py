@@ -12,7 +12,6 @@ keeps serving traffic and admin meanwhile. Only the swap itself runs on the loop
 import contextlib
 import logging
 from functools import partial
-from typing import TYPE_CHECKING
 
 import trio
 
@@ -20,15 +19,13 @@ from gateway.config.load import load_config
 from gateway.config.model import GatewayConfig
 from gateway.config.watch import file_signature, watch
 from gateway.errors import ConfigError, StartupError
+from gateway.server.gateway import Gateway
 from gateway.tasktree import annotate
-
-if TYPE_CHECKING:
-    from gateway.server.gateway import Gateway
 
 log = logging.getLogger("gateway.reload")
 
 
-async def reload_from_file(gw: "Gateway") -> list[str]:
+async def reload_from_file(gw: Gateway) -> list[str]:
     """Reloads gw's config file; raises ConfigError (with every problem) or StartupError."""
     if gw.config_path is None:
         raise ConfigError(["the gateway was not started from a config file"])
@@ -43,7 +40,7 @@ async def reload_from_file(gw: "Gateway") -> list[str]:
         raise
 
 
-async def apply_config(gw: "Gateway", static: GatewayConfig) -> list[str]:
+async def apply_config(gw: Gateway, static: GatewayConfig) -> list[str]:
     """Takes `static` (the config file's content) plus, with `[dynamic]`, the xDS
     resources as they are now; raises ConfigError or StartupError, changing nothing."""
     # One update at a time: each ACKs the xDS resources it composed, not newer ones that
@@ -60,7 +57,7 @@ async def apply_config(gw: "Gateway", static: GatewayConfig) -> list[str]:
         return changes
 
 
-async def reload_dynamic(gw: "Gateway") -> None:
+async def reload_dynamic(gw: Gateway) -> None:
     """The xDS directory changed: apply it (ACK) or refuse it and keep the last good
     config (NACK)."""
     assert gw.xds is not None
@@ -72,7 +69,7 @@ async def reload_dynamic(gw: "Gateway") -> None:
         log.info("xDS update from %s applied (ACK)", gw.xds.source)
 
 
-async def watch_config(gw: "Gateway", path: str, last: bytes | None) -> None:
+async def watch_config(gw: Gateway, path: str, last: bytes | None) -> None:
     """Reloads whenever the file's content differs from `last` (what was loaded)."""
     annotate("config watcher", path=path)
 

@@ -31,7 +31,8 @@ from gateway.config.load import load_config
 from gateway.config.model import GatewayConfig
 from gateway.config.watch import file_signature, watch
 from gateway.errors import ConfigError, StartupError
-from gateway.server.gateway import WorkerRole, open_gateway
+from gateway.server.gateway import WorkerRole
+from gateway.server.run import open_gateway
 from gateway.stats import Counter, Gauge, StatsStore
 from gateway.tasktree import annotate
 
