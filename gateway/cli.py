@@ -153,7 +153,7 @@ def main(argv: list[str] | None = None) -> None:
     elif args.command in ("serve", "_worker"):
         config = _load(args.config)
         _tune_gc()
-        from gateway.server.workers import run_worker, serve_supervised, worker_count
+        from gateway.server.supervisor import run_worker, serve_supervised, worker_count
 
         try:
             if args.command == "_worker":

@@ -35,7 +35,7 @@ from gateway.stats import StatsStore
 from gateway.task_query import TaskQuery
 
 if TYPE_CHECKING:
-    from gateway.server.workers import Supervisor
+    from gateway.server.supervisor import Supervisor
 
 log = logging.getLogger("gateway.admin")
 
