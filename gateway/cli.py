@@ -153,7 +153,8 @@ def main(argv: list[str] | None = None) -> None:
     elif args.command in ("serve", "_worker"):
         config = _load(args.config)
         _tune_gc()
-        from gateway.server.supervisor import run_worker, serve_supervised, worker_count
+        from gateway.server.supervisor import worker_count
+        from gateway.server.workers import run_worker, serve_supervised
 
         try:
             if args.command == "_worker":

@@ -16,7 +16,7 @@ Each worker has a private admin on a loopback port; this app asks them and answe
 import json
 import logging
 import time
-from typing import TYPE_CHECKING, Any
+from typing import Any
 from urllib.parse import parse_qsl, urlencode
 
 import trio
@@ -26,46 +26,21 @@ from gateway.admin.app import serve_task_tree_websocket
 from gateway.admin.serve import serve_admin_app
 from gateway.admin.views import Reply, prometheus_of, stats_of
 from gateway.asgi import Receive, Scope, Send, complete_lifespan
-from gateway.clusters.http_client import exchange
-from gateway.clusters.upstream_h1 import UpstreamConnection
 from gateway.config.model import Admin
 from gateway.errors import ConfigError, GatewayError, StartupError
-from gateway.http.headers import HeaderMap, RequestHead
+from gateway.server.supervisor import Supervisor, worker_request
 from gateway.stats import StatsStore
 from gateway.task_query import TaskQuery
 
-if TYPE_CHECKING:
-    from gateway.server.supervisor import Supervisor
-
 log = logging.getLogger("gateway.admin")
 
-#: A worker's admin answer must come within this long, and be no larger than this.
-_WORKER_TIMEOUT = 10.0
-_MAX_ANSWER = 64 << 20
 _FAN_OUT = frozenset(
     ("/healthcheck/fail", "/healthcheck/ok", "/drain_listeners", "/reset_counters", "/logging")
 )
 
 
-async def worker_request(port: int, method: str, target: str) -> tuple[int, str, bytes]:
-    """One request to a worker's private admin endpoint: status, content type, body.
-    StartupError if the worker does not answer whole."""
-    with trio.fail_after(_WORKER_TIMEOUT):
-        stream = await trio.open_tcp_stream("127.0.0.1", port)
-        conn = UpstreamConnection(stream, f"worker admin :{port}", max_header_bytes=65536)
-        try:
-            head = RequestHead(method, target, f"127.0.0.1:{port}", "http", HeaderMap())
-            answer = await exchange(conn, head, max_body=_MAX_ANSWER)
-        except GatewayError as exc:
-            raise StartupError(f"worker admin :{port}: {exc}") from exc
-        finally:
-            conn.close()
-    content_type = answer.headers.get("content-type") or "text/plain"
-    return answer.status, content_type, answer.body
-
-
 class SupervisorAdminApp:
-    def __init__(self, supervisor: "Supervisor") -> None:
+    def __init__(self, supervisor: Supervisor) -> None:
         self._supervisor = supervisor
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -223,7 +198,7 @@ def _prefix_ids(node: dict[str, Any], worker: int) -> dict[str, Any]:
 
 
 async def serve_supervisor_admin(
-    supervisor: "Supervisor",
+    supervisor: Supervisor,
     admin: Admin,
     *,
     task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED,

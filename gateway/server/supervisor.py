@@ -1,5 +1,6 @@
-"""Worker processes: `[server] workers = N` runs N gateways, one Trio loop each, under one
-supervising process, as Envoy runs worker threads (the GIL rules threads out).
+"""Supervising worker processes: `[server] workers = N` runs N gateways, one Trio loop
+each, under one supervising process, as Envoy runs worker threads (the GIL rules threads
+out).
 
 Each worker is `python -m gateway _worker CONFIG --index I --ports JSON`: a whole gateway
 with its own listeners, bound with SO_REUSEPORT so the kernel spreads new connections over
@@ -11,7 +12,8 @@ The supervisor binds nothing but the admin address operators use (gateway/admin/
 supervisor.py adds up the workers' stats and trees). It restarts a worker that dies, with
 a back-off, and forwards a shutdown (SIGTERM/SIGINT, /quitquitquit) and a reload (SIGHUP,
 POST /reload, `watch`) to every worker. Listeners configured with port 0 get a port
-chosen here, so that all workers share it.
+chosen here, so that all workers share it. The two processes' entry points,
+`serve_supervised` and `run_worker`, are in workers.py.
 """
 
 import json
@@ -23,16 +25,18 @@ import subprocess
 import sys
 import time
 from functools import partial
+from typing import Protocol
 
 import attrs
 import trio
 
+from gateway.clusters.http_client import exchange
+from gateway.clusters.upstream_h1 import UpstreamConnection
 from gateway.config.load import load_config
-from gateway.config.model import GatewayConfig
+from gateway.config.model import Admin, GatewayConfig
 from gateway.config.watch import file_signature, watch
-from gateway.errors import ConfigError, StartupError
-from gateway.server.gateway import WorkerRole
-from gateway.server.run import open_gateway
+from gateway.errors import ConfigError, GatewayError, StartupError
+from gateway.http.headers import HeaderMap, RequestHead
 from gateway.stats import Counter, Gauge, StatsStore
 from gateway.tasktree import annotate
 
@@ -46,8 +50,26 @@ _RESTART_BACKOFF_MAX = 30.0
 _STABLE_AFTER = 10.0
 #: Every worker must have started within this long.
 _STARTUP_TIMEOUT = 60.0
-#: How often a worker checks that its supervisor is still there.
-_ORPHAN_CHECK = 1.0
+#: A worker's admin answer must come within this long, and be no larger than this.
+_WORKER_TIMEOUT = 10.0
+_MAX_ANSWER = 64 << 20
+
+
+async def worker_request(port: int, method: str, target: str) -> tuple[int, str, bytes]:
+    """One request to a worker's private admin endpoint: status, content type, body.
+    StartupError if the worker does not answer whole."""
+    with trio.fail_after(_WORKER_TIMEOUT):
+        stream = await trio.open_tcp_stream("127.0.0.1", port)
+        conn = UpstreamConnection(stream, f"worker admin :{port}", max_header_bytes=65536)
+        try:
+            head = RequestHead(method, target, f"127.0.0.1:{port}", "http", HeaderMap())
+            answer = await exchange(conn, head, max_body=_MAX_ANSWER)
+        except GatewayError as exc:
+            raise StartupError(f"worker admin :{port}: {exc}") from exc
+        finally:
+            conn.close()
+    content_type = answer.headers.get("content-type") or "text/plain"
+    return answer.status, content_type, answer.body
 
 
 def worker_count(config: GatewayConfig) -> int:
@@ -94,10 +116,24 @@ class SupervisorStats:
     worker_restarts: Counter
 
 
+class ServeAdmin(Protocol):
+    """Serves a supervisor's admin endpoint (gateway/admin/supervisor.py, which reads and
+    drives the supervisor from above); started with `nursery.start`, it reports its port."""
+
+    async def __call__(
+        self,
+        supervisor: "Supervisor",
+        admin: Admin,
+        *,
+        task_status: trio.TaskStatus[int] = ...,
+    ) -> None: ...
+
+
 class Supervisor:
-    def __init__(self, config: GatewayConfig, config_path: str) -> None:
+    def __init__(self, config: GatewayConfig, config_path: str, serve_admin: ServeAdmin) -> None:
         self.config = config
         self.config_path = config_path
+        self._serve_admin = serve_admin
         self.started_at = time.time()
         self.ports = choose_ports(config)
         self.workers = [Worker(i) for i in range(worker_count(config))]
@@ -135,8 +171,6 @@ class Supervisor:
     async def _open_when_ready(self, nursery: trio.Nursery) -> None:
         """Once every worker is up (restarted ones included), opens the admin endpoint
         and announces the start; a start-up that takes too long is a shutdown."""
-        from gateway.admin.supervisor import serve_supervisor_admin
-
         with trio.move_on_after(_STARTUP_TIMEOUT) as waiting:
             while any(w.admin_port is None for w in self.workers):
                 await self._worker_ready.wait()
@@ -147,7 +181,7 @@ class Supervisor:
             return
         if self.config.admin is not None:
             self.admin_port = await nursery.start(
-                serve_supervisor_admin, self, self.config.admin, name="admin"
+                self._serve_admin, self, self.config.admin, name="admin"
             )
         if self.config.server.watch:
             nursery.start_soon(self._watch, name="config watcher")
@@ -254,8 +288,6 @@ class Supervisor:
     async def reload(self) -> list[str]:
         """Validates the config file, then has every worker reload it. Raises ConfigError
         (the workers are not asked) or StartupError (a worker refused it)."""
-        from gateway.admin.supervisor import worker_request
-
         # Off the event loop: the supervisor's admin and the workers' health go on.
         config = await trio.to_thread.run_sync(load_config, self.config_path)
         if (worker_count(config), config.listeners.keys()) != (
@@ -286,55 +318,3 @@ class Supervisor:
 
         path = self.config_path
         await watch(partial(file_signature, path), file_signature(path), reload)
-
-
-async def serve_supervised(config: GatewayConfig, config_path: str) -> None:
-    """`gateway serve` with workers: supervises until SIGINT/SIGTERM, reloads on SIGHUP."""
-    supervisor = Supervisor(config, config_path)
-    async with trio.open_nursery() as nursery:
-        with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM, signal.SIGHUP) as signals:
-
-            async def on_signal() -> None:
-                async for signum in signals:
-                    if signum == signal.SIGHUP:
-                        try:
-                            await supervisor.reload()
-                        except (ConfigError, StartupError) as exc:
-                            log.error("reload rejected: %s", exc)
-                        continue
-                    log.info("received %s: draining the workers", signal.Signals(signum).name)
-                    supervisor.shutdown_requested.set()
-                    return
-
-            nursery.start_soon(on_signal, name="signal handler")
-            await supervisor.run()
-            nursery.cancel_scope.cancel()
-    log.info("stopped")
-
-
-async def run_worker(config_path: str, index: int, ports: dict[str, int]) -> None:
-    """One worker process: a gateway on the shared ports until SIGTERM/SIGINT."""
-    role = WorkerRole(index, ports)
-    config = role.apply(load_config(config_path))
-    async with open_gateway(config, config_path, role) as gw:
-        print(json.dumps({"admin_port": gw.admin_port, "pid": os.getpid()}), flush=True)
-        with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
-            async with trio.open_nursery() as nursery:
-                nursery.start_soon(_exit_when_orphaned, nursery.cancel_scope, index)
-                async for _ in signals:
-                    break
-                nursery.cancel_scope.cancel()
-
-
-async def _exit_when_orphaned(scope: trio.CancelScope, index: int) -> None:
-    """A supervisor killed outright (SIGKILL) cannot stop its workers: each notices it
-    was orphaned and drains by itself. (PR_SET_PDEATHSIG would fire when the *thread*
-    that started the worker exits, and Trio starts processes from worker threads that
-    come and go.)"""
-    supervisor = os.getppid()
-    while True:
-        await trio.sleep(_ORPHAN_CHECK)
-        if os.getppid() != supervisor:
-            log.warning("worker %d: the supervisor is gone; draining", index)
-            scope.cancel()
-            return
