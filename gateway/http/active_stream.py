@@ -34,9 +34,9 @@ from gateway.errors import (
     UpstreamTimeout,
 )
 from gateway.http import grpc
-from gateway.http.filter import NO_FILTERS, FilterChain, HttpFilterFactory, LocalReply
+from gateway.http.filter import NO_FILTERS, FilterChain, HttpFilterFactory
 from gateway.http.hcm_stats import HcmStats
-from gateway.http.headers import HeaderMap, RequestHead, ResponseHead, http_date
+from gateway.http.headers import HeaderMap, LocalReply, RequestHead, ResponseHead, http_date
 from gateway.http.route_table import RouteEntry, RouteTable
 from gateway.http.stream_info import StreamInfo
 from gateway.http.tunnel import TunnelEndpoint
@@ -251,6 +251,21 @@ class ActiveStream:
         await self.filters.encode_trailers(trailers)
         self.response_state = ResponseState.DONE
         await self.encoder.encode_trailers(trailers)
+
+    async def accept_upgrade(self, head: ResponseHead) -> TunnelEndpoint:
+        """Tells the client its upgrade (or CONNECT) was accepted with `head`; the rest of
+        the response is the tunnel, whose downstream end this returns."""
+        endpoint = await self.encoder.accept_upgrade(head)
+        self.response_state = ResponseState.STREAMING
+        return endpoint
+
+    def end_tunnel(self, cut: bool) -> None:
+        """The tunnel is over. A cut one ends as a response given up mid-way (HTTP/2:
+        RST_STREAM; HTTP/1.1: the connection closes)."""
+        if cut:
+            self._abort()
+        else:
+            self.response_state = ResponseState.DONE
 
     async def send_local_reply(self, reply: LocalReply) -> None:
         self.info.add_flag(reply.response_flag)

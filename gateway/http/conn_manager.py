@@ -26,10 +26,10 @@ from gateway.http.conn_h1 import Http1Connection
 from gateway.http.conn_h2 import Http2Connection
 from gateway.http.connection import DownstreamConnection
 from gateway.http.events import RequestHeaders
-from gateway.http.filter import FilterContext, HttpFilterFactory, LocalReply
+from gateway.http.filter import FilterContext, HttpFilterFactory
 from gateway.http.filters import FILTER_TYPES
 from gateway.http.hcm_stats import HcmStats, RouteStats
-from gateway.http.headers import RequestHead, strip_hop_by_hop
+from gateway.http.headers import LocalReply, RequestHead, strip_hop_by_hop
 from gateway.http.path_normalization import InvalidPath, normalize
 from gateway.http.route_table import RouteEntry, RouteTable, RouteTables
 from gateway.http.router import RouterFilter

@@ -10,29 +10,16 @@ Order: decode hooks run in configured order on the way to the router; encode hoo
 reverse order on the way back, as in Envoy.
 """
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from typing import Protocol
 
 import attrs
 
 from gateway.clusters.manager import ClusterManager
-from gateway.http.headers import HeaderMap, RequestHead, ResponseHead
+from gateway.http.headers import HeaderMap, LocalReply, RequestHead, ResponseHead
 from gateway.http.stream_info import StreamInfo
 from gateway.server.state import ServerState
 from gateway.stats import Scope
-
-
-@attrs.frozen
-class LocalReply:
-    """A response the gateway makes itself instead of asking an upstream."""
-
-    status: int
-    body: str = ""
-    headers: Mapping[str, str] = attrs.field(factory=dict)
-    #: Envoy response flag recorded in the access log and stats ("-" when none).
-    response_flag: str = "-"
-    #: For gRPC requests: the grpc-status to answer with (default: mapped from `status`).
-    grpc_status: int | None = None
 
 
 class HttpFilter:

@@ -1,8 +1,10 @@
-"""Request and response heads, the header map, and the proxy's header rules.
+"""Request and response heads, the header map, the proxy's header rules, and the local
+reply (a response the gateway makes itself: a filter's, the router's, the HCM's).
 
-Heads are codec-neutral: the HTTP/1.1 codec builds them from llhttp's callbacks, and filters and the
-router only ever see these objects. Header names are lower-case `str`; values are `str`
-decoded as latin-1 so that any byte a peer sent survives the round trip unchanged.
+Heads are codec-neutral: the HTTP/1.1 codec builds them from llhttp's callbacks, and
+filters and the router only ever see these objects. Header names are lower-case `str`;
+values are `str` decoded as latin-1 so that any byte a peer sent survives the round trip
+unchanged.
 """
 
 import email.utils
@@ -125,6 +127,19 @@ class ResponseHead:
     status: int
     headers: HeaderMap
     reason: str = ""
+
+
+@attrs.frozen
+class LocalReply:
+    """A response the gateway makes itself instead of asking an upstream."""
+
+    status: int
+    body: str = ""
+    headers: Mapping[str, str] = attrs.field(factory=dict)
+    #: Envoy response flag recorded in the access log and stats ("-" when none).
+    response_flag: str = "-"
+    #: For gRPC requests: the grpc-status to answer with (default: mapped from `status`).
+    grpc_status: int | None = None
 
 
 def strip_hop_by_hop(headers: HeaderMap) -> None:

@@ -42,17 +42,55 @@ from gateway.errors import (
     UpstreamTimeout,
 )
 from gateway.http import grpc
-from gateway.http.active_stream import ActiveStream, ResponseState
 from gateway.http.codec_h1 import ClientEvent
 from gateway.http.events import NEED_DATA, Data, EndStream, ResponseHeaders
-from gateway.http.filter import LocalReply
-from gateway.http.headers import HeaderMap, RequestHead, ResponseHead, strip_hop_by_hop
+from gateway.http.headers import HeaderMap, LocalReply, RequestHead, ResponseHead, strip_hop_by_hop
 from gateway.http.retry import BodySource, RequestBodyBuffer, RetryableResponse, RetryState
 from gateway.http.route_table import RouteEntry, mutate_request, mutate_response
-from gateway.http.tunnel import SocketEndpoint, TunnelResult, run_tunnel
+from gateway.http.stream_info import StreamInfo
+from gateway.http.tunnel import SocketEndpoint, TunnelEndpoint, TunnelResult, run_tunnel
 from gateway.stats import Counter, Gauge
 from gateway.tls_stream import ByteStream
 from gateway.trio_util import raise_single
+
+
+class DownstreamStream(Protocol):
+    """The request the router serves, as the HCM's ActiveStream offers it (Envoy's
+    StreamDecoderFilterCallbacks): the request and what is known of it, its body, and the
+    way back to the client through the encode filters."""
+
+    request: RequestHead
+    info: StreamInfo
+    is_grpc: bool
+    #: The request's trailers, once its body was read to the end (None if it had none).
+    request_trailers: HeaderMap | None
+
+    @property
+    def route(self) -> RouteEntry | None: ...
+
+    @property
+    def has_request_body(self) -> bool: ...
+
+    @property
+    def response_started(self) -> bool: ...
+
+    async def receive_body(self) -> bytes | None: ...
+
+    async def send_local_reply(self, reply: LocalReply) -> None: ...
+
+    async def encode_headers(
+        self, head: ResponseHead, end_stream: bool, flush: bool = True
+    ) -> None: ...
+
+    async def encode_data(self, data: bytes, end_stream: bool) -> None: ...
+
+    async def encode_trailers(self, trailers: HeaderMap) -> None: ...
+
+    def stop_watching_idle(self) -> None: ...
+
+    async def accept_upgrade(self, head: ResponseHead) -> TunnelEndpoint: ...
+
+    def end_tunnel(self, cut: bool) -> None: ...
 
 
 def redirect_location(redirect: Redirect, route: Route, request: RequestHead) -> str:
@@ -73,7 +111,7 @@ def redirect_location(redirect: Redirect, route: Route, request: RequestHead) ->
     return f"{scheme}://{host}{path}"
 
 
-def prepare_upstream_request(stream: ActiveStream, entry: RouteEntry) -> None:
+def prepare_upstream_request(stream: DownstreamStream, entry: RouteEntry) -> None:
     """Rewrites the request for the upstream: path and host rewrites and configured header
     mutations (hop-by-hop headers left when the request entered). Framing is the upstream
     codec's business."""
@@ -109,7 +147,7 @@ def upgrade_request(request: RequestHead) -> None:
             headers.set("sec-websocket-key", base64.b64encode(os.urandom(16)).decode())
 
 
-def request_hash(policies: list[HashPolicy], stream: ActiveStream) -> int | None:
+def request_hash(policies: list[HashPolicy], stream: DownstreamStream) -> int | None:
     """The request's hash for ring_hash and maglev, from the route's hash policies."""
     values: list[bytes] = []
     headers = stream.request.headers
@@ -130,7 +168,7 @@ def request_hash(policies: list[HashPolicy], stream: ActiveStream) -> int | None
     return combine_hashes(values)
 
 
-def upstream_timeout(stream: ActiveStream, route: Route) -> float:
+def upstream_timeout(stream: DownstreamStream, route: Route) -> float:
     """The budget for the upstream exchange: the route timeout, or for gRPC the smaller of
     it and the client's grpc-timeout (capped by the route's max_grpc_timeout)."""
     timeout = route.timeout or math.inf
@@ -173,7 +211,7 @@ class RouterFilter:
         self._listener = listener
         self._stats = stats
 
-    async def __call__(self, stream: ActiveStream) -> None:
+    async def __call__(self, stream: DownstreamStream) -> None:
         entry = stream.route
         if entry is None:
             self._stats.no_route.inc()
@@ -192,7 +230,7 @@ class RouterFilter:
         deadline = trio.current_time() + upstream_timeout(stream, route)
         await self._forward(stream, cluster, entry, deadline, tunnel)
 
-    def _accepts_upgrade(self, stream: ActiveStream, entry: RouteEntry) -> bool:
+    def _accepts_upgrade(self, stream: DownstreamStream, entry: RouteEntry) -> bool:
         """Whether this request becomes a tunnel. An upgrade the route does not allow is
         refused (403) or forwarded as an ordinary request, never silently tunnelled."""
         request = stream.request
@@ -208,7 +246,7 @@ class RouterFilter:
         return False
 
     @staticmethod
-    def _route_reply(stream: ActiveStream, entry: RouteEntry) -> LocalReply:
+    def _route_reply(stream: DownstreamStream, entry: RouteEntry) -> LocalReply:
         """A direct response or redirect, with the vhost's and route's response headers."""
         route = entry.config
         headers = HeaderMap()
@@ -235,7 +273,7 @@ class RouterFilter:
 
     async def _forward(
         self,
-        stream: ActiveStream,
+        stream: DownstreamStream,
         cluster: Cluster,
         entry: RouteEntry,
         deadline: float,
@@ -280,7 +318,7 @@ class RouterFilter:
                 retry.finish(status)
 
     @staticmethod
-    def _retry_state(stream: ActiveStream, cluster: Cluster, route: Route) -> RetryState | None:
+    def _retry_state(stream: DownstreamStream, cluster: Cluster, route: Route) -> RetryState | None:
         policy = route.retry_policy
         if policy is None:
             return None
@@ -291,7 +329,7 @@ class RouterFilter:
 
     async def _attempt(
         self,
-        stream: ActiveStream,
+        stream: DownstreamStream,
         cluster: Cluster,
         host: Host,
         entry: RouteEntry,
@@ -373,7 +411,7 @@ class RouterFilter:
 
     async def _exchange(
         self,
-        stream: ActiveStream,
+        stream: DownstreamStream,
         upstream: UpstreamStream,
         entry: RouteEntry,
         host: Host,
@@ -397,7 +435,7 @@ class RouterFilter:
 
     async def _tunnel(
         self,
-        stream: ActiveStream,
+        stream: DownstreamStream,
         upstream: UpstreamStream,
         entry: RouteEntry,
         timeout_scope: trio.CancelScope,
@@ -422,7 +460,7 @@ class RouterFilter:
         await self._join(stream, entry, event.head, upstream.tunnel_endpoint(), upstream.host)
         return 101
 
-    async def _terminate_connect(self, stream: ActiveStream, entry: RouteEntry) -> None:
+    async def _terminate_connect(self, stream: DownstreamStream, entry: RouteEntry) -> None:
         """CONNECT on a `connect_matcher` route (Envoy's CONNECT termination): a TCP
         connection to a host of the route's cluster, `200` to the client, then the bytes
         both ways."""
@@ -444,7 +482,7 @@ class RouterFilter:
 
     async def _join(
         self,
-        stream: ActiveStream,
+        stream: DownstreamStream,
         entry: RouteEntry,
         head: ResponseHead,
         upstream: SocketEndpoint | ByteStream,
@@ -457,9 +495,8 @@ class RouterFilter:
         info.upstream_service_time_ms = info.duration_ms()
         mutate_response(head.headers, entry.virtual_host)
         mutate_response(head.headers, entry.config)
-        downstream = await stream.encoder.accept_upgrade(head)
+        downstream = await stream.accept_upgrade(head)
         request.headers = HeaderMap()  # the handshake is done; a long tunnel need not keep it
-        stream.response_state = ResponseState.STREAMING
         info.response_code = 200 if request.http_version == "2" else head.status
         info.state = "tunnel"
         stats = self._stats
@@ -489,13 +526,10 @@ class RouterFilter:
             info.bytes_sent = result.sent_down
         if result.cut:
             info.add_flag(result.cut)
-            stream.response_state = ResponseState.ABORTED
-            stream.encoder.abort()  # HTTP/2: RST_STREAM; HTTP/1.1: the connection closes
-        else:
-            stream.response_state = ResponseState.DONE
+        stream.end_tunnel(cut=bool(result.cut))
 
     @staticmethod
-    async def _upload(stream: ActiveStream, body: BodySource, upstream: UpstreamStream) -> None:
+    async def _upload(stream: DownstreamStream, body: BodySource, upstream: UpstreamStream) -> None:
         while (chunk := await body.receive_body()) is not None:
             if chunk:
                 await upstream.send_data(chunk)
@@ -503,7 +537,7 @@ class RouterFilter:
 
     @staticmethod
     async def _relay_response(
-        stream: ActiveStream,
+        stream: DownstreamStream,
         upstream: UpstreamStream,
         entry: RouteEntry,
         retry: RetryState | None = None,

@@ -8,9 +8,9 @@ import httpx
 import pytest
 import trio
 
-from gateway.http.filter import HttpFilter, HttpFilterType, LocalReply
+from gateway.http.filter import HttpFilter, HttpFilterType
 from gateway.http.filters import FILTER_TYPES
-from gateway.http.headers import RequestHead, ResponseHead
+from gateway.http.headers import LocalReply, RequestHead, ResponseHead
 from tests.config_builder import proxy_config, route
 from tests.helpers import run_gateway, start_upstream, url
 

@@ -16,14 +16,8 @@ import attrs
 
 from gateway.config.model import UINT32_MAX, between
 from gateway.errors import GatewayError
-from gateway.http.filter import (
-    FilterContext,
-    HttpFilter,
-    HttpFilterFactory,
-    HttpFilterType,
-    LocalReply,
-)
-from gateway.http.headers import RequestHead
+from gateway.http.filter import FilterContext, HttpFilter, HttpFilterFactory, HttpFilterType
+from gateway.http.headers import LocalReply, RequestHead
 from gateway.http.stream_info import StreamInfo
 from gateway.stats import Counter
 

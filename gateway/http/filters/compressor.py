@@ -20,14 +20,8 @@ import zlib
 import attrs
 
 from gateway.config.model import UINT32_MAX, between
-from gateway.http.filter import (
-    FilterContext,
-    HttpFilter,
-    HttpFilterFactory,
-    HttpFilterType,
-    LocalReply,
-)
-from gateway.http.headers import RequestHead, ResponseHead
+from gateway.http.filter import FilterContext, HttpFilter, HttpFilterFactory, HttpFilterType
+from gateway.http.headers import LocalReply, RequestHead, ResponseHead
 from gateway.http.stream_info import StreamInfo
 from gateway.stats import Counter
 

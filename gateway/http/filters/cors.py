@@ -22,14 +22,8 @@ pass untouched, so the browser enforces the policy.
 import attrs
 
 from gateway.config.model import Duration, check_regexes
-from gateway.http.filter import (
-    FilterContext,
-    HttpFilter,
-    HttpFilterFactory,
-    HttpFilterType,
-    LocalReply,
-)
-from gateway.http.headers import RequestHead, ResponseHead
+from gateway.http.filter import FilterContext, HttpFilter, HttpFilterFactory, HttpFilterType
+from gateway.http.headers import LocalReply, RequestHead, ResponseHead
 from gateway.http.stream_info import StreamInfo
 from gateway.regex import Regex, compile_regex
 from gateway.stats import Counter

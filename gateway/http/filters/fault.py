@@ -19,14 +19,8 @@ import attrs
 import trio
 
 from gateway.config.model import Duration, between
-from gateway.http.filter import (
-    FilterContext,
-    HttpFilter,
-    HttpFilterFactory,
-    HttpFilterType,
-    LocalReply,
-)
-from gateway.http.headers import RequestHead
+from gateway.http.filter import FilterContext, HttpFilter, HttpFilterFactory, HttpFilterType
+from gateway.http.headers import LocalReply, RequestHead
 from gateway.http.stream_info import StreamInfo
 from gateway.stats import Counter
 

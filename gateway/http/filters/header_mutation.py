@@ -9,14 +9,8 @@ response_headers_to_remove = ["server"]
 """
 
 from gateway.config.model import HeaderMutations
-from gateway.http.filter import (
-    FilterContext,
-    HttpFilter,
-    HttpFilterFactory,
-    HttpFilterType,
-    LocalReply,
-)
-from gateway.http.headers import RequestHead, ResponseHead
+from gateway.http.filter import FilterContext, HttpFilter, HttpFilterFactory, HttpFilterType
+from gateway.http.headers import LocalReply, RequestHead, ResponseHead
 from gateway.http.route_table import mutate_request, mutate_response
 from gateway.http.stream_info import StreamInfo
 

@@ -33,14 +33,8 @@ from gateway.clusters.http_client import call_service
 from gateway.config.files import read_file
 from gateway.config.model import MIN_PERIOD, Duration, at_least
 from gateway.errors import GatewayError
-from gateway.http.filter import (
-    FilterContext,
-    HttpFilter,
-    HttpFilterFactory,
-    HttpFilterType,
-    LocalReply,
-)
-from gateway.http.headers import HeaderMap, RequestHead
+from gateway.http.filter import FilterContext, HttpFilter, HttpFilterFactory, HttpFilterType
+from gateway.http.headers import HeaderMap, LocalReply, RequestHead
 from gateway.http.stream_info import StreamInfo
 from gateway.stats import Counter
 

@@ -22,15 +22,9 @@ from collections import OrderedDict
 import attrs
 
 from gateway.config.model import UINT32_MAX, Duration, at_least, between
-from gateway.http.filter import (
-    FilterContext,
-    HttpFilter,
-    HttpFilterFactory,
-    HttpFilterType,
-    LocalReply,
-)
+from gateway.http.filter import FilterContext, HttpFilter, HttpFilterFactory, HttpFilterType
 from gateway.http.grpc import Status
-from gateway.http.headers import RequestHead
+from gateway.http.headers import LocalReply, RequestHead
 from gateway.http.stream_info import StreamInfo
 from gateway.stats import Counter
 

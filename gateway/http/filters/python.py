@@ -32,10 +32,9 @@ from gateway.http.filter import (
     HttpFilter,
     HttpFilterFactory,
     HttpFilterType,
-    LocalReply,
     overrides,
 )
-from gateway.http.headers import RequestHead
+from gateway.http.headers import LocalReply, RequestHead
 from gateway.http.stream_info import StreamInfo
 from gateway.stats import Counter
 

@@ -23,14 +23,8 @@ from typing import Literal
 import attrs
 
 from gateway.config.model import HeaderMatcher
-from gateway.http.filter import (
-    FilterContext,
-    HttpFilter,
-    HttpFilterFactory,
-    HttpFilterType,
-    LocalReply,
-)
-from gateway.http.headers import RequestHead
+from gateway.http.filter import FilterContext, HttpFilter, HttpFilterFactory, HttpFilterType
+from gateway.http.headers import LocalReply, RequestHead
 from gateway.http.route_table import header_matches
 from gateway.http.stream_info import StreamInfo
 from gateway.regex import Regex, compile_optional
