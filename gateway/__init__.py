@@ -18,10 +18,10 @@ from gateway.config.model import GatewayConfig as GatewayConfig
 from gateway.errors import ConfigError as ConfigError
 from gateway.errors import StartupError as StartupError
 from gateway.http.filter import HttpFilter as HttpFilter
-from gateway.http.headers import HeaderMap as HeaderMap
-from gateway.http.headers import LocalReply as LocalReply
-from gateway.http.headers import RequestHead as RequestHead
-from gateway.http.headers import ResponseHead as ResponseHead
 from gateway.http.stream_info import StreamInfo as StreamInfo
+from gateway.protocol.headers import HeaderMap as HeaderMap
+from gateway.protocol.headers import LocalReply as LocalReply
+from gateway.protocol.headers import RequestHead as RequestHead
+from gateway.protocol.headers import ResponseHead as ResponseHead
 from gateway.server.gateway import Gateway as Gateway
 from gateway.server.run import open_gateway as open_gateway

@@ -24,9 +24,9 @@ from gateway.clusters.upstream_h1 import UpstreamConnection
 from gateway.clusters.upstream_h2 import H2UpstreamConnection
 from gateway.config.model import Cluster, HealthCheck
 from gateway.errors import GatewayError
-from gateway.http import grpc
-from gateway.http.events import Data, EndStream, ResponseHeaders
-from gateway.http.headers import HeaderMap, RequestHead
+from gateway.protocol import grpc
+from gateway.protocol.events import Data, EndStream, ResponseHeaders
+from gateway.protocol.headers import HeaderMap, RequestHead
 from gateway.stats import Counter, Scope, create_stats
 from gateway.tasktree import annotate
 from gateway.tls_stream import ByteStream

@@ -7,8 +7,8 @@ import attrs
 from gateway.clusters.cluster import Cluster
 from gateway.clusters.upstream import UpstreamStream
 from gateway.errors import NoHealthyUpstream, UpstreamReset
-from gateway.http.events import Data, EndStream, ResponseHeaders
-from gateway.http.headers import HeaderMap, RequestHead
+from gateway.protocol.events import Data, EndStream, ResponseHeaders
+from gateway.protocol.headers import HeaderMap, RequestHead
 
 
 @attrs.frozen

@@ -6,8 +6,8 @@ a shared connection. The router drives it the same way either way.
 
 from typing import Protocol
 
-from gateway.http.codec_h1 import ClientEvent
-from gateway.http.headers import HeaderMap, RequestHead
+from gateway.protocol.codec_h1 import ClientEvent
+from gateway.protocol.headers import HeaderMap, RequestHead
 
 
 class UpstreamStream(Protocol):

@@ -11,10 +11,10 @@ import time
 
 from gateway.errors import UpstreamReset
 from gateway.fast_io import Receiver, send_now
-from gateway.http.codec_h1 import ClientCodec, ClientEvent
-from gateway.http.events import NEED_DATA
-from gateway.http.headers import HeaderMap, RequestHead
 from gateway.http.tunnel import SocketEndpoint
+from gateway.protocol.codec_h1 import ClientCodec, ClientEvent
+from gateway.protocol.events import NEED_DATA
+from gateway.protocol.headers import HeaderMap, RequestHead
 from gateway.tls_stream import ByteStream
 from gateway.trio_util import PEER_GONE
 

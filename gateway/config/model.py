@@ -311,7 +311,7 @@ class Http2ProtocolOptions:
     #: ... and close it if the PING is not answered within this long.
     keepalive_timeout: Duration = attrs.field(default=Duration(5.0), validator=at_least(MIN_PERIOD))
     # Listeners: what a client may make the gateway do besides requests (Envoy's names and
-    # defaults; see gateway/http/h2_guard.py). Crossing one: GOAWAY ENHANCE_YOUR_CALM.
+    # defaults; see gateway/protocol/h2_guard.py). Crossing one: GOAWAY ENHANCE_YOUR_CALM.
     #: Control frames (PING and SETTINGS acks, RST_STREAM) queued and not yet written.
     max_outbound_control_frames: int = attrs.field(default=1000, validator=between(1, UINT32_MAX))
     #: DATA frames with neither data nor END_STREAM, in a row.
@@ -451,7 +451,7 @@ class HttpConnectionManagerOptions:
     #: What an upgrade request gets on a route that does not allow it: "forward" it as an
     #: ordinary request (Upgrade is hop-by-hop and dropped), or "reject" it with 403.
     upgrade_not_allowed: Literal["forward", "reject"] = "forward"
-    # Path normalisation before filters and routing (gateway/http/path_normalization.py).
+    # Path normalisation before filters and routing (gateway/protocol/path_normalization.py).
     # On by default, as Envoy's edge best practices advise (Envoy's own defaults are off):
     # a gateway that matches one spelling of a path while the upstream acts on another
     # enforces nothing.

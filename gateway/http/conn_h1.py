@@ -33,13 +33,13 @@ import trio
 from gateway.errors import DownstreamDisconnect, DownstreamProtocolError
 from gateway.fast_io import Receiver, send_now
 from gateway.http.active_stream import ActiveStream, BodyItem, ResponseState
-from gateway.http.codec_h1 import ServerCodec
 from gateway.http.connection import ConnectionCallbacks
-from gateway.http.events import NEED_DATA, ConnectionEnded, Data, EndStream, RequestHeaders
-from gateway.http.headers import HeaderMap, ResponseHead
 from gateway.http.stream_info import StreamInfo
 from gateway.http.tunnel import SocketEndpoint
 from gateway.listeners.network_filter import ConnectionInfo
+from gateway.protocol.codec_h1 import ServerCodec
+from gateway.protocol.events import NEED_DATA, ConnectionEnded, Data, EndStream, RequestHeaders
+from gateway.protocol.headers import HeaderMap, ResponseHead
 from gateway.tasktree import preserve_annotation
 from gateway.tls_stream import ByteStream
 from gateway.trio_util import PEER_GONE, raise_single

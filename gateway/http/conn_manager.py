@@ -25,16 +25,16 @@ from gateway.http.active_stream import ActiveStream, BodyItem, ResponseEncoder
 from gateway.http.conn_h1 import Http1Connection
 from gateway.http.conn_h2 import Http2Connection
 from gateway.http.connection import DownstreamConnection
-from gateway.http.events import RequestHeaders
 from gateway.http.filter import FilterContext, HttpFilterFactory
 from gateway.http.filters import FILTER_TYPES
 from gateway.http.hcm_stats import HcmStats, RouteStats
-from gateway.http.headers import LocalReply, RequestHead, strip_hop_by_hop
-from gateway.http.path_normalization import InvalidPath, normalize
 from gateway.http.route_table import RouteEntry, RouteTable, RouteTables
 from gateway.http.router import RouterFilter
 from gateway.http.stream_info import StreamInfo
 from gateway.listeners.network_filter import ConnectionInfo
+from gateway.protocol.events import RequestHeaders
+from gateway.protocol.headers import LocalReply, RequestHead, strip_hop_by_hop
+from gateway.protocol.path_normalization import InvalidPath, normalize
 from gateway.server.state import ServerState
 from gateway.stats import StatsStore
 from gateway.tasktree import annotate

@@ -15,10 +15,10 @@ import trio
 
 from gateway.config.model import HttpConnectionManagerConfig
 from gateway.http.active_stream import ActiveStream, BodyItem, ResponseEncoder
-from gateway.http.events import RequestHeaders
 from gateway.http.hcm_stats import HcmStats
 from gateway.http.stream_info import StreamInfo
 from gateway.listeners.network_filter import ConnectionInfo
+from gateway.protocol.events import RequestHeaders
 from gateway.server.overload import OverloadActionState
 
 

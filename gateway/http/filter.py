@@ -16,8 +16,8 @@ from typing import Protocol
 import attrs
 
 from gateway.clusters.manager import ClusterManager
-from gateway.http.headers import HeaderMap, LocalReply, RequestHead, ResponseHead
 from gateway.http.stream_info import StreamInfo
+from gateway.protocol.headers import HeaderMap, LocalReply, RequestHead, ResponseHead
 from gateway.server.state import ServerState
 from gateway.stats import Scope
 

@@ -11,7 +11,7 @@ from gateway.stats import Counter, Gauge, Histogram, Scope, StatsStore, create_s
 @attrs.define
 class Http2CodecStats:
     """`http.NAME.http2.*`: HTTP/2 connections closed because the client crossed a limit of
-    gateway/http/h2_guard.py (Envoy's `http2.*` codec stats, kept per listener here)."""
+    gateway/protocol/h2_guard.py (Envoy's `http2.*` codec stats, kept per listener here)."""
 
     outbound_control_flood: Counter
     inbound_empty_frames_flood: Counter

@@ -22,7 +22,7 @@ from gateway.errors import (
     UpstreamReset,
     UpstreamTimeout,
 )
-from gateway.http.headers import ResponseHead
+from gateway.protocol.headers import ResponseHead
 
 #: Methods whose repetition is harmless (RFC 9110 9.2.2).
 IDEMPOTENT_METHODS = frozenset(("GET", "HEAD", "OPTIONS", "PUT", "DELETE", "TRACE"))

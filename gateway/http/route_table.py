@@ -18,8 +18,8 @@ from gateway.config.model import (
 )
 from gateway.config.model import VirtualHost as VirtualHostConfig
 from gateway.config.validate import http_connection_managers
-from gateway.http.grpc import is_grpc_request
-from gateway.http.headers import HeaderMap, RequestHead
+from gateway.protocol.grpc import is_grpc_request
+from gateway.protocol.headers import HeaderMap, RequestHead
 from gateway.regex import Regex, compile_optional, compile_regex
 
 

@@ -41,14 +41,20 @@ from gateway.errors import (
     UpstreamReset,
     UpstreamTimeout,
 )
-from gateway.http import grpc
-from gateway.http.codec_h1 import ClientEvent
-from gateway.http.events import NEED_DATA, Data, EndStream, ResponseHeaders
-from gateway.http.headers import HeaderMap, LocalReply, RequestHead, ResponseHead, strip_hop_by_hop
 from gateway.http.retry import BodySource, RequestBodyBuffer, RetryableResponse, RetryState
 from gateway.http.route_table import RouteEntry, mutate_request, mutate_response
 from gateway.http.stream_info import StreamInfo
 from gateway.http.tunnel import SocketEndpoint, TunnelEndpoint, TunnelResult, run_tunnel
+from gateway.protocol import grpc
+from gateway.protocol.codec_h1 import ClientEvent
+from gateway.protocol.events import NEED_DATA, Data, EndStream, ResponseHeaders
+from gateway.protocol.headers import (
+    HeaderMap,
+    LocalReply,
+    RequestHead,
+    ResponseHead,
+    strip_hop_by_hop,
+)
 from gateway.stats import Counter, Gauge
 from gateway.tls_stream import ByteStream
 from gateway.trio_util import raise_single

@@ -8,7 +8,7 @@ import time
 
 import attrs
 
-from gateway.http.headers import RequestHead, ResponseHead
+from gateway.protocol.headers import RequestHead, ResponseHead
 
 
 @attrs.define

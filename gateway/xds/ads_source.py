@@ -29,8 +29,8 @@ from gateway.clusters.manager import ClusterManager
 from gateway.clusters.upstream import UpstreamStream
 from gateway.config.model import Dynamic
 from gateway.errors import ConfigError, GatewayError, NoHealthyUpstream, UpstreamReset
-from gateway.http import grpc
-from gateway.http.events import Data, ResponseHeaders
+from gateway.protocol import grpc
+from gateway.protocol.events import Data, ResponseHeaders
 from gateway.tasktree import annotate
 from gateway.xds import translate
 from gateway.xds.compose import Resource, resource_of

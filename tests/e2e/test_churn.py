@@ -29,10 +29,10 @@ from trio_websocket import open_websocket_url
 
 from gateway import Gateway
 from gateway.http.active_stream import ActiveStream
-from gateway.http.codec_h1 import ServerCodec
 from gateway.http.conn_h1 import Http1Connection
 from gateway.http.conn_h2 import H2StreamEncoder, Http2Connection
-from gateway.http.h2_transport import H2Transport
+from gateway.protocol.codec_h1 import ServerCodec
+from gateway.protocol.h2_transport import H2Transport
 from gateway.tasktree import Annotation
 from tests.config_builder import ConfigBuilder, proxy_config, route
 from tests.helpers import (

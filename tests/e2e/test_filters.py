@@ -10,7 +10,7 @@ import trio
 
 from gateway.http.filter import HttpFilter, HttpFilterType
 from gateway.http.filters import FILTER_TYPES
-from gateway.http.headers import LocalReply, RequestHead, ResponseHead
+from gateway.protocol.headers import LocalReply, RequestHead, ResponseHead
 from tests.config_builder import proxy_config, route
 from tests.helpers import run_gateway, start_upstream, url
 

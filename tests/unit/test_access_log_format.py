@@ -5,8 +5,8 @@ import json
 import pytest
 
 from gateway.access_log_format import compile_format, compile_json, format_time, render_text
-from gateway.http.headers import HeaderMap, RequestHead, ResponseHead
 from gateway.http.stream_info import StreamInfo
+from gateway.protocol.headers import HeaderMap, RequestHead, ResponseHead
 
 
 def info() -> StreamInfo:

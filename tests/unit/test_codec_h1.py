@@ -5,8 +5,8 @@ answer to HEAD, a close-delimited body, out-of-step upstreams)."""
 import pytest
 
 from gateway.errors import DownstreamProtocolError, UpstreamReset
-from gateway.http.codec_h1 import ClientCodec, ServerCodec
-from gateway.http.events import (
+from gateway.protocol.codec_h1 import ClientCodec, ServerCodec
+from gateway.protocol.events import (
     NEED_DATA,
     PAUSED,
     ConnectionEnded,
@@ -15,7 +15,7 @@ from gateway.http.events import (
     RequestHeaders,
     ResponseHeaders,
 )
-from gateway.http.headers import HeaderMap, RequestHead, ResponseHead
+from gateway.protocol.headers import HeaderMap, RequestHead, ResponseHead
 
 
 def server() -> ServerCodec:

@@ -23,8 +23,8 @@ import attrs
 
 from gateway.config.model import Duration, check_regexes
 from gateway.http.filter import FilterContext, HttpFilter, HttpFilterFactory, HttpFilterType
-from gateway.http.headers import LocalReply, RequestHead, ResponseHead
 from gateway.http.stream_info import StreamInfo
+from gateway.protocol.headers import LocalReply, RequestHead, ResponseHead
 from gateway.regex import Regex, compile_regex
 from gateway.stats import Counter
 

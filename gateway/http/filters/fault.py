@@ -20,8 +20,8 @@ import trio
 
 from gateway.config.model import Duration, between
 from gateway.http.filter import FilterContext, HttpFilter, HttpFilterFactory, HttpFilterType
-from gateway.http.headers import LocalReply, RequestHead
 from gateway.http.stream_info import StreamInfo
+from gateway.protocol.headers import LocalReply, RequestHead
 from gateway.stats import Counter
 
 _percentage = between(0, 100)

@@ -23,9 +23,9 @@ import attrs
 
 from gateway.config.model import UINT32_MAX, Duration, at_least, between
 from gateway.http.filter import FilterContext, HttpFilter, HttpFilterFactory, HttpFilterType
-from gateway.http.grpc import Status
-from gateway.http.headers import LocalReply, RequestHead
 from gateway.http.stream_info import StreamInfo
+from gateway.protocol.grpc import Status
+from gateway.protocol.headers import LocalReply, RequestHead
 from gateway.stats import Counter
 
 

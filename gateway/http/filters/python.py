@@ -34,8 +34,8 @@ from gateway.http.filter import (
     HttpFilterType,
     overrides,
 )
-from gateway.http.headers import LocalReply, RequestHead
 from gateway.http.stream_info import StreamInfo
+from gateway.protocol.headers import LocalReply, RequestHead
 from gateway.stats import Counter
 
 log = logging.getLogger("gateway.filters")

@@ -24,9 +24,9 @@ import attrs
 
 from gateway.config.model import HeaderMatcher
 from gateway.http.filter import FilterContext, HttpFilter, HttpFilterFactory, HttpFilterType
-from gateway.http.headers import LocalReply, RequestHead
 from gateway.http.route_table import header_matches
 from gateway.http.stream_info import StreamInfo
+from gateway.protocol.headers import LocalReply, RequestHead
 from gateway.regex import Regex, compile_optional
 from gateway.stats import Counter
 

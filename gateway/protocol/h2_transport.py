@@ -21,7 +21,7 @@ import trio
 
 from gateway.config.model import Http2ProtocolOptions
 from gateway.fast_io import Receiver, send_now
-from gateway.http.h2_guard import (
+from gateway.protocol.h2_guard import (
     CappedEncoder,
     FloodGuard,
     HeaderBlockBuffer,

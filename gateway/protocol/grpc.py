@@ -13,7 +13,7 @@ import re
 import struct
 from urllib.parse import quote
 
-from gateway.http.headers import HeaderMap, RequestHead
+from gateway.protocol.headers import HeaderMap, RequestHead
 
 
 class Status(enum.IntEnum):

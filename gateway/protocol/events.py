@@ -7,7 +7,7 @@ never see an httptools or h2 object.
 
 import attrs
 
-from gateway.http.headers import HeaderMap, RequestHead, ResponseHead
+from gateway.protocol.headers import HeaderMap, RequestHead, ResponseHead
 
 
 @attrs.frozen

@@ -31,7 +31,7 @@ from typing import cast
 import httptools
 
 from gateway.errors import DownstreamProtocolError, GatewayError, UpstreamReset
-from gateway.http.events import (
+from gateway.protocol.events import (
     NEED_DATA,
     PAUSED,
     ConnectionEnded,
@@ -42,7 +42,7 @@ from gateway.http.events import (
     RequestHeaders,
     ResponseHeaders,
 )
-from gateway.http.headers import HeaderMap, RequestHead, ResponseHead
+from gateway.protocol.headers import HeaderMap, RequestHead, ResponseHead
 
 _REASONS = {s.value: s.phrase for s in http.HTTPStatus}
 _TOKEN = r"[-!#$%&'*+.^_`|~0-9a-zA-Z]+"
