@@ -137,7 +137,7 @@ def preserve_annotation() -> Iterator[None]:
 
 #: Frames that say nothing about what a task waits for: trio's, and the gateway's own
 #: socket helpers (every reader passes through them).
-_PLUMBING = (f"{os.sep}trio{os.sep}", f"{os.sep}gateway{os.sep}fast_io.py")
+_PLUMBING = (f"{os.sep}trio{os.sep}", f"{os.sep}gateway{os.sep}io{os.sep}fast_io.py")
 
 
 def _awaiting(task: trio.lowlevel.Task) -> str | None:

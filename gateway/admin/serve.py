@@ -13,10 +13,10 @@ from gateway.admin.origin import SameOriginOnly
 from gateway.asgi import App, for_hypercorn
 from gateway.config.model import Admin, is_loopback
 from gateway.errors import StartupError
+from gateway.io.trio_util import leaves
 from gateway.server.gateway import Gateway
 from gateway.stats import StatsStore
 from gateway.tasktree import annotate
-from gateway.trio_util import leaves
 
 log = logging.getLogger("gateway.admin")
 

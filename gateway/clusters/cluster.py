@@ -30,9 +30,9 @@ from gateway.clusters.transport_socket import connect_upstream
 from gateway.config.model import Address, Endpoint
 from gateway.config.model import Cluster as ClusterConfig
 from gateway.errors import UpstreamConnectError
+from gateway.io.tls_stream import ByteStream
 from gateway.stats import StatsStore
 from gateway.tasktree import annotate
-from gateway.tls_stream import ByteStream
 
 log = logging.getLogger("gateway.cluster")
 

@@ -24,13 +24,13 @@ from gateway.clusters.upstream_h1 import UpstreamConnection
 from gateway.clusters.upstream_h2 import H2UpstreamConnection
 from gateway.config.model import Cluster, HealthCheck
 from gateway.errors import GatewayError
+from gateway.io.tls_stream import ByteStream
+from gateway.io.trio_util import RECEIVE_SIZE
 from gateway.protocol import grpc
 from gateway.protocol.events import Data, EndStream, ResponseHeaders
 from gateway.protocol.headers import HeaderMap, RequestHead
 from gateway.stats import Counter, Scope, create_stats
 from gateway.tasktree import annotate
-from gateway.tls_stream import ByteStream
-from gateway.trio_util import RECEIVE_SIZE
 
 log = logging.getLogger("gateway.health_check")
 

@@ -10,7 +10,7 @@ from gateway.clusters.cluster_stats import ClusterStats, HostStats
 from gateway.clusters.transport_socket import connect_upstream
 from gateway.config.model import Address, Cluster
 from gateway.errors import UpstreamConnectError, UpstreamOverflow
-from gateway.tls_stream import ByteStream
+from gateway.io.tls_stream import ByteStream
 
 
 @attrs.frozen

@@ -18,8 +18,8 @@ import trio
 
 from gateway.config.model import Address, Cluster, UpstreamTlsContext
 from gateway.errors import ConfigError
+from gateway.io.tls_stream import ByteStream, TlsStream
 from gateway.tls_context import client_context
-from gateway.tls_stream import ByteStream, TlsStream
 
 _contexts: dict[tuple[int, tuple[str, ...]], ssl.SSLContext] = {}
 

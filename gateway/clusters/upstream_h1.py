@@ -10,13 +10,13 @@ import enum
 import time
 
 from gateway.errors import UpstreamReset
-from gateway.fast_io import Receiver, send_now
-from gateway.http.tunnel import SocketEndpoint
+from gateway.io.fast_io import Receiver, send_now
+from gateway.io.tls_stream import ByteStream
+from gateway.io.trio_util import PEER_GONE
+from gateway.io.tunnel import SocketEndpoint
 from gateway.protocol.codec_h1 import ClientCodec, ClientEvent
 from gateway.protocol.events import NEED_DATA
 from gateway.protocol.headers import HeaderMap, RequestHead
-from gateway.tls_stream import ByteStream
-from gateway.trio_util import PEER_GONE
 
 
 class UpstreamState(enum.Enum):
@@ -82,7 +82,7 @@ class UpstreamConnection:
 
     async def _send(self, data: bytes) -> None:
         # One task writes at a time here (the head, then the upload), so a write that the
-        # socket takes at once needs no trip through the scheduler (gateway/fast_io.py).
+        # socket takes at once needs no trip through the scheduler (gateway/io/fast_io.py).
         try:
             sent = send_now(self.stream, data)
             if sent < len(data):

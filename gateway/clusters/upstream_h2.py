@@ -21,11 +21,11 @@ import trio
 
 from gateway.config.model import Cluster
 from gateway.errors import UpstreamReset
+from gateway.io.tls_stream import ByteStream
 from gateway.protocol.codec_h1 import ClientEvent
 from gateway.protocol.events import NEED_DATA, ConnectionEnded, Data, EndStream, ResponseHeaders
 from gateway.protocol.h2_transport import FlowControlTimeout, H2Transport, new_connection
 from gateway.protocol.headers import HeaderMap, RequestHead, ResponseHead
-from gateway.tls_stream import ByteStream
 
 #: Request headers that HTTP/2 forbids or carries as pseudo-headers.
 _NOT_FORWARDED = frozenset({"host", "transfer-encoding", "connection", "keep-alive"})

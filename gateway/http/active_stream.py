@@ -37,7 +37,7 @@ from gateway.http.filter import NO_FILTERS, FilterChain, HttpFilterFactory
 from gateway.http.hcm_stats import HcmStats
 from gateway.http.route_table import RouteEntry, RouteTable
 from gateway.http.stream_info import StreamInfo
-from gateway.http.tunnel import TunnelEndpoint
+from gateway.io.tunnel import TunnelEndpoint
 from gateway.protocol import grpc
 from gateway.protocol.headers import HeaderMap, LocalReply, RequestHead, ResponseHead, http_date
 from gateway.server.overload import OverloadActionState

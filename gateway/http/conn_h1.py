@@ -31,18 +31,18 @@ import http
 import trio
 
 from gateway.errors import DownstreamDisconnect, DownstreamProtocolError
-from gateway.fast_io import Receiver, send_now
 from gateway.http.active_stream import ActiveStream, BodyItem, ResponseState
 from gateway.http.connection import ConnectionCallbacks
 from gateway.http.stream_info import StreamInfo
-from gateway.http.tunnel import SocketEndpoint
+from gateway.io.fast_io import Receiver, send_now
+from gateway.io.tls_stream import ByteStream
+from gateway.io.trio_util import PEER_GONE, raise_single
+from gateway.io.tunnel import SocketEndpoint
 from gateway.listeners.network_filter import ConnectionInfo
 from gateway.protocol.codec_h1 import ServerCodec
 from gateway.protocol.events import NEED_DATA, ConnectionEnded, Data, EndStream, RequestHeaders
 from gateway.protocol.headers import HeaderMap, ResponseHead
 from gateway.tasktree import preserve_annotation
-from gateway.tls_stream import ByteStream
-from gateway.trio_util import PEER_GONE, raise_single
 
 
 class Http1Connection:
@@ -328,7 +328,7 @@ class Http1Connection:
     async def _write(self, data: bytes) -> None:
         lock = self._send_lock
         try:
-            if not lock.locked():  # nobody mid-write: try it at once (gateway/fast_io.py)
+            if not lock.locked():  # nobody mid-write: try it at once (gateway/io/fast_io.py)
                 sent = send_now(self._stream, data)
                 self.bytes_sent += sent
                 if sent == len(data):

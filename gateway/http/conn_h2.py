@@ -39,13 +39,13 @@ import trio
 from gateway.errors import DownstreamDisconnect
 from gateway.http.active_stream import ActiveStream, BodyItem, ResponseState
 from gateway.http.connection import ConnectionCallbacks
+from gateway.io.tls_stream import ByteStream
+from gateway.io.trio_util import raise_single
 from gateway.listeners.network_filter import ConnectionInfo
 from gateway.protocol.events import RequestHeaders
 from gateway.protocol.h2_guard import FloodDetected, FloodGuard
 from gateway.protocol.h2_transport import FlowControlTimeout, H2Transport, new_connection
 from gateway.protocol.headers import HeaderMap, RequestHead, ResponseHead, strip_hop_by_hop
-from gateway.tls_stream import ByteStream
-from gateway.trio_util import raise_single
 
 log = logging.getLogger("gateway.http")
 

@@ -31,6 +31,8 @@ from gateway.http.hcm_stats import HcmStats, RouteStats
 from gateway.http.route_table import RouteEntry, RouteTable, RouteTables
 from gateway.http.router import RouterFilter
 from gateway.http.stream_info import StreamInfo
+from gateway.io.tls_stream import ByteStream
+from gateway.io.trio_util import close_after_linger, receive_or_eof
 from gateway.listeners.network_filter import ConnectionInfo
 from gateway.protocol.events import RequestHeaders
 from gateway.protocol.headers import LocalReply, RequestHead, strip_hop_by_hop
@@ -38,8 +40,6 @@ from gateway.protocol.path_normalization import InvalidPath, normalize
 from gateway.server.state import ServerState
 from gateway.stats import StatsStore
 from gateway.tasktree import annotate
-from gateway.tls_stream import ByteStream
-from gateway.trio_util import close_after_linger, receive_or_eof
 
 log = logging.getLogger("gateway.http")
 

@@ -35,13 +35,13 @@ from gateway.config.model import Listener as ListenerConfig
 from gateway.errors import ConfigError, StartupError
 from gateway.http.conn_manager import HttpConnectionManager
 from gateway.http.route_table import RouteTables
+from gateway.io.tls_stream import ByteStream
 from gateway.listeners.access_control import ConnectionLimitFilter, RbacFilter
 from gateway.listeners.network_filter import ConnectionInfo, NetworkFilter, NextFilter
 from gateway.listeners.tcp_proxy import TcpProxyFilter
 from gateway.listeners.tls import TlsTerminator
 from gateway.server.state import ServerState
 from gateway.stats import Scope, StatsStore
-from gateway.tls_stream import ByteStream
 
 #: How specifically a chain matches one criterion: None = not at all, higher = better.
 Score = tuple[int, int] | None

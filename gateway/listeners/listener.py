@@ -29,6 +29,7 @@ from gateway.config.model import Address, GatewayConfig
 from gateway.config.model import Listener as ListenerConfig
 from gateway.errors import StartupError
 from gateway.http.route_table import RouteTables
+from gateway.io.tls_stream import ByteStream
 from gateway.listeners import proxy_protocol, tls_inspector
 from gateway.listeners.filter_chain import (
     ChainBuilder,
@@ -41,7 +42,6 @@ from gateway.listeners.network_filter import ConnectionInfo, run_filters
 from gateway.listeners.tls import HandshakeFailed, HandshakeTimeout
 from gateway.stats import Counter, Gauge, create_stats
 from gateway.tasktree import annotate
-from gateway.tls_stream import ByteStream
 
 log = logging.getLogger("gateway.listener")
 

@@ -4,7 +4,7 @@ cluster, never parsed.
 The host is picked by the cluster's load balancer and connected through the cluster's
 transport socket (TCP, or TLS with `[clusters.NAME.tls]`) within its connect_timeout,
 trying up to `max_connect_attempts` hosts. Then the connection is a tunnel
-(`gateway/http/tunnel.py`, shared with WebSocket): two pumps, half-close passed on, the
+(`gateway/io/tunnel.py`, shared with WebSocket): two pumps, half-close passed on, the
 idle timeout as a moving deadline, and either side breaking ends both. The upstream
 socket is closed in `finally`, so a client that goes away takes its upstream with it.
 """
@@ -23,11 +23,11 @@ from gateway.errors import (
     UpstreamConnectError,
     UpstreamReset,
 )
-from gateway.http.tunnel import SocketEndpoint, TunnelResult, run_tunnel
+from gateway.io.tls_stream import ByteStream
+from gateway.io.tunnel import SocketEndpoint, TunnelResult, run_tunnel
 from gateway.listeners import proxy_protocol
 from gateway.listeners.network_filter import ConnectionInfo, NextFilter
 from gateway.stats import Counter, StatsStore, create_stats
-from gateway.tls_stream import ByteStream
 
 log = logging.getLogger("gateway.tcp_proxy")
 

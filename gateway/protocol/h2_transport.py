@@ -20,15 +20,15 @@ import h2.settings
 import trio
 
 from gateway.config.model import Http2ProtocolOptions
-from gateway.fast_io import Receiver, send_now
+from gateway.io.fast_io import Receiver, send_now
+from gateway.io.tls_stream import ByteStream
+from gateway.io.trio_util import PEER_GONE
 from gateway.protocol.h2_guard import (
     CappedEncoder,
     FloodGuard,
     HeaderBlockBuffer,
     StreamLimitSettings,
 )
-from gateway.tls_stream import ByteStream
-from gateway.trio_util import PEER_GONE
 
 #: How long one write may take before the peer is considered gone.
 WRITE_TIMEOUT = 30.0
@@ -110,7 +110,7 @@ class H2Transport:
 
     def flush_now(self) -> bool:
         """Writes what h2 has queued if the socket takes it at once, with no trip through the
-        scheduler (gateway/fast_io.py); True when nothing is left to write. False means
+        scheduler (gateway/io/fast_io.py); True when nothing is left to write. False means
         a write is in progress or the socket took only part: `flush()` finishes the job."""
         if self._send_lock.locked() or self._unsent:
             return False  # frames must leave in h2's order: behind the bytes still owed

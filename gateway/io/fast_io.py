@@ -26,8 +26,8 @@ import os
 
 import trio
 
-from gateway.tls_stream import ByteStream
-from gateway.trio_util import PEER_GONE, RECEIVE_SIZE
+from gateway.io.tls_stream import ByteStream
+from gateway.io.trio_util import PEER_GONE, RECEIVE_SIZE
 
 
 def send_now(stream: ByteStream, data: bytes) -> int:
