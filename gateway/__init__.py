@@ -18,7 +18,7 @@ from gateway.config.model import GatewayConfig as GatewayConfig
 from gateway.errors import ConfigError as ConfigError
 from gateway.errors import StartupError as StartupError
 from gateway.http.filter import HttpFilter as HttpFilter
-from gateway.http.stream_info import StreamInfo as StreamInfo
+from gateway.observability.stream_info import StreamInfo as StreamInfo
 from gateway.protocol.headers import HeaderMap as HeaderMap
 from gateway.protocol.headers import LocalReply as LocalReply
 from gateway.protocol.headers import RequestHead as RequestHead

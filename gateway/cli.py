@@ -130,7 +130,7 @@ def main(argv: list[str] | None = None) -> None:
                 raise SystemExit(1) from None
         print(f"{args.config}: OK: {_summary(config)}")
     elif args.command == "tasks":
-        from gateway.task_watch import watch_tasks
+        from gateway.observability.task_watch import watch_tasks
 
         try:
             filters = {

@@ -14,7 +14,7 @@ import time
 import attrs
 import trio
 
-from gateway.stats import Counter, Histogram, StatsStore, bucket_quantile
+from gateway.observability.stats import Counter, Histogram, StatsStore, bucket_quantile
 
 INTERVAL = 1.0
 KEEP = 300

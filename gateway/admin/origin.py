@@ -21,7 +21,7 @@ import logging
 
 from gateway.admin.views import Reply
 from gateway.asgi import App, Receive, Scope, Send
-from gateway.stats import Counter
+from gateway.observability.stats import Counter
 
 log = logging.getLogger("gateway.admin")
 

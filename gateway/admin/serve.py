@@ -14,9 +14,9 @@ from gateway.asgi import App, for_hypercorn
 from gateway.config.model import Admin, is_loopback
 from gateway.errors import StartupError
 from gateway.io.trio_util import leaves
+from gateway.observability.stats import StatsStore
+from gateway.observability.tasktree import annotate
 from gateway.server.gateway import Gateway
-from gateway.stats import StatsStore
-from gateway.tasktree import annotate
 
 log = logging.getLogger("gateway.admin")
 

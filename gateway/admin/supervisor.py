@@ -21,16 +21,16 @@ from urllib.parse import parse_qsl, urlencode
 
 import trio
 
-from gateway import tasktree
 from gateway.admin.app import serve_task_tree_websocket
 from gateway.admin.serve import serve_admin_app
 from gateway.admin.views import Reply, prometheus_of, stats_of
 from gateway.asgi import Receive, Scope, Send, complete_lifespan
 from gateway.config.model import Admin
 from gateway.errors import ConfigError, GatewayError, StartupError
+from gateway.observability import tasktree
+from gateway.observability.stats import StatsStore
+from gateway.observability.task_query import TaskQuery
 from gateway.server.supervisor import Supervisor, worker_request
-from gateway.stats import StatsStore
-from gateway.task_query import TaskQuery
 
 log = logging.getLogger("gateway.admin")
 

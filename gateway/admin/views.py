@@ -8,17 +8,17 @@ from typing import Any
 
 import attrs
 
-from gateway import stats as stats_format
-from gateway import tasktree
 from gateway.asgi import Send
 from gateway.clusters.host import HealthFlag, Host
 from gateway.config.load import unstructure_config
 from gateway.errors import ConfigError, StartupError
+from gateway.observability import stats as stats_format
+from gateway.observability import tasktree
+from gateway.observability.stats import StatsStore
+from gateway.observability.task_query import TaskQuery
 from gateway.regex import Regex, RegexError, compile_regex
 from gateway.server.gateway import Gateway
 from gateway.server.reload import reload_from_file
-from gateway.stats import StatsStore
-from gateway.task_query import TaskQuery
 from gateway.version import gateway_version
 
 log = logging.getLogger("gateway.admin")

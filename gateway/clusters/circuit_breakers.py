@@ -3,7 +3,7 @@ ResourceManager). Code that takes a resource checks `can_create()` first and ove
 once if not, so load beyond a limit is shed with a 503 instead of queueing without bound."""
 
 from gateway.config.model import CircuitBreakers
-from gateway.stats import Gauge, Scope
+from gateway.observability.stats import Gauge, Scope
 
 
 class Resource:

@@ -31,8 +31,8 @@ from gateway.config.model import Address, Endpoint
 from gateway.config.model import Cluster as ClusterConfig
 from gateway.errors import UpstreamConnectError
 from gateway.io.tls_stream import ByteStream
-from gateway.stats import StatsStore
-from gateway.tasktree import annotate
+from gateway.observability.stats import StatsStore
+from gateway.observability.tasktree import annotate
 
 log = logging.getLogger("gateway.cluster")
 

@@ -4,7 +4,7 @@ import ssl
 
 import attrs
 
-from gateway.stats import Counter, Gauge, Histogram, Scope, create_stats
+from gateway.observability.stats import Counter, Gauge, Histogram, Scope, create_stats
 
 _RESPONSE_CLASSES = ("1xx", "2xx", "3xx", "4xx", "5xx")
 

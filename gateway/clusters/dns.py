@@ -13,7 +13,7 @@ import trio
 
 from gateway.clusters.cluster_stats import ClusterStats
 from gateway.config.model import Address
-from gateway.tasktree import annotate
+from gateway.observability.tasktree import annotate
 
 log = logging.getLogger("gateway.dns")
 

@@ -26,11 +26,11 @@ from gateway.config.model import Cluster, HealthCheck
 from gateway.errors import GatewayError
 from gateway.io.tls_stream import ByteStream
 from gateway.io.trio_util import RECEIVE_SIZE
+from gateway.observability.stats import Counter, Scope, create_stats
+from gateway.observability.tasktree import annotate
 from gateway.protocol import grpc
 from gateway.protocol.events import Data, EndStream, ResponseHeaders
 from gateway.protocol.headers import HeaderMap, RequestHead
-from gateway.stats import Counter, Scope, create_stats
-from gateway.tasktree import annotate
 
 log = logging.getLogger("gateway.health_check")
 

@@ -7,8 +7,8 @@ import trio
 from gateway.clusters.cluster import Cluster
 from gateway.config.model import GatewayConfig
 from gateway.errors import ClusterNotFound
-from gateway.stats import StatsStore
-from gateway.tasktree import annotate
+from gateway.observability.stats import StatsStore
+from gateway.observability.tasktree import annotate
 
 
 class ClusterManager:

@@ -15,8 +15,8 @@ import trio
 
 from gateway.clusters.host import HealthFlag, Host, HostSet
 from gateway.config.model import OutlierDetection
-from gateway.stats import Counter, Gauge, Scope, create_stats
-from gateway.tasktree import annotate
+from gateway.observability.stats import Counter, Gauge, Scope, create_stats
+from gateway.observability.tasktree import annotate
 
 log = logging.getLogger("gateway.outlier_detection")
 

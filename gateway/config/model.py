@@ -21,7 +21,7 @@ from typing import Any, Literal, NewType
 
 import attrs
 
-from gateway.access_log_format import compile_format
+from gateway.observability.access_log_format import compile_format
 from gateway.regex import check_regex
 
 #: Seconds, parsed from strings like "250ms", "1.5s", "2m", "1h".

@@ -33,16 +33,16 @@ import trio
 from gateway.errors import DownstreamDisconnect, DownstreamProtocolError
 from gateway.http.active_stream import ActiveStream, BodyItem, ResponseState
 from gateway.http.connection import ConnectionCallbacks
-from gateway.http.stream_info import StreamInfo
 from gateway.io.fast_io import Receiver, send_now
 from gateway.io.tls_stream import ByteStream
 from gateway.io.trio_util import PEER_GONE, raise_single
 from gateway.io.tunnel import SocketEndpoint
 from gateway.listeners.network_filter import ConnectionInfo
+from gateway.observability.stream_info import StreamInfo
+from gateway.observability.tasktree import preserve_annotation
 from gateway.protocol.codec_h1 import ServerCodec
 from gateway.protocol.events import NEED_DATA, ConnectionEnded, Data, EndStream, RequestHeaders
 from gateway.protocol.headers import HeaderMap, ResponseHead
-from gateway.tasktree import preserve_annotation
 
 
 class Http1Connection:

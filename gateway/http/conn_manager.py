@@ -16,7 +16,6 @@ import re
 
 import trio
 
-from gateway.access_log import AccessLogger
 from gateway.clusters.manager import ClusterManager
 from gateway.config.load import structure_filter_config
 from gateway.config.model import GatewayConfig, HttpConnectionManagerConfig
@@ -30,16 +29,17 @@ from gateway.http.filters import FILTER_TYPES
 from gateway.http.hcm_stats import HcmStats, RouteStats
 from gateway.http.route_table import RouteEntry, RouteTable, RouteTables
 from gateway.http.router import RouterFilter
-from gateway.http.stream_info import StreamInfo
 from gateway.io.tls_stream import ByteStream
 from gateway.io.trio_util import close_after_linger, receive_or_eof
 from gateway.listeners.network_filter import ConnectionInfo
+from gateway.observability.access_log import AccessLogger
+from gateway.observability.stats import StatsStore
+from gateway.observability.stream_info import StreamInfo
+from gateway.observability.tasktree import annotate
 from gateway.protocol.events import RequestHeaders
 from gateway.protocol.headers import LocalReply, RequestHead, strip_hop_by_hop
 from gateway.protocol.path_normalization import InvalidPath, normalize
 from gateway.server.state import ServerState
-from gateway.stats import StatsStore
-from gateway.tasktree import annotate
 
 log = logging.getLogger("gateway.http")
 

@@ -16,8 +16,8 @@ import trio
 from gateway.config.model import HttpConnectionManagerConfig
 from gateway.http.active_stream import ActiveStream, BodyItem, ResponseEncoder
 from gateway.http.hcm_stats import HcmStats
-from gateway.http.stream_info import StreamInfo
 from gateway.listeners.network_filter import ConnectionInfo
+from gateway.observability.stream_info import StreamInfo
 from gateway.protocol.events import RequestHeaders
 from gateway.server.overload import OverloadActionState
 

@@ -16,10 +16,10 @@ from typing import Protocol
 import attrs
 
 from gateway.clusters.manager import ClusterManager
-from gateway.http.stream_info import StreamInfo
+from gateway.observability.stats import Scope
+from gateway.observability.stream_info import StreamInfo
 from gateway.protocol.headers import HeaderMap, LocalReply, RequestHead, ResponseHead
 from gateway.server.state import ServerState
-from gateway.stats import Scope
 
 
 class HttpFilter:

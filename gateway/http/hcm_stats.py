@@ -4,8 +4,8 @@ that its connections and streams, which count in them, need not import it."""
 
 import attrs
 
-from gateway.http.stream_info import StreamInfo
-from gateway.stats import Counter, Gauge, Histogram, Scope, StatsStore, create_stats
+from gateway.observability.stats import Counter, Gauge, Histogram, Scope, StatsStore, create_stats
+from gateway.observability.stream_info import StreamInfo
 
 
 @attrs.define

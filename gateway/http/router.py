@@ -43,10 +43,11 @@ from gateway.errors import (
 )
 from gateway.http.retry import BodySource, RequestBodyBuffer, RetryableResponse, RetryState
 from gateway.http.route_table import RouteEntry, mutate_request, mutate_response
-from gateway.http.stream_info import StreamInfo
 from gateway.io.tls_stream import ByteStream
 from gateway.io.trio_util import raise_single
 from gateway.io.tunnel import SocketEndpoint, TunnelEndpoint, TunnelResult, run_tunnel
+from gateway.observability.stats import Counter, Gauge
+from gateway.observability.stream_info import StreamInfo
 from gateway.protocol import grpc
 from gateway.protocol.codec_h1 import ClientEvent
 from gateway.protocol.events import NEED_DATA, Data, EndStream, ResponseHeaders
@@ -57,7 +58,6 @@ from gateway.protocol.headers import (
     ResponseHead,
     strip_hop_by_hop,
 )
-from gateway.stats import Counter, Gauge
 
 
 class DownstreamStream(Protocol):

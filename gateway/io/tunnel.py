@@ -26,7 +26,7 @@ import trio
 from gateway.errors import DownstreamDisconnect, UpstreamReset
 from gateway.io.tls_stream import ByteStream, TlsStream
 from gateway.io.trio_util import PEER_GONE, RECEIVE_SIZE, raise_single, receive_or_eof
-from gateway.tasktree import annotate
+from gateway.observability.tasktree import annotate
 
 #: How long telling a side that the tunnel ended may take (close_notify to a client that
 #: does not read): after that it is closed without.

@@ -9,7 +9,7 @@ import attrs
 from gateway.config.model import ConnectionLimit, NetworkRbac
 from gateway.io.tls_stream import ByteStream
 from gateway.listeners.network_filter import ConnectionInfo, NextFilter
-from gateway.stats import Counter, Gauge, StatsStore, create_stats
+from gateway.observability.stats import Counter, Gauge, StatsStore, create_stats
 
 
 @attrs.define

@@ -17,7 +17,6 @@ from collections.abc import Callable, Sequence
 
 import attrs
 
-from gateway.access_log import AccessLogger
 from gateway.clusters.manager import ClusterManager
 from gateway.config.model import AccessLog as AccessLogConfig
 from gateway.config.model import (
@@ -40,8 +39,9 @@ from gateway.listeners.access_control import ConnectionLimitFilter, RbacFilter
 from gateway.listeners.network_filter import ConnectionInfo, NetworkFilter, NextFilter
 from gateway.listeners.tcp_proxy import TcpProxyFilter
 from gateway.listeners.tls import TlsTerminator
+from gateway.observability.access_log import AccessLogger
+from gateway.observability.stats import Scope, StatsStore
 from gateway.server.state import ServerState
-from gateway.stats import Scope, StatsStore
 
 #: How specifically a chain matches one criterion: None = not at all, higher = better.
 Score = tuple[int, int] | None

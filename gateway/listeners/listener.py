@@ -24,7 +24,6 @@ import socket
 import attrs
 import trio
 
-from gateway.access_log import AccessLogger
 from gateway.config.model import Address, GatewayConfig
 from gateway.config.model import Listener as ListenerConfig
 from gateway.errors import StartupError
@@ -40,8 +39,9 @@ from gateway.listeners.filter_chain import (
 )
 from gateway.listeners.network_filter import ConnectionInfo, run_filters
 from gateway.listeners.tls import HandshakeFailed, HandshakeTimeout
-from gateway.stats import Counter, Gauge, create_stats
-from gateway.tasktree import annotate
+from gateway.observability.access_log import AccessLogger
+from gateway.observability.stats import Counter, Gauge, create_stats
+from gateway.observability.tasktree import annotate
 
 log = logging.getLogger("gateway.listener")
 

@@ -27,7 +27,7 @@ from gateway.io.tls_stream import ByteStream
 from gateway.io.tunnel import SocketEndpoint, TunnelResult, run_tunnel
 from gateway.listeners import proxy_protocol
 from gateway.listeners.network_filter import ConnectionInfo, NextFilter
-from gateway.stats import Counter, StatsStore, create_stats
+from gateway.observability.stats import Counter, StatsStore, create_stats
 
 log = logging.getLogger("gateway.tcp_proxy")
 

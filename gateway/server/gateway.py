@@ -18,10 +18,10 @@ from gateway.errors import StartupError
 from gateway.http.route_table import RouteTables, build_route_tables
 from gateway.listeners.filter_chain import ChainBuilder
 from gateway.listeners.listener import Listener
+from gateway.observability.stats import StatsStore
 from gateway.regex import compile_regex
 from gateway.server.overload import OverloadManager
 from gateway.server.state import ServerState
-from gateway.stats import StatsStore
 from gateway.xds.compose import XdsState
 
 log = logging.getLogger("gateway.server")

@@ -30,8 +30,8 @@ import attrs
 import trio
 
 from gateway.config.model import Overload, OverloadActionName
-from gateway.stats import Counter, Gauge, StatsStore, create_stats
-from gateway.tasktree import annotate
+from gateway.observability.stats import Counter, Gauge, StatsStore, create_stats
+from gateway.observability.tasktree import annotate
 
 log = logging.getLogger("gateway.overload")
 

@@ -19,8 +19,8 @@ from gateway.config.load import load_config
 from gateway.config.model import GatewayConfig
 from gateway.config.watch import file_signature, watch
 from gateway.errors import ConfigError, StartupError
+from gateway.observability.tasktree import annotate
 from gateway.server.gateway import Gateway
-from gateway.tasktree import annotate
 
 log = logging.getLogger("gateway.reload")
 

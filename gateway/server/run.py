@@ -31,9 +31,9 @@ from gateway.config.model import GatewayConfig
 from gateway.config.watch import file_signature
 from gateway.errors import ConfigError, StartupError
 from gateway.io.trio_util import raise_single
+from gateway.observability.tasktree import set_enabled as set_task_tree
 from gateway.server.gateway import Gateway, WorkerRole
 from gateway.server.reload import reload_dynamic, watch_config
-from gateway.tasktree import set_enabled as set_task_tree
 from gateway.xds.ads_source import XdsAdsSource
 from gateway.xds.compose import XdsState
 from gateway.xds.file_source import XdsFileSource

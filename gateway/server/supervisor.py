@@ -36,9 +36,9 @@ from gateway.config.load import load_config
 from gateway.config.model import Admin, GatewayConfig
 from gateway.config.watch import file_signature, watch
 from gateway.errors import ConfigError, GatewayError, StartupError
+from gateway.observability.stats import Counter, Gauge, StatsStore
+from gateway.observability.tasktree import annotate
 from gateway.protocol.headers import HeaderMap, RequestHead
-from gateway.stats import Counter, Gauge, StatsStore
-from gateway.tasktree import annotate
 
 log = logging.getLogger("gateway.workers")
 

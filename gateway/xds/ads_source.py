@@ -29,9 +29,9 @@ from gateway.clusters.manager import ClusterManager
 from gateway.clusters.upstream import UpstreamStream
 from gateway.config.model import Dynamic
 from gateway.errors import ConfigError, GatewayError, NoHealthyUpstream, UpstreamReset
+from gateway.observability.tasktree import annotate
 from gateway.protocol import grpc
 from gateway.protocol.events import Data, ResponseHeaders
-from gateway.tasktree import annotate
 from gateway.xds import translate
 from gateway.xds.compose import Resource, resource_of
 from gateway.xds.rest_source import node_of

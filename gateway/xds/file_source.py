@@ -17,7 +17,7 @@ import yaml
 from gateway.config.files import MAX_CONFIG_BYTES, UnreadableFile, read_file
 from gateway.config.watch import watch
 from gateway.errors import ConfigError
-from gateway.tasktree import annotate
+from gateway.observability.tasktree import annotate
 from gateway.xds.compose import Resource, XdsState, resource_of
 
 _SUFFIXES = (".yaml", ".yml", ".json")

@@ -19,8 +19,8 @@ from gateway.clusters.http_client import call_service
 from gateway.clusters.manager import ClusterManager
 from gateway.config.model import Dynamic, RestApiConfigSource
 from gateway.errors import ConfigError, GatewayError
+from gateway.observability.tasktree import annotate
 from gateway.protocol.headers import HeaderMap, RequestHead
-from gateway.tasktree import annotate
 from gateway.version import gateway_version
 from gateway.xds import translate
 from gateway.xds.compose import resource_of

@@ -1,11 +1,17 @@
-"""Envoy command operators (gateway/access_log_format.py) against a hand-filled StreamInfo."""
+"""Envoy command operators (gateway/observability/access_log_format.py) against a
+hand-filled StreamInfo."""
 
 import json
 
 import pytest
 
-from gateway.access_log_format import compile_format, compile_json, format_time, render_text
-from gateway.http.stream_info import StreamInfo
+from gateway.observability.access_log_format import (
+    compile_format,
+    compile_json,
+    format_time,
+    render_text,
+)
+from gateway.observability.stream_info import StreamInfo
 from gateway.protocol.headers import HeaderMap, RequestHead, ResponseHead
 
 

@@ -1,8 +1,9 @@
-"""Narrowing and sorting task tree snapshots (gateway/task_query.py), on hand-made trees."""
+"""Narrowing and sorting task tree snapshots (gateway/observability/task_query.py), on
+hand-made trees."""
 
 import pytest
 
-from gateway.task_query import TaskQuery
+from gateway.observability.task_query import TaskQuery
 
 TREE = {
     "name": "<init>",

@@ -7,7 +7,7 @@ from typing import Any
 import trio
 import trio.testing
 
-from gateway import tasktree
+from gateway.observability import tasktree
 
 
 def kinds(node: dict[str, Any]) -> list[str]:

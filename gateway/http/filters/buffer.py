@@ -17,9 +17,9 @@ import attrs
 from gateway.config.model import UINT32_MAX, between
 from gateway.errors import GatewayError
 from gateway.http.filter import FilterContext, HttpFilter, HttpFilterFactory, HttpFilterType
-from gateway.http.stream_info import StreamInfo
+from gateway.observability.stats import Counter
+from gateway.observability.stream_info import StreamInfo
 from gateway.protocol.headers import LocalReply, RequestHead
-from gateway.stats import Counter
 
 
 @attrs.frozen

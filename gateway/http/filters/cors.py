@@ -23,10 +23,10 @@ import attrs
 
 from gateway.config.model import Duration, check_regexes
 from gateway.http.filter import FilterContext, HttpFilter, HttpFilterFactory, HttpFilterType
-from gateway.http.stream_info import StreamInfo
+from gateway.observability.stats import Counter
+from gateway.observability.stream_info import StreamInfo
 from gateway.protocol.headers import LocalReply, RequestHead, ResponseHead
 from gateway.regex import Regex, compile_regex
-from gateway.stats import Counter
 
 
 @attrs.frozen

@@ -26,9 +26,9 @@ from gateway.clusters.http_client import ServiceResponse, call_service
 from gateway.config.model import MIN_PERIOD, Duration, at_least
 from gateway.errors import GatewayError
 from gateway.http.filter import FilterContext, HttpFilter, HttpFilterFactory, HttpFilterType
-from gateway.http.stream_info import StreamInfo
+from gateway.observability.stats import Counter
+from gateway.observability.stream_info import StreamInfo
 from gateway.protocol.headers import HeaderMap, LocalReply, RequestHead
-from gateway.stats import Counter
 
 MAX_DENIAL_BODY = 8192
 

@@ -20,9 +20,9 @@ import trio
 
 from gateway.config.model import Duration, between
 from gateway.http.filter import FilterContext, HttpFilter, HttpFilterFactory, HttpFilterType
-from gateway.http.stream_info import StreamInfo
+from gateway.observability.stats import Counter
+from gateway.observability.stream_info import StreamInfo
 from gateway.protocol.headers import LocalReply, RequestHead
-from gateway.stats import Counter
 
 _percentage = between(0, 100)
 

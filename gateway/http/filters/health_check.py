@@ -14,7 +14,7 @@ balancer stops sending new traffic before the gateway stops taking it. Other pat
 import attrs
 
 from gateway.http.filter import FilterContext, HttpFilter, HttpFilterFactory, HttpFilterType
-from gateway.http.stream_info import StreamInfo
+from gateway.observability.stream_info import StreamInfo
 from gateway.protocol.headers import LocalReply, RequestHead
 
 

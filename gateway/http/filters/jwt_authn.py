@@ -34,9 +34,9 @@ from gateway.config.files import read_file
 from gateway.config.model import MIN_PERIOD, Duration, at_least
 from gateway.errors import GatewayError
 from gateway.http.filter import FilterContext, HttpFilter, HttpFilterFactory, HttpFilterType
-from gateway.http.stream_info import StreamInfo
+from gateway.observability.stats import Counter
+from gateway.observability.stream_info import StreamInfo
 from gateway.protocol.headers import HeaderMap, LocalReply, RequestHead
-from gateway.stats import Counter
 
 log = logging.getLogger("gateway.filters")
 

@@ -23,10 +23,10 @@ import attrs
 
 from gateway.config.model import UINT32_MAX, Duration, at_least, between
 from gateway.http.filter import FilterContext, HttpFilter, HttpFilterFactory, HttpFilterType
-from gateway.http.stream_info import StreamInfo
+from gateway.observability.stats import Counter
+from gateway.observability.stream_info import StreamInfo
 from gateway.protocol.grpc import Status
 from gateway.protocol.headers import LocalReply, RequestHead
-from gateway.stats import Counter
 
 
 def _check_key(instance: object, attribute: object, value: str | None) -> None:

@@ -34,9 +34,9 @@ from gateway.http.filter import (
     HttpFilterType,
     overrides,
 )
-from gateway.http.stream_info import StreamInfo
+from gateway.observability.stats import Counter
+from gateway.observability.stream_info import StreamInfo
 from gateway.protocol.headers import LocalReply, RequestHead
-from gateway.stats import Counter
 
 log = logging.getLogger("gateway.filters")
 

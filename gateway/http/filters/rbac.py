@@ -25,10 +25,10 @@ import attrs
 from gateway.config.model import HeaderMatcher
 from gateway.http.filter import FilterContext, HttpFilter, HttpFilterFactory, HttpFilterType
 from gateway.http.route_table import header_matches
-from gateway.http.stream_info import StreamInfo
+from gateway.observability.stats import Counter
+from gateway.observability.stream_info import StreamInfo
 from gateway.protocol.headers import LocalReply, RequestHead
 from gateway.regex import Regex, compile_optional
-from gateway.stats import Counter
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 

@@ -1,5 +1,5 @@
 """Access logs: one line per request, in Envoy's default format, as JSON, or in a format
-of Envoy command operators (gateway/access_log_format.py); a filter picks the requests.
+of Envoy command operators (access_log_format.py); a filter picks the requests.
 
 Lines are buffered and flushed by a background task every `flush_interval` (Envoy flushes
 its access log buffers on a timer too), so logging costs the data path a string format and
@@ -16,10 +16,15 @@ from typing import TextIO
 
 import trio
 
-from gateway.access_log_format import compile_format, compile_json, format_time, render_text
 from gateway.config.model import AccessLog as AccessLogConfig
 from gateway.config.model import AccessLogFilter
-from gateway.http.stream_info import StreamInfo
+from gateway.observability.access_log_format import (
+    compile_format,
+    compile_json,
+    format_time,
+    render_text,
+)
+from gateway.observability.stream_info import StreamInfo
 
 
 def format_envoy(info: StreamInfo) -> str:

@@ -10,7 +10,7 @@ from urllib.parse import urlencode
 
 from trio_websocket import ConnectionClosed, HandshakeError, open_websocket_url
 
-from gateway.tasktree import render_text
+from gateway.observability.tasktree import render_text
 
 _CLEAR = "\x1b[H\x1b[2J"
 

@@ -18,7 +18,7 @@ import socket
 import time
 from collections.abc import Callable
 
-from gateway.http.stream_info import StreamInfo
+from gateway.observability.stream_info import StreamInfo
 
 Value = str | int | None
 Operator = Callable[[StreamInfo], Value]
