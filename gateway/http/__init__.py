@@ -1,1 +1,2 @@
-"""HTTP: codecs, the connection manager, filters, routing and the router."""
+"""HTTP: the connection manager (HCM), its per-codec connections and streams, and the HTTP
+filters, ending in the router (gateway/router/)."""

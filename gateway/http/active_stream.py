@@ -35,11 +35,11 @@ from gateway.errors import (
 )
 from gateway.http.filter import NO_FILTERS, FilterChain, HttpFilterFactory
 from gateway.http.hcm_stats import HcmStats
-from gateway.http.route_table import RouteEntry, RouteTable
 from gateway.io.tunnel import TunnelEndpoint
 from gateway.observability.stream_info import StreamInfo
 from gateway.protocol import grpc
 from gateway.protocol.headers import HeaderMap, LocalReply, RequestHead, ResponseHead, http_date
+from gateway.router.route_table import RouteEntry, RouteTable
 from gateway.server.overload import OverloadActionState
 
 log = logging.getLogger("gateway.http")

@@ -27,8 +27,6 @@ from gateway.http.connection import DownstreamConnection
 from gateway.http.filter import FilterContext, HttpFilterFactory
 from gateway.http.filters import FILTER_TYPES
 from gateway.http.hcm_stats import HcmStats, RouteStats
-from gateway.http.route_table import RouteEntry, RouteTable, RouteTables
-from gateway.http.router import RouterFilter
 from gateway.io.tls_stream import ByteStream
 from gateway.io.trio_util import close_after_linger, receive_or_eof
 from gateway.listeners.network_filter import ConnectionInfo
@@ -39,6 +37,8 @@ from gateway.observability.tasktree import annotate
 from gateway.protocol.events import RequestHeaders
 from gateway.protocol.headers import LocalReply, RequestHead, strip_hop_by_hop
 from gateway.protocol.path_normalization import InvalidPath, normalize
+from gateway.router.route_table import RouteEntry, RouteTable, RouteTables
+from gateway.router.router import RouterFilter
 from gateway.server.state import ServerState
 
 log = logging.getLogger("gateway.http")

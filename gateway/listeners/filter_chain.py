@@ -33,7 +33,6 @@ from gateway.config.model import FilterChain as FilterChainConfig
 from gateway.config.model import Listener as ListenerConfig
 from gateway.errors import ConfigError, StartupError
 from gateway.http.conn_manager import HttpConnectionManager
-from gateway.http.route_table import RouteTables
 from gateway.io.tls_stream import ByteStream
 from gateway.listeners.access_control import ConnectionLimitFilter, RbacFilter
 from gateway.listeners.network_filter import ConnectionInfo, NetworkFilter, NextFilter
@@ -41,6 +40,7 @@ from gateway.listeners.tcp_proxy import TcpProxyFilter
 from gateway.listeners.tls import TlsTerminator
 from gateway.observability.access_log import AccessLogger
 from gateway.observability.stats import Scope, StatsStore
+from gateway.router.route_table import RouteTables
 from gateway.server.state import ServerState
 
 #: How specifically a chain matches one criterion: None = not at all, higher = better.

@@ -27,7 +27,6 @@ import trio
 from gateway.config.model import Address, GatewayConfig
 from gateway.config.model import Listener as ListenerConfig
 from gateway.errors import StartupError
-from gateway.http.route_table import RouteTables
 from gateway.io.tls_stream import ByteStream
 from gateway.listeners import proxy_protocol, tls_inspector
 from gateway.listeners.filter_chain import (
@@ -42,6 +41,7 @@ from gateway.listeners.tls import HandshakeFailed, HandshakeTimeout
 from gateway.observability.access_log import AccessLogger
 from gateway.observability.stats import Counter, Gauge, create_stats
 from gateway.observability.tasktree import annotate
+from gateway.router.route_table import RouteTables
 
 log = logging.getLogger("gateway.listener")
 

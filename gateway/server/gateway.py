@@ -15,11 +15,11 @@ from gateway.clusters.manager import ClusterManager
 from gateway.config.model import Address, Admin, GatewayConfig
 from gateway.config.model import Server as ServerConfig
 from gateway.errors import StartupError
-from gateway.http.route_table import RouteTables, build_route_tables
 from gateway.listeners.filter_chain import ChainBuilder
 from gateway.listeners.listener import Listener
 from gateway.observability.stats import StatsStore
 from gateway.regex import compile_regex
+from gateway.router.route_table import RouteTables, build_route_tables
 from gateway.server.overload import OverloadManager
 from gateway.server.state import ServerState
 from gateway.xds.compose import XdsState

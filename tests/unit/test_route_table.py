@@ -1,8 +1,8 @@
 """Route table matching without sockets."""
 
 from gateway import loads_config
-from gateway.http.route_table import RouteTable
 from gateway.protocol.headers import HeaderMap, RequestHead
+from gateway.router.route_table import RouteTable
 from tests.config_builder import ConfigBuilder, route
 
 

@@ -10,9 +10,9 @@ response_headers_to_remove = ["server"]
 
 from gateway.config.model import HeaderMutations
 from gateway.http.filter import FilterContext, HttpFilter, HttpFilterFactory, HttpFilterType
-from gateway.http.route_table import mutate_request, mutate_response
 from gateway.observability.stream_info import StreamInfo
 from gateway.protocol.headers import LocalReply, RequestHead, ResponseHead
+from gateway.router.route_table import mutate_request, mutate_response
 
 
 class HeaderMutationFilter(HttpFilter):

@@ -41,8 +41,6 @@ from gateway.errors import (
     UpstreamReset,
     UpstreamTimeout,
 )
-from gateway.http.retry import BodySource, RequestBodyBuffer, RetryableResponse, RetryState
-from gateway.http.route_table import RouteEntry, mutate_request, mutate_response
 from gateway.io.tls_stream import ByteStream
 from gateway.io.trio_util import raise_single
 from gateway.io.tunnel import SocketEndpoint, TunnelEndpoint, TunnelResult, run_tunnel
@@ -58,6 +56,8 @@ from gateway.protocol.headers import (
     ResponseHead,
     strip_hop_by_hop,
 )
+from gateway.router.retry import BodySource, RequestBodyBuffer, RetryableResponse, RetryState
+from gateway.router.route_table import RouteEntry, mutate_request, mutate_response
 
 
 class DownstreamStream(Protocol):
