@@ -11,12 +11,12 @@ import attrs
 from gateway.asgi import Send
 from gateway.clusters.host import HealthFlag, Host
 from gateway.config.load import unstructure_config
+from gateway.config.regex import Regex, RegexError, compile_regex
 from gateway.errors import ConfigError, StartupError
 from gateway.observability import stats as stats_format
 from gateway.observability import tasktree
 from gateway.observability.stats import StatsStore
 from gateway.observability.task_query import TaskQuery
-from gateway.regex import Regex, RegexError, compile_regex
 from gateway.server.gateway import Gateway
 from gateway.server.reload import reload_from_file
 from gateway.version import gateway_version

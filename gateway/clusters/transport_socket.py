@@ -17,9 +17,9 @@ import weakref
 import trio
 
 from gateway.config.model import Address, Cluster, UpstreamTlsContext
+from gateway.config.tls_context import client_context
 from gateway.errors import ConfigError
 from gateway.io.tls_stream import ByteStream, TlsStream
-from gateway.tls_context import client_context
 
 _contexts: dict[tuple[int, tuple[str, ...]], ssl.SSLContext] = {}
 

@@ -21,8 +21,8 @@ from typing import Any, Literal, NewType
 
 import attrs
 
+from gateway.config.regex import check_regex
 from gateway.observability.access_log_format import compile_format
-from gateway.regex import check_regex
 
 #: Seconds, parsed from strings like "250ms", "1.5s", "2m", "1h".
 Duration = NewType("Duration", float)

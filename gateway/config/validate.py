@@ -2,7 +2,7 @@
 
 Names must refer to tables that exist, each route has exactly one action and one path
 match, and no two listeners share an address. (Regexes are checked as fields, where they
-are structured: `gateway.regex`.) Every problem is returned, each with its TOML path, so
+are structured: `gateway.config.regex`.) Every problem is returned, each with its TOML path, so
 an operator fixes a config in one go.
 """
 
@@ -28,7 +28,7 @@ from gateway.config.model import (
     VirtualHost,
     is_loopback,
 )
-from gateway.tls_context import check_downstream, check_upstream
+from gateway.config.tls_context import check_downstream, check_upstream
 
 _NO_VHOST = VirtualHost(domains=[])
 _ROUTE_ACTIONS = ("cluster", "weighted_clusters", "redirect", "direct_response")

@@ -17,10 +17,10 @@ from cryptography.x509.oid import NameOID
 
 from gateway.config.files import MAX_PEM_BYTES, read_file
 from gateway.config.model import DownstreamTlsContext
+from gateway.config.tls_context import server_context
 from gateway.io.tls_stream import TlsStream
 from gateway.listeners.network_filter import TlsInfo
 from gateway.observability.stats import Counter, Scope, create_stats
-from gateway.tls_context import server_context
 
 #: RFC 4514 short names for the subject attributes certificates commonly carry.
 _SHORT_NAMES = {

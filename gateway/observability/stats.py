@@ -13,7 +13,7 @@ from typing import Any, TypeVar
 
 import attrs
 
-from gateway.regex import Regex
+from gateway.config.regex import Regex
 
 T = TypeVar("T")
 

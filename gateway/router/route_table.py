@@ -17,10 +17,10 @@ from gateway.config.model import (
     Route,
 )
 from gateway.config.model import VirtualHost as VirtualHostConfig
+from gateway.config.regex import Regex, compile_optional, compile_regex
 from gateway.config.validate import http_connection_managers
 from gateway.protocol.grpc import is_grpc_request
 from gateway.protocol.headers import HeaderMap, RequestHead
-from gateway.regex import Regex, compile_optional, compile_regex
 
 
 def header_matches(m: HeaderMatcher, regex: Regex | None, req: RequestHead) -> bool:

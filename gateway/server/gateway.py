@@ -14,11 +14,11 @@ import trio
 from gateway.clusters.manager import ClusterManager
 from gateway.config.model import Address, Admin, GatewayConfig
 from gateway.config.model import Server as ServerConfig
+from gateway.config.regex import compile_regex
 from gateway.errors import StartupError
 from gateway.listeners.filter_chain import ChainBuilder
 from gateway.listeners.listener import Listener
 from gateway.observability.stats import StatsStore
-from gateway.regex import compile_regex
 from gateway.router.route_table import RouteTables, build_route_tables
 from gateway.server.overload import OverloadManager
 from gateway.server.state import ServerState

@@ -1,5 +1,5 @@
 """Operator and admin regexes run in linear time: a pattern that makes a backtracking engine
-take seconds costs a bystander nothing (RE2, gateway/regex.py)."""
+take seconds costs a bystander nothing (RE2, gateway/config/regex.py)."""
 
 import time
 from functools import partial

@@ -5,7 +5,7 @@ import time
 import pytest
 
 from gateway import loads_config
-from gateway.regex import MAX_PROGRAM_SIZE, RegexError, compile_regex
+from gateway.config.regex import MAX_PROGRAM_SIZE, RegexError, compile_regex
 from tests.unit.test_config import VALID, errors_of
 
 

@@ -22,11 +22,11 @@ pass untouched, so the browser enforces the policy.
 import attrs
 
 from gateway.config.model import Duration, check_regexes
+from gateway.config.regex import Regex, compile_regex
 from gateway.http.filter import FilterContext, HttpFilter, HttpFilterFactory, HttpFilterType
 from gateway.observability.stats import Counter
 from gateway.observability.stream_info import StreamInfo
 from gateway.protocol.headers import LocalReply, RequestHead, ResponseHead
-from gateway.regex import Regex, compile_regex
 
 
 @attrs.frozen

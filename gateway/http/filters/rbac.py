@@ -23,11 +23,11 @@ from typing import Literal
 import attrs
 
 from gateway.config.model import HeaderMatcher
+from gateway.config.regex import Regex, compile_optional
 from gateway.http.filter import FilterContext, HttpFilter, HttpFilterFactory, HttpFilterType
 from gateway.observability.stats import Counter
 from gateway.observability.stream_info import StreamInfo
 from gateway.protocol.headers import LocalReply, RequestHead
-from gateway.regex import Regex, compile_optional
 from gateway.router.route_table import header_matches
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
