@@ -12,7 +12,7 @@ import hypercorn.config
 import hypercorn.trio
 import trio
 
-from gateway.asgi import Receive, Scope, Send, complete_lifespan, count_body, for_hypercorn
+from gateway.admin.asgi import Receive, Scope, Send, complete_lifespan, count_body, for_hypercorn
 from gateway.config.load import parse_address
 
 

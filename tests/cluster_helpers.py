@@ -15,7 +15,7 @@ import hypercorn.config
 import hypercorn.trio
 import trio
 
-from gateway.asgi import Receive, Scope, Send, complete_lifespan
+from gateway.admin.asgi import Receive, Scope, Send, complete_lifespan
 from tests.helpers import KeepAliveUpstream
 
 

@@ -21,7 +21,7 @@ import hypercorn.trio
 import trio
 
 from gateway import Gateway, loads_config, open_gateway
-from gateway.asgi import Receive, Scope, Send, complete_lifespan, count_body
+from gateway.admin.asgi import Receive, Scope, Send, complete_lifespan, count_body
 from tests.config_builder import ConfigBuilder
 
 

@@ -9,9 +9,9 @@ import attrs
 import trio
 
 from gateway.admin import dashboard, views
+from gateway.admin.asgi import Receive, Scope, Send, complete_lifespan
 from gateway.admin.history import StatsHistory
 from gateway.admin.views import Reply
-from gateway.asgi import Receive, Scope, Send, complete_lifespan
 from gateway.config.load import parse_duration
 from gateway.observability.task_query import TaskQuery
 from gateway.server.gateway import Gateway

@@ -19,8 +19,8 @@ Plain reads need no Origin check: a browser does not let a foreign page see the 
 import ipaddress
 import logging
 
+from gateway.admin.asgi import App, Receive, Scope, Send
 from gateway.admin.views import Reply
-from gateway.asgi import App, Receive, Scope, Send
 from gateway.observability.stats import Counter
 
 log = logging.getLogger("gateway.admin")

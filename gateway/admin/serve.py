@@ -8,9 +8,9 @@ import hypercorn.trio
 import trio
 
 from gateway.admin.app import AdminApp
+from gateway.admin.asgi import App, for_hypercorn
 from gateway.admin.history import StatsHistory
 from gateway.admin.origin import SameOriginOnly
-from gateway.asgi import App, for_hypercorn
 from gateway.config.model import Admin, is_loopback
 from gateway.errors import StartupError
 from gateway.io.trio_util import leaves

@@ -22,9 +22,9 @@ from urllib.parse import parse_qsl, urlencode
 import trio
 
 from gateway.admin.app import serve_task_tree_websocket
+from gateway.admin.asgi import Receive, Scope, Send, complete_lifespan
 from gateway.admin.serve import serve_admin_app
 from gateway.admin.views import Reply, prometheus_of, stats_of
-from gateway.asgi import Receive, Scope, Send, complete_lifespan
 from gateway.config.model import Admin
 from gateway.errors import ConfigError, GatewayError, StartupError
 from gateway.observability import tasktree

@@ -8,7 +8,7 @@ from typing import Any
 
 import attrs
 
-from gateway.asgi import Send
+from gateway.admin.asgi import Send
 from gateway.clusters.host import HealthFlag, Host
 from gateway.config.load import unstructure_config
 from gateway.config.regex import Regex, RegexError, compile_regex

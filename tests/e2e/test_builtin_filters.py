@@ -202,7 +202,7 @@ async def test_compressor_streams_gzip(nursery):
 
 
 async def test_ext_authz_allows_denies_and_fails_closed(nursery):
-    from gateway.asgi import complete_lifespan
+    from gateway.admin.asgi import complete_lifespan
     from tests.helpers import serve_asgi
 
     async def authz(scope, receive, send):
@@ -293,7 +293,7 @@ def _token(key, kid: str, **claims) -> str:
 async def test_jwt_authn_local_and_remote_jwks(nursery, tmp_path):
     import json
 
-    from gateway.asgi import complete_lifespan
+    from gateway.admin.asgi import complete_lifespan
     from tests.helpers import serve_asgi
 
     key, other = _rsa_key(), _rsa_key()

@@ -9,7 +9,7 @@ import httpx
 import pytest
 import trio
 
-from gateway.asgi import complete_lifespan
+from gateway.admin.asgi import complete_lifespan
 from tests.config_builder import proxy_config
 from tests.helpers import (
     admin_url,

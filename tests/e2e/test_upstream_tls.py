@@ -15,7 +15,7 @@ import hypercorn.trio
 import pytest
 import trio
 
-from gateway.asgi import complete_lifespan
+from gateway.admin.asgi import complete_lifespan
 from tests.config_builder import ConfigBuilder, Table, route
 from tests.grpc_echo import OPTIONS, EchoServicer
 from tests.helpers import Upstream, run_gateway, url
