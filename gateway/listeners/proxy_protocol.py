@@ -79,7 +79,8 @@ def _parse_v1(data: bytes) -> ProxyHeader | Peek:
     except ValueError as exc:
         raise ProxyProtocolError(f"bad PROXY v1 address: {exc}") from None
     ports_ok = 0 <= sport <= 65535 and 0 <= dport <= 65535
-    if (src.version == 4) != (parts[1] == "TCP4") or not ports_ok:
+    version = 4 if parts[1] == "TCP4" else 6
+    if src.version != version or dst.version != version or not ports_ok:
         raise ProxyProtocolError(f"bad PROXY v1 line {data[:end]!r}")
     return ProxyHeader(end + 2, (src, sport), (dst, dport))
 

@@ -34,6 +34,9 @@ def test_v1_unknown_and_incomplete_and_bad():
     for bad in (
         b"PROXY TCP4 1.2.3.4 5.6.7.8 1 99999\r\n",
         b"PROXY TCP4 ::1 ::1 1 2\r\n",
+        # Both addresses are of the line's family (found by tests/fuzz).
+        b"PROXY TCP4 1.2.3.4 ::1 1 2\r\n",
+        b"PROXY TCP6 ::1 1.2.3.4 1 2\r\n",
         b"PROXY TCP9 1.2.3.4 5.6.7.8 1 2\r\n",
         b"PROXY " + b"x" * 120,
         b"GET / HTTP/1.1\r\n",
