@@ -22,6 +22,10 @@ import trio
 #: A ClientHello larger than this is refused (real ones are well under 2 KiB; post-quantum
 #: key shares make them about 1.8 KiB).
 MAX_CLIENT_HELLO = 16384
+#: What `inspect` peeks: the largest ClientHello with room for its record headers.
+PEEK_SIZE = MAX_CLIENT_HELLO + 5 * 4
+#: RFC 8446 5.1: a record's plaintext is at most 2^14 bytes.
+_MAX_RECORD = 1 << 14
 _HANDSHAKE_RECORD = 22
 _CLIENT_HELLO = 1
 _SERVER_NAME = 0
@@ -46,16 +50,16 @@ def parse_client_hello(data: bytes) -> ClientHello | Peek:
     offset = 0
     while True:
         if len(data) < offset + 5:
-            return Peek.NEED_DATA
+            return _more_needed(offset + 5)
         kind, major, length = (
             data[offset],
             data[offset + 1],
             (data[offset + 3] << 8) | data[offset + 4],
         )
-        if kind != _HANDSHAKE_RECORD or major != 3 or length == 0:
+        if kind != _HANDSHAKE_RECORD or major != 3 or not 0 < length <= _MAX_RECORD:
             return Peek.NOT_TLS
         if len(data) < offset + 5 + length:
-            return Peek.NEED_DATA
+            return _more_needed(offset + 5 + length)
         message += data[offset + 5 : offset + 5 + length]
         offset += 5 + length
         if len(message) >= 4:
@@ -69,6 +73,13 @@ def parse_client_hello(data: bytes) -> ClientHello | Peek:
                     return _parse_body(message[4 : 4 + size])
                 except (IndexError, struct.error, UnicodeDecodeError):
                     return Peek.NOT_TLS
+
+
+def _more_needed(size: int) -> Peek:
+    """NEED_DATA while `size` bytes can still be peeked, else NOT_TLS: a ClientHello in
+    more records than fit in PEEK_SIZE would be waited for until the listener's timeout
+    (as one that is too large is refused at once)."""
+    return Peek.NEED_DATA if size <= PEEK_SIZE else Peek.NOT_TLS
 
 
 def _parse_body(body: bytes) -> ClientHello:
@@ -111,7 +122,7 @@ async def inspect(sock: trio.socket.SocketType) -> ClientHello | Peek:
     short, growing sleep. The caller bounds the whole wait."""
     delay = 0.001
     while True:
-        data = await sock.recv(MAX_CLIENT_HELLO + 5 * 4, socket.MSG_PEEK)
+        data = await sock.recv(PEEK_SIZE, socket.MSG_PEEK)
         if not data:
             return Peek.NEED_DATA
         result = parse_client_hello(data)

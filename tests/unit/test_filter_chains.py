@@ -12,7 +12,7 @@ from gateway.errors import ConfigError
 from gateway.listeners.filter_chain import FilterChain, select
 from gateway.listeners.network_filter import ConnectionInfo
 from gateway.listeners.tls import format_subject
-from gateway.listeners.tls_inspector import ClientHello, Peek, parse_client_hello
+from gateway.listeners.tls_inspector import PEEK_SIZE, ClientHello, Peek, parse_client_hello
 from tests.tls_helpers import Pki
 
 
@@ -45,6 +45,17 @@ def test_client_hello_split_across_records():
     split = b"\x16\x03\x01" + half.to_bytes(2, "big") + body[:half]
     split += b"\x16\x03\x01" + (len(body) - half).to_bytes(2, "big") + body[half:]
     assert parse_client_hello(split) == ClientHello("split.example.com", ("h2",))
+
+
+def test_a_client_hello_that_cannot_fit_in_the_peek_is_not_tls():
+    # Found by tests/fuzz: NEED_DATA for bytes the listener can never peek whole meant
+    # waiting until listener_filters_timeout. A record over RFC 8446's 2^14 bytes, or a
+    # ClientHello cut into more records than PEEK_SIZE holds, is refused once it is known.
+    assert parse_client_hello(b"\x16\x03\x01\x40\x01") is Peek.NOT_TLS
+    message = b"\x01" + (16000).to_bytes(3, "big") + bytes(16000)  # a ClientHello's size
+    one_byte_records = b"".join(b"\x16\x03\x01\x00\x01" + bytes([b]) for b in message)
+    assert parse_client_hello(one_byte_records[: PEEK_SIZE - 1]) is Peek.NEED_DATA
+    assert parse_client_hello(one_byte_records[:PEEK_SIZE]) is Peek.NOT_TLS
 
 
 def chain(name: str, **match: object) -> FilterChain:
