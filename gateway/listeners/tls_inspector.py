@@ -14,7 +14,6 @@ does not look like a ClientHello is "not TLS" (transport protocol raw_buffer).
 
 import enum
 import socket
-import struct
 
 import attrs
 import trio
@@ -71,7 +70,7 @@ def parse_client_hello(data: bytes) -> ClientHello | Peek:
             if len(message) >= 4 + size:
                 try:
                     return _parse_body(message[4 : 4 + size])
-                except (IndexError, struct.error, UnicodeDecodeError):
+                except _Malformed:
                     return Peek.NOT_TLS
 
 
@@ -82,35 +81,75 @@ def _more_needed(size: int) -> Peek:
     return Peek.NEED_DATA if size <= PEEK_SIZE else Peek.NOT_TLS
 
 
+class _Malformed(Exception):
+    """Lengths that do not add up, or what TLS stacks refuse: not a ClientHello."""
+
+
+def _vector(data: bytes, pos: int, size: int) -> tuple[bytes, int]:
+    """The vector at `pos` with a `size`-byte length, and the position after it."""
+    start = pos + size
+    end = start + int.from_bytes(data[pos:start], "big")
+    if start > len(data) or end > len(data):
+        raise _Malformed
+    return data[start:end], end
+
+
 def _parse_body(body: bytes) -> ClientHello:
+    """A ClientHello's server name and ALPN protocols, read as TLS stacks read them:
+    every length must add up, no extension may repeat (RFC 8446 4.2), and the server name
+    list holds one host_name (RFC 6066 3; OpenSSL and BoringSSL refuse more). Read more
+    loosely, a name the TLS stack never acts on could choose the filter chain."""
     pos = 2 + 32  # legacy_version, random
-    pos += 1 + body[pos]  # session id
-    pos += 2 + struct.unpack_from("!H", body, pos)[0]  # cipher suites
-    pos += 1 + body[pos]  # compression methods
-    server_name = None
-    alpn: list[str] = []
+    _, pos = _vector(body, pos, 1)  # session id
+    _, pos = _vector(body, pos, 2)  # cipher suites
+    _, pos = _vector(body, pos, 1)  # compression methods
     if pos == len(body):
         return ClientHello(None, ())  # no extensions at all
-    (extensions_end,) = struct.unpack_from("!H", body, pos)
-    pos += 2
-    extensions_end += pos
-    while pos + 4 <= extensions_end:
-        ext_type, ext_len = struct.unpack_from("!HH", body, pos)
-        ext = body[pos + 4 : pos + 4 + ext_len]
-        pos += 4 + ext_len
+    extensions, pos = _vector(body, pos, 2)
+    if pos != len(body):
+        raise _Malformed
+    server_name = None
+    alpn: tuple[str, ...] = ()
+    seen: set[int] = set()
+    pos = 0
+    while pos < len(extensions):
+        ext_type = int.from_bytes(extensions[pos : pos + 2], "big")
+        ext, pos = _vector(extensions, pos + 2, 2)
+        if ext_type in seen:
+            raise _Malformed
+        seen.add(ext_type)
         if ext_type == _SERVER_NAME:
-            i = 2
-            while i + 3 <= len(ext):
-                name_type, name_len = ext[i], struct.unpack_from("!H", ext, i + 1)[0]
-                if name_type == 0:  # host_name
-                    server_name = ext[i + 3 : i + 3 + name_len].decode("ascii").lower()
-                i += 3 + name_len
+            server_name = _server_name(ext)
         elif ext_type == _ALPN:
-            i = 2
-            while i < len(ext):
-                alpn.append(ext[i + 1 : i + 1 + ext[i]].decode("ascii"))
-                i += 1 + ext[i]
-    return ClientHello(server_name, tuple(alpn))
+            alpn = _alpn_protocols(ext)
+    return ClientHello(server_name, alpn)
+
+
+def _server_name(ext: bytes) -> str:
+    names, end = _vector(ext, 0, 2)
+    if end != len(ext) or names[:1] != b"\x00":  # host_name
+        raise _Malformed
+    name, end = _vector(names, 1, 2)
+    if end != len(names) or len(name) > 255 or b"\x00" in name:
+        raise _Malformed
+    # Names are ASCII (IDNs as A-labels); other bytes, which OpenSSL passes on, match no
+    # configured name rather than make the ClientHello "not TLS".
+    return name.decode("latin-1").lower()
+
+
+def _alpn_protocols(ext: bytes) -> tuple[str, ...]:
+    """RFC 7301 3.1: a non-empty list of non-empty opaque protocol names."""
+    protocols, end = _vector(ext, 0, 2)
+    if end != len(ext) or not protocols:
+        raise _Malformed
+    found = []
+    pos = 0
+    while pos < len(protocols):
+        name, pos = _vector(protocols, pos, 1)
+        if not name:
+            raise _Malformed
+        found.append(name.decode("latin-1"))
+    return tuple(found)
 
 
 async def inspect(sock: trio.socket.SocketType) -> ClientHello | Peek:

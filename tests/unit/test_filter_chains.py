@@ -58,6 +58,52 @@ def test_a_client_hello_that_cannot_fit_in_the_peek_is_not_tls():
     assert parse_client_hello(one_byte_records[:PEEK_SIZE]) is Peek.NOT_TLS
 
 
+def hello_with(*extensions: bytes) -> bytes:
+    """A real ClientHello (no server name, no ALPN) with `extensions` added at its end."""
+    record = client_hello(None, [])
+    body = bytearray(record[9:])
+    pos = 34 + 1 + body[34]
+    pos += 2 + int.from_bytes(body[pos : pos + 2], "big")
+    pos += 1 + body[pos]
+    body += b"".join(extensions)
+    body[pos : pos + 2] = (len(body) - pos - 2).to_bytes(2, "big")
+    message = b"\x01" + len(body).to_bytes(3, "big") + body
+    return b"\x16\x03\x01" + len(message).to_bytes(2, "big") + message
+
+
+def sni(*names: bytes, name_type: int = 0) -> bytes:
+    entries = b"".join(bytes([name_type]) + len(n).to_bytes(2, "big") + n for n in names)
+    data = len(entries).to_bytes(2, "big") + entries
+    return b"\x00\x00" + len(data).to_bytes(2, "big") + data
+
+
+def test_alpn_protocol_names_are_opaque_bytes():
+    # RFC 7301: a protocol name is any bytes; one that is not ASCII made the whole
+    # ClientHello "not TLS" (found by fuzzing against OpenSSL, which takes it).
+    data = client_hello("api.example.com", ["h2", "zz"]).replace(b"\x02zz", b"\x02\xff\xfe")
+    assert parse_client_hello(data) == ClientHello("api.example.com", ("h2", "\xff\xfe"))
+
+
+@pytest.mark.parametrize(
+    "extensions",
+    [
+        [sni(b"a.example.com", b"b.example.com")],  # the last name was taken
+        [sni(b"a.example.com"), sni(b"b.example.com")],  # the extension twice: the last
+        [sni(b"a\x00.example.com")],
+        [sni(b"a.example.com", name_type=1)],
+        [sni(b"a.example.com")[:-1]],  # lengths that overrun: other extensions as a name
+        [b"\x00\x10\x00\x03\x00\x01\x00"],  # an empty ALPN protocol name
+    ],
+)
+def test_a_client_hello_tls_stacks_refuse_is_not_tls(extensions):
+    # OpenSSL and BoringSSL refuse these (RFC 6066 3, RFC 8446 4.2, RFC 7301 3.1); read
+    # loosely, a name the TLS stack never acts on chose the filter chain.
+    assert parse_client_hello(hello_with(sni(b"ok.example.com"))) == ClientHello(
+        "ok.example.com", ()
+    )
+    assert parse_client_hello(hello_with(*extensions)) is Peek.NOT_TLS
+
+
 def chain(name: str, **match: object) -> FilterChain:
     return FilterChain(name, FilterChainMatch(**match), None, [], [])  # type: ignore[arg-type]
 
