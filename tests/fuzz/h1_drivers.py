@@ -48,6 +48,10 @@ ERROR = "error"  # a protocol error
 OPEN = "open"  # a message is still incomplete when the bytes run out
 #: The codec reported the peer's close as a clean one in the middle of a message.
 CUT = "closed in the middle of a message"
+#: The connection ended after an exchange that kept it alive, because the parser had
+#: already stopped at what followed in the same read, an error or an upgrade (see
+#: test_codec_h1_findings.py).
+AHEAD = "stopped by an error parsed ahead"
 #: The codec's events broke their grammar (a second head before the first message ended).
 DISORDER = "events out of order"
 
@@ -102,15 +106,26 @@ def server_codec() -> ServerCodec:
     return ServerCodec(max_header_bytes=HEAD_LIMIT, max_header_count=10_000, scheme="http")
 
 
+def _keeps_alive(head: RequestHead) -> bool:
+    """Whether the request leaves the connection open after its (keep-alive) answer."""
+    tokens = {t.strip().lower() for v in head.headers.get_all("connection") for t in v.split(",")}
+    return (
+        head.http_version == "1.1"
+        and head.method != "CONNECT"
+        and "upgrade" not in head.headers
+        and "close" not in tokens
+    )
+
+
 def codec_requests(chunks: Iterable[bytes], *, close: bool = True) -> Transcript:
     """The requests ServerCodec frames from `chunks` (then the client's close), answering
     each with an empty 200 as the connection manager would."""
     codec = server_codec()
     rec = _Recorder()
-    method = "GET"
+    head: RequestHead | None = None
 
     def pump() -> None:
-        nonlocal method
+        nonlocal head
         while rec.end is None:
             try:
                 event = codec.next_event()
@@ -126,7 +141,6 @@ def codec_requests(chunks: Iterable[bytes], *, close: bool = True) -> Transcript
                     rec.end = DISORDER
                     return
                 head = event.head
-                method = head.method
                 start = (head.method.encode("latin-1"), head.path.encode("latin-1"))
                 rec.begin(start, head.http_version.encode(), _fields(head.headers))
                 if event.end_stream:
@@ -140,14 +154,15 @@ def codec_requests(chunks: Iterable[bytes], *, close: bool = True) -> Transcript
                 rec.end = CLOSED if rec.start is None else CUT
 
     def answer(trailers: Fields) -> None:
+        assert head is not None
         rec.finish(trailers)
-        head = ResponseHead(200, HeaderMap([("content-length", "0")]))
-        codec.send_response_head(head, request_method=method)
+        answer = ResponseHead(200, HeaderMap([("content-length", "0")]))
+        codec.send_response_head(answer, request_method=head.method)
         codec.send_end()
         if codec.reusable:
             codec.start_next_cycle()
         else:
-            rec.end = STOPPED
+            rec.end = AHEAD if _keeps_alive(head) else STOPPED
 
     for chunk in chunks:
         if rec.end is not None:

@@ -8,7 +8,7 @@ the matching KNOWN FINDING entry in h1_oracle.py, to be removed.
 import pytest
 
 from gateway.errors import DownstreamProtocolError, UpstreamReset
-from gateway.http.codec_h1 import ClientCodec, ServerCodec
+from gateway.http.codec_h1 import ClientCodec
 from gateway.http.events import NEED_DATA, Data, EndStream, RequestHeaders
 from gateway.http.headers import HeaderMap, RequestHead, ResponseHead
 from tests.fuzz.h1_drivers import client_codec, server_codec
@@ -38,15 +38,6 @@ def answer(codec: ClientCodec, data: bytes, method: str = "GET") -> list[object]
 
 
 @pytest.mark.xfail(
-    strict=True, raises=AssertionError, reason="llhttp keeps whitespace after a field value"
-)
-def test_whitespace_after_a_value_is_not_part_of_it() -> None:
-    # Issue 16 finding 6; h11 gives "guest" and "x" (RFC 9110 5.5).
-    head = request_head(b"GET / HTTP/1.1\r\nHost: x \r\nX-Role: guest \t\r\n\r\n")
-    assert (head.authority, head.headers.get("x-role")) == ("x", "guest")
-
-
-@pytest.mark.xfail(
     strict=True, raises=DownstreamProtocolError, reason="llhttp knows a fixed list of methods"
 )
 def test_an_extension_method_is_a_request() -> None:
@@ -73,32 +64,6 @@ def test_a_cut_upgrade_request_body_is_an_error() -> None:
     assert [type(e) for e in events] == [RequestHeaders, Data]
     with pytest.raises(DownstreamProtocolError):
         codec.next_event()
-
-
-@pytest.mark.xfail(
-    strict=True,
-    raises=DownstreamProtocolError,
-    reason="a head's size counts from the start of its read",
-)
-def test_a_pipelined_head_is_measured_from_its_own_start() -> None:
-    # Issue 16 finding 10: the bytes of a whole read count against the head that begins in
-    # it, so a body followed by the first bytes of the next request gets 431, though the
-    # same bytes in two reads are served. Found as a split-dependence with small limits.
-    codec = ServerCodec(max_header_bytes=1024, max_header_count=100, scheme="http")
-    body = b"x" * 2000
-    codec.receive_data(
-        b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 2000\r\n\r\n"
-        + body
-        + b"GET / HTTP/1.1\r\nHo"
-    )
-    assert [type(codec.next_event()) for _ in range(3)] == [RequestHeaders, Data, EndStream]
-    head = ResponseHead(200, HeaderMap([("content-length", "0")]))
-    codec.send_response_head(head, request_method="POST")
-    codec.send_end()
-    codec.start_next_cycle()
-    codec.receive_data(b"st: x\r\n\r\n")
-    event = codec.next_event()
-    assert isinstance(event, RequestHeaders) and event.head.method == "GET"
 
 
 @pytest.mark.xfail(strict=True, raises=DID_NOT_RAISE, reason="llhttp takes a status of 000-099")
@@ -158,3 +123,21 @@ def test_an_unsolicited_101_is_an_error() -> None:
             client_codec(),
             b"HTTP/1.1 101 Switching Protocols\r\nConnection: upgrade\r\nUpgrade: h2c\r\n\r\n",
         )
+
+
+@pytest.mark.xfail(strict=True, raises=AssertionError, reason="an error parsed ahead ends it")
+def test_an_error_parsed_ahead_does_not_drop_the_requests_before_it() -> None:
+    # Three pipelined requests in one read, the last one bad: llhttp parses all three at
+    # once, the error stops the parser, and `reusable` (not stopped) is False after the
+    # first exchange, so the connection closes and the second, valid, request is never
+    # answered. Sent in separate reads, both valid requests get their 200 (checked over a
+    # real socket against direct_response routes). An upgrade or CONNECT request in place
+    # of the bad one drops the second request the same way.
+    codec = server_codec()
+    good = b"GET / HTTP/1.1\r\nHost: x\r\n\r\n"
+    codec.receive_data(good + good + b"get / HTTP/1.1\r\nHost: x\r\n\r\n")
+    assert isinstance(codec.next_event(), RequestHeaders)
+    head = ResponseHead(200, HeaderMap([("content-length", "0")]))
+    codec.send_response_head(head, request_method="GET")
+    codec.send_end()
+    assert codec.reusable
