@@ -326,6 +326,10 @@ def loads_config(text: str, source: str = "<string>") -> GatewayConfig:
         data = tomli.loads(text)
     except tomli.TOMLDecodeError as exc:
         raise ConfigError([f"{source}: TOML syntax error: {exc}"]) from None
+    except RecursionError as exc:
+        # tomli's answer to nesting past its limits (400 levels of arrays and inline
+        # tables, 1000 parts in a key), which is not a TOMLDecodeError.
+        raise ConfigError([f"{source}: TOML nested too deeply: {exc}"]) from None
     return structure_config(data)
 
 

@@ -165,6 +165,20 @@ def test_toml_syntax_error_names_line_and_column():
     assert "TOML syntax error" in error and "line 2" in error and "column" in error
 
 
+@pytest.mark.parametrize(
+    "text",
+    [
+        "a = " + "[" * 1000 + "]" * 1000,
+        "a = " + "{b = " * 1000 + "1" + "}" * 1000,
+        ".".join(["a"] * 2000) + " = 1",
+    ],
+)
+def test_toml_nested_too_deeply_is_a_config_error(text):
+    # Found by tests/fuzz: tomli raises RecursionError past its limits, a traceback.
+    (error,) = errors_of(text)
+    assert error.startswith("<string>: TOML nested too deeply: ")
+
+
 def test_booleans_are_not_strings():
     text = VALID.replace(
         'match = { path = "/healthz" }', 'match = { path = "/healthz", case_sensitive = "no" }'
