@@ -17,7 +17,7 @@ from typing import Any, Literal, get_args, get_origin
 import attrs
 import cattrs
 import tomli
-from cattrs.cols import list_structure_factory
+from cattrs.cols import list_structure_factory, mapping_structure_factory
 from cattrs.errors import ClassValidationError, ForbiddenExtraKeysError, IterableValidationError
 
 from gateway.config.files import MAX_CONFIG_BYTES, UnreadableFile, read_file
@@ -121,8 +121,33 @@ def _is_literal(t: object) -> bool:
     return get_origin(t) is Literal
 
 
+def _is_dict(t: object) -> bool:
+    return get_origin(t) is dict
+
+
+def _tables_only(inner: Callable[[Any, type], Any]) -> Callable[[object, type], Any]:
+    """`inner`, behind a check that the value is a table: cattrs would otherwise report a
+    string or a list where a table belongs with Python's own words ("'str' object has no
+    attribute 'keys'")."""
+
+    def structure(value: object, t: type) -> object:
+        if not isinstance(value, dict):
+            raise ValueError(f"expected a table, got {value!r}")
+        return inner(value, t)
+
+    return structure
+
+
 def _make_converter() -> cattrs.Converter:
     converter = cattrs.Converter(forbid_extra_keys=True)
+    # First, so that the hooks for classes given in other forms (Address, Endpoint, the
+    # filters) override it.
+    converter.register_structure_hook_factory(
+        attrs.has, lambda cls: _tables_only(converter.gen_structure_attrs_fromdict(cls))
+    )
+    converter.register_structure_hook_factory(
+        _is_dict, lambda t: _tables_only(mapping_structure_factory(t, converter))
+    )
     converter.register_structure_hook(Duration, lambda v, _: parse_duration(v))
     converter.register_structure_hook(ByteSize, lambda v, _: parse_byte_size(v))
     converter.register_structure_hook(Address, lambda v, _: parse_address(v))

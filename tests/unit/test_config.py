@@ -179,6 +179,28 @@ def test_toml_nested_too_deeply_is_a_config_error(text):
     assert error.startswith("<string>: TOML nested too deeply: ")
 
 
+@pytest.mark.parametrize(
+    ("text", "error"),
+    [
+        ('server = "x"', "server: expected a table, got 'x'"),
+        ("dynamic = []", "dynamic: expected a table, got []"),
+        ('listeners = "x"', "listeners: expected a table, got 'x'"),
+        (
+            'virtual_hosts = { a = { domains = ["*"], routes = ["x"] } }',
+            "virtual_hosts.a.routes[0]: expected a table, got 'x'",
+        ),
+        (
+            'clusters = { c = { endpoints = ["127.0.0.1:1"], maglev = 5 } }',
+            "clusters.c.maglev: expected a table, got 5",
+        ),
+    ],
+)
+def test_a_value_where_a_table_belongs_says_so(text, error):
+    # Found by tests/fuzz: cattrs' own words came through ("'str' object has no attribute
+    # 'keys'", "argument of type 'int' is not iterable").
+    assert errors_of(text) == [error]
+
+
 def test_booleans_are_not_strings():
     text = VALID.replace(
         'match = { path = "/healthz" }', 'match = { path = "/healthz", case_sensitive = "no" }'
