@@ -219,12 +219,12 @@ def _make_converter() -> cattrs.Converter:
     def structure_network_filter(value: object, _: type) -> NetworkFilterConfig:
         if not isinstance(value, dict):
             raise ValueError(f"expected a table, got {value!r}")
-        filter_class = NETWORK_FILTER_TYPES.get(value.get("type"))  # type: ignore[arg-type]
+        type_name = value.get("type")
+        # A table or array as `type` cannot be looked up: it is no filter's name either.
+        filter_class = NETWORK_FILTER_TYPES.get(type_name) if isinstance(type_name, str) else None
         if filter_class is None:
             known = ", ".join(NETWORK_FILTER_TYPES)
-            raise ValueError(
-                f"'type' must name a network filter ({known}), got {value.get('type')!r}"
-            )
+            raise ValueError(f"'type' must name a network filter ({known}), got {type_name!r}")
         return converter.structure(value, filter_class)
 
     converter.register_structure_hook_func(

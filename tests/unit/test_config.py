@@ -201,6 +201,19 @@ def test_a_value_where_a_table_belongs_says_so(text, error):
     assert errors_of(text) == [error]
 
 
+def test_a_network_filter_type_that_is_not_a_string_names_the_filters():
+    # Found by tests/fuzz: an array or table as `type` gave "unhashable type: 'list'".
+    text = """
+[listeners.edge]
+address = "127.0.0.1:0"
+[[listeners.edge.filter_chains]]
+filters = [{ type = ["tcp_proxy"] }]
+"""
+    (error,) = errors_of(text)
+    assert error.startswith("listeners.edge.filter_chains[0].filters[0].type: must name a")
+    assert error.endswith("got ['tcp_proxy']")
+
+
 def test_booleans_are_not_strings():
     text = VALID.replace(
         'match = { path = "/healthz" }', 'match = { path = "/healthz", case_sensitive = "no" }'
