@@ -17,7 +17,7 @@ from typing import Any, Literal, get_args, get_origin
 import attrs
 import cattrs
 import tomli
-from cattrs.cols import list_structure_factory
+from cattrs.cols import list_structure_factory, mapping_structure_factory
 from cattrs.errors import ClassValidationError, ForbiddenExtraKeysError, IterableValidationError
 
 from gateway.config.files import MAX_CONFIG_BYTES, UnreadableFile, read_file
@@ -121,8 +121,33 @@ def _is_literal(t: object) -> bool:
     return get_origin(t) is Literal
 
 
+def _is_dict(t: object) -> bool:
+    return get_origin(t) is dict
+
+
+def _tables_only(inner: Callable[[Any, type], Any]) -> Callable[[object, type], Any]:
+    """`inner`, behind a check that the value is a table: cattrs would otherwise report a
+    string or a list where a table belongs with Python's own words ("'str' object has no
+    attribute 'keys'")."""
+
+    def structure(value: object, t: type) -> object:
+        if not isinstance(value, dict):
+            raise ValueError(f"expected a table, got {value!r}")
+        return inner(value, t)
+
+    return structure
+
+
 def _make_converter() -> cattrs.Converter:
     converter = cattrs.Converter(forbid_extra_keys=True)
+    # First, so that the hooks for classes given in other forms (Address, Endpoint, the
+    # filters) override it.
+    converter.register_structure_hook_factory(
+        attrs.has, lambda cls: _tables_only(converter.gen_structure_attrs_fromdict(cls))
+    )
+    converter.register_structure_hook_factory(
+        _is_dict, lambda t: _tables_only(mapping_structure_factory(t, converter))
+    )
     converter.register_structure_hook(Duration, lambda v, _: parse_duration(v))
     converter.register_structure_hook(ByteSize, lambda v, _: parse_byte_size(v))
     converter.register_structure_hook(Address, lambda v, _: parse_address(v))
@@ -194,12 +219,12 @@ def _make_converter() -> cattrs.Converter:
     def structure_network_filter(value: object, _: type) -> NetworkFilterConfig:
         if not isinstance(value, dict):
             raise ValueError(f"expected a table, got {value!r}")
-        filter_class = NETWORK_FILTER_TYPES.get(value.get("type"))  # type: ignore[arg-type]
+        type_name = value.get("type")
+        # A table or array as `type` cannot be looked up: it is no filter's name either.
+        filter_class = NETWORK_FILTER_TYPES.get(type_name) if isinstance(type_name, str) else None
         if filter_class is None:
             known = ", ".join(NETWORK_FILTER_TYPES)
-            raise ValueError(
-                f"'type' must name a network filter ({known}), got {value.get('type')!r}"
-            )
+            raise ValueError(f"'type' must name a network filter ({known}), got {type_name!r}")
         return converter.structure(value, filter_class)
 
     converter.register_structure_hook_func(
@@ -326,6 +351,10 @@ def loads_config(text: str, source: str = "<string>") -> GatewayConfig:
         data = tomli.loads(text)
     except tomli.TOMLDecodeError as exc:
         raise ConfigError([f"{source}: TOML syntax error: {exc}"]) from None
+    except RecursionError as exc:
+        # tomli's answer to nesting past its limits (400 levels of arrays and inline
+        # tables, 1000 parts in a key), which is not a TOMLDecodeError.
+        raise ConfigError([f"{source}: TOML nested too deeply: {exc}"]) from None
     return structure_config(data)
 
 

@@ -12,6 +12,7 @@ upstream connection. `parse` and `encode_v1/v2` are sans-IO.
 
 import enum
 import ipaddress
+import re
 import socket
 import struct
 
@@ -22,6 +23,14 @@ import trio
 V2_SIGNATURE = b"\r\n\r\n\x00\r\nQUIT\n"
 #: The longest v1 line, CRLF included (spec section 2.1).
 _V1_MAX = 107
+#: A v1 TCP line (spec section 2.1): single spaces, addresses in their family's textual
+#: form and decimal ports. Python's own parsers take more (an IPv6 zone, `%` then any byte
+#: but a space, which str() gives back into logs, x-forwarded-for and the PROXY header
+#: sent upstream; `+1`, `1_0`, or a tab before a port), so the line's shape is checked
+#: first.
+_V1_TCP = re.compile(
+    r"PROXY (TCP4|TCP6) ([0-9A-Fa-f:.]+) ([0-9A-Fa-f:.]+) ([0-9]{1,5}) ([0-9]{1,5})"
+)
 #: Enough to hold a v2 header with its TLVs in any real deployment.
 _PEEK_SIZE = 16 + 65535
 _V2_PROXY, _V2_LOCAL = 0x21, 0x20
@@ -68,18 +77,19 @@ def _parse_v1(data: bytes) -> ProxyHeader | Peek:
         if len(data) >= _V1_MAX:
             raise ProxyProtocolError("PROXY v1 line too long")
         return Peek.NEED_DATA
-    parts = data[:end].decode("ascii", "replace").split(" ")
-    if parts[1:2] == ["UNKNOWN"]:
+    line = data[:end].decode("ascii", "replace")
+    if line.split(" ")[1:2] == ["UNKNOWN"]:
         return ProxyHeader(end + 2)
-    if len(parts) != 6 or parts[1] not in ("TCP4", "TCP6"):
+    m = _V1_TCP.fullmatch(line)
+    if m is None:
         raise ProxyProtocolError(f"bad PROXY v1 line {data[:end]!r}")
     try:
-        src, dst = ipaddress.ip_address(parts[2]), ipaddress.ip_address(parts[3])
-        sport, dport = int(parts[4]), int(parts[5])
+        src, dst = ipaddress.ip_address(m[2]), ipaddress.ip_address(m[3])
     except ValueError as exc:
         raise ProxyProtocolError(f"bad PROXY v1 address: {exc}") from None
-    ports_ok = 0 <= sport <= 65535 and 0 <= dport <= 65535
-    if (src.version == 4) != (parts[1] == "TCP4") or not ports_ok:
+    sport, dport = int(m[4]), int(m[5])
+    version = 4 if m[1] == "TCP4" else 6
+    if src.version != version or dst.version != version or max(sport, dport) > 65535:
         raise ProxyProtocolError(f"bad PROXY v1 line {data[:end]!r}")
     return ProxyHeader(end + 2, (src, sport), (dst, dport))
 

@@ -14,7 +14,6 @@ does not look like a ClientHello is "not TLS" (transport protocol raw_buffer).
 
 import enum
 import socket
-import struct
 
 import attrs
 import trio
@@ -22,6 +21,10 @@ import trio
 #: A ClientHello larger than this is refused (real ones are well under 2 KiB; post-quantum
 #: key shares make them about 1.8 KiB).
 MAX_CLIENT_HELLO = 16384
+#: What `inspect` peeks: the largest ClientHello with room for its record headers.
+PEEK_SIZE = MAX_CLIENT_HELLO + 5 * 4
+#: RFC 8446 5.1: a record's plaintext is at most 2^14 bytes.
+_MAX_RECORD = 1 << 14
 _HANDSHAKE_RECORD = 22
 _CLIENT_HELLO = 1
 _SERVER_NAME = 0
@@ -46,16 +49,16 @@ def parse_client_hello(data: bytes) -> ClientHello | Peek:
     offset = 0
     while True:
         if len(data) < offset + 5:
-            return Peek.NEED_DATA
+            return _more_needed(offset + 5)
         kind, major, length = (
             data[offset],
             data[offset + 1],
             (data[offset + 3] << 8) | data[offset + 4],
         )
-        if kind != _HANDSHAKE_RECORD or major != 3 or length == 0:
+        if kind != _HANDSHAKE_RECORD or major != 3 or not 0 < length <= _MAX_RECORD:
             return Peek.NOT_TLS
         if len(data) < offset + 5 + length:
-            return Peek.NEED_DATA
+            return _more_needed(offset + 5 + length)
         message += data[offset + 5 : offset + 5 + length]
         offset += 5 + length
         if len(message) >= 4:
@@ -67,39 +70,86 @@ def parse_client_hello(data: bytes) -> ClientHello | Peek:
             if len(message) >= 4 + size:
                 try:
                     return _parse_body(message[4 : 4 + size])
-                except (IndexError, struct.error, UnicodeDecodeError):
+                except _Malformed:
                     return Peek.NOT_TLS
 
 
+def _more_needed(size: int) -> Peek:
+    """NEED_DATA while `size` bytes can still be peeked, else NOT_TLS: a ClientHello in
+    more records than fit in PEEK_SIZE would be waited for until the listener's timeout
+    (as one that is too large is refused at once)."""
+    return Peek.NEED_DATA if size <= PEEK_SIZE else Peek.NOT_TLS
+
+
+class _Malformed(Exception):
+    """Lengths that do not add up, or what TLS stacks refuse: not a ClientHello."""
+
+
+def _vector(data: bytes, pos: int, size: int) -> tuple[bytes, int]:
+    """The vector at `pos` with a `size`-byte length, and the position after it."""
+    start = pos + size
+    end = start + int.from_bytes(data[pos:start], "big")
+    if start > len(data) or end > len(data):
+        raise _Malformed
+    return data[start:end], end
+
+
 def _parse_body(body: bytes) -> ClientHello:
+    """A ClientHello's server name and ALPN protocols, read as TLS stacks read them:
+    every length must add up, no extension may repeat (RFC 8446 4.2), and the server name
+    list holds one host_name (RFC 6066 3; OpenSSL and BoringSSL refuse more). Read more
+    loosely, a name the TLS stack never acts on could choose the filter chain."""
     pos = 2 + 32  # legacy_version, random
-    pos += 1 + body[pos]  # session id
-    pos += 2 + struct.unpack_from("!H", body, pos)[0]  # cipher suites
-    pos += 1 + body[pos]  # compression methods
-    server_name = None
-    alpn: list[str] = []
+    _, pos = _vector(body, pos, 1)  # session id
+    _, pos = _vector(body, pos, 2)  # cipher suites
+    _, pos = _vector(body, pos, 1)  # compression methods
     if pos == len(body):
         return ClientHello(None, ())  # no extensions at all
-    (extensions_end,) = struct.unpack_from("!H", body, pos)
-    pos += 2
-    extensions_end += pos
-    while pos + 4 <= extensions_end:
-        ext_type, ext_len = struct.unpack_from("!HH", body, pos)
-        ext = body[pos + 4 : pos + 4 + ext_len]
-        pos += 4 + ext_len
+    extensions, pos = _vector(body, pos, 2)
+    if pos != len(body):
+        raise _Malformed
+    server_name = None
+    alpn: tuple[str, ...] = ()
+    seen: set[int] = set()
+    pos = 0
+    while pos < len(extensions):
+        ext_type = int.from_bytes(extensions[pos : pos + 2], "big")
+        ext, pos = _vector(extensions, pos + 2, 2)
+        if ext_type in seen:
+            raise _Malformed
+        seen.add(ext_type)
         if ext_type == _SERVER_NAME:
-            i = 2
-            while i + 3 <= len(ext):
-                name_type, name_len = ext[i], struct.unpack_from("!H", ext, i + 1)[0]
-                if name_type == 0:  # host_name
-                    server_name = ext[i + 3 : i + 3 + name_len].decode("ascii").lower()
-                i += 3 + name_len
+            server_name = _server_name(ext)
         elif ext_type == _ALPN:
-            i = 2
-            while i < len(ext):
-                alpn.append(ext[i + 1 : i + 1 + ext[i]].decode("ascii"))
-                i += 1 + ext[i]
-    return ClientHello(server_name, tuple(alpn))
+            alpn = _alpn_protocols(ext)
+    return ClientHello(server_name, alpn)
+
+
+def _server_name(ext: bytes) -> str:
+    names, end = _vector(ext, 0, 2)
+    if end != len(ext) or names[:1] != b"\x00":  # host_name
+        raise _Malformed
+    name, end = _vector(names, 1, 2)
+    if end != len(names) or len(name) > 255 or b"\x00" in name:
+        raise _Malformed
+    # Names are ASCII (IDNs as A-labels); other bytes, which OpenSSL passes on, match no
+    # configured name rather than make the ClientHello "not TLS".
+    return name.decode("latin-1").lower()
+
+
+def _alpn_protocols(ext: bytes) -> tuple[str, ...]:
+    """RFC 7301 3.1: a non-empty list of non-empty opaque protocol names."""
+    protocols, end = _vector(ext, 0, 2)
+    if end != len(ext) or not protocols:
+        raise _Malformed
+    found = []
+    pos = 0
+    while pos < len(protocols):
+        name, pos = _vector(protocols, pos, 1)
+        if not name:
+            raise _Malformed
+        found.append(name.decode("latin-1"))
+    return tuple(found)
 
 
 async def inspect(sock: trio.socket.SocketType) -> ClientHello | Peek:
@@ -111,7 +161,7 @@ async def inspect(sock: trio.socket.SocketType) -> ClientHello | Peek:
     short, growing sleep. The caller bounds the whole wait."""
     delay = 0.001
     while True:
-        data = await sock.recv(MAX_CLIENT_HELLO + 5 * 4, socket.MSG_PEEK)
+        data = await sock.recv(PEEK_SIZE, socket.MSG_PEEK)
         if not data:
             return Peek.NEED_DATA
         result = parse_client_hello(data)

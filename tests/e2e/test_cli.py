@@ -44,6 +44,10 @@ def test_validate_lists_every_error_without_traceback(tmp_path):
     bad.write_text("[listeners\n")
     syntax = run_cli("validate", str(bad))
     assert syntax.returncode == 1 and "line 1" in syntax.stderr
+    bad.write_text("a = " + "[" * 1000 + "]" * 1000 + "\n")  # past tomli's nesting limit
+    deep = run_cli("validate", str(bad))
+    assert deep.returncode == 1 and "Traceback" not in deep.stderr
+    assert "TOML nested too deeply" in deep.stderr
 
 
 async def test_bind_failure_names_the_listener():

@@ -62,6 +62,31 @@ async def test_a_connection_without_the_header_is_closed(nursery, tmp_path):
     assert up.requests == []
 
 
+async def test_a_v1_address_with_a_zone_is_refused(nursery, tmp_path):
+    """An IPv6 zone (`%` then any byte but a space) would be the client's address as
+    written: here it forges an x-forwarded-for hop. The connection is closed and counted;
+    a well-formed header on another connection is served meanwhile."""
+    up = await start_upstream(nursery)
+    async with run_gateway(proxied_toml(up.port, tmp_path / "a.log")) as gw:
+        port = gw.listener_ports["edge"]
+        request = b"GET /who HTTP/1.1\r\nhost: x\r\n\r\n"
+        forged = await trio.open_tcp_stream("127.0.0.1", port)
+        await forged.send_all(b"PROXY TCP6 fe80::1%,10.0.0.1 ::1 40001 80\r\n" + request)
+        canary = await trio.open_tcp_stream("127.0.0.1", port)
+        await canary.send_all(b"PROXY TCP4 203.0.113.7 127.0.0.1 40002 80\r\n" + request)
+        assert b" 200 " in await read_until(canary, b"\r\n\r\n")
+        with trio.fail_after(2):
+            try:
+                answer = await forged.receive_some(100)
+            except trio.BrokenResourceError:  # closed with our request unread: a reset
+                answer = b""
+        assert answer == b""
+        assert gw.stats.value("listener.edge.downstream_cx_proxy_proto_error") == 1
+        await canary.aclose()
+        await forged.aclose()
+    assert [r.headers["x-forwarded-for"] for r in up.requests] == ["203.0.113.7"]
+
+
 async def test_tcp_proxy_sends_a_v2_header_upstream(nursery):
     received = trio.Event()
     got: list[bytes] = []

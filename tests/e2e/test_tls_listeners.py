@@ -101,6 +101,24 @@ async def test_no_matching_chain_closes_the_connection_and_counts(pki, nursery):
         assert gw.stats.value("listener.edge.no_filter_chain_match") == 2
 
 
+async def test_a_client_hello_too_large_to_peek_is_not_waited_for(pki, nursery):
+    """A record that announces more than the inspector can peek (2^14 + 1 bytes, over
+    RFC 8446's limit) was waited for until listener_filters_timeout (15 s), re-peeked all
+    along; it is refused at once (as not TLS, which no chain here takes), while a TLS
+    client on another connection is served."""
+    upstream = await start_upstream(nursery)
+    async with run_gateway(sni_config(pki, upstream.port)) as gw:
+        port = gw.listener_ports["edge"]
+        stalled = await trio.open_tcp_stream("127.0.0.1", port)
+        async with stalled:
+            await stalled.send_all(b"\x16\x03\x01\x40\x01\x01" + b"\x00" * 100)
+            api = await tls_exchange(port, "api.example.com", pki.client_context(), http_get())
+            assert api.response.endswith(b"api chain")
+            await wait_closed_by_peer(stalled)
+        assert gw.stats.value("listener.edge.no_filter_chain_match") == 1
+        assert gw.stats.value("listener.edge.downstream_pre_cx_timeout") == 0
+
+
 async def test_default_chain_takes_what_nothing_else_matches(pki, nursery):
     upstream = await start_upstream(nursery)
     config = sni_config(pki, upstream.port)

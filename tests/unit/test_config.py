@@ -165,6 +165,55 @@ def test_toml_syntax_error_names_line_and_column():
     assert "TOML syntax error" in error and "line 2" in error and "column" in error
 
 
+@pytest.mark.parametrize(
+    "text",
+    [
+        "a = " + "[" * 1000 + "]" * 1000,
+        "a = " + "{b = " * 1000 + "1" + "}" * 1000,
+        ".".join(["a"] * 2000) + " = 1",
+    ],
+)
+def test_toml_nested_too_deeply_is_a_config_error(text):
+    # Found by tests/fuzz: tomli raises RecursionError past its limits, a traceback.
+    (error,) = errors_of(text)
+    assert error.startswith("<string>: TOML nested too deeply: ")
+
+
+@pytest.mark.parametrize(
+    ("text", "error"),
+    [
+        ('server = "x"', "server: expected a table, got 'x'"),
+        ("dynamic = []", "dynamic: expected a table, got []"),
+        ('listeners = "x"', "listeners: expected a table, got 'x'"),
+        (
+            'virtual_hosts = { a = { domains = ["*"], routes = ["x"] } }',
+            "virtual_hosts.a.routes[0]: expected a table, got 'x'",
+        ),
+        (
+            'clusters = { c = { endpoints = ["127.0.0.1:1"], maglev = 5 } }',
+            "clusters.c.maglev: expected a table, got 5",
+        ),
+    ],
+)
+def test_a_value_where_a_table_belongs_says_so(text, error):
+    # Found by tests/fuzz: cattrs' own words came through ("'str' object has no attribute
+    # 'keys'", "argument of type 'int' is not iterable").
+    assert errors_of(text) == [error]
+
+
+def test_a_network_filter_type_that_is_not_a_string_names_the_filters():
+    # Found by tests/fuzz: an array or table as `type` gave "unhashable type: 'list'".
+    text = """
+[listeners.edge]
+address = "127.0.0.1:0"
+[[listeners.edge.filter_chains]]
+filters = [{ type = ["tcp_proxy"] }]
+"""
+    (error,) = errors_of(text)
+    assert error.startswith("listeners.edge.filter_chains[0].filters[0].type: must name a")
+    assert error.endswith("got ['tcp_proxy']")
+
+
 def test_booleans_are_not_strings():
     text = VALID.replace(
         'match = { path = "/healthz" }', 'match = { path = "/healthz", case_sensitive = "no" }'

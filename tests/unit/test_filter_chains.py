@@ -12,7 +12,7 @@ from gateway.errors import ConfigError
 from gateway.listeners.filter_chain import FilterChain, select
 from gateway.listeners.network_filter import ConnectionInfo
 from gateway.listeners.tls import format_subject
-from gateway.listeners.tls_inspector import ClientHello, Peek, parse_client_hello
+from gateway.listeners.tls_inspector import PEEK_SIZE, ClientHello, Peek, parse_client_hello
 from tests.tls_helpers import Pki
 
 
@@ -45,6 +45,63 @@ def test_client_hello_split_across_records():
     split = b"\x16\x03\x01" + half.to_bytes(2, "big") + body[:half]
     split += b"\x16\x03\x01" + (len(body) - half).to_bytes(2, "big") + body[half:]
     assert parse_client_hello(split) == ClientHello("split.example.com", ("h2",))
+
+
+def test_a_client_hello_that_cannot_fit_in_the_peek_is_not_tls():
+    # Found by tests/fuzz: NEED_DATA for bytes the listener can never peek whole meant
+    # waiting until listener_filters_timeout. A record over RFC 8446's 2^14 bytes, or a
+    # ClientHello cut into more records than PEEK_SIZE holds, is refused once it is known.
+    assert parse_client_hello(b"\x16\x03\x01\x40\x01") is Peek.NOT_TLS
+    message = b"\x01" + (16000).to_bytes(3, "big") + bytes(16000)  # a ClientHello's size
+    one_byte_records = b"".join(b"\x16\x03\x01\x00\x01" + bytes([b]) for b in message)
+    assert parse_client_hello(one_byte_records[: PEEK_SIZE - 1]) is Peek.NEED_DATA
+    assert parse_client_hello(one_byte_records[:PEEK_SIZE]) is Peek.NOT_TLS
+
+
+def hello_with(*extensions: bytes) -> bytes:
+    """A real ClientHello (no server name, no ALPN) with `extensions` added at its end."""
+    record = client_hello(None, [])
+    body = bytearray(record[9:])
+    pos = 34 + 1 + body[34]
+    pos += 2 + int.from_bytes(body[pos : pos + 2], "big")
+    pos += 1 + body[pos]
+    body += b"".join(extensions)
+    body[pos : pos + 2] = (len(body) - pos - 2).to_bytes(2, "big")
+    message = b"\x01" + len(body).to_bytes(3, "big") + body
+    return b"\x16\x03\x01" + len(message).to_bytes(2, "big") + message
+
+
+def sni(*names: bytes, name_type: int = 0) -> bytes:
+    entries = b"".join(bytes([name_type]) + len(n).to_bytes(2, "big") + n for n in names)
+    data = len(entries).to_bytes(2, "big") + entries
+    return b"\x00\x00" + len(data).to_bytes(2, "big") + data
+
+
+def test_alpn_protocol_names_are_opaque_bytes():
+    # RFC 7301: a protocol name is any bytes; one that is not ASCII made the whole
+    # ClientHello "not TLS" (found by fuzzing against OpenSSL, which takes it).
+    data = client_hello("api.example.com", ["h2", "zz"]).replace(b"\x02zz", b"\x02\xff\xfe")
+    assert parse_client_hello(data) == ClientHello("api.example.com", ("h2", "\xff\xfe"))
+
+
+@pytest.mark.parametrize(
+    "extensions",
+    [
+        [sni(b"a.example.com", b"b.example.com")],  # the last name was taken
+        [sni(b"a.example.com"), sni(b"b.example.com")],  # the extension twice: the last
+        [sni(b"a\x00.example.com")],
+        [sni(b"a.example.com", name_type=1)],
+        [sni(b"a.example.com")[:-1]],  # lengths that overrun: other extensions as a name
+        [b"\x00\x10\x00\x03\x00\x01\x00"],  # an empty ALPN protocol name
+    ],
+)
+def test_a_client_hello_tls_stacks_refuse_is_not_tls(extensions):
+    # OpenSSL and BoringSSL refuse these (RFC 6066 3, RFC 8446 4.2, RFC 7301 3.1); read
+    # loosely, a name the TLS stack never acts on chose the filter chain.
+    assert parse_client_hello(hello_with(sni(b"ok.example.com"))) == ClientHello(
+        "ok.example.com", ()
+    )
+    assert parse_client_hello(hello_with(*extensions)) is Peek.NOT_TLS
 
 
 def chain(name: str, **match: object) -> FilterChain:

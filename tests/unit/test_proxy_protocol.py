@@ -34,6 +34,17 @@ def test_v1_unknown_and_incomplete_and_bad():
     for bad in (
         b"PROXY TCP4 1.2.3.4 5.6.7.8 1 99999\r\n",
         b"PROXY TCP4 ::1 ::1 1 2\r\n",
+        # Both addresses are of the line's family (found by tests/fuzz).
+        b"PROXY TCP4 1.2.3.4 ::1 1 2\r\n",
+        b"PROXY TCP6 ::1 1.2.3.4 1 2\r\n",
+        # The spec's textual forms only: no IPv6 zone (it may hold any byte but a space,
+        # and str() would give it back to logs, x-forwarded-for and upstream PROXY lines),
+        # no sign, underscore or whitespace in a port.
+        b"PROXY TCP6 fe80::1%\n,10.0.0.1 ::1 1 2\r\n",
+        b"PROXY TCP6 fe80::1%eth0 ::1 1 2\r\n",
+        b"PROXY TCP4 1.2.3.4 5.6.7.8 +1 2\r\n",
+        b"PROXY TCP4 1.2.3.4 5.6.7.8 1_0 2\r\n",
+        b"PROXY TCP4 1.2.3.4 5.6.7.8 \t1 2\r\n",
         b"PROXY TCP9 1.2.3.4 5.6.7.8 1 2\r\n",
         b"PROXY " + b"x" * 120,
         b"GET / HTTP/1.1\r\n",
