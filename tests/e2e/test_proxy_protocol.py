@@ -67,7 +67,7 @@ async def test_a_v1_address_with_a_zone_is_refused(nursery, tmp_path):
     written: here it forges an x-forwarded-for hop. The connection is closed and counted;
     a well-formed header on another connection is served meanwhile."""
     up = await start_upstream(nursery)
-    async with run_gateway(proxied_toml(up.port, tmp_path / "a.log")) as gw:
+    async with run_gateway(proxied_config(up.port, tmp_path / "a.log")) as gw:
         port = gw.listener_ports["edge"]
         request = b"GET /who HTTP/1.1\r\nhost: x\r\n\r\n"
         forged = await trio.open_tcp_stream("127.0.0.1", port)

@@ -13,8 +13,8 @@ import attrs
 import h11
 
 from gateway.errors import DownstreamProtocolError, UpstreamReset
-from gateway.http.codec_h1 import ClientCodec, ServerCodec
-from gateway.http.events import (
+from gateway.protocol.codec_h1 import ClientCodec, ServerCodec
+from gateway.protocol.events import (
     NEED_DATA,
     PAUSED,
     ConnectionEnded,
@@ -23,7 +23,7 @@ from gateway.http.events import (
     RequestHeaders,
     ResponseHeaders,
 )
-from gateway.http.headers import HeaderMap, RequestHead, ResponseHead
+from gateway.protocol.headers import HeaderMap, RequestHead, ResponseHead
 
 #: Far above anything generated: the fuzz compares framing, not the head-size limits.
 HEAD_LIMIT = 1 << 20
