@@ -11,7 +11,7 @@ import os
 
 from hypothesis import HealthCheck, settings
 
-CI_EXAMPLES = 150
+CI_EXAMPLES = 100
 
 settings.register_profile(
     "fuzz-ci",

@@ -206,8 +206,8 @@ LLHTTP_METHODS = frozenset(
 
 
 def _extension_method(message: Delimited) -> bool:
-    # KNOWN FINDING: RFC 9110 9.1 allows any token as a method, and h11 and Envoy take
-    # them; llhttp knows a fixed list, so `FOO / HTTP/1.1` gets 400. Reproduced by
+    # KNOWN FINDING: RFC 9110 9.1 allows any token as a method, and h11 takes them;
+    # llhttp knows a fixed list, so `FOO / HTTP/1.1` gets 400. Reproduced by
     # test_codec_h1_findings.py::test_an_extension_method_is_a_request.
     return message.start_line.split(b" ", 1)[0] not in LLHTTP_METHODS
 
@@ -240,6 +240,7 @@ REQUEST_ALLOWANCES: dict[str, Allowance] = {
     "HTTP version other than 1.0 and 1.1": _request_version,
     "upgrade request with a chunked body": _upgrade_with_chunked_body,
     "target form that does not fit the method": _target_form,
+    "absolute-form target that is not http(s)": _absolute_form_not_http,
     "chunk line outside RFC 9112 grammar": _chunk_line_grammar,
     "chunked with trailing whitespace": _chunked_with_trailing_whitespace,
     "extension method (known finding)": _extension_method,

@@ -42,8 +42,8 @@ def answer(codec: ClientCodec, data: bytes, method: str = "GET") -> list[object]
     strict=True, raises=DownstreamProtocolError, reason="llhttp knows a fixed list of methods"
 )
 def test_an_extension_method_is_a_request() -> None:
-    # RFC 9110 9.1: a method is any token; h11 (and Envoy) take this request, the codec
-    # answers 400 "Invalid method encountered".
+    # RFC 9110 9.1: a method is any token; h11 takes this request, the codec answers 400
+    # "Invalid method encountered".
     head = request_head(b"FOO / HTTP/1.1\r\nHost: x\r\n\r\n")
     assert head.method == "FOO"
 
@@ -82,8 +82,8 @@ def test_a_reason_phrase_with_nul_is_an_upstream_error() -> None:
 def test_a_response_coding_other_than_chunked_is_an_error() -> None:
     # The server codec refuses a Transfer-Encoding other than exactly `chunked`; the client
     # codec un-chunks `gzip, chunked` and relays the gzip bytes as the body (Transfer-
-    # Encoding is hop-by-hop, so nothing tells the client they are compressed). h11, and
-    # Envoy, refuse it.
+    # Encoding is hop-by-hop, so nothing tells the client they are compressed). h11
+    # refuses it.
     with pytest.raises(UpstreamReset):
         answer(
             client_codec(),
