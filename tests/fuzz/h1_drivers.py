@@ -48,9 +48,9 @@ ERROR = "error"  # a protocol error
 OPEN = "open"  # a message is still incomplete when the bytes run out
 #: The codec reported the peer's close as a clean one in the middle of a message.
 CUT = "closed in the middle of a message"
-#: The connection ended after an exchange that kept it alive, because the parser had
-#: already stopped at what followed in the same read, an error or an upgrade (see
-#: test_codec_h1_findings.py).
+#: The connection ended after an exchange that should have kept it open: the parser had
+#: stopped at what followed in the same read (a bad, upgrade or CONNECT request); the
+#: requests before that were dropped unanswered (fixed; see test_codec_h1_findings.py).
 AHEAD = "stopped by an error parsed ahead"
 #: The codec's events broke their grammar (a second head before the first message ended).
 DISORDER = "events out of order"
