@@ -223,3 +223,17 @@ def test_data_path_imports_only_downstream():
     assert not wrong, (
         f"imports against the data path's order ({' > '.join(DATA_PATH)}):\n  " + "\n  ".join(wrong)
     )
+
+
+def test_the_protocol_layer_is_sans_io():
+    """gateway/protocol/ holds the codecs and the wire vocabulary: no Trio, no sockets, so
+    its tests drive it with bytes alone (docs/architecture.md)."""
+    io_modules = ("trio", "socket", "ssl", "gateway.io")
+    found = [
+        f"{MODULES[module].relative_to(ROOT)}:{line}: {name}"
+        for module, imported in IMPORTS.items()
+        if module.startswith("gateway.protocol")
+        for name, _, line in imported
+        if any(name == m or name.startswith(m + ".") for m in io_modules)
+    ]
+    assert not found, "I/O imported by the protocol layer:\n  " + "\n  ".join(found)

@@ -195,7 +195,6 @@ async def _probe_tcp(stream: ByteStream, check: HealthCheck, checker: HealthChec
 async def _probe_grpc(stream: ByteStream, check: HealthCheck, checker: HealthChecker) -> None:
     async with trio.open_nursery() as nursery:
         conn = H2UpstreamConnection(stream, str(checker.host), checker.config, lambda: None)
-        conn.transport.start()
         nursery.start_soon(conn.run, name=f"h2 health check {checker.host}")
         h2_stream = conn.open_stream()
         head = grpc.call_head("/grpc.health.v1.Health/Check", checker.authority)

@@ -153,7 +153,6 @@ class H2HostPool(PoolBase):
             raise
         self._connecting -= 1
         conn = H2UpstreamConnection(stream, self._label, self._config, self._wake)
-        conn.transport.start()
         self._connections.append(conn)
         self._wake()  # the new connection has room for whoever waits in line
         self._nursery.start_soon(self._run_connection, conn, name=f"h2 upstream {self._label}")

@@ -14,21 +14,33 @@ import contextlib
 import time
 from collections.abc import Callable, Iterator
 
-import h2.errors
-import h2.events
-import h2.exceptions
 import trio
 
 from gateway.config.model import Cluster
 from gateway.errors import UpstreamReset
+from gateway.io.h2_transport import FlowControlTimeout, H2Transport
 from gateway.io.tls_stream import ByteStream
 from gateway.protocol.codec_h1 import ClientEvent
-from gateway.protocol.events import NEED_DATA, ConnectionEnded, Data, EndStream, ResponseHeaders
-from gateway.protocol.h2_transport import FlowControlTimeout, H2Transport, new_connection
-from gateway.protocol.headers import HeaderMap, RequestHead, ResponseHead
-
-#: Request headers that HTTP/2 forbids or carries as pseudo-headers.
-_NOT_FORWARDED = frozenset({"host", "transfer-encoding", "connection", "keep-alive"})
+from gateway.protocol.codec_h2 import (
+    CANCEL,
+    REFUSED_STREAM,
+    H2Codec,
+    H2ConnectionError,
+    H2Event,
+    StreamGone,
+)
+from gateway.protocol.events import (
+    NEED_DATA,
+    ConnectionEnded,
+    Data,
+    EndStream,
+    GoAway,
+    PeerLimitsChanged,
+    PingAcked,
+    ResponseHeaders,
+    StreamReset,
+)
+from gateway.protocol.headers import HeaderMap, RequestHead
 
 
 class H2UpstreamStream:
@@ -48,19 +60,8 @@ class H2UpstreamStream:
         self.refused = False
 
     async def send_request_head(self, head: RequestHead, end_stream: bool) -> None:
-        pseudo = [
-            (b":method", head.method.encode()),
-            (b":scheme", b"https" if self._conn.config.tls is not None else b"http"),
-            (b":authority", head.authority.encode("latin-1")),
-            (b":path", head.path.encode("latin-1")),
-        ]
-        headers = pseudo + [
-            (n.encode("latin-1"), v.encode("latin-1"))
-            for n, v in head.headers
-            if n not in _NOT_FORWARDED
-        ]
         with _stream_errors():
-            self._conn.transport.h2.send_headers(self.stream_id, headers, end_stream=end_stream)
+            self._conn.codec.send_request_head(self.stream_id, head, end_stream=end_stream)
         self.request_done = end_stream
         await self._conn.transport.flush()
 
@@ -81,10 +82,9 @@ class H2UpstreamStream:
             return
         with _stream_errors():
             if trailers:
-                wire = [(n.encode("latin-1"), v.encode("latin-1")) for n, v in trailers]
-                transport.h2.send_headers(self.stream_id, wire, end_stream=True)
+                self._conn.codec.send_trailers(self.stream_id, trailers)
             else:
-                transport.h2.end_stream(self.stream_id)
+                self._conn.codec.end_stream(self.stream_id)
         self.request_done = True
         await transport.flush()
 
@@ -124,17 +124,17 @@ class H2UpstreamStream:
             size = min(self._to_credit, self.uncredited)
             self._to_credit = 0
             self.uncredited -= size
-            self._conn.transport.acknowledge(self.stream_id, size)
+            self._conn.codec.acknowledge(self.stream_id, size)
             await self._conn.transport.flush()
 
     def finish(self) -> bool:
         """Called when the borrower is done; True if the stream must be flushed (reset)."""
         conn = self._conn
         conn.streams.pop(self.stream_id, None)
-        conn.transport.acknowledge(self.stream_id, self.uncredited)
+        conn.codec.acknowledge(self.stream_id, self.uncredited)
         if self.request_done and self.response_done:
             return self.uncredited > 0
-        conn.transport.reset(self.stream_id, h2.errors.ErrorCodes.CANCEL)
+        conn.codec.reset(self.stream_id, CANCEL)
         return True
 
 
@@ -150,13 +150,13 @@ class H2UpstreamConnection:
         #: Tells the pool that streams may now be available (or gone).
         self._capacity_changed = on_capacity_change
         self.config = config
-        options = config.http2
-        self.transport = H2Transport(
-            stream,
-            new_connection(client_side=True, options=options),
-            options.initial_connection_window_size,
-            UpstreamReset,
+        self.codec = H2Codec(
+            client_side=True,
+            options=config.http2,
+            scheme="https" if config.tls is not None else "http",
         )
+        self.codec.initiate()  # the preface leaves with the first request
+        self.transport = H2Transport(stream, self.codec, UpstreamReset)
         self.streams: dict[int, H2UpstreamStream] = {}
         self.draining = False
         self.closed = False
@@ -168,7 +168,7 @@ class H2UpstreamConnection:
 
     @property
     def max_streams(self) -> int:
-        peer = self.transport.h2.remote_settings.max_concurrent_streams
+        peer = self.codec.peer_max_concurrent_streams
         return min(self.config.http2.max_concurrent_streams, peer)
 
     @property
@@ -176,7 +176,7 @@ class H2UpstreamConnection:
         return not (self.closed or self.draining) and len(self.streams) < self.max_streams
 
     def open_stream(self) -> H2UpstreamStream:
-        stream_id = self.transport.h2.get_next_available_stream_id()
+        stream_id = self.codec.next_stream_id()
         stream = H2UpstreamStream(self, stream_id)
         self.streams[stream_id] = stream
         return stream
@@ -193,52 +193,49 @@ class H2UpstreamConnection:
                         data = await transport.receive()
                         if not data:
                             break
-                        self._dispatch(transport.h2.receive_data(data))
+                        self._dispatch(self.codec.receive_data(data))
                         await transport.flush()
-                except (h2.exceptions.ProtocolError, UpstreamReset):
+                except (H2ConnectionError, UpstreamReset):
                     pass
                 nursery.cancel_scope.cancel()
         finally:
             self.close()
 
-    def _dispatch(self, events: list[h2.events.Event]) -> None:
+    def _dispatch(self, events: list[H2Event]) -> None:
         for event in events:
-            stream = self.streams.get(getattr(event, "stream_id", 0))
-            if isinstance(event, h2.events.ResponseReceived) and stream is not None:
-                head = _response_head(event.headers)
-                ended = event.stream_ended is not None
-                stream.events_send.send_nowait(ResponseHeaders(event.stream_id, head, ended))
-                if ended:
-                    stream.peer_ended(None)
-            elif isinstance(event, h2.events.DataReceived):
+            if isinstance(event, Data):
+                stream = self.streams.get(event.stream_id)
                 if stream is None:
-                    self.transport.acknowledge(event.stream_id, event.flow_controlled_length)
+                    self.codec.acknowledge(event.stream_id, len(event.data))
                     continue
-                self.transport.acknowledge(
-                    event.stream_id, event.flow_controlled_length - len(event.data)
-                )
-                if event.data:
-                    stream.uncredited += len(event.data)
-                    stream.events_send.send_nowait(Data(event.stream_id, event.data))
-            elif isinstance(event, h2.events.TrailersReceived) and stream is not None:
-                stream.peer_ended(HeaderMap.from_raw(event.headers))
-            elif isinstance(event, h2.events.StreamEnded) and stream is not None:
-                stream.peer_ended(None)
-            elif isinstance(event, h2.events.StreamReset) and stream is not None:
-                stream.refused = event.error_code == h2.errors.ErrorCodes.REFUSED_STREAM
-                stream.events_send.close()  # the reader sees ConnectionEnded: UpstreamReset
-            elif isinstance(event, h2.events.WindowUpdated | h2.events.RemoteSettingsChanged):
+                stream.uncredited += len(event.data)
+                stream.events_send.send_nowait(event)
+            elif isinstance(event, ResponseHeaders):
+                stream = self.streams.get(event.stream_id)
+                if stream is not None:
+                    stream.events_send.send_nowait(event)
+                    if event.end_stream:
+                        stream.peer_ended(None)
+            elif isinstance(event, EndStream):
+                stream = self.streams.get(event.stream_id)
+                if stream is not None:
+                    stream.peer_ended(event.trailers)
+            elif isinstance(event, StreamReset):
+                stream = self.streams.get(event.stream_id)
+                if stream is not None:
+                    stream.refused = event.error_code == REFUSED_STREAM
+                    stream.events_send.close()  # the reader sees ConnectionEnded: UpstreamReset
+            elif isinstance(event, PeerLimitsChanged):
                 self.transport.window_changed()
                 self._capacity_changed()
-            elif isinstance(event, h2.events.ConnectionTerminated):
+            elif isinstance(event, GoAway):
                 self.draining = True
-                last = event.last_stream_id or 0
                 for stream_id, s in list(self.streams.items()):
-                    if stream_id > last:  # never processed: the borrower sees a reset
+                    if stream_id > event.last_stream_id:  # never processed: a reset
                         s.refused = True
                         s.events_send.close()
                 self._capacity_changed()
-            elif isinstance(event, h2.events.PingAckReceived):
+            elif isinstance(event, PingAcked):
                 self._ping_acked.set()
 
     async def _keepalive(self) -> None:
@@ -249,9 +246,9 @@ class H2UpstreamConnection:
                 return  # closed meanwhile (reaped, drained): the reader is ending too
             self._ping_acked = trio.Event()
             try:
-                self.transport.h2.ping(b"gateway!")
+                self.codec.ping(b"gateway!")
                 await self.transport.flush()
-            except (h2.exceptions.ProtocolError, UpstreamReset):
+            except (StreamGone, UpstreamReset):
                 # The connection failed under the ping: it ends here, not the cluster.
                 self.close()
                 return
@@ -269,7 +266,7 @@ class H2UpstreamConnection:
         for stream in self.streams.values():
             stream.events_send.close()
         self.transport.stream.socket.close()
-        self.transport.release()
+        self.codec.release()
         self._capacity_changed()
 
 
@@ -278,16 +275,5 @@ def _stream_errors() -> Iterator[None]:
     """h2 errors on one stream (reset under us, window shut too long) are upstream resets."""
     try:
         yield
-    except (h2.exceptions.ProtocolError, FlowControlTimeout) as exc:
+    except (StreamGone, FlowControlTimeout) as exc:
         raise UpstreamReset(f"upstream HTTP/2 stream failed: {exc!r}") from exc
-
-
-def _response_head(headers: list[tuple[bytes, bytes]]) -> ResponseHead:
-    status = 200
-    regular = []
-    for name, value in headers:
-        if name == b":status":
-            status = int(value)
-        elif not name.startswith(b":"):
-            regular.append((name, value))
-    return ResponseHead(status, HeaderMap.from_raw(regular))

@@ -29,73 +29,42 @@ import logging
 import math
 import time
 
-import h2.connection
-import h2.errors
-import h2.events
-import h2.exceptions
-import hyperframe.frame
 import trio
 
 from gateway.errors import DownstreamDisconnect
 from gateway.http.active_stream import ActiveStream, BodyItem, ResponseState
 from gateway.http.connection import ConnectionCallbacks
+from gateway.io.h2_transport import FlowControlTimeout, H2Transport
 from gateway.io.tls_stream import ByteStream
 from gateway.io.trio_util import raise_single
 from gateway.listeners.network_filter import ConnectionInfo
-from gateway.protocol.events import RequestHeaders
-from gateway.protocol.h2_guard import FloodDetected, FloodGuard
-from gateway.protocol.h2_transport import FlowControlTimeout, H2Transport, new_connection
-from gateway.protocol.headers import HeaderMap, RequestHead, ResponseHead, strip_hop_by_hop
+from gateway.protocol.codec_h2 import (
+    CANCEL,
+    ENHANCE_YOUR_CALM,
+    MAX_STREAM_ID,
+    REFUSED_STREAM,
+    H2Codec,
+    H2ConnectionError,
+    H2Event,
+    StreamGone,
+)
+from gateway.protocol.events import (
+    Data,
+    EndStream,
+    GoAway,
+    PeerLimitsChanged,
+    RequestHeaders,
+    StreamReset,
+)
+from gateway.protocol.h2_guard import FloodDetected
+from gateway.protocol.headers import HeaderMap, ResponseHead, strip_hop_by_hop
 
 log = logging.getLogger("gateway.http")
-
-#: The highest HTTP/2 stream id: a GOAWAY naming it refuses no stream the client sent.
-_MAX_STREAM_ID = 2**31 - 1
-
-
-def _request_head(headers: list[tuple[bytes, bytes]], scheme: str) -> RequestHead:
-    pseudo: dict[bytes, bytes] = {}
-    regular: list[tuple[bytes, bytes]] = []
-    cookies: list[bytes] = []
-    for name, value in headers:
-        if name.startswith(b":"):
-            pseudo[name] = value
-        elif name == b"cookie":
-            cookies.append(value)  # HTTP/2 may split cookies; HTTP/1.1 wants one header
-        else:
-            regular.append((name, value))
-    if cookies:
-        regular.append((b"cookie", b"; ".join(cookies)))
-    head_headers = HeaderMap.from_raw(regular)
-    authority = (pseudo.get(b":authority") or b"").decode("latin-1") or (
-        head_headers.get("host") or ""
-    )
-    return RequestHead(
-        method=pseudo.get(b":method", b"GET").decode("ascii"),
-        path=pseudo.get(b":path", b"/").decode("latin-1"),
-        authority=authority,
-        # The connection's own scheme, never the client's word for it: x-forwarded-proto
-        # and redirects are built from it.
-        scheme=scheme,
-        headers=head_headers,
-        http_version="2",
-        upgrade=(pseudo.get(b":protocol") or b"").decode("ascii").lower() or None,
-    )
-
-
-def _wire_headers(
-    pseudo: list[tuple[bytes, bytes]], headers: HeaderMap
-) -> list[tuple[bytes, bytes]]:
-    # Values were decoded as latin-1 on the way in; encode them the same way on the way out.
-    return pseudo + [
-        (n.encode("latin-1"), v.encode("latin-1")) for n, v in headers if n not in ("host",)
-    ]
-
 
 #: What a send to a stream raises when the client reset it, sent GOAWAY and left (h2 then
 #: refuses every send), or kept its window shut for too long: for this stream, it is gone.
 #: (Caught inline, not by a context manager: these sends run once or twice per request.)
-_STREAM_GONE = (h2.exceptions.ProtocolError, FlowControlTimeout)
+_STREAM_GONE = (StreamGone, FlowControlTimeout)
 
 
 class H2StreamEncoder:
@@ -111,18 +80,14 @@ class H2StreamEncoder:
         self.active: ActiveStream | None = None
         self.reset_by_peer = False
 
-    def _send_headers(self, headers: list[tuple[bytes, bytes]], end_stream: bool) -> None:
-        try:
-            self._conn.transport.h2.send_headers(self.stream_id, headers, end_stream=end_stream)
-        except _STREAM_GONE as exc:
-            raise DownstreamDisconnect(str(exc)) from exc
-
     async def continue_if_expected(self) -> None:
         """HTTP/2 clients do not wait for 100-continue in practice; nothing to send."""
 
     async def encode_headers(self, head: ResponseHead, end_stream: bool, flush: bool) -> None:
-        pseudo = [(b":status", str(head.status).encode())]
-        self._send_headers(_wire_headers(pseudo, head.headers), end_stream)
+        try:
+            self._conn.codec.send_response_head(self.stream_id, head, end_stream=end_stream)
+        except StreamGone as exc:
+            raise DownstreamDisconnect(str(exc)) from exc
         if flush or end_stream:
             await self._conn.transport.flush()
 
@@ -135,7 +100,10 @@ class H2StreamEncoder:
             raise DownstreamDisconnect(str(exc)) from exc
 
     async def encode_trailers(self, trailers: HeaderMap) -> None:
-        self._send_headers(_wire_headers([], trailers), end_stream=True)
+        try:
+            self._conn.codec.send_trailers(self.stream_id, trailers)
+        except StreamGone as exc:
+            raise DownstreamDisconnect(str(exc)) from exc
         await self._conn.transport.flush()
 
     async def accept_upgrade(self, head: ResponseHead) -> "H2StreamEndpoint":
@@ -150,7 +118,7 @@ class H2StreamEncoder:
     async def body_consumed(self, size: int) -> None:
         size = min(size, self.uncredited)
         self.uncredited -= size
-        self._conn.transport.acknowledge(self.stream_id, size)
+        self._conn.codec.acknowledge(self.stream_id, size)
         await self._conn.transport.flush()
 
     def abort(self) -> None:
@@ -195,15 +163,10 @@ class Http2Connection:
         self.callbacks = callbacks
         self.conn_info = conn_info
         self.peer = conn_info.peer
-        options = callbacks.config.http2
-        self._guard = FloodGuard(options)
-        self.transport = H2Transport(
-            stream,
-            new_connection(client_side=False, options=options),
-            options.initial_connection_window_size,
-            DownstreamDisconnect,
-            self._guard,
+        self.codec = H2Codec(
+            client_side=False, options=callbacks.config.http2, scheme=conn_info.scheme
         )
+        self.transport = H2Transport(stream, self.codec, DownstreamDisconnect)
         self._initial = initial
         self._streams: dict[int, H2StreamEncoder] = {}
         self._nursery: trio.Nursery | None = None
@@ -235,14 +198,14 @@ class Http2Connection:
         try:
             await self._serve()
         finally:
-            self.transport.release()
+            self.codec.release()
 
     async def _serve(self) -> None:
         transport = self.transport
         try:
             async with trio.open_nursery() as nursery:
                 self._nursery = nursery
-                transport.start()
+                self.codec.initiate()
                 try:
                     if self._initial:
                         self._receive(self._initial)
@@ -251,8 +214,8 @@ class Http2Connection:
                     self._client_gone()
                 except FloodDetected as exc:
                     self._flooded(exc)
-                except h2.exceptions.ProtocolError:
-                    # h2 has queued a GOAWAY with the right error code; send it and close.
+                except H2ConnectionError:
+                    # The codec has queued a GOAWAY with the right error code: send, close.
                     self.callbacks.stats.downstream_cx_protocol_error.inc()
                     await self._flush_quietly()
                 except DownstreamDisconnect:
@@ -262,7 +225,7 @@ class Http2Connection:
                 nursery.cancel_scope.cancel()
         except BaseExceptionGroup as group:
             raise_single(group)
-        if transport.h2.state_machine.state is h2.connection.ConnectionState.CLOSED:
+        if self.codec.closed:
             await self._flush_quietly()  # the GOAWAY of a flood found in a stream's task
 
     def _flooded(self, exc: FloodDetected) -> None:
@@ -271,12 +234,8 @@ class Http2Connection:
         self.callbacks.stats.flood(exc.reason).inc()
         self.callbacks.stats.downstream_cx_protocol_error.inc()  # as Envoy counts a flood
         log.warning("HTTP/2 client %s closed: %s", self.peer, exc)
-        try:
-            self.transport.h2.close_connection(
-                h2.errors.ErrorCodes.ENHANCE_YOUR_CALM, additional_data=exc.reason.encode()
-            )
-        except h2.exceptions.ProtocolError:
-            pass  # h2 already closed it (a limit h2 checks for us) and queued its GOAWAY
+        # False when h2 closed it already (a limit h2 checks for us) and queued its GOAWAY.
+        self.codec.close(ENHANCE_YOUR_CALM, exc.reason.encode())
         if self._nursery is not None:
             self._nursery.cancel_scope.cancel()
 
@@ -302,42 +261,37 @@ class Http2Connection:
                 return
             self._receive(data)
             await transport.flush()
-            self._guard.written()
+            self.codec.written()
 
     def _receive(self, data: bytes) -> None:
-        events = self.transport.h2.receive_data(data)
-        self._guard.received(events)
-        self._dispatch(events)
+        self._dispatch(self.codec.receive_data(data))
 
     def _wake_reader_if_done(self) -> None:
         if self._goaway_sent and not self._streams and self._read_scope is not None:
             self._read_scope.cancel()
 
-    def _dispatch(self, events: list[h2.events.Event]) -> None:
-        transport = self.transport
+    def _dispatch(self, events: list[H2Event]) -> None:
         for event in events:
-            if isinstance(event, h2.events.RequestReceived):
-                self._start_stream(event)
-            elif isinstance(event, h2.events.DataReceived):
+            if isinstance(event, Data):
                 self._on_data(event)
-            elif isinstance(event, h2.events.TrailersReceived):
+            elif isinstance(event, RequestHeaders):
+                self._start_stream(event)
+            elif isinstance(event, EndStream):
                 s = self._streams.get(event.stream_id)
                 if s is not None and s.body is not None:
-                    s.body.send_nowait(HeaderMap.from_raw(event.headers))
-            elif isinstance(event, h2.events.StreamEnded):
-                s = self._streams.get(event.stream_id)
-                if s is not None and s.body is not None:
+                    if event.trailers is not None:
+                        s.body.send_nowait(event.trailers)
                     s.body.close()
                     s.body = None
-            elif isinstance(event, h2.events.StreamReset):
+            elif isinstance(event, StreamReset):
                 self._on_reset(event)
-            elif isinstance(event, h2.events.WindowUpdated | h2.events.RemoteSettingsChanged):
-                transport.window_changed()
-            elif isinstance(event, h2.events.ConnectionTerminated):
+            elif isinstance(event, PeerLimitsChanged):
+                self.transport.window_changed()
+            elif isinstance(event, GoAway):
                 self._goaway_sent = True  # the client is leaving: take no new streams
 
-    def _start_stream(self, event: h2.events.RequestReceived) -> None:
-        stream_id = event.stream_id
+    def _start_stream(self, request: RequestHeaders) -> None:
+        stream_id = request.stream_id
         if self._goaway_sent:
             self._refuse(stream_id)
             return
@@ -346,20 +300,14 @@ class Http2Connection:
             # which they may retry, rather than fail them all (h2_guard.StreamLimitSettings).
             self.callbacks.stats.http2.streams_refused.inc()
             self._refuse(stream_id)
-            self._guard.stream_closed(reset=True, lifetime=0.0)
+            self.codec.stream_closed(reset=True, lifetime=0.0)
             return
         self._last_stream_id = max(self._last_stream_id, stream_id)
-        head = _request_head(event.headers, self.conn_info.scheme)
         encoder = H2StreamEncoder(self, stream_id)
-        end_stream = event.stream_ended is not None
         body_recv = None
-        if not end_stream:
+        if not request.end_stream:
             # Unbounded in items, bounded in bytes: the peer cannot exceed our window.
             encoder.body, body_recv = trio.open_memory_channel[BodyItem](float("inf"))
-        content_length = head.headers.get("content-length")
-        request = RequestHeaders(
-            stream_id, head, end_stream, int(content_length) if content_length else None
-        )
         active = self.callbacks.new_stream(encoder, request, self.conn_info, body_recv)
         encoder.active = active
         self._streams[stream_id] = encoder
@@ -367,24 +315,19 @@ class Http2Connection:
         assert self._nursery is not None
         self._nursery.start_soon(self._run_stream, encoder, active, name=active.task_name)
 
-    def _on_data(self, event: h2.events.DataReceived) -> None:
+    def _on_data(self, event: Data) -> None:
         s = self._streams.get(event.stream_id)
-        size = event.flow_controlled_length
         if s is None or s.body is None:
             # Nobody will read it: credit it now, or the connection window leaks (h2#1210).
-            self.transport.acknowledge(event.stream_id, size)
+            self.codec.acknowledge(event.stream_id, len(event.data))
             return
-        # Padding is never forwarded, so it is credited at once; the data when forwarded.
-        self.transport.acknowledge(event.stream_id, size - len(event.data))
-        if event.data:
-            s.uncredited += len(event.data)
-            s.body.send_nowait(event.data)
+        s.uncredited += len(event.data)
+        s.body.send_nowait(event.data)
 
     def _refuse(self, stream_id: int) -> None:
-        self.transport.reset(stream_id, h2.errors.ErrorCodes.REFUSED_STREAM)
-        self._guard.reset_sent()
+        self.codec.reset(stream_id, REFUSED_STREAM)
 
-    def _on_reset(self, event: h2.events.StreamReset) -> None:
+    def _on_reset(self, event: StreamReset) -> None:
         """A stream reset by the client, or by h2 for the client's protocol error on it
         (e.g. a WINDOW_UPDATE overflowing the stream's window): either way the client chose
         it, and either way it counts toward the rapid-reset limit ("MadeYouReset")."""
@@ -422,17 +365,16 @@ class Http2Connection:
             unfinished = active.response_state is not ResponseState.DONE
             if unfinished and not encoder.reset_by_peer:
                 self.callbacks.stats.downstream_rq_tx_reset.inc()
-                self.transport.reset(encoder.stream_id, h2.errors.ErrorCodes.CANCEL)
-                self._guard.reset_sent()
+                self.codec.reset(encoder.stream_id, CANCEL)
             try:
-                self._guard.stream_closed(
+                self.codec.stream_closed(
                     reset=unfinished, lifetime=active.info.duration_ms() / 1000
                 )
             except FloodDetected as exc:
                 self._flooded(exc)
             # Credit what was received but never forwarded, so the connection window does
             # not shrink for the streams that remain.
-            self.transport.acknowledge(encoder.stream_id, encoder.uncredited)
+            self.codec.acknowledge(encoder.stream_id, encoder.uncredited)
             self.callbacks.finish(active.info)
             await self._flush_quietly()
             if self.callbacks.disable_http_keepalive.active:
@@ -476,7 +418,7 @@ class Http2Connection:
             self.drain()
 
     async def _shut_down_gracefully(self) -> None:
-        await self._send_goaway(_MAX_STREAM_ID)
+        await self._send_goaway(MAX_STREAM_ID)
         await trio.sleep_until(self._grace_deadline)
         self._goaway_sent = True
         if self._streams:
@@ -484,17 +426,9 @@ class Http2Connection:
         self._wake_reader_if_done()  # idle: close now, with h2's own GOAWAY
 
     async def _send_goaway(self, last_stream_id: int) -> None:
-        # h2 allows nothing after its own GOAWAY, so the graceful ones are sent as raw
-        # frames behind whatever h2 has queued; h2's own follows when we close.
-        frame = hyperframe.frame.GoAwayFrame(
-            stream_id=0, last_stream_id=last_stream_id, error_code=0
-        )
         with contextlib.suppress(DownstreamDisconnect):
-            await self.transport.flush(frame.serialize())
+            await self.transport.flush(self.codec.goaway_frame(last_stream_id))
 
     async def _close_gracefully(self) -> None:
-        try:
-            self.transport.h2.close_connection(last_stream_id=self._last_stream_id)
-        except h2.exceptions.ProtocolError:
-            return
-        await self._flush_quietly()
+        if self.codec.close(last_stream_id=self._last_stream_id):
+            await self._flush_quietly()

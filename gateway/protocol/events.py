@@ -56,3 +56,31 @@ class Paused:
 
 NEED_DATA = NeedData()
 PAUSED = Paused()
+
+
+@attrs.frozen
+class StreamReset:
+    """HTTP/2: the stream was reset, by the peer (RST_STREAM) or by the codec for the
+    peer's protocol error on it; either way the peer's doing."""
+
+    stream_id: int
+    error_code: int
+
+
+@attrs.frozen
+class PeerLimitsChanged:
+    """HTTP/2: the peer opened a flow-control window or changed its SETTINGS: senders
+    waiting for window, and a pool waiting for stream capacity, look again."""
+
+
+@attrs.frozen
+class GoAway:
+    """HTTP/2: the peer is leaving; streams above `last_stream_id` were never processed."""
+
+    last_stream_id: int
+    error_code: int
+
+
+@attrs.frozen
+class PingAcked:
+    """HTTP/2: the peer answered our PING."""

@@ -31,9 +31,10 @@ from gateway import Gateway
 from gateway.http.active_stream import ActiveStream
 from gateway.http.conn_h1 import Http1Connection
 from gateway.http.conn_h2 import H2StreamEncoder, Http2Connection
+from gateway.io.h2_transport import H2Transport
 from gateway.observability.tasktree import Annotation
 from gateway.protocol.codec_h1 import ServerCodec
-from gateway.protocol.h2_transport import H2Transport
+from gateway.protocol.codec_h2 import H2Codec
 from tests.config_builder import ConfigBuilder, proxy_config, route
 from tests.helpers import (
     KeepAliveUpstream,
@@ -60,6 +61,7 @@ TRACKED: tuple[type, ...] = (
     ServerCodec,
     Http2Connection,
     H2Transport,
+    H2Codec,
     H2StreamEncoder,
     ActiveStream,
     Annotation,
