@@ -171,7 +171,7 @@ class Listener:
 
     async def run(self, *, task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED) -> None:
         """Accepts until drained or handed over, then waits for the last connection. The
-        access log flushers run here too, and flush once the last connection is done."""
+        access log flushers run here too; the logs close once the last connection is done."""
         annotate("listener", listener=self.name, address=str(self.config.address))
         assert self._sockets and self.port is not None, "bound (or taken over) before it runs"
         try:
@@ -190,6 +190,9 @@ class Listener:
                             sock.socket.close()
                 flushers.cancel_scope.cancel()
         finally:
+            # Only now is every connection done, cancelled or not: none can log any more.
+            for access_log in self.access_logs:
+                access_log.close()
             self.stopped.set()
 
     async def _accept(self, sock: trio.SocketListener, connections: trio.Nursery) -> None:

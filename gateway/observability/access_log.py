@@ -119,16 +119,18 @@ class AccessLogger:
             self._file.flush()
 
     async def run_flusher(self) -> None:
-        """Flushes buffered lines periodically, until cancelled; then flushes and closes."""
-        try:
-            while True:
-                await trio.sleep(self._config.flush_interval if not self._flush_each else 3600)
-                self._file.flush()
-        finally:
-            self.close()
+        """Flushes buffered lines periodically, until cancelled. The owner closes the log
+        once the last connection that could write to it is gone (`close()`): when the
+        listener is cancelled, its connections' streams still log on their way out, after
+        this task has been cancelled."""
+        while True:
+            await trio.sleep(self._config.flush_interval if not self._flush_each else 3600)
+            self._file.flush()
 
     def close(self) -> None:
-        """Flushes and closes the file (standard output stays open)."""
+        """Flushes and closes the file (standard output stays open); again, nothing."""
+        if self._file.closed:
+            return
         self._file.flush()
         if self._file is not sys.stdout:
             self._file.close()

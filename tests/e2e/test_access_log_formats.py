@@ -5,6 +5,7 @@ import json
 import re
 
 import httpx
+import trio
 import pytest
 
 from gateway import loads_config
@@ -108,3 +109,36 @@ def test_unknown_operator_is_a_config_error():
         "listeners.edge.access_log[0].text_format: must use known operators: "
         "unknown command operator %NOPE%"
     ]
+
+
+async def test_requests_cut_by_a_shutdown_are_logged(nursery, tmp_path, caplog):
+    """A shutdown that cancels everything cancels a listener's connections and its access
+    log flusher at once; the cut requests log on their way out, into a log that must still
+    be open."""
+    up = await start_upstream(nursery)
+    log = tmp_path / "access.log"
+    config = proxy_config(
+        up.port,
+        listener={"access_log": {"path": str(log), "format": "json", "flush_interval": "1s"}},
+    )
+    async with httpx.AsyncClient() as client, trio.open_nursery() as clients:
+        with trio.CancelScope() as shutdown:
+            async with run_gateway(config) as gw:
+                assert (await client.get(url(gw, "/before"))).status_code == 200
+
+                async def hang() -> None:
+                    with pytest.raises(httpx.HTTPError):
+                        await client.get(url(gw, "/hang"))
+
+                for _ in range(HUNG):
+                    clients.start_soon(hang)
+                await eventually(lambda: sum(r.path == "/hang" for r in up.requests) == HUNG)
+                # Everything at once, as when the process is told to stop for good.
+                shutdown.cancel()
+                await trio.sleep_forever()
+    lines = [json.loads(line) for line in log.read_text().splitlines()]
+    assert [line["path"] for line in lines] == ["/before"] + ["/hang"] * HUNG
+    assert not [r for r in caplog.records if r.levelname == "ERROR"], caplog.text
+
+
+HUNG = 8
