@@ -50,6 +50,9 @@ defaults
   timeout connect 2s
   timeout client 30s
   timeout server 30s
+  # A check's own timeout is `inter` (100 ms) unless set: too short on a busy 2-core
+  # machine, where a server would be marked down for a slow answer, not a failed one.
+  timeout check 2s
 frontend front
   bind 127.0.0.1:{front}
   default_backend gateways
