@@ -5,8 +5,8 @@ import json
 import re
 
 import httpx
-import trio
 import pytest
+import trio
 
 from gateway import loads_config
 from gateway.errors import ConfigError
