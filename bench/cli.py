@@ -29,10 +29,10 @@ import tempfile
 from pathlib import Path
 
 from bench.floors import print_floors
+from bench.lineup import start_grpc_peers, start_http_peers
 from bench.logs import keep_logs, print_log_tails
 from bench.peers.envoy import find_envoy
 from bench.peers.haproxy import find_haproxy
-from bench.peers.lineup import start_grpc_peers, start_http_peers
 from bench.peers.mitmproxy import find_mitmdump
 from bench.report import SectionReport
 from bench.results import RESULTS_PATH, write_json

@@ -4,11 +4,11 @@ bidi call."""
 
 from collections import Counter
 
+from bench.lineup import GrpcPeers
 from bench.load.grpc_client import GrpcSample, grpc_runner
 from bench.logs import log_offsets
 from bench.measure import Result, Target, measure
 from bench.names import DIRECT, REFERENCE
-from bench.peers.lineup import GrpcPeers
 from bench.report import SectionReport, outcome, ratio_to, report_section
 from bench.services import Service
 from bench.settings import Settings

@@ -4,11 +4,11 @@ and its RSS per idle connection."""
 
 import os
 
+from bench.lineup import HttpPeers
 from bench.load.wrk import WrkSample, wrk_runner
 from bench.logs import log_offsets
 from bench.measure import Result, Target, measure
 from bench.names import REFERENCE, TWO_WORKERS
-from bench.peers.lineup import HttpPeers
 from bench.report import SectionReport, outcome, ratio_to, report_section
 from bench.sections.idle_memory import idle_connection_rss
 from bench.sections.paced_latency import paced_latency

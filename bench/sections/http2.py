@@ -2,11 +2,11 @@
 setups in one interleaved run: h2c to nginx too (rows -h2up), and HTTP/1.1 to nginx."""
 
 from bench.gates import check_hello_h2
+from bench.lineup import HttpPeers
 from bench.load.h2load import H2Sample, h2load_runner
 from bench.logs import log_offsets
 from bench.measure import Result, Target, failing, measure
 from bench.names import DIRECT, H2_UP, REFERENCE, TWO_WORKERS
-from bench.peers.lineup import HttpPeers
 from bench.report import SectionReport, outcome, ratio_to, report_section
 from bench.services import PeerUnavailable
 from bench.settings import Settings
