@@ -4,28 +4,24 @@ run them in interleaved rounds, so machine noise hits both alike."""
 
 import argparse
 import contextlib
-import os
 import sys
 import tempfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from run import (
-    H2Sample,
-    Result,
-    Service,
-    Settings,
-    Target,
-    WrkSample,
-    h2load_runner,
-    measure_once,
-    run_wrk,
-    start_nginx,
-)
+from bench.load.h2load import H2Sample, h2load_runner
+from bench.load.wrk import WrkSample, wrk_runner
+from bench.measure import Result, Runner, Target, measure_once
+from bench.peers.gateway import start_configured
+from bench.peers.nginx import start_nginx
+from bench.procfs import cpu_seconds
+from bench.services import Service
+from bench.settings import Settings
 
-#: Starts one gateway: (exit stack, scratch directory, name, nginx port) -> its service.
-Starter = Callable[[contextlib.ExitStack, Path, str, int], Service]
+#: One gateway of an A/B: its label in the output, the name of its config and log files,
+#: and its config: (its port, nginx's port) -> TOML.
+Side = tuple[str, str, Callable[[int, int], str]]
 
 
 def ab_parser(
@@ -81,17 +77,8 @@ class CpuSample:
 Pair = tuple[Target[CpuSample], Target[CpuSample]]
 
 
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU time of a process so far (fields 14 and 15 of /proc/PID/stat)."""
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
-    except OSError as exc:
-        raise RuntimeError(f"pid {pid} is gone: {exc}") from exc
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
 def cpu_costed(
-    service: Service, nginx: Service, run: Callable[[int, bool], WrkSample | H2Sample]
+    service: Service, nginx: Service, run: Runner[WrkSample] | Runner[H2Sample]
 ) -> Target[CpuSample]:
     """The load `run` against the gateway `service`, its CPU time measured around it."""
 
@@ -106,11 +93,13 @@ def cpu_costed(
 
 
 def wrk_target(service: Service, nginx: Service, settings: Settings) -> Target[CpuSample]:
-    return cpu_costed(service, nginx, lambda seconds, _: run_wrk(service.port, settings, seconds))
+    runner = wrk_runner(service.port, threads=settings.threads, connections=settings.connections)
+    return cpu_costed(service, nginx, runner)
 
 
 def h2load_target(service: Service, nginx: Service, settings: Settings) -> Target[CpuSample]:
-    return cpu_costed(service, nginx, h2load_runner(service.port, settings))
+    runner = h2load_runner(service.port, clients=settings.h2_clients, streams=settings.h2_streams)
+    return cpu_costed(service, nginx, runner)
 
 
 def run_pairs(
@@ -132,16 +121,19 @@ def run_pairs(
     return [(a, b) for (_, a), (_, b) in runs]
 
 
-def interleaved_ab(
-    description: str, a: tuple[str, Starter], b: tuple[str, Starter]
-) -> tuple[Settings, dict[str, list[float]]]:
+def start_side(stack: contextlib.ExitStack, tmp: Path, side: Side, upstream: int) -> Service:
+    _, name, config = side
+    return start_configured(stack, tmp, name, lambda port: config(port, upstream))
+
+
+def interleaved_ab(description: str, a: Side, b: Side) -> tuple[Settings, dict[str, list[float]]]:
     """Parses the flags, runs both gateways under wrk, and returns the settings and each
-    one's requests/s per round."""
+    one's requests/s per round, by label."""
     settings = ab_settings(ab_parser(description).parse_args(), ["http1"])
     with contextlib.ExitStack() as stack, tempfile.TemporaryDirectory() as tmp_name:
         tmp = Path(tmp_name)
         nginx, _ = start_nginx(stack, tmp)
-        services = [start(stack, tmp, name, nginx.port) for name, start in (a, b)]
+        services = [start_side(stack, tmp, side, nginx.port) for side in (a, b)]
         first, second = (wrk_target(s, nginx, settings) for s in services)
         [(ra, rb)] = run_pairs([(first, second)], settings)
     return settings, {a[0]: [s.rps for s in ra.samples], b[0]: [s.rps for s in rb.samples]}

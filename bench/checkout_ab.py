@@ -23,29 +23,18 @@ import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-from ab import CpuSample, Pair, ab_parser, ab_settings, h2load_target, run_pairs, wrk_target
-from run import (
-    NGINX,
-    REPO_DIR,
-    Result,
-    Service,
-    Settings,
-    Target,
-    check_hello,
-    check_hello_h2,
-    free_port,
-    gateway_argv,
-    gateway_toml,
-    gateway_version,
-    git,
-    missing_tools,
-    render,
-    sigterm_as_exit,
-    source_env,
-    start_checked,
-    start_nginx,
-    tool_version,
-)
+# Run as a script, Python puts bench/ first on the path; the package needs the checkout.
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from bench.ab import CpuSample, Pair, ab_parser, ab_settings, h2load_target, run_pairs, wrk_target
+from bench.gates import check_hello_h2
+from bench.measure import Result, Target
+from bench.peers.gateway import gateway_toml, start_configured
+from bench.peers.nginx import NGINX, start_nginx
+from bench.services import REPO_DIR, Service, sigterm_as_exit, source_env
+from bench.settings import Settings
+from bench.table import render
+from bench.tools import gateway_version, git, missing_tools, tool_version
 
 #: Makes one load's target for a gateway: (gateway, nginx, settings) -> target.
 TargetMaker = Callable[[Service, Service, Settings], Target[CpuSample]]
@@ -99,12 +88,17 @@ def check_source(source: Path, tmp: Path) -> None:
 def start_side(
     stack: contextlib.ExitStack, tmp: Path, name: str, source: Path, upstream: int, h2up: bool
 ) -> Service:
-    port = free_port()
-    conf = tmp / f"{name}.toml"
-    conf.write_text(gateway_toml(port, upstream, h2_upstream=h2up))
-    service = start_checked(stack, tmp, name, gateway_argv(conf), port, check_hello, source=source)
-    check_hello_h2(name, port)
-    print(f"ok   {name:<22} 127.0.0.1:{port}  pid {service.proc.pid}  h1 and h2c GET / -> 200")
+    service = start_configured(
+        stack,
+        tmp,
+        name,
+        lambda port: gateway_toml(port, upstream, h2_upstream=h2up),
+        source=source,
+    )
+    check_hello_h2(name, service.port)
+    print(
+        f"ok   {name:<22} 127.0.0.1:{service.port}  pid {service.proc.pid}  h1 and h2c GET / -> 200"
+    )
     return service
 
 

@@ -8,12 +8,17 @@ cost is the extra time per request divided by five.
     python bench/filters_cost.py [--rounds 3] [--duration 5]
 """
 
-import contextlib
 import statistics
+import sys
 from pathlib import Path
 
-from ab import interleaved_ab
-from run import Service, check_hello, free_port, gateway_argv, gateway_toml, start_checked
+# Run as a script, Python puts bench/ first on the path; the package needs the checkout.
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from bench.ab import interleaved_ab
+from bench.peers.gateway import ALL_HOSTS, gateway_toml
+
+CHAIN = 'http_filters = ["mark", "cors", "rbac", "rate", "chaos"]'
 
 FILTERS = """
 [http_filters.mark]
@@ -37,25 +42,15 @@ abort = { http_status = 503, percentage = 0 }
 """
 
 
-def start(stack: contextlib.ExitStack, tmp: Path, name: str, upstream: int, chain: bool) -> Service:
-    port = free_port()
-    text = gateway_toml(port, upstream)
-    if chain:
-        text = text.replace(
-            'virtual_hosts = ["all"]',
-            'virtual_hosts = ["all"]\nhttp_filters = ["mark", "cors", "rbac", "rate", "chaos"]',
-        )
-        text += FILTERS
-    conf = tmp / f"{name}.toml"
-    conf.write_text(text)
-    return start_checked(stack, tmp, name, gateway_argv(conf), port, check_hello)
+def chain_toml(port: int, upstream: int) -> str:
+    return gateway_toml(port, upstream, listener=f"{ALL_HOSTS}\n{CHAIN}") + FILTERS
 
 
 def main() -> None:
     settings, rps = interleaved_ab(
         __doc__.splitlines()[0],
-        ("no filters", lambda stack, tmp, name, up: start(stack, tmp, "bare", up, chain=False)),
-        ("5 filters", lambda stack, tmp, name, up: start(stack, tmp, "chain", up, chain=True)),
+        ("no filters", "bare", gateway_toml),
+        ("5 filters", "chain", chain_toml),
     )
     bare, chain = statistics.median(rps["no filters"]), statistics.median(rps["5 filters"])
     per_filter_us = (1 / chain - 1 / bare) / 5 * 1e6

@@ -60,7 +60,7 @@ def bidi(requests: Iterator[bytes], context: grpc.ServicerContext) -> Iterator[b
 
 
 def serve(port: int, workers: int) -> int:
-    handlers = {
+    handlers: dict[str, grpc.RpcMethodHandler[bytes, bytes]] = {
         "Unary": grpc.unary_unary_rpc_method_handler(unary),
         "ServerStream": grpc.unary_stream_rpc_method_handler(server_stream),
         "Bidi": grpc.stream_stream_rpc_method_handler(bidi),
@@ -124,7 +124,7 @@ def summary(reply: object) -> str:
 
 def run_unary(channel: grpc.Channel, duration: float, threads: int, size: int) -> dict[str, object]:
     """`threads` threads making blocking unary calls on one channel for `duration` seconds."""
-    call = channel.unary_unary(UNARY)
+    call: grpc.UnaryUnaryMultiCallable[bytes, bytes] = channel.unary_unary(UNARY)
     payload = b"x" * size
     tally = Tally()
     # Connection set-up stays outside the timed window. A failed call here counts as an
@@ -166,7 +166,7 @@ def run_unary(channel: grpc.Channel, duration: float, threads: int, size: int) -
 
 def run_server_stream(channel: grpc.Channel, messages: int, size: int) -> dict[str, object]:
     """One server-streaming call answering `messages` messages of `size` bytes."""
-    call = channel.unary_stream(SERVER_STREAM)
+    call: grpc.UnaryStreamMultiCallable[bytes, bytes] = channel.unary_stream(SERVER_STREAM)
     tally = Tally()
     started = time.monotonic()
     try:
@@ -181,7 +181,7 @@ def run_server_stream(channel: grpc.Channel, messages: int, size: int) -> dict[s
 
 def run_bidi(channel: grpc.Channel, messages: int, size: int) -> dict[str, object]:
     """One bidi call: `messages` messages sent, each echoed back; counts the echoes."""
-    call = channel.stream_stream(BIDI)
+    call: grpc.StreamStreamMultiCallable[bytes, bytes] = channel.stream_stream(BIDI)
     payload = b"x" * size
     tally = Tally()
     started = time.monotonic()
@@ -202,13 +202,18 @@ def check(channel: grpc.Channel) -> dict[str, object]:
     tally = Tally()
     started = time.monotonic()
     try:
-        reply = channel.unary_unary(UNARY)(b"ping", timeout=10)
+        unary_call: grpc.UnaryUnaryMultiCallable[bytes, bytes] = channel.unary_unary(UNARY)
+        reply = unary_call(b"ping", timeout=10)
         if reply != b"ping":
             raise ValueError(f"unary echo returned {reply!r}")
-        streamed = list(channel.unary_stream(SERVER_STREAM)(b"3:4", timeout=10))
+        stream_call: grpc.UnaryStreamMultiCallable[bytes, bytes] = channel.unary_stream(
+            SERVER_STREAM
+        )
+        streamed = list(stream_call(b"3:4", timeout=10))
         if streamed != [b"xxxx"] * 3:
             raise ValueError(f"server stream returned {streamed!r}")
-        echoed = list(channel.stream_stream(BIDI)(iter([b"a", b"bc"]), timeout=10))
+        bidi_call: grpc.StreamStreamMultiCallable[bytes, bytes] = channel.stream_stream(BIDI)
+        echoed = list(bidi_call(iter([b"a", b"bc"]), timeout=10))
         if echoed != [b"a", b"bc"]:
             raise ValueError(f"bidi returned {echoed!r}")
         tally.count = 3

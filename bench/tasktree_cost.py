@@ -9,27 +9,29 @@ the case where per-stream work shows most.
     python bench/tasktree_cost.py [--rounds 3] [--duration 5] [--connections 16]
 """
 
-import contextlib
 import statistics
+import sys
+from collections.abc import Callable
 from pathlib import Path
 
-from ab import interleaved_ab
-from run import Service, check_hello, free_port, gateway_argv, gateway_toml, start_checked
+# Run as a script, Python puts bench/ first on the path; the package needs the checkout.
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from bench.ab import interleaved_ab
+from bench.peers.gateway import gateway_toml
 
 
-def start(stack: contextlib.ExitStack, tmp: Path, name: str, upstream: int, tree: bool) -> Service:
-    port = free_port()
+def with_task_tree(tree: bool) -> Callable[[int, int], str]:
+    """Both gateways run the admin endpoint; `[admin] task_tree` is the difference."""
     admin = f'[admin]\naddress = "127.0.0.1:0"\ntask_tree = {str(tree).lower()}\n\n'
-    conf = tmp / f"{name}.toml"
-    conf.write_text(admin + gateway_toml(port, upstream))
-    return start_checked(stack, tmp, name, gateway_argv(conf), port, check_hello)
+    return lambda port, upstream: admin + gateway_toml(port, upstream)
 
 
 def main() -> None:
     settings, rps = interleaved_ab(
         __doc__.splitlines()[0],
-        ("tree off", lambda stack, tmp, name, up: start(stack, tmp, "off", up, tree=False)),
-        ("tree on", lambda stack, tmp, name, up: start(stack, tmp, "on", up, tree=True)),
+        ("tree off", "off", with_task_tree(False)),
+        ("tree on", "on", with_task_tree(True)),
     )
     off, on = statistics.median(rps["tree off"]), statistics.median(rps["tree on"])
     per_request_us = (1 / on - 1 / off) * 1e6

@@ -11,73 +11,30 @@ connection, TLS 1.3, no resumption). Throughput: `wrk` over HTTPS keep-alive con
 
 import argparse
 import contextlib
-import re
 import shutil
-import subprocess
 import sys
 import tempfile
 from pathlib import Path
 
 import trustme
-from run import NGINX, free_port, launch, nginx_conf, wait_accepting
+
+# Run as a script, Python puts bench/ first on the path; the package needs the checkout.
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from bench.load.s_time import handshakes_per_second
+from bench.load.wrk import run_wrk
+from bench.peers.gateway import gateway_argv, gateway_toml
+from bench.peers.nginx import NGINX, nginx_argv, nginx_conf, tls_server
+from bench.services import free_port, launch, wait_accepting
 
 
-def nginx_tls_conf(tmp: Path, plain: int, tls: int, cert: Path, key: Path) -> str:
-    conf = nginx_conf(tmp, plain, free_port())
-    server = f"""    server {{
-        listen 127.0.0.1:{tls} ssl;
-        ssl_certificate {cert};
-        ssl_certificate_key {key};
-        ssl_protocols TLSv1.2 TLSv1.3;
-        ssl_session_tickets off;
-        ssl_session_cache off;
-        location / {{
-            default_type text/plain;
-            return 200 "hello world\\n";
-        }}
-    }}
-}}
-"""
-    return conf.rstrip().removesuffix("}") + server
-
-
-def gateway_toml(port: int, upstream: int, cert: Path, key: Path) -> str:
-    return f"""
-[listeners.edge]
-address = "127.0.0.1:{port}"
+def tls_listener(cert: Path, key: Path) -> str:
+    """The gateway's listener keys: one filter chain terminating TLS (HTTP/1.1 by ALPN)."""
+    return f"""\
 [[listeners.edge.filter_chains]]
 tls = {{ certificates = [{{ certificate_chain = "{cert}", private_key = "{key}" }}],
         alpn_protocols = ["http/1.1"] }}
-filters = [{{ type = "http_connection_manager", virtual_hosts = ["all"] }}]
-[virtual_hosts.all]
-domains = ["*"]
-[[virtual_hosts.all.routes]]
-match = {{ prefix = "/" }}
-cluster = "nginx"
-[clusters.nginx]
-endpoints = ["127.0.0.1:{upstream}"]
-"""
-
-
-def handshakes_per_second(port: int, ca: Path, seconds: int) -> float:
-    out = subprocess.run(
-        ["openssl", "s_time", "-connect", f"127.0.0.1:{port}", "-new", "-CAfile", str(ca),
-         "-time", str(seconds)],
-        capture_output=True, text=True, check=True,
-    ).stdout  # fmt: skip
-    m = re.search(r"(\d+) connections in (\d+) real seconds", out)
-    assert m, out
-    return int(m[1]) / int(m[2])
-
-
-def wrk_rps(port: int, seconds: int, connections: int) -> float:
-    out = subprocess.run(
-        ["wrk", "-t2", f"-c{connections}", f"-d{seconds}s", f"https://127.0.0.1:{port}/"],
-        capture_output=True, text=True, check=True,
-    ).stdout  # fmt: skip
-    m = re.search(r"Requests/sec:\s+([\d.]+)", out)
-    assert m and "Non-2xx" not in out, out
-    return float(m[1])
+filters = [{{ type = "http_connection_manager", virtual_hosts = ["all"] }}]"""
 
 
 def main() -> None:
@@ -97,17 +54,20 @@ def main() -> None:
         leaf.private_key_pem.write_to_path(str(key))
         ca.cert_pem.write_to_path(str(ca_file))
         plain, nginx_tls, gateway_port = free_port(), free_port(), free_port()
-        (tmp / "nginx.conf").write_text(nginx_tls_conf(tmp, plain, nginx_tls, cert, key))
-        argv = [NGINX, "-p", str(tmp), "-e", "stderr", "-c", str(tmp / "nginx.conf")]
-        wait_accepting(launch(stack, tmp, "nginx", nginx_tls, argv), 10)
-        (tmp / "gateway.toml").write_text(gateway_toml(gateway_port, plain, cert, key))
-        argv = [sys.executable, "-m", "gateway", "serve", str(tmp / "gateway.toml")]
-        wait_accepting(launch(stack, tmp, "gateway", gateway_port, argv), 30)
+        conf = tmp / "nginx.conf"
+        conf.write_text(nginx_conf(tmp, plain, free_port(), tls_server(nginx_tls, cert, key)))
+        wait_accepting(launch(stack, tmp, "nginx", nginx_tls, nginx_argv(tmp, conf)), 10)
+        conf = tmp / "gateway.toml"
+        conf.write_text(gateway_toml(gateway_port, plain, listener=tls_listener(cert, key)))
+        wait_accepting(launch(stack, tmp, "gateway", gateway_port, gateway_argv(conf)), 30)
         print(f"{'target':<10} {'handshakes/s':>13} {'HTTPS keep-alive req/s':>23}")
         for name, port in (("nginx", nginx_tls), ("gateway", gateway_port)):
             hs = handshakes_per_second(port, ca_file, args.seconds)
-            rps = wrk_rps(port, args.seconds, args.connections)
-            print(f"{name:<10} {hs:>13.0f} {rps:>23.0f}")
+            wrk = run_wrk(
+                port, threads=2, connections=args.connections, duration=args.seconds, scheme="https"
+            )
+            assert not wrk.errors, f"{name}: {wrk.error_note()}"
+            print(f"{name:<10} {hs:>13.0f} {wrk.rps:>23.0f}")
 
 
 if __name__ == "__main__":

@@ -9,40 +9,28 @@ are open.
 """
 
 import argparse
+import contextlib
 import os
-import resource
-import signal
-import socket
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
 import trio
-from trio_websocket import WebSocketRequest, connect_websocket_url, serve_websocket
+from trio_websocket import (
+    WebSocketConnection,
+    WebSocketRequest,
+    connect_websocket_url,
+    serve_websocket,
+)
 
-ROOT = Path(__file__).resolve().parents[1]
+# Run as a script, Python puts bench/ first on the path; the package needs the checkout.
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def raise_fd_limit() -> int:
-    _soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
-    return hard
-
-
-def rss_kib(pid: int) -> int:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1])
-    raise RuntimeError("no VmRSS")
+from bench.peers.gateway import ALL_HOSTS, gateway_argv, gateway_toml
+from bench.procfs import rss_kib
+from bench.services import free_port, launch, raise_fd_limit, wait_accepting
 
 
 async def echo_server(port: int) -> None:
@@ -58,37 +46,19 @@ async def echo_server(port: int) -> None:
 
 
 def gateway_config(listen: int, upstream: int) -> str:
-    return f"""
-[listeners.edge]
-address = "127.0.0.1:{listen}"
-virtual_hosts = ["all"]
-upgrade = ["websocket"]
-[virtual_hosts.all]
-domains = ["*"]
-[[virtual_hosts.all.routes]]
-match = {{ prefix = "/" }}
-cluster = "echo"
-[clusters.echo]
-endpoints = ["127.0.0.1:{upstream}"]
-max_connections_per_host = 100000
-"""
-
-
-async def wait_for_port(port: int) -> None:
-    with trio.fail_after(15):
-        while True:
-            try:
-                stream = await trio.open_tcp_stream("127.0.0.1", port)
-            except OSError:
-                await trio.sleep(0.05)
-                continue
-            await stream.aclose()
-            return
+    """WebSocket upgrades allowed; a tunnel holds an upstream connection, so the cluster's
+    limit (1,024 by default) must be above the tunnels opened."""
+    return gateway_toml(
+        listen,
+        upstream,
+        listener=f'{ALL_HOSTS}\nupgrade = ["websocket"]',
+        cluster="max_connections_per_host = 100000",
+    )
 
 
 async def measure(args: argparse.Namespace, gateway_pid: int, port: int) -> dict[str, float]:
     url = f"ws://127.0.0.1:{port}/ws"
-    connections = []
+    connections: list[WebSocketConnection] = []
     async with trio.open_nursery() as nursery:
         baseline = rss_kib(gateway_pid)
         limiter = trio.CapacityLimiter(args.parallel)
@@ -138,30 +108,17 @@ def main() -> None:
         trio.run(echo_server, args.serve_echo)
         return
     upstream_port, gateway_port = free_port(), free_port()
-    with tempfile.TemporaryDirectory() as tmp:
-        config = Path(tmp) / "gateway.toml"
-        config.write_text(gateway_config(gateway_port, upstream_port))
-        echo = subprocess.Popen([sys.executable, __file__, "--serve-echo", str(upstream_port)])
-        log = open(Path(tmp) / "gateway.log", "w")  # noqa: SIM115
-        gateway = subprocess.Popen(
-            [sys.executable, "-m", "gateway", "serve", str(config), "--log-level", "warning"],
-            cwd=ROOT,
-            stderr=log,
-        )
-        try:
-            trio.run(wait_for_port, upstream_port)
-            trio.run(wait_for_port, gateway_port)
-            result = trio.run(measure, args, gateway.pid, gateway_port)
-        finally:
-            for proc in (gateway, echo):
-                proc.send_signal(signal.SIGTERM)
-            for proc in (gateway, echo):
-                try:
-                    proc.wait(timeout=10)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
-            log.close()
-        errors = (Path(tmp) / "gateway.log").read_text().count("ERROR")
+    with tempfile.TemporaryDirectory() as tmp_name:
+        tmp = Path(tmp_name)
+        with contextlib.ExitStack() as stack:
+            argv = [sys.executable, __file__, "--serve-echo", str(upstream_port)]
+            wait_accepting(launch(stack, tmp, "echo", upstream_port, argv), 15)
+            config = tmp / "gateway.toml"
+            config.write_text(gateway_config(gateway_port, upstream_port))
+            gateway = launch(stack, tmp, "gateway", gateway_port, gateway_argv(config))
+            wait_accepting(gateway, 15)
+            result = trio.run(measure, args, gateway.proc.pid, gateway_port)
+        errors = gateway.log.read_text().count("ERROR")
     print(f"cores: {os.cpu_count()}")
     print(
         f"{result['connections']:,} idle WebSocket tunnels through one gateway process "

@@ -1,0 +1,1 @@
+"""One module per load generator: how it is run, and what its report says."""

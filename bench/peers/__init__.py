@@ -1,0 +1,1 @@
+"""One module per server: its generated config, where its binary is, how it starts."""
