@@ -36,6 +36,7 @@ from gateway.errors import (
 from gateway.http.filter import NO_FILTERS, FilterChain, HttpFilterFactory
 from gateway.http.hcm_stats import HcmStats
 from gateway.io.tunnel import TunnelEndpoint
+from gateway.observability.access_log_format import escape
 from gateway.observability.stream_info import StreamInfo
 from gateway.protocol import grpc
 from gateway.protocol.headers import (
@@ -356,8 +357,8 @@ class ActiveStream:
             log.exception(
                 "stream %s %s %s failed",
                 self.info.stream_id,
-                self.request.method,
-                self.request.path,
+                escape(self.request.method),
+                escape(self.request.path),
             )
             if self.response_started:
                 self._abort()
