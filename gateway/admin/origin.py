@@ -21,6 +21,7 @@ import logging
 
 from gateway.admin.asgi import App, Receive, Scope, Send
 from gateway.admin.views import Reply
+from gateway.observability.access_log_format import escape
 from gateway.observability.stats import Counter
 
 log = logging.getLogger("gateway.admin")
@@ -89,8 +90,13 @@ class SameOriginOnly:
             reason = refusal(scope, self._own_host)
             if reason is not None:
                 self._refused.inc()
+                # The path (percent-decoded) and the reason (a header) are a web page's to
+                # choose: escaped, they cannot forge a line of the gateway's log.
                 log.warning(
-                    "admin: %s %s: %s", scope.get("method", "WEBSOCKET"), scope["path"], reason
+                    "admin: %s %s: %s",
+                    scope.get("method", "WEBSOCKET"),
+                    escape(scope["path"]),
+                    escape(reason),
                 )
                 reply = Reply.text(f"admin: {reason}\n", 403)
                 await reply.send(send, websocket=scope["type"] == "websocket")

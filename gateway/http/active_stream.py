@@ -36,9 +36,17 @@ from gateway.errors import (
 from gateway.http.filter import NO_FILTERS, FilterChain, HttpFilterFactory
 from gateway.http.hcm_stats import HcmStats
 from gateway.io.tunnel import TunnelEndpoint
+from gateway.observability.access_log_format import escape
 from gateway.observability.stream_info import StreamInfo
 from gateway.protocol import grpc
-from gateway.protocol.headers import HeaderMap, LocalReply, RequestHead, ResponseHead, http_date
+from gateway.protocol.headers import (
+    HeaderMap,
+    LocalReply,
+    RequestHead,
+    ResponseHead,
+    http_date,
+    strip_trailer_fields,
+)
 from gateway.router.route_table import RouteEntry, RouteTable
 from gateway.server.overload import OverloadActionState
 
@@ -197,6 +205,10 @@ class ActiveStream:
                 raise item
             finally:
                 del item  # its traceback holds this frame: a local naming it is a cycle
+        if isinstance(item, HeaderMap):
+            strip_trailer_fields(item)
+            if not item:
+                item = None  # nothing left that may be a trailer: the body simply ends
         if item is None or isinstance(item, HeaderMap):
             if item is not None:
                 await self.filters.decode_trailers(item)
@@ -243,7 +255,12 @@ class ActiveStream:
         self._active()
 
     async def encode_trailers(self, trailers: HeaderMap) -> None:
-        """Ends the response with trailers (gRPC's status lives here)."""
+        """Ends the response with trailers (gRPC's status lives here); those that may not
+        be trailers are dropped first, and with none left the body simply ends."""
+        strip_trailer_fields(trailers)
+        if not trailers:
+            await self.encode_data(b"", end_stream=True)
+            return
         if self.filters.transforms_response_body:
             tail = await self.filters.encode_data(b"", True)
             if tail:
@@ -340,8 +357,8 @@ class ActiveStream:
             log.exception(
                 "stream %s %s %s failed",
                 self.info.stream_id,
-                self.request.method,
-                self.request.path,
+                escape(self.request.method),
+                escape(self.request.path),
             )
             if self.response_started:
                 self._abort()

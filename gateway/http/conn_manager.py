@@ -31,6 +31,7 @@ from gateway.io.tls_stream import ByteStream
 from gateway.io.trio_util import close_after_linger, receive_or_eof
 from gateway.listeners.network_filter import ConnectionInfo
 from gateway.observability.access_log import AccessLogger
+from gateway.observability.access_log_format import escape
 from gateway.observability.stats import StatsStore
 from gateway.observability.stream_info import StreamInfo
 from gateway.observability.tasktree import annotate
@@ -295,8 +296,8 @@ class HttpConnectionManager:
                 log.warning(
                     "stream %s %s %s from %s cancelled by the operator",
                     info.stream_id,
-                    info.method,
-                    info.path,
+                    escape(info.method),
+                    escape(info.path),
                     info.downstream_remote,
                 )
                 try:

@@ -13,6 +13,7 @@ does not look like a ClientHello is "not TLS" (transport protocol raw_buffer).
 """
 
 import enum
+import re
 import socket
 
 import attrs
@@ -29,6 +30,10 @@ _HANDSHAKE_RECORD = 22
 _CLIENT_HELLO = 1
 _SERVER_NAME = 0
 _ALPN = 16
+#: RFC 6066 3: a HostName is a DNS host name in ASCII (IDNs as A-labels). Underscores are
+#: taken too: OpenSSL and BoringSSL pass them on, and meshes name services with them
+#: (Istio's `outbound_.8080_._.svc.cluster.local`).
+_HOST_NAME = re.compile(rb"[a-z0-9._-]+")
 
 
 class Peek(enum.Enum):
@@ -38,6 +43,7 @@ class Peek(enum.Enum):
 
 @attrs.frozen
 class ClientHello:
+    #: The SNI, lower-cased; None without one, or when it is not a host name.
     server_name: str | None
     alpn_protocols: tuple[str, ...]
 
@@ -125,16 +131,19 @@ def _parse_body(body: bytes) -> ClientHello:
     return ClientHello(server_name, alpn)
 
 
-def _server_name(ext: bytes) -> str:
+def _server_name(ext: bytes) -> str | None:
     names, end = _vector(ext, 0, 2)
     if end != len(ext) or names[:1] != b"\x00":  # host_name
         raise _Malformed
     name, end = _vector(names, 1, 2)
     if end != len(names) or len(name) > 255 or b"\x00" in name:
         raise _Malformed
-    # Names are ASCII (IDNs as A-labels); other bytes, which OpenSSL passes on, match no
-    # configured name rather than make the ClientHello "not TLS".
-    return name.decode("latin-1").lower()
+    # Other bytes (a line break to forge an access log line, a space, non-ASCII), which
+    # OpenSSL passes on, do not make the ClientHello "not TLS": the name is read as absent,
+    # as if the client had sent none. It then matches only chains that ask for no name,
+    # picks the first certificate, and never reaches a log or a wildcard's suffix match.
+    name = name.lower()
+    return name.decode("ascii") if _HOST_NAME.fullmatch(name) else None
 
 
 def _alpn_protocols(ext: bytes) -> tuple[str, ...]:

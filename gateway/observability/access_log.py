@@ -21,6 +21,7 @@ from gateway.config.model import AccessLogFilter
 from gateway.observability.access_log_format import (
     compile_format,
     compile_json,
+    escape,
     format_time,
     render_text,
 )
@@ -29,14 +30,15 @@ from gateway.observability.stream_info import StreamInfo
 
 def format_envoy(info: StreamInfo) -> str:
     """Envoy's default format: start time, request line, status, flags, bytes, durations,
-    x-forwarded-for, user-agent, x-request-id, authority, upstream host."""
+    x-forwarded-for, user-agent, x-request-id, authority, upstream host. What a peer sent
+    is escaped, as in any text format."""
     service_time = "-" if info.upstream_service_time_ms is None else info.upstream_service_time_ms
     return (
-        f'[{format_time(info.start_time)}] "{info.method} {info.path} {info.protocol}" '
-        f"{info.response_code} {info.flags_text} {info.bytes_received} {info.bytes_sent} "
-        f"{info.duration_ms()} {service_time} "
-        f'"{info.forwarded_for}" "{info.user_agent}" "{info.request_id}" '
-        f'"{info.authority}" "{info.upstream_host}"\n'
+        f'[{format_time(info.start_time)}] "{escape(info.method)} {escape(info.path)} '
+        f'{info.protocol}" {info.response_code} {info.flags_text} {info.bytes_received} '
+        f"{info.bytes_sent} {info.duration_ms()} {service_time} "
+        f'"{escape(info.forwarded_for)}" "{escape(info.user_agent)}" '
+        f'"{escape(info.request_id)}" "{escape(info.authority)}" "{info.upstream_host}"\n'
     )
 
 

@@ -10,6 +10,11 @@ RESP(X[?Y])[:LEN], RESPONSE_CODE, RESPONSE_FLAGS, DURATION, RESPONSE_DURATION, B
 BYTES_RECEIVED, PROTOCOL, UPSTREAM_HOST, UPSTREAM_CLUSTER, ROUTE_NAME,
 DOWNSTREAM_REMOTE_ADDRESS, DOWNSTREAM_REMOTE_ADDRESS_WITHOUT_PORT, REQUESTED_SERVER_NAME
 (TLS SNI), DOWNSTREAM_PEER_SUBJECT (mTLS client certificate subject), TRACE_ID, HOSTNAME.
+
+Most values come from peers: headers, the path, the authority, the SNI, certificate
+subjects, upstream response headers. In a text line each value is escaped (`escape`), so
+no value can end the line or start a forged one, whatever a codec lets through; JSON
+escapes on its own.
 """
 
 import json
@@ -28,6 +33,15 @@ _OPERATOR = re.compile(r"%([A-Z_]+)(?:\(([^)]*)\))?(?::(\d+))?%")
 _FRACTION = re.compile(r"%([1-9])f")
 #: Envoy's default START_TIME format.
 DEFAULT_TIME_FORMAT = "%Y-%m-%dT%H:%M:%S.%3fZ"
+#: What a value may not carry into a text line as it came: C0 and C1 controls and DEL
+#: (line breaks, including the vertical tab, form feed, FS/GS/RS and NEL that
+#: str.splitlines() and other Unicode-aware readers break on; terminal escapes), the
+#: Unicode line and paragraph separators, and the double quote and backslash, so that a
+#: value cannot close the quotes around it (Envoy's default format quotes several) and an
+#: escape in the log always stands for one in the value. HTTP/2 lets all but NUL, CR and
+#: LF through in field values and the path, HTTP/1.1 obs-text (NEL among it), TLS any
+#: byte but NUL in a certificate subject.
+_UNSAFE = re.compile(r'["\\\x00-\x1f\x7f-\x9f\u2028\u2029]')
 
 
 def format_time(ts: float, fmt: str = DEFAULT_TIME_FORMAT) -> str:
@@ -35,6 +49,19 @@ def format_time(ts: float, fmt: str = DEFAULT_TIME_FORMAT) -> str:
     fraction = f"{ts % 1:.9f}"[2:]
     fmt = _FRACTION.sub(lambda m: fraction[: int(m[1])], fmt)
     return time.strftime(fmt, time.gmtime(ts))
+
+
+def escape(value: str) -> str:
+    """`value` made safe for a text log line: each character in _UNSAFE as `\\xHH` (or
+    `\\uHHHH`), as nginx escapes its access log; anything else as it is."""
+    if _UNSAFE.search(value) is None:
+        return value
+    return _UNSAFE.sub(_escaped, value)
+
+
+def _escaped(match: re.Match[str]) -> str:
+    code = ord(match[0])
+    return f"\\x{code:02X}" if code < 0x100 else f"\\u{code:04X}"
 
 
 def _pseudo(info: StreamInfo, name: str) -> Value:
@@ -145,13 +172,18 @@ def compile_format(text: str) -> list[Part]:
 
 
 def render_text(parts: list[Part], info: StreamInfo) -> str:
+    """A text line: the literal parts as configured, each value escaped."""
+    return _join(parts, info, escape)
+
+
+def _join(parts: list[Part], info: StreamInfo, convert: Callable[[str], str]) -> str:
     out = []
     for part in parts:
         if isinstance(part, str):
             out.append(part)
         else:
             value = part(info)
-            out.append("-" if value is None else str(value))
+            out.append("-" if value is None else convert(str(value)))
     return "".join(out)
 
 
@@ -165,7 +197,7 @@ def compile_json(fields: dict[str, str]) -> Callable[[StreamInfo], str]:
             if len(parts) == 1 and not isinstance(parts[0], str):
                 data[key] = parts[0](info)
             else:
-                data[key] = render_text(parts, info)
+                data[key] = _join(parts, info, str)  # json.dumps escapes
         return json.dumps(data, separators=(",", ":")) + "\n"
 
     return render

@@ -27,6 +27,13 @@ HOP_BY_HOP = frozenset(
         "upgrade",
     }
 )
+#: What a trailer section may not carry (RFC 9110 6.5.1: a field a recipient needs before
+#: the content cannot be a trailer): the framing, the target host, the list of trailers
+#: itself, and the connection's own fields (RFC 9113 8.2.2 refuses those in any HTTP/2
+#: field block). Clients such as h11 and curl take them as trailers, but a recipient that
+#: merged them into the header section would reframe or reroute a message already on its
+#: way. Pseudo-header fields are never trailers either (RFC 9113 8.1).
+NOT_TRAILERS = HOP_BY_HOP | {"content-length", "host", "trailer"}
 
 
 class HeaderMap:
@@ -162,6 +169,20 @@ def strip_hop_by_hop(headers: HeaderMap) -> None:
     headers.remove_names(HOP_BY_HOP | named if named else HOP_BY_HOP)
     if wants_trailers:
         headers.add("te", "trailers")
+
+
+def strip_trailer_fields(trailers: HeaderMap) -> None:
+    """Removes what may not be a trailer (NOT_TRAILERS, pseudo-header fields, and any field
+    a `Connection` trailer names), whichever peer sent the section and over whichever
+    protocol; the other trailers (gRPC's status, checksums) pass as they came."""
+    drop = set()
+    for name, value in trailers:
+        if name in NOT_TRAILERS or name.startswith(":"):
+            drop.add(name)
+            if name == "connection":
+                drop.update(t.strip().lower() for t in value.split(","))
+    if drop:
+        trailers.remove_names(drop)
 
 
 _date = (0, "")

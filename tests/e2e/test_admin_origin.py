@@ -109,6 +109,24 @@ async def test_cross_site_state_changes_are_refused(gateway, path):
     assert gateway.stats.value("admin.rq_refused") == 3
 
 
+async def test_a_refused_request_cannot_forge_a_log_line(gateway, caplog):
+    # The refusal is logged with the path (which hypercorn percent-decodes) and the header
+    # that caused it: a page could write lines of its own into the gateway's log.
+    forged = "\n2026-12-02 14:00:00,000 WARNING gateway.server: forged"
+    async with httpx.AsyncClient() as client:
+        r = await client.post(
+            admin_url(gateway, "/reload%0A2026-12-02%2014:00:00,000%20WARNING%20forged"),
+            headers={"origin": EVIL.encode() + b"\x85forged"},  # NEL: a break to splitlines
+        )
+    assert r.status_code == 403
+    [line] = [r.getMessage() for r in caplog.records if r.getMessage().startswith("admin: ")]
+    assert line == (
+        r"admin: POST /reload\x0A2026-12-02 14:00:00,000 WARNING forged: cross-origin request "
+        rf"refused (Origin: {EVIL}\x85forged)"
+    )
+    assert len(line.splitlines()) == 1 and forged not in line
+
+
 async def test_same_origin_state_changes_and_tools_are_served(gateway):
     async with httpx.AsyncClient() as client:
         headers = {"origin": own_origin(gateway), "sec-fetch-site": "same-origin"}

@@ -430,14 +430,14 @@ RESPONSE_ALLOWANCES: dict[str, Allowance] = {
 
 
 def _transfer_encoding_trailer_taken(message: Delimited) -> bool:
-    # KNOWN FINDING: the client codec takes a Transfer-Encoding trailer and the gateway
-    # relays it to the client as a trailer; RFC 9110 6.5.1: framing fields are not
-    # trailers (llhttp refuses one in a request, h11 all but a single `chunked`).
-    # Reproduced by test_codec_h1_findings.py::test_a_transfer_encoding_trailer_is_not_relayed.
+    """The client codec takes a Transfer-Encoding trailer that h11 refuses (h11 takes only
+    a single `chunked`); RFC 9110 6.5.1: framing fields are not trailers, and the stream
+    drops it before anyone sees it (headers.py, strip_trailer_fields; tested by
+    test_codec_h1_findings.py::test_a_transfer_encoding_trailer_is_not_relayed)."""
     return any(t.lower().startswith(b"transfer-encoding") for t in _lines(message.trailer_section))
 
 
-#: What the client codec reads and h11 refuses, though it should not (known findings).
+#: What the client codec reads and h11 refuses, and why that is harmless.
 RESPONSE_KNOWN_LENIENCIES: dict[str, Allowance] = {
     "Transfer-Encoding trailer": _transfer_encoding_trailer_taken,
 }

@@ -5,9 +5,11 @@ import json
 
 import pytest
 
+from gateway.observability.access_log import format_envoy
 from gateway.observability.access_log_format import (
     compile_format,
     compile_json,
+    escape,
     format_time,
     render_text,
 )
@@ -64,3 +66,62 @@ def test_json_keeps_types_of_lone_operators():
 def test_unknown_operators(text, error):
     with pytest.raises(ValueError, match=error):
         compile_format(text)
+
+
+#: Every kind of character a peer can put in a value that must not reach a text line as
+#: it came: LF, CR, ESC, VT, FF, FS, GS, RS, DEL, NEL, LINE SEPARATOR, a quote, a
+#: backslash; then one that may (a latin-1 letter).
+HOSTILE = 'a\nb\r\x1b[2J\x0b\x0c\x1c\x1d\x1e\x7f\x85\u2028"\\\xe9'
+ESCAPED = r"a\x0Ab\x0D\x1B[2J\x0B\x0C\x1C\x1D\x1E\x7F\x85\u2028\x22\x5C" + "\xe9"
+
+
+def hostile_info() -> StreamInfo:
+    i = info()
+    assert i.request_head is not None and i.response_head is not None
+    i.request_head.path = "/p" + HOSTILE
+    i.request_head.authority = HOSTILE
+    i.request_head.headers.add("x-note", HOSTILE)
+    i.response_head.headers.add("x-up", HOSTILE)
+    i.requested_server_name = HOSTILE
+    i.downstream_peer_subject = "CN=" + HOSTILE
+    i.method, i.path, i.authority = "GET", "/p" + HOSTILE, HOSTILE
+    i.user_agent = i.forwarded_for = i.request_id = HOSTILE
+    return i
+
+
+def test_escape():
+    assert escape(HOSTILE) == ESCAPED
+    assert escape("/plain?q=1&x=%0A") == "/plain?q=1&x=%0A"  # nothing to escape: the same str
+    assert escape("\u2029\x00") == r"\u2029\x00"
+
+
+def test_every_value_in_a_text_line_is_escaped():
+    parts = compile_format(
+        '%REQ(:PATH)% "%REQ(X-NOTE)%" "%RESP(X-UP)%" %REQUESTED_SERVER_NAME% '
+        '"%DOWNSTREAM_PEER_SUBJECT%" %REQ(X-NOTE):2% %REQ(:AUTHORITY)%'
+    )
+    line = render_text(parts, hostile_info())
+    assert line == (
+        f'/p{ESCAPED} "{ESCAPED}" "{ESCAPED}" {ESCAPED} "CN={ESCAPED}" a\\x0A {ESCAPED}'
+    )
+    assert len(line.splitlines()) == 1
+
+
+def test_envoy_default_format_escapes_what_peers_sent():
+    line = format_envoy(hostile_info())
+    assert line.endswith("\n") and len(line.splitlines()) == 1
+    assert f'"GET /p{ESCAPED} HTTP/1.1"' in line
+    assert line.count(ESCAPED) == 5  # path, x-forwarded-for, user-agent, request id, authority
+
+
+def test_json_values_stay_as_they_came():
+    render = compile_json(
+        {
+            "note": "%REQ(X-NOTE)%",
+            "line": "%REQ(:METHOD)% %REQ(:PATH)%",
+            "sni": "%REQUESTED_SERVER_NAME%",
+        }
+    )
+    line = render(hostile_info())
+    assert line.endswith("\n") and len(line.splitlines()) == 1
+    assert json.loads(line) == {"note": HOSTILE, "line": f"GET /p{HOSTILE}", "sni": HOSTILE}

@@ -104,6 +104,38 @@ def test_a_client_hello_tls_stacks_refuse_is_not_tls(extensions):
     assert parse_client_hello(hello_with(*extensions)) is Peek.NOT_TLS
 
 
+@pytest.mark.parametrize(
+    "name",
+    [
+        b"evil\n[forged log line].example.com",  # OpenSSL and Python's ssl send and take it
+        b"a b.example.com",
+        b"a\x1b[2J.example.com",
+        b"\xc3\xa9.example.com",  # raw UTF-8: an IDN goes as its A-label
+        b"",
+    ],
+)
+def test_a_server_name_that_is_not_a_host_name_is_no_server_name(name):
+    # Not "not TLS": the handshake goes on as if the client had sent no SNI, so the name
+    # chooses no chain or certificate (a wildcard's suffix matched it) and is never logged.
+    assert parse_client_hello(hello_with(sni(name))) == ClientHello(None, ())
+
+
+def test_host_names_keep_underscores_and_lose_case():
+    for name in (b"outbound_.8080_._.reviews.default.svc.cluster.local", b"xn--bcher-kva.example"):
+        assert parse_client_hello(hello_with(sni(name))) == ClientHello(name.decode(), ())
+    assert parse_client_hello(hello_with(sni(b"API.Example.COM"))) == ClientHello(
+        "api.example.com", ()
+    )
+    # A real client (OpenSSL through Python's ssl) sends a line break as it was given.
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    context.check_hostname, context.verify_mode = False, ssl.CERT_NONE
+    obj = context.wrap_bio(ssl.MemoryBIO(), outgoing := ssl.MemoryBIO(), server_hostname="a\nb.c")
+    with pytest.raises(ssl.SSLWantReadError):
+        obj.do_handshake()
+    assert b"\x00\x05a\nb.c" in (data := outgoing.read())
+    assert parse_client_hello(data) == ClientHello(None, ())
+
+
 def chain(name: str, **match: object) -> FilterChain:
     return FilterChain(name, FilterChainMatch(**match), None, [], [])  # type: ignore[arg-type]
 
