@@ -34,6 +34,7 @@ import trio
 from gateway.clusters.circuit_breakers import ResourceManager
 from gateway.clusters.cluster_stats import ClusterStats, HostStats
 from gateway.clusters.pool_base import PoolBase, PoolStatistics
+from gateway.clusters.transport_socket import UpstreamConnector
 from gateway.clusters.upstream_h1 import UpstreamConnection, UpstreamState
 from gateway.config.model import Address, Cluster
 from gateway.errors import UpstreamConnectError, UpstreamOverflow
@@ -49,8 +50,9 @@ class HostPool(PoolBase):
         cluster_stats: ClusterStats,
         host_stats: HostStats,
         resources: ResourceManager,
+        connector: UpstreamConnector,
     ) -> None:
-        super().__init__(address, config, cluster_stats, host_stats, resources)
+        super().__init__(address, config, cluster_stats, host_stats, resources, connector)
         # Items are idle connections, or None: a token saying "capacity freed, connect anew",
         # or the error of a failed connect, for the waiter it is handed to. The channel never
         # holds more than the open connections plus woken waiters.

@@ -6,6 +6,9 @@ here, inside their own deadline (the cluster's connect_timeout covers the handsh
 too). A failed handshake raises `ssl.SSLError`, an OSError, so callers count and report
 it as the connect failure it is (502, flag UF).
 
+A cluster is handed its connector (`UpstreamConnector`): `connect_upstream` here, or, in
+a test, one that hands out in-memory streams to an upstream the test runs.
+
 Client contexts are built once per cluster config (loading a CA bundle takes
 milliseconds) and kept for as long as that config lives: a reload brings new configs and
 so new contexts.
@@ -13,15 +16,32 @@ so new contexts.
 
 import ssl
 import weakref
+from typing import Protocol
 
 import trio
 
 from gateway.config.model import Address, Cluster, UpstreamTlsContext
 from gateway.config.tls_context import client_context
 from gateway.errors import ConfigError
-from gateway.io.tls_stream import ByteStream, TlsStream
+from gateway.io.byte_stream import ByteStream, TcpStream
+from gateway.io.tls_stream import TlsStream
 
 _contexts: dict[tuple[int, tuple[str, ...]], ssl.SSLContext] = {}
+
+
+class UpstreamConnector(Protocol):
+    """Opens a connection to one of a cluster's hosts: what the pools, health checks,
+    tcp_proxy and CONNECT call (within the cluster's connect_timeout). A failure is an
+    OSError (ssl.SSLError included)."""
+
+    async def __call__(
+        self,
+        address: Address,
+        cluster: Cluster,
+        *,
+        alpn: list[str] | None = None,
+        proxy_header: bytes = b"",
+    ) -> ByteStream: ...
 
 
 def _default_alpn(cluster: Cluster) -> list[str]:
@@ -62,7 +82,7 @@ async def connect_upstream(
             raise
     tls = cluster.tls
     if tls is None:
-        return tcp
+        return TcpStream(tcp)
     offered = tls.alpn_protocols if tls.alpn_protocols is not None else alpn
     if offered is None:
         offered = _default_alpn(cluster)

@@ -10,8 +10,8 @@ import enum
 import time
 
 from gateway.errors import UpstreamReset
+from gateway.io.byte_stream import ByteStream
 from gateway.io.fast_io import Receiver, send_now
-from gateway.io.tls_stream import ByteStream
 from gateway.io.trio_util import PEER_GONE
 from gateway.io.tunnel import SocketEndpoint
 from gateway.protocol.codec_h1 import ClientCodec, ClientEvent
@@ -110,10 +110,10 @@ class UpstreamConnection:
     def is_stale(self) -> bool:
         """An idle connection with something to read has been closed (or spoken out of turn)
         by the upstream; reusing it would lose the request."""
-        return self.stream.socket.is_readable()
+        return self.stream.is_readable()
 
     def close(self) -> None:
         """Closes at once, without a checkpoint, so it is safe in `finally` and when cancelled."""
         self.state = UpstreamState.CLOSED
-        self.stream.socket.close()
+        self.stream.close_now()
         self.codec.close()

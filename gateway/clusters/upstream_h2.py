@@ -21,7 +21,7 @@ import trio
 
 from gateway.config.model import Cluster
 from gateway.errors import UpstreamReset
-from gateway.io.tls_stream import ByteStream
+from gateway.io.byte_stream import ByteStream
 from gateway.protocol.codec_h1 import ClientEvent
 from gateway.protocol.events import NEED_DATA, ConnectionEnded, Data, EndStream, ResponseHeaders
 from gateway.protocol.h2_transport import FlowControlTimeout, H2Transport, new_connection
@@ -268,7 +268,7 @@ class H2UpstreamConnection:
         self.closed = True
         for stream in self.streams.values():
             stream.events_send.close()
-        self.transport.stream.socket.close()
+        self.transport.stream.close_now()
         self.transport.release()
         self._capacity_changed()
 

@@ -39,7 +39,7 @@ import trio
 from gateway.errors import DownstreamDisconnect
 from gateway.http.active_stream import ActiveStream, BodyItem, ResponseState
 from gateway.http.connection import ConnectionCallbacks
-from gateway.io.tls_stream import ByteStream
+from gateway.io.byte_stream import ByteStream
 from gateway.io.trio_util import raise_single
 from gateway.listeners.network_filter import ConnectionInfo
 from gateway.protocol.events import RequestHeaders

@@ -1,17 +1,25 @@
-"""A TLS stream that keeps its TCP socket in reach.
+"""TLS as a `ByteStream`: a `trio.SSLStream` over TCP, with its socket kept in reach.
 
-The codecs and pools treat a connection as a `trio.SocketStream`: they close it with
-`stream.socket.close()` (synchronous, so safe in `finally` and while cancelled), and a
-pool asks `stream.socket.is_readable()` to tell that an idle connection was closed by its
-peer. `trio.SSLStream` hides its transport's socket, so `TlsStream` wraps one and exposes
-the socket beside it; everything else is the SSLStream's. Closing the socket under a TLS
-session skips close_notify, which HTTP does not need (trio's `https_compatible`).
+`trio.SSLStream` hides its transport's socket; `TlsStream` keeps it beside the session for
+the two verbs a `ByteStream` adds: `close_now()` closes the socket under the session,
+which skips close_notify (HTTP does not need it: trio's `https_compatible`), and
+`is_readable()` asks the socket. TLS cannot be half-closed over trio (it has no way to
+send close_notify and keep reading), so `send_eof` half-closes the TCP connection under
+the session instead: the peer reads EOF, and this side can still read what it sends,
+which is what a lingering close needs. A tunnel, which needs the peer told properly, ends
+a TLS side with `aclose` (close_notify).
 """
+
+import socket
 
 import trio
 
+from gateway.io.byte_stream import ByteStream
 
-class TlsStream(trio.abc.Stream):
+
+class TlsStream(ByteStream):
+    __slots__ = ("socket", "tls")
+
     def __init__(self, tls: trio.SSLStream[trio.SocketStream]) -> None:
         self.tls = tls
         self.socket = tls.transport_stream.socket
@@ -28,9 +36,18 @@ class TlsStream(trio.abc.Stream):
     async def receive_some(self, max_bytes: int | None = None) -> bytes | bytearray:
         return await self.tls.receive_some(max_bytes)
 
+    async def send_eof(self) -> None:
+        await trio.lowlevel.checkpoint()
+        try:
+            self.socket.shutdown(socket.SHUT_WR)
+        except OSError as exc:
+            raise trio.BrokenResourceError(str(exc)) from exc
+
     async def aclose(self) -> None:
         await self.tls.aclose()
 
+    def close_now(self) -> None:
+        self.socket.close()
 
-#: What a connection's bytes travel over, downstream or upstream: cleartext or TLS.
-ByteStream = trio.SocketStream | TlsStream
+    def is_readable(self) -> bool:
+        return self.socket.is_readable()

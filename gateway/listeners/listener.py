@@ -27,7 +27,7 @@ import trio
 from gateway.config.model import Address, GatewayConfig
 from gateway.config.model import Listener as ListenerConfig
 from gateway.errors import StartupError
-from gateway.io.tls_stream import ByteStream
+from gateway.io.byte_stream import ByteStream, TcpStream
 from gateway.listeners import proxy_protocol, tls_inspector
 from gateway.listeners.filter_chain import (
     ChainBuilder,
@@ -270,7 +270,7 @@ class Listener:
         info.filter_chain = chain.name
         annotate("connection", peer=info.peer, listener=self.name, filter_chain=chain.name)
         if chain.tls is None:
-            return chain, stream
+            return chain, TcpStream(stream)
         try:
             downstream, info.tls = await chain.tls.handshake(stream, info.server_name)
         except HandshakeTimeout:
