@@ -27,7 +27,6 @@ cluster's reaper task.
 """
 
 import math
-import time
 
 import trio
 
@@ -88,7 +87,7 @@ class HostPool(PoolBase):
         if not failed and conn.codec.reusable and conn.keep_alive and not self._closed:
             conn.codec.start_next_cycle()
             conn.state = UpstreamState.READY
-            conn.idle_since = time.monotonic()
+            conn.idle_since = trio.current_time()
             self._idle_send.send_nowait(conn)
         else:
             if conn.codec.protocol_error:
@@ -155,7 +154,8 @@ class HostPool(PoolBase):
         return waiting > self._connecting and self._may_connect(self._open)
 
     def _usable(self, conn: UpstreamConnection) -> bool:
-        if time.monotonic() - conn.idle_since < self._config.idle_timeout and not conn.is_stale():
+        idle = trio.current_time() - conn.idle_since
+        if idle < self._config.idle_timeout and not conn.is_stale():
             return True
         self._cluster_stats.upstream_cx_idle_timeout.inc()
         self._discard(conn)

@@ -7,7 +7,8 @@ connection is marked broken and the pool closes it instead of reusing it.
 """
 
 import enum
-import time
+
+import trio
 
 from gateway.errors import UpstreamReset
 from gateway.io.byte_stream import ByteStream
@@ -44,7 +45,8 @@ class UpstreamConnection:
         self.host = host
         self.codec = ClientCodec(max_header_bytes=max_header_bytes)
         self.state = UpstreamState.READY
-        self.idle_since = time.monotonic()
+        #: On trio's clock, as the pool's idle_timeout is (a test's MockClock included).
+        self.idle_since = trio.current_time()
         self.requests = 0
         #: Cleared when the exchange left the connection unfit for another (a refused upgrade).
         self.keep_alive = True

@@ -1,0 +1,327 @@
+"""The data path without sockets: in-memory connections, a network of in-test upstreams,
+and the gateway's own pieces wired over them, for tests that run on trio's MockClock.
+
+- `MemoryStream` is one end of `trio.testing.memory_stream_pair()` as a `ByteStream`, the
+  interface every connection reaches the data path through; it also answers the pool's
+  `is_readable()` (the peer sent bytes not read yet, or closed).
+- `MemoryNetwork` is an `UpstreamConnector`: each connect to an address gets a new pair,
+  one end served by the upstream the test put at that address, the other the gateway's.
+- `H1Upstream` is an HTTP/1.1 server (h11) for those ends, `H1Client` an HTTP/1.1 client.
+- `memory_gateway` builds what a listener builds (clusters, filter chains with the HTTP
+  connection manager) from a `ConfigBuilder` config and hands connections to its
+  network filters as the listener does.
+"""
+
+import collections
+import ipaddress
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+
+import attrs
+import h11
+import trio
+import trio.testing
+
+from gateway import loads_config
+from gateway.clusters.manager import ClusterManager
+from gateway.config.model import Address
+from gateway.config.model import Cluster as ClusterConfig
+from gateway.io.byte_stream import ByteStream
+from gateway.io.trio_util import PEER_GONE
+from gateway.listeners.filter_chain import ChainBuilder, FilterChain, build_filter_chains
+from gateway.listeners.network_filter import ConnectionInfo, run_filters
+from gateway.observability.stats import StatsStore
+from gateway.server.overload import OverloadManager
+from gateway.server.state import ServerState
+from tests.config_builder import ConfigBuilder
+
+_Stapled = trio.StapledStream[trio.testing.MemorySendStream, trio.testing.MemoryReceiveStream]
+
+
+class MemoryStream(ByteStream):
+    """One end of an in-memory connection. What it sends is in the peer's buffer when
+    `send_all` returns (trio's pump runs in it), so the peer's count of unread bytes is
+    kept here, where both ends can see it."""
+
+    def __init__(self, stream: _Stapled) -> None:
+        self._stream = stream
+        self.peer: MemoryStream | None = None
+        #: Bytes the peer sent that this end has not received yet; whether it closed.
+        self._unread = 0
+        self._peer_closed = False
+
+    async def send_all(self, data: bytes | bytearray | memoryview) -> None:
+        await self._stream.send_all(data)
+        assert self.peer is not None
+        self.peer._unread += len(data)
+
+    async def wait_send_all_might_not_block(self) -> None:
+        await self._stream.wait_send_all_might_not_block()
+
+    async def receive_some(self, max_bytes: int | None = None) -> bytes | bytearray:
+        data = await self._stream.receive_some(max_bytes)
+        self._unread -= len(data)
+        return data
+
+    async def send_eof(self) -> None:
+        await self._stream.send_eof()
+        self._tell_peer_closed()
+
+    async def aclose(self) -> None:
+        self._tell_peer_closed()
+        await self._stream.aclose()
+
+    def close_now(self) -> None:
+        self._tell_peer_closed()
+        self._stream.send_stream.close()
+        self._stream.receive_stream.close()
+
+    def is_readable(self) -> bool:
+        return self._unread > 0 or self._peer_closed
+
+    def _tell_peer_closed(self) -> None:
+        assert self.peer is not None
+        self.peer._peer_closed = True
+
+
+def memory_stream_pair() -> tuple[MemoryStream, MemoryStream]:
+    """Two connected `MemoryStream`s (over `trio.testing.memory_stream_pair`)."""
+    a, b = trio.testing.memory_stream_pair()
+    left, right = MemoryStream(a), MemoryStream(b)
+    left.peer, right.peer = right, left
+    return left, right
+
+
+Handler = Callable[[MemoryStream], Awaitable[None]]
+
+
+class MemoryNetwork:
+    """An `UpstreamConnector` whose connections are memory streams: a connect to an address
+    with a handler (`listen`) starts the handler on the far end in `nursery`; a connect
+    to any other address is refused, as a closed port refuses."""
+
+    def __init__(self, nursery: trio.Nursery) -> None:
+        self._nursery = nursery
+        self._handlers: dict[str, Handler] = {}
+        #: Connections opened, by address ("127.0.0.1:8001").
+        self.connects: collections.Counter[str] = collections.Counter()
+
+    def listen(self, address: str, handler: Handler) -> None:
+        self._handlers[address] = handler
+
+    async def __call__(
+        self,
+        address: Address,
+        cluster: ClusterConfig,
+        *,
+        alpn: list[str] | None = None,
+        proxy_header: bytes = b"",
+    ) -> ByteStream:
+        await trio.lowlevel.checkpoint()
+        handler = self._handlers.get(str(address))
+        if handler is None:
+            raise ConnectionRefusedError(f"nothing listens on {address}")
+        ours, theirs = memory_stream_pair()
+        self.connects[str(address)] += 1
+        self._nursery.start_soon(handler, theirs, name=f"upstream {address}")
+        if proxy_header:
+            await ours.send_all(proxy_header)
+        return ours
+
+
+@attrs.define
+class SeenRequest:
+    method: str
+    target: str
+    headers: dict[str, str]
+    body: bytes
+    #: Which of the upstream's connections it came on (0 for the first).
+    connection: int
+
+
+#: An upstream's answer: status, headers, body.
+Answer = tuple[int, list[tuple[str, str]], bytes]
+Respond = Callable[[SeenRequest], Awaitable[Answer]]
+
+
+async def _ok(request: SeenRequest) -> Answer:
+    return 200, [("content-type", "text/plain")], f"{request.method} {request.target}".encode()
+
+
+@attrs.define(eq=False)
+class H1Upstream:
+    """An HTTP/1.1 server (h11) on the far end of `MemoryNetwork` connections, with
+    keep-alive: answers each request with `respond`, and records what it saw."""
+
+    respond: Respond = _ok
+    #: Requests a connection serves before this side closes it (as a server whose own
+    #: idle timeout is shorter than the gateway's does), without saying so in the response.
+    max_requests_per_connection: int | None = None
+    requests: list[SeenRequest] = attrs.Factory(list)
+    connections: int = 0
+    #: Connections that ended (the gateway closed them, or this side did).
+    closed: int = 0
+    _closing: trio.Event = attrs.Factory(trio.Event)
+
+    async def wait_closed(self, count: int = 1) -> None:
+        """Returns once `count` connections have ended."""
+        while self.closed < count:
+            await self._closing.wait()
+
+    async def serve(self, stream: MemoryStream) -> None:
+        index = self.connections
+        self.connections += 1
+        conn = h11.Connection(h11.SERVER)
+        head: h11.Request | None = None
+        body = b""
+        served = 0
+        try:
+            while True:
+                event = conn.next_event()
+                if event is h11.NEED_DATA:
+                    conn.receive_data(bytes(await stream.receive_some()))
+                elif isinstance(event, h11.Request):
+                    head, body = event, b""
+                elif isinstance(event, h11.Data):
+                    body += event.data
+                elif isinstance(event, h11.EndOfMessage):
+                    assert head is not None
+                    await self._answer(stream, conn, head, body, index)
+                    served += 1
+                    if conn.our_state is not h11.DONE or conn.their_state is not h11.DONE:
+                        return
+                    if served == self.max_requests_per_connection:
+                        return
+                    conn.start_next_cycle()
+                else:  # ConnectionClosed
+                    return
+        except (*PEER_GONE, h11.RemoteProtocolError):
+            return
+        finally:
+            stream.close_now()
+            self.closed += 1
+            self._closing.set()
+            self._closing = trio.Event()
+
+    async def _answer(
+        self, stream: MemoryStream, conn: h11.Connection, head: h11.Request, body: bytes, index: int
+    ) -> None:
+        seen = SeenRequest(
+            head.method.decode(),
+            head.target.decode(),
+            {k.decode(): v.decode() for k, v in head.headers},
+            body,
+            index,
+        )
+        self.requests.append(seen)
+        status, headers, payload = await self.respond(seen)
+        headers = [*headers, ("content-length", str(len(payload)))]
+        data = conn.send(h11.Response(status_code=status, headers=headers))
+        data += conn.send(h11.Data(data=payload)) if payload else b""
+        data += conn.send(h11.EndOfMessage())
+        await stream.send_all(data)
+
+
+@attrs.define
+class Response:
+    status: int
+    headers: dict[str, str]
+    body: bytes
+
+
+class H1Client:
+    """An HTTP/1.1 client (h11) over one connection, keep-alive across requests."""
+
+    def __init__(self, stream: MemoryStream) -> None:
+        self.stream = stream
+        self._conn = h11.Connection(h11.CLIENT)
+
+    async def request(
+        self, method: str, target: str, headers: list[tuple[str, str]] | None = None
+    ) -> Response:
+        if self._conn.our_state is h11.DONE:
+            self._conn.start_next_cycle()
+        head = h11.Request(
+            method=method, target=target, headers=[("host", "example.com"), *(headers or [])]
+        )
+        await self.stream.send_all(self._conn.send(head) + self._conn.send(h11.EndOfMessage()))
+        response: h11.Response | None = None
+        body = b""
+        while True:
+            event = self._conn.next_event()
+            if event is h11.NEED_DATA:
+                self._conn.receive_data(bytes(await self.stream.receive_some()))
+            elif isinstance(event, h11.Response):
+                response = event
+            elif isinstance(event, h11.Data):
+                body += event.data
+            elif isinstance(event, h11.EndOfMessage):
+                assert response is not None
+                fields = {k.decode(): v.decode() for k, v in response.headers}
+                return Response(response.status_code, fields, body)
+            else:
+                raise AssertionError(f"unexpected {event!r}")
+
+    async def wait_closed(self) -> None:
+        """Returns when the gateway closed the connection (EOF)."""
+        while await self.stream.receive_some():
+            pass
+
+
+@attrs.define(eq=False)
+class MemoryGateway:
+    """What a listener runs, over memory streams: its filter chain, the clusters (whose
+    connections go over `network`), the stats."""
+
+    store: StatsStore
+    clusters: ClusterManager
+    chain: FilterChain
+    network: MemoryNetwork
+    _nursery: trio.Nursery
+
+    def connect(self, peer: str = "10.0.0.7:40000") -> MemoryStream:
+        """A client connection to the listener, handed to the chain's network filters as
+        the listener hands an accepted one (and closed, as it closes it, when they end)."""
+        client, server = memory_stream_pair()
+        host, _, port = peer.rpartition(":")
+        info = ConnectionInfo(
+            peer=peer,
+            source_ip=ipaddress.ip_address(host),
+            destination_port=80,
+            source_port=int(port),
+            destination_ip=ipaddress.ip_address("10.0.0.1"),
+        )
+        self._nursery.start_soon(self._serve, server, info, name=f"conn {peer}")
+        return client
+
+    async def _serve(self, stream: MemoryStream, info: ConnectionInfo) -> None:
+        try:
+            await run_filters(self.chain.filters, stream, info)
+        finally:
+            await trio.aclose_forcefully(stream)
+
+    def stat(self, name: str) -> int:
+        """A counter's or gauge's value, by its Envoy name."""
+        value = self.store.value(name)
+        assert value is not None, f"no stat {name}"
+        return value
+
+
+@asynccontextmanager
+async def memory_gateway(config: ConfigBuilder) -> AsyncIterator[MemoryGateway]:
+    """The clusters and listener `edge` of `config`, running over a `MemoryNetwork`; the
+    test puts upstreams on it (`gw.network.listen`) before it sends requests."""
+    loaded = loads_config(config.toml())
+    store = StatsStore([])
+    server = ServerState(OverloadManager(loaded.overload, store))
+    # A test that waits for what never comes would otherwise run forever in virtual time
+    # (the pools' reapers keep waking up): it fails after a virtual hour instead.
+    with trio.fail_after(3600):
+        async with trio.open_nursery() as nursery:
+            network = MemoryNetwork(nursery)
+            clusters = ClusterManager(loaded, store, network)
+            await nursery.start(clusters.run)
+            builder = ChainBuilder("edge", loaded, clusters, store, server)
+            chains, _ = build_filter_chains(builder, loaded.listeners["edge"])
+            yield MemoryGateway(store, clusters, chains[0], network, nursery)
+            nursery.cancel_scope.cancel()

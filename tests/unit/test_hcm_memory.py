@@ -1,0 +1,227 @@
+"""The HTTP connection manager, its filters, the router and the pools, with no socket:
+clients and upstreams are memory streams (tests/memory_net.py) and time is trio's
+MockClock, which jumps ahead whenever every task waits. Route timeouts, retry back-offs and
+idle expiry that take seconds or minutes run in milliseconds of wall time, and each test
+checks that virtual time moved as much as the behaviour says."""
+
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import h2.config
+import h2.connection
+import h2.events
+import trio
+import trio.testing
+
+from tests.config_builder import ConfigBuilder, proxy_config
+from tests.memory_net import (
+    Answer,
+    H1Client,
+    H1Upstream,
+    MemoryStream,
+    Response,
+    SeenRequest,
+    memory_gateway,
+)
+
+UPSTREAM = "127.0.0.1:8001"
+
+#: Wall time a test may take for what it runs in virtual time (it takes tens of ms; the
+#: margin is for a loaded machine).
+WALL_BUDGET = 2.0
+
+MARK = {
+    "type": "header_mutation",
+    "request_headers_to_add": {"x-gateway": "1"},
+    "response_headers_to_add": {"x-served-by": "gateway"},
+}
+
+
+@contextmanager
+def elapsed() -> Iterator[list[float]]:
+    """[virtual seconds, wall seconds] the block took, filled in when it ends."""
+    times = [0.0, 0.0]
+    virtual, wall = trio.current_time(), time.perf_counter()
+    yield times
+    times[:] = [trio.current_time() - virtual, time.perf_counter() - wall]
+
+
+def config(**catch_all: object) -> ConfigBuilder:
+    return proxy_config(UPSTREAM, http_filters={"mark": MARK}, catch_all=catch_all)
+
+
+async def test_http1_goes_through_a_filter_and_the_router_to_a_reused_pooled_connection(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    upstream = H1Upstream()
+    async with memory_gateway(config()) as gw:
+        gw.network.listen(UPSTREAM, upstream.serve)
+        client = H1Client(gw.connect(peer="10.0.0.7:40000"))
+        first = await client.request("GET", "/one")
+        second = await client.request("POST", "/two")
+
+        assert (first.status, first.body) == (200, b"GET /one")
+        assert (second.status, second.body) == (200, b"POST /two")
+        assert first.headers["x-served-by"] == "gateway"  # the filter, on the way back
+        seen = upstream.requests[0].headers
+        assert seen["x-gateway"] == "1"  # the filter, on the way up
+        assert seen["x-forwarded-for"] == "10.0.0.7"  # the HCM's edge headers
+        # Keep-alive upstream: both requests on one pooled connection, idle again now.
+        assert [r.connection for r in upstream.requests] == [0, 0]
+        assert gw.network.connects[UPSTREAM] == 1
+        assert gw.stat("cluster.backend.upstream_cx_total") == 1
+        pool = gw.clusters.get("backend").hosts[0].pool.statistics()
+        assert (pool.open, pool.idle, pool.waiting) == (1, 1, 0)
+        assert gw.stat("http.edge.downstream_cx_http1_total") == 1
+
+
+async def h2_get(stream: MemoryStream, path: str) -> Response:
+    """One GET over HTTP/2 (prior knowledge), with h2 as the client."""
+    conn = h2.connection.H2Connection(
+        h2.config.H2Configuration(client_side=True, header_encoding=None)
+    )
+    conn.initiate_connection()
+    request = [(":method", "GET"), (":scheme", "http"), (":authority", "example.com")]
+    conn.send_headers(1, [*request, (":path", path)], end_stream=True)
+    await stream.send_all(conn.data_to_send())
+    headers: dict[str, str] = {}
+    body = b""
+    while True:
+        data = await stream.receive_some()
+        assert data, "the gateway closed the connection before the response ended"
+        for event in conn.receive_data(bytes(data)):
+            if isinstance(event, h2.events.ResponseReceived):
+                headers = {k.decode(): v.decode() for k, v in event.headers}
+            elif isinstance(event, h2.events.DataReceived):
+                body += event.data
+                conn.acknowledge_received_data(event.flow_controlled_length, 1)
+            elif isinstance(event, h2.events.StreamEnded):
+                return Response(int(headers.pop(":status")), headers, body)
+        await stream.send_all(conn.data_to_send())
+
+
+async def test_http2_downstream_goes_through_the_filter_and_router_to_http1_upstream(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    upstream = H1Upstream()
+    async with memory_gateway(config()) as gw:
+        gw.network.listen(UPSTREAM, upstream.serve)
+        response = await h2_get(gw.connect(), "/over-h2")
+
+        assert (response.status, response.body) == (200, b"GET /over-h2")
+        assert response.headers["x-served-by"] == "gateway"
+        assert upstream.requests[0].headers["x-gateway"] == "1"
+        assert gw.stat("http.edge.downstream_cx_http2_total") == 1
+
+
+async def test_a_route_timeout_of_30s_answers_504_in_virtual_time(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    async def never(request: SeenRequest) -> Answer:
+        await trio.sleep_forever()
+        raise AssertionError("unreachable")
+
+    upstream = H1Upstream(respond=never)
+    async with memory_gateway(config(timeout="30s")) as gw:
+        gw.network.listen(UPSTREAM, upstream.serve)
+        client = H1Client(gw.connect())
+        with elapsed() as took:
+            response = await client.request("GET", "/slow")
+
+        assert (response.status, response.body) == (504, b"upstream request timeout")
+        assert gw.stat("cluster.backend.upstream_rq_timeout") == 1
+        # The connection the upstream never answered on is not given back to the pool.
+        assert gw.clusters.get("backend").hosts[0].pool.statistics().open == 0
+    virtual, wall = took
+    assert 30 <= virtual < 30.1
+    assert wall < WALL_BUDGET
+
+
+async def test_a_503_is_retried_after_a_back_off_in_virtual_time(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    async def unavailable_once(request: SeenRequest) -> Answer:
+        if len(upstream.requests) == 1:
+            return 503, [], b"try again"
+        return 200, [], b"second time lucky"
+
+    upstream = H1Upstream(respond=unavailable_once)
+    retry_policy = {
+        "retry_on": ["retriable-status-codes"],
+        "retriable_status_codes": [503],
+        "retry_back_off": {"base_interval": "10s", "max_interval": "10s"},
+    }
+    async with memory_gateway(config(timeout="60s", retry_policy=retry_policy)) as gw:
+        gw.network.listen(UPSTREAM, upstream.serve)
+        client = H1Client(gw.connect())
+        with elapsed() as took:
+            response = await client.request("GET", "/flaky")
+
+        assert (response.status, response.body) == (200, b"second time lucky")
+        assert len(upstream.requests) == 2
+        assert gw.stat("cluster.backend.upstream_rq_retry") == 1
+        assert gw.stat("cluster.backend.upstream_rq_retry_success") == 1
+    virtual, wall = took
+    assert 0 < virtual <= 10  # the back-off: a random wait of up to base_interval
+    assert wall < WALL_BUDGET
+
+
+async def test_an_idle_downstream_connection_is_closed_after_the_listener_idle_timeout(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    upstream = H1Upstream()
+    cfg = config()
+    cfg.listener("edge", idle_timeout="120s")
+    async with memory_gateway(cfg) as gw:
+        gw.network.listen(UPSTREAM, upstream.serve)
+        client = H1Client(gw.connect())
+        assert (await client.request("GET", "/")).status == 200
+        with elapsed() as took:
+            await client.wait_closed()
+
+        assert gw.stat("http.edge.downstream_cx_idle_timeout") == 1
+    virtual, wall = took
+    assert 120 <= virtual < 120.1
+    assert wall < WALL_BUDGET
+
+
+async def test_an_idle_pooled_connection_is_closed_after_the_cluster_idle_timeout(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    upstream = H1Upstream()
+    cfg = config()
+    cfg.cluster("backend", idle_timeout="30s")
+    async with memory_gateway(cfg) as gw:
+        gw.network.listen(UPSTREAM, upstream.serve)
+        client = H1Client(gw.connect())
+        assert (await client.request("GET", "/")).status == 200
+        pool = gw.clusters.get("backend").hosts[0].pool
+        assert pool.statistics().idle == 1
+        with elapsed() as took:
+            await upstream.wait_closed()
+
+        assert gw.stat("cluster.backend.upstream_cx_idle_timeout") == 1
+        assert pool.statistics().open == 0
+    virtual, wall = took
+    # The reaper looks every idle_timeout / 2: closed between 30 s and 45 s of idleness.
+    assert 30 <= virtual <= 45
+    assert wall < WALL_BUDGET
+
+
+async def test_a_pooled_connection_the_upstream_closed_while_idle_is_not_reused(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    upstream = H1Upstream(max_requests_per_connection=1)
+    async with memory_gateway(config()) as gw:
+        gw.network.listen(UPSTREAM, upstream.serve)
+        client = H1Client(gw.connect())
+        assert (await client.request("GET", "/first")).status == 200
+        await upstream.wait_closed()  # closed under the pool, which still holds it
+        assert gw.clusters.get("backend").hosts[0].pool.statistics().idle == 1
+
+        second = await client.request("GET", "/second")
+
+        assert (second.status, second.body) == (200, b"GET /second")
+        assert [r.connection for r in upstream.requests] == [0, 1]
+        assert gw.stat("cluster.backend.upstream_cx_idle_timeout") == 1  # found stale
