@@ -18,6 +18,10 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 
 import attrs
+import h2.config
+import h2.connection
+import h2.events
+import h2.exceptions
 import h11
 import trio
 import trio.testing
@@ -220,6 +224,67 @@ class H1Upstream:
         data += conn.send(h11.Data(data=payload)) if payload else b""
         data += conn.send(h11.EndOfMessage())
         await stream.send_all(data)
+
+
+@attrs.define(eq=False)
+class H2Upstream:
+    """An HTTP/2 server (h2) on the far end of `MemoryNetwork` connections: answers each
+    stream with `respond`, streams concurrently, and records what it saw."""
+
+    respond: Respond = _ok
+    requests: list[SeenRequest] = attrs.Factory(list)
+    connections: int = 0
+
+    async def serve(self, stream: MemoryStream) -> None:
+        index = self.connections
+        self.connections += 1
+        conn = h2.connection.H2Connection(
+            h2.config.H2Configuration(client_side=False, header_encoding=None)
+        )
+        conn.initiate_connection()
+        send_lock = trio.Lock()
+        heads: dict[int, dict[str, str]] = {}
+        bodies: dict[int, bytes] = {}
+
+        async def flush() -> None:
+            async with send_lock:
+                await stream.send_all(conn.data_to_send())
+
+        async def answer(stream_id: int) -> None:
+            head = heads.pop(stream_id)
+            seen = SeenRequest(
+                head.pop(":method"), head.pop(":path"), head, bodies.pop(stream_id), index
+            )
+            self.requests.append(seen)
+            status, headers, payload = await self.respond(seen)
+            fields = [(":status", str(status)), *headers, ("content-length", str(len(payload)))]
+            conn.send_headers(stream_id, fields)
+            conn.send_data(stream_id, payload, end_stream=True)
+            await flush()
+
+        try:
+            async with trio.open_nursery() as nursery:
+                await flush()
+                while data := await stream.receive_some():
+                    for event in conn.receive_data(bytes(data)):
+                        if isinstance(event, h2.events.RequestReceived):
+                            heads[event.stream_id] = {
+                                k.decode(): v.decode() for k, v in event.headers or []
+                            }
+                            bodies[event.stream_id] = b""
+                        elif isinstance(event, h2.events.DataReceived):
+                            bodies[event.stream_id] += event.data or b""
+                            conn.acknowledge_received_data(
+                                event.flow_controlled_length, event.stream_id
+                            )
+                        elif isinstance(event, h2.events.StreamEnded):
+                            nursery.start_soon(answer, event.stream_id)
+                    await flush()
+                nursery.cancel_scope.cancel()  # the gateway closed: answers in flight go
+        except (*PEER_GONE, h2.exceptions.ProtocolError):
+            return
+        finally:
+            stream.close_now()
 
 
 @attrs.define

@@ -19,6 +19,7 @@ from tests.memory_net import (
     Answer,
     H1Client,
     H1Upstream,
+    H2Upstream,
     MemoryStream,
     Response,
     SeenRequest,
@@ -225,3 +226,36 @@ async def test_a_pooled_connection_the_upstream_closed_while_idle_is_not_reused(
         assert (second.status, second.body) == (200, b"GET /second")
         assert [r.connection for r in upstream.requests] == [0, 1]
         assert gw.stat("cluster.backend.upstream_cx_idle_timeout") == 1  # found stale
+
+
+async def test_requests_at_once_share_one_pooled_http2_upstream_connection(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    both_in = trio.Event()
+
+    async def when_both_are_in(request: SeenRequest) -> Answer:
+        if len(upstream.requests) == 2:
+            both_in.set()
+        await both_in.wait()  # so the two streams are open on the connection together
+        return 200, [], request.target.encode()
+
+    upstream = H2Upstream(respond=when_both_are_in)
+    cfg = config()
+    cfg.cluster("backend", protocol="http2")
+    async with memory_gateway(cfg) as gw:
+        gw.network.listen(UPSTREAM, upstream.serve)
+        bodies: list[bytes] = []
+
+        async def get(path: str) -> None:
+            bodies.append((await H1Client(gw.connect()).request("GET", path)).body)
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(get, "/a")
+            nursery.start_soon(get, "/b")
+
+        assert sorted(bodies) == [b"/a", b"/b"]
+        assert [r.connection for r in upstream.requests] == [0, 0]
+        assert gw.network.connects[UPSTREAM] == 1
+        pool = gw.clusters.get("backend").hosts[0].pool.statistics()
+        assert (pool.open, pool.idle) == (1, 1)
+        assert upstream.requests[0].headers["x-gateway"] == "1"
