@@ -6,7 +6,8 @@ and the gateway's own pieces wired over them, for tests that run on trio's MockC
   `is_readable()` (the peer sent bytes not read yet, or closed).
 - `MemoryNetwork` is an `UpstreamConnector`: each connect to an address gets a new pair,
   one end served by the upstream the test put at that address, the other the gateway's.
-- `H1Upstream` is an HTTP/1.1 server (h11) for those ends, `H1Client` an HTTP/1.1 client.
+- `H1Upstream` (h11) and `H2Upstream` (h2) serve those ends; `H1Client` is an HTTP/1.1
+  client for the gateway's listener side.
 - `memory_gateway` builds what a listener builds (clusters, filter chains with the HTTP
   connection manager) from a `ConfigBuilder` config and hands connections to its
   network filters as the listener does.

@@ -50,7 +50,7 @@ class Cluster:
         self.name = name
         self.config = config
         #: How its pools, health checks and raw connections reach its hosts.
-        self.connector = connector
+        self._connector = connector
         scope = store.scope(f"cluster.{name}", "cluster", {"envoy_cluster_name": name})
         self.stats = ClusterStats.create(scope, tls=config.tls is not None)
         self.resources = ResourceManager(config.circuit_breakers, scope)
@@ -90,7 +90,7 @@ class Cluster:
         host_stats = HostStats()
         pool_class = H2HostPool if self.config.protocol == "http2" else HostPool
         pool = pool_class(
-            address, self.config, self.stats, host_stats, self.resources, self.connector
+            address, self.config, self.stats, host_stats, self.resources, self._connector
         )
         host = Host(address, weight, pool, host_stats)
         if self.config.health_checks:
@@ -164,7 +164,7 @@ class Cluster:
         stats.upstream_cx_total.inc()
         try:
             with trio.fail_after(self.config.connect_timeout):
-                upstream = await self.connector(
+                upstream = await self._connector(
                     host.address, self.config, alpn=[], proxy_header=proxy_header
                 )
         except (OSError, trio.TooSlowError) as exc:
@@ -332,7 +332,7 @@ class Cluster:
                         host,
                         self,
                         self.health_check_stats,
-                        self.connector,
+                        self._connector,
                     )
                     await nursery.start(checker.run, name=f"health check {check.type} {host}")
             task_status.started()
