@@ -11,9 +11,12 @@ through it. Printed per call, best of `--repeat` interleaved batches:
   difference of the last two is the interface's cost on the generic path);
 - one delegating coroutine layer alone, around a coroutine that does not suspend;
 - the pool's check of an idle connection, on the socket and through the interface;
-- the pools' idle clock: `trio.current_time()` against `time.monotonic()`.
+- the HTTP/1.1 pool's idle clock: `trio.current_time()` against `time.monotonic()`.
 
-    python bench/byte_stream_cost.py [--number 20000] [--repeat 15]
+    PYTHONPATH=. python bench/byte_stream_cost.py [--number 20000] [--repeat 15]
+
+from the checkout's root: the gateway is imported in-process, this checkout's rather than
+an installed copy.
 """
 
 import argparse
