@@ -191,6 +191,9 @@ class H1Upstream:
                     body += event.data
                 elif isinstance(event, h11.EndOfMessage):
                     assert head is not None
+                    if any(name == b"upgrade" for name, _ in head.headers):
+                        await self._echo_after_upgrade(stream, conn, head, index)
+                        return
                     await self._answer(stream, conn, head, body, index)
                     served += 1
                     if conn.our_state is not h11.DONE or conn.their_state is not h11.DONE:
@@ -208,9 +211,7 @@ class H1Upstream:
             self._closing.set()
             self._closing = trio.Event()
 
-    async def _answer(
-        self, stream: MemoryStream, conn: h11.Connection, head: h11.Request, body: bytes, index: int
-    ) -> None:
+    def _seen(self, head: h11.Request, body: bytes, index: int) -> SeenRequest:
         seen = SeenRequest(
             head.method.decode(),
             head.target.decode(),
@@ -219,6 +220,29 @@ class H1Upstream:
             index,
         )
         self.requests.append(seen)
+        return seen
+
+    async def _echo_after_upgrade(
+        self, stream: MemoryStream, conn: h11.Connection, head: h11.Request, index: int
+    ) -> None:
+        """Accepts an upgrade (101), then echoes bytes until the client half-closes."""
+        self._seen(head, b"", index)
+        switch = h11.InformationalResponse(
+            status_code=101, headers=[("upgrade", "websocket"), ("connection", "upgrade")]
+        )
+        await stream.send_all(conn.send(switch))
+        data, _ = conn.trailing_data
+        while True:
+            if data:
+                await stream.send_all(data)
+            data = bytes(await stream.receive_some())
+            if not data:
+                return
+
+    async def _answer(
+        self, stream: MemoryStream, conn: h11.Connection, head: h11.Request, body: bytes, index: int
+    ) -> None:
+        seen = self._seen(head, body, index)
         status, headers, payload = await self.respond(seen)
         headers = [*headers, ("content-length", str(len(payload)))]
         data = conn.send(h11.Response(status_code=status, headers=headers))
@@ -325,6 +349,22 @@ class H1Client:
                 assert response is not None
                 fields = {k.decode(): v.decode() for k, v in response.headers}
                 return Response(response.status_code, fields, body)
+            else:
+                raise AssertionError(f"unexpected {event!r}")
+
+    async def upgrade(self, target: str) -> int:
+        """Asks for a WebSocket upgrade; the status of the answer. After a 101 the stream
+        carries the tunnel's bytes."""
+        headers = [("connection", "upgrade"), ("upgrade", "websocket")]
+        head = h11.Request(method="GET", target=target, headers=[("host", "example.com"), *headers])
+        await self.stream.send_all(self._conn.send(head) + self._conn.send(h11.EndOfMessage()))
+        while True:
+            event = self._conn.next_event()
+            if event is h11.NEED_DATA:
+                self._conn.receive_data(bytes(await self.stream.receive_some()))
+            elif isinstance(event, h11.InformationalResponse | h11.Response):
+                assert not self._conn.trailing_data[0], "tunnel bytes before any were sent"
+                return event.status_code
             else:
                 raise AssertionError(f"unexpected {event!r}")
 

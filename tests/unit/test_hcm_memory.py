@@ -259,3 +259,38 @@ async def test_requests_at_once_share_one_pooled_http2_upstream_connection(
         pool = gw.clusters.get("backend").hosts[0].pool.statistics()
         assert (pool.open, pool.idle) == (1, 1)
         assert upstream.requests[0].headers["x-gateway"] == "1"
+
+
+async def test_a_websocket_tunnel_echoes_passes_a_half_close_and_idles_out_in_virtual_time(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    upstream = H1Upstream()
+    cfg = proxy_config(
+        UPSTREAM,
+        listener={"upgrade": ["websocket"]},
+        catch_all={"tunnel_idle_timeout": "90s"},
+    )
+    async with memory_gateway(cfg) as gw:
+        gw.network.listen(UPSTREAM, upstream.serve)
+        client = H1Client(gw.connect())
+        assert await client.upgrade("/ws") == 101
+        await client.stream.send_all(b"ping")
+        assert await client.stream.receive_some() == b"ping"
+        # The client's half-close reaches the upstream, which then closes its side too: at
+        # once, not when the idle timeout would have ended the tunnel.
+        with elapsed() as half_close:
+            await client.stream.send_eof()
+            await upstream.wait_closed()
+            await client.wait_closed()
+        assert half_close[0] < 1
+        assert upstream.requests[0].headers["upgrade"] == "websocket"
+
+        # A second tunnel that goes quiet is cut by the route's tunnel_idle_timeout.
+        quiet = H1Client(gw.connect())
+        assert await quiet.upgrade("/ws") == 101
+        with elapsed() as took:
+            await quiet.wait_closed()
+        assert gw.stat("http.edge.downstream_cx_upgrades_total") == 2
+    virtual, wall = took
+    assert 90 <= virtual < 90.1
+    assert wall < WALL_BUDGET
