@@ -294,3 +294,35 @@ async def test_a_websocket_tunnel_echoes_passes_a_half_close_and_idles_out_in_vi
     virtual, wall = took
     assert 90 <= virtual < 90.1
     assert wall < WALL_BUDGET
+
+
+async def test_tcp_proxy_relays_bytes_and_idles_out_in_virtual_time(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    upstream_closed = trio.Event()
+
+    async def echo(stream: MemoryStream) -> None:
+        while data := await stream.receive_some():
+            await stream.send_all(data)
+        upstream_closed.set()  # the gateway closed the upstream connection
+
+    cfg = ConfigBuilder(admin=False)
+    proxy = {"type": "tcp_proxy", "cluster": "raw", "stat_prefix": "raw", "idle_timeout": "45s"}
+    cfg.filter_chain("edge", filters=[proxy])
+    cfg.cluster("raw", UPSTREAM)
+    async with memory_gateway(cfg) as gw:
+        gw.network.listen(UPSTREAM, echo)
+        client = gw.connect()
+        await client.send_all(b"hello")
+        assert await client.receive_some() == b"hello"
+        assert gw.stat("cluster.raw.upstream_cx_active") == 1
+        with elapsed() as took:
+            while await client.receive_some():
+                pass
+            await upstream_closed.wait()
+
+        assert gw.stat("tcp.raw.idle_timeout") == 1
+        assert gw.stat("cluster.raw.upstream_cx_active") == 0
+    virtual, wall = took
+    assert 45 <= virtual < 45.1
+    assert wall < WALL_BUDGET
