@@ -5,7 +5,8 @@ and the gateway's own pieces wired over them, for tests that run on trio's MockC
   interface every connection reaches the data path through; it also answers the pool's
   `is_readable()` (the peer sent bytes not read yet, or closed).
 - `MemoryNetwork` is an `UpstreamConnector`: each connect to an address gets a new pair,
-  one end served by the upstream the test put at that address, the other the gateway's.
+  one end served by the upstream the test put at that address, the other the gateway's
+  (which puts TLS over it for a cluster with `tls`, as over TCP).
 - `H1Upstream` (h11) and `H2Upstream` (h2) serve those ends; `H1Client` is an HTTP/1.1
   client for the gateway's listener side.
 - `memory_gateway` builds what a listener builds (clusters, filter chains with the HTTP
@@ -15,6 +16,7 @@ and the gateway's own pieces wired over them, for tests that run on trio's MockC
 
 import collections
 import ipaddress
+import ssl
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 
@@ -30,11 +32,12 @@ import trio.testing
 from gateway import loads_config
 from gateway.clusters.manager import ClusterManager
 from gateway.config.model import Address
-from gateway.config.model import Cluster as ClusterConfig
 from gateway.io.byte_stream import ByteStream
+from gateway.io.tls_stream import TlsStream
 from gateway.io.trio_util import PEER_GONE
 from gateway.listeners.filter_chain import ChainBuilder, FilterChain, build_filter_chains
 from gateway.listeners.network_filter import ConnectionInfo, run_filters
+from gateway.listeners.tls import HandshakeFailed
 from gateway.observability.stats import StatsStore
 from gateway.server.overload import OverloadManager
 from gateway.server.state import ServerState
@@ -97,7 +100,7 @@ def memory_stream_pair() -> tuple[MemoryStream, MemoryStream]:
     return left, right
 
 
-Handler = Callable[[MemoryStream], Awaitable[None]]
+Handler = Callable[[ByteStream], Awaitable[None]]
 
 
 class MemoryNetwork:
@@ -114,14 +117,7 @@ class MemoryNetwork:
     def listen(self, address: str, handler: Handler) -> None:
         self._handlers[address] = handler
 
-    async def __call__(
-        self,
-        address: Address,
-        cluster: ClusterConfig,
-        *,
-        alpn: list[str] | None = None,
-        proxy_header: bytes = b"",
-    ) -> ByteStream:
+    async def __call__(self, address: Address) -> ByteStream:
         await trio.lowlevel.checkpoint()
         handler = self._handlers.get(str(address))
         if handler is None:
@@ -129,9 +125,30 @@ class MemoryNetwork:
         ours, theirs = memory_stream_pair()
         self.connects[str(address)] += 1
         self._nursery.start_soon(handler, theirs, name=f"upstream {address}")
-        if proxy_header:
-            await ours.send_all(proxy_header)
         return ours
+
+
+@attrs.define
+class TlsServer:
+    """Puts a TLS server over an upstream's connections (`listen(address,
+    TlsServer(context, upstream.serve))`), and records each handshake's SNI and ALPN."""
+
+    context: ssl.SSLContext
+    handler: Handler
+    #: (server name, ALPN protocol) of each handshake, in order.
+    handshakes: list[tuple[str | None, str | None]] = attrs.Factory(list)
+
+    async def __call__(self, stream: ByteStream) -> None:
+        names: list[str | None] = []
+        self.context.sni_callback = lambda _sock, name, _context: names.append(name)
+        tls = trio.SSLStream(stream, self.context, server_side=True, https_compatible=True)
+        try:
+            await tls.do_handshake()
+        except trio.BrokenResourceError:
+            stream.close_now()  # the gateway refused the certificate
+            return
+        self.handshakes.append((names[0] if names else None, tls.selected_alpn_protocol()))
+        await self.handler(TlsStream(tls))
 
 
 @attrs.define
@@ -173,7 +190,7 @@ class H1Upstream:
         while self.closed < count:
             await self._closing.wait()
 
-    async def serve(self, stream: MemoryStream) -> None:
+    async def serve(self, stream: ByteStream) -> None:
         index = self.connections
         self.connections += 1
         conn = h11.Connection(h11.SERVER)
@@ -223,7 +240,7 @@ class H1Upstream:
         return seen
 
     async def _echo_after_upgrade(
-        self, stream: MemoryStream, conn: h11.Connection, head: h11.Request, index: int
+        self, stream: ByteStream, conn: h11.Connection, head: h11.Request, index: int
     ) -> None:
         """Accepts an upgrade (101), then echoes bytes until the client half-closes."""
         self._seen(head, b"", index)
@@ -240,7 +257,7 @@ class H1Upstream:
                 return
 
     async def _answer(
-        self, stream: MemoryStream, conn: h11.Connection, head: h11.Request, body: bytes, index: int
+        self, stream: ByteStream, conn: h11.Connection, head: h11.Request, body: bytes, index: int
     ) -> None:
         seen = self._seen(head, body, index)
         status, headers, payload = await self.respond(seen)
@@ -260,7 +277,7 @@ class H2Upstream:
     requests: list[SeenRequest] = attrs.Factory(list)
     connections: int = 0
 
-    async def serve(self, stream: MemoryStream) -> None:
+    async def serve(self, stream: ByteStream) -> None:
         index = self.connections
         self.connections += 1
         conn = h2.connection.H2Connection(
@@ -322,7 +339,7 @@ class Response:
 class H1Client:
     """An HTTP/1.1 client (h11) over one connection, keep-alive across requests."""
 
-    def __init__(self, stream: MemoryStream) -> None:
+    def __init__(self, stream: ByteStream) -> None:
         self.stream = stream
         self._conn = h11.Connection(h11.CLIENT)
 
@@ -385,9 +402,11 @@ class MemoryGateway:
     network: MemoryNetwork
     _nursery: trio.Nursery
 
-    def connect(self, peer: str = "10.0.0.7:40000") -> MemoryStream:
+    def connect(self, peer: str = "10.0.0.7:40000", server_name: str | None = None) -> MemoryStream:
         """A client connection to the listener, handed to the chain's network filters as
-        the listener hands an accepted one (and closed, as it closes it, when they end)."""
+        the listener hands an accepted one (after the TLS handshake, if the chain
+        terminates TLS; `server_name` is the SNI the listener's inspector would have
+        read), and closed, as the listener closes it, when they end."""
         client, server = memory_stream_pair()
         host, _, port = peer.rpartition(":")
         info = ConnectionInfo(
@@ -396,13 +415,19 @@ class MemoryGateway:
             destination_port=80,
             source_port=int(port),
             destination_ip=ipaddress.ip_address("10.0.0.1"),
+            server_name=server_name,
         )
         self._nursery.start_soon(self._serve, server, info, name=f"conn {peer}")
         return client
 
     async def _serve(self, stream: MemoryStream, info: ConnectionInfo) -> None:
+        downstream: ByteStream = stream
         try:
-            await run_filters(self.chain.filters, stream, info)
+            if self.chain.tls is not None:  # as the listener terminates it
+                downstream, info.tls = await self.chain.tls.handshake(stream, info.server_name)
+            await run_filters(self.chain.filters, downstream, info)
+        except HandshakeFailed:
+            pass
         finally:
             await trio.aclose_forcefully(stream)
 

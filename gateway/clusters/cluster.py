@@ -26,7 +26,7 @@ from gateway.clusters.load_balancer import (
 from gateway.clusters.outlier_detection import OutlierDetector
 from gateway.clusters.pool_h1 import HostPool
 from gateway.clusters.pool_h2 import H2HostPool
-from gateway.clusters.transport_socket import UpstreamConnector
+from gateway.clusters.transport_socket import UpstreamConnector, connect_upstream
 from gateway.config.model import Address, Endpoint
 from gateway.config.model import Cluster as ClusterConfig
 from gateway.errors import UpstreamConnectError
@@ -164,8 +164,8 @@ class Cluster:
         stats.upstream_cx_total.inc()
         try:
             with trio.fail_after(self.config.connect_timeout):
-                upstream = await self._connector(
-                    host.address, self.config, alpn=[], proxy_header=proxy_header
+                upstream = await connect_upstream(
+                    self._connector, host.address, self.config, alpn=[], proxy_header=proxy_header
                 )
         except (OSError, trio.TooSlowError) as exc:
             stats.record_connect(exc)

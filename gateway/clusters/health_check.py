@@ -19,7 +19,7 @@ import attrs
 import trio
 
 from gateway.clusters.host import HealthFlag, Host, HostSet
-from gateway.clusters.transport_socket import UpstreamConnector
+from gateway.clusters.transport_socket import UpstreamConnector, connect_upstream
 from gateway.clusters.upstream_h1 import UpstreamConnection
 from gateway.clusters.upstream_h2 import H2UpstreamConnection
 from gateway.config.model import Cluster, HealthCheck
@@ -111,7 +111,7 @@ class HealthChecker:
         try:
             with trio.fail_after(self._check.timeout):
                 alpn = _PROBE_ALPN[self._check.type]
-                stream = await self._connector(address, self.config, alpn=alpn)
+                stream = await connect_upstream(self._connector, address, self.config, alpn=alpn)
                 async with stream:
                     await _PROBES[self._check.type](stream, self._check, self)
         except trio.TooSlowError:

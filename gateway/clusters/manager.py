@@ -5,7 +5,7 @@ import functools
 import trio
 
 from gateway.clusters.cluster import Cluster
-from gateway.clusters.transport_socket import UpstreamConnector, connect_upstream
+from gateway.clusters.transport_socket import UpstreamConnector, open_tcp
 from gateway.config.model import GatewayConfig
 from gateway.errors import ClusterNotFound
 from gateway.observability.stats import StatsStore
@@ -17,7 +17,7 @@ class ClusterManager:
         self,
         config: GatewayConfig,
         store: StatsStore,
-        connector: UpstreamConnector = connect_upstream,
+        connector: UpstreamConnector = open_tcp,
     ) -> None:
         self._store = store
         #: How every cluster reaches its hosts (a test hands in one of its own).

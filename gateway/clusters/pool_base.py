@@ -7,7 +7,7 @@ import trio
 
 from gateway.clusters.circuit_breakers import ResourceManager
 from gateway.clusters.cluster_stats import ClusterStats, HostStats
-from gateway.clusters.transport_socket import UpstreamConnector
+from gateway.clusters.transport_socket import UpstreamConnector, connect_upstream
 from gateway.config.model import Address, Cluster
 from gateway.errors import UpstreamConnectError, UpstreamOverflow
 from gateway.io.byte_stream import ByteStream
@@ -76,7 +76,7 @@ class PoolBase(abc.ABC):
         self._cluster_stats.upstream_cx_total.inc()
         try:
             with trio.fail_after(self._config.connect_timeout):
-                stream = await self._connector(self.address, self._config)
+                stream = await connect_upstream(self._connector, self.address, self._config)
         except (OSError, trio.TooSlowError) as exc:
             self._cluster_stats.record_connect(exc)
             self._host_stats.cx_connect_fail += 1

@@ -1,16 +1,13 @@
-"""TLS as a `ByteStream`: a `trio.SSLStream` over TCP, with its socket kept in reach.
+"""TLS as a `ByteStream`: a `trio.SSLStream` over another `ByteStream` (a `TcpStream`, or
+a test's in-memory stream), whose transport answers the two verbs a `ByteStream` adds.
 
-`trio.SSLStream` hides its transport's socket; `TlsStream` keeps it beside the session for
-the two verbs a `ByteStream` adds: `close_now()` closes the socket under the session,
-which skips close_notify (HTTP does not need it: trio's `https_compatible`), and
-`is_readable()` asks the socket. TLS cannot be half-closed over trio (it has no way to
-send close_notify and keep reading), so `send_eof` half-closes the TCP connection under
-the session instead: the peer reads EOF, and this side can still read what it sends,
-which is what a lingering close needs. A tunnel, which needs the peer told properly, ends
-a TLS side with `aclose` (close_notify).
+`close_now()` closes the transport under the session, which skips close_notify (HTTP does
+not need it: trio's `https_compatible`), and `is_readable()` asks the transport. TLS
+cannot be half-closed over trio (it has no way to send close_notify and keep reading), so
+`send_eof` half-closes the transport under the session instead: the peer reads EOF, and
+this side can still read what it sends, which is what a lingering close needs. A tunnel,
+which needs the peer told properly, ends a TLS side with `aclose` (close_notify).
 """
-
-import socket
 
 import trio
 
@@ -18,14 +15,14 @@ from gateway.io.byte_stream import ByteStream
 
 
 class TlsStream(ByteStream):
-    __slots__ = ("socket", "tls")
+    __slots__ = ("tls", "transport")
 
-    def __init__(self, tls: trio.SSLStream[trio.SocketStream]) -> None:
+    def __init__(self, tls: trio.SSLStream[ByteStream]) -> None:
         self.tls = tls
-        self.socket = tls.transport_stream.socket
+        self.transport = tls.transport_stream
 
     def __repr__(self) -> str:
-        return f"<TlsStream fd={self.socket.fileno()}>"
+        return f"<TlsStream over {self.transport!r}>"
 
     async def send_all(self, data: bytes | bytearray | memoryview) -> None:
         await self.tls.send_all(data)
@@ -37,17 +34,13 @@ class TlsStream(ByteStream):
         return await self.tls.receive_some(max_bytes)
 
     async def send_eof(self) -> None:
-        await trio.lowlevel.checkpoint()
-        try:
-            self.socket.shutdown(socket.SHUT_WR)
-        except OSError as exc:
-            raise trio.BrokenResourceError(str(exc)) from exc
+        await self.transport.send_eof()
 
     async def aclose(self) -> None:
         await self.tls.aclose()
 
     def close_now(self) -> None:
-        self.socket.close()
+        self.transport.close_now()
 
     def is_readable(self) -> bool:
-        return self.socket.is_readable()
+        return self.transport.is_readable()

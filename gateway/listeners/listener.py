@@ -269,10 +269,11 @@ class Listener:
             return None
         info.filter_chain = chain.name
         annotate("connection", peer=info.peer, listener=self.name, filter_chain=chain.name)
+        tcp = TcpStream(stream)
         if chain.tls is None:
-            return chain, TcpStream(stream)
+            return chain, tcp
         try:
-            downstream, info.tls = await chain.tls.handshake(stream, info.server_name)
+            downstream, info.tls = await chain.tls.handshake(tcp, info.server_name)
         except HandshakeTimeout:
             self.stats.downstream_cx_transport_socket_connect_timeout.inc()
             return None

@@ -4,9 +4,11 @@ MockClock, which jumps ahead whenever every task waits. Route timeouts, retry ba
 idle expiry that take seconds or minutes run in milliseconds of wall time, and each test
 checks that virtual time moved as much as the behaviour says."""
 
+import ssl
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 
 import h2.config
 import h2.connection
@@ -14,17 +16,20 @@ import h2.events
 import trio
 import trio.testing
 
-from tests.config_builder import ConfigBuilder, proxy_config
+from gateway.io.byte_stream import ByteStream
+from gateway.io.tls_stream import TlsStream
+from tests.config_builder import ConfigBuilder, proxy_config, route
 from tests.memory_net import (
     Answer,
     H1Client,
     H1Upstream,
     H2Upstream,
-    MemoryStream,
     Response,
     SeenRequest,
+    TlsServer,
     memory_gateway,
 )
+from tests.tls_helpers import Pki
 
 UPSTREAM = "127.0.0.1:8001"
 
@@ -77,7 +82,7 @@ async def test_http1_goes_through_a_filter_and_the_router_to_a_reused_pooled_con
         assert gw.stat("http.edge.downstream_cx_http1_total") == 1
 
 
-async def h2_get(stream: MemoryStream, path: str) -> Response:
+async def h2_get(stream: ByteStream, path: str) -> Response:
     """One GET over HTTP/2 (prior knowledge), with h2 as the client."""
     conn = h2.connection.H2Connection(
         h2.config.H2Configuration(client_side=True, header_encoding=None)
@@ -301,7 +306,7 @@ async def test_tcp_proxy_relays_bytes_and_idles_out_in_virtual_time(
 ) -> None:
     upstream_closed = trio.Event()
 
-    async def echo(stream: MemoryStream) -> None:
+    async def echo(stream: ByteStream) -> None:
         while data := await stream.receive_some():
             await stream.send_all(data)
         upstream_closed.set()  # the gateway closed the upstream connection
@@ -326,3 +331,77 @@ async def test_tcp_proxy_relays_bytes_and_idles_out_in_virtual_time(
     virtual, wall = took
     assert 45 <= virtual < 45.1
     assert wall < WALL_BUDGET
+
+
+def upstream_tls(pki: Pki, name: str) -> ssl.SSLContext:
+    """A server context with a certificate for `name`, speaking HTTP/1.1."""
+    files = pki.issue(name)
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(files.certificate_chain, files.private_key)
+    context.set_alpn_protocols(["http/1.1"])
+    return context
+
+
+async def test_upstream_tls_over_memory_streams_sends_sni_verifies_and_is_pooled(
+    autojump_clock: trio.testing.MockClock, tmp_path: Path
+) -> None:
+    pki = Pki(tmp_path)
+    upstream = H1Upstream()
+    server = TlsServer(upstream_tls(pki, "api.internal"), upstream.serve)
+    cfg = config()
+    cfg.cluster("backend", tls={"sni": "api.internal", "trusted_ca": pki.ca_file})
+    async with memory_gateway(cfg) as gw:
+        gw.network.listen(UPSTREAM, server)
+        client = H1Client(gw.connect())
+        first = await client.request("GET", "/secure")
+        second = await client.request("GET", "/again")
+
+        assert (first.status, first.body) == (200, b"GET /secure")
+        assert second.status == 200
+        # One handshake, with the cluster's SNI and ALPN: the TLS connection was pooled.
+        assert server.handshakes == [("api.internal", "http/1.1")]
+        assert [r.connection for r in upstream.requests] == [0, 0]
+
+
+async def test_an_upstream_certificate_for_another_name_fails_the_connect(
+    autojump_clock: trio.testing.MockClock, tmp_path: Path
+) -> None:
+    pki = Pki(tmp_path)
+    upstream = H1Upstream()
+    server = TlsServer(upstream_tls(pki, "db.internal"), upstream.serve)
+    cfg = config()
+    cfg.cluster("backend", tls={"sni": "api.internal", "trusted_ca": pki.ca_file})
+    async with memory_gateway(cfg) as gw:
+        gw.network.listen(UPSTREAM, server)
+        response = await H1Client(gw.connect()).request("GET", "/secure")
+
+        assert response.status == 502
+        assert upstream.requests == []
+        assert gw.stat("cluster.backend.upstream_cx_connect_fail") == 1
+
+
+async def test_tls_termination_picks_http2_by_alpn_over_memory_streams(
+    autojump_clock: trio.testing.MockClock, tmp_path: Path
+) -> None:
+    pki = Pki(tmp_path)
+    certificate = pki.issue("gateway.example")
+    upstream = H1Upstream()
+    cfg = ConfigBuilder(admin=False)
+    hcm = {"type": "http_connection_manager", "virtual_hosts": ["main"], "stat_prefix": "edge"}
+    cfg.filter_chain("edge", tls={"certificates": [certificate.table()]}, filters=[hcm])
+    cfg.virtual_host("main", route(cluster="backend"))
+    cfg.cluster("backend", UPSTREAM)
+    async with memory_gateway(cfg) as gw:
+        gw.network.listen(UPSTREAM, upstream.serve)
+        raw: ByteStream = gw.connect(server_name="gateway.example")
+        tls = trio.SSLStream(
+            raw, pki.client_context(alpn=["h2", "http/1.1"]), server_hostname="gateway.example"
+        )
+        await tls.do_handshake()
+        assert tls.selected_alpn_protocol() == "h2"
+
+        response = await h2_get(TlsStream(tls), "/over-tls")
+
+        assert (response.status, response.body) == (200, b"GET /over-tls")
+        assert upstream.requests[0].headers["x-forwarded-proto"] == "https"
+        assert gw.stat("http.edge.downstream_cx_http2_total") == 1
