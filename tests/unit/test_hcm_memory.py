@@ -1,8 +1,9 @@
-"""The HTTP connection manager, its filters, the router and the pools, with no socket:
-clients and upstreams are memory streams (tests/memory_net.py) and time is trio's
-MockClock, which jumps ahead whenever every task waits. Route timeouts, retry back-offs and
-idle expiry that take seconds or minutes run in milliseconds of wall time, and each test
-checks that virtual time moved as much as the behaviour says."""
+"""The HTTP connection manager, its filters, the router, the pools, TLS both ways, tunnels
+and tcp_proxy, with no socket: clients and upstreams are memory streams
+(tests/memory_net.py) and time is trio's MockClock, which jumps ahead whenever every task
+waits. Route timeouts, retry back-offs and idle expiry that take seconds or minutes run in
+milliseconds of wall time, and each test checks that virtual time moved as much as the
+behaviour says."""
 
 import ssl
 import time
