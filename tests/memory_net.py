@@ -170,6 +170,31 @@ async def _ok(request: SeenRequest) -> Answer:
     return 200, [("content-type", "text/plain")], f"{request.method} {request.target}".encode()
 
 
+_Head = h11.Request | h11.InformationalResponse | h11.Response
+
+
+async def _next_message(conn: h11.Connection, stream: ByteStream) -> tuple[_Head, bytes] | None:
+    """The next message's head and body, read from `stream` as needed (an informational
+    response, a 101, comes alone); None once the peer closed."""
+    head: _Head | None = None
+    body = b""
+    while True:
+        event = conn.next_event()
+        if event is h11.NEED_DATA:
+            conn.receive_data(bytes(await stream.receive_some()))
+        elif isinstance(event, h11.InformationalResponse):
+            return event, b""
+        elif isinstance(event, h11.Request | h11.Response):
+            head = event
+        elif isinstance(event, h11.Data):
+            body += event.data
+        elif isinstance(event, h11.EndOfMessage):
+            assert head is not None
+            return head, body
+        else:  # ConnectionClosed
+            return None
+
+
 @attrs.define(eq=False)
 class H1Upstream:
     """An HTTP/1.1 server (h11) on the far end of `MemoryNetwork` connections, with
@@ -194,32 +219,21 @@ class H1Upstream:
         index = self.connections
         self.connections += 1
         conn = h11.Connection(h11.SERVER)
-        head: h11.Request | None = None
-        body = b""
         served = 0
         try:
-            while True:
-                event = conn.next_event()
-                if event is h11.NEED_DATA:
-                    conn.receive_data(bytes(await stream.receive_some()))
-                elif isinstance(event, h11.Request):
-                    head, body = event, b""
-                elif isinstance(event, h11.Data):
-                    body += event.data
-                elif isinstance(event, h11.EndOfMessage):
-                    assert head is not None
-                    if any(name == b"upgrade" for name, _ in head.headers):
-                        await self._echo_after_upgrade(stream, conn, head, index)
-                        return
-                    await self._answer(stream, conn, head, body, index)
-                    served += 1
-                    if conn.our_state is not h11.DONE or conn.their_state is not h11.DONE:
-                        return
-                    if served == self.max_requests_per_connection:
-                        return
-                    conn.start_next_cycle()
-                else:  # ConnectionClosed
+            while (message := await _next_message(conn, stream)) is not None:
+                head, body = message
+                assert isinstance(head, h11.Request)
+                if any(name == b"upgrade" for name, _ in head.headers):
+                    await self._echo_after_upgrade(stream, conn, head, index)
                     return
+                await self._answer(stream, conn, head, body, index)
+                served += 1
+                if conn.our_state is not h11.DONE or conn.their_state is not h11.DONE:
+                    return
+                if served == self.max_requests_per_connection:
+                    return
+                conn.start_next_cycle()
         except (*PEER_GONE, h11.RemoteProtocolError):
             return
         finally:
@@ -352,22 +366,12 @@ class H1Client:
             method=method, target=target, headers=[("host", "example.com"), *(headers or [])]
         )
         await self.stream.send_all(self._conn.send(head) + self._conn.send(h11.EndOfMessage()))
-        response: h11.Response | None = None
-        body = b""
-        while True:
-            event = self._conn.next_event()
-            if event is h11.NEED_DATA:
-                self._conn.receive_data(bytes(await self.stream.receive_some()))
-            elif isinstance(event, h11.Response):
-                response = event
-            elif isinstance(event, h11.Data):
-                body += event.data
-            elif isinstance(event, h11.EndOfMessage):
-                assert response is not None
-                fields = {k.decode(): v.decode() for k, v in response.headers}
-                return Response(response.status_code, fields, body)
-            else:
-                raise AssertionError(f"unexpected {event!r}")
+        message = await _next_message(self._conn, self.stream)
+        assert message is not None, "the gateway closed the connection without a response"
+        response, body = message
+        assert isinstance(response, h11.Response)
+        fields = {k.decode(): v.decode() for k, v in response.headers}
+        return Response(response.status_code, fields, body)
 
     async def upgrade(self, target: str) -> int:
         """Asks for a WebSocket upgrade; the status of the answer. After a 101 the stream
@@ -375,15 +379,12 @@ class H1Client:
         headers = [("connection", "upgrade"), ("upgrade", "websocket")]
         head = h11.Request(method="GET", target=target, headers=[("host", "example.com"), *headers])
         await self.stream.send_all(self._conn.send(head) + self._conn.send(h11.EndOfMessage()))
-        while True:
-            event = self._conn.next_event()
-            if event is h11.NEED_DATA:
-                self._conn.receive_data(bytes(await self.stream.receive_some()))
-            elif isinstance(event, h11.InformationalResponse | h11.Response):
-                assert not self._conn.trailing_data[0], "tunnel bytes before any were sent"
-                return event.status_code
-            else:
-                raise AssertionError(f"unexpected {event!r}")
+        message = await _next_message(self._conn, self.stream)
+        assert message is not None, "the gateway closed the connection without a response"
+        assert not self._conn.trailing_data[0], "tunnel bytes before any were sent"
+        answer = message[0]
+        assert not isinstance(answer, h11.Request)
+        return answer.status_code
 
     async def wait_closed(self) -> None:
         """Returns when the gateway closed the connection (EOF)."""
