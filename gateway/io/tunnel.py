@@ -53,7 +53,7 @@ class TunnelEndpoint(Protocol):
 class SocketEndpoint:
     """A connection's byte stream (after an HTTP/1.1 switch, or a tcp_proxy's), with
     bytes a codec had read ahead. Cleartext or TLS: TLS cannot be half-closed over trio
-    (its `send_eof` only half-closes the TCP under it, which does not tell the peer
+    (its `send_eof` only half-closes the transport under it, which does not tell the peer
     properly), so `send_eof` here sends close_notify and closes it."""
 
     def __init__(self, stream: ByteStream, initial: bytes) -> None:
