@@ -26,11 +26,11 @@ from gateway.clusters.load_balancer import (
 from gateway.clusters.outlier_detection import OutlierDetector
 from gateway.clusters.pool_h1 import HostPool
 from gateway.clusters.pool_h2 import H2HostPool
-from gateway.clusters.transport_socket import connect_upstream
+from gateway.clusters.transport_socket import UpstreamConnector, connect_upstream
 from gateway.config.model import Address, Endpoint
 from gateway.config.model import Cluster as ClusterConfig
 from gateway.errors import UpstreamConnectError
-from gateway.io.tls_stream import ByteStream
+from gateway.io.byte_stream import ByteStream
 from gateway.observability.stats import StatsStore
 from gateway.observability.tasktree import annotate
 
@@ -44,9 +44,13 @@ _MIN_TABLE_BUILD_INTERVAL = 0.5
 
 
 class Cluster:
-    def __init__(self, name: str, config: ClusterConfig, store: StatsStore) -> None:
+    def __init__(
+        self, name: str, config: ClusterConfig, store: StatsStore, connector: UpstreamConnector
+    ) -> None:
         self.name = name
         self.config = config
+        #: How its pools, health checks and raw connections reach its hosts.
+        self._connector = connector
         scope = store.scope(f"cluster.{name}", "cluster", {"envoy_cluster_name": name})
         self.stats = ClusterStats.create(scope, tls=config.tls is not None)
         self.resources = ResourceManager(config.circuit_breakers, scope)
@@ -85,7 +89,9 @@ class Cluster:
     def _new_host(self, address: Address, weight: int) -> Host:
         host_stats = HostStats()
         pool_class = H2HostPool if self.config.protocol == "http2" else HostPool
-        pool = pool_class(address, self.config, self.stats, host_stats, self.resources)
+        pool = pool_class(
+            address, self.config, self.stats, host_stats, self.resources, self._connector
+        )
         host = Host(address, weight, pool, host_stats)
         if self.config.health_checks:
             host.health_flags = HealthFlag.FAILED_ACTIVE_HC  # until its first check passes
@@ -159,7 +165,7 @@ class Cluster:
         try:
             with trio.fail_after(self.config.connect_timeout):
                 upstream = await connect_upstream(
-                    host.address, self.config, alpn=[], proxy_header=proxy_header
+                    self._connector, host.address, self.config, alpn=[], proxy_header=proxy_header
                 )
         except (OSError, trio.TooSlowError) as exc:
             stats.record_connect(exc)
@@ -320,7 +326,13 @@ class Cluster:
             if self.health_check_stats is not None:
                 for check in self.config.health_checks:
                     checker = HealthChecker(
-                        self.name, self.config, check, host, self, self.health_check_stats
+                        self.name,
+                        self.config,
+                        check,
+                        host,
+                        self,
+                        self.health_check_stats,
+                        self._connector,
                     )
                     await nursery.start(checker.run, name=f"health check {check.type} {host}")
             task_status.started()

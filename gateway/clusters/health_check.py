@@ -19,12 +19,12 @@ import attrs
 import trio
 
 from gateway.clusters.host import HealthFlag, Host, HostSet
-from gateway.clusters.transport_socket import connect_upstream
+from gateway.clusters.transport_socket import UpstreamConnector, connect_upstream
 from gateway.clusters.upstream_h1 import UpstreamConnection
 from gateway.clusters.upstream_h2 import H2UpstreamConnection
 from gateway.config.model import Cluster, HealthCheck
 from gateway.errors import GatewayError
-from gateway.io.tls_stream import ByteStream
+from gateway.io.byte_stream import ByteStream
 from gateway.io.trio_util import RECEIVE_SIZE
 from gateway.observability.stats import Counter, Scope, create_stats
 from gateway.observability.tasktree import annotate
@@ -68,8 +68,10 @@ class HealthChecker:
         host: Host,
         hosts: HostSet,
         stats: HealthCheckStats,
+        connector: UpstreamConnector,
     ) -> None:
         self._cluster_name = cluster_name
+        self._connector = connector
         self.config = config
         self._check = check
         self.host = host
@@ -109,7 +111,7 @@ class HealthChecker:
         try:
             with trio.fail_after(self._check.timeout):
                 alpn = _PROBE_ALPN[self._check.type]
-                stream = await connect_upstream(address, self.config, alpn=alpn)
+                stream = await connect_upstream(self._connector, address, self.config, alpn=alpn)
                 async with stream:
                     await _PROBES[self._check.type](stream, self._check, self)
         except trio.TooSlowError:

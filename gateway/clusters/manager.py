@@ -5,6 +5,7 @@ import functools
 import trio
 
 from gateway.clusters.cluster import Cluster
+from gateway.clusters.transport_socket import UpstreamConnector, open_tcp
 from gateway.config.model import GatewayConfig
 from gateway.errors import ClusterNotFound
 from gateway.observability.stats import StatsStore
@@ -12,9 +13,18 @@ from gateway.observability.tasktree import annotate
 
 
 class ClusterManager:
-    def __init__(self, config: GatewayConfig, store: StatsStore) -> None:
+    def __init__(
+        self,
+        config: GatewayConfig,
+        store: StatsStore,
+        connector: UpstreamConnector = open_tcp,
+    ) -> None:
         self._store = store
-        self.clusters = {name: Cluster(name, c, store) for name, c in config.clusters.items()}
+        #: How every cluster reaches its hosts (a test hands in one of its own).
+        self._connector = connector
+        self.clusters = {
+            name: Cluster(name, c, store, connector) for name, c in config.clusters.items()
+        }
         self._nursery: trio.Nursery | None = None
 
     def get(self, name: str) -> Cluster:
@@ -53,7 +63,7 @@ class ClusterManager:
         for name, cluster_config in config.clusters.items():
             old = self.clusters.get(name)
             if old is None or old.config != cluster_config:
-                fresh.append(Cluster(name, cluster_config, self._store))
+                fresh.append(Cluster(name, cluster_config, self._store, self._connector))
                 changes.append(f"cluster {name} {'added' if old is None else 'changed'}")
         await self._start(fresh)
         for cluster in fresh:

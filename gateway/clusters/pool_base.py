@@ -7,10 +7,10 @@ import trio
 
 from gateway.clusters.circuit_breakers import ResourceManager
 from gateway.clusters.cluster_stats import ClusterStats, HostStats
-from gateway.clusters.transport_socket import connect_upstream
+from gateway.clusters.transport_socket import UpstreamConnector, connect_upstream
 from gateway.config.model import Address, Cluster
 from gateway.errors import UpstreamConnectError, UpstreamOverflow
-from gateway.io.tls_stream import ByteStream
+from gateway.io.byte_stream import ByteStream
 
 
 @attrs.frozen
@@ -29,10 +29,12 @@ class PoolBase(abc.ABC):
         cluster_stats: ClusterStats,
         host_stats: HostStats,
         resources: ResourceManager,
+        connector: UpstreamConnector,
     ) -> None:
         #: Where new connections go (a logical_dns refresh may change it).
         self.address = address
         self._config = config
+        self._connector = connector
         self._label = str(address)
         self._cluster_stats = cluster_stats
         self._host_stats = host_stats
@@ -74,7 +76,7 @@ class PoolBase(abc.ABC):
         self._cluster_stats.upstream_cx_total.inc()
         try:
             with trio.fail_after(self._config.connect_timeout):
-                stream = await connect_upstream(self.address, self._config)
+                stream = await connect_upstream(self._connector, self.address, self._config)
         except (OSError, trio.TooSlowError) as exc:
             self._cluster_stats.record_connect(exc)
             self._host_stats.cx_connect_fail += 1

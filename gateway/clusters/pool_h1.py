@@ -27,13 +27,13 @@ cluster's reaper task.
 """
 
 import math
-import time
 
 import trio
 
 from gateway.clusters.circuit_breakers import ResourceManager
 from gateway.clusters.cluster_stats import ClusterStats, HostStats
 from gateway.clusters.pool_base import PoolBase, PoolStatistics
+from gateway.clusters.transport_socket import UpstreamConnector
 from gateway.clusters.upstream_h1 import UpstreamConnection, UpstreamState
 from gateway.config.model import Address, Cluster
 from gateway.errors import UpstreamConnectError, UpstreamOverflow
@@ -49,8 +49,9 @@ class HostPool(PoolBase):
         cluster_stats: ClusterStats,
         host_stats: HostStats,
         resources: ResourceManager,
+        connector: UpstreamConnector,
     ) -> None:
-        super().__init__(address, config, cluster_stats, host_stats, resources)
+        super().__init__(address, config, cluster_stats, host_stats, resources, connector)
         # Items are idle connections, or None: a token saying "capacity freed, connect anew",
         # or the error of a failed connect, for the waiter it is handed to. The channel never
         # holds more than the open connections plus woken waiters.
@@ -86,7 +87,7 @@ class HostPool(PoolBase):
         if not failed and conn.codec.reusable and conn.keep_alive and not self._closed:
             conn.codec.start_next_cycle()
             conn.state = UpstreamState.READY
-            conn.idle_since = time.monotonic()
+            conn.idle_since = trio.current_time()
             self._idle_send.send_nowait(conn)
         else:
             if conn.codec.protocol_error:
@@ -153,7 +154,8 @@ class HostPool(PoolBase):
         return waiting > self._connecting and self._may_connect(self._open)
 
     def _usable(self, conn: UpstreamConnection) -> bool:
-        if time.monotonic() - conn.idle_since < self._config.idle_timeout and not conn.is_stale():
+        idle = trio.current_time() - conn.idle_since
+        if idle < self._config.idle_timeout and not conn.is_stale():
             return True
         self._cluster_stats.upstream_cx_idle_timeout.inc()
         self._discard(conn)

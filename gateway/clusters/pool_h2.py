@@ -23,6 +23,7 @@ import trio
 from gateway.clusters.circuit_breakers import ResourceManager
 from gateway.clusters.cluster_stats import ClusterStats, HostStats
 from gateway.clusters.pool_base import PoolBase, PoolStatistics
+from gateway.clusters.transport_socket import UpstreamConnector
 from gateway.clusters.upstream_h2 import H2UpstreamConnection, H2UpstreamStream
 from gateway.config.model import Address, Cluster
 from gateway.errors import UpstreamOverflow, UpstreamReset
@@ -36,8 +37,9 @@ class H2HostPool(PoolBase):
         cluster_stats: ClusterStats,
         host_stats: HostStats,
         resources: ResourceManager,
+        connector: UpstreamConnector,
     ) -> None:
-        super().__init__(address, config, cluster_stats, host_stats, resources)
+        super().__init__(address, config, cluster_stats, host_stats, resources, connector)
         self._connections: list[H2UpstreamConnection] = []
         self._connecting = 0
         self._nursery: trio.Nursery | None = None

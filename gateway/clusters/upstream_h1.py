@@ -7,11 +7,12 @@ connection is marked broken and the pool closes it instead of reusing it.
 """
 
 import enum
-import time
+
+import trio
 
 from gateway.errors import UpstreamReset
+from gateway.io.byte_stream import ByteStream
 from gateway.io.fast_io import Receiver, send_now
-from gateway.io.tls_stream import ByteStream
 from gateway.io.trio_util import PEER_GONE
 from gateway.io.tunnel import SocketEndpoint
 from gateway.protocol.codec_h1 import ClientCodec, ClientEvent
@@ -44,7 +45,8 @@ class UpstreamConnection:
         self.host = host
         self.codec = ClientCodec(max_header_bytes=max_header_bytes)
         self.state = UpstreamState.READY
-        self.idle_since = time.monotonic()
+        #: On trio's clock, as the pool's idle_timeout is (a test's MockClock included).
+        self.idle_since = trio.current_time()
         self.requests = 0
         #: Cleared when the exchange left the connection unfit for another (a refused upgrade).
         self.keep_alive = True
@@ -110,10 +112,10 @@ class UpstreamConnection:
     def is_stale(self) -> bool:
         """An idle connection with something to read has been closed (or spoken out of turn)
         by the upstream; reusing it would lose the request."""
-        return self.stream.socket.is_readable()
+        return self.stream.is_readable()
 
     def close(self) -> None:
         """Closes at once, without a checkpoint, so it is safe in `finally` and when cancelled."""
         self.state = UpstreamState.CLOSED
-        self.stream.socket.close()
+        self.stream.close_now()
         self.codec.close()

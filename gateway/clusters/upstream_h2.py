@@ -18,8 +18,8 @@ import trio
 
 from gateway.config.model import Cluster
 from gateway.errors import UpstreamReset
+from gateway.io.byte_stream import ByteStream
 from gateway.io.h2_transport import FlowControlTimeout, H2Transport
-from gateway.io.tls_stream import ByteStream
 from gateway.protocol.codec_h1 import ClientEvent
 from gateway.protocol.codec_h2 import (
     CANCEL,
@@ -265,7 +265,7 @@ class H2UpstreamConnection:
         self.closed = True
         for stream in self.streams.values():
             stream.events_send.close()
-        self.transport.stream.socket.close()
+        self.transport.stream.close_now()
         self.codec.release()
         self._capacity_changed()
 

@@ -33,8 +33,8 @@ import trio
 from gateway.errors import DownstreamDisconnect, DownstreamProtocolError
 from gateway.http.active_stream import ActiveStream, BodyItem, ResponseState
 from gateway.http.connection import ConnectionCallbacks
+from gateway.io.byte_stream import ByteStream
 from gateway.io.fast_io import Receiver, send_now
-from gateway.io.tls_stream import ByteStream
 from gateway.io.trio_util import PEER_GONE, raise_single
 from gateway.io.tunnel import SocketEndpoint
 from gateway.listeners.network_filter import ConnectionInfo

@@ -34,8 +34,8 @@ import trio
 from gateway.errors import DownstreamDisconnect
 from gateway.http.active_stream import ActiveStream, BodyItem, ResponseState
 from gateway.http.connection import ConnectionCallbacks
+from gateway.io.byte_stream import ByteStream
 from gateway.io.h2_transport import FlowControlTimeout, H2Transport
-from gateway.io.tls_stream import ByteStream
 from gateway.io.trio_util import raise_single
 from gateway.listeners.network_filter import ConnectionInfo
 from gateway.protocol.codec_h2 import (

@@ -27,7 +27,7 @@ from gateway.http.connection import DownstreamConnection
 from gateway.http.filter import FilterContext, HttpFilterFactory
 from gateway.http.filters import FILTER_TYPES
 from gateway.http.hcm_stats import HcmStats, RouteStats
-from gateway.io.tls_stream import ByteStream
+from gateway.io.byte_stream import ByteStream
 from gateway.io.trio_util import close_after_linger, receive_or_eof
 from gateway.listeners.network_filter import ConnectionInfo
 from gateway.observability.access_log import AccessLogger
@@ -176,7 +176,7 @@ class HttpConnectionManager:
             if scope.cancel_called:
                 self.stats.downstream_cx_admin_cancel.inc()
                 log.warning("connection %s on %s cancelled by the operator", peer, self.name)
-        await close_after_linger(stream.socket, self.config.delayed_close_timeout)
+        await close_after_linger(stream, self.config.delayed_close_timeout)
 
     async def _sniff(self, stream: ByteStream) -> bytes | None:
         """The first bytes, enough to tell the HTTP/2 preface from an HTTP/1.1 request;

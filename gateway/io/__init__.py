@@ -1,2 +1,3 @@
-"""I/O helpers for the data path: sockets with fewer scheduler trips (fast_io), a TLS stream
-that keeps its socket in reach (tls_stream), the tunnel pumps, and small Trio helpers."""
+"""I/O helpers for the data path: the byte-stream interface every connection is reached
+through (byte_stream: plain TCP; tls_stream: TLS), sockets with fewer scheduler trips
+(fast_io), the tunnel pumps, and small Trio helpers."""

@@ -12,8 +12,9 @@ of the per-request cost.
 `send_now` tries the write synchronously on a plain TCP stream and reports how much went
 out; the caller sends the rest, if any, the usual way (`send_all`, under its send lock).
 Callers use it only where no other task can be inside `send_all` on the same stream at
-that moment (they check their send lock), so bytes never interleave. TLS streams are left
-to `send_all`: their bytes go through the TLS object's own state.
+that moment (they check their send lock), so bytes never interleave. Other streams are left
+to `send_all`: TLS bytes go through the TLS object's own state, and an in-memory stream
+(tests) has no socket.
 
 Reads that cannot succeed yet skip the attempt: `receive_some` first tries the read and,
 on EAGAIN, waits for readiness and reads again. Where the caller knows the peer has not
@@ -26,15 +27,15 @@ import os
 
 import trio
 
-from gateway.io.tls_stream import ByteStream
+from gateway.io.byte_stream import ByteStream, TcpStream
 from gateway.io.trio_util import PEER_GONE, RECEIVE_SIZE
 
 
 def send_now(stream: ByteStream, data: bytes) -> int:
     """Writes what the socket takes without blocking; returns the bytes written (0 for a
-    TLS stream, or a socket whose buffer is full). Raises OSError (a reset, a closed
-    socket) as the socket reports it."""
-    if type(stream) is not trio.SocketStream:
+    stream that is not plain TCP, or a socket whose buffer is full). Raises OSError (a
+    reset, a closed socket) as the socket reports it."""
+    if type(stream) is not TcpStream:
         return 0
     try:
         return os.write(stream.socket.fileno(), data)
@@ -70,7 +71,7 @@ class Receiver:
 
     async def _read(self) -> bytes:
         stream = self.stream
-        if self._last_size >= RECEIVE_SIZE or type(stream) is not trio.SocketStream:
+        if self._last_size >= RECEIVE_SIZE or type(stream) is not TcpStream:
             return bytes(await stream.receive_some(RECEIVE_SIZE))
         sock = stream.socket
         if sock.fileno() < 0:

@@ -16,8 +16,8 @@ from typing import Protocol
 
 import trio
 
+from gateway.io.byte_stream import ByteStream
 from gateway.io.fast_io import Receiver, send_now
-from gateway.io.tls_stream import ByteStream
 from gateway.io.trio_util import PEER_GONE
 
 #: How long one write may take before the peer is considered gone.
@@ -111,7 +111,7 @@ class H2Transport:
                 raise self._lost_error(f"HTTP/2 write failed: {exc!r}") from exc
         if scope.cancelled_caught:
             self.broken = True
-            self.stream.socket.close()
+            self.stream.close_now()
             raise self._lost_error("HTTP/2 write timed out")
 
     def window_changed(self) -> None:

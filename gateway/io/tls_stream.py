@@ -1,23 +1,28 @@
-"""A TLS stream that keeps its TCP socket in reach.
+"""TLS as a `ByteStream`: a `trio.SSLStream` over another `ByteStream` (a `TcpStream`, or
+a test's in-memory stream), whose transport answers the two verbs a `ByteStream` adds.
 
-The codecs and pools treat a connection as a `trio.SocketStream`: they close it with
-`stream.socket.close()` (synchronous, so safe in `finally` and while cancelled), and a
-pool asks `stream.socket.is_readable()` to tell that an idle connection was closed by its
-peer. `trio.SSLStream` hides its transport's socket, so `TlsStream` wraps one and exposes
-the socket beside it; everything else is the SSLStream's. Closing the socket under a TLS
-session skips close_notify, which HTTP does not need (trio's `https_compatible`).
+`close_now()` closes the transport under the session, which skips close_notify (HTTP does
+not need it: trio's `https_compatible`), and `is_readable()` asks the transport. TLS
+cannot be half-closed over trio (it has no way to send close_notify and keep reading), so
+`send_eof` half-closes the transport under the session instead: the peer reads EOF, and
+this side can still read what it sends, which is what a lingering close needs. A tunnel,
+which needs the peer told properly, ends a TLS side with `aclose` (close_notify).
 """
 
 import trio
 
+from gateway.io.byte_stream import ByteStream
 
-class TlsStream(trio.abc.Stream):
-    def __init__(self, tls: trio.SSLStream[trio.SocketStream]) -> None:
+
+class TlsStream(ByteStream):
+    __slots__ = ("tls", "transport")
+
+    def __init__(self, tls: trio.SSLStream[ByteStream]) -> None:
         self.tls = tls
-        self.socket = tls.transport_stream.socket
+        self.transport = tls.transport_stream
 
     def __repr__(self) -> str:
-        return f"<TlsStream fd={self.socket.fileno()}>"
+        return f"<TlsStream over {self.transport!r}>"
 
     async def send_all(self, data: bytes | bytearray | memoryview) -> None:
         await self.tls.send_all(data)
@@ -28,9 +33,14 @@ class TlsStream(trio.abc.Stream):
     async def receive_some(self, max_bytes: int | None = None) -> bytes | bytearray:
         return await self.tls.receive_some(max_bytes)
 
+    async def send_eof(self) -> None:
+        await self.transport.send_eof()
+
     async def aclose(self) -> None:
         await self.tls.aclose()
 
+    def close_now(self) -> None:
+        self.transport.close_now()
 
-#: What a connection's bytes travel over, downstream or upstream: cleartext or TLS.
-ByteStream = trio.SocketStream | TlsStream
+    def is_readable(self) -> bool:
+        return self.transport.is_readable()

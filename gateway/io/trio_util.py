@@ -1,9 +1,10 @@
 """Small Trio helpers shared by the data path."""
 
-import socket
 from typing import NoReturn
 
 import trio
+
+from gateway.io.byte_stream import ByteStream
 
 #: What one read asks for: enough that a streaming body takes few trips through the loop.
 RECEIVE_SIZE = 65536
@@ -25,25 +26,25 @@ async def receive_or_eof(stream: trio.abc.ReceiveStream) -> bytes:
 _LINGER_MAX_BYTES = 1 << 20
 
 
-async def close_after_linger(sock: trio.socket.SocketType, linger: float) -> None:
+async def close_after_linger(stream: ByteStream, linger: float) -> None:
     """Closes a connection so the peer can read what was sent last (RFC 9112 9.6): a
     socket closed with unread bytes in it sends a TCP reset, which may destroy the answer
     (a 431, a GOAWAY) before the peer reads it. So: half-close, read and discard until the
     peer closes too, `linger` seconds or 1 MiB at most, then close. A peer that closed
     first costs one read."""
     try:
-        sock.shutdown(socket.SHUT_WR)
+        await stream.send_eof()
         with trio.move_on_after(linger):
             discarded = 0
             while discarded < _LINGER_MAX_BYTES:
-                data = await sock.recv(RECEIVE_SIZE)
+                data = await stream.receive_some(RECEIVE_SIZE)
                 if not data:
                     break
                 discarded += len(data)
-    except OSError:
+    except PEER_GONE:
         pass  # the peer reset it already: nothing left to protect
     finally:
-        sock.close()
+        stream.close_now()
 
 
 def leaves(exc: BaseException) -> list[BaseException]:

@@ -24,7 +24,8 @@ import attrs
 import trio
 
 from gateway.errors import DownstreamDisconnect, UpstreamReset
-from gateway.io.tls_stream import ByteStream, TlsStream
+from gateway.io.byte_stream import ByteStream, TcpStream
+from gateway.io.tls_stream import TlsStream
 from gateway.io.trio_util import PEER_GONE, RECEIVE_SIZE, raise_single, receive_or_eof
 from gateway.observability.tasktree import annotate
 
@@ -51,8 +52,9 @@ class TunnelEndpoint(Protocol):
 
 class SocketEndpoint:
     """A connection's byte stream (after an HTTP/1.1 switch, or a tcp_proxy's), with
-    bytes a codec had read ahead. Cleartext or TLS: TLS cannot be half-closed over trio,
-    so `send_eof` on it sends close_notify and closes it."""
+    bytes a codec had read ahead. Cleartext or TLS: TLS cannot be half-closed over trio
+    (its `send_eof` only half-closes the transport under it, which does not tell the peer
+    properly), so `send_eof` here sends close_notify and closes it."""
 
     def __init__(self, stream: ByteStream, initial: bytes) -> None:
         self._stream = stream
@@ -63,11 +65,12 @@ class SocketEndpoint:
         if self._initial:
             data, self._initial = self._initial, b""
             return data
-        if isinstance(self._stream, TlsStream):
-            return await receive_or_eof(self._stream)
+        stream = self._stream
+        if type(stream) is not TcpStream:  # TLS, or a test's in-memory stream
+            return await receive_or_eof(stream)
         # The socket directly, not SocketStream.receive_some: an idle tunnel parks two of
         # these, and the shallower await chain is most of what an idle tunnel costs.
-        sock = self._stream.socket
+        sock = stream.socket
         while True:
             try:
                 return os.read(sock.fileno(), RECEIVE_SIZE)

@@ -7,7 +7,7 @@ import ipaddress
 import attrs
 
 from gateway.config.model import ConnectionLimit, NetworkRbac
-from gateway.io.tls_stream import ByteStream
+from gateway.io.byte_stream import ByteStream
 from gateway.listeners.network_filter import ConnectionInfo, NextFilter
 from gateway.observability.stats import Counter, Gauge, StatsStore, create_stats
 

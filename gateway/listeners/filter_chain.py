@@ -33,7 +33,7 @@ from gateway.config.model import FilterChain as FilterChainConfig
 from gateway.config.model import Listener as ListenerConfig
 from gateway.errors import ConfigError, StartupError
 from gateway.http.conn_manager import HttpConnectionManager
-from gateway.io.tls_stream import ByteStream
+from gateway.io.byte_stream import ByteStream
 from gateway.listeners.access_control import ConnectionLimitFilter, RbacFilter
 from gateway.listeners.network_filter import ConnectionInfo, NetworkFilter, NextFilter
 from gateway.listeners.tcp_proxy import TcpProxyFilter

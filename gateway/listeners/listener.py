@@ -27,7 +27,7 @@ import trio
 from gateway.config.model import Address, GatewayConfig
 from gateway.config.model import Listener as ListenerConfig
 from gateway.errors import StartupError
-from gateway.io.tls_stream import ByteStream
+from gateway.io.byte_stream import ByteStream, TcpStream
 from gateway.listeners import proxy_protocol, tls_inspector
 from gateway.listeners.filter_chain import (
     ChainBuilder,
@@ -272,10 +272,11 @@ class Listener:
             return None
         info.filter_chain = chain.name
         annotate("connection", peer=info.peer, listener=self.name, filter_chain=chain.name)
+        tcp = TcpStream(stream)
         if chain.tls is None:
-            return chain, stream
+            return chain, tcp
         try:
-            downstream, info.tls = await chain.tls.handshake(stream, info.server_name)
+            downstream, info.tls = await chain.tls.handshake(tcp, info.server_name)
         except HandshakeTimeout:
             self.stats.downstream_cx_transport_socket_connect_timeout.inc()
             return None

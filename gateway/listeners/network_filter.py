@@ -17,7 +17,7 @@ from typing import Protocol
 
 import attrs
 
-from gateway.io.tls_stream import ByteStream
+from gateway.io.byte_stream import ByteStream
 
 
 @attrs.frozen

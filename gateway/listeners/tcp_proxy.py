@@ -23,7 +23,7 @@ from gateway.errors import (
     UpstreamConnectError,
     UpstreamReset,
 )
-from gateway.io.tls_stream import ByteStream
+from gateway.io.byte_stream import ByteStream
 from gateway.io.tunnel import SocketEndpoint, TunnelResult, run_tunnel
 from gateway.listeners import proxy_protocol
 from gateway.listeners.network_filter import ConnectionInfo, NextFilter
@@ -84,7 +84,7 @@ class TcpProxyFilter:
         except (DownstreamDisconnect, UpstreamReset) as exc:
             log.debug("tcp_proxy %s -> %s ended: %s", info.peer, host, exc)
         finally:
-            upstream.socket.close()
+            upstream.close_now()
             cluster.stats.upstream_cx_active.dec()
             self.stats.downstream_cx_rx_bytes_total.inc(result.sent_up)
             self.stats.downstream_cx_tx_bytes_total.inc(result.sent_down)

@@ -18,6 +18,7 @@ from cryptography.x509.oid import NameOID
 from gateway.config.files import MAX_PEM_BYTES, read_file
 from gateway.config.model import DownstreamTlsContext
 from gateway.config.tls_context import server_context
+from gateway.io.byte_stream import ByteStream
 from gateway.io.tls_stream import TlsStream
 from gateway.listeners.network_filter import TlsInfo
 from gateway.observability.stats import Counter, Scope, create_stats
@@ -102,7 +103,7 @@ class TlsTerminator:
         return self._certificates[0][0]
 
     async def handshake(
-        self, stream: trio.SocketStream, server_name: str | None
+        self, stream: ByteStream, server_name: str | None
     ) -> tuple[TlsStream, TlsInfo]:
         """The TLS session over `stream`; raises HandshakeFailed (counted) on failure or
         after handshake_timeout. The caller closes the socket either way."""

@@ -41,7 +41,7 @@ from gateway.errors import (
     UpstreamReset,
     UpstreamTimeout,
 )
-from gateway.io.tls_stream import ByteStream
+from gateway.io.byte_stream import ByteStream
 from gateway.io.trio_util import raise_single
 from gateway.io.tunnel import SocketEndpoint, TunnelEndpoint, TunnelResult, run_tunnel
 from gateway.observability.stats import Counter, Gauge
@@ -483,7 +483,7 @@ class RouterFilter:
         try:
             await self._join(stream, entry, ResponseHead(200, HeaderMap()), upstream, str(host))
         finally:
-            upstream.socket.close()
+            upstream.close_now()
             cluster.stats.upstream_cx_active.dec()
 
     async def _join(

@@ -36,6 +36,7 @@ from gateway.config.load import load_config
 from gateway.config.model import Admin, GatewayConfig
 from gateway.config.watch import file_signature, watch
 from gateway.errors import ConfigError, GatewayError, StartupError
+from gateway.io.byte_stream import TcpStream
 from gateway.observability.stats import Counter, Gauge, StatsStore
 from gateway.observability.tasktree import annotate
 from gateway.protocol.headers import HeaderMap, RequestHead
@@ -59,7 +60,7 @@ async def worker_request(port: int, method: str, target: str) -> tuple[int, str,
     """One request to a worker's private admin endpoint: status, content type, body.
     StartupError if the worker does not answer whole."""
     with trio.fail_after(_WORKER_TIMEOUT):
-        stream = await trio.open_tcp_stream("127.0.0.1", port)
+        stream = TcpStream(await trio.open_tcp_stream("127.0.0.1", port))
         conn = UpstreamConnection(stream, f"worker admin :{port}", max_header_bytes=65536)
         try:
             head = RequestHead(method, target, f"127.0.0.1:{port}", "http", HeaderMap())
