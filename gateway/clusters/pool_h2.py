@@ -13,7 +13,6 @@ directions is reset with CANCEL (the upstream sees the cancellation at once), an
 not yet credited is credited, so the connection window never leaks.
 """
 
-import time
 from collections import deque
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -86,7 +85,7 @@ class H2HostPool(PoolBase):
                         await conn.transport.flush()
                     except UpstreamReset:
                         pass
-            conn.idle_since = time.monotonic()
+            conn.idle_since = trio.current_time()
             if conn.draining and not conn.streams:
                 conn.close()
             self._wake()
@@ -185,7 +184,7 @@ class H2HostPool(PoolBase):
         interval = max(self._config.idle_timeout / 2, 0.05)
         while True:
             await trio.sleep(interval)
-            now = time.monotonic()
+            now = trio.current_time()
             for conn in self._connections:
                 if not conn.streams and now - conn.idle_since >= self._config.idle_timeout:
                     self._cluster_stats.upstream_cx_idle_timeout.inc()

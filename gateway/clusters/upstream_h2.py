@@ -11,7 +11,6 @@ with CANCEL, which is how an upstream gRPC servicer learns that its call was can
 """
 
 import contextlib
-import time
 from collections.abc import Callable, Iterator
 
 import trio
@@ -160,7 +159,7 @@ class H2UpstreamConnection:
         self.streams: dict[int, H2UpstreamStream] = {}
         self.draining = False
         self.closed = False
-        self.idle_since = time.monotonic()
+        self.idle_since = trio.current_time()
         self._ping_acked = trio.Event()
 
     def __repr__(self) -> str:

@@ -272,6 +272,25 @@ async def test_requests_at_once_share_one_pooled_http2_upstream_connection(
         assert upstream.requests[0].headers["x-gateway"] == "1"
 
 
+async def test_an_idle_pooled_http2_connection_is_closed_after_the_cluster_idle_timeout(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    upstream = H2Upstream()
+    cfg = config()
+    cfg.cluster("backend", protocol="http2", idle_timeout="30s")
+    async with memory_gateway(cfg) as gw:
+        gw.network.listen(UPSTREAM, upstream.serve)
+        assert (await H1Client(gw.connect()).request("GET", "/")).status == 200
+        pool = gw.clusters.get("backend").hosts[0].pool
+        assert pool.statistics().open == 1
+        with elapsed() as took:
+            while pool.statistics().open:
+                await trio.sleep(1)
+
+        assert gw.stat("cluster.backend.upstream_cx_idle_timeout") == 1
+    took.check(30, 46)  # the reaper looks every idle_timeout / 2
+
+
 async def test_a_websocket_tunnel_echoes_passes_a_half_close_and_idles_out_in_virtual_time(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
