@@ -14,7 +14,8 @@ from gateway.io.fast_io import Receiver, send_now
 from gateway.io.tls_stream import ByteStream
 from gateway.io.trio_util import PEER_GONE
 from gateway.io.tunnel import SocketEndpoint
-from gateway.protocol.codec_h1 import ClientCodec, ClientEvent
+from gateway.protocol.codec_h1 import ClientEvent, Http1Parser
+from gateway.protocol.codec_h1_client import ClientCodec
 from gateway.protocol.events import NEED_DATA
 from gateway.protocol.headers import HeaderMap, RequestHead
 
@@ -39,10 +40,17 @@ class UpstreamConnection:
         "stream",
     )
 
-    def __init__(self, stream: ByteStream, host: str, *, max_header_bytes: int) -> None:
+    def __init__(
+        self,
+        stream: ByteStream,
+        host: str,
+        *,
+        max_header_bytes: int,
+        parser: Http1Parser = "llhttp",
+    ) -> None:
         self.stream = stream
         self.host = host
-        self.codec = ClientCodec(max_header_bytes=max_header_bytes)
+        self.codec = ClientCodec(max_header_bytes=max_header_bytes, parser=parser)
         self.state = UpstreamState.READY
         self.idle_since = time.monotonic()
         self.requests = 0

@@ -32,7 +32,7 @@ from gateway.http.active_stream import ActiveStream
 from gateway.http.conn_h1 import Http1Connection
 from gateway.http.conn_h2 import H2StreamEncoder, Http2Connection
 from gateway.observability.tasktree import Annotation
-from gateway.protocol.codec_h1 import ServerCodec
+from gateway.protocol.codec_h1_server import ServerCodec
 from gateway.protocol.h2_transport import H2Transport
 from tests.config_builder import ConfigBuilder, proxy_config, route
 from tests.helpers import (
