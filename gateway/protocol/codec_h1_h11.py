@@ -48,6 +48,8 @@ _FRAMING = re.compile(rb"\r\n(content-length|transfer-encoding):([^\r]*)", re.IG
 #: The last chunk's line as h11 reads it (a size of zero, extensions).
 _LAST_CHUNK = re.compile(rb"0{1,20}(?:;[^\r\n]*)?")
 _FRAMING_FIELDS = (b"content-length", b"transfer-encoding")
+#: The versions llhttp reads in a status line (the client codec keeps only 1.1 alive).
+_LLHTTP_VERSIONS = ("0.9", "1.0", "1.1", "2.0")
 #: Field names and values, as h11 gives them.
 Fields = Sequence[tuple[bytes, bytes]]
 #: Asked of every response, so that h11 reads a 101 (the codec decides whether it was due).
@@ -315,7 +317,7 @@ class H11ResponseParser(_H11Parser):
         assert isinstance(event, h11.InformationalResponse | h11.Response), event
         self._status = event.status_code
         self._version = event.http_version.decode("ascii")
-        if self._version not in ("1.0", "1.1"):  # as llhttp: h11 reads any 1.x
+        if self._version not in _LLHTTP_VERSIONS:  # h11 reads any digit.digit
             raise H11ParseError(f"unsupported HTTP version {self._version}")
         headers = event.headers
         self._callbacks.on_status(bytes(event.reason))
