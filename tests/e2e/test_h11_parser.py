@@ -1,10 +1,11 @@
 """HTTP/1.1 parsed by h11 (`http1_parser = "h11"`) on a listener and on a cluster, over real
-sockets: it proxies as llhttp does, refuses the same smuggling attempts, and reads what it
-reads on purpose (an extension method from a client, `chunked` with whitespace after it
-from an upstream), where llhttp refuses."""
+sockets: it proxies (keep-alive, chunked bodies, upgrades) as llhttp does, refuses the same
+smuggling attempts, and reads what it reads on purpose (an extension method from a client,
+`chunked` with whitespace after it from an upstream), where llhttp refuses."""
 
 import httpx
 import pytest
+from trio_websocket import open_websocket_url
 
 from tests.config_builder import ConfigBuilder, proxy_config
 from tests.e2e.test_bad_requests import SMUGGLING
@@ -16,6 +17,7 @@ from tests.helpers import (
     start_upstream,
     url,
 )
+from tests.ws_echo import start_echo_server
 
 H11 = {"http1_parser": "h11"}
 
@@ -98,3 +100,19 @@ async def test_the_cluster_parses_responses_with_its_own_parser(nursery, parser,
     assert r.status_code == status
     if status == 200:
         assert r.content == b"ok"
+
+
+async def test_a_websocket_upgrade_goes_through_both_sides(nursery):
+    # The upgrade request ends with its head on the listener's side, the 101 on the
+    # cluster's; what follows either is the tunnel's, handed over with the bytes read past.
+    echo = await start_echo_server(nursery)
+    config = proxy_config(echo.port, listener={**H11, "upgrade": ["websocket"]}, cluster=H11)
+    async with run_gateway(config) as gw:
+        port = gw.listener_ports["edge"]
+        async with open_websocket_url(f"ws://127.0.0.1:{port}/ws") as ws:
+            await ws.send_message("hello")
+            assert await ws.get_message() == "hello"
+            big = bytes(range(256)) * 1024
+            await ws.send_message(big)
+            assert await ws.get_message() == big
+        assert gw.stats.value("http.edge.downstream_cx_upgrades_total") == 1
