@@ -116,3 +116,12 @@ async def test_a_websocket_upgrade_goes_through_both_sides(nursery):
             await ws.send_message(big)
             assert await ws.get_message() == big
         assert gw.stats.value("http.edge.downstream_cx_upgrades_total") == 1
+
+
+@pytest.mark.parametrize(("parser", "outcome"), [("h11", "success"), ("llhttp", "failure")])
+async def test_http_health_checks_parse_with_the_cluster_parser(nursery, parser, outcome):
+    port, _ = await start_scripted_upstream(nursery, _TAB_CHUNKED)
+    check = {"type": "http", "path": "/healthz", "interval": "50ms", "timeout": "500ms"}
+    config = proxy_config(port, cluster={"http1_parser": parser, "health_checks": [check]})
+    async with run_gateway(config) as gw:
+        await eventually(lambda: gw.stats.value(f"cluster.backend.health_check.{outcome}") >= 1)
