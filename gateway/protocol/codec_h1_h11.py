@@ -229,10 +229,12 @@ class _H11Parser:
                 raise H11ParseError(f"unexpected {event!r}")
 
     def _keep_tail(self, piece: bytes) -> None:
+        """Keeps the body's end: this read, and as much before it as a trailer section h11
+        has to wait for may hold (h11 refuses more: its max_incomplete_event_size)."""
         tail = self._tail
         assert tail is not None
         tail += piece
-        keep = self._max_header_bytes + 256
+        keep = self._max_header_bytes + 256 + len(piece)
         if len(tail) > 2 * keep:
             del tail[:-keep]
 

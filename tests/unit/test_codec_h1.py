@@ -79,6 +79,38 @@ def test_pipelined_requests_with_bodies_come_one_exchange_at_a_time(server):
     assert codec.buffered_bytes == 0
 
 
+_CHUNKED_WITH_TRAILER = (
+    b"POST /a HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
+    b"3;ext=1\r\nabc\r\n0\r\nX-Sum: 9\r\n\r\n"
+)
+
+
+@pytest.mark.parametrize("bytewise", [False, True])
+def test_trailers_come_with_the_end_and_the_next_request_follows(server, bytewise):
+    codec = server()
+    data = _CHUNKED_WITH_TRAILER + b"GET /b HTTP/1.1\r\nHost: x\r\n\r\n"
+    for chunk in [data[i : i + 1] for i in range(len(data))] if bytewise else [data]:
+        codec.receive_data(chunk)
+    first = drain(codec)
+    assert b"".join(e.data for e in first if isinstance(e, Data)) == b"abc"
+    assert list(first[-1].trailers) == [("x-sum", "9")]
+    respond(codec, **{"content-length": "0"})
+    codec.start_next_cycle()
+    (second,) = drain(codec)
+    assert second.head.path == "/b" and second.end_stream
+
+
+@pytest.mark.parametrize(
+    "trailers",
+    [b"X-A: 1\nX-B: 2\r\n\r\n", b"X-A: 1\r\n\n", b"X-A: 1\r\n fold\r\n\r\n", b"X-A: \x7f\r\n\r\n"],
+)
+def test_a_malformed_trailer_section_is_refused(server, trailers):
+    codec = server()
+    codec.receive_data(_CHUNKED_WITH_TRAILER.split(b"X-Sum")[0] + trailers)
+    with pytest.raises(DownstreamProtocolError):
+        drain(codec)
+
+
 def test_upgrade_request_with_a_body_is_served_as_an_ordinary_request(server):
     codec = server()
     codec.receive_data(
