@@ -45,6 +45,8 @@ _HEAD = re.compile(rb"[\t\x20-\x7e\x80-\xff]*\r\n(?:%s\r\n)*\r\n" % _FIELD)
 #: followed by anything but LF (a CR at the end of the bytes so far may still get its LF).
 _BAD_BYTE = re.compile(rb"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]|(?<!\r)\n|\r(?=[^\n])")
 _FRAMING = re.compile(rb"\r\n(content-length|transfer-encoding):([^\r]*)", re.IGNORECASE)
+#: Where h11's error messages start quoting what the peer sent.
+_PEER_BYTES = re.compile(r":? (?:b['\"]|bytearray\()")
 #: The last chunk's line as h11 reads it (a size of zero, extensions).
 _LAST_CHUNK = re.compile(rb"0{1,20}(?:;[^\r\n]*)?")
 _FRAMING_FIELDS = (b"content-length", b"transfer-encoding")
@@ -85,7 +87,8 @@ def _next_event(conn: h11.Connection) -> object:
     try:
         return conn.next_event()
     except h11.RemoteProtocolError as exc:
-        raise H11ParseError(str(exc)) from None
+        # The reason goes into the 400's body: without the peer's bytes, which h11 quotes.
+        raise H11ParseError(_PEER_BYTES.split(str(exc), maxsplit=1)[0]) from None
 
 
 def _asks_upgrade(headers: Fields) -> bool:

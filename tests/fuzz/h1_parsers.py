@@ -31,7 +31,7 @@ def _number_past_64_bits(message: Delimited) -> bool:
     """llhttp refuses a Content-Length or chunk size that overflows its 64-bit counter; h11
     reads any (a body that long never ends)."""
     lengths = [v.strip(_OWS) for v in _field_lines(message, b"content-length")]
-    sizes = [re.match(rb"[0-9A-Fa-f]*", line)[0] for line in message.chunk_lines]  # type: ignore[index]
+    sizes = [line.split(b";")[0].strip(_OWS) for line in message.chunk_lines]
     return any(len(v.lstrip(b"0")) > 19 for v in lengths) or any(
         len(s.lstrip(b"0")) > 16 for s in sizes
     )

@@ -305,3 +305,13 @@ def test_content_length_is_held_to_on_output(client):
     codec.send_data(b"ab")
     with pytest.raises(ValueError):
         codec.send_end()
+
+
+def test_a_refusal_names_the_problem_without_quoting_the_request(server):
+    codec = server()
+    codec.receive_data(
+        b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\nzz-secret\r\n"
+    )
+    with pytest.raises(DownstreamProtocolError) as refused:
+        drain(codec)
+    assert refused.value.status == 400 and "secret" not in str(refused.value)
