@@ -166,7 +166,12 @@ class HealthChecker:
 
 
 async def _probe_http(stream: ByteStream, check: HealthCheck, checker: HealthChecker) -> None:
-    conn = UpstreamConnection(stream, str(checker.host), max_header_bytes=64 * 1024)
+    conn = UpstreamConnection(
+        stream,
+        str(checker.host),
+        max_header_bytes=64 * 1024,
+        parser=checker.config.http1_parser,
+    )
     headers = HeaderMap([("user-agent", "gateway-health-check"), ("connection", "close")])
     assert check.path is not None
     await conn.send_request_head(

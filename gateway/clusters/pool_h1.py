@@ -200,7 +200,10 @@ class HostPool(PoolBase):
             self._forget(wake=wake_on_failure)
             raise
         return UpstreamConnection(
-            stream, self._label, max_header_bytes=self._config.max_response_headers_kb * 1024
+            stream,
+            self._label,
+            max_header_bytes=self._config.max_response_headers_kb * 1024,
+            parser=self._config.http1_parser,
         )
 
     def _discard(self, conn: UpstreamConnection) -> None:

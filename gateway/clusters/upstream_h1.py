@@ -15,7 +15,8 @@ from gateway.io.byte_stream import ByteStream
 from gateway.io.fast_io import Receiver, send_now
 from gateway.io.trio_util import PEER_GONE
 from gateway.io.tunnel import SocketEndpoint
-from gateway.protocol.codec_h1 import ClientCodec, ClientEvent
+from gateway.protocol.codec_h1 import ClientEvent, Http1Parser
+from gateway.protocol.codec_h1_client import ClientCodec
 from gateway.protocol.events import NEED_DATA
 from gateway.protocol.headers import HeaderMap, RequestHead
 
@@ -40,10 +41,17 @@ class UpstreamConnection:
         "stream",
     )
 
-    def __init__(self, stream: ByteStream, host: str, *, max_header_bytes: int) -> None:
+    def __init__(
+        self,
+        stream: ByteStream,
+        host: str,
+        *,
+        max_header_bytes: int,
+        parser: Http1Parser = "llhttp",
+    ) -> None:
         self.stream = stream
         self.host = host
-        self.codec = ClientCodec(max_header_bytes=max_header_bytes)
+        self.codec = ClientCodec(max_header_bytes=max_header_bytes, parser=parser)
         self.state = UpstreamState.READY
         #: On trio's clock, as the pool's idle_timeout is (a test's MockClock included).
         self.idle_since = trio.current_time()

@@ -444,6 +444,9 @@ class HttpConnectionManagerOptions:
     #: "auto" serves HTTP/1.1 and HTTP/2 (h2c prior knowledge, by the connection preface)
     #: on the same port; "http1" or "http2" serve only that.
     codec: Literal["auto", "http1", "http2"] = "auto"
+    #: What parses HTTP/1.1 requests: "llhttp" (in C) or "h11" (pure Python, slower; it
+    #: takes extension methods, which llhttp refuses). gateway/protocol/codec_h1.py.
+    http1_parser: Literal["llhttp", "h11"] = "llhttp"
     http2: Http2ProtocolOptions = Http2ProtocolOptions()
     #: Upgrades every route of this listener allows unless it says otherwise (Envoy's
     #: upgrade_configs): HTTP/1.1 `Upgrade:` and HTTP/2 extended CONNECT (RFC 8441).
@@ -909,6 +912,8 @@ class Cluster:
     #: "http1", or "http2" (h2c prior knowledge): requests then borrow streams, not
     #: connections. gRPC upstreams need "http2".
     protocol: Literal["http1", "http2"] = "http1"
+    #: What parses the HTTP/1.1 responses of this cluster's hosts: "llhttp" or "h11".
+    http1_parser: Literal["llhttp", "h11"] = "llhttp"
     lb_policy: Literal["round_robin", "least_request", "random", "ring_hash", "maglev"] = (
         "round_robin"
     )

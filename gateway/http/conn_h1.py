@@ -40,7 +40,7 @@ from gateway.io.tunnel import SocketEndpoint
 from gateway.listeners.network_filter import ConnectionInfo
 from gateway.observability.stream_info import StreamInfo
 from gateway.observability.tasktree import preserve_annotation
-from gateway.protocol.codec_h1 import ServerCodec
+from gateway.protocol.codec_h1_server import ServerCodec
 from gateway.protocol.events import NEED_DATA, ConnectionEnded, Data, EndStream, RequestHeaders
 from gateway.protocol.headers import HeaderMap, ResponseHead
 
@@ -62,6 +62,7 @@ class Http1Connection:
             max_header_bytes=cfg.max_request_headers_kb * 1024,
             max_header_count=cfg.max_request_headers_count,
             scheme=conn_info.scheme,
+            parser=cfg.http1_parser,
         )
         self._initial = initial
         self._send_lock = trio.StrictFIFOLock()

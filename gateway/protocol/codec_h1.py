@@ -1,39 +1,53 @@
-"""HTTP/1.1 codecs over llhttp (httptools): bytes in, gateway events out; heads in, bytes out.
-No I/O.
+"""HTTP/1.1 codecs: bytes in, gateway events out; heads in, bytes out. No I/O. What both
+codecs (`ServerCodec` in codec_h1_server.py, `ClientCodec` in codec_h1_client.py) and both
+parsers share: the event queue, body framing out, connection reuse, head encoding.
 
-llhttp (Node.js's parser, through httptools) does the parsing: request and status lines,
-header syntax, Content-Length, chunked bodies and trailers. It is strict by default, and
-that strictness is most of a proxy's defence against request smuggling: bare LF line
-endings, obs-fold, bare CR, NUL, whitespace before a colon, Content-Length together with
-Transfer-Encoding, duplicate or list-valued Content-Length, and chunk sizes that overflow
-all end in a parse error, which the server codec turns into 400 + close. On top of it this
-module checks what llhttp leaves to the application: HTTP/1.x only (no HTTP/0.9), exactly
-one Host on HTTP/1.1, Transfer-Encoding exactly `chunked`, the head size (431) and the
-header count (431). Bodies are always re-framed from the parsed head (chunk sizes are
-ours, never the peer's), so no upstream sees a framing the gateway did not choose.
+Two parsers can do the parsing, chosen per listener and per cluster (`http1_parser`):
+llhttp (Node.js's parser, in C, through httptools), the default, and h11 (pure Python,
+through codec_h1_h11.py, which gives the codecs llhttp's callbacks). The codecs are written
+against llhttp's callback interface, which httptools calls directly: the default path has
+no layer in between.
 
-llhttp parses eagerly: a read that holds the end of one request and the start of the next
-yields both messages' events at once. The codec queues them and hands them out one
+llhttp is strict by default, and that strictness is most of a proxy's defence against
+request smuggling: bare LF line endings, obs-fold, bare CR, NUL, whitespace before a
+colon, Content-Length together with Transfer-Encoding, duplicate or list-valued
+Content-Length, and chunk sizes that overflow all end in a parse error, which the server
+codec turns into 400 + close (the h11 parser holds heads and trailers to the same rules).
+On top of the parser the codecs check what it leaves to the application: HTTP/1.x only (no
+HTTP/0.9), exactly one Host on HTTP/1.1, Transfer-Encoding exactly `chunked`, the head size
+(431) and the header count (431). Bodies are always re-framed from the parsed head (chunk
+sizes are ours, never the peer's), so no upstream sees a framing the gateway did not choose.
+
+The parsers parse eagerly: a read that holds the end of one request and the start of the
+next yields both messages' events at once. The codec queues them and hands them out one
 exchange at a time, as the connection manager asks (pipelining), and it does the
 connection-level bookkeeping of HTTP/1.1 itself: keep-alive, 100-continue, upgrades, and
 the framing of what it sends (Content-Length, chunked, or close-delimited for HTTP/1.0).
 
-Why not h11: h11 cost about 90 us per proxied request on this project's machine (a
-request and a response parsed and serialised on each side), a third of the gateway's
-whole per-request time; llhttp does the same parsing in C. See docs/performance.md.
+Why llhttp is the default: h11 cost about 90 us per proxied request on this project's
+machine (a request and a response parsed and serialised on each side), a third of the
+gateway's whole per-request time; llhttp does the same parsing in C. See
+docs/performance.md. h11 takes what llhttp refuses by its fixed list (an extension method,
+RFC 9110 9.1), for those who need it.
 """
 
 import http
 import re
 from collections import deque
-from typing import cast
+from typing import Literal, Protocol, cast
 
 import httptools
 
-from gateway.errors import DownstreamProtocolError, GatewayError, UpstreamReset
+from gateway.errors import DownstreamProtocolError, GatewayError
+from gateway.protocol.codec_h1_h11 import (
+    H11ParseError,
+    H11RequestParser,
+    H11ResponseParser,
+    H11Upgrade,
+    RequestCallbacks,
+    ResponseCallbacks,
+)
 from gateway.protocol.events import (
-    NEED_DATA,
-    PAUSED,
     ConnectionEnded,
     Data,
     EndStream,
@@ -42,20 +56,58 @@ from gateway.protocol.events import (
     RequestHeaders,
     ResponseHeaders,
 )
-from gateway.protocol.headers import HeaderMap, RequestHead, ResponseHead
+from gateway.protocol.headers import HeaderMap
 
-_REASONS = {s.value: s.phrase for s in http.HTTPStatus}
+#: Which parser a codec runs (the `http1_parser` key of listeners and clusters).
+Http1Parser = Literal["llhttp", "h11"]
+
+REASONS = {s.value: s.phrase for s in http.HTTPStatus}
 _TOKEN = r"[-!#$%&'*+.^_`|~0-9a-zA-Z]+"
 #: Header lines as we send them: a token name, and a value without CR, LF or NUL (which
 #: would end the line early and let a value forge headers). One match checks a whole head.
 _FIELDS_RE = re.compile(rf"{_TOKEN}: [^\r\n\x00]*(?:\r\n{_TOKEN}: [^\r\n\x00]*)*", re.ASCII)
-_NO_BODY_STATUSES = frozenset({204, 304})
+NO_BODY_STATUSES = frozenset({204, 304})
 
 ServerEvent = RequestHeaders | Data | EndStream | ConnectionEnded | NeedData | Paused
 ClientEvent = ResponseHeaders | Data | EndStream | ConnectionEnded | NeedData
 _Parsed = RequestHeaders | ResponseHeaders | Data | EndStream | ConnectionEnded
 #: A parse error is queued after the events before it, and stays at the head of the queue.
 _Queued = _Parsed | GatewayError
+
+
+class Parser(Protocol):
+    """What the codecs ask of a parser besides its callbacks: httptools' interface, which
+    codec_h1_h11's parsers also have."""
+
+    def feed_data(self, data: bytes) -> None: ...
+    def get_http_version(self) -> str: ...
+    def should_upgrade(self) -> bool: ...
+
+
+class RequestParser(Parser, Protocol):
+    def get_method(self) -> bytes: ...
+
+
+class ResponseParser(Parser, Protocol):
+    def get_status_code(self) -> int: ...
+
+
+def request_parser(
+    name: Http1Parser, protocol: RequestCallbacks, max_header_bytes: int
+) -> RequestParser:
+    """A parser of requests that calls `protocol`'s llhttp callbacks."""
+    if name == "h11":
+        return H11RequestParser(protocol, max_header_bytes)
+    return httptools.HttpRequestParser(protocol)
+
+
+def response_parser(
+    name: Http1Parser, protocol: ResponseCallbacks, max_header_bytes: int
+) -> ResponseParser:
+    """A parser of responses that calls `protocol`'s llhttp callbacks."""
+    if name == "h11":
+        return H11ResponseParser(protocol, max_header_bytes)
+    return httptools.HttpResponseParser(protocol)
 
 
 def encode_fields(items: list[tuple[str, str]]) -> str:
@@ -70,7 +122,7 @@ def encode_fields(items: list[tuple[str, str]]) -> str:
     return text + "\r\n"
 
 
-def _encode_head(start_line: str, items: list[tuple[str, str]]) -> bytes:
+def encode_head(start_line: str, items: list[tuple[str, str]]) -> bytes:
     """A message head; also the last chunk with its trailers (start line "0")."""
     try:
         return f"{start_line}\r\n{encode_fields(items)}\r\n".encode("latin-1")
@@ -78,7 +130,7 @@ def _encode_head(start_line: str, items: list[tuple[str, str]]) -> bytes:
         raise ValueError(f"a header is not latin-1: {items!r}") from None
 
 
-def _connection_tokens(headers: HeaderMap) -> set[str] | frozenset[str]:
+def connection_tokens(headers: HeaderMap) -> set[str] | frozenset[str]:
     values = headers.get_all("connection")
     if not values:
         return _NO_TOKENS
@@ -91,7 +143,7 @@ _NO_TOKENS: frozenset[str] = frozenset()
 _ABSOLUTE_FORM = re.compile(r"(?i:https?)://([^/?#]+)([^#]*)")
 
 
-def _origin_form(target: str) -> tuple[str, str]:
+def origin_form(target: str) -> tuple[str, str]:
     """An absolute-form target's (path with query, authority); 400 for anything else."""
     m = _ABSOLUTE_FORM.fullmatch(target)
     if m is None:
@@ -100,10 +152,10 @@ def _origin_form(target: str) -> tuple[str, str]:
     return path, m[1]
 
 
-class _Codec:
+class Http1Codec:
     """What both roles share: the event queue, body framing out, and connection reuse."""
 
-    _parser: httptools.HttpRequestParser | httptools.HttpResponseParser
+    _parser: Parser
 
     def __init__(self, max_header_bytes: int) -> None:
         self._max_header_bytes = max_header_bytes
@@ -156,13 +208,14 @@ class _Codec:
         self._head_began = False
         try:
             self._parser.feed_data(data)
-        except httptools.HttpParserUpgrade as upgrade:
+        except (httptools.HttpParserUpgrade, H11Upgrade) as upgrade:
             self._stopped = True
             self._trailing = data[upgrade.args[0] :]
             self._upgraded()
         except httptools.HttpParserCallbackError as exc:
             self._stop(exc.__context__ if isinstance(exc.__context__, GatewayError) else exc)
-        except httptools.HttpParserError as exc:
+        except (httptools.HttpParserError, H11ParseError, GatewayError) as exc:
+            # (h11's parser lets a callback's GatewayError through as it is.)
             self._stop(exc)
         else:
             # Head bytes count from where the head starts: a read that began it may also
@@ -197,7 +250,7 @@ class _Codec:
     def _head_too_large(self) -> GatewayError:
         raise NotImplementedError
 
-    # llhttp callbacks, shared by both parsers.
+    # llhttp callbacks, shared by both roles.
 
     def on_message_begin(self) -> None:
         self._raw_headers = []
@@ -261,7 +314,7 @@ class _Codec:
         """Ends the body; trailers go out only where the framing can carry them (chunked)."""
         self._our_done = True
         if self._chunked:
-            return _encode_head("0", list(trailers)) if trailers else b"0\r\n\r\n"
+            return encode_head("0", list(trailers)) if trailers else b"0\r\n\r\n"
         if trailers:
             self.trailers_dropped += 1
         if self._send_remaining:
@@ -288,7 +341,7 @@ class _Codec:
     def close(self) -> None:
         """The connection is over: parse nothing more, and let reference counting free the
         codec at once rather than the cyclic GC some time later. Two cycles run through it:
-        the parser holds the codec's bound methods (llhttp's callbacks), and a queued parse
+        the parser holds the codec (llhttp's callbacks), and a queued parse
         error's traceback holds the frames that hold the codec."""
         self._stopped = True
         self._events.clear()
@@ -304,376 +357,3 @@ class _Codec:
         self._their_done = self._our_done = False
         self._chunked = False
         self._send_remaining = None
-
-
-class ServerCodec(_Codec):
-    """The downstream side of an HTTP/1.1 connection (the gateway is the server)."""
-
-    def __init__(self, *, max_header_bytes: int, max_header_count: int, scheme: str) -> None:
-        super().__init__(max_header_bytes)
-        self._max_header_count = max_header_count
-        self._scheme = scheme
-        self._parser = httptools.HttpRequestParser(self)
-        self._url = b""
-        #: Whether the request being parsed has a body (when it has not, its RequestHeaders
-        #: carries end_stream and its message end is not queued separately).
-        self._parsing_body = False
-        #: Body bytes of an upgrade request that llhttp handed over unparsed (see _upgraded).
-        self._upgrade_body = 0
-        self._client_version = "1.1"
-        self._expecting_continue = False
-        #: Bytes received for the exchanges after the current one (pipelining).
-        self._next_bytes = 0
-
-    # -- input ---------------------------------------------------------------------------
-
-    def _protocol_error(self, reason: str) -> GatewayError:
-        return DownstreamProtocolError(reason)
-
-    def _head_too_large(self) -> GatewayError:
-        return DownstreamProtocolError("request headers too large", 431)
-
-    def receive_data(self, data: bytes) -> None:
-        if self._their_done:
-            self._next_bytes += len(data)
-        elif self._upgrade_body and not data:
-            # llhttp ended the upgrade request with its head; its body is cut short.
-            self._stop(self._protocol_error("connection closed in the middle of a message"))
-            return
-        elif self._upgrade_body and data:
-            data = self._feed_upgrade_body(data)
-            if not data:
-                return
-        super().receive_data(data)
-
-    def on_message_begin(self) -> None:
-        super().on_message_begin()
-        self._url = b""
-
-    def on_url(self, url: bytes) -> None:
-        self._url += url
-        self._head_size += len(url)
-
-    def on_header(self, name: bytes, value: bytes) -> None:
-        super().on_header(name, value)
-        if len(self._raw_headers) > self._max_header_count:
-            raise DownstreamProtocolError("too many request headers", 431)
-
-    def on_headers_complete(self) -> None:
-        parser = self._parser
-        assert isinstance(parser, httptools.HttpRequestParser)
-        version = parser.get_http_version()
-        if version not in ("1.1", "1.0"):
-            raise DownstreamProtocolError(f"unsupported HTTP version {version}")
-        method = parser.get_method().decode("ascii")
-        self._head_size += len(method) + 12
-        if self._head_size > self._max_header_bytes:
-            raise self._head_too_large()
-        headers = self._end_head()
-        self.stream_id += 1
-        hosts = headers.get_all("host")
-        if len(hosts) > 1 or (not hosts and version == "1.1"):
-            raise DownstreamProtocolError("a request needs exactly one Host header")
-        te = headers.get_all("transfer-encoding")
-        if te and [v.strip().lower() for v in te] != ["chunked"]:
-            raise DownstreamProtocolError("unsupported Transfer-Encoding")
-        length = headers.get("content-length")
-        content_length = int(length) if length is not None else None
-        tokens = _connection_tokens(headers)
-        upgrade = headers.get("upgrade") if "upgrade" in tokens else None
-        self._parsing_body = bool(te or content_length)
-        if parser.should_upgrade() and self._parsing_body:
-            # llhttp leaves an upgrade request's body unparsed; it is served as an ordinary
-            # request (with a body, it cannot be a handshake: RFC 9110 7.8).
-            if te:
-                raise DownstreamProtocolError("an upgrade request with a chunked body")
-            self._upgrade_body = content_length or 0
-            upgrade = None
-        path, authority = self._url.decode("latin-1"), hosts[0] if hosts else ""
-        if path[:1] != "/" and path != "*" and method != "CONNECT":
-            # Absolute form (RFC 9112 3.2.2): the target's authority wins over Host, and
-            # the request goes on in origin form.
-            path, authority = _origin_form(path)
-            headers.set("host", authority)
-        head = RequestHead(
-            method=method,
-            path=path,
-            authority=authority,
-            scheme=self._scheme,
-            headers=headers,
-            http_version=version,
-            upgrade=upgrade.strip().lower() if upgrade else None,
-        )
-        self._events.append(
-            RequestHeaders(self.stream_id, head, not self._parsing_body, content_length)
-        )
-
-    def on_message_complete(self) -> None:
-        self._in_message = False
-        if self._parsing_body and not self._upgrade_body:
-            self._events.append(EndStream(self.stream_id, self._take_trailers()))
-
-    def _take_trailers(self) -> HeaderMap | None:
-        trailers, self._trailers = self._trailers, None
-        return HeaderMap.from_raw(trailers) if trailers else None
-
-    def _upgraded(self) -> None:
-        if self._upgrade_body:  # with a body, it was an ordinary request: parse on
-            self._stopped = False  # (llhttp itself resumes after an upgrade)
-            if self._trailing:
-                self.receive_data(self.take_trailing_data())
-
-    def _feed_upgrade_body(self, data: bytes) -> bytes:
-        """Hands out the body llhttp skipped; returns the bytes after it."""
-        body, rest = data[: self._upgrade_body], data[self._upgrade_body :]
-        self._upgrade_body -= len(body)
-        self._events.append(Data(self.stream_id, body))
-        if not self._upgrade_body:
-            self._events.append(EndStream(self.stream_id))
-        return rest
-
-    @property
-    def has_partial_request(self) -> bool:
-        """Whether bytes of a next request have arrived (the header timeout then runs)."""
-        return self._in_head or bool(self._events)
-
-    def next_event(self) -> ServerEvent:
-        if self._their_done:
-            return PAUSED if self._events or self._trailing else NEED_DATA
-        event = self._pop()
-        if event is None:
-            return NEED_DATA
-        if isinstance(event, RequestHeaders):
-            self._begin_exchange(event)
-        elif isinstance(event, EndStream):
-            self._their_done = True
-        elif isinstance(event, Data):
-            self._expecting_continue = False
-        else:
-            assert isinstance(event, ConnectionEnded), event
-        return event
-
-    def _begin_exchange(self, event: RequestHeaders) -> None:
-        head = event.head
-        self._client_version = head.http_version
-        # A client that asked to upgrade (or sent CONNECT) may speak another protocol next
-        # whatever we answer, and llhttp stops parsing there: such a connection ends after
-        # its response.
-        self._keep_alive = (
-            head.http_version == "1.1"
-            and head.method != "CONNECT"
-            and "upgrade" not in head.headers
-            and "close" not in _connection_tokens(head.headers)
-        )
-        self._expecting_continue = (
-            not event.end_stream
-            and head.http_version == "1.1"
-            and (head.headers.get("expect") or "").lower() == "100-continue"
-        )
-        self._their_done = event.end_stream
-
-    def start_next_cycle(self) -> None:
-        super().start_next_cycle()
-        self._next_bytes = 0
-
-    # -- output --------------------------------------------------------------------------
-
-    @property
-    def waiting_for_100_continue(self) -> bool:
-        return self._expecting_continue
-
-    def send_100_continue(self) -> bytes:
-        self._expecting_continue = False
-        return b"HTTP/1.1 100 Continue\r\n\r\n"
-
-    def send_switching_protocols(self, head: ResponseHead) -> bytes:
-        """The response that ends HTTP/1.1 on this connection (an upgrade's 101, or a
-        CONNECT's 200); what follows is the tunnel's."""
-        self._keep_alive = False
-        reason = head.reason or _REASONS.get(head.status, "")
-        return _encode_head(f"HTTP/1.1 {head.status} {reason}", list(head.headers))
-
-    def send_response_head(self, head: ResponseHead, *, request_method: str) -> bytes:
-        self._expecting_continue = False
-        status = head.status
-        headers = head.headers
-        items = list(headers)
-        has_body = request_method != "HEAD" and status not in _NO_BODY_STATUSES
-        frames_body = status not in _NO_BODY_STATUSES  # a HEAD answer frames as a GET's would
-        if frames_body and "content-length" not in headers:
-            items = [(n, v) for n, v in items if n != "transfer-encoding"]
-            if self._client_version == "1.1":
-                items.append(("transfer-encoding", "chunked"))
-            else:
-                self._keep_alive = False  # HTTP/1.0 has no chunks: the close ends the body
-        if "close" in _connection_tokens(headers):
-            self._keep_alive = False
-        elif not self._keep_alive:
-            items = [(n, v) for n, v in items if n != "connection"]
-            items.append(("connection", "close"))
-        if not has_body:
-            self._frame_output(chunked=False, length=0)
-        elif "content-length" in headers:
-            self._frame_output(chunked=False, length=int(headers.get("content-length") or 0))
-        else:  # chunked for HTTP/1.1; for HTTP/1.0, until the connection closes
-            self._frame_output(chunked=self._client_version == "1.1", length=None)
-        reason = head.reason or _REASONS.get(status, "")
-        return _encode_head(f"HTTP/1.1 {status} {reason}", items)
-
-    @property
-    def request_complete(self) -> bool:
-        return self._their_done
-
-    @property
-    def buffered_bytes(self) -> int:
-        """Once the request is complete: about how many bytes of later requests have
-        arrived (pipelining); at least 1 if any have."""
-        if self._events or self._in_head or self._trailing:
-            return max(self._next_bytes, 1)
-        return self._next_bytes
-
-
-#: What a reason phrase may not hold (RFC 9112 4: HTAB, SP, VCHAR and obs-text only).
-_REASON_CTL = re.compile(rb"[\x00-\x08\x0a-\x1f\x7f]")
-
-
-def _bytes_past_response() -> UpstreamReset:
-    return UpstreamReset("upstream sent bytes past the end of its response")
-
-
-class ClientCodec(_Codec):
-    """The upstream side of an HTTP/1.1 connection (the gateway is the client)."""
-
-    def __init__(self, *, max_header_bytes: int) -> None:
-        super().__init__(max_header_bytes)
-        self._parser = httptools.HttpResponseParser(self)
-        self._reason = b""
-        self._request_method = "GET"
-        #: Whether the end of the message being parsed is relayed (not for 1xx responses).
-        self._relay_end = True
-        #: The response to HEAD ended with its head; llhttp, which cannot be told that,
-        #: still waits for its body, so the next exchange needs a new parser.
-        self._parser_spent = False
-        #: The final response of the exchange is complete. An upstream speaks only when
-        #: asked, so any byte after this is out of step: were it parsed, it would become
-        #: the response to the next client's request (response poisoning).
-        self._response_done = False
-        #: The request asked to switch protocols: only then may a 101 come.
-        self._asked_upgrade = False
-
-    def send_request_head(self, head: RequestHead) -> bytes:
-        self.stream_id += 1
-        self._request_method = head.method
-        headers = head.headers
-        self._asked_upgrade = "upgrade" in headers
-        if "close" in _connection_tokens(headers):
-            self._keep_alive = False
-        length = headers.get("content-length")
-        if "transfer-encoding" in headers:
-            self._frame_output(chunked=True, length=None)
-        else:
-            self._frame_output(chunked=False, length=int(length) if length is not None else 0)
-        return _encode_head(f"{head.method} {head.path} HTTP/1.1", list(headers))
-
-    def _protocol_error(self, reason: str) -> GatewayError:
-        return UpstreamReset(f"upstream protocol error: {reason}")
-
-    def _head_too_large(self) -> GatewayError:
-        return UpstreamReset("upstream response headers too large")
-
-    def receive_data(self, data: bytes) -> None:
-        if self._response_done and data and not self._stopped:
-            self._stop(_bytes_past_response())
-            return
-        super().receive_data(data)
-
-    @property
-    def reusable(self) -> bool:
-        """Besides both sides done: nothing stopped the parser (an error, bytes past the
-        response, an upgrade, the upstream's close)."""
-        return super().reusable and not self._stopped
-
-    def on_header(self, name: bytes, value: bytes) -> None:
-        if value[-1:] in (b" ", b"\t") and name.lower() == b"transfer-encoding":
-            # llhttp does not frame `chunked<HTAB>` as chunked: it would read the chunks
-            # as a body that ends at the close.
-            raise UpstreamReset("upstream Transfer-Encoding with trailing whitespace")
-        super().on_header(name, value)
-
-    def on_status(self, reason: bytes) -> None:
-        self._reason += reason
-        self._head_size += len(reason) + 15
-
-    def on_message_begin(self) -> None:
-        if self._response_done:  # a second response in the same read as the first
-            raise _bytes_past_response()
-        super().on_message_begin()
-        self._reason = b""
-
-    def on_headers_complete(self) -> None:
-        parser = self._parser
-        assert isinstance(parser, httptools.HttpResponseParser)
-        status = parser.get_status_code()
-        if not 100 <= status <= 599 or _REASON_CTL.search(self._reason):
-            raise UpstreamReset("upstream sent an invalid status line")
-        if status == 101 and not (self._asked_upgrade and parser.should_upgrade()):
-            raise UpstreamReset("upstream switched protocols unasked")
-        headers = self._end_head()
-        te = headers.get_all("transfer-encoding")
-        if te and [v.lower() for v in te] != ["chunked"]:
-            # Any other coding would reach the client decoded of its chunks only, with
-            # nothing left to say it is still, say, gzip.
-            raise UpstreamReset("unsupported upstream Transfer-Encoding")
-        self._relay_end = status >= 200
-        if 100 <= status < 200 and status != 101:
-            return  # the gateway answered Expect itself; other 1xx carry nothing to relay
-        version = parser.get_http_version()
-        if version != "1.1" or "close" in _connection_tokens(headers):
-            self._keep_alive = False
-        head = ResponseHead(status, headers, self._reason.decode("latin-1"))
-        self._events.append(ResponseHeaders(self.stream_id, head, end_stream=False))
-        if self._request_method == "HEAD":
-            self._events.append(EndStream(self.stream_id))
-            self._relay_end = False
-            self._in_message = False
-            self._parser_spent = self._response_done = True
-        elif (
-            status not in _NO_BODY_STATUSES
-            and status != 101
-            and "content-length" not in headers
-            and "transfer-encoding" not in headers
-        ):
-            self._body_until_eof = True
-            self._keep_alive = False
-
-    def on_body(self, body: bytes) -> None:
-        if self._parser_spent:  # a body after the answer to HEAD
-            raise _bytes_past_response()
-        super().on_body(body)
-
-    def on_message_complete(self) -> None:
-        self._in_message = False
-        if self._relay_end:
-            self._response_done = True
-            self._body_until_eof = False
-            trailers, self._trailers = self._trailers, None
-            self._events.append(
-                EndStream(self.stream_id, HeaderMap.from_raw(trailers) if trailers else None)
-            )
-
-    def next_event(self) -> ClientEvent:
-        event = self._pop()
-        if event is None:
-            return NEED_DATA
-        if isinstance(event, EndStream):
-            self._their_done = True
-        else:
-            assert not isinstance(event, RequestHeaders)
-        return event
-
-    def start_next_cycle(self) -> None:
-        super().start_next_cycle()
-        self._response_done = False
-        if self._parser_spent:
-            self._parser_spent = False
-            self._parser = httptools.HttpResponseParser(self)

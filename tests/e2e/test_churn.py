@@ -33,7 +33,7 @@ from gateway.http.conn_h1 import Http1Connection
 from gateway.http.conn_h2 import H2StreamEncoder, Http2Connection
 from gateway.io.h2_transport import H2Transport
 from gateway.observability.tasktree import Annotation
-from gateway.protocol.codec_h1 import ServerCodec
+from gateway.protocol.codec_h1_server import ServerCodec
 from gateway.protocol.codec_h2 import H2Codec
 from tests.config_builder import ConfigBuilder, proxy_config, route
 from tests.helpers import (

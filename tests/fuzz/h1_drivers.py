@@ -13,7 +13,9 @@ import attrs
 import h11
 
 from gateway.errors import DownstreamProtocolError, UpstreamReset
-from gateway.protocol.codec_h1 import ClientCodec, ServerCodec
+from gateway.protocol.codec_h1 import Http1Parser
+from gateway.protocol.codec_h1_client import ClientCodec
+from gateway.protocol.codec_h1_server import ServerCodec
 from gateway.protocol.events import (
     NEED_DATA,
     PAUSED,
@@ -62,6 +64,8 @@ class Transcript:
     end: str
     #: The message in progress when the stream ended (its head, if it got that far).
     partial: Message | None = None
+    #: Where each message ended in the stream: exact when the bytes came one per read.
+    ends: tuple[int, ...] = attrs.field(default=(), eq=False)
 
 
 def _fields(headers: HeaderMap | None) -> Fields:
@@ -80,6 +84,9 @@ class _Recorder:
     headers: Fields = ()
     body: bytearray = attrs.Factory(bytearray)
     end: str | None = None
+    ends: list[int] = attrs.Factory(list)
+    #: How many bytes were fed so far.
+    fed: int = 0
 
     def begin(self, start: tuple[bytes, bytes], version: bytes, headers: Fields) -> None:
         self.start, self.version, self.headers = start, version, headers
@@ -90,20 +97,23 @@ class _Recorder:
         self.messages.append(
             Message(self.start, self.version, self.headers, bytes(self.body), trailers)
         )
+        self.ends.append(self.fed)
         self.start = None
 
     def transcript(self) -> Transcript:
         partial = None
         if self.start is not None:
             partial = Message(self.start, self.version, self.headers, bytes(self.body), ())
-        return Transcript(tuple(self.messages), self.end or OPEN, partial)
+        return Transcript(tuple(self.messages), self.end or OPEN, partial, tuple(self.ends))
 
 
 # -- requests ------------------------------------------------------------------------------
 
 
-def server_codec() -> ServerCodec:
-    return ServerCodec(max_header_bytes=HEAD_LIMIT, max_header_count=10_000, scheme="http")
+def server_codec(parser: Http1Parser = "llhttp") -> ServerCodec:
+    return ServerCodec(
+        max_header_bytes=HEAD_LIMIT, max_header_count=10_000, scheme="http", parser=parser
+    )
 
 
 def _keeps_alive(head: RequestHead) -> bool:
@@ -117,10 +127,12 @@ def _keeps_alive(head: RequestHead) -> bool:
     )
 
 
-def codec_requests(chunks: Iterable[bytes], *, close: bool = True) -> Transcript:
-    """The requests ServerCodec frames from `chunks` (then the client's close), answering
-    each with an empty 200 as the connection manager would."""
-    codec = server_codec()
+def codec_requests(
+    chunks: Iterable[bytes], *, close: bool = True, parser: Http1Parser = "llhttp"
+) -> Transcript:
+    """The requests ServerCodec (on `parser`) frames from `chunks` (then the client's
+    close), answering each with an empty 200 as the connection manager would."""
+    codec = server_codec(parser)
     rec = _Recorder()
     head: RequestHead | None = None
 
@@ -167,6 +179,7 @@ def codec_requests(chunks: Iterable[bytes], *, close: bool = True) -> Transcript
     for chunk in chunks:
         if rec.end is not None:
             break
+        rec.fed += len(chunk)
         codec.receive_data(chunk)
         pump()
     if close and rec.end is None:
@@ -229,8 +242,8 @@ def h11_requests(chunks: Iterable[bytes], *, close: bool = True) -> Transcript:
 # -- responses -----------------------------------------------------------------------------
 
 
-def client_codec() -> ClientCodec:
-    return ClientCodec(max_header_bytes=HEAD_LIMIT)
+def client_codec(parser: Http1Parser = "llhttp") -> ClientCodec:
+    return ClientCodec(max_header_bytes=HEAD_LIMIT, parser=parser)
 
 
 def _request_fields(upgrade: bool) -> list[tuple[str, str]]:
@@ -239,11 +252,17 @@ def _request_fields(upgrade: bool) -> list[tuple[str, str]]:
     return [("host", "up"), *asks]
 
 
-def codec_response(method: str, chunks: Iterable[bytes], *, upgrade: bool = False) -> Transcript:
-    """The response ClientCodec frames from `chunks` (then the upstream's close) for one
-    `method` request (asking to upgrade, if `upgrade`); 1xx interim responses are not
-    relayed, so not recorded."""
-    codec = client_codec()
+def codec_response(
+    method: str,
+    chunks: Iterable[bytes],
+    *,
+    upgrade: bool = False,
+    parser: Http1Parser = "llhttp",
+) -> Transcript:
+    """The response ClientCodec (on `parser`) frames from `chunks` (then the upstream's
+    close) for one `method` request (asking to upgrade, if `upgrade`); 1xx interim
+    responses are not relayed, so not recorded."""
+    codec = client_codec(parser)
     head = RequestHead(method, "/", "up", "http", HeaderMap(_request_fields(upgrade)))
     codec.send_request_head(head)
     codec.send_end()
@@ -278,6 +297,7 @@ def codec_response(method: str, chunks: Iterable[bytes], *, upgrade: bool = Fals
                 rec.end = CLOSED if rec.start is None else CUT
 
     for chunk in [*chunks, b""]:
+        rec.fed += len(chunk)
         codec.receive_data(chunk)
         pump()
         if rec.end is not None:

@@ -1,11 +1,16 @@
 """The HTTP/1.1 codecs, sans-IO: the exchanges the e2e tests cannot easily provoke from real
 clients and servers (pipelined bodies in one read, an upgrade request with a body, an
-answer to HEAD, a close-delimited body, out-of-step upstreams)."""
+answer to HEAD, a close-delimited body, out-of-step upstreams). Every test runs on both
+parsers (`http1_parser`): the codecs promise the same on either."""
+
+from collections.abc import Callable
 
 import pytest
 
 from gateway.errors import DownstreamProtocolError, UpstreamReset
-from gateway.protocol.codec_h1 import ClientCodec, ServerCodec
+from gateway.protocol.codec_h1 import Http1Parser
+from gateway.protocol.codec_h1_client import ClientCodec
+from gateway.protocol.codec_h1_server import ServerCodec
 from gateway.protocol.events import (
     NEED_DATA,
     PAUSED,
@@ -17,13 +22,25 @@ from gateway.protocol.events import (
 )
 from gateway.protocol.headers import HeaderMap, RequestHead, ResponseHead
 
+Server = Callable[[], ServerCodec]
+Client = Callable[[], ClientCodec]
 
-def server() -> ServerCodec:
-    return ServerCodec(max_header_bytes=8192, max_header_count=100, scheme="http")
+
+@pytest.fixture(params=["llhttp", "h11"])
+def parser(request: pytest.FixtureRequest) -> Http1Parser:
+    return request.param  # type: ignore[no-any-return]
 
 
-def client() -> ClientCodec:
-    return ClientCodec(max_header_bytes=8192)
+@pytest.fixture
+def server(parser: Http1Parser) -> Server:
+    return lambda: ServerCodec(
+        max_header_bytes=8192, max_header_count=100, scheme="http", parser=parser
+    )
+
+
+@pytest.fixture
+def client(parser: Http1Parser) -> Client:
+    return lambda: ClientCodec(max_header_bytes=8192, parser=parser)
 
 
 def drain(codec: ServerCodec | ClientCodec) -> list[object]:
@@ -44,7 +61,7 @@ def get(path: str = "/", method: str = "GET", **headers: str) -> RequestHead:
     return RequestHead(method, path, "up", "http", HeaderMap([("host", "up"), *headers.items()]))
 
 
-def test_pipelined_requests_with_bodies_come_one_exchange_at_a_time():
+def test_pipelined_requests_with_bodies_come_one_exchange_at_a_time(server):
     codec = server()
     codec.receive_data(
         b"POST /a HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\n\r\nabc"
@@ -62,7 +79,39 @@ def test_pipelined_requests_with_bodies_come_one_exchange_at_a_time():
     assert codec.buffered_bytes == 0
 
 
-def test_upgrade_request_with_a_body_is_served_as_an_ordinary_request():
+_CHUNKED_WITH_TRAILER = (
+    b"POST /a HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
+    b"3;ext=1\r\nabc\r\n0\r\nX-Sum: 9\r\n\r\n"
+)
+
+
+@pytest.mark.parametrize("bytewise", [False, True])
+def test_trailers_come_with_the_end_and_the_next_request_follows(server, bytewise):
+    codec = server()
+    data = _CHUNKED_WITH_TRAILER + b"GET /b HTTP/1.1\r\nHost: x\r\n\r\n"
+    for chunk in [data[i : i + 1] for i in range(len(data))] if bytewise else [data]:
+        codec.receive_data(chunk)
+    first = drain(codec)
+    assert b"".join(e.data for e in first if isinstance(e, Data)) == b"abc"
+    assert list(first[-1].trailers) == [("x-sum", "9")]
+    respond(codec, **{"content-length": "0"})
+    codec.start_next_cycle()
+    (second,) = drain(codec)
+    assert second.head.path == "/b" and second.end_stream
+
+
+@pytest.mark.parametrize(
+    "trailers",
+    [b"X-A: 1\nX-B: 2\r\n\r\n", b"X-A: 1\r\n\n", b"X-A: 1\r\n fold\r\n\r\n", b"X-A: \x7f\r\n\r\n"],
+)
+def test_a_malformed_trailer_section_is_refused(server, trailers):
+    codec = server()
+    codec.receive_data(_CHUNKED_WITH_TRAILER.split(b"X-Sum")[0] + trailers)
+    with pytest.raises(DownstreamProtocolError):
+        drain(codec)
+
+
+def test_upgrade_request_with_a_body_is_served_as_an_ordinary_request(server):
     codec = server()
     codec.receive_data(
         b"POST /u HTTP/1.1\r\nHost: x\r\nConnection: upgrade\r\nUpgrade: h2c\r\n"
@@ -76,7 +125,7 @@ def test_upgrade_request_with_a_body_is_served_as_an_ordinary_request():
     assert codec.buffered_bytes > 0  # the next request was parsed on, not taken as upgraded
 
 
-def test_refused_upgrade_closes_and_accepted_one_hands_over_the_bytes():
+def test_refused_upgrade_closes_and_accepted_one_hands_over_the_bytes(server):
     codec = server()
     codec.receive_data(
         b"GET /ws HTTP/1.1\r\nHost: x\r\nConnection: upgrade\r\nUpgrade: websocket\r\n\r\n"
@@ -97,7 +146,7 @@ def test_refused_upgrade_closes_and_accepted_one_hands_over_the_bytes():
     assert not codec.reusable
 
 
-def unframed_answer(request: bytes) -> tuple[ServerCodec, bytes]:
+def unframed_answer(request: bytes, server: Server) -> tuple[ServerCodec, bytes]:
     """A server codec that parsed `request` and sent a 200 head with no framing header."""
     codec = server()
     codec.receive_data(request)
@@ -105,7 +154,7 @@ def unframed_answer(request: bytes) -> tuple[ServerCodec, bytes]:
     return codec, codec.send_response_head(ResponseHead(200, HeaderMap()), request_method="GET")
 
 
-def test_connect_closes_after_its_response():
+def test_connect_closes_after_its_response(server):
     codec = server()
     codec.receive_data(b"CONNECT example.com:443 HTTP/1.1\r\nHost: example.com:443\r\n\r\n")
     (request,) = drain(codec)
@@ -114,16 +163,16 @@ def test_connect_closes_after_its_response():
     assert b"connection: close" in head and not codec.reusable
 
 
-def test_http10_client_gets_a_close_delimited_body():
-    codec, head = unframed_answer(b"GET / HTTP/1.0\r\n\r\n")
+def test_http10_client_gets_a_close_delimited_body(server):
+    codec, head = unframed_answer(b"GET / HTTP/1.0\r\n\r\n", server)
     assert b"transfer-encoding" not in head and b"connection: close" in head
     assert codec.send_data(b"body") == b"body"
     codec.send_end()
     assert not codec.reusable
 
 
-def test_unframed_response_to_http11_is_chunked_with_trailers():
-    codec, head = unframed_answer(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+def test_unframed_response_to_http11_is_chunked_with_trailers(server):
+    codec, head = unframed_answer(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n", server)
     assert head.endswith(b"transfer-encoding: chunked\r\n\r\n")
     assert codec.send_data(b"abc") == b"3\r\nabc\r\n"
     assert codec.send_end(HeaderMap([("grpc-status", "0")])) == b"0\r\ngrpc-status: 0\r\n\r\n"
@@ -134,7 +183,7 @@ def test_unframed_response_to_http11_is_chunked_with_trailers():
     "headers",
     [{"x-a": "b\r\nx-forged: 1"}, {"bad name": "v"}, {"x-a": "nul\x00"}, {"x-a": "\u20ac"}],
 )
-def test_headers_that_would_break_the_head_are_refused(headers):
+def test_headers_that_would_break_the_head_are_refused(headers, server):
     codec = server()
     codec.receive_data(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
     drain(codec)
@@ -144,7 +193,7 @@ def test_headers_that_would_break_the_head_are_refused(headers):
         )
 
 
-def test_http09_and_http2_request_lines_are_refused():
+def test_http09_and_http2_request_lines_are_refused(server):
     for line in (b"GET /\r\n\r\n", b"GET / HTTP/2.0\r\nHost: x\r\n\r\n"):
         codec = server()
         codec.receive_data(line)
@@ -152,7 +201,7 @@ def test_http09_and_http2_request_lines_are_refused():
             codec.next_event()
 
 
-def test_answer_to_head_ends_with_its_head_and_the_next_exchange_parses():
+def test_answer_to_head_ends_with_its_head_and_the_next_exchange_parses(client):
     codec = client()
     codec.send_request_head(get(method="HEAD"))
     codec.receive_data(b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n")
@@ -181,7 +230,9 @@ _POISON = b"HTTP/1.1 200 OK\r\nContent-Length: 8\r\n\r\nPOISONED"
     ],
 )
 @pytest.mark.parametrize("same_read", [True, False])
-def test_bytes_past_a_response_make_the_connection_unusable(method, response, body, same_read):
+def test_bytes_past_a_response_make_the_connection_unusable(
+    method, response, body, same_read, client
+):
     """Response poisoning: what an upstream sends past the end of a response (a second
     response, a body where none may be) must never become the next request's response."""
     codec = client()
@@ -197,7 +248,7 @@ def test_bytes_past_a_response_make_the_connection_unusable(method, response, bo
     assert not codec.reusable and codec.protocol_error
 
 
-def test_interim_responses_are_skipped_and_101_hands_over_the_bytes():
+def test_interim_responses_are_skipped_and_101_hands_over_the_bytes(client):
     codec = client()
     codec.send_request_head(get())
     codec.receive_data(b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
@@ -221,7 +272,7 @@ def test_interim_responses_are_skipped_and_101_hands_over_the_bytes():
         codec.next_event()
 
 
-def test_body_until_close_ends_at_eof_and_a_cut_body_is_an_upstream_reset():
+def test_body_until_close_ends_at_eof_and_a_cut_body_is_an_upstream_reset(client):
     codec = client()
     codec.send_request_head(get())
     codec.receive_data(b"HTTP/1.1 200 OK\r\n\r\nsome")
@@ -238,13 +289,13 @@ def test_body_until_close_ends_at_eof_and_a_cut_body_is_an_upstream_reset():
         drain(codec)
 
 
-def test_idle_upstream_close_is_connection_ended():
+def test_idle_upstream_close_is_connection_ended(client):
     codec = client()
     codec.receive_data(b"")
     assert isinstance(codec.next_event(), ConnectionEnded)
 
 
-def test_content_length_is_held_to_on_output():
+def test_content_length_is_held_to_on_output(client):
     codec = client()
     codec.send_request_head(get(method="POST", **{"content-length": "3"}))
     with pytest.raises(ValueError):
@@ -254,3 +305,13 @@ def test_content_length_is_held_to_on_output():
     codec.send_data(b"ab")
     with pytest.raises(ValueError):
         codec.send_end()
+
+
+def test_a_refusal_names_the_problem_without_quoting_the_request(server):
+    codec = server()
+    codec.receive_data(
+        b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\nzz-secret\r\n"
+    )
+    with pytest.raises(DownstreamProtocolError) as refused:
+        drain(codec)
+    assert refused.value.status == 400 and "secret" not in str(refused.value)

@@ -1,5 +1,8 @@
 """Config loading: every error names its TOML path, and all are reported at once."""
 
+import re
+from pathlib import Path
+
 import pytest
 
 from gateway import ConfigError, loads_config
@@ -52,8 +55,6 @@ def test_issue_example_is_valid():
 
 
 def test_repo_gateway_toml_is_valid():
-    from pathlib import Path
-
     from gateway import load_config
 
     root = Path(__file__).resolve().parents[2]
@@ -332,4 +333,26 @@ threshold = 0.95
         "overload.actions[0].name: expected one of 'stop_accepting_connections', "
         "'disable_http_keepalive', 'stop_accepting_requests', got 'shrink_heap'",
         "overload.actions[1].threshold: must be <= 1: 1.5",
+    ]
+
+
+def docs_example(containing: str) -> str:
+    """The one TOML example of docs/configuration.md that holds `containing`."""
+    docs = Path(__file__).resolve().parents[2] / "docs" / "configuration.md"
+    blocks = re.findall(r"```toml\n(.*?)```", docs.read_text(encoding="utf-8"), re.S)
+    (block,) = [b for b in blocks if containing in b]
+    return block
+
+
+def test_http1_parser_is_chosen_per_listener_and_per_cluster():
+    text = docs_example('http1_parser = "h11"')
+    config = loads_config(text)
+    assert config.listeners["webdav"].http1_parser == "h11"
+    assert config.clusters["files"].http1_parser == "h11"
+    default = loads_config(VALID)
+    assert default.listeners["edge"].http1_parser == default.clusters["api"].http1_parser
+    assert default.listeners["edge"].http1_parser == "llhttp"
+    assert errors_of(text.replace('"h11"', '"picohttp"')) == [
+        "listeners.webdav.http1_parser: expected one of 'llhttp', 'h11', got 'picohttp'",
+        "clusters.files.http1_parser: expected one of 'llhttp', 'h11', got 'picohttp'",
     ]
