@@ -47,6 +47,9 @@ class ClientCodec(Http1Codec):
         self._response_done = False
         #: The request asked to switch protocols: only then may a 101 come.
         self._asked_upgrade = False
+        #: A chunk's size line was read and no data since: the last chunk, if an error
+        #: comes now (any byte after a non-empty chunk's size line is its data).
+        self._last_chunk = False
 
     def send_request_head(self, head: RequestHead) -> bytes:
         self.stream_id += 1
@@ -132,10 +135,25 @@ class ClientCodec(Http1Codec):
             self._body_until_eof = True
             self._keep_alive = False
 
+    def on_chunk_header(self) -> None:
+        self._last_chunk = True
+
     def on_body(self, body: bytes) -> None:
         if self._parser_spent:  # a body after the answer to HEAD
             raise _bytes_past_response()
+        self._last_chunk = False
         super().on_body(body)
+
+    def _stop(self, error: BaseException) -> None:
+        if self._last_chunk:
+            # The body came whole; only the last chunk's trailer section is broken (a
+            # framing field in it, which llhttp refuses as a message error). The body is
+            # relayed and ended without trailers; the error stays queued behind the end,
+            # so the connection is counted as a protocol error and closed, never reused.
+            self._last_chunk = False
+            self._trailers = None
+            self.on_message_complete()
+        super()._stop(error)
 
     def on_message_complete(self) -> None:
         self._in_message = False

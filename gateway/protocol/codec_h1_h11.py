@@ -81,6 +81,7 @@ class RequestCallbacks(_Callbacks, Protocol):
 
 class ResponseCallbacks(_Callbacks, Protocol):
     def on_status(self, status: bytes) -> None: ...
+    def on_chunk_header(self) -> None: ...
 
 
 def _next_event(conn: h11.Connection) -> object:
@@ -311,6 +312,11 @@ class H11ResponseParser(_H11Parser):
 
     def get_status_code(self) -> int:
         return self._status
+
+    def _end_body(self, event: h11.EndOfMessage, unread: int) -> None:
+        if self._tail is not None:
+            self._callbacks.on_chunk_header()  # the last chunk, as llhttp reports it
+        super()._end_body(event, unread)
 
     def _new_connection(self) -> h11.Connection:
         conn = h11.Connection(h11.CLIENT, max_incomplete_event_size=self._max_header_bytes)

@@ -315,3 +315,24 @@ def test_a_refusal_names_the_problem_without_quoting_the_request(server):
     with pytest.raises(DownstreamProtocolError) as refused:
         drain(codec)
     assert refused.value.status == 400 and "secret" not in str(refused.value)
+
+
+@pytest.mark.parametrize(
+    "trailer", [b"Content-Length: 0\r\n", b"X-Sum: 1\r\nContent-Length: 5\r\n"]
+)
+def test_a_broken_response_trailer_section_ends_the_body_and_condemns_the_connection(
+    client, trailer
+):
+    codec = client()
+    codec.send_request_head(RequestHead("GET", "/", "x", "http", HeaderMap(), "1.1"))
+    codec.send_end()
+    codec.receive_data(
+        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n"
+        + trailer
+        + b"\r\n"
+    )
+    events = drain(codec)
+    assert [type(e) for e in events] == [ResponseHeaders, Data, EndStream]
+    assert events[1].data == b"hello"
+    assert events[2].trailers is None  # none of the section is trusted
+    assert codec.protocol_error and not codec.reusable
