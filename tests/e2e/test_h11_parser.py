@@ -45,17 +45,6 @@ async def test_get_and_a_chunked_post_are_proxied(nursery):
     assert up.requests[-1].body == b"abcdefg" + b"h" * 5000
 
 
-async def test_keep_alive_reuses_both_connections(nursery):
-    up = await start_upstream(nursery)
-    async with run_gateway(h11_config(up.port)) as gw, httpx.AsyncClient() as client:
-        for i in range(5):
-            r = await client.get(url(gw, f"/n/{i}"))
-            assert r.json()["path"] == f"/n/{i}"
-        assert gw.stats.value("listener.edge.downstream_cx_total") == 1
-        assert gw.stats.value("cluster.backend.upstream_cx_total") == 1
-        await eventually(lambda: gw.stats.value("http.edge.downstream_rq_2xx") == 5)
-
-
 #: Found in the body, after the head was accepted: the request fails as a stream, and the
 #: connection is not counted as a protocol error (on llhttp neither).
 _IN_THE_BODY = {"oversized chunk size"}

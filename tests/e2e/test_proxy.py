@@ -3,6 +3,7 @@
 import json
 
 import httpx
+import pytest
 import trio
 
 from tests.config_builder import proxy_config
@@ -44,9 +45,13 @@ async def test_proxies_and_adds_edge_headers(nursery):
         assert r2.json()["headers"]["x-request-id"] == "abc-123"
 
 
-async def test_keep_alive_reuses_both_connections(nursery):
+@pytest.mark.parametrize("parser", ["llhttp", "h11"])
+async def test_keep_alive_reuses_both_connections(nursery, parser):
     up = await start_upstream(nursery)
-    async with run_gateway(proxy_config(up.port)) as gw, httpx.AsyncClient() as client:
+    config = proxy_config(
+        up.port, listener={"http1_parser": parser}, cluster={"http1_parser": parser}
+    )
+    async with run_gateway(config) as gw, httpx.AsyncClient() as client:
         for i in range(5):
             r = await client.get(url(gw, f"/n/{i}"))
             assert r.json()["path"] == f"/n/{i}"
