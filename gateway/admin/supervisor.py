@@ -31,6 +31,7 @@ from gateway.observability import tasktree
 from gateway.observability.stats import StatsStore
 from gateway.observability.task_query import TaskQuery
 from gateway.server.supervisor import Supervisor, worker_request
+from gateway.version import gateway_version
 
 log = logging.getLogger("gateway.admin")
 
@@ -166,6 +167,7 @@ class SupervisorAdminApp:
         uptime = f"{int(time.time() - supervisor.started_at)}s"
         return Reply.json(
             {
+                "version": gateway_version(),
                 "state": "DRAINING" if supervisor.stopping else "LIVE",
                 "uptime_current_epoch": uptime,
                 "uptime_all_epochs": uptime,

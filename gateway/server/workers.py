@@ -43,6 +43,7 @@ async def _supervise(supervisor: Supervisor) -> None:
             async def on_signal() -> None:
                 async for signum in signals:
                     if signum == signal.SIGHUP:
+                        log.info("received SIGHUP: reloading %s", supervisor.config_path)
                         try:
                             await supervisor.reload()
                         except (ConfigError, StartupError) as exc:
