@@ -2,7 +2,8 @@
 
 Each worker has a private admin on a loopback port; this app asks them and answers as one:
 - /stats and /stats/prometheus add the workers' stats up (counters and gauges summed,
-  histograms bucket by bucket), plus the supervisor's own `server.*` stats;
+  histograms bucket by bucket), plus the supervisor's own `server.*` stats; /stats/history
+  adds up the workers' samples of each second;
 - /tasks puts each worker's task tree under a `worker` node; task ids become
   `WORKER.ID`, and `POST /tasks/WORKER.ID/cancel` goes to that worker;
 - /server_info lists the workers (pid, uptime, restarts); /ready is LIVE when all are;
@@ -23,6 +24,7 @@ import trio
 
 from gateway.admin.app import serve_task_tree_websocket
 from gateway.admin.asgi import Receive, Scope, Send, complete_lifespan
+from gateway.admin.history import render_merged
 from gateway.admin.serve import serve_admin_app
 from gateway.admin.views import Reply, prometheus_of, stats_of
 from gateway.config.model import Admin
@@ -76,6 +78,8 @@ class SupervisorAdminApp:
             return stats_of(store, query)
         if path == "/tasks":
             return await self._tasks(query)
+        if path == "/stats/history":
+            return Reply.json(render_merged(await self._histories()))
         if path == "/server_info":
             return self._server_info()
         if path == "/ready":
@@ -125,6 +129,13 @@ class SupervisorAdminApp:
             _, _, body = await worker_request(port, "GET", "/stats?format=raw")
             store.merge(json.loads(body))
         return store
+
+    async def _histories(self) -> list[dict[str, Any]]:
+        histories = []
+        for _, port in self._ports():
+            _, _, body = await worker_request(port, "GET", "/stats/history?format=raw")
+            histories.append(json.loads(body))
+        return histories
 
     async def _tasks(self, query: dict[str, str]) -> Reply:
         try:

@@ -208,6 +208,16 @@ async def test_the_default_is_a_worker_per_cpu_behind_one_admin(nursery, tmp_pat
         )
         tree = (await client.get(f"{base}/tasks")).json()
         assert [c["name"] for c in tree["children"]] == names
+
+        async def plotted() -> float:  # the dashboard's rate plot: all workers' requests
+            history = (await client.get(f"{base}/stats/history")).json()
+            return sum(p["rq_per_s"] for p in history["clusters"]["backend"])
+
+        # Until the last second's sample is in: a second lasts a little more than 1 s,
+        # the more so on a busy machine (worker 0 alone would have about 1/cpus).
+        with trio.fail_after(5):
+            while not 0.85 * 20 * cpus <= await plotted() <= 20 * cpus:
+                await trio.sleep(0.2)
         assert "backend::127.0.0.1" in (await client.get(f"{base}/clusters")).text
         assert (await client.post(f"{base}/reload")).json()["reloaded"] is True
         tasks = await trio.run_process(
