@@ -17,7 +17,7 @@ from trio_websocket import open_websocket_url
 
 from gateway.server.supervisor import available_cpus
 from tests.config_builder import local, proxy_config
-from tests.helpers import serving, start_upstream
+from tests.helpers import admin_url, run_gateway, serving, start_upstream, url
 
 
 @asynccontextmanager
@@ -261,3 +261,16 @@ async def test_a_port_taken_fails_the_start_of_every_worker(tmp_path, taken):
     assert result.returncode == 1, stderr
     assert reason in stderr
     assert "Traceback" not in stderr and "restarting" not in stderr
+
+
+@pytest.mark.parametrize("workers", [4, "auto"])
+async def test_embedding_runs_in_the_callers_process_whatever_workers_says(nursery, workers):
+    """Workers are a feature of `gateway serve`: `open_gateway` starts no process."""
+    up = await start_upstream(nursery)
+    config = proxy_config(up.port)
+    config.server(workers=workers)
+    async with run_gateway(config) as gw, httpx.AsyncClient() as client:
+        info = (await client.get(admin_url(gw, "/server_info"))).json()
+        assert info["command_line_options"]["concurrency"] == 1 and "workers" not in info
+        assert gw.worker is None
+        assert (await client.get(url(gw, "/x"))).status_code == 200
