@@ -26,10 +26,11 @@ def gateway_toml(
     cluster: str = "",
 ) -> str:
     """HTTP/1.1 and h2c downstream on one port (codec "auto"), HTTP/1.1 to nginx (h2c with
-    `h2_upstream`); with workers > 1, `[server] workers` (worker processes sharing the port
-    via SO_REUSEPORT). `listener` is the listener's keys after its address (filter chains
-    instead, in tls.py), `cluster` more keys for the cluster."""
-    server = f"[server]\nworkers = {workers}\n\n" if workers > 1 else ""
+    `h2_upstream`); `[server] workers` always, as the default ("auto") is one per core:
+    with workers > 1, worker processes sharing the port via SO_REUSEPORT. `listener` is
+    the listener's keys after its address (filter chains instead, in tls.py), `cluster`
+    more keys for the cluster."""
+    server = f"[server]\nworkers = {workers}\n\n"
     protocol = '\nprotocol = "http2"' if h2_upstream else ""
     more = f"\n{cluster}" if cluster else ""
     return f"""\
@@ -50,8 +51,12 @@ endpoints = ["127.0.0.1:{upstream_port}"]{protocol}{more}
 
 
 def gateway_grpc_toml(port: int, upstream_port: int) -> str:
-    """gRPC route to an h2c cluster; no route timeout (the client's grpc-timeout applies)."""
+    """gRPC route to an h2c cluster; no route timeout (the client's grpc-timeout applies);
+    one process, as the rows it is compared with."""
     return f"""\
+[server]
+workers = 1
+
 [listeners.grpc]
 address = "127.0.0.1:{port}"
 virtual_hosts = ["grpc"]

@@ -71,7 +71,9 @@ class AdminApp:
             Endpoint("/", lambda gw, q: dashboard.page(help_), "dashboard and endpoint list"),
             Endpoint(
                 "/stats/history",
-                lambda gw, q: Reply.json(history.render()),
+                lambda gw, q: Reply.json(
+                    history.export() if q.get("format") == "raw" else history.render()
+                ),
                 "per-cluster request rate and latency, last 5 minutes",
             ),
             *_ENDPOINTS,

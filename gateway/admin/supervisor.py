@@ -2,7 +2,8 @@
 
 Each worker has a private admin on a loopback port; this app asks them and answers as one:
 - /stats and /stats/prometheus add the workers' stats up (counters and gauges summed,
-  histograms bucket by bucket), plus the supervisor's own `server.*` stats;
+  histograms bucket by bucket), plus the supervisor's own `server.*` stats; /stats/history
+  adds up the workers' samples of each second;
 - /tasks puts each worker's task tree under a `worker` node; task ids become
   `WORKER.ID`, and `POST /tasks/WORKER.ID/cancel` goes to that worker;
 - /server_info lists the workers (pid, uptime, restarts); /ready is LIVE when all are;
@@ -23,6 +24,7 @@ import trio
 
 from gateway.admin.app import serve_task_tree_websocket
 from gateway.admin.asgi import Receive, Scope, Send, complete_lifespan
+from gateway.admin.history import render_merged
 from gateway.admin.serve import serve_admin_app
 from gateway.admin.views import Reply, prometheus_of, stats_of
 from gateway.config.model import Admin
@@ -31,6 +33,7 @@ from gateway.observability import tasktree
 from gateway.observability.stats import StatsStore
 from gateway.observability.task_query import TaskQuery
 from gateway.server.supervisor import Supervisor, worker_request
+from gateway.version import gateway_version
 
 log = logging.getLogger("gateway.admin")
 
@@ -75,6 +78,8 @@ class SupervisorAdminApp:
             return stats_of(store, query)
         if path == "/tasks":
             return await self._tasks(query)
+        if path == "/stats/history":
+            return Reply.json(render_merged(await self._histories()))
         if path == "/server_info":
             return self._server_info()
         if path == "/ready":
@@ -125,6 +130,13 @@ class SupervisorAdminApp:
             store.merge(json.loads(body))
         return store
 
+    async def _histories(self) -> list[dict[str, Any]]:
+        histories = []
+        for _, port in self._ports():
+            _, _, body = await worker_request(port, "GET", "/stats/history?format=raw")
+            histories.append(json.loads(body))
+        return histories
+
     async def _tasks(self, query: dict[str, str]) -> Reply:
         try:
             tree = await self._merged_tree({k: v for k, v in query.items() if k != "format"})
@@ -166,6 +178,7 @@ class SupervisorAdminApp:
         uptime = f"{int(time.time() - supervisor.started_at)}s"
         return Reply.json(
             {
+                "version": gateway_version(),
                 "state": "DRAINING" if supervisor.stopping else "LIVE",
                 "uptime_current_epoch": uptime,
                 "uptime_all_epochs": uptime,

@@ -169,8 +169,8 @@ class Server:
     #: connection stays open this long for a request already on its way.
     drain_grace: Duration = Duration(1.0)
     #: Worker processes, each with its own listeners (SO_REUSEPORT), pools and Trio loop;
-    #: "auto": one per CPU.
-    workers: int | Literal["auto"] = 1
+    #: "auto": one per CPU this process may run on. 1 runs in-process, with no supervisor.
+    workers: int | Literal["auto"] = "auto"
     #: Reload when the config file changes (checked every second), as on SIGHUP.
     watch: bool = False
 

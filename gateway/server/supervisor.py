@@ -10,9 +10,10 @@ loopback port. Its first line on stdout tells the supervisor that port; everythi
 
 The supervisor binds nothing but the admin address operators use (gateway/admin/
 supervisor.py adds up the workers' stats and trees). It restarts a worker that dies, with
-a back-off, and forwards a shutdown (SIGTERM/SIGINT, /quitquitquit) and a reload (SIGHUP,
-POST /reload, `watch`) to every worker. Listeners configured with port 0 get a port
-chosen here, so that all workers share it. The two processes' entry points,
+a back-off (one that dies while the gateway is starting fails the start, as a single
+gateway's failed bind does), and forwards a shutdown (SIGTERM/SIGINT, /quitquitquit) and a
+reload (SIGHUP, POST /reload, `watch`) to every worker. Listeners configured with port 0
+get a port chosen here, so that all workers share it. The two processes' entry points,
 `serve_supervised` and `run_worker`, are in workers.py.
 """
 
@@ -37,6 +38,7 @@ from gateway.config.model import Admin, GatewayConfig
 from gateway.config.watch import file_signature, watch
 from gateway.errors import ConfigError, GatewayError, StartupError
 from gateway.io.byte_stream import TcpStream
+from gateway.io.trio_util import leaves
 from gateway.observability.stats import Counter, Gauge, StatsStore
 from gateway.observability.tasktree import annotate
 from gateway.protocol.headers import HeaderMap, RequestHead
@@ -73,9 +75,19 @@ async def worker_request(port: int, method: str, target: str) -> tuple[int, str,
     return answer.status, content_type, answer.body
 
 
+def available_cpus() -> int:
+    """The CPUs this process may run on: its affinity mask, which a container's cpuset or
+    `taskset` narrows, rather than every CPU of the machine (Python 3.13's
+    os.process_cpu_count). Systems without affinity (macOS) give the machine's count."""
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
+
+
 def worker_count(config: GatewayConfig) -> int:
+    """`[server] workers` as a number of processes: "auto" is one per available CPU."""
     workers = config.server.workers
-    return os.cpu_count() or 1 if workers == "auto" else workers
+    return available_cpus() if workers == "auto" else workers
 
 
 def choose_ports(config: GatewayConfig) -> dict[str, int]:
@@ -144,6 +156,11 @@ class Supervisor:
             scope.gauge("workers_active"), scope.counter("worker_restarts")
         )
         self.stopping = False
+        #: Set once every worker has reported in and the admin endpoint is open; before
+        #: that, a worker that exits stops the start-up rather than being restarted.
+        self.started = False
+        #: Why the start-up failed: `run` raises it once the workers have stopped.
+        self.startup_failure: StartupError | None = None
         self.shutdown_requested = trio.Event()
         self.admin_port: int | None = None
         #: Set (and replaced) whenever a worker reports ready.
@@ -159,7 +176,9 @@ class Supervisor:
     # -- lifecycle -----------------------------------------------------------------------
 
     async def run(self) -> None:
-        """Until a shutdown: keeps the workers running; then drains them and returns."""
+        """Until a shutdown: keeps the workers running; then drains them and returns.
+        Raises StartupError if the workers did not all start (as a single gateway that
+        cannot bind fails), once the others have stopped."""
         annotate("supervisor", workers=len(self.workers))
         async with trio.open_nursery() as nursery:
             for worker in self.workers:
@@ -168,6 +187,13 @@ class Supervisor:
             await self.shutdown_requested.wait()
             await self._stop_workers()
             nursery.cancel_scope.cancel()
+        if self.startup_failure is not None:
+            raise self.startup_failure
+
+    def _fail_startup(self, reason: str) -> None:
+        if self.startup_failure is None:
+            self.startup_failure = StartupError(reason)
+        self.shutdown_requested.set()
 
     async def _open_when_ready(self, nursery: trio.Nursery) -> None:
         """Once every worker is up (restarted ones included), opens the admin endpoint
@@ -177,15 +203,20 @@ class Supervisor:
                 await self._worker_ready.wait()
                 self._worker_ready = trio.Event()
         if waiting.cancelled_caught:
-            log.error("workers did not start within %ss; stopping", _STARTUP_TIMEOUT)
-            self.shutdown_requested.set()
+            self._fail_startup(f"workers did not start within {_STARTUP_TIMEOUT}s")
             return
         if self.config.admin is not None:
-            self.admin_port = await nursery.start(
-                self._serve_admin, self, self.config.admin, name="admin"
-            )
+            try:
+                self.admin_port = await nursery.start(
+                    self._serve_admin, self, self.config.admin, name="admin"
+                )
+            except* StartupError as refused:  # the address is taken: the workers drain
+                self._fail_startup(str(leaves(refused)[0]))
+            if self.startup_failure is not None:
+                return
         if self.config.server.watch:
             nursery.start_soon(self._watch, name="config watcher")
+        self.started = True
         log.info(
             "gateway started: listeners %s, admin %s, workers %s",
             self.listener_ports,
@@ -199,6 +230,11 @@ class Supervisor:
             started = time.monotonic()
             code = await self._run_once(worker)
             if self.stopping:
+                return
+            if not self.started:
+                # Its reason (a port taken, a file missing) is on stderr; restarting would
+                # hide it behind back-offs until the start-up timeout.
+                self._fail_startup(f"worker {worker.index} exited with {code} while starting")
                 return
             self.stats.worker_restarts.inc()
             worker.restarts += 1

@@ -15,6 +15,7 @@ from gateway.admin.supervisor import serve_supervisor_admin
 from gateway.config.load import load_config
 from gateway.config.model import GatewayConfig
 from gateway.errors import ConfigError, StartupError
+from gateway.io.trio_util import raise_single
 from gateway.server.gateway import WorkerRole
 from gateway.server.run import open_gateway
 from gateway.server.supervisor import Supervisor
@@ -28,12 +29,21 @@ _ORPHAN_CHECK = 1.0
 async def serve_supervised(config: GatewayConfig, config_path: str) -> None:
     """`gateway serve` with workers: supervises until SIGINT/SIGTERM, reloads on SIGHUP."""
     supervisor = Supervisor(config, config_path, serve_supervisor_admin)
+    try:
+        await _supervise(supervisor)
+    except BaseExceptionGroup as group:  # a failed start-up: StartupError, for the CLI
+        raise_single(group)
+    log.info("stopped")
+
+
+async def _supervise(supervisor: Supervisor) -> None:
     async with trio.open_nursery() as nursery:
         with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM, signal.SIGHUP) as signals:
 
             async def on_signal() -> None:
                 async for signum in signals:
                     if signum == signal.SIGHUP:
+                        log.info("received SIGHUP: reloading %s", supervisor.config_path)
                         try:
                             await supervisor.reload()
                         except (ConfigError, StartupError) as exc:
@@ -46,7 +56,6 @@ async def serve_supervised(config: GatewayConfig, config_path: str) -> None:
             nursery.start_soon(on_signal, name="signal handler")
             await supervisor.run()
             nursery.cancel_scope.cancel()
-    log.info("stopped")
 
 
 async def run_worker(config_path: str, index: int, ports: dict[str, int]) -> None:

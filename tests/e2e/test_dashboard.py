@@ -10,12 +10,14 @@ import pytest
 import trio
 
 from gateway.admin.asgi import complete_lifespan
+from gateway.server.supervisor import available_cpus
 from tests.config_builder import proxy_config
 from tests.helpers import (
     admin_url,
     eventually,
     run_gateway,
     serve_asgi,
+    serving,
     start_upstream,
     url,
 )
@@ -62,7 +64,7 @@ async def test_dashboard_renders_tree_and_plots(nursery, tmp_path):
     assert "listener edge" in tree and "stream 1 GET /hang?[redacted]" in tree
     assert "secret" not in dom
     assert "waiting for upstream response headers" in tree
-    assert re.search(r'<button onclick="cancelTask\(\d+\)">cancel #\d+</button>', tree)
+    assert re.search(r"""<button onclick="cancelTask\('\d+'\)">cancel #\d+</button>""", tree)
     assert f"127.0.0.1:{gw.listener_ports['edge']}" in dom  # the listeners table
     assert re.search(rf'127\.0\.0\.1:{up.port} <span class="health HEALTHY">HEALTHY</span>', dom)
     plot = dom[dom.index('data-cluster="backend"') :]
@@ -73,6 +75,40 @@ async def test_dashboard_renders_tree_and_plots(nursery, tmp_path):
     assert "http.edge.downstream_rq_2xx" in dom  # top stats
     png = shot.read_bytes()
     assert png.startswith(b"\x89PNG") and len(png) > 20_000
+
+
+@pytest.mark.skipif(available_cpus() < 2, reason="one CPU: the default is one process")
+async def test_dashboard_of_the_default_gateway_shows_every_worker(nursery, tmp_path):
+    """`gateway serve` with the default workers ("auto": 2 on the test machine): the page
+    is the supervisor's, its tree has a node per worker and task ids of the form W.ID."""
+    up = await start_upstream(nursery)
+    config = tmp_path / "g.toml"
+    config.write_text(proxy_config(up.port).toml())
+    async with (
+        serving(config, "gateway.workers: gateway started") as served,
+        httpx.AsyncClient() as client,
+    ):
+        admin = f"http://127.0.0.1:{served.line.split('admin ')[1].split(',')[0]}"
+        for _ in range(24):  # new connections, so both workers serve some
+            async with httpx.AsyncClient() as one_shot:
+                response = await one_shot.get(f"http://127.0.0.1:{served.port}/x")
+                assert response.status_code == 200
+            await trio.sleep(0.05)
+        slow = await trio.open_tcp_stream("127.0.0.1", served.port)
+        async with slow:
+            await slow.send_all(b"GET /hang HTTP/1.1\r\nHost: x\r\n\r\n")
+            await eventually(lambda: up.requests and up.requests[-1].path == "/hang")
+            dom = await _chromium("--dump-dom", f"{admin}/")
+        info = (await client.get(f"{admin}/server_info")).json()
+    tree = dom[dom.index('id="tree"') :]
+    assert re.match(r'id="tree" data-updated="[\d.]+"', tree), "the WebSocket tree arrived"
+    assert "[supervisor]</span> supervisor" in tree
+    assert "[worker]</span> worker 0" in tree and "[worker]</span> worker 1" in tree
+    assert re.search(r"""<button onclick="cancelTask\('[01]\.\d+'\)">cancel #[01]\.\d+<""", tree)
+    assert f"version {info['version']} · LIVE" in dom  # the server line
+    assert re.search(rf'127\.0\.0\.1:{up.port} <span class="health HEALTHY">HEALTHY</span>', dom)
+    assert re.search(r'<polyline class="rate" points="[^"]+"', dom), "a request-rate plot"
+    assert "http.edge.downstream_rq_2xx" in dom  # top stats
 
 
 def _page(html: str):

@@ -22,9 +22,12 @@ CANARY_BOUND = 0.6
 
 
 def canary_config(admin_port: int, *, routes: int = 0) -> ConfigBuilder:
-    """Admin on `admin_port`; listener `edge` answers /canary, and `routes` more routes."""
+    """Admin on `admin_port`; listener `edge` answers /canary, and `routes` more routes.
+    One process: the subject is a gateway's own event loop while it reloads (a supervisor
+    would name the worker in a refusal, `worker 0: ...`, as test_workers.py checks)."""
     config = ConfigBuilder()
     config.table("admin", address=local(admin_port))
+    config.server(workers=1)
     config.listener(virtual_hosts=["main"])
     canary = route(match={"path": "/canary"}, direct_response={"status": 200, "body": "alive"})
     # Regex and header-regex routes: what costs the most to parse and check.

@@ -1,8 +1,10 @@
-"""`[server] workers = 2`: a supervisor and two worker processes on one port."""
+"""`[server] workers = 2`: a supervisor and two worker processes on one port; and the
+default, `"auto"`: one worker per CPU this process may run on."""
 
 import json
 import os
 import signal
+import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -13,8 +15,9 @@ import pytest
 import trio
 from trio_websocket import open_websocket_url
 
-from tests.config_builder import proxy_config
-from tests.helpers import serving, start_upstream
+from gateway.server.supervisor import available_cpus
+from tests.config_builder import local, proxy_config
+from tests.helpers import admin_url, run_gateway, serving, start_upstream, url
 
 
 @asynccontextmanager
@@ -169,3 +172,105 @@ async def test_workers_stay_up(nursery, tmp_path):
         info = (await client.get(f"http://127.0.0.1:{admin}/server_info")).json()
         assert [w["restarts"] for w in info["workers"]] == [0, 0]
         assert (await client.get(f"http://127.0.0.1:{port}/")).status_code == 200
+
+
+@pytest.mark.skipif(available_cpus() < 2, reason="one CPU: the default is one process")
+async def test_the_default_is_a_worker_per_cpu_behind_one_admin(nursery, tmp_path):
+    """No `workers` key: `gateway serve` supervises one worker per CPU (2 on the 2-core
+    test machine), and the admin answers for all of them until /quitquitquit stops all."""
+    cpus = available_cpus()
+    names = [f"worker {i}" for i in range(cpus)]
+    up = await start_upstream(nursery)
+    config = tmp_path / "g.toml"
+    config.write_text(proxy_config(up.port).toml())
+    assert "workers" not in config.read_text()
+    async with supervised(config) as (proc, port, admin), httpx.AsyncClient() as client:
+        base = f"http://127.0.0.1:{admin}"
+        info = (await client.get(f"{base}/server_info")).json()
+        assert info["command_line_options"]["concurrency"] == cpus
+        pids = [w["pid"] for w in info["workers"]]
+        assert len(set(pids)) == cpus and proc.pid not in pids
+        for _ in range(20 * cpus):  # a connection each: the kernel spreads them
+            async with httpx.AsyncClient() as one_shot:
+                assert (await one_shot.get(f"http://127.0.0.1:{port}/x")).status_code == 200
+        stats = await client.get(
+            f"{base}/stats?filter=^(http.edge.downstream_rq_total|server.worker)"
+        )
+        assert stats.text.splitlines() == [
+            f"http.edge.downstream_rq_total: {20 * cpus}",
+            "server.worker_restarts: 0",
+            f"server.workers_active: {cpus}",
+        ]
+        prom = (await client.get(f"{base}/stats/prometheus")).text
+        assert (
+            f'envoy_http_downstream_rq_total{{envoy_http_conn_manager_prefix="edge"}} {20 * cpus}'
+            in prom
+        )
+        tree = (await client.get(f"{base}/tasks")).json()
+        assert [c["name"] for c in tree["children"]] == names
+
+        async def plotted() -> float:  # the dashboard's rate plot: all workers' requests
+            history = (await client.get(f"{base}/stats/history")).json()
+            return sum(p["rq_per_s"] for p in history["clusters"]["backend"])
+
+        # Until the last second's sample is in: a second lasts a little more than 1 s,
+        # the more so on a busy machine (worker 0 alone would have about 1/cpus).
+        with trio.fail_after(5):
+            while not 0.85 * 20 * cpus <= await plotted() <= 20 * cpus:
+                await trio.sleep(0.2)
+        assert "backend::127.0.0.1" in (await client.get(f"{base}/clusters")).text
+        assert (await client.post(f"{base}/reload")).json()["reloaded"] is True
+        tasks = await trio.run_process(
+            [sys.executable, "-m", "gateway", "tasks", "--admin", local(admin)],
+            capture_stdout=True,
+        )
+        assert all(f"[worker] {name}" in tasks.stdout.decode() for name in names)
+        assert (await client.post(f"{base}/quitquitquit")).text == "OK\n"
+        with trio.fail_after(10):
+            assert await proc.wait() == 0
+    for pid in pids:  # the workers exited too
+        with pytest.raises(ProcessLookupError):
+            os.kill(pid, 0)
+
+
+@pytest.mark.skipif(available_cpus() < 2, reason="one CPU: the default is one process")
+@pytest.mark.parametrize("taken", ["listener", "admin"])
+async def test_a_port_taken_fails_the_start_of_every_worker(tmp_path, taken):
+    """As a single gateway's failed bind does: exit 1 at once, the reason on stderr, no
+    worker left (not restarts with back-offs until the start-up timeout)."""
+    holder = trio.socket.socket()
+    await holder.bind(("127.0.0.1", 0))
+    holder.listen()
+    port = holder.getsockname()[1]
+    config = proxy_config(1)
+    if taken == "listener":
+        config.listener(address=local(port))
+        reason = f"listeners.edge: cannot bind 127.0.0.1:{port}: Address already in use"
+    else:
+        config.table("admin", address=local(port))
+        reason = f"admin.address: cannot bind 127.0.0.1:{port}: Address already in use"
+    (tmp_path / "g.toml").write_text(config.toml())
+    with trio.fail_after(20):
+        result = await trio.run_process(
+            [sys.executable, "-m", "gateway", "serve", str(tmp_path / "g.toml")],
+            capture_stderr=True,
+            check=False,
+        )
+    holder.close()
+    stderr = result.stderr.decode()
+    assert result.returncode == 1, stderr
+    assert reason in stderr
+    assert "Traceback" not in stderr and "restarting" not in stderr
+
+
+@pytest.mark.parametrize("workers", [4, "auto"])
+async def test_embedding_runs_in_the_callers_process_whatever_workers_says(nursery, workers):
+    """Workers are a feature of `gateway serve`: `open_gateway` starts no process."""
+    up = await start_upstream(nursery)
+    config = proxy_config(up.port)
+    config.server(workers=workers)
+    async with run_gateway(config) as gw, httpx.AsyncClient() as client:
+        info = (await client.get(admin_url(gw, "/server_info"))).json()
+        assert info["command_line_options"]["concurrency"] == 1 and "workers" not in info
+        assert gw.worker is None
+        assert (await client.get(url(gw, "/x"))).status_code == 200

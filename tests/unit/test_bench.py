@@ -70,6 +70,21 @@ def test_generated_configs_load(config):
     loads_config(config())
 
 
+@pytest.mark.parametrize(
+    ("config", "workers"),
+    [
+        (lambda: gateway_toml(10000, 8080), 1),
+        (lambda: gateway_toml(10000, 8080, 2), 2),
+        (lambda: gateway_grpc_toml(10000, 8080), 1),
+        (lambda: gateway_config(10000, 8080), 1),
+    ],
+    ids=["http", "workers", "grpc", "ws"],
+)
+def test_generated_configs_say_how_many_workers(config, workers):
+    """The single-worker rows stay one process, whatever the default (one per core)."""
+    assert loads_config(config()).server.workers == workers
+
+
 def test_tls_config_loads(tmp_path):
     cert = Pki(tmp_path).issue("localhost")
     listener = tls_listener(Path(cert.certificate_chain), Path(cert.private_key))
