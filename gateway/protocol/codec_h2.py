@@ -30,6 +30,7 @@ What the codec does for its user, so no caller can get it wrong:
   GOAWAY, flush and close) and `StreamGone` (a send on a stream the peer reset or closed).
 """
 
+import re
 from collections.abc import Iterable
 
 import h2.config
@@ -69,10 +70,14 @@ ENHANCE_YOUR_CALM = h2.errors.ErrorCodes.ENHANCE_YOUR_CALM
 #: The highest HTTP/2 stream id: a GOAWAY naming it refuses no stream the peer sent.
 MAX_STREAM_ID = 2**31 - 1
 
-#: Request headers that HTTP/2 forbids or carries as pseudo-headers.
-_NOT_FORWARDED = frozenset({"host", "transfer-encoding", "connection", "keep-alive"})
-#: Response headers and trailers: HTTP/2 has :authority, never Host.
-_NO_HOST = frozenset({"host"})
+#: Fields HTTP/2 forbids (RFC 9113 8.2.2), and Host, which it carries as :authority.
+_NOT_SENT = frozenset(
+    {"host", "connection", "keep-alive", "proxy-connection", "transfer-encoding", "upgrade"}
+)
+_TOKEN = r"[-!#$%&'*+.^_`|~0-9a-z]+"
+#: Fields as HTTP/2 may carry them: a lowercase token name, and a value without CR, LF or
+#: NUL (h2 would refuse them, and so would the peer). One match checks a whole header list.
+_FIELDS_RE = re.compile(rf"(?:{_TOKEN}:[^\r\n\x00]*\n)*", re.ASCII)
 
 H2Event = (
     RequestHeaders
@@ -94,14 +99,45 @@ class StreamGone(Exception):
     """A send on a stream the peer reset or closed, or after the connection ended."""
 
 
+#: Header values the gateway makes new for every request.
+_PER_REQUEST_VALUES = frozenset({b"x-request-id", b"traceparent"})
+#: Values kept out of the HPACK table, so that a peer sharing the connection cannot learn
+#: them by probing the compression (CRIME-style): credentials, and cookies short enough to
+#: guess (h2's own rule, which its outbound normalisation applied).
+_SECRETS = frozenset({b"authorization", b"proxy-authorization"})
+_SHORT_COOKIE = 20
+
+
+class _Encoder(CappedEncoder):
+    """HPACK as h2 does it, with two rules of the gateway's. Values new on every request
+    (x-request-id, traceparent) go out as literals, never indexed and not Huffman-coded:
+    indexing them would only evict table entries that do repeat, and Huffman-coding them,
+    in pure Python, was half of what sending a request upstream cost
+    (bench/h2_codec_cost.py: about 125 -> 65 us per request). Secrets are never indexed."""
+
+    def add(self, to_add: tuple[bytes, bytes], sensitive: bool, huffman: bool = False) -> bytes:
+        name = to_add[0]
+        if name in _PER_REQUEST_VALUES:
+            return super().add(to_add, True, False)
+        if name in _SECRETS or (name == b"cookie" and len(to_add[1]) < _SHORT_COOKIE):
+            sensitive = True
+        return super().add(to_add, sensitive, huffman)
+
+
 def _new_connection(
     *, client_side: bool, options: Http2ProtocolOptions
 ) -> h2.connection.H2Connection:
     config = h2.config.H2Configuration(
-        client_side=client_side, header_encoding=None, validate_inbound_headers=True
+        client_side=client_side,
+        header_encoding=None,
+        validate_inbound_headers=True,
+        # What we send was checked where it came in, and by `_wire` (and `_Encoder` keeps
+        # secrets out of the table, as h2's normalisation did).
+        validate_outbound_headers=False,
+        normalize_outbound_headers=False,
     )
     conn = h2.connection.H2Connection(config=config)
-    conn.encoder = CappedEncoder()
+    conn.encoder = _Encoder()
     conn.incoming_buffer = HeaderBlockBuffer(
         server=not client_side, max_block_size=options.max_header_list_size
     )
@@ -166,12 +202,23 @@ def _response_head(headers: list[tuple[bytes, bytes]]) -> ResponseHead:
 
 
 def _wire(
-    pseudo: list[tuple[bytes, bytes]], headers: Iterable[tuple[str, str]], skip: frozenset[str]
+    pseudo: list[tuple[bytes, bytes]], headers: Iterable[tuple[str, str]]
 ) -> list[tuple[bytes, bytes]]:
-    # Values were decoded as latin-1 on the way in; encode them the same way on the way out.
-    return pseudo + [
-        (n.encode("latin-1"), v.encode("latin-1")) for n, v in headers if n not in skip
+    """The header list to send: what HTTP/2 forbids dropped, values trimmed, the rest
+    checked in one match. h2's own outbound normalisation and validation are off (ten
+    generator passes per header, ~15 us per request): the fields were checked where they
+    came in, and this covers what a filter or the configuration may have set since.
+    ValueError for a field HTTP/2 cannot carry, as the HTTP/1.1 codec raises."""
+    fields = [
+        (n, v.strip(" \t"))
+        for n, v in headers
+        if n not in _NOT_SENT and (n != "te" or v.strip().lower() == "trailers")
     ]
+    text = "".join([f"{n}:{v}\n" for n, v in fields])
+    if _FIELDS_RE.fullmatch(text) is None or text.count("\n") != len(fields):
+        raise ValueError(f"a header cannot be sent over HTTP/2: {fields!r}")
+    # Values were decoded as latin-1 on the way in; encode them the same way on the way out.
+    return pseudo + [(n.encode("latin-1"), v.encode("latin-1")) for n, v in fields]
 
 
 class H2Codec:
@@ -272,14 +319,14 @@ class H2Codec:
             (b":authority", head.authority.encode("latin-1")),
             (b":path", head.path.encode("latin-1")),
         ]
-        self._send_headers(stream_id, _wire(pseudo, head.headers, _NOT_FORWARDED), end_stream)
+        self._send_headers(stream_id, _wire(pseudo, head.headers), end_stream)
 
     def send_response_head(self, stream_id: int, head: ResponseHead, *, end_stream: bool) -> None:
         pseudo = [(b":status", str(head.status).encode())]
-        self._send_headers(stream_id, _wire(pseudo, head.headers, _NO_HOST), end_stream)
+        self._send_headers(stream_id, _wire(pseudo, head.headers), end_stream)
 
     def send_trailers(self, stream_id: int, trailers: HeaderMap) -> None:
-        self._send_headers(stream_id, _wire([], trailers, _NO_HOST), end_stream=True)
+        self._send_headers(stream_id, _wire([], trailers), end_stream=True)
 
     def _send_headers(
         self, stream_id: int, headers: list[tuple[bytes, bytes]], end_stream: bool

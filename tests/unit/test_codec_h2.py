@@ -138,15 +138,59 @@ def test_the_request_takes_the_connections_scheme_and_joins_split_cookies():
     assert event.head.headers.get("cookie") == "a=1; b=2"
 
 
-def test_hop_by_hop_and_host_fields_do_not_go_out_on_http2():
+def test_fields_http2_forbids_do_not_go_out_and_values_are_trimmed():
     pair = Pair()
     stream_id = pair.client.next_stream_id()
-    head = request(host="other.test", connection="close", **{"x-keep": "1"})
+    head = request(
+        host="other.test",
+        connection="close",
+        upgrade="websocket",
+        **{"proxy-connection": "x", "keep-alive": "1", "transfer-encoding": "chunked"},
+        te="gzip",
+    )
+    head.headers.add("x-keep", " 1\t")
     pair.client.send_request_head(stream_id, head, end_stream=True)
-    (event,) = pair.to_server()
+    (event,) = pair.to_server()  # h2's inbound validation on the server accepts it
     assert isinstance(event, RequestHeaders)
     assert list(event.head.headers) == [("x-keep", "1")]
     assert event.head.authority == "example.test"
+
+    stream_id = pair.client.next_stream_id()
+    pair.client.send_request_head(stream_id, request(te="trailers"), end_stream=True)
+    (event,) = pair.to_server()
+    assert isinstance(event, RequestHeaders)
+    assert event.head.headers.get("te") == "trailers"
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [("x-a", "one\r\nx-b: two"), ("x-a", "nul\x00"), ("x a", "1"), (":path", "/x"), ("", "1")],
+)
+def test_a_field_http2_cannot_carry_is_refused_before_anything_is_queued(name, value):
+    pair = Pair()
+    stream_id = pair.client.next_stream_id()
+    head = request()
+    head.headers.add(name, value)
+    with pytest.raises(ValueError, match="cannot be sent over HTTP/2"):
+        pair.client.send_request_head(stream_id, head, end_stream=True)
+    assert pair.to_server() == []
+
+
+def test_credentials_and_short_cookies_stay_out_of_the_hpack_table():
+    pair = Pair()
+    stream_id = pair.client.next_stream_id()
+    head = request(authorization="Bearer abc", cookie="id=1", **{"x-tenant": "blue"})
+    head.headers.add("proxy-authorization", "Basic Zm9vOmJhcg==")
+    head.headers.add("cookie", "session=" + "x" * 40)
+    pair.client.send_request_head(stream_id, head, end_stream=True)
+    (event,) = pair.to_server()
+    assert isinstance(event, RequestHeaders)
+    assert event.head.headers.get("authorization") == "Bearer abc"
+    names = [name for name, _ in pair.client._h2.encoder.header_table.dynamic_entries]
+    assert b"authorization" not in names
+    assert b"proxy-authorization" not in names
+    assert names.count(b"cookie") == 1  # the long one
+    assert b"x-tenant" in names
 
 
 def test_send_data_takes_only_what_the_window_allows_and_the_rest_after_a_credit():
@@ -263,3 +307,21 @@ def test_a_server_judges_floods_a_client_does_not():
     for _ in range(3):  # read answers reset the count
         pair.server.receive_data(pings[: 900 * 17])
         pair.server.written()
+
+
+def test_values_new_on_every_request_are_neither_indexed_nor_huffman_coded():
+    pair = Pair()
+    for n in range(3):
+        request_id = f"{n:032x}"
+        head = request(**{"x-request-id": request_id, "x-tenant": "blue"})
+        stream_id = pair.client.next_stream_id()
+        pair.client.send_request_head(stream_id, head, end_stream=True)
+        wire = pair.client.data_to_send()
+        assert request_id.encode() in wire  # a plain literal, readable on the wire
+        (event,) = pair.server.receive_data(wire)
+        assert isinstance(event, RequestHeaders)
+        assert event.head.headers.get("x-request-id") == request_id
+    table = pair.client._h2.encoder.header_table
+    names = [name for name, _ in table.dynamic_entries]
+    assert b"x-request-id" not in names
+    assert b"x-tenant" in names  # values that repeat are still indexed
