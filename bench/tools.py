@@ -11,6 +11,7 @@ from pathlib import Path
 
 from bench.peers.nginx import NGINX
 from bench.services import REPO_DIR
+from gateway.version import gateway_version as installed_version
 
 INSTALL_HINTS = {
     "nginx": "apt-get install nginx-light",
@@ -44,7 +45,8 @@ def git(*args: str) -> str:
 
 def gateway_version() -> str:
     """Version, commit, and for uncommitted changes a hash of the diff (others edit the tree)."""
-    version = metadata.version("gateway")
+    # The checkout's own, also when it is not pip-installed ("dev").
+    version = installed_version()
     with contextlib.suppress(OSError, subprocess.CalledProcessError):
         dirty = ""
         if git("status", "--porcelain", "--", "gateway"):
