@@ -347,15 +347,19 @@ _TRACEPARENT = re.compile(r"^([0-9a-f]{2})-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-
 
 
 def _propagate_trace(head: RequestHead, info: StreamInfo) -> None:
-    """Passes the W3C trace on with a span id of our own, as every hop must; a request
-    without a valid `traceparent` starts a trace (not sampled: the gateway records none)."""
-    m = _TRACEPARENT.match(head.headers.get("traceparent") or "")
+    """Passes a W3C trace the client started on, with a span id of our own, as every hop
+    must. A request without a valid `traceparent` starts none (the gateway records no
+    spans, and Envoy adds none unless tracing is configured): a made-up trace on every
+    request cost each upstream request a header of fresh random values. An invalid one
+    passes as it came."""
+    value = head.headers.get("traceparent")
+    if value is None:
+        return
+    m = _TRACEPARENT.match(value)
     if m and m[1] != "ff" and m[2].strip("0") and m[3].strip("0") and (m[1] != "00" or not m[5]):
-        trace_id, flags = m[2], m[4]
-    else:
-        trace_id, flags = f"{random.getrandbits(128) or 1:032x}", "00"
-    head.headers.set("traceparent", f"00-{trace_id}-{random.getrandbits(64) or 1:016x}-{flags}")
-    info.trace_id = trace_id
+        trace_id = m[2]
+        head.headers.set("traceparent", f"00-{trace_id}-{random.getrandbits(64) or 1:016x}-{m[4]}")
+        info.trace_id = trace_id
 
 
 _UUID4_BITS = 0x4000_8000 << 48  # version 4, RFC 4122 variant
