@@ -136,5 +136,10 @@ def start_gateway_workers(
 
 def start_gateway_grpc(stack: contextlib.ExitStack, tmp: Path, upstream: int) -> Service:
     return start_configured(
-        stack, tmp, "gateway-grpc", lambda port: gateway_grpc_toml(port, upstream), gate=check_grpc
+        stack,
+        tmp,
+        "gateway-grpc",
+        lambda port: gateway_grpc_toml(port, upstream),
+        gate=check_grpc,
+        profile=os.environ.get("GATEWAY_BENCH_CPROFILE"),
     )
