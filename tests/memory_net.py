@@ -57,8 +57,11 @@ class MemoryStream(ByteStream):
         #: Bytes the peer sent that this end has not received yet; whether it closed.
         self._unread = 0
         self._peer_closed = False
+        #: What each `send_all` wrote, in order: a test can tell one write from two.
+        self.writes: list[bytes] = []
 
     async def send_all(self, data: bytes | bytearray | memoryview) -> None:
+        self.writes.append(bytes(data))
         await self._stream.send_all(data)
         assert self.peer is not None
         self.peer._unread += len(data)
@@ -358,14 +361,21 @@ class H1Client:
         self._conn = h11.Connection(h11.CLIENT)
 
     async def request(
-        self, method: str, target: str, headers: list[tuple[str, str]] | None = None
+        self,
+        method: str,
+        target: str,
+        headers: list[tuple[str, str]] | None = None,
+        body: bytes = b"",
     ) -> Response:
+        """One exchange; the request (with `body`, if any) goes in one write."""
         if self._conn.our_state is h11.DONE:
             self._conn.start_next_cycle()
-        head = h11.Request(
-            method=method, target=target, headers=[("host", "example.com"), *(headers or [])]
-        )
-        await self.stream.send_all(self._conn.send(head) + self._conn.send(h11.EndOfMessage()))
+        fields = [("host", "example.com"), *(headers or [])]
+        if body:
+            fields.append(("content-length", str(len(body))))
+        head = h11.Request(method=method, target=target, headers=fields)
+        data = self._conn.send(head) + (self._conn.send(h11.Data(data=body)) if body else b"")
+        await self.stream.send_all(data + self._conn.send(h11.EndOfMessage()))
         message = await _next_message(self._conn, self.stream)
         assert message is not None, "the gateway closed the connection without a response"
         response, body = message

@@ -21,6 +21,13 @@ class UpstreamStream(Protocol):
 
     async def send_end(self, trailers: HeaderMap | None) -> None: ...
 
+    async def send_request(
+        self, head: RequestHead, body: bytes, trailers: HeaderMap | None
+    ) -> None:
+        """The whole request at once, when its body is already here: one write where the
+        head, the body and its end would take three."""
+        ...
+
     async def receive_event(self) -> ClientEvent:
         """The next response event (ResponseHeaders, Data, EndStream or ConnectionEnded)."""
         ...

@@ -69,12 +69,24 @@ class UpstreamConnection:
     # -- UpstreamStream ------------------------------------------------------------------
 
     async def send_request_head(self, head: RequestHead, end_stream: bool) -> None:
+        data = self._encode_head(head, end_stream)
+        await self._send(data + self.codec.send_end() if end_stream else data)
+
+    async def send_request(
+        self, head: RequestHead, body: bytes, trailers: HeaderMap | None
+    ) -> None:
+        codec = self.codec
+        data = self._encode_head(head, end_stream=False)
+        if body:
+            data += codec.send_data(body)
+        await self._send(data + codec.send_end(trailers))
+
+    def _encode_head(self, head: RequestHead, end_stream: bool) -> bytes:
         headers = head.headers
         headers.set("host", head.authority)
         if not end_stream and "content-length" not in headers:
             headers.set("transfer-encoding", "chunked")
-        data = self.codec.send_request_head(head)
-        await self._send(data + self.codec.send_end() if end_stream else data)
+        return self.codec.send_request_head(head)
 
     async def send_data(self, data: bytes) -> None:
         await self._send(self.codec.send_data(data))

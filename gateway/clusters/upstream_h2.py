@@ -64,6 +64,21 @@ class H2UpstreamStream:
         self.request_done = end_stream
         await self._conn.transport.flush()
 
+    async def send_request(
+        self, head: RequestHead, body: bytes, trailers: HeaderMap | None
+    ) -> None:
+        conn = self._conn
+        with _stream_errors():
+            conn.codec.send_request_head(self.stream_id, head, end_stream=False)
+            # The head leaves with the body's first frames (or all of it) in one write.
+            await conn.transport.send_data(
+                self.stream_id, body, not trailers, conn.config.pool_timeout
+            )
+            if trailers:
+                conn.codec.send_trailers(self.stream_id, trailers)
+                await conn.transport.flush()
+        self.request_done = True
+
     async def send_data(self, data: bytes) -> None:
         if self._peer_ended:
             return  # the upstream answered in full: it wants no more of the request

@@ -187,6 +187,14 @@ class ActiveStream:
     def has_request_body(self) -> bool:
         return self._body is not None
 
+    def body_ready(self) -> bool:
+        """Whether `receive_body()` would return without waiting for the client."""
+        body = self._body
+        if body is None:
+            return True
+        state = body.statistics()
+        return state.current_buffer_used > 0 or state.open_send_channels == 0
+
     async def receive_body(self) -> bytes | None:
         """The next request body chunk after the decode filters; None once it is complete
         (trailers, if any, are then in `request_trailers`)."""

@@ -53,6 +53,11 @@ class BodySource(Protocol):
 
     async def receive_body(self) -> bytes | None: ...
 
+    def body_ready(self) -> bool:
+        """Whether `receive_body()` would return without waiting for the client: the next
+        chunk, or the body's end, is already here."""
+        ...
+
 
 class RequestBodyBuffer:
     """The request body as read so far, kept up to `limit` bytes for a retry to resend.
@@ -87,6 +92,9 @@ class RequestBodyBuffer:
     def kept(self, index: int) -> bytes | None:
         return self._chunks[index] if index < len(self._chunks) else None
 
+    def ready(self, index: int) -> bool:
+        return index < len(self._chunks) or self._complete or self._source.body_ready()
+
 
 class BufferedBodyReader:
     """One attempt's view of the body: the kept chunks first, then whatever is new."""
@@ -94,6 +102,9 @@ class BufferedBodyReader:
     def __init__(self, buffer: RequestBodyBuffer) -> None:
         self._buffer = buffer
         self._index = 0
+
+    def body_ready(self) -> bool:
+        return self._buffer.ready(self._index)
 
     async def receive_body(self) -> bytes | None:
         chunk = self._buffer.kept(self._index)

@@ -21,6 +21,7 @@ import time
 from http.cookies import SimpleCookie
 from typing import Protocol
 
+import attrs
 import trio
 
 from gateway.clusters.cluster import Cluster
@@ -81,6 +82,8 @@ class DownstreamStream(Protocol):
     def response_started(self) -> bool: ...
 
     async def receive_body(self) -> bytes | None: ...
+
+    def body_ready(self) -> bool: ...
 
     async def send_local_reply(self, reply: LocalReply) -> None: ...
 
@@ -204,6 +207,20 @@ class RouterStats(Protocol):
 
     @property
     def downstream_cx_upgrade_tx_bytes_total(self) -> Counter: ...
+
+
+#: The most request body sent with the head, before the response is read: a body that
+#: waited for the upstream's window here would hold up reading its early answer.
+_SENT_WITH_HEAD = 16384
+
+
+@attrs.define
+class BodyAhead:
+    """The start of a request body read before the exchange: the chunks, and whether they
+    are all of it."""
+
+    chunks: list[bytes] = attrs.Factory(list)
+    ended: bool = False
 
 
 class RouterFilter:
@@ -364,6 +381,13 @@ class RouterFilter:
                 trio.CancelScope(deadline=trio.current_time() + per_try) if per_try else None
             )
             with try_scope or contextlib.nullcontext():
+                # A retry replays its buffer; the stream's own body is gone once read, so
+                # only the buffer still knows whether there was one.
+                body = retry.body.reader() if retry and retry.body else stream
+                has_body = retry.body is not None if retry else stream.has_request_body
+                # Read before borrowing: an HTTP/2 upstream stream's id is taken when it is
+                # lent, and its HEADERS must leave before any later stream's.
+                ahead = await self._read_ahead(body) if has_body and not tunnel else None
                 stream.info.state = "waiting for upstream connection"
                 async with host.pool.borrow() as upstream:
                     request = stream.request
@@ -376,16 +400,12 @@ class RouterFilter:
                     if tunnel:
                         status = await self._tunnel(stream, upstream, entry, timeout_scope)
                     else:
-                        # A retry replays its buffer; the stream's own body is gone once read,
-                        # so only the buffer still knows whether there was one.
-                        body = retry.body.reader() if retry and retry.body else stream
-                        has_body = retry.body is not None if retry else stream.has_request_body
                         status = await self._exchange(
                             stream,
                             upstream,
                             entry,
                             host,
-                            body if has_body else None,
+                            (body, ahead) if ahead is not None else None,
                             retry,
                             try_scope,
                         )
@@ -421,7 +441,7 @@ class RouterFilter:
         upstream: UpstreamStream,
         entry: RouteEntry,
         host: Host,
-        body: BodySource | None,
+        body: tuple[BodySource, BodyAhead] | None,
         retry: RetryState | None,
         try_scope: trio.CancelScope | None,
     ) -> int:
@@ -429,15 +449,38 @@ class RouterFilter:
         if body is None:
             await upstream.send_request_head(stream.request, end_stream=True)
             return await self._relay_response(stream, upstream, entry, retry, try_scope)
+        source, ahead = body
+        if ahead.ended:  # here whole: it leaves with the head, in one write, no upload task
+            await upstream.send_request(
+                stream.request, b"".join(ahead.chunks), stream.request_trailers
+            )
+            return await self._relay_response(stream, upstream, entry, retry, try_scope)
         await upstream.send_request_head(stream.request, end_stream=False)
         try:
             async with trio.open_nursery() as nursery:
-                nursery.start_soon(self._upload, stream, body, upstream, name=f"upload to {host}")
+                nursery.start_soon(
+                    self._upload, stream, source, upstream, ahead, name=f"upload to {host}"
+                )
                 status = await self._relay_response(stream, upstream, entry, retry, try_scope)
                 nursery.cancel_scope.cancel()
         except BaseExceptionGroup as group:
             raise_single(group)
         return status
+
+    @staticmethod
+    async def _read_ahead(body: BodySource) -> "BodyAhead":
+        """What the client sent with its head (a gRPC call's message, a small POST's body),
+        taken without waiting for more: usually the whole body."""
+        ahead = BodyAhead()
+        size = 0
+        while size < _SENT_WITH_HEAD and body.body_ready():
+            chunk = await body.receive_body()
+            if chunk is None:
+                ahead.ended = True
+                break
+            ahead.chunks.append(chunk)
+            size += len(chunk)
+        return ahead
 
     async def _tunnel(
         self,
@@ -535,7 +578,11 @@ class RouterFilter:
         stream.end_tunnel(cut=bool(result.cut))
 
     @staticmethod
-    async def _upload(stream: DownstreamStream, body: BodySource, upstream: UpstreamStream) -> None:
+    async def _upload(
+        stream: DownstreamStream, body: BodySource, upstream: UpstreamStream, ahead: "BodyAhead"
+    ) -> None:
+        for first in ahead.chunks:
+            await upstream.send_data(first)
         while (chunk := await body.receive_body()) is not None:
             if chunk:
                 await upstream.send_data(chunk)

@@ -15,6 +15,7 @@ import attrs
 import h2.config
 import h2.connection
 import h2.events
+import hyperframe.frame
 import pytest
 import trio
 import trio.testing
@@ -27,6 +28,7 @@ from tests.memory_net import (
     H1Client,
     H1Upstream,
     H2Upstream,
+    MemoryStream,
     Response,
     SeenRequest,
     TlsServer,
@@ -271,6 +273,46 @@ async def test_requests_at_once_share_one_pooled_http2_upstream_connection(
         pool = gw.clusters.get("backend").hosts[0].pool.statistics()
         assert (pool.open, pool.idle) == (1, 1)
         assert upstream.requests[0].headers["x-gateway"] == "1"
+
+
+@pytest.mark.parametrize("protocol", ["http1", "http2"])
+async def test_a_body_here_with_its_head_goes_upstream_in_the_same_write(
+    autojump_clock: trio.testing.MockClock, protocol: str
+) -> None:
+    upstream = H1Upstream() if protocol == "http1" else H2Upstream()
+    ends: list[ByteStream] = []
+
+    async def serve(stream: ByteStream) -> None:
+        ends.append(stream)
+        await upstream.serve(stream)
+
+    cfg = config()
+    cfg.cluster("backend", protocol=protocol)
+    async with memory_gateway(cfg) as gw:
+        gw.network.listen(UPSTREAM, serve)
+        client = H1Client(gw.connect())
+        assert (await client.request("POST", "/upload", body=b"hello")).status == 200
+
+        assert isinstance(ends[0], MemoryStream) and ends[0].peer is not None
+        first = ends[0].peer.writes[0]  # the gateway's first write on the connection
+        if protocol == "http1":
+            assert first.startswith(b"POST /upload HTTP/1.1\r\n")
+            assert first.endswith(b"\r\n\r\nhello")
+        else:
+            frames = _frames(first.removeprefix(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"))
+            data = [f for f in frames if isinstance(f, hyperframe.frame.DataFrame)]
+            assert any(isinstance(f, hyperframe.frame.HeadersFrame) for f in frames)
+            assert [(f.data, "END_STREAM" in f.flags) for f in data] == [(b"hello", True)]
+
+
+def _frames(data: bytes) -> list[hyperframe.frame.Frame]:
+    frames = []
+    while data:
+        frame, length = hyperframe.frame.Frame.parse_frame_header(memoryview(data[:9]))
+        frame.parse_body(memoryview(data[9 : 9 + length]))
+        frames.append(frame)
+        data = data[9 + length :]
+    return frames
 
 
 async def test_a_websocket_tunnel_echoes_passes_a_half_close_and_idles_out_in_virtual_time(
