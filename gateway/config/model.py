@@ -16,7 +16,8 @@ TOML path, not work that stalls a worker's event loop.
 """
 
 import ipaddress
-from collections.abc import Callable
+import re
+from collections.abc import Callable, Iterable
 from typing import Any, Literal, NewType
 
 import attrs
@@ -664,6 +665,32 @@ class FilterOverride:
     config: dict[str, Any] | None = None
 
 
+_FIELD_NAME = re.compile(r"[-!#$%&'*+.^_`|~0-9a-zA-Z]+")
+#: A value either protocol can carry: no CR, LF or NUL (which would end a line early or be
+#: refused), no whitespace around it (HTTP/2 peers refuse that).
+_FIELD_VALUE = re.compile(r"(?:[^\s\x00](?:[^\S\r\n]*[^\s\x00])*)?")
+
+
+def _check_field_names(
+    instance: object, attribute: "attrs.Attribute[Any]", value: Iterable[str]
+) -> None:
+    for name in value:
+        if not _FIELD_NAME.fullmatch(name):
+            raise ValueError(f"'{attribute.name}': {name!r} is not a header name")
+
+
+def _check_fields(
+    instance: object, attribute: "attrs.Attribute[Any]", value: dict[str, str]
+) -> None:
+    _check_field_names(instance, attribute, value)
+    for name, text in value.items():
+        if not _FIELD_VALUE.fullmatch(text):
+            raise ValueError(
+                f"'{attribute.name}': the value of {name!r} holds a line break, a NUL or "
+                "whitespace around it"
+            )
+
+
 @attrs.frozen(kw_only=True)
 class HeaderMutations:
     """Headers to add (each replaces any same-named header) and to remove; removals first.
@@ -671,10 +698,10 @@ class HeaderMutations:
     Virtual hosts, routes and the `header_mutation` filter all take these four keys.
     """
 
-    request_headers_to_add: dict[str, str] = attrs.Factory(dict)
-    request_headers_to_remove: list[str] = attrs.Factory(list)
-    response_headers_to_add: dict[str, str] = attrs.Factory(dict)
-    response_headers_to_remove: list[str] = attrs.Factory(list)
+    request_headers_to_add: dict[str, str] = attrs.field(factory=dict, validator=_check_fields)
+    request_headers_to_remove: list[str] = attrs.field(factory=list, validator=_check_field_names)
+    response_headers_to_add: dict[str, str] = attrs.field(factory=dict, validator=_check_fields)
+    response_headers_to_remove: list[str] = attrs.field(factory=list, validator=_check_field_names)
 
 
 @attrs.frozen

@@ -356,3 +356,28 @@ def test_http1_parser_is_chosen_per_listener_and_per_cluster():
         "listeners.webdav.http1_parser: expected one of 'llhttp', 'h11', got 'picohttp'",
         "clusters.files.http1_parser: expected one of 'llhttp', 'h11', got 'picohttp'",
     ]
+
+
+@pytest.mark.parametrize(
+    ("mutation", "error"),
+    [
+        (
+            '"x-gateway" = "a\\nb"',
+            "http_filters.add_headers: 'request_headers_to_add': the value of 'x-gateway' "
+            "holds a line break, a NUL or whitespace around it",
+        ),
+        (
+            '"x-gateway" = " 1"',
+            "http_filters.add_headers: 'request_headers_to_add': the value of 'x-gateway' "
+            "holds a line break, a NUL or whitespace around it",
+        ),
+        (
+            '"x gateway" = "1"',
+            "http_filters.add_headers: 'request_headers_to_add': 'x gateway' is not a header name",
+        ),
+    ],
+)
+def test_header_mutations_must_be_sendable(mutation, error):
+    # A value with a line break would end a header line early (or be refused by an
+    # HTTP/2 peer): a config error naming its place, not a 500 on every request.
+    assert errors_of(VALID.replace('"x-gateway" = "1"', mutation)) == [error]
