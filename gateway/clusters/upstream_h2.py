@@ -74,10 +74,10 @@ class H2UpstreamStream:
             await conn.transport.send_data(
                 self.stream_id, body, not trailers, conn.config.pool_timeout
             )
-            if trailers:
-                conn.codec.send_trailers(self.stream_id, trailers)
-                await conn.transport.flush()
-        self.request_done = True
+        if trailers:
+            await self.send_end(trailers)
+        else:
+            self.request_done = True
 
     async def send_data(self, data: bytes) -> None:
         if self._peer_ended:

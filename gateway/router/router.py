@@ -216,9 +216,10 @@ _SENT_WITH_HEAD = 16384
 
 @attrs.define
 class BodyAhead:
-    """The start of a request body read before the exchange: the chunks, and whether they
-    are all of it."""
+    """A request body whose start was read before the exchange: where the rest comes from,
+    the chunks read, and whether they are all of it."""
 
+    source: BodySource
     chunks: list[bytes] = attrs.Factory(list)
     ended: bool = False
 
@@ -405,7 +406,7 @@ class RouterFilter:
                             upstream,
                             entry,
                             host,
-                            (body, ahead) if ahead is not None else None,
+                            ahead,
                             retry,
                             try_scope,
                         )
@@ -441,7 +442,7 @@ class RouterFilter:
         upstream: UpstreamStream,
         entry: RouteEntry,
         host: Host,
-        body: tuple[BodySource, BodyAhead] | None,
+        body: BodyAhead | None,
         retry: RetryState | None,
         try_scope: trio.CancelScope | None,
     ) -> int:
@@ -449,18 +450,15 @@ class RouterFilter:
         if body is None:
             await upstream.send_request_head(stream.request, end_stream=True)
             return await self._relay_response(stream, upstream, entry, retry, try_scope)
-        source, ahead = body
-        if ahead.ended:  # here whole: it leaves with the head, in one write, no upload task
+        if body.ended:  # here whole: it leaves with the head, in one write, no upload task
             await upstream.send_request(
-                stream.request, b"".join(ahead.chunks), stream.request_trailers
+                stream.request, b"".join(body.chunks), stream.request_trailers
             )
             return await self._relay_response(stream, upstream, entry, retry, try_scope)
         await upstream.send_request_head(stream.request, end_stream=False)
         try:
             async with trio.open_nursery() as nursery:
-                nursery.start_soon(
-                    self._upload, stream, source, upstream, ahead, name=f"upload to {host}"
-                )
+                nursery.start_soon(self._upload, stream, body, upstream, name=f"upload to {host}")
                 status = await self._relay_response(stream, upstream, entry, retry, try_scope)
                 nursery.cancel_scope.cancel()
         except BaseExceptionGroup as group:
@@ -468,10 +466,10 @@ class RouterFilter:
         return status
 
     @staticmethod
-    async def _read_ahead(body: BodySource) -> "BodyAhead":
+    async def _read_ahead(body: BodySource) -> BodyAhead:
         """What the client sent with its head (a gRPC call's message, a small POST's body),
         taken without waiting for more: usually the whole body."""
-        ahead = BodyAhead()
+        ahead = BodyAhead(body)
         size = 0
         while size < _SENT_WITH_HEAD and body.body_ready():
             chunk = await body.receive_body()
@@ -578,12 +576,10 @@ class RouterFilter:
         stream.end_tunnel(cut=bool(result.cut))
 
     @staticmethod
-    async def _upload(
-        stream: DownstreamStream, body: BodySource, upstream: UpstreamStream, ahead: "BodyAhead"
-    ) -> None:
-        for first in ahead.chunks:
+    async def _upload(stream: DownstreamStream, body: BodyAhead, upstream: UpstreamStream) -> None:
+        for first in body.chunks:
             await upstream.send_data(first)
-        while (chunk := await body.receive_body()) is not None:
+        while (chunk := await body.source.receive_body()) is not None:
             if chunk:
                 await upstream.send_data(chunk)
         await upstream.send_end(stream.request_trailers)
