@@ -269,12 +269,16 @@ class ActiveStream:
         if not trailers:
             await self.encode_data(b"", end_stream=True)
             return
-        if self.filters.transforms_response_body:
-            tail = await self.filters.encode_data(b"", True)
-            if tail:
-                await self.encoder.encode_data(tail, False)
-        await self.filters.encode_trailers(trailers)
+        tail = b""
+        if self.filters.sees_response_end:
+            tail = await self.filters.end_with_trailers(trailers)
+            self.info.bytes_sent += len(tail)
         self.response_state = ResponseState.DONE
+        if not trailers:  # a filter took them into the body (gRPC-Web)
+            await self.encoder.encode_data(tail, True)
+            return
+        if tail:
+            await self.encoder.encode_data(tail, False)
         await self.encoder.encode_trailers(trailers)
 
     async def accept_upgrade(self, head: ResponseHead) -> TunnelEndpoint:

@@ -43,8 +43,11 @@ class HttpFilter:
     async def decode_trailers(self, trailers: HeaderMap) -> None:
         """Request trailers (after the last body chunk); mutate them in place."""
 
-    async def encode_trailers(self, trailers: HeaderMap) -> None:
-        """Response trailers (gRPC's status lives here); mutate them in place."""
+    async def encode_trailers(self, trailers: HeaderMap) -> bytes | None:
+        """Response trailers (gRPC's status lives here); mutate them in place. Bytes
+        returned are sent as the body's last bytes, before the trailers (gRPC-Web carries
+        trailers in the body); a filter that empties the trailers ends the body there."""
+        return None
 
 
 #: The hooks a filter may override.
@@ -98,6 +101,7 @@ class FilterChain:
         "_decode_headers",
         "_decode_trailers",
         "_encode_data",
+        "_encode_end",
         "_encode_headers",
         "_encode_trailers",
     )
@@ -110,6 +114,7 @@ class FilterChain:
         self._encode_headers = [f for f in rev if overrides(type(f), "encode_headers")]
         self._encode_data = [f for f in rev if overrides(type(f), "encode_data")]
         self._encode_trailers = [f for f in rev if overrides(type(f), "encode_trailers")]
+        self._encode_end = [f for f in rev if f in self._encode_data or f in self._encode_trailers]
 
     @property
     def decodes_headers(self) -> bool:
@@ -122,6 +127,10 @@ class FilterChain:
     @property
     def transforms_response_body(self) -> bool:
         return bool(self._encode_data)
+
+    @property
+    def sees_response_end(self) -> bool:
+        return bool(self._encode_end)
 
     async def decode_headers(self, request: RequestHead, end_stream: bool) -> LocalReply | None:
         for f in self._decode_headers:
@@ -148,9 +157,17 @@ class FilterChain:
         for f in self._decode_trailers:
             await f.decode_trailers(trailers)
 
-    async def encode_trailers(self, trailers: HeaderMap) -> None:
-        for f in self._encode_trailers:
-            await f.encode_trailers(trailers)
+    async def end_with_trailers(self, trailers: HeaderMap) -> bytes:
+        """The response ends with `trailers`: each filter, in encode order, sees the end
+        of the body (with the last bytes the filters before it made) and then the
+        trailers. Returns the body's last bytes."""
+        tail = b""
+        for f in self._encode_end:
+            if f in self._encode_data:
+                tail = await f.encode_data(tail, True)
+            if f in self._encode_trailers:
+                tail += await f.encode_trailers(trailers) or b""
+        return tail
 
 
 #: The chain of a stream without filters: shared, as a chain never changes once built.
