@@ -74,7 +74,9 @@ class ResponseEncoder(Protocol):
 
     async def encode_headers(self, head: ResponseHead, end_stream: bool, flush: bool) -> None: ...
 
-    async def encode_data(self, data: bytes, end_stream: bool) -> None: ...
+    async def encode_data(self, data: bytes, end_stream: bool, flush: bool = True) -> None:
+        """With flush=False (never with end_stream) the bytes may wait for what the stream
+        sends next, as encode_headers' do."""
 
     async def encode_trailers(self, trailers: HeaderMap) -> None: ...
 
@@ -253,13 +255,13 @@ class ActiveStream:
         await self.encoder.encode_headers(head, end_stream, flush)
         self._active()
 
-    async def encode_data(self, data: bytes, end_stream: bool) -> None:
+    async def encode_data(self, data: bytes, end_stream: bool, flush: bool = True) -> None:
         if self.filters.transforms_response_body:
             data = await self.filters.encode_data(data, end_stream)
         self.info.bytes_sent += len(data)
         if end_stream:
             self.response_state = ResponseState.DONE
-        await self.encoder.encode_data(data, end_stream)
+        await self.encoder.encode_data(data, end_stream, flush)
         self._active()
 
     async def encode_trailers(self, trailers: HeaderMap) -> None:
@@ -278,7 +280,7 @@ class ActiveStream:
             await self.encoder.encode_data(tail, True)
             return
         if tail:
-            await self.encoder.encode_data(tail, False)
+            await self.encoder.encode_data(tail, False, flush=False)
         await self.encoder.encode_trailers(trailers)
 
     async def accept_upgrade(self, head: ResponseHead) -> TunnelEndpoint:
