@@ -13,6 +13,7 @@ import trio
 from envoy.config.core.v3 import base_pb2
 from envoy.type.v3 import http_status_pb2
 
+from tests.admin_helpers import wait_for_node
 from tests.config_builder import proxy_config, route
 from tests.envoy_services import allow, authorization_service, deny
 from tests.grpc_echo import start_server
@@ -97,7 +98,7 @@ async def test_allow_edits_the_request_and_the_response_and_shows_envoys_attribu
     )
     assert http.host == f"127.0.0.1:{listener_port}"
     assert http.id == seen["x-request-id"]
-    assert http.size == -1
+    assert http.size == 0  # no body is sent (nor received before the check)
     assert http.headers[":method"] == "GET" and http.headers[":path"] == "/orders?id=7"
     assert http.headers["authorization"] == "Bearer ok"
     assert http.headers["x-secret"] == "s3cret"  # the service sees the request as it came
@@ -205,6 +206,8 @@ async def test_a_slow_service_times_out_and_a_client_leaving_cancels_the_check(n
 
             waiting.start_soon(leave_early)
             await trio.to_thread.run_sync(service.started.wait, 5)
+            node = await wait_for_node(client, gw, kind="stream", path="/orders")
+            assert node["state"] == "waiting for ext_authz service"
             # While the check waits, a request that needs none goes through at once.
             with trio.fail_after(2):
                 assert (await client.get(url(gw, "/public/x"))).status_code == 200
@@ -223,3 +226,13 @@ async def test_a_slow_service_times_out_and_a_client_leaving_cancels_the_check(n
         assert trio.current_time() - started < 2
         assert await trio.to_thread.run_sync(service.cancelled.wait, 5)
     assert gw.stats.value("http.edge.authz.error") == 1
+
+    # The route's timeout bounds the check too (504, as for any filter), and the service is
+    # told the nearer deadline.
+    service.cancelled.clear()
+    config.tables["http_filters"]["authz"]["grpc_service"]["timeout"] = "5s"
+    config.routes()[-1]["timeout"] = "300ms"
+    async with run_gateway(config) as gw, httpx.AsyncClient() as client:
+        assert (await client.get(url(gw, "/orders"))).status_code == 504
+        assert await trio.to_thread.run_sync(service.cancelled.wait, 5)
+    assert service.time_remaining[-1] <= 0.3

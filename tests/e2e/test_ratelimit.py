@@ -14,6 +14,7 @@ from envoy.config.core.v3 import base_pb2
 from envoy.service.ratelimit.v3 import rls_pb2
 from google.protobuf import duration_pb2
 
+from tests.admin_helpers import wait_for_node
 from tests.config_builder import proxy_config, route
 from tests.envoy_services import over_limit, rate_limit_service, under_limit
 from tests.grpc_echo import start_server
@@ -154,6 +155,13 @@ async def test_under_the_limit_headers_reach_upstream_and_client(nursery, rls):
     config = ratelimit_config(up.port, port, enable_x_ratelimit_headers="DRAFT_VERSION_03")
     async with run_gateway(config) as gw, httpx.AsyncClient() as client:
         r = await client.get(url(gw, "/api/a"), headers={"x-user": "alice"})
+        # A header the gateway owns makes the answer unusable: a failed call (fail open).
+        service.answer = lambda request: under_limit(
+            request_headers_to_add=[base_pb2.HeaderValue(key="content-length", value="5")]
+        )
+        assert (await client.get(url(gw, "/api/b"))).status_code == 200
+        assert "content-length" not in up.requests[1].headers
+    assert gw.stats.value("cluster.backend.ratelimit.failure_mode_allowed") == 1
     assert r.status_code == 200
     assert up.requests[0].headers["x-quota-tier"] == "gold"
     assert r.headers["x-quota-note"] == "fine"
@@ -250,6 +258,8 @@ async def test_a_slow_service_is_cancelled_with_the_stream_and_times_out(nursery
 
             waiting.start_soon(leave_early)
             await trio.to_thread.run_sync(service.started.wait, 5)
+            node = await wait_for_node(client, gw, kind="stream", path="/api/a")
+            assert node["state"] == "waiting for rate limit service"
             with trio.fail_after(2):  # a bystander on a route without limits
                 assert (await client.get(url(gw, "/open"))).status_code == 200
         assert await trio.to_thread.run_sync(service.cancelled.wait, 5)

@@ -6,7 +6,8 @@ Header edits follow Envoy's HeaderValueOption: each names how it meets headers a
 there (`append_action`, or the older `append`). A service's answer is input from outside
 at run time, so an edit of a header the gateway must own (framing, connection, Host, a
 pseudo-header) or one that cannot be sent makes the whole answer unusable: the check then
-failed, and `failure_mode_allow` decides, as for a service that did not answer.
+failed, and `failure_mode_allow` decides, as for a service that did not answer. The
+ratelimit filter holds its service's headers to the same rule (`service_may_set`).
 """
 
 from typing import Literal
@@ -27,6 +28,13 @@ class UnusableAnswer(ValueError):
     """The service asked for a header edit the gateway cannot make."""
 
 
+def service_may_set(name: str, value: str) -> bool:
+    """Whether a service may have the gateway set this header (lower-case `name`): one
+    either protocol can send, and none of the framing, connection or Host fields the
+    gateway owns (a pseudo-header is no token, so it fails too)."""
+    return is_sendable_field(name, value) and name not in NOT_TRAILERS
+
+
 @attrs.frozen
 class HeaderEdit:
     name: str
@@ -37,7 +45,7 @@ class HeaderEdit:
     def checked(cls, name: str, value: str, action: EditAction) -> "HeaderEdit":
         """An edit from a service's answer: UnusableAnswer if the gateway must not make it."""
         name = name.lower()
-        if not is_sendable_field(name, value) or name in NOT_TRAILERS:
+        if not service_may_set(name, value):
             raise UnusableAnswer(f"the service asked to set {name!r}, which it cannot")
         return cls(name, value, action)
 
@@ -57,7 +65,7 @@ def apply_edits(headers: HeaderMap, edits: tuple[HeaderEdit, ...]) -> None:
 def checked_removals(names: list[str]) -> tuple[str, ...]:
     names = [name.lower() for name in names]
     for name in names:
-        if name in NOT_TRAILERS or not is_sendable_field(name, ""):
+        if not service_may_set(name, ""):
             raise UnusableAnswer(f"the service asked to remove {name!r}, which it cannot")
     return tuple(names)
 

@@ -4,10 +4,10 @@ and what the CheckResponse asks for, as a Verdict.
 The request carries the attributes Envoy fills (AttributeContext): the client's and the
 gateway's addresses (and the client certificate's subject, over mTLS), the request's time,
 and the HTTP request: id (x-request-id), method, path with query, host, scheme,
-protocol, size (content-length, or -1 when unknown as the proto says), and headers:
-every one (values of a repeated name joined with commas) with the pseudo-headers
-:authority, :method, :path and :scheme, or only the pseudo-headers and `allowed_headers`.
-The body is not sent (Envoy's `with_request_body` is not supported).
+protocol, and headers: every one (values of a repeated name joined with commas) with the
+pseudo-headers :authority, :method, :path and :scheme, or only the pseudo-headers and
+`allowed_headers`. The body is not sent (Envoy's `with_request_body` is not supported), so
+`size`, the body bytes received before the check, is 0 as it is in Envoy without it.
 """
 
 from envoy.config.core.v3 import base_pb2
@@ -62,7 +62,6 @@ def check_request(
     for name, value in request.headers:
         if allowed_headers is None or name in allowed_headers:
             headers[name] = f"{headers[name]},{value}" if name in headers else value
-    length = request.headers.get("content-length") or ""
     http = _Context.HttpRequest(
         id=info.request_id,
         method=request.method,
@@ -70,7 +69,6 @@ def check_request(
         path=request.path,
         host=request.authority,
         scheme=request.scheme,
-        size=int(length) if length.isdigit() else -1,
         protocol=info.protocol,
     )
     time = timestamp_pb2.Timestamp()

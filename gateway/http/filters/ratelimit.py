@@ -36,11 +36,11 @@ from gateway.config.model import (
     GatewayConfig,
     GrpcService,
     between,
-    is_sendable_field,
 )
 from gateway.config.validate import check_grpc_service
 from gateway.errors import GatewayError
 from gateway.http.filter import FilterContext, HttpFilter, HttpFilterFactory, HttpFilterType
+from gateway.http.filters.authz_verdict import service_may_set
 from gateway.http.filters.ratelimit_descriptors import Entry, RateLimitPolicy
 from gateway.observability.stats import Counter, StatsStore, create_stats
 from gateway.observability.stream_info import StreamInfo
@@ -143,10 +143,10 @@ class RateLimitFilter(HttpFilter):
         if answer is None or headers is None:
             return self._failed()
         request_headers, self._response_headers = headers
+        self._grpc_client = is_grpc_request(request)
         if answer.overall_code == _Response.OVER_LIMIT:
             shared.stats.over_limit.inc()
             self._replied = True
-            self._grpc_client = is_grpc_request(request)
             exhausted = shared.config.rate_limited_as_resource_exhausted
             return LocalReply(
                 429,
@@ -172,13 +172,14 @@ class RateLimitFilter(HttpFilter):
         added = self._response_headers
         if not added:
             return
-        # On the 429 the service's content-type replaces the local reply's text/plain (not a
-        # gRPC answer's own).
-        if self._replied and not self._grpc_client and any(n == "content-type" for n, _ in added):
+        if self._grpc_client:
+            # A gRPC answer keeps the content-type that makes it one.
+            added = [(name, value) for name, value in added if name != "content-type"]
+        elif self._replied and any(name == "content-type" for name, _ in added):
+            # The service's content-type replaces the 429's text/plain, as in Envoy.
             response.headers.remove("content-type")
         for name, value in added:
-            if not (name == "content-type" and self._grpc_client):
-                response.headers.add(name, value)
+            response.headers.add(name, value)
 
     def _headers(
         self, answer: "rls_pb2.RateLimitResponse"
@@ -194,7 +195,7 @@ class RateLimitFilter(HttpFilter):
             response.append(("x-envoy-ratelimited", "true"))
         if config.enable_x_ratelimit_headers == "DRAFT_VERSION_03":
             response += x_ratelimit_headers(list(answer.statuses))
-        if not all(is_sendable_field(name, value) for name, value in request + response):
+        if not all(service_may_set(name, value) for name, value in request + response):
             return None
         return request, response
 
