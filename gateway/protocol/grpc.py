@@ -153,23 +153,24 @@ class FrameCounter:
 
     def inspect(self, data: bytes) -> int:
         """Reads the next chunk; returns how many messages' prefixes completed in it."""
-        found = 0
         end = len(data)
         pos = self._skip
-        while pos < end:
-            if self._prefix or end - pos < _PREFIX.size:
-                take = data[pos : pos + _PREFIX.size - len(self._prefix)]
-                self._prefix += take
-                pos += len(take)
-                if len(self._prefix) < _PREFIX.size:
-                    break  # the chunk ended inside a prefix
-                _, size = _PREFIX.unpack(self._prefix)
-                self._prefix = b""
-            else:
-                _, size = _PREFIX.unpack_from(data, pos)
-                pos += _PREFIX.size
+        found = 0
+        if self._prefix:  # the rest of a prefix the last chunk cut (nothing to skip then)
+            take = data[: _PREFIX.size - len(self._prefix)]
+            self._prefix += take
+            if len(self._prefix) < _PREFIX.size:
+                return 0
+            pos = len(take) + _PREFIX.unpack(self._prefix)[1]
+            self._prefix = b""
+            found = 1
+        unpack, size = _PREFIX.unpack_from, _PREFIX.size
+        while pos + size <= end:
+            pos += size + unpack(data, pos)[1]
             found += 1
-            pos += size
-        self._skip = max(pos - end, 0)
+        if pos < end:  # the chunk ends inside a prefix
+            self._prefix = data[pos:]
+            pos = end
+        self._skip = pos - end
         self.count += found
         return found
