@@ -158,6 +158,10 @@ class ActiveStream:
             self._route = self.callbacks.route_table.route(self.request)
             if self._route is not None:
                 self.info.route_name = self._route.name
+                # Chosen with the route, as Envoy's route cache does, so the filters know
+                # it too (grpc_stats counts into it, also for their own local replies),
+                # and the router forwards to it.
+                self.info.cluster_name = self._route.choose_cluster() or "-"
         assert not isinstance(self._route, bool)
         return self._route
 

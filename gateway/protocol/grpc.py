@@ -2,7 +2,8 @@
 
 The gateway never parses the gRPC messages it proxies: bodies stream through frame by
 frame and trailers pass untouched. Its own gRPC calls (health checks, ADS) use the
-length-prefixed framing below. What it must understand is the envelope: `grpc-timeout` (the client's
+length-prefixed framing below, and the grpc_stats filter counts messages by their prefixes
+alone (`FrameCounter`). What it must understand is the envelope: `grpc-timeout` (the client's
 deadline, which bounds the upstream exchange and is forwarded reduced by the time already
 spent) and how to say "unavailable" or "deadline exceeded" in a way a gRPC client reads:
 HTTP 200 with a trailers-only response carrying `grpc-status` and `grpc-message`.
@@ -123,3 +124,53 @@ def split_messages(buffer: bytes, max_size: int) -> tuple[list[bytes], bytes]:
         messages.append(buffer[_PREFIX.size : end])
         buffer = buffer[end:]
     return messages, buffer
+
+
+def service_and_method(path: str) -> tuple[str, str] | None:
+    """The service and method a call's `/SERVICE/METHOD` path names (Envoy's
+    resolveServiceAndMethod); None for a path of any other shape."""
+    parts = path.split("/")
+    if len(parts) != 3 or parts[0] or not parts[1] or not parts[2]:
+        return None
+    return parts[1], parts[2]
+
+
+class FrameCounter:
+    """Counts the messages of one direction of a call as its body streams by, chunk by
+    chunk (Envoy's Grpc::FrameInspector). Only the 5-byte prefixes are read and the
+    messages' own bytes are skipped over, so a chunk costs one step per message that begins
+    in it, and the state between chunks is at most 4 bytes of a prefix split across them
+    plus the count of message bytes still to skip. Compressed messages count like others;
+    nothing is validated, as the upstream and the client judge the messages themselves."""
+
+    __slots__ = ("_prefix", "_skip", "count")
+
+    def __init__(self) -> None:
+        #: Messages whose prefix was seen whole.
+        self.count = 0
+        self._prefix = b""
+        self._skip = 0
+
+    def inspect(self, data: bytes) -> int:
+        """Reads the next chunk; returns how many messages' prefixes completed in it."""
+        end = len(data)
+        pos = self._skip
+        found = 0
+        if self._prefix:  # the rest of a prefix the last chunk cut (nothing to skip then)
+            take = data[: _PREFIX.size - len(self._prefix)]
+            self._prefix += take
+            if len(self._prefix) < _PREFIX.size:
+                return 0
+            pos = len(take) + _PREFIX.unpack(self._prefix)[1]
+            self._prefix = b""
+            found = 1
+        unpack, size = _PREFIX.unpack_from, _PREFIX.size
+        while pos + size <= end:
+            pos += size + unpack(data, pos)[1]
+            found += 1
+        if pos < end:  # the chunk ends inside a prefix
+            self._prefix = data[pos:]
+            pos = end
+        self._skip = pos - end
+        self.count += found
+        return found

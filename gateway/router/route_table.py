@@ -5,6 +5,7 @@ then the longest `prefix*`, then `*`. Matching ignores case and a `:port` in the
 Routes are tried in their configured order; the first match wins.
 """
 
+import random
 from urllib.parse import parse_qsl
 
 import attrs
@@ -124,6 +125,16 @@ class RouteEntry:
                 if not _query_matches(q, regex, params):
                     return False
         return True
+
+    def choose_cluster(self) -> str | None:
+        """The cluster a request on this route goes to: its `cluster`, or one of its
+        `weighted_clusters` picked by weight (a fresh pick per call); None for redirects and
+        direct responses."""
+        route = self.config
+        if route.weighted_clusters is None:
+            return route.cluster
+        weights = [w.weight for w in route.weighted_clusters]
+        return random.choices(route.weighted_clusters, weights)[0].name
 
 
 @attrs.frozen

@@ -16,7 +16,6 @@ import base64
 import contextlib
 import math
 import os
-import random
 import time
 from http.cookies import SimpleCookie
 from typing import Protocol
@@ -73,7 +72,9 @@ class DownstreamStream(Protocol):
     request_trailers: HeaderMap | None
 
     @property
-    def route(self) -> RouteEntry | None: ...
+    def route(self) -> RouteEntry | None:
+        """The matched route; once matched, `info.cluster_name` holds the cluster it
+        chose (a weighted pick, made once per request)."""
 
     @property
     def has_request_body(self) -> bool: ...
@@ -248,8 +249,7 @@ class RouterFilter:
             await self._terminate_connect(stream, entry)
             return
         tunnel = self._accepts_upgrade(stream, entry)
-        cluster = self._clusters.get(self._cluster_name(route))
-        stream.info.cluster_name = cluster.name
+        cluster = self._clusters.get(stream.info.cluster_name)
         prepare_upstream_request(stream, entry)
         deadline = trio.current_time() + upstream_timeout(stream, route)
         await self._forward(stream, cluster, entry, deadline, tunnel)
@@ -286,14 +286,6 @@ class RouterFilter:
         mutate_response(headers, entry.virtual_host)
         mutate_response(headers, route)
         return LocalReply(status, body, dict(headers))
-
-    @staticmethod
-    def _cluster_name(route: Route) -> str:
-        if route.cluster is not None:
-            return route.cluster
-        assert route.weighted_clusters is not None
-        weights = [w.weight for w in route.weighted_clusters]
-        return random.choices(route.weighted_clusters, weights)[0].name
 
     async def _forward(
         self,
@@ -511,9 +503,8 @@ class RouterFilter:
         """CONNECT on a `connect_matcher` route (Envoy's CONNECT termination): a TCP
         connection to a host of the route's cluster, `200` to the client, then the bytes
         both ways."""
-        cluster = self._clusters.get(self._cluster_name(entry.config))
         info = stream.info
-        info.cluster_name = cluster.name
+        cluster = self._clusters.get(info.cluster_name)
         host = cluster.choose_host()
         if host is None:
             cluster.stats.upstream_cx_none_healthy.inc()

@@ -2,9 +2,11 @@
 against the live admin endpoint, and must render the task tree, the listeners, the
 clusters and a request-rate and latency plot per cluster; a screenshot is kept."""
 
+import contextlib
 import re
 import shutil
 
+import grpc
 import httpx
 import pytest
 import trio
@@ -12,6 +14,7 @@ import trio
 from gateway.admin.asgi import complete_lifespan
 from gateway.server.supervisor import available_cpus
 from tests.config_builder import proxy_config
+from tests.grpc_echo import echo_config
 from tests.helpers import (
     admin_url,
     eventually,
@@ -75,6 +78,37 @@ async def test_dashboard_renders_tree_and_plots(nursery, tmp_path):
     assert "http.edge.downstream_rq_2xx" in dom  # top stats
     png = shot.read_bytes()
     assert png.startswith(b"\x89PNG") and len(png) > 20_000
+
+
+async def test_dashboard_shows_grpc_calls_per_method(echo_server):
+    """The grpc_stats filter's counts as a table: a row per method with its own stats and
+    one for the cluster's other calls, with calls, failures, statuses and messages."""
+    port, _ = echo_server
+    config = echo_config(port)
+    config.listener("edge", http_filters=["grpc"])
+    allowlist = {"services": [{"name": "test.Echo", "method_names": ["Unary"]}]}
+    config.http_filter("grpc", "grpc_stats", individual_method_stats_allowlist=allowlist)
+    async with run_gateway(config) as gw:
+        with grpc.insecure_channel(f"127.0.0.1:{gw.listener_ports['edge']}") as channel:
+
+            def calls() -> None:
+                unary = channel.unary_unary("/test.Echo/Unary")
+                for request in (b"a", b"b", b"c", b"fail"):
+                    with contextlib.suppress(grpc.RpcError):
+                        unary(request, timeout=5)
+                with contextlib.suppress(grpc.RpcError):
+                    channel.unary_unary("/test.Echo/Missing")(b"x", timeout=5)
+
+            await trio.to_thread.run_sync(calls)
+        await eventually(lambda: gw.stats.value("cluster.echo.grpc.total") == 1)
+        dom = await _chromium("--dump-dom", admin_url(gw, "/"))
+    rows = re.findall(r'<tr class="grpc-method">(.*?)</tr>', dom)
+    cells = [re.findall(r"<td>(.*?)</td>", row) for row in rows]
+    assert [row[:2] + row[3:] for row in cells] == [
+        ["echo", "test.Echo/Unary", "4", "1", "OK 3, INVALID_ARGUMENT 1", "4 / 3"],
+        ["echo", '<span class="muted">other calls</span>', "1", "1", "UNIMPLEMENTED 1", "1 / 0"],
+    ]
+    assert all(re.fullmatch(r"\d+\.\d|-", row[2]) for row in cells), "calls/s"
 
 
 @pytest.mark.skipif(available_cpus() < 2, reason="one CPU: the default is one process")

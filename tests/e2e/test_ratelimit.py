@@ -129,6 +129,27 @@ async def test_descriptors_from_every_action_kind(nursery, rls):
     assert len(up.requests) == 4
 
 
+async def test_weighted_clusters_are_asked_about_and_counted_as_picked(nursery, rls):
+    """The cluster a route of weighted clusters picks for a request (with the route, before
+    the filters) is the one its destination_cluster descriptor names, the one its
+    ratelimit stats count in, and the one it goes to."""
+    service, port = rls
+    up = await start_upstream(nursery)
+    config = ratelimit_config(up.port, port)
+    weighted = [{"name": "backend", "weight": 1}, {"name": "canary", "weight": 1}]
+    limits = [{"actions": [{"destination_cluster": {}}]}]
+    config.routes().insert(0, route("/w/", weighted_clusters=weighted, rate_limits=limits))
+    config.cluster("canary", up.port)
+    async with run_gateway(config) as gw, httpx.AsyncClient() as client:
+        for i in range(30):
+            assert (await client.get(url(gw, f"/w/{i}"))).status_code == 200
+        asked = [descriptors(request)[0][0][1] for request in service.requests]
+        for name in ("backend", "canary"):
+            assert 0 < asked.count(name) < 30, asked
+            assert gw.stats.value(f"cluster.{name}.ratelimit.ok") == asked.count(name)
+            assert gw.stats.value(f"cluster.{name}.upstream_rq_total") == asked.count(name)
+
+
 async def test_under_the_limit_headers_reach_upstream_and_client(nursery, rls):
     service, port = rls
     minute = Response.RateLimit(requests_per_unit=10, unit=Response.RateLimit.MINUTE)

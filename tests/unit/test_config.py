@@ -381,3 +381,30 @@ def test_header_mutations_must_be_sendable(mutation, error):
     # A value with a line break would end a header line early (or be refused by an
     # HTTP/2 peer): a config error naming its place, not a 500 on every request.
     assert errors_of(VALID.replace('"x-gateway" = "1"', mutation)) == [error]
+
+
+def test_grpc_stats_example_and_errors():
+    text = docs_example('type = "grpc_stats"')
+    config = loads_config(text).http_filters["grpc"].config
+    allowlist = config.individual_method_stats_allowlist
+    assert [(s.name, s.method_names) for s in allowlist.services] == [
+        ("orders.v1.OrderService", ["Create", "Get", "Watch"]),
+        ("grpc.health.v1.Health", ["Check"]),
+    ]
+    assert config.enable_upstream_stats and not config.stats_for_all_methods
+    assert config.max_methods == 1000
+    both = text.replace("enable_upstream_stats = true", "stats_for_all_methods = true")
+    assert errors_of(both) == [
+        "http_filters.grpc.stats_for_all_methods: must not be set together with "
+        "individual_method_stats_allowlist"
+    ]
+    no_methods = text.replace('["Check"]', "[]")
+    assert errors_of(no_methods) == [
+        "http_filters.grpc.individual_method_stats_allowlist.services[1]: "
+        "Length of 'method_names' must be >= 1: 0"
+    ]
+    no_bound = text.replace("enable_upstream_stats = true", "max_methods = 0")
+    assert errors_of(no_bound) == ["http_filters.grpc.max_methods: must be from 1 to 100000, got 0"]
+    # Envoy's emit_filter_state is not supported: refused, not ignored.
+    state = text.replace("enable_upstream_stats = true", "emit_filter_state = true")
+    assert errors_of(state) == ["http_filters.grpc: unknown key 'emit_filter_state'"]

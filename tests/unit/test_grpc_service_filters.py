@@ -10,9 +10,11 @@ from gateway.http.conn_manager import HttpConnectionManager
 from gateway.http.filters.authz_verdict import HeaderEdit, UnusableAnswer, apply_edits
 from gateway.http.filters.ext_authz import ExtAuthzConfig
 from gateway.http.filters.ratelimit import RateLimitConfig
+from gateway.http.filters.ratelimit_descriptors import RateLimitPolicy
 from gateway.listeners.filter_chain import listener_hcm
 from gateway.observability.stats import StatsStore
-from gateway.protocol.headers import HeaderMap
+from gateway.observability.stream_info import StreamInfo
+from gateway.protocol.headers import HeaderMap, RequestHead
 from gateway.server.overload import OverloadManager
 from gateway.server.state import ServerState
 from tests.unit.test_config import docs_example, errors_of
@@ -261,3 +263,16 @@ def test_header_edits_follow_envoys_header_value_option():
         with pytest.raises(UnusableAnswer):
             HeaderEdit.checked(name, value, "set")
     assert HeaderEdit.checked("X-Ok", "fine", "add") == HeaderEdit("x-ok", "fine", "add")
+
+
+def test_destination_cluster_of_weighted_clusters_is_the_one_picked_for_the_request():
+    limits = "rate_limits = [{ actions = [{ destination_cluster = {} }] }]\n"
+    weighted = 'weighted_clusters = [{ name = "api", weight = 1 }, { name = "grpc", weight = 1 }]\n'
+    text = with_filter(RATE).replace('cluster = "api"\n', weighted + limits, 1)
+    (entry,) = _chains(text).route_table.entries()
+    policy = RateLimitPolicy.for_route(entry, 0, "gateway")
+    request = RequestHead("POST", "/", "x", "http", HeaderMap())
+    for _ in range(20):  # both clusters get picked
+        info = StreamInfo(1, "127.0.0.1:5000")
+        info.cluster_name = entry.choose_cluster() or "-"
+        assert policy.descriptors(request, info) == [(("destination_cluster", info.cluster_name),)]

@@ -42,7 +42,7 @@ from gateway.errors import GatewayError
 from gateway.http.filter import FilterContext, HttpFilter, HttpFilterFactory, HttpFilterType
 from gateway.http.filters.authz_verdict import service_may_set
 from gateway.http.filters.ratelimit_descriptors import Entry, RateLimitPolicy
-from gateway.observability.stats import Counter, StatsStore, create_stats
+from gateway.observability.stats import Counter, create_stats
 from gateway.observability.stream_info import StreamInfo
 from gateway.protocol.grpc import Status, is_grpc_request
 from gateway.protocol.headers import LocalReply, RequestHead, ResponseHead
@@ -99,7 +99,9 @@ class _Shared:
     config: RateLimitConfig
     context: FilterContext
     policy: RateLimitPolicy
-    stats: RateLimitStats
+    #: By cluster: the route's, or each of its weighted clusters (the stream's is the one
+    #: picked with the route, in StreamInfo.cluster_name).
+    stats: dict[str, RateLimitStats]
     timeout: float
 
 
@@ -107,6 +109,7 @@ class RateLimitFilter(HttpFilter):
     def __init__(self, shared: _Shared, info: StreamInfo) -> None:
         self._shared = shared
         self._info = info
+        self._stats = shared.stats[info.cluster_name]
         #: Headers the service's answer adds to the response, and whether that response
         #: is this filter's 429 (where the service's content-type wins).
         self._response_headers: list[Entry] = []
@@ -145,7 +148,7 @@ class RateLimitFilter(HttpFilter):
         request_headers, self._response_headers = headers
         self._grpc_client = is_grpc_request(request)
         if answer.overall_code == _Response.OVER_LIMIT:
-            shared.stats.over_limit.inc()
+            self._stats.over_limit.inc()
             self._replied = True
             exhausted = shared.config.rate_limited_as_resource_exhausted
             return LocalReply(
@@ -155,17 +158,17 @@ class RateLimitFilter(HttpFilter):
                 grpc_status=Status.RESOURCE_EXHAUSTED if exhausted else None,
             )
         # OK, and UNKNOWN too: Envoy refuses only on OVER_LIMIT.
-        shared.stats.ok.inc()
+        self._stats.ok.inc()
         for name, value in request_headers:
             request.headers.add(name, value)
         return None
 
     def _failed(self) -> LocalReply | None:
         shared = self._shared
-        shared.stats.error.inc()
+        self._stats.error.inc()
         if shared.config.failure_mode_deny:
             return LocalReply(500, "", response_flag="RLSE")
-        shared.stats.failure_mode_allowed.inc()
+        self._stats.failure_mode_allowed.inc()
         return None
 
     async def encode_headers(self, response: ResponseHead, end_stream: bool) -> None:
@@ -224,11 +227,6 @@ def x_ratelimit_headers(
     ]
 
 
-#: Stats of routes with weighted clusters, which pick their cluster in the router, after
-#: the filters: no `cluster.NAME` to count under, so counted where nobody reads.
-_UNCOUNTED = StatsStore()
-
-
 def create_factory(config: object, context: FilterContext) -> HttpFilterFactory | None:
     assert isinstance(config, RateLimitConfig)
     route = context.route
@@ -239,19 +237,21 @@ def create_factory(config: object, context: FilterContext) -> HttpFilterFactory 
     policy = RateLimitPolicy.for_route(route, config.stage, context.service_cluster)
     if not policy:
         return None
-    target = route.config.cluster
-    store = context.scope.store if target is not None else _UNCOUNTED
-    name = target or "-"
-    scope = store.scope(
-        f"cluster.{name}.ratelimit", "cluster_ratelimit", {"envoy_cluster_name": name}
-    )
+    weighted = route.config.weighted_clusters or ()
+    targets = [route.config.cluster] if route.config.cluster else [w.name for w in weighted]
+    store = context.scope.store
+    stats = {
+        name: create_stats(
+            RateLimitStats,
+            store.scope(
+                f"cluster.{name}.ratelimit", "cluster_ratelimit", {"envoy_cluster_name": name}
+            ),
+        )
+        for name in targets
+    }
     timeout = config.rate_limit_service.timeout
     shared = _Shared(
-        config,
-        context,
-        policy,
-        create_stats(RateLimitStats, scope),
-        timeout if timeout is not None else DEFAULT_TIMEOUT,
+        config, context, policy, stats, timeout if timeout is not None else DEFAULT_TIMEOUT
     )
 
     def factory(info: StreamInfo) -> HttpFilter:

@@ -55,6 +55,11 @@ def _remote_address(request: RequestHead, info: StreamInfo) -> tuple[Entry, ...]
     return (("remote_address", info.downstream_ip),)
 
 
+def _chosen_cluster(request: RequestHead, info: StreamInfo) -> tuple[Entry, ...] | None:
+    """A route of weighted clusters: the one picked for this request, with its route."""
+    return None if info.cluster_name == "-" else (("destination_cluster", info.cluster_name),)
+
+
 def _compile(action: RateLimitAction, route_cluster: str | None, service_cluster: str) -> _Action:
     if (headers := action.request_headers) is not None:
         return _request_headers(headers.header_name, headers.descriptor_key, headers.skip_if_absent)
@@ -66,9 +71,9 @@ def _compile(action: RateLimitAction, route_cluster: str | None, service_cluster
         entry = (match.descriptor_key, match.descriptor_value)
         return _header_value_match(match.headers, entry, match.expect_match)
     if action.destination_cluster is not None:
-        # A route of weighted clusters picks its cluster in the router, after the filters:
-        # no entry can name it here, so its descriptor is left out.
-        return _fixed(("destination_cluster", route_cluster) if route_cluster else None)
+        if route_cluster:
+            return _fixed(("destination_cluster", route_cluster))
+        return _chosen_cluster
     assert action.source_cluster is not None, "validated: one kind per action"
     return _fixed(("source_cluster", service_cluster))
 
