@@ -1,5 +1,6 @@
 """A gRPC-Web client written from the wire format (grpc/doc/PROTOCOL-WEB.md) over httpx:
-what a browser library sends and reads, over HTTP/1.1 or HTTP/2, binary or `-text`.
+what a browser library sends and reads, over HTTP/1.1 or HTTP/2, binary or `-text`; and the
+gateway config the gRPC-Web tests share.
 
 Deliberately independent of the gateway's own codec (gateway/protocol/grpc_web.py): the
 `-text` body is encoded per message, padded, as grpc-web's JavaScript client sends it, and
@@ -13,8 +14,48 @@ from collections.abc import AsyncIterator, Iterable
 import attrs
 import httpx
 
+from tests.config_builder import ConfigBuilder, route
+
 PREFIX = struct.Struct(">BI")
 TRAILER_FLAG = 0x80
+#: The origin of the page that calls the gateway, as CORS sees it.
+ORIGIN = "https://app.example.com"
+
+
+def web_config(echo_port: int, plain_port: int, origin: str = ORIGIN) -> ConfigBuilder:
+    """Listener `edge` runs grpc_web and cors (for `origin`, as docs/configuration.md
+    advises for browsers); test.Echo goes to the grpcio server at `echo_port` (with a
+    200 ms route timeout when `x-short` is sent), /down.Service/ to a cluster without
+    hosts, /status/ and /json to a plain HTTP/1.1 upstream; nothing else has a route."""
+    config = ConfigBuilder()
+    config.listener("edge", virtual_hosts=["main"], http_filters=["grpc_web", "cors"])
+    config.http_filter("grpc_web", "grpc_web")
+    config.http_filter(
+        "cors",
+        "cors",
+        allow_origins=[origin],
+        allow_methods=["POST", "OPTIONS"],
+        allow_headers=["content-type", "x-grpc-web", "x-user-agent", "grpc-timeout"],
+        expose_headers=["grpc-status", "grpc-message"],
+        max_age="1h",
+    )
+    echo = {"prefix": "/test.Echo/"}
+    config.virtual_host(
+        "main",
+        route(
+            match={**echo, "headers": [{"name": "x-short", "present": True}]},
+            cluster="echo",
+            timeout="200ms",
+        ),
+        route(match=echo, cluster="echo"),
+        route("/down.Service/", cluster="nowhere"),
+        route("/status/", cluster="plain"),
+        route("/json", cluster="plain"),
+    )
+    config.cluster("echo", echo_port, protocol="http2")
+    config.cluster("nowhere", protocol="http2")
+    config.cluster("plain", plain_port)
+    return config
 
 
 def content_type(text: bool) -> str:

@@ -138,6 +138,9 @@ class ActiveStream:
         #: either way pushes its deadline on.
         self._idle_scope: trio.CancelScope | None = None
         self._idle_timeout = 0.0
+        #: A response write was interrupted (the route timeout, a failure): some of the
+        #: bytes may not have left, so nothing but the stream's end may follow them.
+        self._write_cut = False
 
     def __repr__(self) -> str:
         return (
@@ -252,7 +255,11 @@ class ActiveStream:
         self.info.response_head = head
         self.response_state = ResponseState.DONE if end_stream else ResponseState.STREAMING
         self.info.state = "sending response"
-        await self.encoder.encode_headers(head, end_stream, flush)
+        try:
+            await self.encoder.encode_headers(head, end_stream, flush)
+        except BaseException:
+            self._write_cut = True
+            raise
         self._active()
 
     async def encode_data(self, data: bytes, end_stream: bool, flush: bool = True) -> None:
@@ -261,7 +268,11 @@ class ActiveStream:
         self.info.bytes_sent += len(data)
         if end_stream:
             self.response_state = ResponseState.DONE
-        await self.encoder.encode_data(data, end_stream, flush)
+        try:
+            await self.encoder.encode_data(data, end_stream, flush)
+        except BaseException:
+            self._write_cut = True
+            raise
         self._active()
 
     async def encode_trailers(self, trailers: HeaderMap, only_in_body: bool = False) -> None:
@@ -393,12 +404,13 @@ class ActiveStream:
         self.info.add_flag(exc.response_flag)
         if isinstance(exc, DownstreamProtocolError | StreamCancelled):
             self.encoder.close_after_response()
-        if self.response_state is ResponseState.STREAMING and self.is_grpc:
+        if self.response_state is ResponseState.STREAMING and self.is_grpc and not self._write_cut:
             # A gRPC server ends a failed stream with its status in trailers; a reset reads
             # as CANCELLED, "you cancelled", to the client. Say what happened instead:
             # UNAVAILABLE (upstream gone) or DEADLINE_EXCEEDED (route timeout). Over
             # HTTP/1.1 a body without them would end as if complete, so there the stream
-            # is cut, unless a filter carries them in the body (grpc_web).
+            # is cut, unless a filter carries them in the body (grpc_web); and so it is
+            # after a write cut short, whose missing bytes the client would misread.
             trailers = grpc.trailers_only(exc.status, exc.body)
             trailers.remove("content-type")
             await self.encode_trailers(trailers, only_in_body=self.request.http_version != "2")

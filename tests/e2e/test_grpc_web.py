@@ -15,47 +15,9 @@ import httpx
 import pytest
 import trio
 
-from tests.config_builder import ConfigBuilder, route
 from tests.grpc_echo import OPTIONS, start_server
-from tests.grpc_web_client import call, request_body
+from tests.grpc_web_client import ORIGIN, call, request_body, web_config
 from tests.helpers import run_gateway, start_upstream
-
-ORIGIN = "https://app.example.com"
-
-
-def web_config(echo_port: int, plain_port: int) -> ConfigBuilder:
-    """Listener `edge` runs grpc_web and cors; test.Echo goes to the grpcio server (with a
-    200 ms route timeout when `x-short` is sent), /down.Service/ to a cluster without
-    hosts, /status/ and /json to a plain HTTP/1.1 upstream; nothing else has a route."""
-    config = ConfigBuilder()
-    config.listener("edge", virtual_hosts=["main"], http_filters=["grpc_web", "cors"])
-    config.http_filter("grpc_web", "grpc_web")
-    config.http_filter(
-        "cors",
-        "cors",
-        allow_origins=[ORIGIN],
-        allow_methods=["POST", "OPTIONS"],
-        allow_headers=["content-type", "x-grpc-web", "x-user-agent", "grpc-timeout"],
-        expose_headers=["grpc-status", "grpc-message"],
-        max_age="1h",
-    )
-    echo = {"prefix": "/test.Echo/"}
-    config.virtual_host(
-        "main",
-        route(
-            match={**echo, "headers": [{"name": "x-short", "present": True}]},
-            cluster="echo",
-            timeout="200ms",
-        ),
-        route(match=echo, cluster="echo"),
-        route("/down.Service/", cluster="nowhere"),
-        route("/status/", cluster="plain"),
-        route("/json", cluster="plain"),
-    )
-    config.cluster("echo", echo_port, protocol="http2")
-    config.cluster("nowhere", protocol="http2")
-    config.cluster("plain", plain_port)
-    return config
 
 
 @pytest.fixture
@@ -319,3 +281,35 @@ async def test_grpc_and_plain_http_beside_it_are_left_alone(gw):
     assert r.status_code == 200 and r.json()["headers"]["content-type"] == "text/x"
     assert "grpc-status" not in r.headers
     assert stat(gw, "total") == 0
+
+
+async def test_a_body_cut_short_is_not_ended_with_a_status(echo_server, nursery):
+    """The route timeout fires while the gateway is blocked writing a big message to a
+    client that does not read (HTTP/1.1): part of the message never left, so a trailer
+    frame after it would make the client misread the rest. The stream is cut instead."""
+    port, _ = echo_server
+    plain = await start_upstream(nursery, "plain")
+    config = web_config(port, plain.port)
+    config.routes()[0]["timeout"] = "1s"  # the x-short route: long enough for the upload
+    message = b"m" * (6 * 1024 * 1024)
+    body = request_body([message], text=False)
+    async with run_gateway(config) as gw:
+        sock = trio.socket.socket()
+        # A small receive window: the gateway's writes block after a few KiB.
+        sock.setsockopt(trio.socket.SOL_SOCKET, trio.socket.SO_RCVBUF, 4096)
+        await sock.connect(("127.0.0.1", gw.listener_ports["edge"]))
+        async with trio.SocketStream(sock) as stream:
+            head = (
+                "POST /test.Echo/Unary HTTP/1.1\r\nhost: x\r\nx-short: 1\r\n"
+                f"content-type: application/grpc-web+proto\r\ncontent-length: {len(body)}\r\n\r\n"
+            )
+            await stream.send_all(head.encode() + body)
+            await trio.sleep(1.5)  # the timeout fires while the response is mid-way
+            received = b""
+            with trio.move_on_after(5):
+                while chunk := await stream.receive_some(65536):
+                    received += chunk
+    assert received.startswith(b"HTTP/1.1 200 OK\r\n")
+    assert b"transfer-encoding: chunked" in received, "the message had begun (no local reply)"
+    assert not received.endswith(b"0\r\n\r\n"), "the body was ended as if whole"
+    assert gw.stats.value("cluster.echo.upstream_rq_timeout") == 1
