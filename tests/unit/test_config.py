@@ -381,3 +381,19 @@ def test_header_mutations_must_be_sendable(mutation, error):
     # A value with a line break would end a header line early (or be refused by an
     # HTTP/2 peer): a config error naming its place, not a 500 on every request.
     assert errors_of(VALID.replace('"x-gateway" = "1"', mutation)) == [error]
+
+
+def test_grpc_web_examples_are_valid():
+    """The filter's example in configuration.md and the how-to's in operations.md."""
+    text = docs_example('type = "grpc_web"')
+    config = loads_config(text)
+    assert config.listeners["web"].http_filters == ["grpc_web", "cors"]
+    assert config.http_filters["grpc_web"].type == "grpc_web"
+    operations = Path(__file__).resolve().parents[2] / "docs" / "operations.md"
+    blocks = re.findall(r"```toml\n(.*?)```", operations.read_text(encoding="utf-8"), re.S)
+    (how_to,) = [b for b in blocks if 'type = "grpc_web"' in b]
+    assert loads_config(how_to).http_filters["cors"].type == "cors"
+    # No keys, as Envoy's has none: anything else is an error naming it.
+    assert errors_of(text.replace('type = "grpc_web"', 'type = "grpc_web"\nmode = "text"')) == [
+        "http_filters.grpc_web: unknown key 'mode'"
+    ]
