@@ -75,6 +75,20 @@ async def test_unary(gw, echo_server, http2, text):
     assert (stat(gw, "total"), stat(gw, "success"), stat(gw, "failure")) == (1, 1, 0)
 
 
+async def test_a_binary_call_may_ask_for_a_text_answer(gw):
+    """The answer is `-text` when the client's accept asks for it, as Envoy decides."""
+    async with client(False) as c:
+        r = await call(
+            c,
+            edge(gw, "/test.Echo/ServerStream"),
+            [b"3"],
+            headers={"accept": "application/grpc-web-text"},
+        )
+    # (with the suffix of the client's content type, application/grpc-web+proto)
+    assert r.headers["content-type"] == "application/grpc-web-text+proto"
+    assert r.messages == [b"0", b"1", b"2"] and r.trailers["grpc-status"] == "0"
+
+
 @BOTH
 async def test_server_streaming(gw, http2, text):
     async with client(http2) as c:
