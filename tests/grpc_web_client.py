@@ -25,7 +25,7 @@ ORIGIN = "https://app.example.com"
 def web_config(echo_port: int, plain_port: int, origin: str = ORIGIN) -> ConfigBuilder:
     """Listener `edge` runs grpc_web and cors (for `origin`, as docs/configuration.md
     advises for browsers); test.Echo goes to the grpcio server at `echo_port` (with a
-    200 ms route timeout when `x-short` is sent), /down.Service/ to a cluster without
+    500 ms route timeout when `x-short` is sent), /down.Service/ to a cluster without
     hosts, /status/ and /json to a plain HTTP/1.1 upstream; nothing else has a route."""
     config = ConfigBuilder()
     config.listener("edge", virtual_hosts=["main"], http_filters=["grpc_web", "cors"])
@@ -45,7 +45,7 @@ def web_config(echo_port: int, plain_port: int, origin: str = ORIGIN) -> ConfigB
         route(
             match={**echo, "headers": [{"name": "x-short", "present": True}]},
             cluster="echo",
-            timeout="200ms",
+            timeout="500ms",  # long enough for a stream's first messages on a busy machine
         ),
         route(match=echo, cluster="echo"),
         route("/down.Service/", cluster="nowhere"),
