@@ -211,6 +211,21 @@ async def test_bad_base64_is_internal(gw, echo_server, http2, body):
 
 
 @pytest.mark.parametrize("http2", [False, True], ids=["h1", "h2"])
+async def test_bad_base64_after_messages_went_upstream(gw, http2):
+    """The body turns bad after some 200 KiB went upstream: the call still ends with the
+    status, and the gateway's next call is fine."""
+    good = request_body([b"m" * 1000] * 150, text=True)
+    async with client(http2) as c:
+        r = await call(
+            c, edge(gw, "/test.Echo/ClientStream"), text=True, body=pieces(good + b"AA*A", [65536])
+        )
+        assert (r.status, r.grpc_status) == (200, "13"), r.grpc_message
+        ok = await call(c, edge(gw, "/test.Echo/Unary"), [b"after"], text=True)
+    assert ok.messages == [b"after"]
+    assert stat(gw, "base64_decode_failed") == 1
+
+
+@pytest.mark.parametrize("http2", [False, True], ids=["h1", "h2"])
 async def test_endless_text_body_streams_in_bounded_memory(gw, http2):
     """16 MiB of base64 (12 MiB of messages) to a client-streaming call: decoded and
     forwarded as it comes; what the gateway allocates at once (under 1 MiB when this was

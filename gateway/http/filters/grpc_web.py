@@ -100,8 +100,8 @@ class GrpcWebFilter(HttpFilter):
             if end_stream:
                 decoder.finish()
         except ValueError:
+            # The call ends here: the router stops reading the body and answers.
             self._stats.base64_decode_failed.inc()
-            self._decoder = None  # the call is over: nothing more to decode
             raise Base64DecodeFailed() from None
         return out
 
