@@ -342,3 +342,26 @@ async def test_a_body_cut_short_is_not_ended_with_a_status(echo_server, nursery)
     assert b"transfer-encoding: chunked" in received, "the message had begun (no local reply)"
     assert not received.endswith(b"0\r\n\r\n"), "the body was ended as if whole"
     assert gw.stats.value("cluster.echo.upstream_rq_timeout") == 1
+
+
+async def test_replies_of_filters_after_and_before_it(echo_server, nursery):
+    """A filter after grpc_web sees a gRPC request: its reply is the gRPC status it chose
+    (local_ratelimit: RESOURCE_EXHAUSTED). A filter before it answers before grpc_web saw
+    the request, in plain HTTP, as in Envoy: gRPC-Web clients map that status themselves."""
+    port, _ = echo_server
+    plain = await start_upstream(nursery, "plain")
+    for chain in (["grpc_web", "rate"], ["rate", "grpc_web"]):
+        config = web_config(port, plain.port)
+        config.listener("edge", http_filters=chain)
+        config.http_filter("rate", "local_ratelimit", max_tokens=1, fill_interval="1h")
+        async with run_gateway(config) as gw, client(False) as c:
+            assert (await call(c, edge(gw, "/test.Echo/Unary"))).messages == [b"hello"]
+            if chain[0] == "grpc_web":
+                refused = await call(c, edge(gw, "/test.Echo/Unary"))
+                assert (refused.status, refused.grpc_status) == (200, "8")
+                assert refused.headers["content-type"] == "application/grpc-web+proto"
+                assert (refused.messages, refused.trailers) == ([], {})
+            else:
+                headers = {"content-type": "application/grpc-web+proto"}
+                r = await c.post(edge(gw, "/test.Echo/Unary"), content=b"", headers=headers)
+                assert r.status_code == 429 and "grpc-status" not in r.headers

@@ -111,8 +111,8 @@ class GrpcWebFilter(HttpFilter):
         headers = response.headers
         status = headers.get("grpc-status")
         if status is None and (end_stream or not _is_grpc_response(response)):
-            # Not gRPC (an upstream's plain error, a filter's reply before this one ran):
-            # say so in a status the client reads, and send nothing of the body.
+            # Not gRPC (an upstream's plain error page, say): put a status the client
+            # reads in the head, and send nothing of the body.
             self._non_grpc = True
             code = (
                 grpc.Status.UNKNOWN
