@@ -15,6 +15,7 @@ import httpx
 import pytest
 import trio
 
+from tests.admin_helpers import cancel, nodes, tasks
 from tests.grpc_echo import OPTIONS, start_server
 from tests.grpc_web_client import (
     ORIGIN,
@@ -392,3 +393,32 @@ async def test_replies_of_filters_after_and_before_it(echo_server, nursery):
                 headers = {"content-type": "application/grpc-web+proto"}
                 r = await c.post(edge(gw, "/test.Echo/Unary"), content=b"", headers=headers)
                 assert r.status_code == 429 and "grpc-status" not in r.headers
+
+
+async def test_a_bridged_stream_in_the_task_tree_and_cancelled_from_it(gw):
+    """A gRPC-Web server stream shows in /tasks like any stream; the operator's cancel ends
+    it with a status in the trailer frame (HTTP/1.1), not a cut connection."""
+    headers = {"content-type": content_type(True)}
+    body = request_body([b"slow"], text=True)
+    received = b""
+    async with client(False) as c, httpx.AsyncClient() as admin:
+        url = edge(gw, "/test.Echo/ServerStream")
+        async with c.stream("POST", url, content=body, headers=headers) as r:
+            chunks = r.aiter_raw()
+            async for chunk in chunks:
+                received += chunk
+                if (task := await admin_node(admin, gw)) is not None:
+                    break
+            assert task["state"] == "streaming response body" and task["cluster"] == "echo"
+            assert (await cancel(admin, gw, task["id"])).status_code == 200
+            async for chunk in chunks:  # the rest of the same body
+                received += chunk
+    messages, trailers = parse_frames(decode_text(received))
+    assert messages and messages == [str(i).encode() for i in range(len(messages))]
+    assert trailers["grpc-status"] == "14"
+    assert trailers["grpc-message"] == "stream cancelled by the gateway operator"
+
+
+async def admin_node(admin: httpx.AsyncClient, gw) -> dict | None:
+    found = list(nodes(await tasks(admin, gw), kind="stream", path="/test.Echo/ServerStream"))
+    return found[0] if found else None
