@@ -138,6 +138,9 @@ class ActiveStream:
         #: either way pushes its deadline on.
         self._idle_scope: trio.CancelScope | None = None
         self._idle_timeout = 0.0
+        #: A response write was interrupted (the route timeout, a failure): some of the
+        #: bytes may not have left, so nothing but the stream's end may follow them.
+        self._write_cut = False
 
     def __repr__(self) -> str:
         return (
@@ -256,7 +259,11 @@ class ActiveStream:
         self.info.response_head = head
         self.response_state = ResponseState.DONE if end_stream else ResponseState.STREAMING
         self.info.state = "sending response"
-        await self.encoder.encode_headers(head, end_stream, flush)
+        try:
+            await self.encoder.encode_headers(head, end_stream, flush)
+        except BaseException:
+            self._write_cut = True
+            raise
         self._active()
 
     async def encode_data(self, data: bytes, end_stream: bool, flush: bool = True) -> None:
@@ -265,12 +272,18 @@ class ActiveStream:
         self.info.bytes_sent += len(data)
         if end_stream:
             self.response_state = ResponseState.DONE
-        await self.encoder.encode_data(data, end_stream, flush)
+        try:
+            await self.encoder.encode_data(data, end_stream, flush)
+        except BaseException:
+            self._write_cut = True
+            raise
         self._active()
 
-    async def encode_trailers(self, trailers: HeaderMap) -> None:
+    async def encode_trailers(self, trailers: HeaderMap, only_in_body: bool = False) -> None:
         """Ends the response with trailers (gRPC's status lives here); those that may not
-        be trailers are dropped first, and with none left the body simply ends."""
+        be trailers are dropped first, and with none left the body simply ends. With
+        `only_in_body`, trailers that no filter took into the body cut the stream instead
+        of being sent."""
         strip_trailer_fields(trailers)
         if not trailers:
             await self.encode_data(b"", end_stream=True)
@@ -279,6 +292,9 @@ class ActiveStream:
         if self.filters.sees_response_end:
             tail = await self.filters.end_with_trailers(trailers)
             self.info.bytes_sent += len(tail)
+        if trailers and only_in_body:
+            self._abort()
+            return
         self.response_state = ResponseState.DONE
         if not trailers:  # a filter took them into the body (gRPC-Web)
             await self.encoder.encode_data(tail, True)
@@ -361,6 +377,10 @@ class ActiveStream:
                     )
                 if filters_scope.cancelled_caught:
                     raise UpstreamTimeout()
+                # A filter may have made the request gRPC (grpc_web bridges gRPC-Web to
+                # it): from here on, the router's deadlines and retries and the gateway's
+                # own replies go by the request that goes upstream.
+                self.is_grpc = grpc.is_grpc_request(self.request)
             if reply is not None:
                 await self.send_local_reply(reply)
             else:
@@ -388,23 +408,20 @@ class ActiveStream:
         self.info.add_flag(exc.response_flag)
         if isinstance(exc, DownstreamProtocolError | StreamCancelled):
             self.encoder.close_after_response()
-        if self.response_state is ResponseState.STREAMING and self._ends_with_grpc_status:
+        if self.response_state is ResponseState.STREAMING and self.is_grpc and not self._write_cut:
             # A gRPC server ends a failed stream with its status in trailers; a reset reads
             # as CANCELLED, "you cancelled", to the client. Say what happened instead:
-            # UNAVAILABLE (upstream gone) or DEADLINE_EXCEEDED (route timeout).
+            # UNAVAILABLE (upstream gone) or DEADLINE_EXCEEDED (route timeout). Over
+            # HTTP/1.1 a body without them would end as if complete, so there the stream
+            # is cut, unless a filter carries them in the body (grpc_web); and so it is
+            # after a write cut short, whose missing bytes the client would misread.
             trailers = grpc.trailers_only(exc.status, exc.body)
             trailers.remove("content-type")
-            await self.encode_trailers(trailers)
+            await self.encode_trailers(trailers, only_in_body=self.request.http_version != "2")
         elif self.response_started:
             self._abort()
         else:
             await self.send_local_reply(LocalReply(exc.status, exc.body, {}, exc.response_flag))
-
-    @property
-    def _ends_with_grpc_status(self) -> bool:
-        """gRPC over HTTP/2, whose trailers always reach the client. (Over HTTP/1.1 a body
-        that cannot carry them would end as if complete: there the connection is cut.)"""
-        return self.is_grpc and self.request.http_version == "2"
 
     def _abort(self) -> None:
         self.response_state = ResponseState.ABORTED

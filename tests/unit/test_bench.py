@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from bench.filters_cost import chain_toml
+from bench.grpc_web_cost import grpc_web_toml
 from bench.load.h2load import parse_h2load
 from bench.load.wrk import parse_wrk
 from bench.peers.gateway import gateway_grpc_toml, gateway_toml
@@ -63,8 +64,9 @@ time for connect:      151us       413us       262us        95us    70.00%
         lambda: with_task_tree(True)(10000, 8080),
         lambda: with_task_tree(False)(10000, 8080),
         lambda: gateway_config(10000, 8080),
+        lambda: grpc_web_toml(10000, 8080),
     ],
-    ids=["http", "workers", "h2-upstream", "grpc", "filters", "tree-on", "tree-off", "ws"],
+    ids=["http", "workers", "h2-upstream", "grpc", "filters", "tree-on", "tree-off", "ws", "web"],
 )
 def test_generated_configs_load(config):
     loads_config(config())

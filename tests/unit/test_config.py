@@ -408,3 +408,19 @@ def test_grpc_stats_example_and_errors():
     # Envoy's emit_filter_state is not supported: refused, not ignored.
     state = text.replace("enable_upstream_stats = true", "emit_filter_state = true")
     assert errors_of(state) == ["http_filters.grpc: unknown key 'emit_filter_state'"]
+
+
+def test_grpc_web_examples_are_valid():
+    """The filter's example in configuration.md and the how-to's in operations.md."""
+    text = docs_example('type = "grpc_web"')
+    config = loads_config(text)
+    assert config.listeners["web"].http_filters == ["grpc_web", "cors"]
+    assert config.http_filters["grpc_web"].type == "grpc_web"
+    operations = Path(__file__).resolve().parents[2] / "docs" / "operations.md"
+    blocks = re.findall(r"```toml\n(.*?)```", operations.read_text(encoding="utf-8"), re.S)
+    (how_to,) = [b for b in blocks if 'type = "grpc_web"' in b]
+    assert loads_config(how_to).http_filters["cors"].type == "cors"
+    # No keys, as Envoy's has none: anything else is an error naming it.
+    assert errors_of(text.replace('type = "grpc_web"', 'type = "grpc_web"\nmode = "text"')) == [
+        "http_filters.grpc_web: unknown key 'mode'"
+    ]

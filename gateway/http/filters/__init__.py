@@ -15,6 +15,7 @@ _MODULES = (
     "ext_authz",
     "fault",
     "grpc_stats",
+    "grpc_web",
     "header_mutation",
     "health_check",
     "jwt_authn",
