@@ -14,6 +14,7 @@ _MODULES = (
     "cors",
     "ext_authz",
     "fault",
+    "grpc_json_transcoder",
     "header_mutation",
     "health_check",
     "jwt_authn",
