@@ -291,6 +291,8 @@ class H2Upstream:
     stream with `respond`, streams concurrently, and records what it saw."""
 
     respond: Respond = _ok
+    #: Trailers each answer ends with (as a gRPC server ends a call with its status).
+    trailers: list[tuple[str, str]] | None = None
     requests: list[SeenRequest] = attrs.Factory(list)
     connections: int = 0
 
@@ -318,7 +320,9 @@ class H2Upstream:
             status, headers, payload = await self.respond(seen)
             fields = [(":status", str(status)), *headers, ("content-length", str(len(payload)))]
             conn.send_headers(stream_id, fields)
-            conn.send_data(stream_id, payload, end_stream=True)
+            conn.send_data(stream_id, payload, end_stream=self.trailers is None)
+            if self.trailers is not None:
+                conn.send_headers(stream_id, self.trailers, end_stream=True)
             await flush()
 
         try:

@@ -78,7 +78,9 @@ class ResponseEncoder(Protocol):
 
     async def encode_headers(self, head: ResponseHead, end_stream: bool, flush: bool) -> None: ...
 
-    async def encode_data(self, data: bytes, end_stream: bool) -> None: ...
+    async def encode_data(self, data: bytes, end_stream: bool, flush: bool = True) -> None:
+        """With flush=False (never with end_stream) the bytes may wait for what the stream
+        sends next, as encode_headers' do."""
 
     async def encode_trailers(self, trailers: HeaderMap) -> None: ...
 
@@ -309,7 +311,7 @@ class ActiveStream:
         await self.encoder.encode_headers(head, end_stream, flush)
         self._active()
 
-    async def encode_data(self, data: bytes, end_stream: bool) -> None:
+    async def encode_data(self, data: bytes, end_stream: bool, flush: bool = True) -> None:
         if self._encoding.transforms_response_body:
             # Only a filter with a data hook may hold the head: no check on a chain without.
             if self._held is not None:
@@ -319,7 +321,7 @@ class ActiveStream:
         self.info.bytes_sent += len(data)
         if end_stream:
             self.response_state = ResponseState.DONE
-        await self.encoder.encode_data(data, end_stream)
+        await self.encoder.encode_data(data, end_stream, flush)
         self._active()
 
     async def encode_trailers(self, trailers: HeaderMap) -> None:
@@ -343,7 +345,7 @@ class ActiveStream:
             await self.encoder.encode_data(tail, True)
             return
         if tail:
-            await self.encoder.encode_data(tail, False)
+            await self.encoder.encode_data(tail, False, flush=False)
         await self.encoder.encode_trailers(trailers)
 
     async def _encode_held_data(self, data: bytes, end_stream: bool) -> None:
@@ -364,8 +366,8 @@ class ActiveStream:
         body = bytes(held.body)
         ends = trailers is None
         await self.encode_headers(held.head, end_stream=ends and not body, flush=not body)
-        if body:
-            await self.encode_data(body, end_stream=ends)
+        if body:  # with trailers to come, the body waits for them: one write
+            await self.encode_data(body, end_stream=ends, flush=ends)
         if trailers is not None:
             await self.encode_trailers(trailers)
 

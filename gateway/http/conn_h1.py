@@ -302,12 +302,14 @@ class Http1Connection:
         else:
             self._pending = data
 
-    async def encode_data(self, data: bytes, end_stream: bool) -> None:
+    async def encode_data(self, data: bytes, end_stream: bool, flush: bool = True) -> None:
         out = self._pending + (self.codec.send_data(data) if data else b"")
         self._pending = b""
         if end_stream:
             out += self.codec.send_end()
-        if out:
+        if not (flush or end_stream):
+            self._pending = out
+        elif out:
             await self._write(out)
 
     async def encode_trailers(self, trailers: HeaderMap) -> None:

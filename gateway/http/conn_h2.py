@@ -91,10 +91,14 @@ class H2StreamEncoder:
         if flush or end_stream:
             await self._conn.transport.flush()
 
-    async def encode_data(self, data: bytes, end_stream: bool) -> None:
+    async def encode_data(self, data: bytes, end_stream: bool, flush: bool = True) -> None:
         try:
             await self._conn.transport.send_data(
-                self.stream_id, data, end_stream, self._conn.callbacks.config.idle_timeout
+                self.stream_id,
+                data,
+                end_stream,
+                self._conn.callbacks.config.idle_timeout,
+                flush=flush or end_stream,
             )
         except _STREAM_GONE as exc:
             raise DownstreamDisconnect(str(exc)) from exc

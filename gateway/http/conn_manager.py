@@ -104,35 +104,50 @@ class HttpConnectionManager:
     ) -> dict[str | None, list[HttpFilterFactory]]:
         """The filter chain for each route (key: route name; None when no route matched):
         the listener's filters, minus those a route or its virtual host disables, with the
-        config a route or virtual host overrides. Built once, at start."""
+        config a route or virtual host overrides. A filter type built per route gets its
+        factory made for each route, and is left out where it says it has nothing to do.
+        Built once, at start."""
 
-        def factory(name: str, filter_config: object) -> HttpFilterFactory:
+        def factory(
+            name: str, filter_config: object, route: RouteEntry | None
+        ) -> HttpFilterFactory | None:
             filter_type = FILTER_TYPES[config.http_filters[name].type]
             scope = store.scope(
                 f"http.{self.name}.{name}",
                 "http_filter",
                 {"envoy_http_conn_manager_prefix": self.name, "envoy_http_filter_name": name},
             )
-            context = FilterContext(name, scope, server, self.clusters)
+            context = FilterContext(
+                name, scope, server, self.clusters, route, config.dynamic.node.cluster
+            )
             return filter_type.create_factory(filter_config, context)
 
         names = self.config.http_filters
-        base = {name: factory(name, config.http_filters[name].config) for name in names}
-        chains: dict[str | None, list[HttpFilterFactory]] = {None: [base[n] for n in names]}
+        per_route = {n for n in names if FILTER_TYPES[config.http_filters[n].type].per_route}
+        base = {name: factory(name, config.http_filters[name].config, None) for name in names}
+        chains: dict[str | None, list[HttpFilterFactory]] = {
+            None: [f for f in base.values() if f is not None]
+        }
         for entry in self.route_table.entries():
             chain = []
             for name in names:
                 override = entry.config.http_filters.get(name) or (
                     entry.virtual_host.http_filters.get(name)
                 )
+                made: HttpFilterFactory | None
                 if override is None:
-                    chain.append(base[name])
-                elif not override.disabled:
+                    own = config.http_filters[name].config
+                    made = factory(name, own, entry) if name in per_route else base[name]
+                elif override.disabled:
+                    made = None
+                else:
                     assert override.config is not None
                     filter_type = config.http_filters[name].type
-                    chain.append(
-                        factory(name, structure_filter_config(filter_type, override.config))
+                    made = factory(
+                        name, structure_filter_config(filter_type, override.config), entry
                     )
+                if made is not None:
+                    chain.append(made)
             chains[entry.name] = chain
         return chains
 
@@ -218,6 +233,7 @@ class HttpConnectionManager:
         info = StreamInfo(
             stream_id=event.stream_id,
             downstream_remote=peer,
+            downstream_local=conn_info.destination,
             requested_server_name=conn_info.server_name or "-",
             downstream_peer_subject=(conn_info.tls and conn_info.tls.peer_subject) or "-",
             protocol="HTTP/2" if head.http_version == "2" else f"HTTP/{head.http_version}",

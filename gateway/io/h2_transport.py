@@ -120,10 +120,18 @@ class H2Transport:
         self._window_changed = trio.Event()
 
     async def send_data(
-        self, stream_id: int, data: bytes, end_stream: bool, window_timeout: float
+        self,
+        stream_id: int,
+        data: bytes,
+        end_stream: bool,
+        window_timeout: float,
+        *,
+        flush: bool = True,
     ) -> None:
         """Sends a body chunk, never past the flow-control windows. Raises the codec's
-        StreamGone, or FlowControlTimeout when the window stays shut `window_timeout`."""
+        StreamGone, or FlowControlTimeout when the window stays shut `window_timeout`.
+        With flush=False a chunk the windows take whole stays queued for the next flush
+        (the caller sends more at once: the trailers)."""
         view = memoryview(data)
         while True:
             # Taken before the window is read: a WINDOW_UPDATE that arrives while we flush
@@ -131,6 +139,8 @@ class H2Transport:
             changed = self._window_changed
             taken = self._codec.send_data(stream_id, view, end_stream=end_stream)
             view = view[taken:]
+            if not view and not flush:
+                return
             # What is queued (this stream's HEADERS, other streams' frames) need not wait
             # for this window: HEADERS are not flow controlled.
             await self.flush()

@@ -91,7 +91,7 @@ class DownstreamStream(Protocol):
         self, head: ResponseHead, end_stream: bool, flush: bool = True
     ) -> None: ...
 
-    async def encode_data(self, data: bytes, end_stream: bool) -> None: ...
+    async def encode_data(self, data: bytes, end_stream: bool, flush: bool = True) -> None: ...
 
     async def encode_trailers(self, trailers: HeaderMap) -> None: ...
 
@@ -630,7 +630,10 @@ class RouterFilter:
                 if isinstance(nxt, EndStream) and nxt.trailers is None:
                     await stream.encode_data(event.data, end_stream=True)
                     return head.status
-                await stream.encode_data(event.data, end_stream=False)
+                # Trailers here too (a gRPC call's message and status): they leave together.
+                await stream.encode_data(
+                    event.data, end_stream=False, flush=not isinstance(nxt, EndStream)
+                )
             elif isinstance(event, EndStream):
                 if event.trailers is not None:
                     await stream.encode_trailers(event.trailers)

@@ -313,15 +313,18 @@ def test_values_new_on_every_request_are_neither_indexed_nor_huffman_coded():
     pair = Pair()
     for n in range(3):
         request_id = f"{n:032x}"
-        head = request(**{"x-request-id": request_id, "x-tenant": "blue"})
+        # grpc-timeout: the router forwards the time left, new on every call.
+        fields = {"x-request-id": request_id, "grpc-timeout": f"{29_999_000 - n}u"}
+        head = request(**fields, **{"x-tenant": "blue"})
         stream_id = pair.client.next_stream_id()
         pair.client.send_request_head(stream_id, head, end_stream=True)
         wire = pair.client.data_to_send()
-        assert request_id.encode() in wire  # a plain literal, readable on the wire
+        for value in fields.values():
+            assert value.encode() in wire  # a plain literal, readable on the wire
         (event,) = pair.server.receive_data(wire)
         assert isinstance(event, RequestHeaders)
         assert event.head.headers.get("x-request-id") == request_id
     table = pair.client._h2.encoder.header_table
     names = [name for name, _ in table.dynamic_entries]
-    assert b"x-request-id" not in names
+    assert b"x-request-id" not in names and b"grpc-timeout" not in names
     assert b"x-tenant" in names  # values that repeat are still indexed

@@ -34,7 +34,7 @@ class Recorder:
         headers = {n: v for n, v in head.headers if n != "date"}
         self.sent.append(("headers", head.status, headers, end_stream))
 
-    async def encode_data(self, data: bytes, end_stream: bool) -> None:
+    async def encode_data(self, data: bytes, end_stream: bool, flush: bool = True) -> None:
         self.sent.append(("data", data, end_stream))
 
     async def encode_trailers(self, trailers: HeaderMap) -> None:

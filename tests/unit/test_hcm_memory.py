@@ -305,6 +305,28 @@ async def test_a_body_here_with_its_head_goes_upstream_in_the_same_write(
             assert [(f.data, "END_STREAM" in f.flags) for f in data] == [(b"hello", True)]
 
 
+async def test_a_response_here_whole_with_trailers_goes_downstream_in_one_write(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    # A gRPC call's answer: head, message and status trailers, all in the upstream's one
+    # write. They reach an HTTP/2 client in one write too, not one per frame.
+    upstream = H2Upstream(trailers=[("grpc-status", "0")])
+    cfg = config()
+    cfg.cluster("backend", protocol="http2")
+    async with memory_gateway(cfg) as gw:
+        gw.network.listen(UPSTREAM, upstream.serve)
+        client = gw.connect()
+        response = await h2_get(client, "/call")
+        assert (response.status, response.body) == (200, b"GET /call")
+
+        assert client.peer is not None
+        answer = [w for w in client.peer.writes if b"/call" in w]  # where the body left
+        assert len(answer) == 1
+        frames = _frames(answer[0])
+        assert [type(f).__name__ for f in frames] == ["HeadersFrame", "DataFrame", "HeadersFrame"]
+        assert "END_STREAM" in frames[-1].flags
+
+
 def _frames(data: bytes) -> list[hyperframe.frame.Frame]:
     frames = []
     while data:

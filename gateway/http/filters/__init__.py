@@ -20,6 +20,7 @@ _MODULES = (
     "jwt_authn",
     "local_ratelimit",
     "python",
+    "ratelimit",
     "rbac",
 )
 
