@@ -6,6 +6,7 @@ import pytest
 from google.api import annotations_pb2, http_pb2
 from google.protobuf import descriptor_pb2
 
+from bench.transcoder_cost import descriptor_set, gateway_toml
 from gateway.config.load import loads_config, unstructure_config
 from gateway.errors import ConfigError
 from tests.grpc_bookstore import Bookstore, compile_bookstore
@@ -83,3 +84,10 @@ def test_a_rule_that_does_not_fit_its_messages_is_a_config_error(tmp_path, rule,
         "rules fit: cannot register shop.Shop.Get: "
     )
     assert why in error
+
+
+def test_the_benchmarks_config_loads(tmp_path):
+    """bench/transcoder_cost.py compiles its proto and configures the filter with it."""
+    config = loads_config(gateway_toml(10000, 50051, descriptor_set(tmp_path)))
+    transcoder = config.http_filters["rest"].config
+    assert transcoder.service_map.matcher.lookup("GET", "/v1/shelves/1") is not None
