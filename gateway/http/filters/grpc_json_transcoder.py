@@ -32,6 +32,7 @@ from typing import Literal
 from urllib.parse import unquote
 
 import attrs
+import trio
 
 from gateway.config.files import UnreadableFile, read_file
 from gateway.config.model import UINT32_MAX, ByteSize, between
@@ -73,6 +74,11 @@ MAX_DESCRIPTOR_BYTES = 16 << 20
 DEFAULT_MAX_BODY = 1 << 20
 
 _BUFFER_LIMIT = "the transcoder's internal buffer size exceeds the configured limit."
+#: JSON work on more bytes than this runs in a worker thread: a 1 MiB body of small items
+#: takes protobuf's json_format about a third of a second, which would stall every other
+#: stream of the worker's event loop; in a thread they keep their turns (the GIL changes
+#: hands every few milliseconds).
+OFF_LOOP_BYTES = 64 << 10
 
 
 @attrs.frozen
@@ -267,6 +273,8 @@ class GrpcJsonTranscoderFilter(HttpFilter):
         if not end_stream:
             return b""
         body, self._body = bytes(self._body), bytearray()
+        if len(body) > OFF_LOOP_BYTES:
+            return await trio.to_thread.run_sync(self._request_body, body)
         return self._request_body(body)
 
     def _request_body(self, body: bytes) -> bytes:
@@ -328,7 +336,10 @@ class GrpcJsonTranscoderFilter(HttpFilter):
             head.headers.set("content-length", str(len(body)))
             return body
         try:
-            out = translator.feed(data) if data else b""
+            if translator.held + len(data) > OFF_LOOP_BYTES:  # see OFF_LOOP_BYTES
+                out = await trio.to_thread.run_sync(translator.feed, data)
+            else:
+                out = translator.feed(data) if data else b""
             if end_stream:
                 out += translator.finish()
         except ResponseTooLarge:

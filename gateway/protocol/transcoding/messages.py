@@ -192,6 +192,11 @@ class ResponseTranslator:
     def server_streaming(self) -> bool:
         return self._method.server_streaming
 
+    @property
+    def held(self) -> int:
+        """Bytes of a message not yet complete."""
+        return self._held
+
     def feed(self, data: bytes) -> bytes:
         """JSON for the messages `data` completes (unary: kept for `finish`)."""
         self._pending.append(data)
