@@ -22,7 +22,8 @@ Requests no rule matches, gRPC requests, and requests with query parameters that
 field pass through untouched, as Envoy's do (unless `request_validation_options` says to
 refuse them), and so do responses that are not gRPC. The JSON body is held up to
 `max_request_body_size` (413 past it) and parsed once whole; a response message is held up
-to `max_response_body_size` (500 past it).
+to `max_response_body_size` (500 past it). Large ones are parsed and printed in a worker
+thread (OFF_LOOP_BYTES).
 
 The descriptor set is read and every rule checked when the config loads, in the loader's
 worker thread: a request only looks its method up.
