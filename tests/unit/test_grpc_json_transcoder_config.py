@@ -8,9 +8,8 @@ from google.protobuf import descriptor_pb2
 
 from bench.transcoder_cost import descriptor_set, gateway_toml
 from gateway.config.load import loads_config, unstructure_config
-from gateway.errors import ConfigError
 from tests.grpc_bookstore import Bookstore, compile_bookstore
-from tests.unit.test_config import docs_example
+from tests.unit.test_config import docs_example, errors_of
 
 
 @pytest.fixture(scope="module")
@@ -21,12 +20,6 @@ def bookstore(tmp_path_factory: pytest.TempPathFactory) -> Bookstore:
 def example(descriptor: str) -> str:
     text = docs_example('type = "grpc_json_transcoder"')
     return text.replace("/etc/gateway/bookstore.pb", descriptor)
-
-
-def errors_of(text: str) -> list[str]:
-    with pytest.raises(ConfigError) as info:
-        loads_config(text)
-    return info.value.errors
 
 
 def test_the_docs_example_loads_and_builds_the_service_map(bookstore):
