@@ -223,8 +223,8 @@ class GrpcJsonTranscoderFilter(HttpFilter):
     async def decode_headers(self, request: RequestHead, end_stream: bool) -> LocalReply | None:
         shared = self._shared
         config = shared.config
-        if grpc.is_grpc_request(request):
-            return None  # already gRPC: passed through
+        if (request.headers.get("content-type") or "").startswith("application/grpc"):
+            return None  # already gRPC (or gRPC-Web, whose body is no JSON): passed through
         match = shared.service_map.matcher.lookup(request.method, request.path)
         if match is None:
             if config.request_validation_options.reject_unknown_method:
