@@ -11,6 +11,9 @@ flow:
   so a slow upstream slows the client instead of filling memory; HTTP/1.1 relies on TCP.
 * response: the router pushes the head, chunks and trailers through the encode filters to
   the stream's `ResponseEncoder`, which is the HTTP/1.1 connection or one HTTP/2 stream.
+  A filter may hold the head back (STOP_ITERATION) until the response ends: the stream
+  then keeps what the filters up to it make of the body, and sends head and body through
+  the filters after it when the response is complete (`_HeldResponse`).
 
 Any GatewayError becomes a local reply if no response byte was sent yet (a gRPC status for
 gRPC requests); after that the only honest answer is to reset the stream (HTTP/2) or cut the
@@ -23,6 +26,7 @@ import math
 from collections.abc import Awaitable, Callable
 from typing import Protocol
 
+import attrs
 import trio
 
 from gateway.errors import (
@@ -33,7 +37,7 @@ from gateway.errors import (
     StreamCancelled,
     UpstreamTimeout,
 )
-from gateway.http.filter import NO_FILTERS, FilterChain, HttpFilterFactory
+from gateway.http.filter import NO_FILTERS, FilterChain, HttpFilter, HttpFilterFactory
 from gateway.http.hcm_stats import HcmStats
 from gateway.io.tunnel import TunnelEndpoint
 from gateway.observability.access_log_format import escape
@@ -110,6 +114,36 @@ class StreamCallbacks(Protocol):
     def stats(self) -> HcmStats: ...
 
 
+@attrs.define
+class _HeldResponse:
+    """A response head a filter holds (STOP_ITERATION), with the filters up to that one
+    (in encode order), which see the body meanwhile, and what they made of it."""
+
+    head: ResponseHead
+    through: FilterChain
+    #: The filters after the holder: the response's chain once the head is let go.
+    rest: FilterChain
+    body: bytearray = attrs.Factory(bytearray)
+
+
+class _FilterCallbacks:
+    """One filter's way to its stream (Envoy's StreamDecoderFilterCallbacks)."""
+
+    __slots__ = ("_filter", "_stream")
+
+    def __init__(self, stream: "ActiveStream", for_filter: HttpFilter) -> None:
+        self._stream = stream
+        self._filter = for_filter
+
+    def clear_route_cache(self) -> None:
+        self._stream.clear_route_cache()
+
+    def add_decoded_data(self, data: bytes) -> None:
+        if self._stream.has_request_body:
+            raise RuntimeError("add_decoded_data is for a request that came without a body")
+        self._stream.filters.add_decoded_data(self._filter, data)
+
+
 class ActiveStream:
     def __init__(
         self,
@@ -126,6 +160,10 @@ class ActiveStream:
         info.request_head = request
         #: Built once the route is known (routes may disable or reconfigure filters).
         self.filters = NO_FILTERS
+        #: The filters the response goes through: `filters`, or once a filter let go of
+        #: the head it held, those after that filter.
+        self._encoding = NO_FILTERS
+        self._held: _HeldResponse | None = None
         self._body = body
         self._unacked = 0
         self.request_trailers: HeaderMap | None = None
@@ -168,6 +206,11 @@ class ActiveStream:
         assert not isinstance(self._route, bool)
         return self._route
 
+    def clear_route_cache(self) -> None:
+        """A filter rewrote the request: its route is matched again when next asked for."""
+        self._route = False
+        self.info.route_name = "-"
+
     # -- stream idle timeout -------------------------------------------------------------
 
     def watch_idle(self, scope: trio.CancelScope, timeout: float) -> None:
@@ -194,7 +237,7 @@ class ActiveStream:
 
     @property
     def has_request_body(self) -> bool:
-        return self._body is not None
+        return self._body is not None or self.filters.added_body is not None
 
     def body_ready(self) -> bool:
         """Whether `receive_body()` would return without waiting for the client."""
@@ -211,6 +254,8 @@ class ActiveStream:
             await self.encoder.body_consumed(self._unacked)
             self._unacked = 0
         if self._body is None:
+            if self.filters.added_body is not None:
+                return await self.filters.decode_added_body()
             return None
         await self.encoder.continue_if_expected()
         try:
@@ -252,7 +297,18 @@ class ActiveStream:
     ) -> None:
         """Sends the response head through the encode filters. With flush=False the bytes
         wait for the first body chunk, so a small response leaves in one write."""
-        await self.filters.encode_headers(head, end_stream)
+        if self._held is not None:
+            # A new response (a retry's, a local reply) replaces the one held: every
+            # filter sees it from the start.
+            self._held = None
+            self._encoding = self.filters
+        split = await self._encoding.encode_headers(head, end_stream)
+        if split is not None:
+            self._held = _HeldResponse(head, *split)
+            self.info.state = "response head held by a filter"
+            if end_stream:  # the filter may give the response a body
+                await self._encode_held_data(b"", True)
+            return
         if "date" not in head.headers:  # RFC 9110 6.6.1: an origin server with a clock
             head.headers.add("date", http_date())
         self.info.response_code = head.status
@@ -267,8 +323,12 @@ class ActiveStream:
         self._active()
 
     async def encode_data(self, data: bytes, end_stream: bool, flush: bool = True) -> None:
-        if self.filters.transforms_response_body:
-            data = await self.filters.encode_data(data, end_stream)
+        if self._encoding.transforms_response_body:
+            # Only a filter with a data hook may hold the head: no check on a chain without.
+            if self._held is not None:
+                await self._encode_held_data(data, end_stream)
+                return
+            data = await self._encoding.encode_data(data, end_stream)
         self.info.bytes_sent += len(data)
         if end_stream:
             self.response_state = ResponseState.DONE
@@ -289,8 +349,13 @@ class ActiveStream:
             await self.encode_data(b"", end_stream=True)
             return
         tail = b""
-        if self.filters.sees_response_end:
-            tail = await self.filters.end_with_trailers(trailers)
+        if self._encoding.sees_response_end:
+            if self._held is not None:
+                held = self._held
+                held.body += await held.through.end_with_trailers(trailers)
+                await self._release(trailers or None)
+                return
+            tail = await self._encoding.end_with_trailers(trailers)
             self.info.bytes_sent += len(tail)
         if trailers and only_in_body:
             self._abort()
@@ -302,6 +367,29 @@ class ActiveStream:
         if tail:
             await self.encoder.encode_data(tail, False, flush=False)
         await self.encoder.encode_trailers(trailers)
+
+    async def _encode_held_data(self, data: bytes, end_stream: bool) -> None:
+        held = self._held
+        assert held is not None
+        held.body += await held.through.encode_data(data, end_stream)
+        self._active()
+        if end_stream:
+            await self._release(None)
+
+    async def _release(self, trailers: HeaderMap | None) -> None:
+        """The response has ended: the held head goes on, as its filter left it, through
+        the filters after that one, then what the filters up to it made of the body, then
+        the trailers they left."""
+        held, self._held = self._held, None
+        assert held is not None
+        self._encoding = held.rest
+        body = bytes(held.body)
+        ends = trailers is None
+        await self.encode_headers(held.head, end_stream=ends and not body, flush=not body)
+        if body:  # with trailers to come, the body waits for them: one write
+            await self.encode_data(body, end_stream=ends, flush=ends)
+        if trailers is not None:
+            await self.encode_trailers(trailers)
 
     async def accept_upgrade(self, head: ResponseHead) -> TunnelEndpoint:
         """Tells the client its upgrade (or CONNECT) was accepted with `head`; the rest of
@@ -364,7 +452,9 @@ class ActiveStream:
             route = self.route
             factories = self.callbacks.filters_for(route)
             if factories:
-                self.filters = FilterChain([f(self.info) for f in factories])
+                self.filters = self._encoding = FilterChain([f(self.info) for f in factories])
+                for f in self.filters.with_callbacks:
+                    f.set_decoder_filter_callbacks(_FilterCallbacks(self, f))
             reply = None
             if self.filters.decodes_headers:  # no cancel scope on the hot path otherwise
                 timeout = (

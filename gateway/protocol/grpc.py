@@ -48,6 +48,28 @@ _FROM_HTTP = {
     504: Status.DEADLINE_EXCEEDED,
 }
 
+#: A gRPC status's HTTP status, as Envoy maps them (Grpc::Utility::grpcToHttpStatus, after
+#: google/rpc/code.proto): for answers that leave as plain HTTP (JSON transcoding).
+_TO_HTTP = {
+    0: 200,
+    1: 499,
+    2: 500,
+    3: 400,
+    4: 504,
+    5: 404,
+    6: 409,
+    7: 403,
+    8: 429,
+    9: 400,
+    10: 409,
+    11: 400,
+    12: 501,
+    13: 500,
+    14: 503,
+    15: 500,
+    16: 401,
+}
+
 _TIMEOUT = re.compile(r"^(\d{1,8})([HMSmun])$")
 _UNIT_SECONDS = {"H": 3600.0, "M": 60.0, "S": 1.0, "m": 1e-3, "u": 1e-6, "n": 1e-9}
 
@@ -64,6 +86,11 @@ def status_for_http(status: int) -> Status:
     if status == 200:
         return Status.OK
     return _FROM_HTTP.get(status, Status.UNKNOWN)
+
+
+def http_status_for(status: int) -> int:
+    """The HTTP status of a gRPC status; 500 for codes gRPC does not define."""
+    return _TO_HTTP.get(status, 500)
 
 
 def trailers_only(http_status: int, message: str, status: int | None = None) -> HeaderMap:

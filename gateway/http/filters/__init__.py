@@ -14,6 +14,7 @@ _MODULES = (
     "cors",
     "ext_authz",
     "fault",
+    "grpc_json_transcoder",
     "grpc_stats",
     "grpc_web",
     "header_mutation",
