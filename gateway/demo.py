@@ -7,13 +7,25 @@ and added headers at a glance. Served by hypercorn, like the admin endpoint.
 
 import json
 from collections.abc import Awaitable, Callable
+from functools import partial
 
 import hypercorn.config
 import hypercorn.trio
 import trio
 
-from gateway.admin.asgi import Receive, Scope, Send, complete_lifespan, count_body, for_hypercorn
+from gateway.admin.asgi import (
+    Receive,
+    Scope,
+    Send,
+    bind_failure,
+    complete_lifespan,
+    count_body,
+    for_hypercorn,
+)
 from gateway.config.load import parse_address
+from gateway.config.model import Address
+from gateway.errors import StartupError
+from gateway.io.trio_util import raise_single
 
 
 def echo_app(server_name: str) -> Callable[[Scope, Receive, Send], Awaitable[None]]:
@@ -55,12 +67,28 @@ def echo_app(server_name: str) -> Callable[[Scope, Receive, Send], Awaitable[Non
 
 
 async def serve_demo_upstreams(addresses: list[str]) -> None:
-    async with trio.open_nursery() as nursery:
-        for raw in addresses:
-            address = parse_address(raw)
-            config = hypercorn.config.Config()
-            config.bind = [str(address)]
-            config.accesslog = None
-            app = for_hypercorn(echo_app(f"demo-{address.port}"))
-            nursery.start_soon(hypercorn.trio.serve, app, config, name=f"demo {raw}")
-            print(f"demo upstream listening on http://{address}", flush=True)
+    """Serves an echo server on each address until cancelled. A bad address is a
+    ValueError and an address that cannot be bound a StartupError, each naming it, before
+    anything is served."""
+    parsed = [parse_address(raw) for raw in addresses]
+    try:
+        async with trio.open_nursery() as nursery:
+            for address in parsed:
+                await _start_echo(nursery, address)
+    except BaseExceptionGroup as group:
+        raise_single(group)
+
+
+async def _start_echo(nursery: trio.Nursery, address: Address) -> None:
+    config = hypercorn.config.Config()
+    config.bind = [str(address)]
+    config.accesslog = None
+    app = for_hypercorn(echo_app(f"demo-{address.port}"))
+    try:
+        # Bound before it says so: `start` returns once hypercorn listens.
+        await nursery.start(partial(hypercorn.trio.serve, app, config), name=f"demo {address}")
+    except (OSError, BaseExceptionGroup) as exc:
+        if (reason := bind_failure(exc)) is None:
+            raise
+        raise StartupError(f"cannot bind {address}: {reason}") from None
+    print(f"demo upstream listening on http://{address}", flush=True)

@@ -1,7 +1,9 @@
 """`gateway tasks`: the live task tree of a running gateway, in the terminal.
 
 It reads the admin endpoint's `/tasks/ws` WebSocket with trio-websocket: one snapshot, or
-with `--follow` a screen that redraws on every update until interrupted.
+with `--follow` a screen that redraws on every update until interrupted. An admin it cannot
+reach is an OSError, a question the admin refuses a ValueError, each with a one-line
+reason for the command to print.
 """
 
 import json
@@ -32,5 +34,10 @@ async def watch_tasks(admin: str, follow: bool, interval: str, filters: dict[str
                 else:
                     print(text)
                     return
-    except (HandshakeError, ConnectionClosed) as exc:
-        raise OSError(str(exc)) from exc
+    except HandshakeError as exc:
+        # The reason is the connect error under it (refused, unknown name).
+        raise OSError(str(exc.__cause__ or exc)) from exc
+    except ConnectionClosed as exc:
+        # The admin refused the question (a bad ?older_than=): its close reason says why.
+        reason = exc.reason
+        raise ValueError((reason and reason.reason) or str(reason)) from exc
