@@ -99,7 +99,7 @@ def _admin_address(command: str, admin: str) -> str:
         _fail(command, f"bad --admin address: {exc}")
 
 
-def _parser() -> argparse.ArgumentParser:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="gateway", description=__doc__.partition("\n")[0])
     parser.add_argument("--version", action="version", version=f"gateway {gateway_version()}")
     # COMMAND, not the choices: the list would show the internal `_worker`.
@@ -163,7 +163,7 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> None:
-    args = _parser().parse_args(argv)
+    args = build_parser().parse_args(argv)
 
     logging.basicConfig(
         level=getattr(args, "log_level", "info").upper(),

@@ -6,6 +6,7 @@ and added headers at a glance. Served by hypercorn, like the admin endpoint.
 """
 
 import json
+import logging
 from collections.abc import Awaitable, Callable
 from functools import partial
 
@@ -26,6 +27,8 @@ from gateway.config.load import parse_address
 from gateway.config.model import Address
 from gateway.errors import StartupError
 from gateway.io.trio_util import raise_single
+
+log = logging.getLogger("gateway.demo")
 
 
 def echo_app(server_name: str) -> Callable[[Scope, Receive, Send], Awaitable[None]]:
@@ -83,6 +86,7 @@ async def _start_echo(nursery: trio.Nursery, address: Address) -> None:
     config = hypercorn.config.Config()
     config.bind = [str(address)]
     config.accesslog = None
+    config.errorlog = log  # once, through the root handler (hypercorn's own would repeat it)
     app = for_hypercorn(echo_app(f"demo-{address.port}"))
     try:
         # Bound before it says so: `start` returns once hypercorn listens.

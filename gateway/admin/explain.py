@@ -31,7 +31,8 @@ from gateway.admin.explain_upstream import (
     header_changes,
 )
 from gateway.admin.views import Query, Reply, redact
-from gateway.config.model import FilterChainMatch
+from gateway.config.load import unstructure_config
+from gateway.config.model import Address, FilterChainMatch
 from gateway.http.conn_manager import (
     HttpConnectionManager,
     mutate_request_headers,
@@ -131,9 +132,10 @@ def _choose_listener(gw: Gateway, req: ExplainRequest, out: Explanation) -> List
             raise ExplainError(
                 f"no listener is bound to port {req.port}: give listener=NAME; listeners: {known}"
             )
+    assert listener.port is not None  # only bound listeners were candidates
     out["listener"] = {
         "name": listener.name,
-        "address": str(listener.config.address),
+        "address": str(Address(listener.config.address.host, listener.port)),
         "port": listener.port,
         "why": why,
     }
@@ -372,14 +374,17 @@ def _route(
 
 
 def _http_filters(gw: Gateway, manager: HttpConnectionManager, entry: RouteEntry) -> list[Any]:
-    """The listener's HTTP filters as they run on this route: the route's overrides win over
-    its virtual host's (RouteEntry.filter_override, as the HCM builds the chains)."""
+    """The listener's HTTP filters as they run on this route, each with the config in force
+    (secrets redacted, as /config_dump shows them): the route's override wins over its
+    virtual host's (RouteEntry.filter_override, as the HCM builds the chains)."""
+    configs = redact(unstructure_config(gw.config)["http_filters"])
     filters: list[Explanation] = []
     for name in manager.config.http_filters:
-        item: Explanation = {"name": name, "type": gw.config.http_filters[name].type}
+        config = dict(configs[name])
+        item: Explanation = {"name": name, "type": config.pop("type")}
         found = entry.filter_override(name)
         if found is None:
-            item["status"] = "runs"
+            item.update(status="runs", config=_non_empty(config))
         elif found[0].disabled:
             item["status"] = f"disabled by the {found[1].replace('_', ' ')}"
         else:
@@ -388,6 +393,10 @@ def _http_filters(gw: Gateway, manager: HttpConnectionManager, entry: RouteEntry
         filters.append(item)
     filters.append({"name": "router", "type": "router", "status": "runs (always last)"})
     return filters
+
+
+def _non_empty(data: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in data.items() if v not in (None, [], {})}
 
 
 def _set_fields(obj: object) -> Explanation:

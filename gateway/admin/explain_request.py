@@ -145,6 +145,8 @@ class ExplainRequest:
         authority = headers.get("host") or _authority(self.host, self.port, self.scheme)
         if http_version == "2":
             headers.remove("host")  # :authority carries it
+        elif "host" not in headers:
+            headers = HeaderMap([("host", authority), *self.headers])
         upgrade = self.upgrade
         if upgrade is None and http_version != "2" and headers.get("upgrade"):
             tokens = (t.strip().lower() for t in (headers.get("connection") or "").split(","))

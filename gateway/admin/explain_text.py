@@ -1,6 +1,7 @@
 """/explain's answer as text (`?format=text`, and what `gateway explain` prints): the
 stages in the order a request meets them, one or a few lines each, the verdict last."""
 
+import json
 from typing import Any
 
 Explanation = dict[str, Any]
@@ -41,14 +42,19 @@ def render(out: Explanation) -> str:
     lines += _routing(out)
     for item in out.get("http_filters", ()):
         lines.append(_line("", f"  {item['name']} ({item['type']})".ljust(34) + item["status"]))
-        if "config" in item:
-            lines.append(_line("", f"    config {item['config']}"))
+        if item.get("config"):
+            lines.append(_line("", f"    {_compact(item['config'])}"))
     lines += _action(out)
     for cluster in out.get("clusters", ()):
         lines += _cluster(cluster)
     lines += _headers(out)
     lines.append(_line("verdict", out.get("verdict", "-")))
     return "\n".join(lines) + "\n"
+
+
+def _compact(data: dict[str, Any]) -> str:
+    """A config table on one line, as TOML's inline tables read: `prefix = "/v1"`."""
+    return ", ".join(f"{k} = {json.dumps(v)}" for k, v in data.items())
 
 
 def _request(request: Explanation) -> list[str]:
@@ -95,7 +101,8 @@ def _routing(out: Explanation) -> list[str]:
     if "routes" in out:
         lines.append(_line("routes", "(in order; the first that matches wins)"))
         for route in out["routes"]:
-            lines.append(_line("", f"  {route['name']:<14}{route['result']}    {route['match']}"))
+            result = f"  {route['name']:<14}{route['result']}"
+            lines.append(_line("", f"{result:<70} {_compact(route['match'])}"))
         if out.get("routes_not_tried"):
             lines.append(_line("", f"  ({out['routes_not_tried']} more after it, not tried)"))
     if "http_filters" in out:
@@ -186,12 +193,12 @@ def _headers(out: Explanation) -> list[str]:
     if (request := out.get("request_headers")) is not None:
         upstream = request.get("upstream")
         to = (
-            f" (upstream: {upstream['method']} {upstream['path']}, "
-            f"authority {upstream['authority']})"
+            f"as the upstream gets it: {upstream['method']} {upstream['path']}, "
+            f"authority {upstream['authority']}"
             if upstream
-            else ""
+            else "as the filters get it"
         )
-        lines.append(_line("request headers", f"changes{to}"))
+        lines.append(_line("request headers", to))
         for change in request["changes"]:
             value = change.get("value", change.get("was", ""))
             if change["action"] == "replaced":
@@ -199,7 +206,8 @@ def _headers(out: Explanation) -> list[str]:
             note = f"; {change['note']}" if "note" in change else ""
             text = f"  {_SIGNS[change['action']]} {change['name']}: {value}"
             lines.append(_line("", f"{text:<60} {change['by']}{note}"))
-    if (response := out.get("response_headers")) is not None:
+    response = out.get("response_headers")
+    if response and (response["remove"] or response["add"] or "router" in response):
         lines.append(_line("response headers", ""))
         for item in response["remove"]:
             lines.append(_line("", f"  - {item['name']:<56} {item['by']}"))

@@ -93,9 +93,6 @@ def explain_route_action(
         {**c, "by": _changed_by(c["name"], entry)}
         for c in header_changes(before, head.headers, "router")
     ]
-    for change in changes:
-        if change["name"] in _FRESH and change["action"] != "removed":
-            change["note"] = "new for every request"
     out["request_headers"]["upstream"] = {
         "method": head.method,
         "path": head.path,
@@ -355,6 +352,8 @@ def header_changes(before: HeaderMap, after: HeaderMap, by: str) -> list[Explana
             change.update(action="added", value=", ".join(now))
         else:
             change.update(action="replaced", value=", ".join(now), was=", ".join(was))
+        if name in _FRESH and now is not None:
+            change["note"] = "new for every request"
         changes.append(change)
     return changes
 

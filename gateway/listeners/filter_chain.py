@@ -134,7 +134,9 @@ def select(
         scored = [(criterion(c.match, info), c) for c in candidates]
         best = max((s for s, _ in scored if s is not None), default=None)
         if dropped is not None:
-            dropped += [Dropped(c, name, s is not None) for s, c in scored if s != best]
+            dropped += [
+                Dropped(c, name, s is not None) for s, c in scored if s is None or s != best
+            ]
         if best is None:
             return None
         candidates = [c for s, c in scored if s == best]
