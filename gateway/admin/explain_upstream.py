@@ -46,10 +46,26 @@ def explain_route_action(
     out: Explanation,
 ) -> None:
     """What the router does with the request on `entry`; `changes` are the header changes
-    so far (the connection manager's), `out` the explanation to complete."""
+    so far (the connection manager's), `out` the explanation to complete: the action and
+    what it leads to, then the headers both ways, then the verdict."""
+    request_headers: Explanation = {"changes": changes}
+    verdict = _act(gw, listener, entry, head, downstream_ip, request_headers, out)
+    out["request_headers"] = request_headers
+    out["response_headers"] = _response_headers(entry, proxied="clusters" in out)
+    out["verdict"] = verdict
+
+
+def _act(
+    gw: Gateway,
+    listener: HttpConnectionManagerOptions,
+    entry: RouteEntry,
+    head: RequestHead,
+    downstream_ip: str,
+    request_headers: Explanation,
+    out: Explanation,
+) -> str:
+    """The route's action and what follows from it, in `out`; returns the verdict."""
     route = entry.config
-    out["response_headers"] = _response_headers(entry, proxied=route.cluster is not None)
-    out["request_headers"] = {"changes": changes}
     if route.direct_response is not None:
         response = route.direct_response
         out["action"] = {
@@ -57,26 +73,23 @@ def explain_route_action(
             "status": response.status,
             "body_bytes": len(response.body.encode()),
         }
-        out["verdict"] = f"direct response {response.status} from the gateway"
-        return
+        return f"direct response {response.status} from the gateway"
     if route.redirect is not None:
         location = redirect_location(route.redirect, route, head)
         code = route.redirect.response_code
         out["action"] = {"type": "redirect", "response_code": code, "location": location}
-        out["verdict"] = f"redirect {code} to {location}"
-        return
+        return f"redirect {code} to {location}"
     names = _cluster_names(route)
     if route.match.connect_matcher:
         out["action"] = {"type": "connect", "cluster": names[0]}
         out["clusters"] = [describe_cluster(gw, names[0], None)]
-        out["verdict"] = (
+        return (
             f"CONNECT terminated: a TCP connection to a host of cluster {names[0]}, "
             f"then 200 and the bytes both ways ({_hosts_summary(out['clusters'])})"
         )
-        return
     tunnel = _upgrade(listener, route, head, out)
     if tunnel is None:
-        return
+        return f"403: the route does not allow the {head.upgrade} upgrade"
     out["action"] = _action(route)
     before = HeaderMap(head.headers)
     prepare_upstream_request(head, entry)
@@ -89,11 +102,11 @@ def explain_route_action(
         head.headers.set("x-envoy-attempt-count", "1")
     if is_grpc and timeout != float("inf"):
         head.headers.set("grpc-timeout", grpc.format_timeout(timeout))
-    changes += [
+    request_headers["changes"] += [
         {**c, "by": _changed_by(c["name"], entry)}
         for c in header_changes(before, head.headers, "router")
     ]
-    out["request_headers"]["upstream"] = {
+    request_headers["upstream"] = {
         "method": head.method,
         "path": head.path,
         "authority": head.authority,
@@ -107,7 +120,7 @@ def explain_route_action(
         hash_key = request_hash(route.hash_policy, head.headers, downstream_ip)
         out["hash_policy"] = _hash_policy(route, head, downstream_ip, hash_key)
     out["clusters"] = [describe_cluster(gw, name, hash_key) for name in names]
-    out["verdict"] = _verdict(out["clusters"], tunnel)
+    return _verdict(out["clusters"], tunnel)
 
 
 def explain_tcp_proxy(gw: Gateway, cluster: str, out: Explanation) -> None:
@@ -155,7 +168,6 @@ def _upgrade(
         return True
     if head.http_version == "2" or listener.upgrade_not_allowed == "reject":
         out["upgrade"] = {"protocol": head.upgrade, "result": "refused"}
-        out["verdict"] = f"403: the route does not allow the {head.upgrade} upgrade"
         return None
     out["upgrade"] = {
         "protocol": head.upgrade,
@@ -345,13 +357,14 @@ def header_changes(before: HeaderMap, after: HeaderMap, by: str) -> list[Explana
         was, now = old.get(name), new.get(name)
         if was == now:
             continue
-        change: Explanation = {"name": name, "by": by}
+        change: Explanation = {"name": name}
         if now is None:
             change.update(action="removed", was=", ".join(was or ()))
         elif was is None:
             change.update(action="added", value=", ".join(now))
         else:
             change.update(action="replaced", value=", ".join(now), was=", ".join(was))
+        change["by"] = by
         if name in _FRESH and now is not None:
             change["note"] = "new for every request"
         changes.append(change)

@@ -15,6 +15,9 @@ from trio_websocket import ConnectionClosed, HandshakeError, open_websocket_url
 from gateway.observability.tasktree import render_text
 
 _CLEAR = "\x1b[H\x1b[2J"
+#: The close codes the admin refuses a question with (gateway/admin/app.py): 4400 bad
+#: parameters, 4404 no such endpoint.
+_REFUSALS = (4400, 4404)
 
 
 async def watch_tasks(admin: str, follow: bool, interval: str, filters: dict[str, str]) -> None:
@@ -38,6 +41,8 @@ async def watch_tasks(admin: str, follow: bool, interval: str, filters: dict[str
         # The reason is the connect error under it (refused, unknown name).
         raise OSError(str(exc.__cause__ or exc)) from exc
     except ConnectionClosed as exc:
-        # The admin refused the question (a bad ?older_than=): its close reason says why.
         reason = exc.reason
-        raise ValueError((reason and reason.reason) or str(reason)) from exc
+        if reason is not None and reason.code in _REFUSALS:
+            # The admin refused the question (a bad ?older_than=): its reason says why.
+            raise ValueError(reason.reason or str(reason)) from exc
+        raise OSError(f"the WebSocket closed: {reason}") from exc

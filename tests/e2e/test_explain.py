@@ -73,6 +73,7 @@ def routing_config(port: int) -> ConfigBuilder:
             hash_policy=[{"header": "x-user"}],
         ),
         route("/v2", **direct),
+        route("/ws", cluster="backend", upgrade=["websocket"]),
         domains=["api.example.com"],
         request_headers_to_add={"x-vhost": "api"},
         response_headers_to_add={"x-served-by": "gateway"},
@@ -101,7 +102,7 @@ async def test_each_route_before_the_match_says_why_and_the_data_path_agrees(nur
             "api/6": "connect_matcher: only CONNECT requests match, not GET",
             "api/7": "matched",
         }
-        assert answer["route"] == "api/7" and answer["routes_not_tried"] == 1
+        assert answer["route"] == "api/7" and answer["routes_not_tried"] == 2
         # Per-route and virtual host filter overrides.
         filters = {f["name"]: f for f in answer["http_filters"]}
         assert filters["tag"]["status"] == "reconfigured by the route"
@@ -170,6 +171,15 @@ async def test_virtual_host_domains_connect_and_no_route(nursery):
         canary = await explain(client, gw, "http://api.example.com/v1?debug=1", header="x-canary:2")
         assert results(canary)["api/3"] == "header 'x-canary' must be exact '1': it is '2'"
         assert canary["route"] == "api/4"
+        # WebSocket: tunnelled where the route allows it, else forwarded without Upgrade.
+        tunnel = await explain(client, gw, "ws://api.example.com/ws")
+        assert tunnel["upgrade"]["result"] == "tunnelled (HTTP/1.1 upstream)"
+        assert tunnel["verdict"].startswith("tunnelled to cluster backend")
+        upgraded = changes(tunnel)
+        assert upgraded["upgrade"] == ("added", "router") and "sec-websocket-key" in upgraded
+        plain = await explain(client, gw, "ws://api.example.com/v1/chat")
+        assert plain["upgrade"]["result"].startswith("not allowed here: forwarded")
+        assert "upgrade" not in dict(plain["request_headers"]["upstream"]["headers"])
         # Path normalisation comes first, as in the HCM.
         dotted = await explain(client, gw, "http://api.example.com/v2/../v1/a")
         assert dotted["path_normalization"] == {"from": "/v2/../v1/a", "to": "/v1/a"}
