@@ -9,10 +9,13 @@ host with a port in its Host. Printed per call, best of `--repeat` interleaved b
     PYTHONPATH=. python bench/route_match_cost.py [--number 200000] [--repeat 15]
 
 from the checkout's root: the gateway is imported in-process, this checkout's rather than
-an installed copy.
+an installed copy. To compare with another revision, load its route_table.py beside this
+one and alternate them in one process (what the numbers in bench/README.md did): on a
+shared machine, runs of separate processes differ by more than the code does.
 """
 
 import argparse
+import functools
 import time
 from collections.abc import Callable
 
@@ -79,7 +82,7 @@ def main() -> None:
         "default vhost": _request("other.test:8080", "/"),
     }.items():
         assert table.route(request) is not None
-        cases[name] = lambda request=request: table.route(request)  # type: ignore[misc]
+        cases[name] = functools.partial(table.route, request)
     best = dict.fromkeys(cases, float("inf"))
     for _ in range(args.repeat):
         for name, call in cases.items():
