@@ -155,7 +155,9 @@ def build_parser() -> argparse.ArgumentParser:
     p_worker.add_argument("--index", type=int, required=True)
     p_worker.add_argument("--ports", default="{}", help="JSON: listener name -> port")
     p_worker.add_argument("--log-level", default="info")
-    p_demo = sub.add_parser("demo-upstreams", help="run HTTP echo servers for the example")
+    p_demo = sub.add_parser(
+        "demo-upstreams", help="run the echo servers (HTTP, WebSocket, gRPC) gateway.toml routes to"
+    )
     p_demo.add_argument(
         "addresses", nargs="*", default=["127.0.0.1:8080", "127.0.0.1:8081"], metavar="ADDRESS"
     )

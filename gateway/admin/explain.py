@@ -374,21 +374,26 @@ def _route(
 
 
 def _http_filters(gw: Gateway, manager: HttpConnectionManager, entry: RouteEntry) -> list[Any]:
-    """The listener's HTTP filters as they run on this route, each with the config in force
+    """The listener's HTTP filters as they run on this route: whether each is in the chain
+    the connection manager built for the route (`filter_names_for`), and with which config
     (secrets redacted, as /config_dump shows them): the route's override wins over its
-    virtual host's (RouteEntry.filter_override, as the HCM builds the chains)."""
+    virtual host's (RouteEntry.filter_override)."""
     configs = redact(unstructure_config(gw.config)["http_filters"])
+    in_chain = set(manager.filter_names_for(entry))
     filters: list[Explanation] = []
     for name in manager.config.http_filters:
         config = dict(configs[name])
         item: Explanation = {"name": name, "type": config.pop("type")}
         found = entry.filter_override(name)
-        if found is None:
+        by = f" by the {found[1].replace('_', ' ')}" if found is not None else ""
+        if found is not None and found[0].disabled:
+            item["status"] = f"disabled{by}"
+        elif name not in in_chain:
+            item["status"] = "left out: it has nothing to do on this route"
+        elif found is None:
             item.update(status="runs", config=_non_empty(config))
-        elif found[0].disabled:
-            item["status"] = f"disabled by the {found[1].replace('_', ' ')}"
         else:
-            item["status"] = f"reconfigured by the {found[1].replace('_', ' ')}"
+            item["status"] = f"reconfigured{by}"
             item["config"] = redact(found[0].config)
         filters.append(item)
     filters.append({"name": "router", "type": "router", "status": "runs (always last)"})

@@ -18,24 +18,27 @@ import random
 import attrs
 import trio
 
+from gateway.clusters.grpc_unary import GrpcCallFailed, exchange_unary
 from gateway.clusters.host import HealthFlag, Host, HostSet
 from gateway.clusters.transport_socket import UpstreamConnector, connect_upstream
 from gateway.clusters.upstream_h1 import UpstreamConnection
 from gateway.clusters.upstream_h2 import H2UpstreamConnection
 from gateway.config.model import Cluster, HealthCheck
-from gateway.errors import GatewayError
+from gateway.errors import GatewayError, UpstreamReset
 from gateway.io.byte_stream import ByteStream
 from gateway.io.trio_util import RECEIVE_SIZE
 from gateway.observability.stats import Counter, Scope, create_stats
 from gateway.observability.tasktree import annotate
 from gateway.protocol import grpc
-from gateway.protocol.events import Data, EndStream, ResponseHeaders
+from gateway.protocol.events import ResponseHeaders
 from gateway.protocol.headers import HeaderMap, RequestHead
 
 log = logging.getLogger("gateway.health_check")
 
 #: grpc.health.v1.HealthCheckResponse.ServingStatus.SERVING
 _SERVING = 1
+#: A HealthCheckResponse is a status and nothing else: a few bytes.
+_MAX_ANSWER = 1024
 
 
 @attrs.define
@@ -200,37 +203,23 @@ async def _probe_tcp(stream: ByteStream, check: HealthCheck, checker: HealthChec
 
 
 async def _probe_grpc(stream: ByteStream, check: HealthCheck, checker: HealthChecker) -> None:
+    failure: str | None = None
     async with trio.open_nursery() as nursery:
         conn = H2UpstreamConnection(stream, str(checker.host), checker.config, lambda: None)
         nursery.start_soon(conn.run, name=f"h2 health check {checker.host}")
-        h2_stream = conn.open_stream()
         head = grpc.call_head("/grpc.health.v1.Health/Check", checker.authority)
-        await h2_stream.send_request_head(head, end_stream=False)
-        await h2_stream.send_data(grpc.frame(_health_check_request(check.service_name or "")))
-        await h2_stream.send_end(None)
-        body, grpc_status = b"", None
-        while True:
-            event = await h2_stream.receive_event()
-            if isinstance(event, ResponseHeaders):
-                grpc_status = event.head.headers.get("grpc-status")
-                if event.end_stream:
-                    break
-            elif isinstance(event, Data):
-                body += event.data
-            elif isinstance(event, EndStream):
-                if event.trailers is not None:
-                    grpc_status = event.trailers.get("grpc-status")
-                break
-            else:
-                raise ProbeFailed("stream reset before an answer")
+        request = _health_check_request(check.service_name or "")
+        answer = b""
+        try:
+            answer = await exchange_unary(conn.open_stream(), head, request, _MAX_ANSWER)
+        except GrpcCallFailed as exc:
+            failure = f"grpc-status {exc.code}: {exc.message}"
+        except UpstreamReset:
+            failure = "stream reset before an answer"
         nursery.cancel_scope.cancel()
-    if grpc_status != "0":
-        raise ProbeFailed(f"grpc-status {grpc_status}")
-    try:
-        messages, _ = grpc.split_messages(body, len(body))
-    except ValueError as exc:
-        raise ProbeFailed(str(exc)) from None
-    if not messages or _serving_status(messages[0]) != _SERVING:
+    if failure is not None:
+        raise ProbeFailed(failure)
+    if _serving_status(answer) != _SERVING:
         raise ProbeFailed("not SERVING")
 
 

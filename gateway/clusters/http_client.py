@@ -1,6 +1,10 @@
 """A small HTTP client over a cluster's pool, for the gateway's own calls: filters that
 call services (ext_authz, jwt_authn's JWKS), the xDS REST source, and (with `exchange`
-on a connection of its own) the worker supervisor asking its workers."""
+on a connection of its own) the worker supervisor asking its workers. `lend` is the
+borrowing every such call starts with (grpc_client.py's calls and ADS too)."""
+
+import contextlib
+from collections.abc import AsyncIterator
 
 import attrs
 
@@ -18,16 +22,25 @@ class ServiceResponse:
     body: bytes
 
 
+@contextlib.asynccontextmanager
+async def lend(cluster: Cluster) -> AsyncIterator[UpstreamStream]:
+    """An exchange's upstream stream (HTTP/1.1: a connection) to the host the cluster's
+    load balancer picks, given back (or discarded) when the block ends. Raises
+    NoHealthyUpstream, or what the pool raises (overflow, connect failure)."""
+    host = cluster.choose_host()
+    if host is None:
+        raise NoHealthyUpstream()
+    async with host.pool.borrow() as upstream:
+        yield upstream
+
+
 async def call_service(
     cluster: Cluster, request: RequestHead, *, max_body: int, body: bytes = b""
 ) -> ServiceResponse:
     """One request (with a small `body`, if any) to a host of `cluster`; the answer's body
     is kept up to `max_body` bytes. Raises GatewayError subclasses (connect failure,
     reset, no host); the caller owns the deadline, as always."""
-    host = cluster.choose_host()
-    if host is None:
-        raise NoHealthyUpstream()
-    async with host.pool.borrow() as upstream:
+    async with lend(cluster) as upstream:
         return await exchange(upstream, request, max_body=max_body, body=body)
 
 

@@ -296,8 +296,25 @@ def structure_config(data: dict[str, Any]) -> GatewayConfig:
 
 def check_config(config: GatewayConfig) -> None:
     """The checks types cannot make (references, overrides); ConfigError."""
-    if errors := validate(config) + _check_filter_overrides(config):
+    if errors := validate(config) + _check_filters(config) + _check_filter_overrides(config):
         raise ConfigError(errors)
+
+
+def _filter_errors(
+    type_name: str, filter_config: object, where: str, config: GatewayConfig
+) -> list[str]:
+    """What a filter type's own `check` finds in its config, under the TOML path `where`."""
+    check = FILTER_TYPES[type_name].check
+    found = check(filter_config, config) if check is not None else []
+    return [f"{where}.{key}: {message}" if key else f"{where}: {message}" for key, message in found]
+
+
+def _check_filters(config: GatewayConfig) -> list[str]:
+    return [
+        error
+        for name, f in config.http_filters.items()
+        for error in _filter_errors(f.type, f.config, f"http_filters.{name}", config)
+    ]
 
 
 def _check_filter_overrides(config: GatewayConfig) -> list[str]:
@@ -318,9 +335,9 @@ def _check_filter_overrides(config: GatewayConfig) -> list[str]:
                 errors.append(f"{path}: set either disabled = true or a config table")
             elif override.config is not None:
                 try:
-                    structured = structure_filter_config(
-                        config.http_filters[name].type, override.config
-                    )
+                    type_name = config.http_filters[name].type
+                    structured = structure_filter_config(type_name, override.config)
+                    errors += _filter_errors(type_name, structured, f"{path}.config", config)
                     remote = getattr(structured, "remote_jwks", None)
                     cluster = getattr(remote or structured, "cluster", None)
                     if isinstance(cluster, str) and cluster not in config.clusters:

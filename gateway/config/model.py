@@ -569,6 +569,18 @@ class HttpFilter:
     config: object
 
 
+@attrs.frozen
+class GrpcService:
+    """A gRPC service a filter calls (Envoy's GrpcService with envoy_grpc): `ext_authz`'s
+    `grpc_service`, `ratelimit`'s `rate_limit_service`."""
+
+    #: A `[clusters.*]` table with `protocol = "http2"`: the service's endpoints, reached
+    #: through the cluster's pool like any upstream.
+    cluster: str
+    #: The deadline of each call (sent as grpc-timeout); unset: the filter's default.
+    timeout: Duration | None = attrs.field(default=None, validator=at_least(MIN_PERIOD))
+
+
 # --- routing --------------------------------------------------------------------------------
 
 
@@ -671,6 +683,13 @@ _FIELD_NAME = re.compile(r"[-!#$%&'*+.^_`|~0-9a-zA-Z]+")
 _FIELD_VALUE = re.compile(r"(?:[^\s\x00](?:[^\S\r\n]*[^\s\x00])*)?")
 
 
+def is_sendable_field(name: str, value: str) -> bool:
+    """Whether a header either protocol can carry: a token for a name, a value as
+    `_FIELD_VALUE` allows. For headers that come from outside at run time (an
+    authorization service's answer), as the config's own are checked when loaded."""
+    return bool(_FIELD_NAME.fullmatch(name) and _FIELD_VALUE.fullmatch(value))
+
+
 def _check_field_names(
     instance: object, attribute: "attrs.Attribute[Any]", value: Iterable[str]
 ) -> None:
@@ -763,6 +782,91 @@ class HashPolicy:
     terminal: bool = False
 
 
+# Rate limit descriptors (Envoy's route RateLimit and its actions): what a route or virtual
+# host tells the `ratelimit` filter to ask the rate limit service about.
+
+
+@attrs.frozen
+class RequestHeadersAction:
+    """`request_headers`: the entry (descriptor_key, the header's value)."""
+
+    header_name: str
+    descriptor_key: str
+    #: Without the header, leave the entry out (true) or the whole descriptor (false).
+    skip_if_absent: bool = False
+
+
+@attrs.frozen
+class RemoteAddressAction:
+    """`remote_address = {}`: the entry ("remote_address", the client's IP address)."""
+
+
+@attrs.frozen
+class GenericKeyAction:
+    """`generic_key`: a fixed entry (descriptor_key, descriptor_value)."""
+
+    descriptor_value: str
+    descriptor_key: str = "generic_key"
+
+
+@attrs.frozen
+class HeaderValueMatchAction:
+    """`header_value_match`: the entry (descriptor_key, descriptor_value) when the request
+    matches every one of `headers` (or, with `expect_match = false`, does not)."""
+
+    descriptor_value: str
+    headers: list[HeaderMatcher]
+    descriptor_key: str = "header_match"
+    expect_match: bool = True
+
+
+@attrs.frozen
+class DestinationClusterAction:
+    """`destination_cluster = {}`: the entry ("destination_cluster", the route's cluster)."""
+
+
+@attrs.frozen
+class SourceClusterAction:
+    """`source_cluster = {}`: the entry ("source_cluster", `[dynamic.node] cluster`, this
+    gateway's service cluster)."""
+
+
+#: An action's kinds, in the order the docs list them; each action sets exactly one.
+RATE_LIMIT_ACTIONS = (
+    "request_headers",
+    "remote_address",
+    "generic_key",
+    "header_value_match",
+    "destination_cluster",
+    "source_cluster",
+)
+
+
+@attrs.frozen
+class RateLimitAction:
+    """One of a rate limit's `actions`: one descriptor entry (set exactly one kind)."""
+
+    request_headers: RequestHeadersAction | None = None
+    remote_address: RemoteAddressAction | None = None
+    generic_key: GenericKeyAction | None = None
+    header_value_match: HeaderValueMatchAction | None = None
+    destination_cluster: DestinationClusterAction | None = None
+    source_cluster: SourceClusterAction | None = None
+
+
+#: Envoy's bound on a rate limit's `stage` (and the ratelimit filter's).
+MAX_RATE_LIMIT_STAGE = 10
+
+
+@attrs.frozen
+class RateLimit:
+    """`rate_limits` of a route or virtual host: one descriptor, made of its actions'
+    entries in order, for the `ratelimit` filters whose `stage` is this one's."""
+
+    actions: list[RateLimitAction]
+    stage: int = attrs.field(default=0, validator=between(0, MAX_RATE_LIMIT_STAGE))
+
+
 @attrs.frozen
 class Route(HeaderMutations):
     """`[[virtual_hosts.NAME.routes]]`: a match and one action.
@@ -799,6 +903,8 @@ class Route(HeaderMutations):
     per_request_buffer_limit_bytes: int = attrs.field(
         default=1 << 20, validator=between(0, UINT32_MAX)
     )
+    #: Descriptors for the `ratelimit` filter; unset: the virtual host's `rate_limits`.
+    rate_limits: list[RateLimit] = attrs.Factory(list)
 
 
 @attrs.frozen
@@ -809,6 +915,8 @@ class VirtualHost(HeaderMutations):
     routes: list[Route] = attrs.Factory(list)
     #: Per-filter overrides for every route of this virtual host.
     http_filters: dict[str, FilterOverride] = attrs.Factory(dict)
+    #: Descriptors for the `ratelimit` filter, for the routes without `rate_limits`.
+    rate_limits: list[RateLimit] = attrs.Factory(list)
 
 
 # --- clusters -------------------------------------------------------------------------------

@@ -12,17 +12,21 @@ import attrs
 
 from gateway.config.model import (
     DEFAULT_OVERLOAD_ACTIONS,
+    RATE_LIMIT_ACTIONS,
     TERMINAL_NETWORK_FILTERS,
     Address,
     Cluster,
     FilterChain,
     FilterChainMatch,
     GatewayConfig,
+    GrpcService,
     HeaderMatcher,
     HttpConnectionManagerConfig,
     HttpConnectionManagerOptions,
     Listener,
     Overload,
+    RateLimit,
+    RateLimitAction,
     Route,
     TcpProxy,
     VirtualHost,
@@ -40,6 +44,56 @@ def _check_header_matcher(m: HeaderMatcher, where: str, errors: list[str]) -> No
     kinds = [k for k in _HEADER_MATCHES if getattr(m, k) is not None]
     if len(kinds) > 1:
         errors.append(f"{where}: set at most one of {', '.join(_HEADER_MATCHES)}, got {kinds}")
+
+
+def check_grpc_service(
+    service: GrpcService, key: str, config: GatewayConfig
+) -> list[tuple[str, str]]:
+    """A filter's gRPC service (`key` in its table): the cluster exists and speaks HTTP/2.
+    Errors as (key path, message), for the filter's `check`."""
+    cluster = config.clusters.get(service.cluster)
+    if cluster is None:
+        return [(f"{key}.cluster", f"no cluster named '{service.cluster}'")]
+    if cluster.protocol != "http2":
+        return [(f"{key}.cluster", f"'{service.cluster}' must be an http2 cluster (gRPC)")]
+    return []
+
+
+def _check_rate_limit_action(action: RateLimitAction, where: str, errors: list[str]) -> None:
+    """One action: one kind, with what it needs (Envoy's proto rules: keys and values not
+    empty, at least one header matcher)."""
+    kinds = [k for k in RATE_LIMIT_ACTIONS if getattr(action, k) is not None]
+    if len(kinds) != 1:
+        errors.append(
+            f"{where}: set exactly one of {', '.join(RATE_LIMIT_ACTIONS)}"
+            + (f", got {', '.join(kinds)}" if kinds else "")
+        )
+    empty = "must not be empty"
+    headers = action.request_headers
+    if headers is not None and not (headers.header_name and headers.descriptor_key):
+        errors.append(f"{where}.request_headers: header_name and descriptor_key {empty}")
+    generic = action.generic_key
+    if generic is not None and not (generic.descriptor_value and generic.descriptor_key):
+        errors.append(f"{where}.generic_key: descriptor_value and descriptor_key {empty}")
+    match = action.header_value_match
+    if match is None:
+        return
+    if not (match.descriptor_value and match.descriptor_key):
+        errors.append(f"{where}.header_value_match: descriptor_value and descriptor_key {empty}")
+    if not match.headers:
+        errors.append(f"{where}.header_value_match.headers: needs at least one matcher")
+    for k, header in enumerate(match.headers):
+        _check_header_matcher(header, f"{where}.header_value_match.headers[{k}]", errors)
+
+
+def _check_rate_limits(limits: list[RateLimit], where: str, errors: list[str]) -> None:
+    """A route's or virtual host's `rate_limits`."""
+    for i, limit in enumerate(limits):
+        at = f"{where}.rate_limits[{i}]"
+        if not limit.actions:
+            errors.append(f"{at}.actions: needs at least one action")
+        for j, action in enumerate(limit.actions):
+            _check_rate_limit_action(action, f"{at}.actions[{j}]", errors)
 
 
 def _check_route(route: Route, where: str, config: GatewayConfig, errors: list[str]) -> None:
@@ -90,6 +144,7 @@ def _check_route(route: Route, where: str, config: GatewayConfig, errors: list[s
         sources += ["source_ip"] if policy.source_ip else []
         if len(sources) != 1:
             errors.append(f"{where}.hash_policy[{i}]: set exactly one of header, cookie, source_ip")
+    _check_rate_limits(route.rate_limits, where, errors)
     retry = route.retry_policy
     if retry is not None:
         if not retry.retry_on:
@@ -388,6 +443,7 @@ def validate(config: GatewayConfig) -> list[str]:
                 errors.append(
                     f"{where}.domains[{i}]: '{domain}' may use one '*' only at the start or the end"
                 )
+        _check_rate_limits(vhost.rate_limits, where, errors)
         for i, route in enumerate(vhost.routes):
             _check_route(route, f"{where}.routes[{i}]", config, errors)
     for name, cluster in config.clusters.items():

@@ -96,7 +96,9 @@ class HttpConnectionManager:
         names = self.config.virtual_hosts
         table = route_tables.get(tuple(names))
         self.route_table = table if table is not None else RouteTable(names, config)
-        self._filter_factories = self._build_filter_factories(config, self._store, self._server)
+        self._filter_factories, self._filter_names = self._build_filter_factories(
+            config, self._store, self._server
+        )
         self.route_stats = (
             {e.name: RouteStats.create(self._store, e.name) for e in self.route_table.entries()}
             if self.config.per_route_stats
@@ -105,42 +107,64 @@ class HttpConnectionManager:
 
     def _build_filter_factories(
         self, config: GatewayConfig, store: StatsStore, server: ServerState
-    ) -> dict[str | None, list[HttpFilterFactory]]:
+    ) -> tuple[dict[str | None, list[HttpFilterFactory]], dict[str | None, list[str]]]:
         """The filter chain for each route (key: route name; None when no route matched):
         the listener's filters, minus those a route or its virtual host disables, with the
-        config a route or virtual host overrides. Built once, at start."""
+        config a route or virtual host overrides. A filter type built per route gets its
+        factory made for each route, and is left out where it says it has nothing to do.
+        And the names of the filters in each chain, for /explain. Built once, at start."""
 
-        def factory(name: str, filter_config: object) -> HttpFilterFactory:
+        def factory(
+            name: str, filter_config: object, route: RouteEntry | None
+        ) -> HttpFilterFactory | None:
             filter_type = FILTER_TYPES[config.http_filters[name].type]
             scope = store.scope(
                 f"http.{self.name}.{name}",
                 "http_filter",
                 {"envoy_http_conn_manager_prefix": self.name, "envoy_http_filter_name": name},
             )
-            context = FilterContext(name, scope, server, self.clusters)
+            context = FilterContext(
+                name, scope, server, self.clusters, route, config.dynamic.node.cluster
+            )
             return filter_type.create_factory(filter_config, context)
 
         names = self.config.http_filters
-        base = {name: factory(name, config.http_filters[name].config) for name in names}
-        chains: dict[str | None, list[HttpFilterFactory]] = {None: [base[n] for n in names]}
+        per_route = {n for n in names if FILTER_TYPES[config.http_filters[n].type].per_route}
+        base = {name: factory(name, config.http_filters[name].config, None) for name in names}
+        chains: dict[str | None, list[HttpFilterFactory]] = {
+            None: [f for f in base.values() if f is not None]
+        }
+        chain_names: dict[str | None, list[str]] = {None: [n for n in names if base[n]]}
         for entry in self.route_table.entries():
             chain = []
+            chain_names[entry.name] = []
             for name in names:
                 found = entry.filter_override(name)
                 override = found[0] if found is not None else None
+                made: HttpFilterFactory | None
                 if override is None:
-                    chain.append(base[name])
-                elif not override.disabled:
+                    own = config.http_filters[name].config
+                    made = factory(name, own, entry) if name in per_route else base[name]
+                elif override.disabled:
+                    made = None
+                else:
                     assert override.config is not None
                     filter_type = config.http_filters[name].type
-                    chain.append(
-                        factory(name, structure_filter_config(filter_type, override.config))
+                    made = factory(
+                        name, structure_filter_config(filter_type, override.config), entry
                     )
+                if made is not None:
+                    chain.append(made)
+                    chain_names[entry.name].append(name)
             chains[entry.name] = chain
-        return chains
+        return chains, chain_names
 
     def filters_for(self, route: RouteEntry | None) -> list[HttpFilterFactory]:
         return self._filter_factories[route.name if route is not None else None]
+
+    def filter_names_for(self, route: RouteEntry | None) -> list[str]:
+        """The `[http_filters.*]` names in `filters_for(route)`, in order."""
+        return self._filter_names[route.name if route is not None else None]
 
     async def handle_connection(self, stream: ByteStream, conn_info: ConnectionInfo) -> None:
         peer = conn_info.peer
@@ -221,6 +245,7 @@ class HttpConnectionManager:
         info = StreamInfo(
             stream_id=event.stream_id,
             downstream_remote=peer,
+            downstream_local=conn_info.destination,
             requested_server_name=conn_info.server_name or "-",
             downstream_peer_subject=(conn_info.tls and conn_info.tls.peer_subject) or "-",
             protocol="HTTP/2" if head.http_version == "2" else f"HTTP/{head.http_version}",

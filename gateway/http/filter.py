@@ -16,9 +16,11 @@ from typing import Protocol
 import attrs
 
 from gateway.clusters.manager import ClusterManager
+from gateway.config.model import GatewayConfig
 from gateway.observability.stats import Scope
 from gateway.observability.stream_info import StreamInfo
 from gateway.protocol.headers import HeaderMap, LocalReply, RequestHead, ResponseHead
+from gateway.router.route_table import RouteEntry
 from gateway.server.state import ServerState
 
 
@@ -75,17 +77,31 @@ class FilterContext:
     name: str
     scope: Scope
     server: ServerState
-    #: For filters that call out to a service of their own (ext_authz).
+    #: For filters that call out to a service of their own (ext_authz, ratelimit).
     clusters: ClusterManager
+    #: The route whose chain the factory is for, for filter types that are built per
+    #: route (`HttpFilterType.per_route`); None: requests that matched no route.
+    route: RouteEntry | None = None
+    #: This gateway's service cluster (`[dynamic.node] cluster`, Envoy's --service-cluster).
+    service_cluster: str = "gateway"
 
 
 @attrs.frozen
 class HttpFilterType:
-    """A registered filter kind: its `type` name, config class, and factory builder."""
+    """A registered filter kind: its `type` name, config class, and factory builder.
+
+    A `per_route` type reads its route's config (the `ratelimit` filter reads the route's
+    `rate_limits`): its factory is built for each route with `FilterContext.route`, and
+    may return None to leave the filter out of that route's chain, so routes it has nothing
+    to do on pay nothing for it. `check` finds what the config's types cannot (a cluster
+    it names that does not exist): errors as (key path in the filter's table, or "" for
+    the table itself; what is wrong)."""
 
     name: str
     config_class: type
-    create_factory: Callable[[object, FilterContext], HttpFilterFactory]
+    create_factory: Callable[[object, FilterContext], HttpFilterFactory | None]
+    per_route: bool = False
+    check: Callable[[object, GatewayConfig], list[tuple[str, str]]] | None = None
 
 
 def overrides(cls: type[HttpFilter], hook: str) -> bool:

@@ -57,6 +57,19 @@ class ConnectionInfo:
     def scheme(self) -> str:
         return "https" if self.tls is not None else "http"
 
+    @property
+    def destination(self) -> str:
+        """The address the client connected to, as `peer` writes addresses ("-" if
+        unknown)."""
+        ip = self.destination_ip
+        if ip is None:
+            return "-"
+        return (
+            f"[{ip}]:{self.destination_port}"
+            if ip.version == 6
+            else f"{ip}:{self.destination_port}"
+        )
+
 
 NextFilter = Callable[[ByteStream, ConnectionInfo], Awaitable[None]]
 

@@ -15,6 +15,8 @@ from gateway.protocol.headers import RequestHead, ResponseHead
 class StreamInfo:
     stream_id: int
     downstream_remote: str
+    #: The address the client connected to ("ip:port", "-" if unknown).
+    downstream_local: str = "-"
     protocol: str = "HTTP/1.1"
     start_time: float = attrs.field(factory=time.time)
     start_monotonic: float = attrs.field(factory=time.monotonic)

@@ -25,10 +25,11 @@ from envoy.service.discovery.v3 import discovery_pb2
 from google.protobuf import any_pb2, json_format
 from google.rpc import status_pb2
 
+from gateway.clusters.http_client import lend
 from gateway.clusters.manager import ClusterManager
 from gateway.clusters.upstream import UpstreamStream
 from gateway.config.model import Dynamic
-from gateway.errors import ConfigError, GatewayError, NoHealthyUpstream, UpstreamReset
+from gateway.errors import ConfigError, GatewayError, UpstreamReset
 from gateway.observability.tasktree import annotate
 from gateway.protocol import grpc
 from gateway.protocol.events import Data, ResponseHeaders
@@ -78,10 +79,7 @@ class XdsAdsSource(SubscribedState):
     async def _stream(self, on_change: Callable[[], Awaitable[None]]) -> None:
         assert self._clusters is not None, "bound to the gateway's clusters before watching"
         cluster = self._clusters.get(self._cluster_name)
-        host = cluster.choose_host()
-        if host is None:
-            raise NoHealthyUpstream()
-        async with host.pool.borrow() as stream:
+        async with lend(cluster) as stream:
             method = _DELTA_METHOD if self._delta else _METHOD
             head = grpc.call_head(method, self._cluster_name)
             await stream.send_request_head(head, end_stream=False)

@@ -210,5 +210,5 @@ async def test_tasks_and_demo_upstreams_mistakes_are_one_line():
     one_line_error(no_admin, f"gateway tasks: cannot reach the admin at {down}: all attempts")
     one_line_error(bad_admin, "gateway tasks: bad --admin address: ")
     one_line_error(in_use, f"gateway demo-upstreams: cannot bind 127.0.0.1:{port}: ")
-    assert in_use.stdout.decode().startswith("demo upstream listening on http://127.0.0.1:")
+    assert in_use.stdout.decode().startswith("demo upstream listening on 127.0.0.1:")
     one_line_error(bad_address, "gateway demo-upstreams: bad address: ")

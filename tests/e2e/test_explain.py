@@ -401,3 +401,25 @@ async def test_under_a_supervisor_worker_0_answers_with_every_header(nursery, tm
             f"http://127.0.0.1:{admin}/explain", params=[*query, ("format", "text")]
         )
         assert "worker          0 (each worker checks the health of its hosts itself)" in text.text
+
+
+async def test_a_per_route_filter_left_out_where_it_has_nothing_to_do(nursery):
+    """`ratelimit` is built per route and left out of the chains of routes without
+    `rate_limits`: /explain reads the chain the connection manager built for the route."""
+    up = await start_upstream(nursery)
+    config = ConfigBuilder()
+    config.listener("edge", virtual_hosts=["main"], http_filters=["limit"])
+    config.http_filter("limit", "ratelimit", domain="edge", rate_limit_service={"cluster": "rls"})
+    limits = [{"actions": [{"generic_key": {"descriptor_value": "orders"}}]}]
+    config.virtual_host(
+        "main",
+        route("/limited", cluster="backend", rate_limits=limits),
+        route("/free", cluster="backend"),
+    )
+    config.cluster("backend", up.port)
+    config.cluster("rls", free_port(), protocol="http2")
+    async with run_gateway(config) as gw, httpx.AsyncClient() as client:
+        limited = await explain(client, gw, "http://x/limited")
+        assert limited["http_filters"][0]["status"] == "runs"
+        free = await explain(client, gw, "http://x/free")
+        assert free["http_filters"][0]["status"] == "left out: it has nothing to do on this route"

@@ -19,6 +19,7 @@ _MODULES = (
     "jwt_authn",
     "local_ratelimit",
     "python",
+    "ratelimit",
     "rbac",
 )
 
