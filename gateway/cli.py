@@ -1,4 +1,7 @@
-"""The `gateway` command: serve, validate, demo-upstreams."""
+"""The `gateway` command: serve, validate, tasks, explain, demo-upstreams.
+
+Operator mistakes (a bad address, a port in use, an admin endpoint that does not answer)
+end the command with one line on standard error and status 1, never a traceback."""
 
 import argparse
 import contextlib
@@ -7,13 +10,19 @@ import json
 import logging
 import signal
 import sys
+import urllib.error
+import urllib.parse
+import urllib.request
+from typing import NoReturn
 
 import trio
 
 from gateway.config import GatewayConfig, load_config
+from gateway.config.load import parse_address
 from gateway.errors import ConfigError, StartupError
 from gateway.server.reload import reload_from_file
 from gateway.server.run import open_gateway
+from gateway.version import gateway_version
 
 log = logging.getLogger("gateway")
 
@@ -76,14 +85,31 @@ def _load(path: str) -> GatewayConfig:
         raise SystemExit(1) from None
 
 
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="gateway", description=__doc__)
-    sub = parser.add_subparsers(dest="command", required=True)
+def _fail(command: str, reason: object) -> NoReturn:
+    print(f"gateway {command}: {reason}", file=sys.stderr)
+    raise SystemExit(1)
+
+
+def _admin_address(command: str, admin: str) -> str:
+    """`--admin` checked as host:port, so a typo is named as such, not as an admin that
+    does not answer."""
+    try:
+        return str(parse_address(admin))
+    except ValueError as exc:
+        _fail(command, f"bad --admin address: {exc}")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="gateway", description=__doc__.partition("\n")[0])
+    parser.add_argument("--version", action="version", version=f"gateway {gateway_version()}")
+    # COMMAND, not the choices: the list would show the internal `_worker`.
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     p_serve = sub.add_parser("serve", help="run the gateway")
     p_serve.add_argument("config")
     p_serve.add_argument(
         "--log-level",
         default="info",
+        type=str.lower,  # INFO as well as info
         choices=["debug", "info", "warning", "error", "critical"],
     )
     p_validate = sub.add_parser("validate", help="check a config file and exit")
@@ -99,7 +125,31 @@ def main(argv: list[str] | None = None) -> None:
     p_tasks.add_argument(
         "--show-query", action="store_true", help="show request URLs with their query strings"
     )
+    p_explain = sub.add_parser(
+        "explain",
+        help="what a running gateway would do with a request, and why",
+        description="Asks a running gateway's admin endpoint (/explain) which listener, "
+        "filter chain, virtual host, route, filters, cluster and hosts a request would "
+        "meet, and why; prints the answer as text.",
+    )
+    p_explain.add_argument("url", help="the request's URL, e.g. https://api.example.com/v1/x")
+    p_explain.add_argument("-X", "--method", default="GET")
+    p_explain.add_argument(
+        "-H",
+        "--header",
+        action="append",
+        default=[],
+        metavar="'NAME: VALUE'",
+        help="a request header (repeatable)",
+    )
+    p_explain.add_argument("--source", help="the client's IP:PORT (default 127.0.0.1:0)")
+    p_explain.add_argument("--sni", help="the SNI the client sends (default: the URL's host)")
+    p_explain.add_argument("--alpn", help="the ALPN protocols it offers, e.g. h2,http/1.1")
+    p_explain.add_argument("--listener", help="explain this listener, whatever the URL's port")
+    p_explain.add_argument("--json", action="store_true", help="print the JSON answer")
+    p_explain.add_argument("--admin", default="127.0.0.1:9901", help="admin address host:port")
     # One worker process of `serve` with `[server] workers` > 1; started by the supervisor.
+    # Internal: no help, so `gateway --help` does not list it.
     p_worker = sub.add_parser("_worker")
     p_worker.add_argument("config")
     p_worker.add_argument("--index", type=int, required=True)
@@ -111,7 +161,11 @@ def main(argv: list[str] | None = None) -> None:
     p_demo.add_argument(
         "addresses", nargs="*", default=["127.0.0.1:8080", "127.0.0.1:8081"], metavar="ADDRESS"
     )
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = build_parser().parse_args(argv)
 
     logging.basicConfig(
         level=getattr(args, "log_level", "info").upper(),
@@ -134,6 +188,7 @@ def main(argv: list[str] | None = None) -> None:
     elif args.command == "tasks":
         from gateway.observability.task_watch import watch_tasks
 
+        admin = _admin_address("tasks", args.admin)
         try:
             filters = {
                 key: value
@@ -146,12 +201,21 @@ def main(argv: list[str] | None = None) -> None:
                 ]
                 if value
             }
-            trio.run(watch_tasks, args.admin, args.follow, args.interval, filters)
+            trio.run(watch_tasks, admin, args.follow, args.interval, filters)
         except KeyboardInterrupt:
             pass
         except OSError as exc:
-            print(f"gateway tasks: cannot reach the admin at {args.admin}: {exc}", file=sys.stderr)
-            raise SystemExit(1) from None
+            _fail("tasks", f"cannot reach the admin at {admin}: {exc}")
+        except ValueError as exc:
+            _fail("tasks", f"the admin at {admin} refused: {exc}")
+    elif args.command == "explain":
+        admin = _admin_address("explain", args.admin)
+        try:
+            print(admin_explain(admin, args), end="")
+        except ValueError as exc:
+            _fail("explain", exc)
+        except OSError as exc:
+            _fail("explain", f"cannot reach the admin at {admin}: {exc}")
     elif args.command in ("serve", "_worker"):
         config = _load(args.config)
         _tune_gc()
@@ -171,5 +235,31 @@ def main(argv: list[str] | None = None) -> None:
     else:
         from gateway.demo import serve_demo_upstreams
 
-        with contextlib.suppress(KeyboardInterrupt):
+        try:
             trio.run(serve_demo_upstreams, args.addresses)
+        except KeyboardInterrupt:
+            pass
+        except ValueError as exc:
+            _fail("demo-upstreams", f"bad address: {exc}")
+        except StartupError as exc:
+            _fail("demo-upstreams", exc)
+
+
+def admin_explain(admin: str, args: argparse.Namespace) -> str:
+    """The admin's /explain answer (text, or JSON with --json); ValueError with the
+    admin's one-line reason if it refused the question, OSError if it did not answer."""
+    params = [("url", args.url), ("method", args.method)]
+    params += [("header", header) for header in args.header]
+    for name in ("source", "sni", "alpn", "listener"):
+        if (value := getattr(args, name)) is not None:
+            params.append((name, value))
+    params.append(("format", "json" if args.json else "text"))
+    url = f"http://{admin}/explain?{urllib.parse.urlencode(params)}"
+    try:
+        with urllib.request.urlopen(url, timeout=10) as response:
+            return bytes(response.read()).decode()
+    except urllib.error.HTTPError as exc:
+        reason = exc.read().decode(errors="replace").strip() or f"HTTP {exc.code}"
+        raise ValueError(reason.removeprefix("explain: ")) from None
+    except urllib.error.URLError as exc:
+        raise OSError(str(exc.reason)) from None

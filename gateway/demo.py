@@ -10,16 +10,31 @@ endpoint. gRPC messages are raw bytes (no protobuf), which is all a proxy sees a
 """
 
 import json
+import logging
 from collections.abc import Awaitable, Callable
+from functools import partial
 from typing import Any
 
 import hypercorn.config
 import hypercorn.trio
 import trio
 
-from gateway.admin.asgi import Receive, Scope, Send, complete_lifespan, count_body, for_hypercorn
+from gateway.admin.asgi import (
+    Receive,
+    Scope,
+    Send,
+    bind_failure,
+    complete_lifespan,
+    count_body,
+    for_hypercorn,
+)
 from gateway.config.load import parse_address
+from gateway.config.model import Address
+from gateway.errors import StartupError
+from gateway.io.trio_util import raise_single
 from gateway.protocol import grpc
+
+log = logging.getLogger("gateway.demo")
 
 #: The most of a gRPC request the demo reads; a bigger one is refused.
 MAX_GRPC_REQUEST = 1 << 20
@@ -145,16 +160,32 @@ async def _grpc_status(send: Send, status: grpc.Status, message: str) -> None:
 
 
 async def serve_demo_upstreams(addresses: list[str]) -> None:
-    async with trio.open_nursery() as nursery:
-        for raw in addresses:
-            address = parse_address(raw)
-            config = hypercorn.config.Config()
-            config.bind = [str(address)]
-            config.accesslog = None
-            app = for_hypercorn(echo_app(f"demo-{address.port}"))
-            nursery.start_soon(hypercorn.trio.serve, app, config, name=f"demo {raw}")
-            print(
-                f"demo upstream listening on {address}: HTTP and WebSocket echo, "
-                "gRPC demo.Echo over h2c",
-                flush=True,
-            )
+    """Serves an echo server on each address until cancelled. A bad address is a
+    ValueError and an address that cannot be bound a StartupError, each naming it, before
+    anything is served."""
+    parsed = [parse_address(raw) for raw in addresses]
+    try:
+        async with trio.open_nursery() as nursery:
+            for address in parsed:
+                await _start_echo(nursery, address)
+    except BaseExceptionGroup as group:
+        raise_single(group)
+
+
+async def _start_echo(nursery: trio.Nursery, address: Address) -> None:
+    config = hypercorn.config.Config()
+    config.bind = [str(address)]
+    config.accesslog = None
+    config.errorlog = log  # once, through the root handler (hypercorn's own would repeat it)
+    app = for_hypercorn(echo_app(f"demo-{address.port}"))
+    try:
+        # Bound before it says so: `start` returns once hypercorn listens.
+        await nursery.start(partial(hypercorn.trio.serve, app, config), name=f"demo {address}")
+    except (OSError, BaseExceptionGroup) as exc:
+        if (reason := bind_failure(exc)) is None:
+            raise
+        raise StartupError(f"cannot bind {address}: {reason}") from None
+    print(
+        f"demo upstream listening on {address}: HTTP and WebSocket echo, gRPC demo.Echo over h2c",
+        flush=True,
+    )

@@ -10,8 +10,9 @@ import trio
 
 from gateway.admin import dashboard, views
 from gateway.admin.asgi import Receive, Scope, Send, complete_lifespan
+from gateway.admin.explain import explain_view
 from gateway.admin.history import StatsHistory
-from gateway.admin.views import Reply
+from gateway.admin.views import Query, Reply
 from gateway.config.load import parse_duration
 from gateway.observability.task_query import TaskQuery
 from gateway.server.gateway import Gateway
@@ -21,7 +22,7 @@ from gateway.server.gateway import Gateway
 class Endpoint:
     path: str
     #: Answers at once, or (an async handler, e.g. /reload) when its work is done.
-    handler: Callable[[Gateway, dict[str, str]], Reply | Awaitable[Reply]]
+    handler: Callable[[Gateway, Query], Reply | Awaitable[Reply]]
     help: str
     mutates: bool = False
 
@@ -43,6 +44,12 @@ _ENDPOINTS = (
         "the live task tree; ?format=text, ?listener, ?cluster, ?older_than, ?state, ?sort=age",
     ),
     Endpoint("/tasks/ws", views.tasks, "WebSocket: the task tree, then updates (?interval=1s)"),
+    Endpoint(
+        "/explain",
+        explain_view,
+        "what the gateway would do with a request and why: ?url=URL&method=&header=NAME:VALUE"
+        "&source=&sni=&alpn=&listener=; ?format=text",
+    ),
     Endpoint(
         "/healthcheck/fail", views.healthcheck_fail, "fail health checks (POST)", mutates=True
     ),
@@ -106,7 +113,7 @@ class AdminApp:
     async def _dispatch(self, scope: Scope) -> Reply:
         path = scope["path"].rstrip("/") or "/"
         endpoint = self._by_path.get(path)
-        query = dict(parse_qsl(scope["query_string"].decode("latin-1"), keep_blank_values=True))
+        query = Query(parse_qsl(scope["query_string"].decode("latin-1"), keep_blank_values=True))
         method = scope["method"]
         if endpoint is None and (cancel := _CANCEL.match(path)):
             if method != "POST":

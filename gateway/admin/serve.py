@@ -8,12 +8,11 @@ import hypercorn.trio
 import trio
 
 from gateway.admin.app import AdminApp
-from gateway.admin.asgi import App, for_hypercorn
+from gateway.admin.asgi import App, bind_failure, for_hypercorn
 from gateway.admin.history import StatsHistory
 from gateway.admin.origin import SameOriginOnly
 from gateway.config.model import Admin, is_loopback
 from gateway.errors import StartupError
-from gateway.io.trio_util import leaves
 from gateway.observability.stats import StatsStore
 from gateway.observability.tasktree import annotate
 from gateway.server.gateway import Gateway
@@ -76,10 +75,7 @@ async def serve_admin_app(
                 name="hypercorn",
             )
         except (OSError, BaseExceptionGroup) as exc:
-            # hypercorn binds inside a nursery of its own, so the OSError may come wrapped.
-            errors = [e for e in leaves(exc) if isinstance(e, OSError)]
-            if not errors:
+            if (reason := bind_failure(exc)) is None:
                 raise
-            reason = errors[0].strerror or errors[0]
             raise StartupError(f"admin.address: cannot bind {admin.address}: {reason}") from None
         task_status.started(int(binds[0].rpartition(":")[2]))

@@ -10,8 +10,9 @@ Each worker has a private admin on a loopback port; this app asks them and answe
 - POST endpoints (/healthcheck/fail|ok, /drain_listeners, /reset_counters, /logging) go
   to every worker; /reload validates the file, then reloads every worker; /quitquitquit
   drains the workers and stops;
-- any other GET (/clusters, /listeners, /config_dump, /logging, the dashboard) is worker
-  0's answer: every worker runs the same config (its pools and health are its own).
+- any other GET (/clusters, /listeners, /config_dump, /logging, /explain, the dashboard)
+  is worker 0's answer: every worker runs the same config (its pools and health are its
+  own, and /explain says whose they are).
 """
 
 import json
@@ -68,9 +69,11 @@ class SupervisorAdminApp:
 
     async def _dispatch(self, scope: Scope) -> Reply:
         path = scope["path"].rstrip("/") or "/"
-        query = dict(parse_qsl(scope["query_string"].decode("latin-1"), keep_blank_values=True))
+        raw_query = scope["query_string"].decode("latin-1")
+        query = dict(parse_qsl(raw_query, keep_blank_values=True))
         method = scope["method"]
-        target = path + (f"?{urlencode(query)}" if query else "")
+        # As the client wrote it: a name given twice (/explain's header=) stays twice.
+        target = path + (f"?{raw_query}" if raw_query else "")
         if path in ("/stats", "/stats/prometheus"):
             store = await self._merged_stats()
             if path == "/stats/prometheus":

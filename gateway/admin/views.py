@@ -30,6 +30,16 @@ _SECRET_KEY = re.compile(r"(^|[_-])(secret|password|token|authorization)$|[_-]ke
 REDACTED = "[redacted]"
 
 
+class Query(dict[str, str]):
+    """An admin request's query parameters: the last value of each name, as most
+    endpoints read them, and every (name, value) pair in order for the ones that take a
+    name more than once (/explain's `header=`)."""
+
+    def __init__(self, pairs: list[tuple[str, str]]) -> None:
+        super().__init__(pairs)
+        self.pairs = pairs
+
+
 @attrs.frozen
 class Reply:
     status: int

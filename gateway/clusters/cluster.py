@@ -123,7 +123,7 @@ class Cluster:
                 await trio.sleep_until(self._next_build)
                 self._next_build = trio.current_time() + _MIN_TABLE_BUILD_INTERVAL
                 change = self._changes
-                usable, panic = self._usable_hosts()
+                usable, panic = self.usable_hosts()
                 build = build_load_balancer(self.config, usable, list(self._hosts), self._lb)
                 while True:
                     try:
@@ -141,8 +141,9 @@ class Cluster:
         self.stats.membership_total.value = len(self._hosts)
         self.stats.membership_healthy.value = sum(1 for h in self._hosts if h.healthy)
 
-    def _usable_hosts(self) -> tuple[list[Host], bool]:
-        """The hosts to balance over, and whether that is panic mode."""
+    def usable_hosts(self) -> tuple[list[Host], bool]:
+        """The hosts to balance over (the ones the load balancer may pick), and whether
+        that is panic mode."""
         hosts = self._hosts
         healthy = [h for h in hosts if h.healthy]
         # Envoy's panic mode: with too few healthy hosts, spreading load over all of them
@@ -152,7 +153,7 @@ class Cluster:
         return (hosts if panic else healthy), panic
 
     def _rebuild_load_balancer(self) -> None:
-        usable, self._panic = self._usable_hosts()
+        usable, self._panic = self.usable_hosts()
         self._lb = create_load_balancer(self.config, usable, self._hosts, self._lb)
         self._built_for = self._changes
 
@@ -193,6 +194,16 @@ class Cluster:
         if self._panic:
             self.stats.lb_healthy_panic.inc()
         return host
+
+    def hash_pick(self, hash_key: int) -> Host | None:
+        """The host a ring_hash or maglev balancer gives `hash_key` now (None for the
+        other policies): for /explain, which must not advance a rotation nor count a panic
+        the way `choose_host` does."""
+        if self.config.lb_policy not in _TABLE_POLICIES:
+            return None
+        if isinstance(self._lb, NoHosts) and self._built_for < self._changes:
+            self._rebuild_load_balancer()  # no request built the first table yet
+        return self._lb.choose(hash_key)
 
     # -- DNS -----------------------------------------------------------------------------
 

@@ -18,7 +18,11 @@ import trio
 
 from gateway.clusters.manager import ClusterManager
 from gateway.config.load import structure_filter_config
-from gateway.config.model import GatewayConfig, HttpConnectionManagerConfig
+from gateway.config.model import (
+    GatewayConfig,
+    HttpConnectionManagerConfig,
+    HttpConnectionManagerOptions,
+)
 from gateway.errors import DownstreamDisconnect, StreamCancelled, StreamIdleTimeout
 from gateway.http.active_stream import ActiveStream, BodyItem, ResponseEncoder
 from gateway.http.conn_h1 import Http1Connection
@@ -37,7 +41,7 @@ from gateway.observability.stream_info import StreamInfo
 from gateway.observability.tasktree import annotate
 from gateway.protocol.events import RequestHeaders
 from gateway.protocol.headers import LocalReply, RequestHead, strip_hop_by_hop
-from gateway.protocol.path_normalization import InvalidPath, normalize
+from gateway.protocol.path_normalization import InvalidPath, NormalizedPath, normalize
 from gateway.router.route_table import RouteEntry, RouteTable, RouteTables
 from gateway.router.router import RouterFilter
 from gateway.server.state import ServerState
@@ -92,7 +96,9 @@ class HttpConnectionManager:
         names = self.config.virtual_hosts
         table = route_tables.get(tuple(names))
         self.route_table = table if table is not None else RouteTable(names, config)
-        self._filter_factories = self._build_filter_factories(config, self._store, self._server)
+        self._filter_factories, self._filter_names = self._build_filter_factories(
+            config, self._store, self._server
+        )
         self.route_stats = (
             {e.name: RouteStats.create(self._store, e.name) for e in self.route_table.entries()}
             if self.config.per_route_stats
@@ -101,12 +107,12 @@ class HttpConnectionManager:
 
     def _build_filter_factories(
         self, config: GatewayConfig, store: StatsStore, server: ServerState
-    ) -> dict[str | None, list[HttpFilterFactory]]:
+    ) -> tuple[dict[str | None, list[HttpFilterFactory]], dict[str | None, list[str]]]:
         """The filter chain for each route (key: route name; None when no route matched):
         the listener's filters, minus those a route or its virtual host disables, with the
         config a route or virtual host overrides. A filter type built per route gets its
         factory made for each route, and is left out where it says it has nothing to do.
-        Built once, at start."""
+        And the names of the filters in each chain, for /explain. Built once, at start."""
 
         def factory(
             name: str, filter_config: object, route: RouteEntry | None
@@ -128,12 +134,13 @@ class HttpConnectionManager:
         chains: dict[str | None, list[HttpFilterFactory]] = {
             None: [f for f in base.values() if f is not None]
         }
+        chain_names: dict[str | None, list[str]] = {None: [n for n in names if base[n]]}
         for entry in self.route_table.entries():
             chain = []
+            chain_names[entry.name] = []
             for name in names:
-                override = entry.config.http_filters.get(name) or (
-                    entry.virtual_host.http_filters.get(name)
-                )
+                found = entry.filter_override(name)
+                override = found[0] if found is not None else None
                 made: HttpFilterFactory | None
                 if override is None:
                     own = config.http_filters[name].config
@@ -148,11 +155,16 @@ class HttpConnectionManager:
                     )
                 if made is not None:
                     chain.append(made)
+                    chain_names[entry.name].append(name)
             chains[entry.name] = chain
-        return chains
+        return chains, chain_names
 
     def filters_for(self, route: RouteEntry | None) -> list[HttpFilterFactory]:
         return self._filter_factories[route.name if route is not None else None]
+
+    def filter_names_for(self, route: RouteEntry | None) -> list[str]:
+        """The `[http_filters.*]` names in `filters_for(route)`, in order."""
+        return self._filter_names[route.name if route is not None else None]
 
     async def handle_connection(self, stream: ByteStream, conn_info: ConnectionInfo) -> None:
         peer = conn_info.peer
@@ -241,12 +253,7 @@ class HttpConnectionManager:
             path=head.path,
             authority=head.authority or "-",
         )
-        # Hop-by-hop headers go where the request enters, before the gateway adds its own:
-        # `Connection: x-forwarded-for` must not remove the x-forwarded-for made below, nor
-        # a header a filter sets.
-        strip_hop_by_hop(head.headers)
-        _edge_headers(head, info, peer.rpartition(":")[0].strip("[]"))
-        _propagate_trace(head, info)
+        mutate_request_headers(head, info, peer.rpartition(":")[0].strip("[]"))
         self.stats.downstream_rq_total.inc()
         stream = ActiveStream(self, encoder, head, info, body)
         stream.early_reply = early_reply
@@ -255,14 +262,8 @@ class HttpConnectionManager:
     def _normalize_path(self, head: RequestHead) -> LocalReply | None:
         """Normalises the request's path in place (an origin-form one: not CONNECT's
         authority, nor `*`); a reply if the request must not go on."""
-        config = self.config
         try:
-            normalized = normalize(
-                head.path,
-                normalize_path=config.normalize_path,
-                merge_slashes=config.merge_slashes,
-                escaped_slashes=config.path_with_escaped_slashes_action,
-            )
+            normalized = normalize_request_path(self.config, head.path)
         except InvalidPath as exc:
             self.stats.downstream_rq_failed_path_normalization.inc()
             return LocalReply(400, str(exc), response_flag="DPE")
@@ -356,6 +357,27 @@ class OperatorCancel:
     def cancel(self) -> None:
         self.called = True
         self.scope.cancel()
+
+
+def normalize_request_path(config: HttpConnectionManagerOptions, path: str) -> NormalizedPath:
+    """The path as the listener's normalisation settings make it (Envoy's
+    maybeNormalizePath); InvalidPath (400) if it cannot be."""
+    return normalize(
+        path,
+        normalize_path=config.normalize_path,
+        merge_slashes=config.merge_slashes,
+        escaped_slashes=config.path_with_escaped_slashes_action,
+    )
+
+
+def mutate_request_headers(head: RequestHead, info: StreamInfo, peer_ip: str) -> None:
+    """What the HCM does to every request's headers where it enters, before the filters
+    and the route match (Envoy's mutateRequestHeaders). Hop-by-hop headers go first, before
+    the gateway adds its own: `Connection: x-forwarded-for` must not remove the
+    x-forwarded-for made here, nor a header a filter sets."""
+    strip_hop_by_hop(head.headers)
+    _edge_headers(head, info, peer_ip)
+    _propagate_trace(head, info)
 
 
 #: W3C trace context (traceparent): version-traceid-parentid-flags, lowercase hex.

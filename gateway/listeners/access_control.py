@@ -27,11 +27,14 @@ class RbacFilter:
         scope = store.scope(f"{stat_prefix}.rbac", "rbac", {"envoy_rbac_prefix": stat_prefix})
         self.stats = create_stats(RbacStats, scope)
 
+    def allows(self, source_ip: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
+        matched = any(source_ip in network for network in self._networks)
+        return matched == self._allow
+
     async def on_new_connection(
         self, stream: ByteStream, info: ConnectionInfo, next_filter: NextFilter
     ) -> None:
-        matched = any(info.source_ip in network for network in self._networks)
-        if matched != self._allow:
+        if not self.allows(info.source_ip):
             self.stats.denied.inc()
             return
         self.stats.allowed.inc()
@@ -48,7 +51,7 @@ class ConnectionLimitFilter:
     """Envoy's connection_limit: stats under `connection_limit.PREFIX.*`."""
 
     def __init__(self, config: ConnectionLimit, stat_prefix: str, store: StatsStore) -> None:
-        self._max = config.max_connections
+        self.max_connections = config.max_connections
         scope = store.scope(
             f"connection_limit.{stat_prefix}",
             "connection_limit",
@@ -60,7 +63,7 @@ class ConnectionLimitFilter:
         self, stream: ByteStream, info: ConnectionInfo, next_filter: NextFilter
     ) -> None:
         active = self.stats.active_connections
-        if active.value >= self._max:
+        if active.value >= self.max_connections:
             self.stats.limited_connections.inc()
             return
         active.inc()

@@ -9,7 +9,8 @@ Choosing is Envoy's filter_chain_match: the criteria are taken in a fixed order
 address) and each narrows the candidates to those that match it most specifically; a
 chain that does not set a criterion matches it least specifically of all. So an exact
 server name beats `*.example.com`, which beats a chain with no server names, and a chain
-that names other servers drops out. `select` is pure: no sockets, no clock.
+that names other servers drops out. `select` is pure: no sockets, no clock. Given a list,
+it also notes each chain it drops and at which criterion, for /explain.
 """
 
 import ipaddress
@@ -101,26 +102,46 @@ def _source_score(m: FilterChainMatch, info: ConnectionInfo) -> Score:
     return (1, max(lengths)) if lengths else None
 
 
-_CRITERIA: tuple[Callable[[FilterChainMatch, ConnectionInfo], Score], ...] = (
-    _port_score,
-    _server_name_score,
-    _transport_score,
-    _alpn_score,
-    _source_score,
+#: Each criterion by its filter_chain_match field, in the order they narrow the chains.
+_CRITERIA: tuple[tuple[str, Callable[[FilterChainMatch, ConnectionInfo], Score]], ...] = (
+    ("destination_port", _port_score),
+    ("server_names", _server_name_score),
+    ("transport_protocol", _transport_score),
+    ("application_protocols", _alpn_score),
+    ("source_prefix_ranges", _source_score),
 )
 
 
-def select(chains: Sequence[FilterChain], info: ConnectionInfo) -> FilterChain | None:
+@attrs.frozen
+class Dropped:
+    """A chain `select` left out: at which criterion, and whether it did not match it at
+    all or another chain matched it more specifically (or, `criterion` "tie", as well:
+    the first listed wins)."""
+
+    chain: FilterChain
+    criterion: str
+    matched: bool
+
+
+def select(
+    chains: Sequence[FilterChain], info: ConnectionInfo, dropped: list[Dropped] | None = None
+) -> FilterChain | None:
     """The most specific chain matching the connection, or None. Validation refuses
     chains with equal matches; of chains that tie anyway (overlapping lists), the first
-    listed wins."""
+    listed wins. Each chain left out is appended to `dropped`, if given."""
     candidates = list(chains)
-    for criterion in _CRITERIA:
+    for name, criterion in _CRITERIA:
         scored = [(criterion(c.match, info), c) for c in candidates]
         best = max((s for s, _ in scored if s is not None), default=None)
+        if dropped is not None:
+            dropped += [
+                Dropped(c, name, s is not None) for s, c in scored if s is None or s != best
+            ]
         if best is None:
             return None
         candidates = [c for s, c in scored if s == best]
+    if dropped is not None:
+        dropped += [Dropped(c, "tie", True) for c in candidates[1:]]
     return candidates[0]
 
 
@@ -136,7 +157,7 @@ def needs_inspection(chains: Sequence[FilterChain]) -> bool:
     )
 
 
-class _HcmFilter:
+class HcmFilter:
     """The HTTP connection manager as a (terminal) network filter."""
 
     def __init__(self, manager: HttpConnectionManager) -> None:
@@ -184,7 +205,7 @@ class ChainBuilder:
         for i, filter_config in enumerate(chain.filters):
             at = where if implicit else f"{where}.filters[{i}]"
             network_filter = self._filter(filter_config, at)
-            if isinstance(network_filter, _HcmFilter):
+            if isinstance(network_filter, HcmFilter):
                 managers.append(network_filter.manager)
             filters.append(network_filter)
         return FilterChain(name, chain.filter_chain_match, tls, filters, managers)
@@ -208,7 +229,7 @@ class ChainBuilder:
                 self.server,
                 self.route_tables,
             )
-            return _HcmFilter(manager)
+            return HcmFilter(manager)
         if isinstance(config, TcpProxy):
             return TcpProxyFilter(config, prefix, self.clusters, self.store)
         if isinstance(config, NetworkRbac):

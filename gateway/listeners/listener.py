@@ -110,7 +110,8 @@ class Listener:
         self._overload = builder.server.overload
         self.chains, self.default_chain = build_filter_chains(builder, config)
         everything = [*self.chains, *([self.default_chain] if self.default_chain else [])]
-        self._inspect = needs_inspection(everything)
+        #: Whether the TLS inspector peeks at each ClientHello (SNI, ALPN) before the match.
+        self.inspects_client_hello = needs_inspection(everything)
         self._managers = [m for chain in everything for m in chain.managers]
         #: Opened while building the chains' HTTP connection managers.
         self.access_logs: list[AccessLogger] = builder.access_logs
@@ -310,7 +311,7 @@ class Listener:
     ) -> FilterChain | None:
         """Reads what matching needs (the ClientHello, peeked), then picks the chain;
         None (counted) if the client went quiet or no chain matches."""
-        if self._inspect:
+        if self.inspects_client_hello:
             with trio.move_on_after(self.config.listener_filters_timeout):
                 try:
                     hello = await tls_inspector.inspect(stream.socket)

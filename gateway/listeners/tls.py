@@ -92,15 +92,24 @@ class TlsTerminator:
 
     def context_for(self, server_name: str | None) -> ssl.SSLContext:
         """The context of the certificate for this SNI: exact name, wildcard, first."""
+        return self._certificates[self.certificate_for(server_name)][0]
+
+    def certificate_for(self, server_name: str | None) -> int:
+        """The index in `certificates` of the one this SNI gets: exact name, wildcard,
+        first."""
         if server_name:
             for wildcard in (False, True):
-                for context, names in self._certificates:
+                for index, (_, names) in enumerate(self._certificates):
                     for pattern in names:
                         if pattern.startswith("*.") == wildcard and _name_matches(
                             pattern, server_name
                         ):
-                            return context
-        return self._certificates[0][0]
+                            return index
+        return 0
+
+    def certificate_names(self, index: int) -> list[str]:
+        """The DNS names of certificate `index` (its SANs, else its CN)."""
+        return self._certificates[index][1]
 
     async def handshake(
         self, stream: ByteStream, server_name: str | None

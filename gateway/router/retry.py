@@ -116,6 +116,13 @@ class BufferedBodyReader:
         return chunk
 
 
+def may_repeat(policy: RetryPolicy, method: str, is_grpc: bool) -> bool:
+    """Whether a request may be sent again after the upstream may have acted on it (a
+    reset, a timeout, a retriable answer); if not, only failures it cannot have seen
+    (connect-failure, refused-stream) are retried."""
+    return is_grpc or method in IDEMPOTENT_METHODS or policy.retry_non_idempotent
+
+
 class RetryState:
     """One request's retries: what is left of the budget and which hosts were tried."""
 
@@ -131,7 +138,7 @@ class RetryState:
         self._conditions = frozenset(policy.retry_on)
         self._cluster = cluster
         self._is_grpc = is_grpc
-        self._may_repeat = is_grpc or method in IDEMPOTENT_METHODS or policy.retry_non_idempotent
+        self._may_repeat = may_repeat(policy, method, is_grpc)
         self.body = body
         self.attempt = 1
         self.tried: tuple[Host, ...] = ()

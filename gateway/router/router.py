@@ -17,6 +17,7 @@ import contextlib
 import math
 import os
 import time
+from collections.abc import Sequence
 from http.cookies import SimpleCookie
 from typing import Protocol
 
@@ -29,7 +30,13 @@ from gateway.clusters.load_balancer import combine_hashes
 from gateway.clusters.manager import ClusterManager
 from gateway.clusters.upstream import UpstreamStream
 from gateway.clusters.upstream_h1 import UpstreamConnection
-from gateway.config.model import HashPolicy, HttpConnectionManagerConfig, Redirect, Route
+from gateway.config.model import (
+    HashPolicy,
+    HttpConnectionManagerConfig,
+    HttpConnectionManagerOptions,
+    Redirect,
+    Route,
+)
 from gateway.errors import (
     GatewayError,
     NoHealthyUpstream,
@@ -121,11 +128,11 @@ def redirect_location(redirect: Redirect, route: Route, request: RequestHead) ->
     return f"{scheme}://{host}{path}"
 
 
-def prepare_upstream_request(stream: DownstreamStream, entry: RouteEntry) -> None:
+def prepare_upstream_request(request: RequestHead, entry: RouteEntry) -> None:
     """Rewrites the request for the upstream: path and host rewrites and configured header
     mutations (hop-by-hop headers left when the request entered). Framing is the upstream
     codec's business."""
-    request, route, vhost = stream.request, entry.config, entry.virtual_host
+    route, vhost = entry.config, entry.virtual_host
     if route.prefix_rewrite is not None and route.match.prefix is not None:
         request.headers.set("x-envoy-original-path", request.path)
         request.path = route.prefix_rewrite + request.path[len(route.match.prefix) :]
@@ -139,6 +146,11 @@ def prepare_upstream_request(stream: DownstreamStream, entry: RouteEntry) -> Non
     headers.remove("expect")
     mutate_request(headers, vhost)
     mutate_request(headers, route)
+
+
+def allowed_upgrades(route: Route, listener: HttpConnectionManagerOptions) -> Sequence[str]:
+    """The upgrades ("websocket") a route tunnels: its own list, else its listener's."""
+    return route.upgrade if route.upgrade is not None else listener.upgrade
 
 
 def upgrade_request(request: RequestHead) -> None:
@@ -157,10 +169,9 @@ def upgrade_request(request: RequestHead) -> None:
             headers.set("sec-websocket-key", base64.b64encode(os.urandom(16)).decode())
 
 
-def request_hash(policies: list[HashPolicy], stream: DownstreamStream) -> int | None:
+def request_hash(policies: list[HashPolicy], headers: HeaderMap, downstream_ip: str) -> int | None:
     """The request's hash for ring_hash and maglev, from the route's hash policies."""
     values: list[bytes] = []
-    headers = stream.request.headers
     for policy in policies:
         value: str | None
         if policy.header is not None:
@@ -170,7 +181,7 @@ def request_hash(policies: list[HashPolicy], stream: DownstreamStream) -> int | 
             morsel = cookies.get(policy.cookie)
             value = morsel.value if morsel is not None else None
         else:
-            value = stream.info.downstream_ip
+            value = downstream_ip
         if value is not None:
             values.append(value.encode())
             if policy.terminal:
@@ -178,12 +189,12 @@ def request_hash(policies: list[HashPolicy], stream: DownstreamStream) -> int | 
     return combine_hashes(values)
 
 
-def upstream_timeout(stream: DownstreamStream, route: Route) -> float:
+def upstream_timeout(route: Route, request: RequestHead, is_grpc: bool) -> float:
     """The budget for the upstream exchange: the route timeout, or for gRPC the smaller of
     it and the client's grpc-timeout (capped by the route's max_grpc_timeout)."""
     timeout = route.timeout or math.inf
-    if stream.is_grpc:
-        client = grpc.parse_timeout(stream.request.headers.get("grpc-timeout"))
+    if is_grpc:
+        client = grpc.parse_timeout(request.headers.get("grpc-timeout"))
         if client is not None:
             if route.max_grpc_timeout:  # "0s" means no cap, as in Envoy
                 client = min(client, route.max_grpc_timeout)
@@ -250,8 +261,8 @@ class RouterFilter:
             return
         tunnel = self._accepts_upgrade(stream, entry)
         cluster = self._clusters.get(stream.info.cluster_name)
-        prepare_upstream_request(stream, entry)
-        deadline = trio.current_time() + upstream_timeout(stream, route)
+        prepare_upstream_request(stream.request, entry)
+        deadline = trio.current_time() + upstream_timeout(route, stream.request, stream.is_grpc)
         await self._forward(stream, cluster, entry, deadline, tunnel)
 
     def _accepts_upgrade(self, stream: DownstreamStream, entry: RouteEntry) -> bool:
@@ -261,8 +272,7 @@ class RouterFilter:
         if request.upgrade is None:
             return False
         listener = self._listener
-        allowed = entry.config.upgrade if entry.config.upgrade is not None else listener.upgrade
-        if request.upgrade in allowed:
+        if request.upgrade in allowed_upgrades(entry.config, listener):
             return True
         if request.http_version == "2" or listener.upgrade_not_allowed == "reject":
             raise UpgradeRejected()  # an extended CONNECT has no ordinary meaning to forward
@@ -299,7 +309,11 @@ class RouterFilter:
         the route timeout (`deadline`)."""
         route = entry.config
         retry = self._retry_state(stream, cluster, route) if not tunnel else None
-        hash_key = request_hash(route.hash_policy, stream) if route.hash_policy else None
+        hash_key = (
+            request_hash(route.hash_policy, stream.request.headers, stream.info.downstream_ip)
+            if route.hash_policy
+            else None
+        )
         status = 0
         host: Host | None = None
         try:

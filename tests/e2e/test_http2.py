@@ -40,6 +40,23 @@ async def test_h2c_client_to_http1_upstream(nursery):
         assert gw.stats.value("http.edge.downstream_cx_http2_total") == 1
 
 
+async def test_an_h2c_clients_scheme_does_not_make_it_https(nursery):
+    """x-forwarded-proto is the connection's scheme (docs/configuration.md, edge headers):
+    `:scheme https` and an `x-forwarded-proto: https` of its own on a cleartext connection
+    still reach the upstream as `http`."""
+    up = await start_upstream(nursery)
+    async with run_gateway(proxy_config(up.port)) as gw:
+        client = await RawH2Client.connect(gw.listener_ports["edge"])
+        stream_id = client.conn.get_next_available_stream_id()
+        head = [(":method", "GET"), (":scheme", "https"), (":authority", "x"), (":path", "/")]
+        client.conn.send_headers(
+            stream_id, [*head, ("x-forwarded-proto", "https")], end_stream=True
+        )
+        await client.flush()
+        await client.read_until(lambda e: isinstance(e, h2.events.StreamEnded))
+        assert up.requests[-1].headers["x-forwarded-proto"] == "http"
+
+
 async def test_streams_are_multiplexed_on_one_connection(nursery):
     up = await start_upstream(nursery)
     async with run_gateway(proxy_config(up.port)) as gw, h2_client() as client:

@@ -162,3 +162,16 @@ async def test_http2_over_tls_to_the_upstream_says_https(pki, nursery):
     ):
         assert (await client.get(url(gw, "/"))).text == "ok"
     assert seen == [("2", "https")]
+
+
+async def test_health_checks_speak_the_clusters_tls(pki, nursery, tmp_path):
+    """Probes go over the cluster's TLS, as requests do (docs/configuration.md, health
+    checks): a TLS-only upstream passes an http check with the right CA, and fails it with
+    a CA that does not know its certificate."""
+    _, port = await start_https_upstream(nursery, pki.issue("api.internal"))
+    check = {"type": "http", "path": "/", "interval": "10s", "timeout": "2s"}
+    for ca, healthy in ((pki.ca_file, 1), (Pki(tmp_path).ca_file, 0)):
+        tls = {"sni": "api.internal", "trusted_ca": ca}
+        async with run_gateway(cluster_config(port, tls, health_checks=[check])) as gw:
+            assert gw.stats.value("cluster.secure.membership_healthy") == healthy
+            assert gw.stats.value("cluster.secure.health_check.success") == healthy

@@ -9,7 +9,7 @@ import pytest
 from gateway.config import loads_config
 from gateway.config.model import FilterChainMatch
 from gateway.errors import ConfigError
-from gateway.listeners.filter_chain import FilterChain, select
+from gateway.listeners.filter_chain import Dropped, FilterChain, select
 from gateway.listeners.network_filter import ConnectionInfo
 from gateway.listeners.tls import format_subject
 from gateway.listeners.tls_inspector import PEEK_SIZE, ClientHello, Peek, parse_client_hello
@@ -183,6 +183,34 @@ def test_most_specific_chain_wins():
     )
     # A name-only chain set without a catch-all: other names match nothing.
     assert select(chains[3:4], info(server_name="www.example.com")) is None
+
+
+def test_select_notes_each_chain_it_drops_and_where():
+    """What /explain says of the chains not chosen: at which criterion each dropped out,
+    and whether it did not match or another matched it more specifically."""
+    chains = [
+        chain("port", destination_port=8443),
+        chain("wild", server_names=["*.example.com"]),
+        chain("exact", server_names=["api.example.com"]),
+        chain("h2", server_names=["api.example.com"], application_protocols=["h2"]),
+        chain("twin", server_names=["api.example.com"], application_protocols=["h2", "h3"]),
+    ]
+    dropped: list[Dropped] = []
+    found = select(
+        chains, info(server_name="api.example.com", application_protocols=("h2",)), dropped
+    )
+    assert found is not None and found.name == "h2"
+    assert [(d.chain.name, d.criterion, d.matched) for d in dropped] == [
+        ("port", "destination_port", False),
+        ("wild", "server_names", True),
+        ("exact", "application_protocols", True),
+        ("twin", "tie", True),
+    ]
+    dropped.clear()
+    assert select(chains[2:3], info(server_name="www.example.com"), dropped) is None
+    assert [(d.chain.name, d.criterion, d.matched) for d in dropped] == [
+        ("exact", "server_names", False)
+    ]
 
 
 def test_subject_is_rfc4514_most_specific_first():
