@@ -10,7 +10,7 @@ Order: decode hooks run in configured order on the way to the router; encode hoo
 reverse order on the way back, as in Envoy.
 """
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Protocol
 
 import attrs
@@ -86,6 +86,8 @@ class HttpFilterType:
     name: str
     config_class: type
     create_factory: Callable[[object, FilterContext], HttpFilterFactory]
+    #: What each of the counters it makes in its scope means (Prometheus' HELP).
+    stats: Mapping[str, str] = attrs.field(factory=dict)
 
 
 def overrides(cls: type[HttpFilter], hook: str) -> bool:

@@ -120,4 +120,13 @@ def create_factory(config: object, context: FilterContext) -> HttpFilterFactory:
     return factory
 
 
-FILTER_TYPE = HttpFilterType("ext_authz", ExtAuthzConfig, create_factory)
+FILTER_TYPE = HttpFilterType(
+    "ext_authz",
+    ExtAuthzConfig,
+    create_factory,
+    stats={
+        "ok": "requests the authorization service allowed",
+        "denied": "requests it denied",
+        "error": "checks that got no answer",
+    },
+)
