@@ -12,6 +12,7 @@ import trio
 
 from gateway.config import GatewayConfig, load_config
 from gateway.errors import ConfigError, StartupError
+from gateway.observability.log_format import setup_logging, use_log_format
 from gateway.server.reload import reload_from_file
 from gateway.server.run import open_gateway
 
@@ -111,11 +112,7 @@ def main(argv: list[str] | None = None) -> None:
     )
     args = parser.parse_args(argv)
 
-    logging.basicConfig(
-        level=getattr(args, "log_level", "info").upper(),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
+    setup_logging(getattr(args, "log_level", "info"))
     if args.command == "validate":
         config = _load(args.config)
         if config.dynamic.path is not None:  # the xDS resources are part of the config
@@ -152,6 +149,7 @@ def main(argv: list[str] | None = None) -> None:
             raise SystemExit(1) from None
     elif args.command in ("serve", "_worker"):
         config = _load(args.config)
+        use_log_format(config.server.log_format)
         _tune_gc()
         from gateway.server.supervisor import worker_count
         from gateway.server.workers import run_worker, serve_supervised

@@ -287,7 +287,7 @@ class Supervisor:
             "--ports",
             json.dumps(self.ports),
             "--log-level",
-            logging.getLevelName(logging.getLogger().level).lower(),
+            logging.getLevelName(logging.getLogger("gateway").getEffectiveLevel()).lower(),
         ]
         # A session of its own: a terminal's Ctrl-C reaches the supervisor, which stops
         # the workers in order, rather than every worker at once.
