@@ -4,14 +4,14 @@ histograms as their samples.
 
 Stats come from one or more sources, each a list of `StatsStore.export()` rows: the
 gateway's own store, or with worker processes the supervisor's and each worker's (the
-supervisor flushes what /stats adds up; see docs/operations.md). A counter's increase is
-taken per source, so a worker that restarts (its counters back at 0) does not make the
-sum go backwards, and added up. As Envoy sends only the stats that were ever used, a
-counter or gauge is sent once it has been non-zero: from then on every flush carries it,
-0 included (a gauge back at 0 must say so; a receiver keeps a gauge's last value).
+supervisor flushes what /stats adds up; docs/architecture.md, "Stats"). A counter's
+increase is taken per source, then added up, so a worker that restarts (its counters back
+at 0) does not make the sum go backwards. As Envoy sends only the stats that were ever
+used, a counter or gauge is sent once it has been non-zero: from then on every flush
+carries it, 0 included (a gauge back at 0 must say so; a receiver keeps a gauge's last
+value).
 """
 
-import logging
 from collections.abc import Collection, Iterable, Iterator
 from typing import Any
 
@@ -21,8 +21,6 @@ from gateway.observability.stats import Counter, Gauge, Histogram, SampledHistog
 from gateway.observability.stats_sink import UdpSink
 from gateway.observability.statsd import StatsdFormat
 from gateway.observability.tasktree import annotate
-
-log = logging.getLogger("gateway.stats")
 
 #: Export rows (StatsStore.export), named by where they came from.
 Source = tuple[str, list[dict[str, Any]]]

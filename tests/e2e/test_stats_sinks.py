@@ -185,11 +185,11 @@ async def test_with_workers_the_supervisor_sends_the_sums_and_each_worker_its_sa
     rq_total = "envoy.http.edge.downstream_rq_total"
     async with serving(path, "gateway.workers: gateway started") as served:
         target = f"http://127.0.0.1:{served.port}/a"
-        for _ in range(40):  # a connection each: the kernel spreads them over the workers
+        for _ in range(24):  # a connection each: the kernel spreads them over the workers
             await _get(target, 1)
-        await receiver.until(lambda: sum(receiver.values(rq_total, "c")) == 40, timeout=10)
+        await receiver.until(lambda: sum(receiver.values(rq_total, "c")) == 24, timeout=10)
         samples = "envoy.http.edge.downstream_rq_time"
-        await receiver.until(lambda: len(receiver.values(samples, "ms")) == 40, timeout=10)
+        await receiver.until(lambda: len(receiver.values(samples, "ms")) == 24, timeout=10)
         workers = "envoy.server.workers_active"
         await receiver.until(lambda: receiver.values(workers, "g")[-1:] == [2])
         # One host per worker: the gauges are the workers' added up.
