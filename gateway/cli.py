@@ -20,6 +20,7 @@ import trio
 from gateway.config import GatewayConfig, load_config
 from gateway.config.load import parse_address
 from gateway.errors import ConfigError, StartupError
+from gateway.observability.log_format import setup_logging, use_log_format
 from gateway.server.reload import reload_from_file
 from gateway.server.run import open_gateway
 from gateway.version import gateway_version
@@ -167,11 +168,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
 
-    logging.basicConfig(
-        level=getattr(args, "log_level", "info").upper(),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
+    setup_logging(getattr(args, "log_level", "info"))
     if args.command == "validate":
         config = _load(args.config)
         if config.dynamic.path is not None:  # the xDS resources are part of the config
@@ -218,6 +215,7 @@ def main(argv: list[str] | None = None) -> None:
             _fail("explain", f"cannot reach the admin at {admin}: {exc}")
     elif args.command in ("serve", "_worker"):
         config = _load(args.config)
+        use_log_format(config.server.log_format)
         _tune_gc()
         from gateway.server.supervisor import worker_count
         from gateway.server.workers import run_worker, serve_supervised

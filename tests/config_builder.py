@@ -96,6 +96,12 @@ class ConfigBuilder:
         """`[http_filters.NAME]`: the filter's `type` and its own keys."""
         return self.table("http_filters", name, type=type, **config)
 
+    def stats_sink(self, type: str, port: int, **keys: Any) -> Table:
+        """Appends a `[[stats_sinks]]` entry sending to `port` on loopback."""
+        sink = {"type": type, "address": local(port), **keys}
+        self.tables.setdefault("stats_sinks", []).append(sink)
+        return sink
+
     def toml(self) -> str:
         return tomli_w.dumps(self.tables)
 

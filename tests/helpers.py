@@ -404,11 +404,13 @@ class Served:
 
 
 @asynccontextmanager
-async def serving(config: Path, started: str = "gateway started") -> AsyncIterator[Served]:
-    """Runs `gateway serve CONFIG` until the log says `started`; on the way out stops it
-    (SIGTERM: a drain; then SIGKILL if it hangs)."""
+async def serving(
+    config: Path, started: str = "gateway started", *options: str
+) -> AsyncIterator[Served]:
+    """Runs `gateway serve CONFIG [OPTIONS]` until the log says `started`; on the way out
+    stops it (SIGTERM: a drain; then SIGKILL if it hangs)."""
     process = await trio.lowlevel.open_process(
-        [sys.executable, "-m", "gateway", "serve", str(config)], stderr=subprocess.PIPE
+        [sys.executable, "-m", "gateway", "serve", str(config), *options], stderr=subprocess.PIPE
     )
     try:
         served = Served(process, "", b"")

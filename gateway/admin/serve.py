@@ -13,7 +13,7 @@ from gateway.admin.history import StatsHistory
 from gateway.admin.origin import SameOriginOnly
 from gateway.config.model import Admin, is_loopback
 from gateway.errors import StartupError
-from gateway.observability.stats import StatsStore
+from gateway.observability.stats import StatsStore, describe
 from gateway.observability.tasktree import annotate
 from gateway.server.gateway import Gateway
 
@@ -21,6 +21,11 @@ log = logging.getLogger("gateway.admin")
 
 #: How long the admin server has, at shutdown, to finish the answers it is writing.
 _ADMIN_GRACE = 0.2
+
+describe(
+    "admin",
+    {"rq_refused": "Admin requests refused (403) as another site's, or naming a DNS host."},
+)
 
 
 async def serve_admin(

@@ -128,9 +128,8 @@ class SupervisorAdminApp:
     async def _merged_stats(self) -> StatsStore:
         store = StatsStore()
         store.merge(self._supervisor.store.export())
-        for _, port in self._ports():
-            _, _, body = await worker_request(port, "GET", "/stats?format=raw")
-            store.merge(json.loads(body))
+        for _, rows in await self._supervisor.worker_stats():
+            store.merge(rows)
         return store
 
     async def _histories(self) -> list[dict[str, Any]]:

@@ -3,7 +3,22 @@ ResourceManager). Code that takes a resource checks `can_create()` first and ove
 once if not, so load beyond a limit is shed with a 503 instead of queueing without bound."""
 
 from gateway.config.model import CircuitBreakers
-from gateway.observability.stats import Gauge, Scope
+from gateway.observability.stats import Gauge, Scope, describe
+
+#: The counted resources: (stat name part, limit).
+_RESOURCES = (
+    ("cx", "max_connections"),
+    ("rq_pending", "max_pending_requests"),
+    ("rq", "max_requests"),
+    ("rq_retry", "max_retries"),
+)
+describe(
+    "cluster.circuit_breakers.default",
+    {
+        **{f"{name}_open": f"1 while {limit} is reached, else 0." for name, limit in _RESOURCES},
+        **{f"remaining_{name}": f"How much of {limit} is left." for name, limit in _RESOURCES},
+    },
+)
 
 
 class Resource:

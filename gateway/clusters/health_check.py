@@ -27,7 +27,7 @@ from gateway.config.model import Cluster, HealthCheck
 from gateway.errors import GatewayError, UpstreamReset
 from gateway.io.byte_stream import ByteStream
 from gateway.io.trio_util import RECEIVE_SIZE
-from gateway.observability.stats import Counter, Scope, create_stats
+from gateway.observability.stats import Counter, Scope, create_stats, describe
 from gateway.observability.tasktree import annotate
 from gateway.protocol import grpc
 from gateway.protocol.events import ResponseHeaders
@@ -54,6 +54,18 @@ class HealthCheckStats:
     @classmethod
     def create(cls, scope: Scope) -> "HealthCheckStats":
         return create_stats(cls, scope.child("health_check"))
+
+
+describe(
+    "cluster.health_check",
+    {
+        "attempt": "Health check probes started.",
+        "success": "Probes passed.",
+        "failure": "Probes failed, for any reason.",
+        "network_failure": "Probes that could not connect or lost their connection.",
+        "changed": "Hosts that changed from healthy to unhealthy or back.",
+    },
+)
 
 
 class ProbeFailed(Exception):

@@ -15,7 +15,7 @@ import trio
 
 from gateway.clusters.host import HealthFlag, Host, HostSet
 from gateway.config.model import OutlierDetection
-from gateway.observability.stats import Counter, Gauge, Scope, create_stats
+from gateway.observability.stats import Counter, Gauge, Scope, create_stats, describe
 from gateway.observability.tasktree import annotate
 
 log = logging.getLogger("gateway.outlier_detection")
@@ -34,6 +34,23 @@ class OutlierStats:
     ejections_enforced_consecutive_5xx: Counter
     ejections_detected_consecutive_gateway_failure: Counter
     ejections_enforced_consecutive_gateway_failure: Counter
+
+
+describe(
+    "cluster.outlier_detection",
+    {
+        "ejections_active": "Hosts ejected now.",
+        "ejections_total": "Ejections made.",
+        "ejections_enforced_total": "Ejections made (as ejections_total).",
+        "ejections_overflow": "Ejections not made: max_ejection_percent were out.",
+        "ejections_detected_consecutive_5xx": "Hosts whose run of 5xx reached consecutive_5xx.",
+        "ejections_enforced_consecutive_5xx": "Hosts ejected for consecutive 5xx.",
+        "ejections_detected_consecutive_gateway_failure": "Hosts whose run of gateway "
+        "failures reached consecutive_gateway_failure.",
+        "ejections_enforced_consecutive_gateway_failure": "Hosts ejected for consecutive "
+        "gateway failures.",
+    },
+)
 
 
 class OutlierDetector:

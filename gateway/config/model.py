@@ -174,6 +174,53 @@ class Server:
     workers: int | Literal["auto"] = "auto"
     #: Reload when the config file changes (checked every second), as on SIGHUP.
     watch: bool = False
+    #: How often stats go to the `[[stats_sinks]]` (Envoy's bootstrap stats_flush_interval:
+    #: it sits here with histogram_buckets, the other process-wide stats setting).
+    stats_flush_interval: Duration = attrs.field(
+        default=Duration(5.0), validator=at_least(MIN_PERIOD)
+    )
+    #: The application log's format on stderr: "text" lines, or one JSON object a line.
+    log_format: Literal["text", "json"] = "text"
+
+
+# --- stats sinks ----------------------------------------------------------------------------
+
+#: What fits in one Ethernet frame with IPv4/IPv6 and UDP headers and some room for
+#: tunnels: the size statsd clients use by default (DogStatsD's, Etsy's advice).
+SAFE_DATAGRAM_BYTES = 1432
+#: The most a UDP datagram can carry (over IPv4).
+MAX_DATAGRAM_BYTES = 65507
+_STAT_PREFIX = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$")
+
+
+def _check_sink_port(instance: object, attribute: object, value: Address) -> None:
+    if not 1 <= value.port <= 65535:
+        raise ValueError(f"'address' must have a port from 1 to 65535, got '{value}'")
+
+
+def _check_stat_prefix(instance: object, attribute: object, value: str) -> None:
+    # `:`, `|`, `@`, `#` and line breaks are statsd's own syntax.
+    if not _STAT_PREFIX.match(value):
+        raise ValueError(
+            f"'prefix' must be letters, digits, '_', '-' and dots (not first), got {value!r}"
+        )
+
+
+@attrs.frozen
+class StatsSink:
+    """`[[stats_sinks]]`: where stats go every `[server] stats_flush_interval`, over UDP
+    (Envoy's envoy.stat_sinks.statsd and envoy.stat_sinks.dog_statsd)."""
+
+    type: Literal["statsd", "dog_statsd"]
+    #: The statsd (or DogStatsD agent) UDP address.
+    address: Address = attrs.field(validator=_check_sink_port)
+    #: Put before every name, with a dot (Envoy's default for both sinks).
+    prefix: str = attrs.field(default="envoy", validator=_check_stat_prefix)
+    #: Lines are packed into datagrams up to this size (Envoy's max_bytes_per_datagram); a
+    #: longer line goes alone.
+    max_bytes_per_datagram: int = attrs.field(
+        default=SAFE_DATAGRAM_BYTES, validator=between(64, MAX_DATAGRAM_BYTES)
+    )
 
 
 # --- overload -------------------------------------------------------------------------------
@@ -1139,3 +1186,4 @@ class GatewayConfig:
     clusters: dict[str, Cluster] = attrs.Factory(dict)
     dynamic: Dynamic = Dynamic()
     overload: Overload = Overload()
+    stats_sinks: list[StatsSink] = attrs.Factory(list)

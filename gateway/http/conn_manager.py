@@ -38,6 +38,7 @@ from gateway.observability.access_log import AccessLogger
 from gateway.observability.access_log_format import escape
 from gateway.observability.stats import StatsStore
 from gateway.observability.stream_info import StreamInfo
+from gateway.observability.task_query import hide_query
 from gateway.observability.tasktree import annotate
 from gateway.protocol.events import RequestHeaders
 from gateway.protocol.headers import LocalReply, RequestHead, strip_hop_by_hop
@@ -88,6 +89,10 @@ class HttpConnectionManager:
         #: Cancel scopes of connections whose first bytes are awaited.
         self._sniffing: set[trio.CancelScope] = set()
         self._connections: set[DownstreamConnection] = set()
+        #: Whether `gateway.http` logs at debug level: looked up once per connection, so
+        #: the streams' lines cost one attribute test when it is off. A level changed by
+        #: POST /logging applies from the next connection.
+        self.debug = False
 
     def update_routes(self, config: GatewayConfig, route_tables: RouteTables) -> None:
         """Takes the route table and HTTP filters of `config` (Envoy's RDS update): the
@@ -194,6 +199,19 @@ class HttpConnectionManager:
         self._connections.add(conn)
         self.stats.downstream_cx_total.inc()
         self.stats.downstream_cx_active.inc()
+        debug = self.debug = log.isEnabledFor(logging.DEBUG)
+        if debug:
+            started = trio.current_time()
+            fields = conn.task_fields()
+            log.debug(
+                "connection from %s accepted on %s: %s%s",
+                peer,
+                self.name,
+                fields["protocol"],
+                f" over TLS (SNI {conn_info.server_name or '-'}, ALPN {alpn or '-'})"
+                if conn_info.tls is not None
+                else "",
+            )
         try:
             with scope:
                 await conn.run()
@@ -203,6 +221,18 @@ class HttpConnectionManager:
             if scope.cancel_called:
                 self.stats.downstream_cx_admin_cancel.inc()
                 log.warning("connection %s on %s cancelled by the operator", peer, self.name)
+            if debug:
+                fields = conn.task_fields()
+                log.debug(
+                    "connection from %s closed after %.3fs: %s, %s requests, %s bytes in, "
+                    "%s bytes out",
+                    peer,
+                    trio.current_time() - started,
+                    fields["protocol"],
+                    fields["requests"],
+                    fields["bytes_received"],
+                    fields["bytes_sent"],
+                )
         await close_after_linger(stream, self.config.delayed_close_timeout)
 
     async def _sniff(self, stream: ByteStream) -> bytes | None:
@@ -297,6 +327,16 @@ class HttpConnectionManager:
             path=info.path,
         )
         self.stats.downstream_rq_active.inc()
+        if self.debug:
+            log.debug(
+                "stream %s from %s started: %s %s %s (authority %s)",
+                info.stream_id,
+                info.downstream_remote,
+                escape(info.method),
+                escape(hide_query(info.path)),
+                info.protocol,
+                escape(info.authority),
+            )
         if idle_timeout := self.config.stream_idle_timeout:
             stream.watch_idle(scope, idle_timeout)
         try:
@@ -337,6 +377,23 @@ class HttpConnectionManager:
             scope.deadline = min(scope.deadline, self.drain_grace_deadline)
 
     def finish(self, info: StreamInfo) -> None:
+        if self.debug:
+            log.debug(
+                "stream %s from %s ended: %s %s -> %s in %d ms, route %s, cluster %s, "
+                "upstream host %s, flags %s, %d bytes in, %d bytes out",
+                info.stream_id,
+                info.downstream_remote,
+                escape(info.method),
+                escape(hide_query(info.path)),
+                info.response_code or "no response",
+                info.duration_ms(),
+                info.route_name,
+                info.cluster_name,
+                info.upstream_host,
+                info.flags_text,
+                info.bytes_received,
+                info.bytes_sent,
+            )
         self.stats.record(info)
         if self.route_stats and (route := self.route_stats.get(info.route_name)) is not None:
             route.record(info)

@@ -15,7 +15,7 @@ reverse order on the way back, as in Envoy.
 """
 
 import enum
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Protocol
 
 import attrs
@@ -147,6 +147,8 @@ class HttpFilterType:
     create_factory: Callable[[object, FilterContext], HttpFilterFactory | None]
     per_route: bool = False
     check: Callable[[object, GatewayConfig], list[tuple[str, str]]] | None = None
+    #: What each of the counters it makes in its scope means (Prometheus' HELP).
+    stats: Mapping[str, str] = attrs.field(factory=dict)
 
 
 def overrides(cls: type[HttpFilter], hook: str) -> bool:

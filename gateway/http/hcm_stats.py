@@ -4,7 +4,15 @@ that its connections and streams, which count in them, need not import it."""
 
 import attrs
 
-from gateway.observability.stats import Counter, Gauge, Histogram, Scope, StatsStore, create_stats
+from gateway.observability.stats import (
+    Counter,
+    Gauge,
+    Histogram,
+    Scope,
+    StatsStore,
+    create_stats,
+    describe,
+)
 from gateway.observability.stream_info import StreamInfo
 
 
@@ -85,6 +93,64 @@ class HcmStats:
         self.downstream_rq_time.record(info.duration_ms())
 
 
+describe(
+    "http",
+    {
+        "downstream_cx_total": "Connections the HTTP connection manager handled.",
+        "downstream_cx_active": "Connections open now.",
+        "downstream_cx_http1_total": "Connections served as HTTP/1.1.",
+        "downstream_cx_http2_total": "Connections served as HTTP/2.",
+        "downstream_cx_protocol_error": "Connections closed for a protocol error.",
+        "downstream_cx_idle_timeout": "Connections closed by the idle_timeout.",
+        "downstream_cx_drain_close": "Connections closed because the gateway was draining.",
+        "downstream_cx_destroy_remote_active_rq": "HTTP/1.1 connections the client closed "
+        "with a request in flight.",
+        "downstream_cx_rapid_reset": "HTTP/2 connections closed for resetting streams too "
+        "fast (rapid reset).",
+        "downstream_rq_too_many_premature_resets": "HTTP/2 connections closed because half "
+        "of their streams were reset young.",
+        "downstream_cx_upgrades_total": "WebSocket tunnels opened.",
+        "downstream_cx_upgrades_active": "WebSocket tunnels open now.",
+        "downstream_cx_upgrade_rx_bytes_total": "Bytes tunnels carried from clients to upstreams.",
+        "downstream_cx_upgrade_tx_bytes_total": "Bytes tunnels carried from upstreams to clients.",
+        "downstream_cx_admin_cancel": "Connections cancelled with POST /tasks/ID/cancel.",
+        "downstream_cx_overload_disable_keepalive": "Connections whose keep-alive the "
+        "overload action disable_http_keepalive ended.",
+        "downstream_rq_total": "Requests whose head was parsed.",
+        "downstream_rq_active": "Requests in flight.",
+        "downstream_rq_header_timeout": "HTTP/1.1 request heads not received within "
+        "request_headers_timeout (408).",
+        "downstream_rq_failed_path_normalization": "Requests refused (400) by path normalisation.",
+        "downstream_rq_redirected_with_normalized_path": "Requests redirected (307) to "
+        "their unescaped path.",
+        "downstream_rq_idle_timeout": "Requests ended by stream_idle_timeout.",
+        "downstream_rq_rx_reset": "HTTP/2 streams the client reset.",
+        "downstream_rq_tx_reset": "HTTP/2 streams the gateway reset.",
+        "downstream_rs_trailers_dropped": "Response trailers an HTTP/1.1 client could not be sent.",
+        "downstream_rq_time": "Milliseconds from a request head to the end of its response.",
+        "downstream_rq_admin_cancel": "Streams cancelled with POST /tasks/ID/cancel.",
+        "downstream_rq_overload_close": "Requests refused (503) by the overload action "
+        "stop_accepting_requests.",
+        "no_route": "Requests that matched no route (404).",
+        **{
+            f"downstream_rq_{c}xx": f"Responses sent downstream with a {c}xx status."
+            for c in range(1, 6)
+        },
+        "http2.outbound_control_flood": "HTTP/2 connections closed for flooding the "
+        "gateway's control frame queue.",
+        "http2.inbound_empty_frames_flood": "HTTP/2 connections closed for too many empty "
+        "frames in a row.",
+        "http2.inbound_priority_frames_flood": "HTTP/2 connections closed for too many "
+        "PRIORITY frames.",
+        "http2.inbound_window_update_frames_flood": "HTTP/2 connections closed for too many "
+        "WINDOW_UPDATE frames.",
+        "http2.header_overflow": "HTTP/2 connections closed: a header block outgrew "
+        "max_header_list_size.",
+        "http2.streams_refused": "HTTP/2 streams refused beyond max_concurrent_streams.",
+    },
+)
+
+
 @attrs.define
 class RouteStats:
     """`vhost.VHOST.route.INDEX.*`, kept when the listener sets `per_route_stats`."""
@@ -99,7 +165,7 @@ class RouteStats:
         vhost, _, index = route_name.rpartition("/")
         scope = store.scope(
             f"vhost.{vhost}.route.{index}",
-            "vhost_route",
+            "vhost.route",
             {"envoy_virtual_host": vhost, "envoy_route": index},
         )
         by_class = {c: scope.counter(f"upstream_rq_{c}xx") for c in range(1, 6)}
@@ -112,3 +178,17 @@ class RouteStats:
         if "UT" in info.response_flags:
             self.upstream_rq_timeout.value += 1
         self.upstream_rq_time.record(info.duration_ms())
+
+
+describe(
+    "vhost.route",
+    {
+        "upstream_rq_completed": "Requests the route matched that ended.",
+        "upstream_rq_timeout": "Requests the route matched that timed out (flag UT).",
+        "upstream_rq_time": "Milliseconds from request head to the end of the exchange.",
+        **{
+            f"upstream_rq_{c}xx": f"Responses to the route's requests with a {c}xx status."
+            for c in range(1, 6)
+        },
+    },
+)

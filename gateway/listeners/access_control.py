@@ -9,13 +9,22 @@ import attrs
 from gateway.config.model import ConnectionLimit, NetworkRbac
 from gateway.io.byte_stream import ByteStream
 from gateway.listeners.network_filter import ConnectionInfo, NextFilter
-from gateway.observability.stats import Counter, Gauge, StatsStore, create_stats
+from gateway.observability.stats import Counter, Gauge, StatsStore, create_stats, describe
 
 
 @attrs.define
 class RbacStats:
     allowed: Counter
     denied: Counter
+
+
+describe(
+    "rbac",
+    {
+        "allowed": "Connections the network rbac filter let through.",
+        "denied": "Connections the network rbac filter closed.",
+    },
+)
 
 
 class RbacFilter:
@@ -45,6 +54,15 @@ class RbacFilter:
 class ConnectionLimitStats:
     active_connections: Gauge
     limited_connections: Counter
+
+
+describe(
+    "connection_limit",
+    {
+        "active_connections": "Connections open through the filter now.",
+        "limited_connections": "Connections closed at once: max_connections were open.",
+    },
+)
 
 
 class ConnectionLimitFilter:

@@ -187,7 +187,7 @@ class ChainBuilder:
     def ssl_scope(self) -> Scope:
         """The listener's `ssl.*` stats, shared by its chains (as Envoy's)."""
         labels = {"envoy_listener_name": self.listener}
-        return self.store.scope(f"listener.{self.listener}.ssl", "listener_ssl", labels)
+        return self.store.scope(f"listener.{self.listener}.ssl", "listener.ssl", labels)
 
     def build(
         self, chain: FilterChainConfig, name: str, where: str, *, implicit: bool = False

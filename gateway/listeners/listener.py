@@ -39,7 +39,7 @@ from gateway.listeners.filter_chain import (
 from gateway.listeners.network_filter import ConnectionInfo, run_filters
 from gateway.listeners.tls import HandshakeFailed, HandshakeTimeout
 from gateway.observability.access_log import AccessLogger
-from gateway.observability.stats import Counter, Gauge, create_stats
+from gateway.observability.stats import Counter, Gauge, create_stats, describe
 from gateway.observability.tasktree import annotate
 from gateway.router.route_table import RouteTables
 
@@ -99,6 +99,23 @@ class ListenerStats:
     downstream_cx_proxy_proto_error: Counter
     #: Closed at once: `[overload] max_downstream_connections` were open (Envoy's).
     downstream_global_cx_overflow: Counter
+
+
+describe(
+    "listener",
+    {
+        "downstream_cx_total": "Connections accepted.",
+        "downstream_cx_active": "Connections open now.",
+        "no_filter_chain_match": "Connections closed because no filter chain matched them.",
+        "downstream_pre_cx_timeout": "Connections closed: no TLS ClientHello within "
+        "listener_filters_timeout.",
+        "downstream_cx_transport_socket_connect_timeout": "TLS handshakes cut by the chain's "
+        "handshake_timeout.",
+        "downstream_cx_proxy_proto_error": "Connections closed for want of a valid PROXY header.",
+        "downstream_global_cx_overflow": "Connections closed at once: [overload] "
+        "max_downstream_connections were open.",
+    },
+)
 
 
 class Listener:

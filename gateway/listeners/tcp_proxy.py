@@ -27,7 +27,7 @@ from gateway.io.byte_stream import ByteStream
 from gateway.io.tunnel import SocketEndpoint, TunnelResult, run_tunnel
 from gateway.listeners import proxy_protocol
 from gateway.listeners.network_filter import ConnectionInfo, NextFilter
-from gateway.observability.stats import Counter, StatsStore, create_stats
+from gateway.observability.stats import Counter, StatsStore, create_stats, describe
 
 log = logging.getLogger("gateway.tcp_proxy")
 
@@ -42,6 +42,20 @@ class TcpProxyStats:
     downstream_cx_tx_bytes_total: Counter
     upstream_connect_attempts_exceeded: Counter
     idle_timeout: Counter
+
+
+describe(
+    "tcp",
+    {
+        "downstream_cx_total": "Connections tcp_proxy handled.",
+        "downstream_cx_no_route": "Connections closed: the cluster had no host to connect to.",
+        "downstream_cx_rx_bytes_total": "Bytes received from clients.",
+        "downstream_cx_tx_bytes_total": "Bytes sent to clients.",
+        "upstream_connect_attempts_exceeded": "Connections closed after max_connect_attempts "
+        "failed connects.",
+        "idle_timeout": "Tunnels closed by the idle_timeout.",
+    },
+)
 
 
 class TcpProxyFilter:

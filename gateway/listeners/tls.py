@@ -21,7 +21,7 @@ from gateway.config.tls_context import server_context
 from gateway.io.byte_stream import ByteStream
 from gateway.io.tls_stream import TlsStream
 from gateway.listeners.network_filter import TlsInfo
-from gateway.observability.stats import Counter, Scope, create_stats
+from gateway.observability.stats import Counter, Scope, create_stats, describe
 
 #: RFC 4514 short names for the subject attributes certificates commonly carry.
 _SHORT_NAMES = {
@@ -44,6 +44,18 @@ class SslStats:
     fail_verify_no_cert: Counter
     fail_verify_error: Counter
     no_certificate: Counter
+
+
+describe(
+    "listener.ssl",
+    {
+        "handshake": "TLS handshakes completed with clients.",
+        "connection_error": "TLS handshakes with clients that failed.",
+        "fail_verify_no_cert": "Clients that sent no certificate where one is required.",
+        "fail_verify_error": "Client certificates that did not verify.",
+        "no_certificate": "TLS connections without a client certificate.",
+    },
+)
 
 
 class HandshakeFailed(Exception):

@@ -1,14 +1,22 @@
 """Counters, gauges and histograms with Envoy's names, and their exposition formats.
 
-Each stat has a dotted Envoy name (`cluster.api.upstream_rq_total`) and, for Prometheus, the
-tag-extracted form Envoy produces (`envoy_cluster_upstream_rq_total{envoy_cluster_name="api"}`).
-Components take a `Scope` and create their stats once; the hot path only does `c.value += 1`.
+Each stat has a dotted Envoy name (`cluster.api.upstream_rq_total`) and the tag-extracted
+form Envoy produces: a name without the component's own name (`cluster.upstream_rq_total`)
+plus tags (`envoy_cluster_name="api"`). Prometheus gets the latter as
+`envoy_cluster_upstream_rq_total{envoy_cluster_name="api"}`, DogStatsD as
+`cluster.upstream_rq_total` with `#envoy.cluster_name:api`. Components take a `Scope` and
+create their stats once; the hot path only does `c.value += 1`.
+
+What each stat family means, for Prometheus' `# HELP`, is described where the stats are
+defined: each module hands its table to `describe` (Envoy's stats carry no description;
+Prometheus clients keep one per family).
 """
 
 import bisect
 import itertools
 import math
-from collections.abc import Iterable, Iterator, Sequence
+import random
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any, TypeVar
 
 import attrs
@@ -24,12 +32,44 @@ DEFAULT_BUCKETS: tuple[float, ...] = (
 )  # fmt: skip
 #: The quantiles /stats prints for each histogram, as Envoy does.
 QUANTILES: tuple[float, ...] = (0, 0.25, 0.5, 0.75, 0.9, 0.95, 0.99, 0.995, 0.999, 1)
+#: What a stats sink receives of one histogram per flush, at most: samples beyond are
+#: sampled (a reservoir), and the sink says at which rate, so counts stay right.
+MAX_SAMPLES_PER_FLUSH = 1000
+
+#: Prometheus `# HELP` text by tag-extracted name (`cluster.upstream_rq_total`).
+_HELP: dict[str, str] = {}
+
+
+def describe(tag_prefix: str, texts: Mapping[str, str]) -> None:
+    """Registers what the stats of a component mean, by their tag-extracted name under
+    `tag_prefix` (`describe("cluster", {"upstream_rq_total": "..."})`); one short line
+    each, shown as Prometheus' `# HELP`."""
+    for stat, text in texts.items():
+        _HELP[f"{tag_prefix}.{stat}"] = text
+
+
+def help_text(tag_name: str) -> str | None:
+    return _HELP.get(tag_name)
+
+
+class _Named:
+    """What every stat has: its dotted name, tag-extracted name and tags."""
+
+    __slots__ = ()
+    name: str
+    tag_name: str
+    labels: dict[str, str]
+
+    @property
+    def prom_name(self) -> str:
+        # Envoy's Prometheus names are the tag-extracted names with underscores.
+        return "envoy_" + self.tag_name.replace(".", "_")
 
 
 @attrs.define(eq=False)
-class Counter:
+class Counter(_Named):
     name: str
-    prom_name: str
+    tag_name: str
     labels: dict[str, str]
     value: int = 0
 
@@ -38,9 +78,9 @@ class Counter:
 
 
 @attrs.define(eq=False)
-class Gauge:
+class Gauge(_Named):
     name: str
-    prom_name: str
+    tag_name: str
     labels: dict[str, str]
     value: int = 0
 
@@ -52,9 +92,9 @@ class Gauge:
 
 
 @attrs.define(eq=False)
-class Histogram:
+class Histogram(_Named):
     name: str
-    prom_name: str
+    tag_name: str
     labels: dict[str, str]
     bounds: tuple[float, ...] = DEFAULT_BUCKETS
     #: counts[i] counts samples <= bounds[i]; the last slot counts samples above every bound.
@@ -75,6 +115,34 @@ class Histogram:
     def quantile(self, q: float) -> float:
         """Estimates a quantile by linear interpolation inside its bucket."""
         return bucket_quantile(self.bounds, self.counts, q, self.max)
+
+
+@attrs.define(eq=False)
+class SampledHistogram(Histogram):
+    """A histogram that also keeps its samples until a stats sink takes them (Envoy
+    hands each sample to its sinks as it is recorded): at most MAX_SAMPLES_PER_FLUSH of
+    them, a uniform choice (reservoir sampling) when there were more. Only a gateway with
+    `[[stats_sinks]]` makes these; the others pay nothing."""
+
+    samples: list[float] = attrs.field(init=False, factory=list)
+    #: `count` when the samples were last taken.
+    taken_at: int = attrs.field(init=False, default=0)
+
+    def record(self, value: float) -> None:
+        super().record(value)
+        samples = self.samples
+        if len(samples) < MAX_SAMPLES_PER_FLUSH:
+            samples.append(value)
+        else:
+            slot = random.randrange(self.count - self.taken_at)
+            if slot < MAX_SAMPLES_PER_FLUSH:
+                samples[slot] = value
+
+    def take_samples(self) -> tuple[list[float], int]:
+        """The samples kept since the last call, and how many were recorded meanwhile."""
+        samples, self.samples = self.samples, []
+        recorded, self.taken_at = self.count - self.taken_at, self.count
+        return samples, recorded
 
 
 def bucket_quantile(bounds: Sequence[float], counts: Sequence[int], q: float, top: float) -> float:
@@ -100,23 +168,32 @@ Stat = Counter | Gauge | Histogram
 
 class StatsStore:
     """All of one gateway's stats, by dotted name. `buckets` maps name patterns to bucket
-    bounds for histograms (the first pattern found in a name wins; else Envoy's)."""
+    bounds for histograms (the first pattern found in a name wins; else Envoy's). With
+    `keep_samples` histograms keep their samples for a stats sink (SampledHistogram)."""
 
-    def __init__(self, buckets: Sequence[tuple[Regex, tuple[float, ...]]] = ()) -> None:
+    def __init__(
+        self,
+        buckets: Sequence[tuple[Regex, tuple[float, ...]]] = (),
+        *,
+        keep_samples: bool = False,
+    ) -> None:
         self._stats: dict[str, Stat] = {}
         self._buckets = list(buckets)
+        self._histogram = SampledHistogram if keep_samples else Histogram
 
-    def scope(self, prefix: str, prom_prefix: str, labels: dict[str, str] | None = None) -> "Scope":
-        return Scope(self, prefix, prom_prefix, labels or {})
+    def scope(self, prefix: str, tag_prefix: str, labels: dict[str, str] | None = None) -> "Scope":
+        """Stats named `prefix.STAT`, tag-extracted as `tag_prefix.STAT` with `labels`
+        (without labels, name the prefix itself: nothing is extracted)."""
+        return Scope(self, prefix, tag_prefix, labels or {})
 
-    def _get(self, kind: type[Stat], name: str, prom_name: str, labels: dict[str, str]) -> Stat:
+    def _get(self, kind: type[Stat], name: str, tag_name: str, labels: dict[str, str]) -> Stat:
         stat = self._stats.get(name)
         if stat is None:
             if kind is Histogram:
                 bounds = next((b for p, b in self._buckets if p.search(name)), DEFAULT_BUCKETS)
-                stat = self._stats[name] = Histogram(name, prom_name, labels, bounds)
+                stat = self._stats[name] = self._histogram(name, tag_name, labels, bounds)
             else:
-                stat = self._stats[name] = kind(name, prom_name, labels)
+                stat = self._stats[name] = kind(name, tag_name, labels)
         assert isinstance(stat, kind), f"{name} is a {type(stat).__name__}"
         return stat
 
@@ -146,9 +223,9 @@ class StatsStore:
         rows: list[dict[str, object]] = []
         for stat in self._stats.values():
             row: dict[str, object] = {
-                "kind": type(stat).__name__,
+                "kind": "Histogram" if isinstance(stat, Histogram) else type(stat).__name__,
                 "name": stat.name,
-                "prom_name": stat.prom_name,
+                "tag_name": stat.tag_name,
                 "labels": stat.labels,
             }
             if isinstance(stat, Histogram):
@@ -166,9 +243,9 @@ class StatsStore:
             kind = kinds[row["kind"]]
             if kind is Histogram and row["name"] not in self._stats:
                 self._stats[row["name"]] = Histogram(
-                    row["name"], row["prom_name"], row["labels"], tuple(row["bounds"])
+                    row["name"], row["tag_name"], row["labels"], tuple(row["bounds"])
                 )
-            stat = self._get(kind, row["name"], row["prom_name"], row["labels"])
+            stat = self._get(kind, row["name"], row["tag_name"], row["labels"])
             if isinstance(stat, Histogram):
                 if list(stat.bounds) != list(row["bounds"]):
                     continue  # configured differently (a reload in between): not addable
@@ -193,20 +270,19 @@ class StatsStore:
 
 @attrs.frozen
 class Scope:
-    """A stat name prefix plus the Prometheus tags it implies (Envoy's Stats::Scope)."""
+    """A stat name prefix plus the tags it implies (Envoy's Stats::Scope)."""
 
     store: StatsStore
     prefix: str
-    prom_prefix: str
+    tag_prefix: str
     labels: dict[str, str]
 
     def _names(self, name: str) -> tuple[str, str]:
-        # Envoy's Prometheus names turn the dots inside a stat name into underscores.
-        return f"{self.prefix}.{name}", f"envoy_{self.prom_prefix}_{name.replace('.', '_')}"
+        return f"{self.prefix}.{name}", f"{self.tag_prefix}.{name}"
 
     def child(self, name: str) -> "Scope":
         """A nested scope (`cluster.api` -> `cluster.api.outlier_detection`), same tags."""
-        return Scope(self.store, f"{self.prefix}.{name}", f"{self.prom_prefix}_{name}", self.labels)
+        return Scope(self.store, f"{self.prefix}.{name}", f"{self.tag_prefix}.{name}", self.labels)
 
     def counter(self, name: str) -> Counter:
         stat = self.store._get(Counter, *self._names(name), self.labels)
@@ -296,15 +372,24 @@ def _escape(value: str) -> str:
     return value.replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
 
 
+def _help_escape(text: str) -> str:
+    return text.replace("\\", "\\\\").replace("\n", "\\n")
+
+
 def render_prometheus(stats: Iterable[Stat]) -> str:
-    """Prometheus text exposition format 0.0.4, one TYPE line per metric family."""
+    """Prometheus text exposition format 0.0.4, a HELP and a TYPE line per metric family.
+    Counters keep Envoy's names, without the `_total` Prometheus' conventions ask for (as
+    Envoy's own /stats/prometheus does: dashboards written for Envoy work as they are)."""
     families: dict[str, list[Stat]] = {}
     for stat in stats:
         families.setdefault(stat.prom_name, []).append(stat)
     out: list[str] = []
     for family, stats in sorted(families.items()):
         first = stats[0]
-        kind = {Counter: "counter", Gauge: "gauge", Histogram: "histogram"}[type(first)]
+        kind = "histogram" if isinstance(first, Histogram) else type(first).__name__.lower()
+        # A family nobody described still says which Envoy stat it is.
+        text = help_text(first.tag_name) or first.tag_name
+        out.append(f"# HELP {family} {_help_escape(text)}")
         out.append(f"# TYPE {family} {kind}")
         for stat in stats:
             if isinstance(stat, Histogram):

@@ -21,6 +21,14 @@ Node = dict[str, Any]
 #: What stands for a query string the tree does not show.
 HIDDEN_QUERY = "?[redacted]"
 _TRUE = ("true", "1", "")
+
+
+def hide_query(text: str) -> str:
+    """A path (or a task name that ends with one) with its query string hidden."""
+    head, query, _ = text.partition("?")
+    return head + HIDDEN_QUERY if query else text
+
+
 _FALSE = ("false", "0")
 
 
@@ -123,7 +131,7 @@ def _hide_queries(node: Node) -> Node:
     path = node.get("path")
     if isinstance(path, str) and "?" in path:
         bare = path.partition("?")[0]
-        out = {**node, "path": bare + HIDDEN_QUERY}
+        out = {**node, "path": hide_query(path)}
         name: str = node["name"]
         # The name may hold the path cut short (stream names keep 80 characters).
         at = name.find(bare + "?")

@@ -135,6 +135,36 @@ def preserve_annotation() -> Iterator[None]:
             annotations[task] = saved
 
 
+def task_path() -> tuple[list[str], int | None] | None:
+    """Where the running code is: the names of the current task and its ancestors that
+    are annotated (a listener, a connection, a stream, ...), from the root down, and the
+    innermost one's id; with annotation off, every ancestor's name. None outside Trio
+    (a worker thread, before the run)."""
+    try:
+        task: trio.lowlevel.Task | None = trio.lowlevel.current_task()
+    except RuntimeError:
+        return None
+    try:
+        run = _run_annotations.get()
+    except LookupError:
+        run = None
+    annotations = run.by_task if run is not None and run.enabled else None
+    names: list[str] = []
+    innermost: int | None = None
+    while task is not None:
+        if annotations is None:
+            names.append(task.name)
+        elif (ann := annotations.get(task)) is not None:
+            names.append(task.name)
+            innermost = innermost or ann.id
+        parent = task.parent_nursery
+        task = parent.parent_task if parent is not None else None
+    if annotations is None:
+        names.pop()  # trio's own root task, `<init>`
+    names.reverse()
+    return names, innermost
+
+
 #: Frames that say nothing about what a task waits for: trio's, and the gateway's own
 #: socket helpers (every reader passes through them).
 _PLUMBING = (f"{os.sep}trio{os.sep}", f"{os.sep}gateway{os.sep}io{os.sep}fast_io.py")

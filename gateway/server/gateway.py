@@ -69,7 +69,9 @@ class Gateway:
         self.config_path = config_path
         self.started_at = time.time()
         self.stats = StatsStore(
-            [(compile_regex(b.match), tuple(b.buckets)) for b in config.server.histogram_buckets]
+            [(compile_regex(b.match), tuple(b.buckets)) for b in config.server.histogram_buckets],
+            # Histograms keep their samples for the sinks (stats sinks take a restart).
+            keep_samples=bool(config.stats_sinks),
         )
         self.state = ServerState(OverloadManager(config.overload, self.stats))
         self.clusters = ClusterManager(config, self.stats)
@@ -250,7 +252,18 @@ class Gateway:
         notes = []
         if old.admin != new.admin:
             notes.append("admin settings take effect on restart")
-        restart_only = ("workers", "histogram_buckets", "watch")
+        restart_only = (
+            "workers",
+            "histogram_buckets",
+            "watch",
+            "stats_flush_interval",
+            "log_format",
+        )
         if any(getattr(old.server, k) != getattr(new.server, k) for k in restart_only):
-            notes.append("server.workers, histogram_buckets and watch take effect on restart")
+            notes.append(
+                "server.workers, histogram_buckets, watch, stats_flush_interval and log_format "
+                "take effect on restart"
+            )
+        if old.stats_sinks != new.stats_sinks:
+            notes.append("stats_sinks take effect on restart")
         return notes

@@ -24,13 +24,13 @@ import logging
 import math
 import os
 from collections.abc import Iterator
-from typing import Any
+from typing import Any, get_args
 
 import attrs
 import trio
 
 from gateway.config.model import Overload, OverloadActionName
-from gateway.observability.stats import Counter, Gauge, StatsStore, create_stats
+from gateway.observability.stats import Counter, Gauge, StatsStore, create_stats, describe
 from gateway.observability.tasktree import annotate
 
 log = logging.getLogger("gateway.overload")
@@ -57,6 +57,24 @@ class RssMonitorStats:
     failed_updates: Counter
 
 
+for _action in get_args(OverloadActionName):
+    describe(
+        f"overload.envoy.overload_actions.{_action}",
+        {
+            "active": f"1 while the overload action {_action} is active, else 0.",
+            "scale_percent": f"100 while the overload action {_action} is active, else 0.",
+        },
+    )
+describe(
+    "overload.rss",
+    {
+        "pressure": "The last RSS read, as a percentage of max_rss.",
+        "failed_updates": "RSS reads that failed.",
+    },
+)
+describe("server", {"memory_physical_size": "The process's RSS in bytes at the last read."})
+
+
 class OverloadActionState:
     """One overload action. `active` is the one thing the data path reads."""
 
@@ -67,8 +85,8 @@ class OverloadActionState:
         self.active = False
         #: The fraction of max_rss from which the action is active; None: not configured.
         self.threshold: float | None = None
-        prom = "overload_" + self.name.replace(".", "_")
-        self._stats = create_stats(ActionStats, store.scope(f"overload.{self.name}", prom))
+        prefix = f"overload.{self.name}"
+        self._stats = create_stats(ActionStats, store.scope(prefix, prefix))
         self._ended = trio.Event()
         self._ended.set()
         #: Cancelled when the action begins (see `interrupting`).
@@ -119,7 +137,7 @@ class OverloadManager:
         self.max_downstream_connections: float = math.inf
         #: The last RSS read, in bytes (None before the first read).
         self.rss: int | None = None
-        self._rss_stats = create_stats(RssMonitorStats, store.scope("overload.rss", "overload_rss"))
+        self._rss_stats = create_stats(RssMonitorStats, store.scope("overload.rss", "overload.rss"))
         #: Envoy's name for the process's physical memory; set by the monitor.
         self._memory = store.scope("server", "server").gauge("memory_physical_size")
         self._monitoring = False

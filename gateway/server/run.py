@@ -6,6 +6,7 @@ Task tree (see docs/architecture.md):
     ├── cluster manager            (cluster NAME -> host ADDRESS -> pools, health checker)
     ├── filter background jobs     (e.g. JWKS refresh), one group per config
     ├── resource monitor           (with `[overload] max_rss`: reads the RSS, sets actions)
+    ├── stats flush                (with `[[stats_sinks]]`: statsd/DogStatsD every interval)
     ├── listener NAME              (access log flushers, accept tasks, "conn PEER" tasks)
     │   └── conn 127.0.0.1:51234   (per request: a "stream N GET /path" task)
     ├── config watcher             (with `[server] watch = true`)
@@ -31,6 +32,8 @@ from gateway.config.model import GatewayConfig
 from gateway.config.watch import file_signature
 from gateway.errors import ConfigError, StartupError
 from gateway.io.trio_util import raise_single
+from gateway.observability.stats_flush import StatsFlusher, run_stats_flush
+from gateway.observability.stats_sink import UdpSink
 from gateway.observability.tasktree import set_enabled as set_task_tree
 from gateway.server.gateway import Gateway, WorkerRole
 from gateway.server.reload import reload_dynamic, watch_config
@@ -81,6 +84,7 @@ async def open_gateway(
                 nursery.start_soon(xds.watch, partial(reload_dynamic, gw), name="xds source")
             gw.start_background()
             gw.state.overload.start(nursery)
+            _start_stats_flush(gw, nursery)
             for listener in gw.listeners.values():
                 await gw.start_listener(listener)
             if config.admin is not None:
@@ -98,3 +102,20 @@ async def open_gateway(
             nursery.cancel_scope.cancel()
     except BaseExceptionGroup as group:
         raise_single(group)
+
+
+def _start_stats_flush(gw: Gateway, nursery: trio.Nursery) -> None:
+    """Flushes to the `[[stats_sinks]]`, if any. A worker sends only its histograms'
+    samples: its supervisor sends the counters and gauges of all workers, added up."""
+    config = gw.config
+    if not config.stats_sinks:
+        return
+    sinks = [UdpSink(sink, i, gw.stats) for i, sink in enumerate(config.stats_sinks)]
+    flush = partial(
+        run_stats_flush,
+        StatsFlusher(sinks),
+        gw.stats,
+        config.server.stats_flush_interval,
+        counters_and_gauges=gw.worker is None,
+    )
+    nursery.start_soon(flush, name="stats flush")

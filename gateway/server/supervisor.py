@@ -26,7 +26,7 @@ import subprocess
 import sys
 import time
 from functools import partial
-from typing import Protocol
+from typing import Any, Protocol
 
 import attrs
 import trio
@@ -39,7 +39,9 @@ from gateway.config.watch import file_signature, watch
 from gateway.errors import ConfigError, GatewayError, StartupError
 from gateway.io.byte_stream import TcpStream
 from gateway.io.trio_util import leaves
-from gateway.observability.stats import Counter, Gauge, StatsStore
+from gateway.observability.stats import Counter, Gauge, StatsStore, describe
+from gateway.observability.stats_flush import StatsFlusher
+from gateway.observability.stats_sink import UdpSink
 from gateway.observability.tasktree import annotate
 from gateway.protocol.headers import HeaderMap, RequestHead
 
@@ -129,6 +131,27 @@ class SupervisorStats:
     worker_restarts: Counter
 
 
+describe(
+    "server",
+    {
+        "workers_active": "Worker processes running and ready.",
+        "worker_restarts": "Workers started again after exiting unexpectedly.",
+    },
+)
+
+
+async def _stats_of(worker: Worker) -> list[dict[str, Any]]:
+    assert worker.admin_port is not None
+    _, _, body = await worker_request(worker.admin_port, "GET", "/stats?format=raw")
+    rows: list[dict[str, Any]] = json.loads(body)
+    return rows
+
+
+def _source(worker: Worker) -> str:
+    """A worker process as a source of stats: a restarted worker is a new one."""
+    return f"worker {worker.index} pid {worker.pid}"
+
+
 class ServeAdmin(Protocol):
     """Serves a supervisor's admin endpoint (gateway/admin/supervisor.py, which reads and
     drives the supervisor from above); started with `nursery.start`, it reports its port."""
@@ -184,6 +207,8 @@ class Supervisor:
             for worker in self.workers:
                 nursery.start_soon(self._keep_running, worker, name=f"worker {worker.index}")
             nursery.start_soon(self._open_when_ready, nursery, name="supervisor start-up")
+            if self.config.stats_sinks:
+                nursery.start_soon(self._flush_stats, name="stats flush")
             await self.shutdown_requested.wait()
             await self._stop_workers()
             nursery.cancel_scope.cancel()
@@ -262,7 +287,7 @@ class Supervisor:
             "--ports",
             json.dumps(self.ports),
             "--log-level",
-            logging.getLevelName(logging.getLogger().level).lower(),
+            logging.getLevelName(logging.getLogger("gateway").getEffectiveLevel()).lower(),
         ]
         # A session of its own: a terminal's Ctrl-C reaches the supervisor, which stops
         # the workers in order, rather than every worker at once.
@@ -319,6 +344,45 @@ class Supervisor:
             for worker in self.workers:
                 if worker.process is not None:
                     await worker.process.wait()
+
+    # -- stats ---------------------------------------------------------------------------
+
+    async def worker_stats(self) -> list[tuple[Worker, list[dict[str, Any]]]]:
+        """Every running worker's stats, as export rows (`/stats?format=raw`)."""
+        return [(w, await _stats_of(w)) for w in self.workers if w.admin_port is not None]
+
+    async def _flush_stats(self) -> None:
+        """The `[[stats_sinks]]` get the counters and gauges of all workers added up, as
+        /stats shows them (each worker sends its own histograms' samples): a gauge sent
+        by every worker under one name would be each receiver's last one, not the sum.
+        Counters go as increases per worker process, so a restart costs no count."""
+        interval = self.config.server.stats_flush_interval
+        flusher = StatsFlusher(
+            [UdpSink(sink, i, self.store) for i, sink in enumerate(self.config.stats_sinks)]
+        )
+        annotate(
+            "stats flush",
+            live=flusher.task_fields,
+            sinks=", ".join(str(s) for s in flusher.sinks),
+            interval_s=interval,
+        )
+        try:
+            while True:
+                await flusher.connect()
+                await trio.sleep(interval)
+                sources = [("supervisor", self.store.export())]
+                for worker in self.workers:
+                    if worker.admin_port is None:
+                        continue
+                    try:
+                        sources.append((_source(worker), await _stats_of(worker)))
+                    except (OSError, GatewayError, StartupError, trio.TooSlowError) as exc:
+                        # Its increase goes with the next flush it answers.
+                        log.warning("stats flush: worker %d did not answer: %s", worker.index, exc)
+                keep = {"supervisor", *(_source(w) for w in self.workers)}
+                flusher.flush(sources, keep=keep)
+        finally:
+            flusher.close()
 
     # -- reload --------------------------------------------------------------------------
 

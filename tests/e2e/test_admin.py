@@ -67,6 +67,15 @@ async def test_prometheus_output_parses(nursery):
         assert count[0].value == 3
         same = (await client.get(admin_url(gw, "/stats?format=prometheus"))).text
         assert "envoy_http_downstream_rq_2xx" in same
+        # Every family says what it is and what it counts (Envoy's names, no `_total`
+        # added: the parser, which adds it, finds a family for each).
+        assert all(f.type != "unknown" and f.documentation for f in families.values())
+        assert rq.documentation == "Attempts sent towards a host, each retry counting again."
+        names = {line.split()[2] for line in r.text.splitlines() if line.startswith("# TYPE")}
+        assert names == {
+            line.split()[2] for line in r.text.splitlines() if line.startswith("# HELP")
+        }
+        assert len(names) == len(families) > 50
 
 
 async def test_clusters_listeners_config_dump(nursery):

@@ -424,3 +424,39 @@ def test_grpc_web_examples_are_valid():
     assert errors_of(text.replace('type = "grpc_web"', 'type = "grpc_web"\nmode = "text"')) == [
         "http_filters.grpc_web: unknown key 'mode'"
     ]
+
+
+def test_stats_sinks_and_log_format_examples_and_errors():
+    sinks = loads_config(docs_example('type = "dog_statsd"'))
+    assert [(s.type, str(s.address), s.prefix) for s in sinks.stats_sinks] == [
+        ("statsd", "127.0.0.1:8125", "envoy"),
+        ("dog_statsd", "127.0.0.1:8126", "edge"),
+    ]
+    assert sinks.server.stats_flush_interval == 10.0
+    assert sinks.stats_sinks[0].max_bytes_per_datagram == 1432
+    server = loads_config(docs_example('log_format = "json"'))
+    assert (server.server.log_format, server.server.stats_flush_interval) == ("json", 10.0)
+    default = loads_config(VALID)
+    assert (default.server.log_format, default.server.stats_flush_interval) == ("text", 5.0)
+    assert default.stats_sinks == []
+    bad = (
+        docs_example('type = "dog_statsd"')
+        .replace('"statsd"', '"graphite"')
+        .replace('"127.0.0.1:8126"', '"127.0.0.1"')
+        .replace('"edge"', '"a|b"')
+    )
+    assert errors_of(bad) == [
+        "stats_sinks[0].type: expected one of 'statsd', 'dog_statsd', got 'graphite'",
+        "stats_sinks[1].address: expected 'host:port' (or '[::1]:port') with a port 0-65535, "
+        "got '127.0.0.1'",
+    ]
+    assert errors_of('[[stats_sinks]]\ntype = "statsd"\naddress = "127.0.0.1:0"\n') == [
+        "stats_sinks[0].address: must have a port from 1 to 65535, got '127.0.0.1:0'"
+    ]
+    assert errors_of(
+        '[[stats_sinks]]\ntype = "statsd"\naddress = "h:1"\nprefix = "a|b"\n'
+        '[server]\nstats_flush_interval = "0s"\nlog_format = "xml"\n'
+    ) == [
+        "server.log_format: expected one of 'text', 'json', got 'xml'",
+        "stats_sinks[0].prefix: must be letters, digits, '_', '-' and dots (not first), got 'a|b'",
+    ]

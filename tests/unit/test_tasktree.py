@@ -61,3 +61,36 @@ async def test_switched_off_nothing_is_annotated():
         await trio.testing.wait_all_tasks_blocked()
         assert kinds(tasktree.snapshot()) == []
         nursery.cancel_scope.cancel()
+
+
+async def test_task_path_names_the_annotated_tasks_down_to_the_current_one():
+    paths: list[Any] = []
+
+    async def stream() -> None:
+        tasktree.annotate("stream")
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(upload, name="upload to HOST")
+
+    async def upload() -> None:  # not annotated: not in the path
+        paths.append(tasktree.task_path())
+
+    async def connection() -> None:
+        tasktree.annotate("connection")
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(stream, name="stream 1 GET /x")
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(connection, name="conn 127.0.0.1:5")
+    names, task_id = paths[0]
+    assert names == ["conn 127.0.0.1:5", "stream 1 GET /x"] and task_id
+    assert tasktree.task_path() == ([], None)  # the test's own task: nothing annotated
+    tasktree.set_enabled(False)
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(connection, name="conn 127.0.0.1:5")
+    # Without annotations, every task from the root's children down.
+    assert paths[1][0][-3:] == ["conn 127.0.0.1:5", "stream 1 GET /x", "upload to HOST"]
+    assert paths[1][1] is None
+
+
+def test_task_path_outside_trio_is_none():
+    assert tasktree.task_path() is None

@@ -67,4 +67,11 @@ def create_factory(config: object, context: FilterContext) -> HttpFilterFactory:
     return factory
 
 
-FILTER_TYPE = HttpFilterType("buffer", BufferConfig, create_factory)
+FILTER_TYPE = HttpFilterType(
+    "buffer",
+    BufferConfig,
+    create_factory,
+    stats={
+        "rq_too_large": "requests refused with 413 (over max_request_bytes)",
+    },
+)

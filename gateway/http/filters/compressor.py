@@ -105,4 +105,12 @@ def create_factory(config: object, context: FilterContext) -> HttpFilterFactory:
     return factory
 
 
-FILTER_TYPE = HttpFilterType("compressor", CompressorConfig, create_factory)
+FILTER_TYPE = HttpFilterType(
+    "compressor",
+    CompressorConfig,
+    create_factory,
+    stats={
+        "compressed": "responses gzipped",
+        "not_compressed": "responses passed as they were",
+    },
+)

@@ -247,4 +247,15 @@ def check(config: object, gateway: GatewayConfig) -> list[tuple[str, str]]:
     return errors + check_grpc_service(config.grpc_service, "grpc_service", gateway)
 
 
-FILTER_TYPE = HttpFilterType("ext_authz", ExtAuthzConfig, create_factory, check=check)
+FILTER_TYPE = HttpFilterType(
+    "ext_authz",
+    ExtAuthzConfig,
+    create_factory,
+    check=check,
+    stats={
+        "ok": "requests the authorization service allowed",
+        "denied": "requests it denied",
+        "error": "checks that got no answer",
+        "failure_mode_allowed": "of the errors, requests let through by failure_mode_allow",
+    },
+)

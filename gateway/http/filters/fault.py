@@ -97,4 +97,12 @@ def create_factory(config: object, context: FilterContext) -> HttpFilterFactory:
     return factory
 
 
-FILTER_TYPE = HttpFilterType("fault", FaultConfig, create_factory)
+FILTER_TYPE = HttpFilterType(
+    "fault",
+    FaultConfig,
+    create_factory,
+    stats={
+        "aborts_injected": "requests aborted",
+        "delays_injected": "requests delayed",
+    },
+)

@@ -443,4 +443,12 @@ def create_factory(config: object, context: FilterContext) -> HttpFilterFactory:
 #: A filter without hooks: the chain skips it.
 _DISABLED = HttpFilter()
 
-FILTER_TYPE = HttpFilterType("grpc_json_transcoder", GrpcJsonTranscoderConfig, create_factory)
+FILTER_TYPE = HttpFilterType(
+    "grpc_json_transcoder",
+    GrpcJsonTranscoderConfig,
+    create_factory,
+    stats={
+        "transcoder_request_buffer_exceeded": "JSON bodies over max_request_body_size (413)",
+        "transcoder_response_buffer_exceeded": "messages over max_response_body_size (500)",
+    },
+)

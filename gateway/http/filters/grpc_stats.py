@@ -30,7 +30,14 @@ import attrs
 
 from gateway.config.model import between
 from gateway.http.filter import FilterContext, HttpFilter, HttpFilterFactory, HttpFilterType
-from gateway.observability.stats import Counter, Histogram, Scope, StatsStore, create_stats
+from gateway.observability.stats import (
+    Counter,
+    Histogram,
+    Scope,
+    StatsStore,
+    create_stats,
+    describe,
+)
 from gateway.observability.stream_info import StreamInfo
 from gateway.protocol.grpc import FrameCounter, is_grpc_request, service_and_method
 from gateway.protocol.headers import HeaderMap, LocalReply, RequestHead, ResponseHead
@@ -266,4 +273,22 @@ def create_factory(config: object, context: FilterContext) -> HttpFilterFactory:
     return factory
 
 
-FILTER_TYPE = HttpFilterType("grpc_stats", GrpcStatsConfig, create_factory)
+describe(
+    "cluster_grpc",
+    {
+        "success": "gRPC calls that ended with grpc-status 0 (OK)",
+        "failure": "gRPC calls that ended with another grpc-status",
+        "total": "gRPC calls that ended with a grpc-status",
+        "request_message_count": "gRPC messages clients sent",
+        "response_message_count": "gRPC messages upstreams answered",
+        "upstream_rq_time": "ms from the end of the request to the trailers",
+        **{str(code): f"gRPC calls that ended with grpc-status {code}" for code in range(17)},
+    },
+)
+
+FILTER_TYPE = HttpFilterType(
+    "grpc_stats",
+    GrpcStatsConfig,
+    create_factory,
+    stats={"method_stats_overflow": "calls counted without their method (max_methods reached)"},
+)

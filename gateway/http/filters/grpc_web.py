@@ -178,4 +178,14 @@ def create_factory(config: object, context: FilterContext) -> HttpFilterFactory:
     return factory
 
 
-FILTER_TYPE = HttpFilterType("grpc_web", GrpcWebConfig, create_factory)
+FILTER_TYPE = HttpFilterType(
+    "grpc_web",
+    GrpcWebConfig,
+    create_factory,
+    stats={
+        "total": "gRPC-Web calls bridged",
+        "success": "bridged calls that ended with grpc-status 0",
+        "failure": "bridged calls that ended with another status",
+        "base64_decode_failed": "grpc-web-text bodies that were not base64",
+    },
+)

@@ -50,4 +50,12 @@ def create_factory(config: object, context: FilterContext) -> HttpFilterFactory:
     return factory
 
 
-FILTER_TYPE = HttpFilterType("health_check", HealthCheckConfig, create_factory)
+FILTER_TYPE = HttpFilterType(
+    "health_check",
+    HealthCheckConfig,
+    create_factory,
+    stats={
+        "ok": "health checks answered 200",
+        "failed": "health checks answered 503",
+    },
+)

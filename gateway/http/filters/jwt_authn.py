@@ -198,4 +198,12 @@ def create_factory(config: object, context: FilterContext) -> HttpFilterFactory:
     return factory
 
 
-FILTER_TYPE = HttpFilterType("jwt_authn", JwtAuthnConfig, create_factory)
+FILTER_TYPE = HttpFilterType(
+    "jwt_authn",
+    JwtAuthnConfig,
+    create_factory,
+    stats={
+        "allowed": "requests whose token verified",
+        "denied": "requests refused with 401",
+    },
+)

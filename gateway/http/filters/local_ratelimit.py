@@ -138,4 +138,12 @@ def create_factory(config: object, context: FilterContext) -> HttpFilterFactory:
     return factory
 
 
-FILTER_TYPE = HttpFilterType("local_ratelimit", LocalRateLimitConfig, create_factory)
+FILTER_TYPE = HttpFilterType(
+    "local_ratelimit",
+    LocalRateLimitConfig,
+    create_factory,
+    stats={
+        "ok": "requests that took a token",
+        "rate_limited": "requests refused with 429",
+    },
+)

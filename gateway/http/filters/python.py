@@ -146,4 +146,11 @@ class _Failed(HttpFilter):
         raise FilterFailed(self._name)
 
 
-FILTER_TYPE = HttpFilterType("python", PythonFilterConfig, create_factory)
+FILTER_TYPE = HttpFilterType(
+    "python",
+    PythonFilterConfig,
+    create_factory,
+    stats={
+        "errors": "requests a Python filter failed with 500",
+    },
+)

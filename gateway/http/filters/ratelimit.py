@@ -42,7 +42,7 @@ from gateway.errors import GatewayError
 from gateway.http.filter import FilterContext, HttpFilter, HttpFilterFactory, HttpFilterType
 from gateway.http.filters.authz_verdict import service_may_set
 from gateway.http.filters.ratelimit_descriptors import Entry, RateLimitPolicy
-from gateway.observability.stats import Counter, create_stats
+from gateway.observability.stats import Counter, create_stats, describe
 from gateway.observability.stream_info import StreamInfo
 from gateway.protocol.grpc import Status, is_grpc_request
 from gateway.protocol.headers import LocalReply, RequestHead, ResponseHead
@@ -265,6 +265,16 @@ def check(config: object, gateway: GatewayConfig) -> list[tuple[str, str]]:
     errors = [("domain", "must not be empty")] if not config.domain else []
     return errors + check_grpc_service(config.rate_limit_service, "rate_limit_service", gateway)
 
+
+describe(
+    "cluster_ratelimit",
+    {
+        "ok": "requests the rate limit service let through",
+        "over_limit": "requests over a limit (429)",
+        "error": "requests the rate limit service gave no answer for",
+        "failure_mode_allowed": "of the errors, requests let through (failure_mode_deny off)",
+    },
+)
 
 FILTER_TYPE = HttpFilterType(
     "ratelimit", RateLimitConfig, create_factory, per_route=True, check=check

@@ -133,4 +133,12 @@ def create_factory(config: object, context: FilterContext) -> HttpFilterFactory:
     return factory
 
 
-FILTER_TYPE = HttpFilterType("rbac", RbacConfig, create_factory)
+FILTER_TYPE = HttpFilterType(
+    "rbac",
+    RbacConfig,
+    create_factory,
+    stats={
+        "allowed": "requests the policy let through",
+        "denied": "requests refused with 403",
+    },
+)
