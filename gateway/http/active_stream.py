@@ -34,6 +34,7 @@ from gateway.errors import (
     UpstreamTimeout,
 )
 from gateway.http.filter import NO_FILTERS, FilterChain, HttpFilterFactory
+from gateway.http.filter_tracing import TracedFilterChain
 from gateway.http.hcm_stats import HcmStats
 from gateway.io.tunnel import TunnelEndpoint
 from gateway.observability.access_log_format import escape
@@ -102,6 +103,8 @@ class StreamCallbacks(Protocol):
     def route_table(self) -> RouteTable: ...
 
     def filters_for(self, route: RouteEntry | None) -> list[HttpFilterFactory]: ...
+
+    def filter_names_for(self, route: RouteEntry | None) -> list[str]: ...
 
     @property
     def stop_accepting_requests(self) -> OverloadActionState: ...
@@ -271,6 +274,7 @@ class ActiveStream:
         if not trailers:
             await self.encode_data(b"", end_stream=True)
             return
+        self.info.response_trailers = trailers
         tail = b""
         if self.filters.sees_response_end:
             tail = await self.filters.end_with_trailers(trailers)
@@ -344,7 +348,13 @@ class ActiveStream:
             route = self.route
             factories = self.callbacks.filters_for(route)
             if factories:
-                self.filters = FilterChain([f(self.info) for f in factories])
+                filters = [f(self.info) for f in factories]
+                span = self.info.span
+                self.filters = (
+                    FilterChain(filters)
+                    if span is None
+                    else TracedFilterChain(filters, self.callbacks.filter_names_for(route), span)
+                )
             reply = None
             if self.filters.decodes_headers:  # no cancel scope on the hot path otherwise
                 timeout = (

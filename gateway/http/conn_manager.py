@@ -12,7 +12,6 @@ stream's ResponseEncoder, so filters and the router are the same for both codecs
 import logging
 import math
 import random
-import re
 
 import trio
 
@@ -35,9 +34,11 @@ from gateway.observability.access_log_format import escape
 from gateway.observability.stats import StatsStore
 from gateway.observability.stream_info import StreamInfo
 from gateway.observability.tasktree import annotate
+from gateway.observability.tracing.tracer import end_request
 from gateway.protocol.events import RequestHeaders
 from gateway.protocol.headers import LocalReply, RequestHead, strip_hop_by_hop
 from gateway.protocol.path_normalization import InvalidPath, normalize
+from gateway.protocol.trace_context import format_traceparent, new_span_id, parse_traceparent
 from gateway.router.route_table import RouteEntry, RouteTable, RouteTables
 from gateway.router.router import RouterFilter
 from gateway.server.state import ServerState
@@ -70,6 +71,7 @@ class HttpConnectionManager:
         self.stats = HcmStats.create(
             store.scope(f"http.{name}", "http", {"envoy_http_conn_manager_prefix": name})
         )
+        self._tracer = server.tracer
         self.router = RouterFilter(clusters, listener, self.stats)
         self.access_logs = access_logs
         self.update_routes(config, route_tables)
@@ -92,7 +94,9 @@ class HttpConnectionManager:
         names = self.config.virtual_hosts
         table = route_tables.get(tuple(names))
         self.route_table = table if table is not None else RouteTable(names, config)
-        self._filter_factories = self._build_filter_factories(config, self._store, self._server)
+        self._filter_factories, self._filter_names = self._build_filter_factories(
+            config, self._store, self._server
+        )
         self.route_stats = (
             {e.name: RouteStats.create(self._store, e.name) for e in self.route_table.entries()}
             if self.config.per_route_stats
@@ -101,10 +105,11 @@ class HttpConnectionManager:
 
     def _build_filter_factories(
         self, config: GatewayConfig, store: StatsStore, server: ServerState
-    ) -> dict[str | None, list[HttpFilterFactory]]:
+    ) -> tuple[dict[str | None, list[HttpFilterFactory]], dict[str | None, list[str]]]:
         """The filter chain for each route (key: route name; None when no route matched):
         the listener's filters, minus those a route or its virtual host disables, with the
-        config a route or virtual host overrides. Built once, at start."""
+        config a route or virtual host overrides; and the chain's filter names. Built once,
+        at start."""
 
         def factory(name: str, filter_config: object) -> HttpFilterFactory:
             filter_type = FILTER_TYPES[config.http_filters[name].type]
@@ -119,25 +124,34 @@ class HttpConnectionManager:
         names = self.config.http_filters
         base = {name: factory(name, config.http_filters[name].config) for name in names}
         chains: dict[str | None, list[HttpFilterFactory]] = {None: [base[n] for n in names]}
+        chain_names: dict[str | None, list[str]] = {None: list(names)}
         for entry in self.route_table.entries():
             chain = []
+            chain_names[entry.name] = []
             for name in names:
                 override = entry.config.http_filters.get(name) or (
                     entry.virtual_host.http_filters.get(name)
                 )
                 if override is None:
                     chain.append(base[name])
-                elif not override.disabled:
+                elif override.disabled:
+                    continue
+                else:
                     assert override.config is not None
                     filter_type = config.http_filters[name].type
                     chain.append(
                         factory(name, structure_filter_config(filter_type, override.config))
                     )
+                chain_names[entry.name].append(name)
             chains[entry.name] = chain
-        return chains
+        return chains, chain_names
 
     def filters_for(self, route: RouteEntry | None) -> list[HttpFilterFactory]:
         return self._filter_factories[route.name if route is not None else None]
+
+    def filter_names_for(self, route: RouteEntry | None) -> list[str]:
+        """The names of `filters_for(route)`, in order (for the filters' spans)."""
+        return self._filter_names[route.name if route is not None else None]
 
     async def handle_connection(self, stream: ByteStream, conn_info: ConnectionInfo) -> None:
         peer = conn_info.peer
@@ -230,7 +244,10 @@ class HttpConnectionManager:
         # a header a filter sets.
         strip_hop_by_hop(head.headers)
         _edge_headers(head, info, peer.rpartition(":")[0].strip("[]"))
-        _propagate_trace(head, info)
+        if self._tracer is None:
+            _propagate_trace(head, info)
+        else:
+            self._tracer.start_request(head, info)
         self.stats.downstream_rq_total.inc()
         stream = ActiveStream(self, encoder, head, info, body)
         stream.early_reply = early_reply
@@ -320,6 +337,8 @@ class HttpConnectionManager:
             scope.deadline = min(scope.deadline, self.drain_grace_deadline)
 
     def finish(self, info: StreamInfo) -> None:
+        if info.span is not None:
+            end_request(info)
         self.stats.record(info)
         if self.route_stats and (route := self.route_stats.get(info.route_name)) is not None:
             route.record(info)
@@ -342,23 +361,19 @@ class OperatorCancel:
         self.scope.cancel()
 
 
-#: W3C trace context (traceparent): version-traceid-parentid-flags, lowercase hex.
-_TRACEPARENT = re.compile(r"^([0-9a-f]{2})-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})(-.*)?$")
-
-
 def _propagate_trace(head: RequestHead, info: StreamInfo) -> None:
-    """Passes a W3C trace the client started on, with a span id of our own, as every hop
-    must. A request without a valid `traceparent` starts none (the gateway records no
-    spans, and Envoy adds none unless tracing is configured): a made-up trace on every
-    request cost each upstream request a header of fresh random values. An invalid one
-    passes as it came."""
+    """Without `[tracing]`: passes a W3C trace the client started on, with a span id of
+    our own, as every hop must. A request without a valid `traceparent` starts none (the
+    gateway records no spans, and Envoy adds none unless tracing is configured): a made-up
+    trace on every request cost each upstream request a header of fresh random values. An
+    invalid one passes as it came."""
     value = head.headers.get("traceparent")
     if value is None:
         return
-    m = _TRACEPARENT.match(value)
-    if m and m[1] != "ff" and m[2].strip("0") and m[3].strip("0") and (m[1] != "00" or not m[5]):
-        trace_id = m[2]
-        head.headers.set("traceparent", f"00-{trace_id}-{random.getrandbits(64) or 1:016x}-{m[4]}")
+    parsed = parse_traceparent(value)
+    if parsed is not None:
+        trace_id, _, flags = parsed
+        head.headers.set("traceparent", format_traceparent(trace_id, new_span_id(), flags))
         info.trace_id = trace_id
 
 
