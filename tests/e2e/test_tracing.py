@@ -23,17 +23,17 @@ CLIENT_SPAN = "00f067aa0ba902b7"
 
 
 def traced(config: ConfigBuilder, port: int, protocol: str = "http", **keys: object) -> None:
-    """Adds `[tracing]` to `config`, exporting to a collector on `port` (cluster `otel`)
-    quickly: a flush every 20 ms, or as soon as one span waits."""
+    """Adds `[tracing]` (with `keys`) to `config`, exporting to a collector on `port`
+    (cluster `otel`) quickly unless `keys` say otherwise: a flush every 20 ms, or as soon
+    as one span waits."""
     config.cluster("otel", port, protocol="http2" if protocol == "grpc" else "http1")
+    quick = {"flush_interval": "20ms", "min_flush_spans": 1}
     config.table(
         "tracing",
         collector_cluster="otel",
         protocol=protocol,
         service_name="edge-gateway",
-        flush_interval="20ms",
-        min_flush_spans=1,
-        **keys,
+        **{**quick, **keys},
     )
 
 
@@ -156,6 +156,18 @@ async def test_otlp_http_export_and_a_new_trace(nursery):
     # A request that came without a trace starts one, and the upstream joins it.
     seen = response.json()["headers"]["traceparent"]
     assert seen == f"00-{server_span.trace_id}-{attempt.span_id}-01"
+
+
+async def test_spans_waiting_at_shutdown_are_sent(nursery):
+    up = await start_upstream(nursery)
+    collector = await start_http_collector(nursery)
+    config = proxy_config(up.port)
+    traced(config, collector.port, flush_interval="1h", min_flush_spans=100)
+    async with run_gateway(config) as gw, httpx.AsyncClient() as client:
+        assert (await client.get(url(gw, "/last"))).status_code == 200
+        await trio.sleep(0.05)
+        assert not collector.received.spans  # neither the timer nor the count has come
+    assert len(collector.received.spans) == 3  # sent after the drain, before the end
 
 
 @pytest.mark.parametrize("form", ["single", "multi"])
