@@ -1043,12 +1043,15 @@ class Tracing:
     headers: dict[str, str] = attrs.field(factory=dict, validator=_check_fields)
     #: Exports leave at least this often while spans wait (Envoy: flush_interval_ms).
     flush_interval: Duration = attrs.field(default=Duration(5.0), validator=at_least(MIN_PERIOD))
-    #: ...or as soon as this many spans wait (Envoy: min_flush_spans).
-    min_flush_spans: int = attrs.field(default=5, validator=between(1, UINT32_MAX))
+    #: ...or as soon as this many spans wait (Envoy: min_flush_spans, whose default is 5;
+    #: here an export is a Python HTTP exchange, about as dear as a proxied request, so
+    #: exports are batched as OpenTelemetry's SDK batches them).
+    min_flush_spans: int = attrs.field(default=256, validator=between(1, UINT32_MAX))
     #: Spans waiting for export at most; more are dropped and counted (Envoy:
-    #: max_cache_size), so a slow or absent collector costs requests nothing.
-    max_cache_size: int = attrs.field(default=1024, validator=between(1, 1 << 20))
-    #: Spans in one export request at most.
+    #: max_cache_size; OpenTelemetry's max_queue_size), so a slow or absent collector
+    #: costs requests nothing.
+    max_cache_size: int = attrs.field(default=2048, validator=between(1, 1 << 20))
+    #: Spans in one export request at most (OpenTelemetry's max_export_batch_size).
     max_export_batch_size: int = attrs.field(default=512, validator=between(1, 1 << 20))
     #: One export's budget; an export that runs out fails and its spans are dropped.
     timeout: Duration = attrs.field(default=Duration(5.0), validator=at_least(MIN_PERIOD))

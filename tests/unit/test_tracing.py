@@ -182,7 +182,8 @@ def test_otlp_encoding():
     server.end()
     assert sink.spans == [child, server]
     resource = otlp.resource({"service.name": "gw"})
-    request = otlp.export_request(sink.spans, resource, "gateway", "1.0")
+    request, target = otlp.export_request(resource, "gateway", "1.0")
+    otlp.add_spans(target, sink.spans)
     (resource_spans,) = request.resource_spans
     assert resource_spans.resource.attributes[0].value.string_value == "gw"
     (scope_spans,) = resource_spans.scope_spans
@@ -241,7 +242,7 @@ def test_tracing_config_is_validated():
     ]
     bad = TRACING.replace("sampling = 5", 'headers = { "a b" = "1" }')
     assert errors_of(bad) == ["tracing: 'headers': 'a b' is not a header name"]
-    bad = TRACING.replace("sampling = 5", 'path = "v1/traces"\nmax_export_batch_size = 2000')
+    bad = TRACING.replace("sampling = 5", 'path = "v1/traces"\nmax_export_batch_size = 3000')
     assert errors_of(bad) == [
         "tracing.path: must start with '/', got 'v1/traces'",
         "tracing.max_export_batch_size: more than max_cache_size",

@@ -4,8 +4,8 @@ A span that ends while the buffer holds `capacity` spans is dropped and counted
 (`tracing.opentelemetry.spans_dropped`), as Envoy's tracer drops past its
 `max_cache_size`: when the collector is slow or down, the spans pile up only this far,
 and the requests they describe go on at full speed. The exporter is woken once
-`min_flush_spans` are waiting (Envoy's runtime `tracing.opentelemetry.min_flush_spans`),
-and otherwise by its flush timer.
+`min_flush_spans` are waiting (Envoy's `tracing.opentelemetry.min_flush_spans`), and
+otherwise by its flush timer.
 """
 
 import trio
