@@ -5,8 +5,11 @@ the semantic conventions' status rules, the span buffer's bounds, OTLP encoding,
 import pytest
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
     ExportTracePartialSuccess,
+    ExportTraceServiceRequest,
     ExportTraceServiceResponse,
 )
+from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
+from opentelemetry.proto.trace.v1.trace_pb2 import Span as OtlpSpan
 
 from gateway.config.load import loads_config
 from gateway.errors import ConfigError
@@ -200,6 +203,44 @@ def test_otlp_encoding():
     assert values["f"].double_value == 0.5 and values["b"].bool_value is True
     assert second.start_time_unix_nano <= first.start_time_unix_nano
     assert first.end_time_unix_nano <= second.end_time_unix_nano
+
+
+def test_otlp_spans_decode_as_the_generated_classes_build_them():
+    """The exporter writes spans in the wire format itself: it must read back as the
+    generated classes would have made them, whatever the attribute values."""
+    odd = {"neg": -5, "big": 1 << 70, "utf8": "caf\u00e9 \u2603", "t": True, "f": False, "d": -2.5}
+    sink = Sink()
+    span = Span(Trace(TRACE, sink), "n\u00e4me", SpanKind.CLIENT, SPAN)
+    span.attributes.update(odd)
+    span.end()
+    expected = OtlpSpan(
+        trace_id=bytes.fromhex(TRACE),
+        span_id=bytes.fromhex(span.span_id),
+        parent_span_id=bytes.fromhex(SPAN),
+        flags=0x101,
+        name="n\u00e4me",
+        kind=OtlpSpan.SPAN_KIND_CLIENT,
+        start_time_unix_nano=span.start_ns,
+        end_time_unix_nano=span.end_ns,
+        attributes=[
+            KeyValue(key="neg", value=AnyValue(int_value=-5)),
+            KeyValue(key="big", value=AnyValue(string_value=str(1 << 70))),
+            KeyValue(key="utf8", value=AnyValue(string_value="caf\u00e9 \u2603")),
+            KeyValue(key="t", value=AnyValue(bool_value=True)),
+            KeyValue(key="f", value=AnyValue(bool_value=False)),
+            KeyValue(key="d", value=AnyValue(double_value=-2.5)),
+        ],
+    )
+    for _ in range(2):  # the second time from the cache of encoded attributes
+        request, target = otlp.export_request(otlp.resource({}), "gateway", "1.0")
+        otlp.add_spans(target, sink.spans)
+        (decoded,) = (
+            ExportTraceServiceRequest.FromString(request.SerializeToString())
+            .resource_spans[0]
+            .scope_spans[0]
+            .spans
+        )
+        assert decoded == expected
 
 
 def test_a_partial_success_counts_what_the_collector_rejected():
