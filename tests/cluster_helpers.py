@@ -33,7 +33,8 @@ class Backend:
     hang: bool = False
     #: Seconds to wait before answering.
     delay: float = 0.0
-    #: x-envoy-attempt-count and body size of each request served (not /healthz).
+    #: x-envoy-attempt-count, body size, path and traceparent of each request served (not
+    #: /healthz).
     seen: list[dict[str, Any]] = attrs.Factory(list)
     health_probes: int = 0
     #: The address to listen on (tests of DNS discovery also use "::1").
@@ -62,6 +63,7 @@ class Backend:
                 "attempt": headers.get("x-envoy-attempt-count"),
                 "body": len(body),
                 "path": scope["path"],
+                "traceparent": headers.get("traceparent"),
             }
         )
         if self.hang:

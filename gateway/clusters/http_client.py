@@ -20,6 +20,8 @@ class ServiceResponse:
     status: int
     headers: HeaderMap
     body: bytes
+    #: The answer's trailers, if it had any (a gRPC call's status is there).
+    trailers: HeaderMap | None = None
 
 
 @contextlib.asynccontextmanager
@@ -61,10 +63,15 @@ async def exchange(
         raise UpstreamReset("service closed the connection before answering")
     head = event.head
     answer = b""
-    while not isinstance(event, EndStream):
+    trailers = None
+    # An HTTP/2 answer may end with its head (a gRPC trailers-only answer): nothing follows.
+    ended = event.end_stream
+    while not ended:
         event = await upstream.receive_event()
         if isinstance(event, Data):
             answer += event.data[: max(max_body - len(answer), 0)]
-        elif not isinstance(event, EndStream):
+        elif isinstance(event, EndStream):
+            trailers, ended = event.trailers, True
+        else:
             raise UpstreamReset("service closed the connection mid-answer")
-    return ServiceResponse(head.status, head.headers, answer)
+    return ServiceResponse(head.status, head.headers, answer, trailers)

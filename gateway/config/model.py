@@ -1175,6 +1175,44 @@ class Dynamic:
 
 
 @attrs.frozen
+class Tracing:
+    """`[tracing]`: spans of each sampled request, exported over OTLP to a collector
+    (Envoy's OpenTelemetry tracer). Unset: no spans, and a client's `traceparent` only
+    gets the gateway's span id on its way."""
+
+    #: A `[clusters.*]` table of this file: where the collector (an OpenTelemetry
+    #: Collector, Jaeger, Tempo, ...) listens for OTLP. It must be http2 for "grpc".
+    collector_cluster: str
+    #: "http": OTLP/HTTP, protobuf bodies POSTed to `path`; "grpc": the OTLP gRPC service
+    #: (opentelemetry.proto.collector.trace.v1.TraceService/Export).
+    protocol: Literal["http", "grpc"] = "http"
+    #: The `service.name` resource attribute of every span.
+    service_name: str = "gateway"
+    #: Percentage (0 to 100, as Envoy's random_sampling) of the requests that carry no
+    #: sampling decision which are traced. A request whose caller decided (traceparent's
+    #: sampled flag, B3) follows its caller; one with `x-client-trace-id` is always traced.
+    sampling: float = attrs.field(default=100.0, validator=between(0, 100))
+    #: OTLP/HTTP's path on the collector.
+    path: str = "/v1/traces"
+    #: Extra headers on each export (HTTP headers, or gRPC metadata): a collector's token.
+    headers: dict[str, str] = attrs.field(factory=dict, validator=_check_fields)
+    #: Exports leave at least this often while spans wait (Envoy: flush_interval_ms).
+    flush_interval: Duration = attrs.field(default=Duration(5.0), validator=at_least(MIN_PERIOD))
+    #: ...or as soon as this many spans wait (Envoy: min_flush_spans, whose default is 5;
+    #: here an export is a Python HTTP exchange, about as dear as a proxied request, so
+    #: exports are batched as OpenTelemetry's SDK batches them).
+    min_flush_spans: int = attrs.field(default=256, validator=between(1, UINT32_MAX))
+    #: Spans waiting for export at most; more are dropped and counted (Envoy:
+    #: max_cache_size; OpenTelemetry's max_queue_size), so a slow or absent collector
+    #: costs requests nothing.
+    max_cache_size: int = attrs.field(default=2048, validator=between(1, 1 << 20))
+    #: Spans in one export request at most (OpenTelemetry's max_export_batch_size).
+    max_export_batch_size: int = attrs.field(default=512, validator=between(1, 1 << 20))
+    #: One export's budget; an export that runs out fails and its spans are dropped.
+    timeout: Duration = attrs.field(default=Duration(5.0), validator=at_least(MIN_PERIOD))
+
+
+@attrs.frozen
 class GatewayConfig:
     """The whole gateway.toml."""
 
@@ -1187,3 +1225,4 @@ class GatewayConfig:
     dynamic: Dynamic = Dynamic()
     overload: Overload = Overload()
     stats_sinks: list[StatsSink] = attrs.Factory(list)
+    tracing: Tracing | None = None

@@ -466,4 +466,23 @@ def validate(config: GatewayConfig) -> list[str]:
             errors.append(
                 f"dynamic.ads.cluster: '{source.cluster}' must be an http2 cluster (gRPC)"
             )
+    _check_tracing(config, errors)
     return errors
+
+
+def _check_tracing(config: GatewayConfig, errors: list[str]) -> None:
+    tracing = config.tracing
+    if tracing is None:
+        return
+    cluster = config.clusters.get(tracing.collector_cluster)
+    if cluster is None:
+        errors.append(f"tracing.collector_cluster: no cluster named '{tracing.collector_cluster}'")
+    elif tracing.protocol == "grpc" and cluster.protocol != "http2":
+        errors.append(
+            f"tracing.collector_cluster: '{tracing.collector_cluster}' must be an http2 "
+            'cluster for protocol = "grpc"'
+        )
+    if not tracing.path.startswith("/"):
+        errors.append(f"tracing.path: must start with '/', got '{tracing.path}'")
+    if tracing.max_export_batch_size > tracing.max_cache_size:
+        errors.append("tracing.max_export_batch_size: more than max_cache_size")

@@ -38,6 +38,7 @@ from gateway.errors import (
     UpstreamTimeout,
 )
 from gateway.http.filter import NO_FILTERS, FilterChain, HttpFilter, HttpFilterFactory
+from gateway.http.filter_tracing import TracedFilterChain
 from gateway.http.hcm_stats import HcmStats
 from gateway.io.tunnel import TunnelEndpoint
 from gateway.observability.access_log_format import escape
@@ -106,6 +107,8 @@ class StreamCallbacks(Protocol):
     def route_table(self) -> RouteTable: ...
 
     def filters_for(self, route: RouteEntry | None) -> list[HttpFilterFactory]: ...
+
+    def filter_names_for(self, route: RouteEntry | None) -> list[str]: ...
 
     @property
     def stop_accepting_requests(self) -> OverloadActionState: ...
@@ -348,6 +351,7 @@ class ActiveStream:
         if not trailers:
             await self.encode_data(b"", end_stream=True)
             return
+        self.info.response_trailers = trailers
         tail = b""
         if self._encoding.sees_response_end:
             if self._held is not None:
@@ -452,7 +456,13 @@ class ActiveStream:
             route = self.route
             factories = self.callbacks.filters_for(route)
             if factories:
-                self.filters = self._encoding = FilterChain([f(self.info) for f in factories])
+                filters = [f(self.info) for f in factories]
+                span = self.info.span
+                self.filters = self._encoding = (
+                    FilterChain(filters)
+                    if span is None
+                    else TracedFilterChain(filters, self.callbacks.filter_names_for(route), span)
+                )
                 for f in self.filters.with_callbacks:
                     f.set_decoder_filter_callbacks(_FilterCallbacks(self, f))
             reply = None

@@ -12,7 +12,6 @@ stream's ResponseEncoder, so filters and the router are the same for both codecs
 import logging
 import math
 import random
-import re
 
 import trio
 
@@ -40,9 +39,11 @@ from gateway.observability.stats import StatsStore
 from gateway.observability.stream_info import StreamInfo
 from gateway.observability.task_query import hide_query
 from gateway.observability.tasktree import annotate
+from gateway.observability.tracing.tracer import Tracer, end_request
 from gateway.protocol.events import RequestHeaders
 from gateway.protocol.headers import LocalReply, RequestHead, strip_hop_by_hop
 from gateway.protocol.path_normalization import InvalidPath, NormalizedPath, normalize
+from gateway.protocol.trace_context import format_traceparent, new_span_id, parse_traceparent
 from gateway.router.route_table import RouteEntry, RouteTable, RouteTables
 from gateway.router.router import RouterFilter
 from gateway.server.state import ServerState
@@ -75,6 +76,7 @@ class HttpConnectionManager:
         self.stats = HcmStats.create(
             store.scope(f"http.{name}", "http", {"envoy_http_conn_manager_prefix": name})
         )
+        self._tracer = server.tracer
         self.router = RouterFilter(clusters, listener, self.stats)
         self.access_logs = access_logs
         self.update_routes(config, route_tables)
@@ -117,7 +119,8 @@ class HttpConnectionManager:
         the listener's filters, minus those a route or its virtual host disables, with the
         config a route or virtual host overrides. A filter type built per route gets its
         factory made for each route, and is left out where it says it has nothing to do.
-        And the names of the filters in each chain, for /explain. Built once, at start."""
+        And the names of the filters in each chain, for /explain and the filters' spans.
+        Built once, at start."""
 
         def factory(
             name: str, filter_config: object, route: RouteEntry | None
@@ -168,7 +171,8 @@ class HttpConnectionManager:
         return self._filter_factories[route.name if route is not None else None]
 
     def filter_names_for(self, route: RouteEntry | None) -> list[str]:
-        """The `[http_filters.*]` names in `filters_for(route)`, in order."""
+        """The `[http_filters.*]` names in `filters_for(route)`, in order (for /explain and
+        the filters' spans)."""
         return self._filter_names[route.name if route is not None else None]
 
     async def handle_connection(self, stream: ByteStream, conn_info: ConnectionInfo) -> None:
@@ -283,7 +287,7 @@ class HttpConnectionManager:
             path=head.path,
             authority=head.authority or "-",
         )
-        mutate_request_headers(head, info, peer.rpartition(":")[0].strip("[]"))
+        mutate_request_headers(head, info, peer.rpartition(":")[0].strip("[]"), self._tracer)
         self.stats.downstream_rq_total.inc()
         stream = ActiveStream(self, encoder, head, info, body)
         stream.early_reply = early_reply
@@ -394,6 +398,8 @@ class HttpConnectionManager:
                 info.bytes_received,
                 info.bytes_sent,
             )
+        if info.span is not None:
+            end_request(info)
         self.stats.record(info)
         if self.route_stats and (route := self.route_stats.get(info.route_name)) is not None:
             route.record(info)
@@ -427,33 +433,35 @@ def normalize_request_path(config: HttpConnectionManagerOptions, path: str) -> N
     )
 
 
-def mutate_request_headers(head: RequestHead, info: StreamInfo, peer_ip: str) -> None:
+def mutate_request_headers(
+    head: RequestHead, info: StreamInfo, peer_ip: str, tracer: Tracer | None = None
+) -> None:
     """What the HCM does to every request's headers where it enters, before the filters
     and the route match (Envoy's mutateRequestHeaders). Hop-by-hop headers go first, before
     the gateway adds its own: `Connection: x-forwarded-for` must not remove the
-    x-forwarded-for made here, nor a header a filter sets."""
+    x-forwarded-for made here, nor a header a filter sets. With `tracer`, the request
+    starts its span (and gets the trace headers the tracer sends)."""
     strip_hop_by_hop(head.headers)
     _edge_headers(head, info, peer_ip)
-    _propagate_trace(head, info)
-
-
-#: W3C trace context (traceparent): version-traceid-parentid-flags, lowercase hex.
-_TRACEPARENT = re.compile(r"^([0-9a-f]{2})-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})(-.*)?$")
+    if tracer is None:
+        _propagate_trace(head, info)
+    else:
+        tracer.start_request(head, info)
 
 
 def _propagate_trace(head: RequestHead, info: StreamInfo) -> None:
-    """Passes a W3C trace the client started on, with a span id of our own, as every hop
-    must. A request without a valid `traceparent` starts none (the gateway records no
-    spans, and Envoy adds none unless tracing is configured): a made-up trace on every
-    request cost each upstream request a header of fresh random values. An invalid one
-    passes as it came."""
+    """Without `[tracing]`: passes a W3C trace the client started on, with a span id of
+    our own, as every hop must. A request without a valid `traceparent` starts none (the
+    gateway records no spans, and Envoy adds none unless tracing is configured): a made-up
+    trace on every request cost each upstream request a header of fresh random values. An
+    invalid one passes as it came."""
     value = head.headers.get("traceparent")
     if value is None:
         return
-    m = _TRACEPARENT.match(value)
-    if m and m[1] != "ff" and m[2].strip("0") and m[3].strip("0") and (m[1] != "00" or not m[5]):
-        trace_id = m[2]
-        head.headers.set("traceparent", f"00-{trace_id}-{random.getrandbits(64) or 1:016x}-{m[4]}")
+    parsed = parse_traceparent(value)
+    if parsed is not None:
+        trace_id, _, flags = parsed
+        head.headers.set("traceparent", format_traceparent(trace_id, new_span_id(), flags))
         info.trace_id = trace_id
 
 

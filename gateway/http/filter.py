@@ -240,15 +240,19 @@ class FilterChain:
         it, which see the head when it is let go."""
         for f in self._encode_headers:
             if await f.encode_headers(response, end_stream) is STOP_ITERATION:
-                if f not in self._encode_data:
-                    raise TypeError(
-                        f"{type(f).__name__} holds the response head without an encode_data "
-                        "hook to see the body with"
-                    )
-                # Encode order is the reverse of the configured order.
-                position = self._filters.index(f)
-                return FilterChain(self._filters[position:]), FilterChain(self._filters[:position])
+                return self.split_at(f)
         return None
+
+    def split_at(self, holder: HttpFilter) -> "tuple[FilterChain, FilterChain]":
+        """The chain split at `holder`, which holds the response head (encode_headers)."""
+        if holder not in self._encode_data:
+            raise TypeError(
+                f"{type(holder).__name__} holds the response head without an encode_data "
+                "hook to see the body with"
+            )
+        # Encode order is the reverse of the configured order.
+        position = self._filters.index(holder)
+        return FilterChain(self._filters[position:]), FilterChain(self._filters[:position])
 
     async def encode_data(self, data: bytes, end_stream: bool) -> bytes:
         for f in self._encode_data:

@@ -8,7 +8,8 @@ import time
 
 import attrs
 
-from gateway.protocol.headers import RequestHead, ResponseHead
+from gateway.observability.tracing.span import Span
+from gateway.protocol.headers import HeaderMap, RequestHead, ResponseHead
 
 
 @attrs.define
@@ -48,6 +49,11 @@ class StreamInfo:
     #: log operators such as %REQ(X)%. References, not copies.
     request_head: RequestHead | None = None
     response_head: ResponseHead | None = None
+    #: The response's trailers as they went out (gRPC's status is there).
+    response_trailers: HeaderMap | None = None
+    #: The request's SERVER span, when `[tracing]` sampled it; None otherwise (the data
+    #: path records spans only where this is set).
+    span: Span | None = None
 
     def add_flag(self, flag: str) -> None:
         if flag != "-" and flag not in self.response_flags:

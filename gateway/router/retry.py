@@ -42,9 +42,10 @@ class RetryableResponse(Exception):
     """The upstream's answer is one the policy retries: drop it (and its connection or
     stream) and try again."""
 
-    def __init__(self, status: int) -> None:
-        super().__init__(status)
-        self.status = status
+    def __init__(self, head: ResponseHead) -> None:
+        super().__init__(head.status)
+        self.head = head
+        self.status = head.status
 
 
 class BodySource(Protocol):
@@ -144,46 +145,52 @@ class RetryState:
         self.tried: tuple[Host, ...] = ()
         self.per_try_timeout = policy.per_try_timeout
         self._holding_breaker = False
+        #: The retry_on condition that made the last try fail over to the next one.
+        self.reason = ""
 
     # -- decisions -----------------------------------------------------------------------
 
     def retries_response(self, head: ResponseHead) -> bool:
         """Whether to drop this upstream response and try again."""
-        if not self._may_repeat or not self._matches_response(head):
+        if not self._may_repeat:
             return False
-        return self._take_retry()
+        return self._take_retry(self._matches_response(head))
 
     def retries_error(self, exc: GatewayError) -> bool:
         """Whether to try again after an attempt failed with `exc` before responding."""
-        if not self._matches_error(exc):
-            return False
-        return self._take_retry()
+        return self._take_retry(self._matches_error(exc))
 
-    def _matches_response(self, head: ResponseHead) -> bool:
+    def _matches_response(self, head: ResponseHead) -> str | None:
+        """The retry_on condition the response meets, if any."""
         status, on = head.status, self._conditions
         if "5xx" in on and status >= 500:
-            return True
+            return "5xx"
         if "gateway-error" in on and status in (502, 503, 504):
-            return True
+            return "gateway-error"
         if "retriable-status-codes" in on and status in self._policy.retriable_status_codes:
-            return True
+            return "retriable-status-codes"
         if self._is_grpc:
             grpc_status = head.headers.get("grpc-status")
-            return any(_GRPC_CONDITIONS.get(c) == grpc_status for c in on)
-        return False
+            return next((c for c in on if _GRPC_CONDITIONS.get(c) == grpc_status), None)
+        return None
 
-    def _matches_error(self, exc: GatewayError) -> bool:
-        on = self._conditions
+    def _matches_error(self, exc: GatewayError) -> str | None:
+        """The retry_on condition the failure meets, if any."""
         for kind, condition in _NEVER_SENT.items():
             if isinstance(exc, kind):
-                return bool(on & {condition, "5xx", "gateway-error", "reset"})
+                return self._first_of(condition, "5xx", "gateway-error", "reset")
         if not self._may_repeat:
-            return False
+            return None
         if isinstance(exc, UpstreamReset | UpstreamTimeout):
-            return bool(on & {"5xx", "gateway-error", "reset"})
-        return False
+            return self._first_of("5xx", "gateway-error", "reset")
+        return None
 
-    def _take_retry(self) -> bool:
+    def _first_of(self, *conditions: str) -> str | None:
+        return next((c for c in conditions if c in self._conditions), None)
+
+    def _take_retry(self, reason: str | None) -> bool:
+        if reason is None:
+            return False
         stats = self._cluster.stats
         if self.attempt > self._policy.num_retries:
             stats.upstream_rq_retry_limit_exceeded.inc()
@@ -198,6 +205,7 @@ class RetryState:
             retries.inc()
             self._holding_breaker = True
         stats.upstream_rq_retry.inc()
+        self.reason = reason
         return True
 
     # -- between attempts ----------------------------------------------------------------

@@ -53,6 +53,7 @@ from gateway.io.trio_util import raise_single
 from gateway.io.tunnel import SocketEndpoint, TunnelEndpoint, TunnelResult, run_tunnel
 from gateway.observability.stats import Counter, Gauge
 from gateway.observability.stream_info import StreamInfo
+from gateway.observability.tracing.span import Span
 from gateway.protocol import grpc
 from gateway.protocol.codec_h1 import ClientEvent
 from gateway.protocol.events import NEED_DATA, Data, EndStream, ResponseHeaders
@@ -63,6 +64,7 @@ from gateway.protocol.headers import (
     ResponseHead,
     strip_hop_by_hop,
 )
+from gateway.router.attempt_trace import AttemptTrace, end_tunnel, start_tunnel
 from gateway.router.retry import BodySource, RequestBodyBuffer, RetryableResponse, RetryState
 from gateway.router.route_table import RouteEntry, mutate_request, mutate_response
 
@@ -381,6 +383,13 @@ class RouterFilter:
         host_stats.rq_active += 1
         started = time.monotonic()
         status = 0
+        failure: BaseException | None = None
+        parent = stream.info.span
+        trace = (
+            AttemptTrace(parent, stream.request, cluster, host, stream.is_grpc, retry)
+            if parent is not None
+            else None
+        )
         per_try = retry.per_try_timeout if retry is not None else 0.0
         try:
             # No per-try timeout (the usual case): no scope of its own, the route's bounds it.
@@ -396,8 +405,12 @@ class RouterFilter:
                 # lent, and its HEADERS must leave before any later stream's.
                 ahead = await self._read_ahead(body) if has_body and not tunnel else None
                 stream.info.state = "waiting for upstream connection"
+                if trace is not None:
+                    trace.wait_for_connection()
                 async with host.pool.borrow() as upstream:
                     request = stream.request
+                    if trace is not None:
+                        trace.connected(request.headers)
                     if stream.is_grpc and deadline != math.inf:
                         # Forward what is left of the client's deadline, as Envoy does.
                         remaining = grpc.format_timeout(deadline - trio.current_time())
@@ -405,7 +418,7 @@ class RouterFilter:
                     if retry is not None:
                         request.headers.set("x-envoy-attempt-count", str(retry.attempt))
                     if tunnel:
-                        status = await self._tunnel(stream, upstream, entry, timeout_scope)
+                        status = await self._tunnel(stream, upstream, entry, timeout_scope, trace)
                     else:
                         status = await self._exchange(
                             stream,
@@ -421,13 +434,22 @@ class RouterFilter:
                 host_stats.rq_timeout += 1
                 raise UpstreamTimeout()
         except RetryableResponse as retried:
-            status = retried.status
+            status, failure = retried.status, retried
             raise
-        except (UpstreamConnectError, UpstreamReset, UpstreamTimeout):
+        except (UpstreamConnectError, UpstreamReset, UpstreamTimeout) as exc:
+            failure = exc
             if cluster.outlier is not None:
                 cluster.outlier.report_local_failure(host)
             raise
+        except BaseException as exc:  # for the attempt's span: cancelled, or a bug
+            failure = exc
+            raise
         finally:
+            if trace is not None:
+                trace.end(status, failure, stream.info)
+            # Its traceback holds this frame: a local naming it would be a cycle, keeping
+            # the request and its connection until the cyclic GC runs.
+            failure = None
             stats.upstream_rq_active.dec()
             cluster.resources.requests.dec()
             host_stats.rq_active -= 1
@@ -492,6 +514,7 @@ class RouterFilter:
         upstream: UpstreamStream,
         entry: RouteEntry,
         timeout_scope: trio.CancelScope,
+        trace: AttemptTrace | None,
     ) -> int:
         """Upgrade upstream over HTTP/1.1, then (on 101) join the two sides in a tunnel.
         A refusal (any other status) goes back to the client as an ordinary response."""
@@ -510,7 +533,14 @@ class RouterFilter:
             raise UpstreamReset("upgrades need an HTTP/1.1 upstream")
         # The route timeout bounds the handshake; the tunnel has its own idle and max limits.
         timeout_scope.deadline = math.inf
-        await self._join(stream, entry, event.head, upstream.tunnel_endpoint(), upstream.host)
+        await self._join(
+            stream,
+            entry,
+            event.head,
+            upstream.tunnel_endpoint(),
+            upstream.host,
+            trace.span if trace is not None else None,
+        )
         return 101
 
     async def _terminate_connect(self, stream: DownstreamStream, entry: RouteEntry) -> None:
@@ -527,7 +557,9 @@ class RouterFilter:
         info.state = "connecting for CONNECT"
         upstream = await cluster.open_connection(host)
         try:
-            await self._join(stream, entry, ResponseHead(200, HeaderMap()), upstream, str(host))
+            await self._join(
+                stream, entry, ResponseHead(200, HeaderMap()), upstream, str(host), info.span
+            )
         finally:
             upstream.close_now()
             cluster.stats.upstream_cx_active.dec()
@@ -539,9 +571,11 @@ class RouterFilter:
         head: ResponseHead,
         upstream: SocketEndpoint | ByteStream,
         upstream_label: str,
+        parent: Span | None,
     ) -> None:
         """Accepts the tunnel downstream with `head` (a 101, or CONNECT's 200) and joins
-        the two sides until either ends or the route's tunnel limits cut it."""
+        the two sides until either ends or the route's tunnel limits cut it; a traced
+        request's tunnel is a child span of `parent`."""
         request, info = stream.request, stream.info
         stream.stop_watching_idle()
         info.upstream_service_time_ms = info.duration_ms()
@@ -556,6 +590,7 @@ class RouterFilter:
         stats.downstream_cx_upgrades_active.inc()
         route = entry.config
         result = TunnelResult()
+        span = start_tunnel(parent) if parent is not None else None
         try:
             await run_tunnel(
                 downstream,
@@ -576,6 +611,8 @@ class RouterFilter:
             # The handshake has no body: the tunnel's bytes are the exchange's bytes.
             info.bytes_received = result.sent_up
             info.bytes_sent = result.sent_down
+            if span is not None:
+                end_tunnel(span, result)
         if result.cut:
             info.add_flag(result.cut)
         stream.end_tunnel(cut=bool(result.cut))
@@ -607,7 +644,7 @@ class RouterFilter:
             raise UpstreamReset("upstream closed the stream before responding")
         head: ResponseHead = event.head
         if retry is not None and retry.retries_response(head):
-            raise RetryableResponse(head.status)
+            raise RetryableResponse(head)
         if try_scope is not None:
             # Committed to this answer: from here only the route timeout bounds it.
             try_scope.deadline = math.inf

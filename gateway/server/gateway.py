@@ -12,6 +12,7 @@ import attrs
 import trio
 
 from gateway.clusters.manager import ClusterManager
+from gateway.clusters.otlp_exporter import OtlpExporter
 from gateway.config.model import Address, Admin, GatewayConfig
 from gateway.config.model import Server as ServerConfig
 from gateway.config.regex import compile_regex
@@ -19,6 +20,8 @@ from gateway.errors import StartupError
 from gateway.listeners.filter_chain import ChainBuilder
 from gateway.listeners.listener import Listener
 from gateway.observability.stats import StatsStore
+from gateway.observability.tracing.sampler import Sampler
+from gateway.observability.tracing.tracer import Tracer
 from gateway.router.route_table import RouteTables, build_route_tables
 from gateway.server.overload import OverloadManager
 from gateway.server.state import ServerState
@@ -75,6 +78,15 @@ class Gateway:
         )
         self.state = ServerState(OverloadManager(config.overload, self.stats))
         self.clusters = ClusterManager(config, self.stats)
+        #: `[tracing]`: the exporter task's work (open_gateway runs it); its buffer takes
+        #: the spans of the tracer the connection managers start traces with. Set at start
+        #: only: a reload does not change tracing.
+        self.trace_exporter: OtlpExporter | None = None
+        if config.tracing is not None:
+            index = worker.index if worker is not None else None
+            self.trace_exporter = OtlpExporter(config.tracing, self.clusters, self.stats, index)
+            sampler = Sampler(config.tracing.sampling)
+            self.state.tracer = Tracer(sampler, self.trace_exporter.buffer)
         self.listeners: dict[str, Listener] = self._build_listeners(config)
         self.admin_port: int | None = None
         #: Set by POST /quitquitquit (and by `gateway serve` on SIGINT/SIGTERM).
@@ -266,4 +278,6 @@ class Gateway:
             )
         if old.stats_sinks != new.stats_sinks:
             notes.append("stats_sinks take effect on restart")
+        if old.tracing != new.tracing:
+            notes.append("tracing settings take effect on restart")
         return notes

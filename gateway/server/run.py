@@ -85,6 +85,8 @@ async def open_gateway(
             gw.start_background()
             gw.state.overload.start(nursery)
             _start_stats_flush(gw, nursery)
+            if gw.trace_exporter is not None:
+                nursery.start_soon(gw.trace_exporter.run, name="trace exporter")
             for listener in gw.listeners.values():
                 await gw.start_listener(listener)
             if config.admin is not None:
@@ -96,6 +98,10 @@ async def open_gateway(
             log.info("%s started: listeners %s, admin %s", what, gw.listener_ports, gw.admin_port)
             yield gw
             await gw.drain()
+            if gw.trace_exporter is not None:
+                # The drained requests' last spans, while the collector cluster still runs.
+                with trio.move_on_after(gw.config.server.drain_grace):
+                    await gw.trace_exporter.flush()
             if config.admin is not None:
                 gw.admin_shutdown.set()
                 await gw.admin_stopped.wait()

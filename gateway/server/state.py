@@ -4,6 +4,7 @@ from collections.abc import Awaitable, Callable
 
 import attrs
 
+from gateway.observability.tracing.tracer import Tracer
 from gateway.server.overload import OverloadManager
 
 BackgroundTask = Callable[[], Awaitable[None]]
@@ -22,3 +23,5 @@ class ServerState:
     #: is built: the gateway takes and starts them once the clusters are up, and cancels
     #: them a drain timeout after a reload replaced that config, or at shutdown.
     background: list[tuple[str, BackgroundTask]] = attrs.Factory(list)
+    #: `[tracing]`: what starts each request's trace; None without it.
+    tracer: Tracer | None = None

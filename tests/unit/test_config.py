@@ -358,6 +358,18 @@ def test_http1_parser_is_chosen_per_listener_and_per_cluster():
     ]
 
 
+def test_tracing_example():
+    text = docs_example("[tracing]")
+    config = loads_config(text)
+    assert config.tracing is not None
+    assert (config.tracing.protocol, config.tracing.sampling) == ("grpc", 10)
+    assert config.clusters[config.tracing.collector_cluster].protocol == "http2"
+    assert errors_of(text.replace('protocol = "http2"\n', "")) == [
+        "tracing.collector_cluster: 'otel_collector' must be an http2 cluster for "
+        'protocol = "grpc"'
+    ]
+
+
 @pytest.mark.parametrize(
     ("mutation", "error"),
     [
