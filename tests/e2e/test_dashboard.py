@@ -157,6 +157,15 @@ async def test_dashboard_of_the_default_gateway_shows_every_worker(nursery, tmp_
     assert re.search(rf'127\.0\.0\.1:{up.port} <span class="health HEALTHY">HEALTHY</span>', dom)
     assert re.search(r'<polyline class="rate" points="[^"]+"', dom), "a request-rate plot"
     assert "http.edge.downstream_rq_2xx" in dom  # top stats
+    # Rates from the workers' histories added up: the host's, the listener's 2xx.
+    host = re.search(r'<tr class="host HEALTHY cluster" data-host="[^"]+">(.*?)</tr>', dom)
+    assert host, "the host's row"
+    rq_per_s, errors, _, success = re.findall(r'<td class="num">([^<]*)</td>', host[1])[:4]
+    assert float(rq_per_s) > 0 and errors == "0" and success == "100%"
+    edge = re.search(r'<tr class="listener"><td>edge</td><td>[^<]*</td>(.*?)</tr>', dom)
+    assert edge and float(re.findall(r'<td class="num">([^<]*)</td>', edge[1])[0]) > 0
+    folded = tree[: tree.index("</div>")].count("(the admin endpoint's own")
+    assert folded == 2, "each worker's admin, folded"
 
 
 async def test_dashboard_shows_a_dead_host_as_failing(tmp_path):
