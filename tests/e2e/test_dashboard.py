@@ -51,7 +51,8 @@ async def _chromium(*args: str) -> str:
 
 async def test_dashboard_renders_tree_and_plots(nursery, tmp_path):
     up = await start_upstream(nursery)
-    async with run_gateway(proxy_config(up.port)) as gw, httpx.AsyncClient() as client:
+    config = proxy_config(up.port, listener={"per_route_stats": True})
+    async with run_gateway(config) as gw, httpx.AsyncClient() as client:
         for _ in range(12):  # traffic spread over more than one history sample
             assert (await client.get(url(gw, "/x"))).status_code == 200
             await trio.sleep(0.1)
