@@ -211,7 +211,9 @@ async def test_dashboard_task_tree_filter(nursery, tmp_path):
             nothing = await _chromium("--dump-dom", admin_url(gw, "/?listener=nope"))
             everything = await _chromium("--dump-dom", admin_url(gw, "/?admin_tasks=show"))
             shot = tmp_path / "tree_filter.png"
-            await _chromium("--window-size=1400,900", f"--screenshot={shot}", admin_url(gw, "/"))
+            await _chromium(
+                "--window-size=1400,1600", f"--screenshot={shot}", admin_url(gw, "/?state=waiting")
+            )
 
     def tree_of(dom: str) -> str:
         tree = dom[dom.index('id="tree"') :]
