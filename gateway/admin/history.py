@@ -78,7 +78,8 @@ class StatsHistory:
         listeners: Callable[[], Iterable[str]] = tuple,
     ) -> None:
         """`hosts` gives each cluster's name and host as they are now, `listeners` the
-        listeners' names (asked at each sample: hosts come and go)."""
+        listeners' names (asked at each sample: hosts and listeners come and go, and
+        those gone leave the history)."""
         self._store = store
         self._hosts = hosts
         self._listeners = listeners
@@ -89,7 +90,8 @@ class StatsHistory:
                 scope.counter("upstream_rq_total"), scope.histogram("upstream_rq_time")
             )
             self._series[name] = series
-        #: (cluster, address) -> samples; only the hosts the clusters have now.
+        #: (cluster, address) -> samples; only the hosts the clusters have now (and only
+        #: the listeners there are now).
         self._host_samples: dict[tuple[str, str], collections.deque[CountsSample]] = {}
         self._listener_samples: dict[str, collections.deque[CountsSample]] = {}
 
@@ -105,11 +107,12 @@ class StatsHistory:
             stats = host.stats
             values = tuple(getattr(stats, n) for n in HOST_COUNTERS + HOST_GAUGES)
             samples.append(CountsSample(now, values))
+        listeners, self._listener_samples = self._listener_samples, {}
         for name in self._listeners():
             found = [self._store.value(f"http.{name}.{n}") for n in LISTENER_COUNTERS]
             if None in found:
                 continue  # not an HTTP listener (tcp_proxy): no status codes
-            samples = self._listener_samples.setdefault(name, _counts_deque())
+            samples = self._listener_samples[name] = listeners.get(name) or _counts_deque()
             samples.append(CountsSample(now, tuple(v or 0 for v in found)))
 
     async def run(self) -> None:
