@@ -81,7 +81,7 @@ class AdminApp:
                 lambda gw, q: Reply.json(
                     history.export() if q.get("format") == "raw" else history.render()
                 ),
-                "per-cluster request rate and latency, last 5 minutes",
+                "per cluster rate and latency, per host and listener counts, last 5 minutes",
             ),
             *_ENDPOINTS,
         )

@@ -31,7 +31,12 @@ describe(
 async def serve_admin(
     gw: Gateway, admin: Admin, *, task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED
 ) -> None:
-    history = StatsHistory(gw.stats, list(gw.clusters.clusters))
+    history = StatsHistory(
+        gw.stats,
+        list(gw.clusters.clusters),
+        hosts=lambda: ((c.name, h) for c in gw.clusters.clusters.values() for h in c.hosts),
+        listeners=lambda: list(gw.listeners),
+    )
     try:
         async with trio.open_nursery() as nursery:
             serve = partial(serve_admin_app, shutdown=gw.admin_shutdown)

@@ -181,6 +181,25 @@ def _host_health_status(host: Host) -> dict[str, bool | str]:
     return status
 
 
+def _host_checks(host: Host) -> dict[str, object]:
+    """What Envoy's HostStatus lacks and a dashboard needs: the last active health check
+    probe (when, and why it failed) and the host's outlier ejections."""
+    out: dict[str, object] = {
+        "outlier_detection": {
+            "ejected": host.outlier.ejected_until is not None,
+            "ejections_total": host.outlier.ejections_total,
+        }
+    }
+    last = host.last_health_check
+    if last is not None:
+        out["last_health_check"] = {
+            "time": round(last.time, 3),
+            "passed": last.failure is None,
+            "failure": last.failure,
+        }
+    return out
+
+
 def clusters(gw: Gateway, query: dict[str, str]) -> Reply:
     if query.get("format") == "json":
         return Reply.json(
@@ -196,6 +215,7 @@ def clusters(gw: Gateway, query: dict[str, str]) -> Reply:
                                 "health_status": _host_health_status(host),
                                 "weight": host.weight,
                                 "pool": attrs.asdict(host.pool.statistics()),
+                                **_host_checks(host),
                             }
                             for host in cluster.hosts
                         ],

@@ -14,12 +14,13 @@ row to bring it back. Every change of state is logged and counted.
 
 import logging
 import random
+import time
 
 import attrs
 import trio
 
 from gateway.clusters.grpc_unary import GrpcCallFailed, exchange_unary
-from gateway.clusters.host import HealthFlag, Host, HostSet
+from gateway.clusters.host import HealthCheckResult, HealthFlag, Host, HostSet
 from gateway.clusters.transport_socket import UpstreamConnector, connect_upstream
 from gateway.clusters.upstream_h1 import UpstreamConnection
 from gateway.clusters.upstream_h2 import H2UpstreamConnection
@@ -100,10 +101,19 @@ class HealthChecker:
         """Probes forever; reports started after the first probe, so a cluster starts with
         every host's health known."""
         check = self._check
-        state, last = "probing", "-"
+        state = "probing"
+
+        def last_result() -> str:
+            last = self.host.last_health_check
+            return "-" if last is None else last.failure or "ok"
+
         annotate(
             "health checker",
-            lambda: {"state": state, "last_result": last, "health": self.host.health_flag_names()},
+            lambda: {
+                "state": state,
+                "last_result": last_result(),
+                "health": self.host.health_flag_names(),
+            },
             cluster=self._cluster_name,
             upstream_host=str(self.host),
             check=check.type,
@@ -111,7 +121,7 @@ class HealthChecker:
         while True:
             state = "probing"
             reason = await self._probe_once()
-            last = reason or "ok"
+            self.host.last_health_check = HealthCheckResult(time.time(), reason)
             self._record(reason)
             if self._first:
                 self._first = False

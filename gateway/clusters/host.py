@@ -37,6 +37,17 @@ class OutlierState:
     ejected_until: float | None = None
     #: Grows with each ejection (the ejection time's multiplier), shrinks while healthy.
     num_ejections: int = 0
+    #: Ejections since the host joined its cluster (num_ejections shrinks; this does not).
+    ejections_total: int = 0
+
+
+@attrs.frozen
+class HealthCheckResult:
+    """A host's last active health check probe: when it ended (seconds since the epoch,
+    for people and the dashboard) and why it failed (None: it passed)."""
+
+    time: float
+    failure: str | None
 
 
 @attrs.define(eq=False)
@@ -47,6 +58,8 @@ class Host:
     stats: HostStats
     health_flags: HealthFlag = HealthFlag.NONE
     outlier: OutlierState = attrs.Factory(OutlierState)
+    #: None until an active health check probed the host (or when none is configured).
+    last_health_check: HealthCheckResult | None = None
     #: Set when the host leaves its cluster; its task drains the pool and ends.
     removed: trio.Event = attrs.Factory(trio.Event)
     #: The configured endpoint this host came from (a strict_dns name gives several).

@@ -114,6 +114,7 @@ class OutlierDetector:
             return False
         state, config = host.outlier, self._config
         state.num_ejections += 1
+        state.ejections_total += 1
         duration = min(
             config.base_ejection_time * state.num_ejections,
             max(config.base_ejection_time, config.max_ejection_time),

@@ -1,6 +1,6 @@
 """The admin dashboard in a real browser: headless Chromium loads `/`, runs its JavaScript
 against the live admin endpoint, and must render the task tree, the listeners, the
-clusters and a request-rate and latency plot per cluster; a screenshot is kept."""
+clusters and their hosts' health, and plots with axes; screenshots are kept in tmp_path."""
 
 import contextlib
 import re
@@ -18,6 +18,7 @@ from tests.grpc_echo import echo_config
 from tests.helpers import (
     admin_url,
     eventually,
+    free_port,
     run_gateway,
     serve_asgi,
     serving,
@@ -50,7 +51,8 @@ async def _chromium(*args: str) -> str:
 
 async def test_dashboard_renders_tree_and_plots(nursery, tmp_path):
     up = await start_upstream(nursery)
-    async with run_gateway(proxy_config(up.port)) as gw, httpx.AsyncClient() as client:
+    config = proxy_config(up.port, listener={"per_route_stats": True})
+    async with run_gateway(config) as gw, httpx.AsyncClient() as client:
         for _ in range(12):  # traffic spread over more than one history sample
             assert (await client.get(url(gw, "/x"))).status_code == 200
             await trio.sleep(0.1)
@@ -76,6 +78,19 @@ async def test_dashboard_renders_tree_and_plots(nursery, tmp_path):
     p50 = re.search(r'<polyline class="p50" points="([^"]*)"', plot)
     assert p50 and p50[1], "the latency plot has points"
     assert "http.edge.downstream_rq_2xx" in dom  # top stats
+    # The plots have axes: a y axis labelled with its unit, an x axis with clock times.
+    assert re.search(r'<text class="unit"[^>]*>requests/s</text>', plot)
+    assert re.search(r'<text class="unit"[^>]*>latency ms</text>', plot)
+    assert re.search(r'<text class="xtick"[^>]*>\d\d:\d\d:\d\d</text>', plot)
+    # The listener's responses by status class: a rate of 2xx, none of 5xx.
+    edge = re.search(r'<tr class="listener"><td>edge</td><td>[^<]*</td>(.*?)</tr>', dom)
+    assert edge, "the listeners table"
+    rates = re.findall(r'<td class="num">([^<]*)</td>', edge[1])
+    assert float(rates[0]) > 0 and rates[1:] == ["0", "0", "0"]  # 2xx, 3xx, 4xx, 5xx
+    host = re.search(r'<tr class="host HEALTHY cluster" data-host="[^"]+">(.*?)</tr>', dom)
+    assert host and '<td class="num">100%</td>' in host[1], "the host's success rate"
+    assert 'admin  <span class="muted admin-folded">(the admin endpoint\'s own' in tree
+    assert "[admin]</span> hypercorn" not in tree, "the admin's own tasks are folded"
     png = shot.read_bytes()
     assert png.startswith(b"\x89PNG") and len(png) > 20_000
 
@@ -143,6 +158,78 @@ async def test_dashboard_of_the_default_gateway_shows_every_worker(nursery, tmp_
     assert re.search(rf'127\.0\.0\.1:{up.port} <span class="health HEALTHY">HEALTHY</span>', dom)
     assert re.search(r'<polyline class="rate" points="[^"]+"', dom), "a request-rate plot"
     assert "http.edge.downstream_rq_2xx" in dom  # top stats
+    # Rates from the workers' histories added up: the host's, the listener's 2xx.
+    host = re.search(r'<tr class="host HEALTHY cluster" data-host="[^"]+">(.*?)</tr>', dom)
+    assert host, "the host's row"
+    rq_per_s, errors, _, success = re.findall(r'<td class="num">([^<]*)</td>', host[1])[:4]
+    assert float(rq_per_s) > 0 and errors == "0" and success == "100%"
+    edge = re.search(r'<tr class="listener"><td>edge</td><td>[^<]*</td>(.*?)</tr>', dom)
+    assert edge and float(re.findall(r'<td class="num">([^<]*)</td>', edge[1])[0]) > 0
+    folded = tree[: tree.index("</div>")].count("(the admin endpoint's own")
+    assert folded == 2, "each worker's admin, folded"
+
+
+async def test_dashboard_shows_a_dead_host_as_failing(tmp_path):
+    """A cluster whose one endpoint nobody listens on, no health check: every request fails
+    to connect, and the page says so in red rather than showing a HEALTHY host."""
+    dead = f"127.0.0.1:{free_port()}"
+    async with run_gateway(proxy_config(dead)) as gw, httpx.AsyncClient() as client:
+        for _ in range(29):
+            assert (await client.get(url(gw, "/x"))).status_code == 502
+        # The history samples each second: the failures are in it after the next sample.
+        with trio.fail_after(5):
+            while True:
+                history = (await client.get(admin_url(gw, "/stats/history"))).json()
+                if sum(p["rq_total"] for p in history["hosts"]["backend"][dead]) == 29:
+                    break
+                await trio.sleep(0.2)
+        dom = await _chromium("--dump-dom", admin_url(gw, "/"))
+        shot = tmp_path / "dead_host.png"
+        await _chromium("--window-size=1400,1000", f"--screenshot={shot}", admin_url(gw, "/"))
+    row = re.search(rf'<tr class="host FAILING cluster" data-host="{dead}">(.*?)</tr>', dom)
+    assert row, "the dead host's row is FAILING"
+    assert f'{dead} <span class="health FAILING">FAILING</span>' in row[1]
+    assert "failing: 29/29 connect failures in the last minute" in row[1]
+    assert '<td class="num">0%</td>' in row[1]  # success rate
+    assert "HEALTHY" not in row[1]
+    edge = re.search(r'<tr class="listener"><td>edge</td><td>[^<]*</td>(.*?)</tr>', dom)
+    assert edge and float(re.findall(r'<td class="num">([^<]*)</td>', edge[1])[3]) > 0, "5xx/s"
+    assert shot.read_bytes().startswith(b"\x89PNG")
+
+
+async def test_dashboard_task_tree_filter(nursery, tmp_path):
+    """The tree's filter, from the page's own query: `/?state=waiting` shows the waiting
+    stream and the nodes that lead to it, not the cluster's tasks nor the admin's;
+    `admin_tasks=show` unfolds the admin endpoint's own tasks."""
+    up = await start_upstream(nursery)
+    async with run_gateway(proxy_config(up.port)) as gw:
+        slow = await trio.open_tcp_stream("127.0.0.1", gw.listener_ports["edge"])
+        async with slow:
+            await slow.send_all(b"GET /hang HTTP/1.1\r\nHost: x\r\n\r\n")
+            await eventually(lambda: up.requests and up.requests[-1].path == "/hang")
+            waiting = await _chromium("--dump-dom", admin_url(gw, "/?state=waiting"))
+            nothing = await _chromium("--dump-dom", admin_url(gw, "/?listener=nope"))
+            everything = await _chromium("--dump-dom", admin_url(gw, "/?admin_tasks=show"))
+            shot = tmp_path / "tree_filter.png"
+            await _chromium(
+                "--window-size=1400,1600", f"--screenshot={shot}", admin_url(gw, "/?state=waiting")
+            )
+
+    def tree_of(dom: str) -> str:
+        tree = dom[dom.index('id="tree"') :]
+        return tree[: tree.index("</div>")]
+
+    tree = tree_of(waiting)
+    assert "(live, oldest first; state waiting)" in waiting
+    assert "stream 1 GET /hang" in tree and "listener edge" in tree
+    assert "cluster backend" not in tree and "admin" not in tree
+    tree = tree_of(nothing)
+    assert "listener edge" not in tree and "stream 1" not in tree
+    tree = tree_of(everything)
+    assert "[admin]</span> hypercorn" in tree and "folded)" not in tree
+    # Unfolded, the admin's tasks still come after the gateway's own.
+    assert tree.index("listener edge") < tree.index("[admin]</span> hypercorn")
+    assert shot.read_bytes().startswith(b"\x89PNG")
 
 
 def _page(html: str):

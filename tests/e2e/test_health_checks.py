@@ -1,5 +1,6 @@
 """Active health checks (http, tcp, grpc) against real upstreams that fail on purpose."""
 
+import time
 from concurrent import futures
 from typing import Any
 
@@ -58,6 +59,13 @@ async def test_http_health_check_takes_hosts_out_and_back(nursery):
         statuses = [h["health_status"] for h in body["cluster_statuses"][0]["host_statuses"]]
         assert statuses[0]["failed_active_health_check"] is True
         assert "failed_active_health_check" not in statuses[1]
+        # The last probe of each host, for the dashboard: when, and why it failed.
+        hosts = body["cluster_statuses"][0]["host_statuses"]
+        failed, passed = (h["last_health_check"] for h in hosts)
+        assert failed["passed"] is False and failed["failure"].startswith("status ")
+        assert passed == {"time": passed["time"], "passed": True, "failure": None}
+        assert abs(passed["time"] - time.time()) < 10
+        assert hosts[0]["outlier_detection"] == {"ejected": False, "ejections_total": 0}
 
 
 async def test_http_check_expected_statuses_and_host_header(nursery):

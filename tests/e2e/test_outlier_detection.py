@@ -31,6 +31,9 @@ async def test_consecutive_5xx_ejects_and_the_host_returns(nursery):
         assert gw.stats.value(f"{stats}.ejections_enforced_consecutive_5xx") == 1
         text = (await client.get(admin_url(gw, "/clusters"))).text
         assert f"backend::127.0.0.1:{b[1].port}::health_flags::/failed_outlier_check" in text
+        body = (await client.get(admin_url(gw, "/clusters?format=json"))).json()
+        ejected = body["cluster_statuses"][0]["host_statuses"][1]["outlier_detection"]
+        assert ejected == {"ejected": True, "ejections_total": 1}
 
         b[1].always_fail = False
         host = gw.clusters.get("backend").hosts[1]

@@ -7,6 +7,9 @@ import pytest
 
 from gateway.admin import history
 from gateway.admin.history import StatsHistory, render_merged
+from gateway.clusters.cluster_stats import HostStats
+from gateway.clusters.host import Host
+from gateway.config.model import Address
 from gateway.observability.stats import StatsStore
 
 BOUNDS = [1.0, 10.0]
@@ -17,6 +20,8 @@ def export(samples: list[tuple[float, int, list[int], float, float]], bounds=BOU
     return {
         "interval_s": 1.0,
         "clusters": {"api": {"bounds": bounds, "samples": [list(s) for s in samples]}},
+        "hosts": {},
+        "listeners": {},
     }
 
 
@@ -68,3 +73,74 @@ def test_a_worker_with_other_buckets_or_out_of_step_is_left_out():
     out_of_step = export([(100.0, 0, [0, 0, 0], 0.0, 0.0), (101.6, 8, [8, 0, 0], 2.0, 0.5)])
     merged = render_merged([worker_0, other_buckets, out_of_step])
     assert [p["rq_per_s"] for p in merged["clusters"]["api"]] == [4.0]
+
+
+def _host(port: int) -> Host:
+    # The history reads a host's address and stats only.
+    return Host(Address("127.0.0.1", port), 1, pool=None, stats=HostStats())
+
+
+def test_hosts_and_listeners_count_per_interval_and_departed_hosts_are_dropped(monkeypatch):
+    store = StatsStore()
+    scope = store.scope("http.edge", "http")
+    ok, failed = scope.counter("downstream_rq_2xx"), scope.counter("downstream_rq_5xx")
+    for c in (1, 3, 4):
+        scope.counter(f"downstream_rq_{c}xx")
+    up, down = _host(1), _host(2)
+    members = [("api", up), ("api", down)]
+    own = StatsHistory(store, [], hosts=lambda: members, listeners=lambda: ["edge", "tcp"])
+    clock = iter([100.0, 101.0, 102.0, 103.0])
+    monkeypatch.setattr(history.time, "time", lambda: next(clock))
+    own.sample()
+    up.stats.rq_total = up.stats.rq_success = 3
+    up.stats.rq_active = 2
+    down.stats.rq_total = down.stats.rq_error = down.stats.cx_connect_fail = 5
+    ok.inc()
+    failed.value += 5
+    own.sample()
+    own.sample()
+    rendered = own.render()
+    assert rendered == render_merged([json.loads(json.dumps(own.export()))])
+    first, second = rendered["hosts"]["api"]["127.0.0.1:2"]
+    assert first == {
+        "time": 101.0,
+        "elapsed_s": 1.0,
+        "rq_total": 5,
+        "rq_success": 0,
+        "rq_error": 5,
+        "cx_connect_fail": 5,
+        "rq_active": 0,
+    }
+    assert second["rq_total"] == 0
+    assert [p["rq_active"] for p in rendered["hosts"]["api"]["127.0.0.1:1"]] == [2, 2]
+    (edge,) = rendered["listeners"].values()  # `tcp` has no connection manager
+    assert edge[0] == {
+        "time": 101.0,
+        "elapsed_s": 1.0,
+        "1xx": 0,
+        "2xx": 1,
+        "3xx": 0,
+        "4xx": 0,
+        "5xx": 5,
+    }
+    members.pop()  # the dead host leaves the cluster
+    own.sample()
+    assert list(own.render()["hosts"]["api"]) == ["127.0.0.1:1"]
+
+
+def test_workers_host_counts_and_active_requests_add_up():
+    def worker(offset: float, total: int, active: int) -> dict:
+        rows = [[100.0 + offset, 0, 0, 0, 0, 0], [101.0 + offset, total, total, 0, 0, active]]
+        return {
+            "interval_s": 1.0,
+            "clusters": {},
+            "hosts": {"api": {"h:1": rows}},
+            "listeners": {
+                "edge": [[100.0 + offset, 0, 1, 0, 0, 0], [101.0 + offset, 0, 1 + total, 0, 0, 0]]
+            },
+        }
+
+    merged = render_merged([worker(0, 4, 1), worker(0.2, 6, 2)])
+    (point,) = merged["hosts"]["api"]["h:1"]
+    assert (point["rq_total"], point["rq_success"], point["rq_active"]) == (10, 10, 3)
+    assert merged["listeners"]["edge"][0]["2xx"] == 10
