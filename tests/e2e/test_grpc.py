@@ -40,13 +40,6 @@ def grpc_config(port: int) -> ConfigBuilder:
 
 
 @pytest.fixture
-def echo_server():
-    server, port, servicer = start_server()
-    yield port, servicer
-    server.stop(grace=None)
-
-
-@pytest.fixture
 async def channel(echo_server):
     port, servicer = echo_server
     async with run_gateway(grpc_config(port)) as gw:

@@ -30,13 +30,6 @@ from tests.helpers import run_gateway, start_upstream
 
 
 @pytest.fixture
-def echo_server():
-    server, port, servicer = start_server()
-    yield port, servicer
-    server.stop(grace=None)
-
-
-@pytest.fixture
 async def gw(echo_server, nursery):
     port, _ = echo_server
     plain = await start_upstream(nursery, "plain")

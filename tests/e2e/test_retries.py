@@ -4,12 +4,11 @@ import functools
 
 import grpc
 import httpx
-import pytest
 import trio
 
 from tests.cluster_helpers import start_backends
 from tests.config_builder import Table, proxy_config
-from tests.grpc_echo import OPTIONS, echo_config, start_server
+from tests.grpc_echo import OPTIONS, echo_config
 from tests.helpers import eventually, run_gateway, url
 
 
@@ -160,13 +159,6 @@ async def test_retry_breaker_overflow(nursery):
     ):
         assert (await client.get(url(gw, "/"))).status_code == 503
         assert gw.stats.value("cluster.backend.upstream_rq_retry_overflow") == 1
-
-
-@pytest.fixture
-def echo_server():
-    server, port, servicer = start_server()
-    yield port, servicer
-    server.stop(grace=None)
 
 
 async def test_grpc_unavailable_is_retried(echo_server):
