@@ -1,5 +1,5 @@
 """Real OTLP receivers for the tracing tests: OpenTelemetry's TraceService over gRPC
-(grpcio serving opentelemetry-proto's generated servicer) and OTLP/HTTP (hypercorn on
+(grpcio serving its Export method, messages from tests/otlp_messages.py) and OTLP/HTTP (hypercorn on
 Trio, POST /v1/traces with a protobuf body). Both keep every span they are sent, decoded
 into plain records the tests can compare."""
 
@@ -11,15 +11,17 @@ from typing import Any
 import attrs
 import grpc
 import trio
-from opentelemetry.proto.collector.trace.v1 import trace_service_pb2_grpc
-from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
-    ExportTraceServiceRequest,
-    ExportTraceServiceResponse,
-)
-from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
 
 from gateway.admin.asgi import Receive, Scope, Send, complete_lifespan
 from tests.helpers import serve_asgi
+from tests.otlp_messages import (
+    AnyValue,
+    ExportTraceServiceRequest,
+    ExportTraceServiceResponse,
+    KeyValue,
+)
+
+_EXPORT = "/opentelemetry.proto.collector.trace.v1.TraceService/Export"
 
 #: OTLP's span kinds, by number.
 KINDS = {1: "INTERNAL", 2: "SERVER", 3: "CLIENT"}
@@ -96,20 +98,25 @@ class Received:
         return [s for s in self.spans if s.name == name]
 
 
-class _TraceService(trace_service_pb2_grpc.TraceServiceServicer):
-    def __init__(self, received: Received) -> None:
-        self.received = received
-
-    def Export(self, request, context):  # the generated servicer names it so
-        self.received.add(request)
+def _trace_service(received: Received) -> grpc.GenericRpcHandler:
+    def export(request: Any, context: grpc.ServicerContext) -> Any:
+        received.add(request)
         return ExportTraceServiceResponse()
+
+    handler = grpc.unary_unary_rpc_method_handler(
+        export,
+        request_deserializer=ExportTraceServiceRequest.FromString,
+        response_serializer=ExportTraceServiceResponse.SerializeToString,
+    )
+    service, _, method = _EXPORT[1:].rpartition("/")
+    return grpc.method_handlers_generic_handler(service, {method: handler})
 
 
 def start_grpc_collector() -> tuple[grpc.Server, int, Received]:
     """The OTLP gRPC TraceService on 127.0.0.1, a free port."""
     received = Received()
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=4))
-    trace_service_pb2_grpc.add_TraceServiceServicer_to_server(_TraceService(received), server)
+    server.add_generic_rpc_handlers((_trace_service(received),))
     port = server.add_insecure_port("127.0.0.1:0")
     server.start()
     return server, port, received

@@ -140,12 +140,12 @@ class OtlpExporter:
             await self._export(self.buffer.take(self._config.max_export_batch_size))
 
     async def _export(self, spans: list[Span]) -> None:
-        request, target = otlp.export_request(self._resource, _SCOPE, self._version)
+        encoded = []
         for start in range(0, len(spans), _ENCODE_SLICE):
             # Requests run between slices: a whole batch at once would stall them.
             await trio.lowlevel.checkpoint()
-            otlp.add_spans(target, spans[start : start + _ENCODE_SLICE])
-        payload = request.SerializeToString()
+            encoded.append(otlp.encode_spans(spans[start : start + _ENCODE_SLICE]))
+        payload = otlp.export_request(self._resource, _SCOPE, self._version, b"".join(encoded))
         self.stats.reports_sent.inc()
         self._exporting = True
         try:

@@ -3,13 +3,6 @@ the semantic conventions' status rules, the span buffer's bounds, OTLP encoding,
 `[tracing]`'s validation."""
 
 import pytest
-from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
-    ExportTracePartialSuccess,
-    ExportTraceServiceRequest,
-    ExportTraceServiceResponse,
-)
-from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
-from opentelemetry.proto.trace.v1.trace_pb2 import Span as OtlpSpan
 
 from gateway.config.load import loads_config
 from gateway.errors import ConfigError
@@ -20,6 +13,14 @@ from gateway.observability.tracing.span import Span, SpanKind, Trace
 from gateway.observability.tracing.span_buffer import SpanBuffer
 from gateway.protocol.headers import HeaderMap, RequestHead
 from gateway.protocol.trace_context import Propagation, TraceContext, extract, inject
+from tests.otlp_messages import (
+    AnyValue,
+    ExportTracePartialSuccess,
+    ExportTraceServiceRequest,
+    ExportTraceServiceResponse,
+    KeyValue,
+)
+from tests.otlp_messages import Span as OtlpSpan
 
 TRACE = "4bf92f3577b34da6a3ce929d0e0e4736"
 SPAN = "00f067aa0ba902b7"
@@ -185,9 +186,8 @@ def test_otlp_encoding():
     server.end()
     assert sink.spans == [child, server]
     resource = otlp.resource({"service.name": "gw"})
-    request, target = otlp.export_request(resource, "gateway", "1.0")
-    otlp.add_spans(target, sink.spans)
-    (resource_spans,) = request.resource_spans
+    payload = otlp.export_request(resource, "gateway", "1.0", otlp.encode_spans(sink.spans))
+    (resource_spans,) = ExportTraceServiceRequest.FromString(payload).resource_spans
     assert resource_spans.resource.attributes[0].value.string_value == "gw"
     (scope_spans,) = resource_spans.scope_spans
     assert (scope_spans.scope.name, scope_spans.scope.version) == ("gateway", "1.0")
@@ -219,7 +219,7 @@ def test_otlp_spans_decode_as_the_generated_classes_build_them():
         parent_span_id=bytes.fromhex(SPAN),
         flags=0x101,
         name="n\u00e4me",
-        kind=OtlpSpan.SPAN_KIND_CLIENT,
+        kind=3,  # SPAN_KIND_CLIENT
         start_time_unix_nano=span.start_ns,
         end_time_unix_nano=span.end_ns,
         attributes=[
@@ -232,13 +232,10 @@ def test_otlp_spans_decode_as_the_generated_classes_build_them():
         ],
     )
     for _ in range(2):  # the second time from the cache of encoded attributes
-        request, target = otlp.export_request(otlp.resource({}), "gateway", "1.0")
-        otlp.add_spans(target, sink.spans)
+        spans = otlp.encode_spans(sink.spans)
+        payload = otlp.export_request(otlp.resource({}), "gateway", "1.0", spans)
         (decoded,) = (
-            ExportTraceServiceRequest.FromString(request.SerializeToString())
-            .resource_spans[0]
-            .scope_spans[0]
-            .spans
+            ExportTraceServiceRequest.FromString(payload).resource_spans[0].scope_spans[0].spans
         )
         assert decoded == expected
 
@@ -250,6 +247,7 @@ def test_a_partial_success_counts_what_the_collector_rejected():
     assert otlp.accepted(partial, 5) == 3
     assert otlp.accepted(b"", 5) == 5
     assert otlp.accepted(b"\xff\xff", 5) == 5
+    assert otlp.accepted(b"\x0a\x05\x08\x02\x12\x01x", 5) == 3  # with an error_message
 
 
 TRACING = """

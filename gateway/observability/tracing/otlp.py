@@ -1,28 +1,23 @@
 """Spans as OTLP messages: one ExportTraceServiceRequest per batch, the same bytes over
-OTLP/HTTP and OTLP/gRPC. The messages are opentelemetry-proto's generated classes (no SDK).
+OTLP/HTTP and OTLP/gRPC, written in protobuf's wire format here.
 
-Encoding runs in the exporter's task, never on a request's path, a slice of spans at a
-time so that requests run in between. Setting a span's fields one by one through the
-generated classes costs some 12 µs a span, mostly in the attributes (a KeyValue and an
-AnyValue object each); so each span is written in protobuf's wire format here, with the
-attributes that repeat from request to request (method, scheme, route, cluster, status,
-...) encoded once and kept, and the slice is merged into the request's ScopeSpans, where
-protobuf's C parser takes it: about half the cost. Span fields and numbers are
-opentelemetry/proto/trace/v1/trace.proto's; the unit tests decode what this writes with
-the generated classes.
+Why by hand, not through opentelemetry-proto's generated classes: those classes live in
+the `opentelemetry.proto` package, and xds-protos (the gateway's Envoy API dependency)
+ships an older copy of the same files, so which of the two a fresh install ends up with
+depends on the order pip installs them (the older one has no ScopeSpans). The wire format
+is the same in both (ResourceSpans.scope_spans was instrumentation_library_spans, field
+2, before), and it is all a collector reads. It is also cheaper: setting a span's fields
+through the generated classes cost some 12 us a span, mostly in the attributes (a KeyValue
+and an AnyValue object each); here each span is a few byte strings, with the attributes
+that repeat from request to request (method, scheme, route, cluster, status, ...) encoded
+once and kept. Encoding runs in the exporter's task, never on a request's path, a slice of
+spans at a time so that requests run in between. Field names and numbers are
+opentelemetry/proto/{collector/trace,trace,resource,common}/v1/*.proto's; the unit tests
+decode what this writes with classes compiled from a .proto of those messages.
 """
 
 import struct
 from collections.abc import Mapping, Sequence
-
-from google.protobuf.message import DecodeError
-from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
-    ExportTraceServiceRequest,
-    ExportTraceServiceResponse,
-)
-from opentelemetry.proto.common.v1.common_pb2 import AnyValue
-from opentelemetry.proto.resource.v1.resource_pb2 import Resource
-from opentelemetry.proto.trace.v1.trace_pb2 import ScopeSpans
 
 from gateway.observability.tracing.span import AttributeValue, Span, SpanKind
 
@@ -39,32 +34,27 @@ _UNIQUE = frozenset({"gateway.request_id"})
 _kv_cache: dict[tuple[str, type, AttributeValue], bytes] = {}
 
 
-def resource(attributes: Mapping[str, AttributeValue]) -> Resource:
-    """What every span of this process is from (service.name, service.instance.id, ...)."""
-    message = Resource()
-    for key, value in attributes.items():
-        entry = message.attributes.add()
-        entry.key = key
-        _set_value(entry.value, value)
-    return message
+def resource(attributes: Mapping[str, AttributeValue]) -> bytes:
+    """What every span of this process is from (service.name, service.instance.id, ...):
+    a Resource, attributes = 1."""
+    return b"".join(
+        _field(b"\x0a", _field(b"\x0a", key.encode()) + _field(b"\x12", _any(value)))
+        for key, value in attributes.items()
+    )
 
 
-def export_request(
-    origin: Resource, scope: str, version: str
-) -> tuple[ExportTraceServiceRequest, ScopeSpans]:
-    """An empty request from this process, and where its spans go (`add_spans`)."""
-    request = ExportTraceServiceRequest()
-    resource_spans = request.resource_spans.add()
-    resource_spans.resource.CopyFrom(origin)
-    scope_spans = resource_spans.scope_spans.add()
-    scope_spans.scope.name = scope
-    scope_spans.scope.version = version
-    return request, scope_spans
+def encode_spans(spans: Sequence[Span]) -> bytes:
+    """`spans` as ScopeSpans.spans entries (field 2), to join into `export_request`."""
+    return b"".join([_field(b"\x12", _span(span)) for span in spans])
 
 
-def add_spans(target: ScopeSpans, spans: Sequence[Span]) -> None:
-    """Appends `spans` to `target` (ScopeSpans.spans, field 2)."""
-    target.MergeFromString(b"".join([_field(b"\x12", _span(span)) for span in spans]))
+def export_request(origin: bytes, scope: str, version: str, spans: bytes) -> bytes:
+    """ExportTraceServiceRequest{resource_spans = 1: ResourceSpans{resource = 1,
+    scope_spans = 2: ScopeSpans{scope = 1: InstrumentationScope{name = 1, version = 2},
+    spans = 2 (`encode_spans`)}}}."""
+    instrumentation = _field(b"\x0a", scope.encode()) + _field(b"\x12", version.encode())
+    scope_spans = _field(b"\x0a", instrumentation) + spans
+    return _field(b"\x0a", _field(b"\x0a", origin) + _field(b"\x12", scope_spans))
 
 
 def _span(span: Span) -> bytes:
@@ -133,22 +123,59 @@ def _varint(value: int) -> bytes:
 
 def accepted(response: bytes, sent: int) -> int:
     """How many of `sent` spans the collector took: all, unless its answer reports a
-    partial success (OTLP: `rejected_spans`). An answer that does not parse takes all:
-    the export itself succeeded."""
+    partial success (ExportTraceServiceResponse.partial_success = 1:
+    ExportTracePartialSuccess.rejected_spans = 1). An answer that does not parse takes
+    all: the export itself succeeded."""
     try:
-        answer = ExportTraceServiceResponse.FromString(response)
-    except DecodeError:
+        partial = _length_delimited(response, 1)
+        rejected = _varint_field(partial, 1) if partial is not None else 0
+    except ValueError:
         return sent
-    return max(sent - answer.partial_success.rejected_spans, 0)
+    return max(sent - rejected, 0)
 
 
-def _set_value(target: AnyValue, value: AttributeValue) -> None:
-    # bool first: it is an int too.
-    if isinstance(value, bool):
-        target.bool_value = value
-    elif isinstance(value, int):
-        target.int_value = value
-    elif isinstance(value, float):
-        target.double_value = value
-    else:
-        target.string_value = value
+def _fields(message: bytes) -> list[tuple[int, int, int | bytes]]:
+    """A message's top-level fields: (number, wire type, value). ValueError if truncated."""
+    out: list[tuple[int, int, int | bytes]] = []
+    at = 0
+    while at < len(message):
+        key, at = _read_varint(message, at)
+        number, wire = key >> 3, key & 7
+        value: int | bytes
+        if wire == 0:
+            value, at = _read_varint(message, at)
+        elif wire == 2:
+            size, at = _read_varint(message, at)
+            value, at = message[at : at + size], at + size
+            if at > len(message):
+                raise ValueError("truncated field")
+        elif wire in (1, 5):
+            width = 8 if wire == 1 else 4
+            value, at = int.from_bytes(message[at : at + width], "little"), at + width
+        else:
+            raise ValueError(f"wire type {wire}")
+        out.append((number, wire, value))
+    return out
+
+
+def _length_delimited(message: bytes, number: int) -> bytes | None:
+    values = [v for n, w, v in _fields(message) if n == number and w == 2]
+    return values[-1] if values and isinstance(values[-1], bytes) else None
+
+
+def _varint_field(message: bytes, number: int) -> int:
+    values = [v for n, w, v in _fields(message) if n == number and w == 0]
+    return values[-1] if values and isinstance(values[-1], int) else 0
+
+
+def _read_varint(data: bytes, at: int) -> tuple[int, int]:
+    value = shift = 0
+    while True:
+        if at >= len(data) or shift > 63:
+            raise ValueError("bad varint")
+        byte = data[at]
+        at += 1
+        value |= (byte & 0x7F) << shift
+        shift += 7
+        if byte < 0x80:
+            return value, at
