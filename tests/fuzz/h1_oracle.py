@@ -23,6 +23,7 @@ from collections.abc import Callable
 import attrs
 import h11
 
+from gateway.protocol.headers import NOT_TRAILERS
 from tests.fuzz.h1_drivers import (
     CLOSED,
     CUT,
@@ -273,9 +274,17 @@ REQUEST_LENIENCIES = (_empty_lines_first, _request_line_whitespace)
 def _comparable(message: Message) -> Message:
     """What h11 normalises on the way in, applied to both sides so that only framing and
     content are compared: h11 lower-cases Transfer-Encoding's value (the codec compares it
-    case-insensitively and never forwards it: bodies are re-framed)."""
+    case-insensitively and never forwards it: bodies are re-framed). And trailers that may
+    not be trailers (a Content-Length trailer, say) are left out: llhttp does not report
+    some of them, h11 does, and the stream drops them all before anyone sees them
+    (headers.py, strip_trailer_fields)."""
     headers = tuple((n, v.lower() if n == b"transfer-encoding" else v) for n, v in message.headers)
-    return attrs.evolve(message, headers=headers)
+    trailers = tuple(
+        (n, v)
+        for n, v in message.trailers
+        if n.decode("latin-1").lower() not in NOT_TRAILERS and not n.startswith(b":")
+    )
+    return attrs.evolve(message, headers=headers, trailers=trailers)
 
 
 _ABSOLUTE_FORM = re.compile(rb"(?i:https?)://([^/?#]+)([^#]*)")

@@ -11,7 +11,7 @@ catch only those, so any other exception fails the example.
 """
 
 import pytest
-from hypothesis import given
+from hypothesis import example, given
 from hypothesis import strategies as st
 
 from gateway.protocol.codec_h1 import Http1Parser
@@ -40,6 +40,13 @@ def test_requests_are_framed_as_h11_frames_them(parser: Http1Parser, data: bytes
 
 @parsers
 @given(response_streams(), _methods, st.booleans())
+# Found by a fresh hypothesis database: llhttp does not report a Content-Length trailer,
+# h11 does (the stream drops it either way).
+@example(
+    b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n0\r\nContent-Length: 0\r\n\r\n",
+    "GET",
+    False,
+)
 def test_responses_are_framed_as_h11_frames_them(
     parser: Http1Parser, data: bytes, method: str, upgrade: bool
 ) -> None:
