@@ -166,7 +166,7 @@ def _upgrade(
     if head.upgrade in allowed:
         out["upgrade"] = {"protocol": head.upgrade, "result": "tunnelled (HTTP/1.1 upstream)"}
         return True
-    if head.http_version == "2" or listener.upgrade_not_allowed == "reject":
+    if head.multiplexed or listener.upgrade_not_allowed == "reject":
         out["upgrade"] = {"protocol": head.upgrade, "result": "refused"}
         return None
     out["upgrade"] = {

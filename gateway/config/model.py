@@ -461,6 +461,48 @@ class UpstreamTlsContext:
     min_protocol_version: Literal["TLSv1.2", "TLSv1.3"] = "TLSv1.2"
 
 
+@attrs.frozen
+class QuicProtocolOptions:
+    """`[listeners.NAME.quic]`: a QUIC listener's certificate and transport settings
+    (Envoy's QuicProtocolOptions and DownstreamQuicTransport). The listener speaks HTTP/3
+    (ALPN h3) over QUIC with TLS 1.3, which QUIC requires."""
+
+    #: The certificate chain and key QUIC's TLS 1.3 handshake presents. One for now: a
+    #: QUIC listener does not choose certificates by SNI.
+    certificates: list[TlsCertificate] = attrs.Factory(list)
+    #: Request streams one client may have open at once (QUIC's MAX_STREAMS); more wait
+    #: for a stream to end, as QUIC makes them.
+    max_concurrent_streams: int = attrs.field(default=100, validator=between(1, INT31_MAX))
+    #: Request body bytes a client may send on one stream before the gateway forwarded
+    #: them (QUIC's MAX_STREAM_DATA): what a slow upstream makes the gateway hold.
+    initial_stream_window_size: int = attrs.field(
+        default=1 << 20, validator=between(16384, INT31_MAX)
+    )
+    #: The same for the whole connection (MAX_DATA).
+    initial_connection_window_size: int = attrs.field(
+        default=4 << 20, validator=between(16384, INT31_MAX)
+    )
+    #: A connection with no packets either way for this long is closed (QUIC's
+    #: max_idle_timeout; the listener's idle_timeout also closes one with no request).
+    idle_timeout: Duration = attrs.field(default=Duration(300.0), validator=at_least(1.0))
+    #: A handshake not done within this long is abandoned (Envoy's
+    #: crypto_handshake_timeout).
+    handshake_timeout: Duration = attrs.field(
+        default=Duration(10.0), validator=at_least(MIN_PERIOD)
+    )
+    #: Validate every client's address with a stateless Retry before any handshake work
+    #: (RFC 9000 8.1.2): a spoofed source cannot make the gateway do TLS. Costs new
+    #: clients one round trip. Off: QUIC's anti-amplification limit still holds (no more
+    #: than 3x the bytes received are sent to an unvalidated address).
+    retry: bool = False
+    #: A client resetting more streams than this in one second is closed (H3_EXCESSIVE_LOAD),
+    #: as `http2.max_stream_resets_per_second` does for HTTP/2.
+    max_stream_resets_per_second: int = attrs.field(default=200, validator=between(1, INT31_MAX))
+    #: Datagrams queued for one connection while its task is busy; more are dropped
+    #: (QUIC retransmits), so a flood cannot grow memory.
+    max_queued_datagrams: int = attrs.field(default=256, validator=between(1, 1 << 20))
+
+
 @attrs.frozen(kw_only=True)
 class HttpConnectionManagerOptions:
     """The HTTP connection manager's keys: a single-chain listener's own, and each
@@ -514,6 +556,10 @@ class HttpConnectionManagerOptions:
     path_with_escaped_slashes_action: Literal[
         "keep_unchanged", "reject_request", "unescape_and_redirect", "unescape_and_forward"
     ] = "unescape_and_redirect"
+    #: The name of a `protocol = "quic"` listener serving the same routes: responses get
+    #: `alt-svc: h3=":PORT"; ma=86400`, so clients move to HTTP/3 (Envoy's
+    #: alternate_protocols_cache on the client side, Caddy's default).
+    advertise_http3: str | None = None
 
 
 @attrs.frozen(kw_only=True)
@@ -602,6 +648,11 @@ class Listener(HttpConnectionManagerOptions):
     #: Every connection opens with a PROXY protocol header (v1 or v2) from an L4 balancer;
     #: its source address becomes the client's. A connection without one is closed.
     proxy_protocol: bool = False
+    #: "tcp", or "quic": a UDP address serving HTTP/3 over QUIC with the listener's own
+    #: HTTP keys (no filter chains) and the certificate in `quic`.
+    protocol: Literal["tcp", "quic"] = "tcp"
+    #: `protocol = "quic"`: the certificate and QUIC's transport settings.
+    quic: QuicProtocolOptions = QuicProtocolOptions()
 
 
 # --- HTTP filters ---------------------------------------------------------------------------

@@ -114,6 +114,16 @@ def check_downstream(tls: DownstreamTlsContext, where: str) -> list[str]:
     return errors
 
 
+def check_certificate(cert: TlsCertificate, where: str) -> list[str]:
+    """Every problem with one certificate and key pair (a QUIC listener's, which QUIC's own
+    TLS loads), for `gateway validate`."""
+    try:
+        load_certificate(_base_context(ssl.PROTOCOL_TLS_SERVER, "TLSv1.3"), cert, where)
+    except ConfigError as exc:
+        return exc.errors
+    return []
+
+
 def check_upstream(tls: UpstreamTlsContext, where: str) -> list[str]:
     try:
         client_context(tls, [], where)

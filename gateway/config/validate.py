@@ -32,7 +32,7 @@ from gateway.config.model import (
     VirtualHost,
     is_loopback,
 )
-from gateway.config.tls_context import check_downstream, check_upstream
+from gateway.config.tls_context import check_certificate, check_downstream, check_upstream
 
 _NO_VHOST = VirtualHost(domains=[])
 _ROUTE_ACTIONS = ("cluster", "weighted_clusters", "redirect", "direct_response")
@@ -237,15 +237,48 @@ def http_connection_managers(
     config: GatewayConfig,
 ) -> list[Listener | HttpConnectionManagerConfig]:
     """Every HTTP connection manager: single-chain listeners and chains' HCM filters."""
-    found: list[Listener | HttpConnectionManagerConfig] = []
-    for listener in config.listeners.values():
-        chains = [*listener.filter_chains, *filter(None, [listener.default_filter_chain])]
+    return [hcm for _, hcm in _named_http_connection_managers(config)]
+
+
+def _named_http_connection_managers(
+    config: GatewayConfig,
+) -> list[tuple[str, Listener | HttpConnectionManagerConfig]]:
+    """`http_connection_managers`, each with its TOML path."""
+    found: list[tuple[str, Listener | HttpConnectionManagerConfig]] = []
+    for name, listener in config.listeners.items():
+        chains = {
+            f"listeners.{name}.filter_chains[{i}]": c for i, c in enumerate(listener.filter_chains)
+        }
+        if listener.default_filter_chain is not None:
+            chains[f"listeners.{name}.default_filter_chain"] = listener.default_filter_chain
         if not chains:
-            found.append(listener)
+            found.append((f"listeners.{name}", listener))
         found += [
-            f for c in chains for f in c.filters if isinstance(f, HttpConnectionManagerConfig)
+            (f"{where}.filters[{i}]", f)
+            for where, c in chains.items()
+            for i, f in enumerate(c.filters)
+            if isinstance(f, HttpConnectionManagerConfig)
         ]
     return found
+
+
+def _check_quic_listener(listener: Listener, where: str, errors: list[str]) -> None:
+    """A QUIC listener runs its own HTTP keys over the one certificate in `quic`."""
+    if listener.filter_chains or listener.default_filter_chain is not None:
+        errors.append(
+            f"{where}.filter_chains: a QUIC listener has no filter chains; its HTTP keys "
+            "are its own, its certificate in quic.certificates"
+        )
+    if listener.proxy_protocol:
+        errors.append(f"{where}.proxy_protocol: not supported on a QUIC listener")
+    certificates = listener.quic.certificates
+    if len(certificates) != 1:
+        errors.append(
+            f"{where}.quic.certificates: a QUIC listener needs exactly one certificate, "
+            f"got {len(certificates)}"
+        )
+    for i, cert in enumerate(certificates):
+        errors += check_certificate(cert, f"{where}.quic.certificates[{i}]")
 
 
 #: The single-chain listener's HTTP keys, which filter chains replace.
@@ -414,20 +447,29 @@ def _check_overload(overload: Overload, errors: list[str]) -> None:
 
 def validate(config: GatewayConfig) -> list[str]:
     errors: list[str] = []
-    seen_addresses: dict[tuple[str, int], str] = {}
+    seen_addresses: dict[tuple[str, int, str], str] = {}
     for name, listener in config.listeners.items():
         where = f"listeners.{name}"
-        key = (listener.address.host, listener.address.port)
+        # TCP and UDP ports are separate: HTTP/3 usually shares the HTTPS port number.
+        key = (listener.address.host, listener.address.port, listener.protocol)
         if listener.address.port and key in seen_addresses:
             errors.append(
                 f"{where}.address: {listener.address} is also used by "
                 f"listeners.{seen_addresses[key]}"
             )
         seen_addresses[key] = name
+        if listener.protocol == "quic":
+            _check_quic_listener(listener, where, errors)
         if listener.filter_chains or listener.default_filter_chain is not None:
             _check_filter_chains(listener, where, config, errors)
         else:
             _check_hcm(listener, where, config, errors)
+    for where, hcm in _named_http_connection_managers(config):
+        target = hcm.advertise_http3
+        if target is not None and getattr(config.listeners.get(target), "protocol", "") != "quic":
+            errors.append(
+                f"{where}.advertise_http3: no listener named '{target}' with protocol = \"quic\""
+            )
     _check_tunnel_clusters(config, errors)
     for name, http_filter in config.http_filters.items():
         remote = getattr(http_filter.config, "remote_jwks", None)

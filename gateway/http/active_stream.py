@@ -116,6 +116,10 @@ class StreamCallbacks(Protocol):
     @property
     def stats(self) -> HcmStats: ...
 
+    @property
+    def alt_svc(self) -> str | None:
+        """An `alt-svc` header value every response carries (HTTP/3 advertised)."""
+
 
 @attrs.define
 class _HeldResponse:
@@ -314,6 +318,9 @@ class ActiveStream:
             return
         if "date" not in head.headers:  # RFC 9110 6.6.1: an origin server with a clock
             head.headers.add("date", http_date())
+        alt_svc = self.callbacks.alt_svc
+        if alt_svc is not None and self.request.http_version != "3":
+            head.headers.set("alt-svc", alt_svc)
         self.info.response_code = head.status
         self.info.response_head = head
         self.response_state = ResponseState.DONE if end_stream else ResponseState.STREAMING
@@ -517,7 +524,7 @@ class ActiveStream:
             # after a write cut short, whose missing bytes the client would misread.
             trailers = grpc.trailers_only(exc.status, exc.body)
             trailers.remove("content-type")
-            await self.encode_trailers(trailers, only_in_body=self.request.http_version != "2")
+            await self.encode_trailers(trailers, only_in_body=not self.request.multiplexed)
         elif self.response_started:
             self._abort()
         else:

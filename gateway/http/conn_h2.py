@@ -34,6 +34,7 @@ import trio
 from gateway.errors import DownstreamDisconnect
 from gateway.http.active_stream import ActiveStream, BodyItem, ResponseState
 from gateway.http.connection import ConnectionCallbacks
+from gateway.http.stream_tunnel import StreamTunnelEndpoint
 from gateway.io.byte_stream import ByteStream
 from gateway.io.h2_transport import FlowControlTimeout, H2Transport
 from gateway.io.trio_util import raise_single
@@ -110,14 +111,14 @@ class H2StreamEncoder:
             raise DownstreamDisconnect(str(exc)) from exc
         await self._conn.transport.flush()
 
-    async def accept_upgrade(self, head: ResponseHead) -> "H2StreamEndpoint":
+    async def accept_upgrade(self, head: ResponseHead) -> StreamTunnelEndpoint:
         """RFC 8441: a 200 accepts the extended CONNECT; DATA frames then carry the tunnel."""
         accepted = ResponseHead(200, HeaderMap(head.headers))
         strip_hop_by_hop(accepted.headers)  # Upgrade and Connection mean nothing on HTTP/2
         accepted.headers.remove("sec-websocket-accept")  # answers a key HTTP/2 never sent
         await self.encode_headers(accepted, end_stream=False, flush=True)
         assert self.active is not None
-        return H2StreamEndpoint(self, self.active)
+        return StreamTunnelEndpoint(self, self.active)
 
     async def body_consumed(self, size: int) -> None:
         size = min(size, self.uncredited)
@@ -130,30 +131,6 @@ class H2StreamEncoder:
 
     def close_after_response(self) -> None:
         """A bad stream does not condemn an HTTP/2 connection: its reset is enough."""
-
-
-class H2StreamEndpoint:
-    """The downstream end of a tunnel over one HTTP/2 stream (RFC 8441): the client's DATA
-    in, our DATA out, END_STREAM as the half-close; flow control as for any body."""
-
-    half_closable = True
-
-    def __init__(self, encoder: H2StreamEncoder, active: ActiveStream) -> None:
-        self._encoder = encoder
-        self._active = active
-
-    async def receive(self) -> bytes:
-        while (data := await self._active.receive_body()) is not None:
-            if data:
-                return data
-        return b""
-
-    async def send(self, data: bytes) -> None:
-        await self._encoder.encode_data(data, end_stream=False)
-
-    async def send_eof(self) -> None:
-        self._active.response_state = ResponseState.DONE
-        await self._encoder.encode_data(b"", end_stream=True)
 
 
 class Http2Connection:

@@ -26,6 +26,7 @@ from gateway.errors import DownstreamDisconnect, StreamCancelled, StreamIdleTime
 from gateway.http.active_stream import ActiveStream, BodyItem, ResponseEncoder
 from gateway.http.conn_h1 import Http1Connection
 from gateway.http.conn_h2 import Http2Connection
+from gateway.http.conn_h3 import Http3Connection
 from gateway.http.connection import DownstreamConnection
 from gateway.http.filter import FilterContext, HttpFilterFactory
 from gateway.http.filters import FILTER_TYPES
@@ -81,6 +82,8 @@ class HttpConnectionManager:
         self.access_logs = access_logs
         self.update_routes(config, route_tables)
         self.drain_grace = config.server.drain_grace
+        #: Where the QUIC listeners are bound, for `advertise_http3`.
+        self._http3_ports = server.http3_ports
         #: Overload actions the streams and codecs check (gateway/overload.py).
         self.stop_accepting_requests = server.overload.stop_accepting_requests
         self.disable_http_keepalive = server.overload.disable_http_keepalive
@@ -167,6 +170,14 @@ class HttpConnectionManager:
             chains[entry.name] = chain
         return chains, chain_names
 
+    @property
+    def alt_svc(self) -> str | None:
+        """The `alt-svc` value that advertises HTTP/3 (`advertise_http3`), once the QUIC
+        listener it names is bound."""
+        target = self.config.advertise_http3
+        port = self._http3_ports.get(target) if target is not None else None
+        return None if port is None else f'h3=":{port}"; ma=86400'
+
     def filters_for(self, route: RouteEntry | None) -> list[HttpFilterFactory]:
         return self._filter_factories[route.name if route is not None else None]
 
@@ -176,7 +187,6 @@ class HttpConnectionManager:
         return self._filter_names[route.name if route is not None else None]
 
     async def handle_connection(self, stream: ByteStream, conn_info: ConnectionInfo) -> None:
-        peer = conn_info.peer
         alpn = conn_info.tls.alpn if conn_info.tls is not None else None
         # ALPN settled the protocol during the TLS handshake; without it, sniff the preface.
         negotiated = alpn in ("h2", "http/1.1")
@@ -196,6 +206,19 @@ class HttpConnectionManager:
         else:
             self.stats.downstream_cx_http1_total.inc()
             conn = Http1Connection(self, stream, conn_info, initial)
+        await self._serve(conn, conn_info, alpn)
+        await close_after_linger(stream, self.config.delayed_close_timeout)
+
+    async def handle_http3_connection(self, conn: Http3Connection) -> None:
+        """Runs a QUIC connection's HTTP/3 (the QUIC listener made it)."""
+        self.stats.downstream_cx_http3_total.inc()
+        await self._serve(conn, conn.conn_info, "h3")
+
+    async def _serve(
+        self, conn: DownstreamConnection, conn_info: ConnectionInfo, alpn: str | None
+    ) -> None:
+        """A connection's life as the HCM sees it: /tasks, stats, debug lines."""
+        peer = conn_info.peer
         scope = trio.CancelScope()
         annotate(
             "connection", live=conn.task_fields, cancel_scope=scope, peer=peer, listener=self.name
@@ -237,7 +260,6 @@ class HttpConnectionManager:
                     fields["bytes_received"],
                     fields["bytes_sent"],
                 )
-        await close_after_linger(stream, self.config.delayed_close_timeout)
 
     async def _sniff(self, stream: ByteStream) -> bytes | None:
         """The first bytes, enough to tell the HTTP/2 preface from an HTTP/1.1 request;

@@ -37,6 +37,7 @@ class HcmStats:
     downstream_cx_active: Gauge
     downstream_cx_http1_total: Counter
     downstream_cx_http2_total: Counter
+    downstream_cx_http3_total: Counter
     downstream_cx_protocol_error: Counter
     downstream_cx_idle_timeout: Counter
     downstream_cx_drain_close: Counter
@@ -100,6 +101,7 @@ describe(
         "downstream_cx_active": "Connections open now.",
         "downstream_cx_http1_total": "Connections served as HTTP/1.1.",
         "downstream_cx_http2_total": "Connections served as HTTP/2.",
+        "downstream_cx_http3_total": "Connections served as HTTP/3 (QUIC).",
         "downstream_cx_protocol_error": "Connections closed for a protocol error.",
         "downstream_cx_idle_timeout": "Connections closed by the idle_timeout.",
         "downstream_cx_drain_close": "Connections closed because the gateway was draining.",

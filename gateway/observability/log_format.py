@@ -26,6 +26,9 @@ def setup_logging(level: str) -> None:
     numeric = logging.getLevelNamesMapping()[level.upper()]
     logging.basicConfig(level=max(numeric, logging.INFO), format=TEXT_FORMAT, stream=sys.stderr)
     logging.getLogger("gateway").setLevel(numeric)
+    # aioquic logs every QUIC connection's handshake and close at INFO: a line per client
+    # per event on a busy HTTP/3 listener. The gateway's own stats count them instead.
+    logging.getLogger("quic").setLevel(max(numeric, logging.WARNING))
 
 
 class JsonFormatter(logging.Formatter):

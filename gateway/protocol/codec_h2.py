@@ -30,9 +30,6 @@ What the codec does for its user, so no caller can get it wrong:
   GOAWAY, flush and close) and `StreamGone` (a send on a stream the peer reset or closed).
 """
 
-import re
-from collections.abc import Iterable
-
 import h2.config
 import h2.connection
 import h2.errors
@@ -52,6 +49,7 @@ from gateway.protocol.events import (
     ResponseHeaders,
     StreamReset,
 )
+from gateway.protocol.field_lists import request_head, response_head, wire
 from gateway.protocol.h2_guard import (
     CappedEncoder,
     FloodDetected,
@@ -69,15 +67,6 @@ ENHANCE_YOUR_CALM = h2.errors.ErrorCodes.ENHANCE_YOUR_CALM
 
 #: The highest HTTP/2 stream id: a GOAWAY naming it refuses no stream the peer sent.
 MAX_STREAM_ID = 2**31 - 1
-
-#: Fields HTTP/2 forbids (RFC 9113 8.2.2), and Host, which it carries as :authority.
-_NOT_SENT = frozenset(
-    {"host", "connection", "keep-alive", "proxy-connection", "transfer-encoding", "upgrade"}
-)
-_TOKEN = r"[-!#$%&'*+.^_`|~0-9a-z]+"
-#: Fields as HTTP/2 may carry them: a lowercase token name, and a value without CR, LF or
-#: NUL (h2 would refuse them, and so would the peer). One match checks a whole header list.
-_FIELDS_RE = re.compile(rf"(?:{_TOKEN}:[^\r\n\x00]*\n)*", re.ASCII)
 
 H2Event = (
     RequestHeaders
@@ -164,67 +153,6 @@ def _new_connection(
     return conn
 
 
-def _request_head(headers: list[tuple[bytes, bytes]], scheme: str) -> RequestHead:
-    pseudo: dict[bytes, bytes] = {}
-    regular: list[tuple[bytes, bytes]] = []
-    cookies: list[bytes] = []
-    for name, value in headers:
-        if name.startswith(b":"):
-            pseudo[name] = value
-        elif name == b"cookie":
-            cookies.append(value)  # HTTP/2 may split cookies; HTTP/1.1 wants one header
-        else:
-            regular.append((name, value))
-    if cookies:
-        regular.append((b"cookie", b"; ".join(cookies)))
-    head_headers = HeaderMap.from_raw(regular)
-    authority = (pseudo.get(b":authority") or b"").decode("latin-1") or (
-        head_headers.get("host") or ""
-    )
-    return RequestHead(
-        method=pseudo.get(b":method", b"GET").decode("ascii"),
-        path=pseudo.get(b":path", b"/").decode("latin-1"),
-        authority=authority,
-        # The connection's own scheme, never the client's word for it: x-forwarded-proto
-        # and redirects are built from it.
-        scheme=scheme,
-        headers=head_headers,
-        http_version="2",
-        upgrade=(pseudo.get(b":protocol") or b"").decode("ascii").lower() or None,
-    )
-
-
-def _response_head(headers: list[tuple[bytes, bytes]]) -> ResponseHead:
-    status = 200
-    regular = []
-    for name, value in headers:
-        if name == b":status":
-            status = int(value)
-        elif not name.startswith(b":"):
-            regular.append((name, value))
-    return ResponseHead(status, HeaderMap.from_raw(regular))
-
-
-def _wire(
-    pseudo: list[tuple[bytes, bytes]], headers: Iterable[tuple[str, str]]
-) -> list[tuple[bytes, bytes]]:
-    """The header list to send: what HTTP/2 forbids dropped, values trimmed, the rest
-    checked in one match. h2's own outbound normalisation and validation are off (ten
-    generator passes per header, ~15 us per request): the fields were checked where they
-    came in, and this covers what a filter or the configuration may have set since.
-    ValueError for a field HTTP/2 cannot carry, as the HTTP/1.1 codec raises."""
-    fields = [
-        (n, v.strip(" \t"))
-        for n, v in headers
-        if n not in _NOT_SENT and (n != "te" or v.strip().lower() == "trailers")
-    ]
-    text = "".join([f"{n}:{v}\n" for n, v in fields])
-    if _FIELDS_RE.fullmatch(text) is None or text.count("\n") != len(fields):
-        raise ValueError(f"a header cannot be sent over HTTP/2: {fields!r}")
-    # Values were decoded as latin-1 on the way in; encode them the same way on the way out.
-    return pseudo + [(n.encode("latin-1"), v.encode("latin-1")) for n, v in fields]
-
-
 class H2Codec:
     """One HTTP/2 connection, either role: `receive_data` turns bytes into events, the
     `send_*` calls queue frames, `data_to_send` hands over the bytes to write."""
@@ -280,7 +208,7 @@ class H2Codec:
             elif isinstance(event, h2.events.RequestReceived):
                 if event.stream_ended is not None:
                     folded.append(event.stream_ended)
-                request = _request_head(event.headers, self._scheme)
+                request = request_head(event.headers, self._scheme, "2")
                 length = request.headers.get("content-length")
                 end_stream = event.stream_ended is not None
                 # h2 has checked that a content-length is a number.
@@ -289,7 +217,7 @@ class H2Codec:
             elif isinstance(event, h2.events.ResponseReceived):
                 if event.stream_ended is not None:
                     folded.append(event.stream_ended)
-                response = _response_head(event.headers)
+                response = response_head(event.headers)
                 end_stream = event.stream_ended is not None
                 out.append(ResponseHeaders(event.stream_id, response, end_stream))
             elif isinstance(event, h2.events.TrailersReceived):
@@ -323,14 +251,14 @@ class H2Codec:
             (b":authority", head.authority.encode("latin-1")),
             (b":path", head.path.encode("latin-1")),
         ]
-        self._send_headers(stream_id, _wire(pseudo, head.headers), end_stream)
+        self._send_headers(stream_id, wire(pseudo, head.headers), end_stream)
 
     def send_response_head(self, stream_id: int, head: ResponseHead, *, end_stream: bool) -> None:
         pseudo = [(b":status", str(head.status).encode())]
-        self._send_headers(stream_id, _wire(pseudo, head.headers), end_stream)
+        self._send_headers(stream_id, wire(pseudo, head.headers), end_stream)
 
     def send_trailers(self, stream_id: int, trailers: HeaderMap) -> None:
-        self._send_headers(stream_id, _wire([], trailers), end_stream=True)
+        self._send_headers(stream_id, wire([], trailers), end_stream=True)
 
     def _send_headers(
         self, stream_id: int, headers: list[tuple[bytes, bytes]], end_stream: bool

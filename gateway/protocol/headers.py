@@ -113,11 +113,17 @@ class RequestHead:
     authority: str
     scheme: str
     headers: HeaderMap
-    #: "1.0", "1.1" or "2".
+    #: "1.0", "1.1", "2" or "3".
     http_version: str = "1.1"
     #: The protocol the client asks to switch to ("websocket"): HTTP/1.1 `Upgrade` with
     #: `Connection: upgrade`, or HTTP/2 extended CONNECT's `:protocol` (RFC 8441).
     upgrade: str | None = None
+
+    @property
+    def multiplexed(self) -> bool:
+        """HTTP/2 or HTTP/3: streams, trailers as frames, upgrades as extended CONNECT
+        (RFC 8441, RFC 9220) rather than `Upgrade:` and 101."""
+        return self.http_version in ("2", "3")
 
     @property
     def path_only(self) -> str:

@@ -276,7 +276,7 @@ class RouterFilter:
         listener = self._listener
         if request.upgrade in allowed_upgrades(entry.config, listener):
             return True
-        if request.http_version == "2" or listener.upgrade_not_allowed == "reject":
+        if request.multiplexed or listener.upgrade_not_allowed == "reject":
             raise UpgradeRejected()  # an extended CONNECT has no ordinary meaning to forward
         request.upgrade = None  # Upgrade and Connection are hop-by-hop: stripped as usual
         return False
@@ -583,7 +583,7 @@ class RouterFilter:
         mutate_response(head.headers, entry.config)
         downstream = await stream.accept_upgrade(head)
         request.headers = HeaderMap()  # the handshake is done; a long tunnel need not keep it
-        info.response_code = 200 if request.http_version == "2" else head.status
+        info.response_code = 200 if request.multiplexed else head.status
         info.state = "tunnel"
         stats = self._stats
         stats.downstream_cx_upgrades_total.inc()

@@ -19,6 +19,7 @@ from gateway.config.regex import compile_regex
 from gateway.errors import StartupError
 from gateway.listeners.filter_chain import ChainBuilder
 from gateway.listeners.listener import Listener
+from gateway.listeners.quic_listener import QuicListener
 from gateway.observability.stats import StatsStore
 from gateway.observability.tracing.sampler import Sampler
 from gateway.observability.tracing.tracer import Tracer
@@ -118,7 +119,8 @@ class Gateway:
                     name, config, self.clusters, self.stats, self.state, route_tables or {}
                 )
                 try:
-                    listeners[name] = Listener(name, lconf, builder)
+                    kind = QuicListener if lconf.protocol == "quic" else Listener
+                    listeners[name] = kind(name, lconf, builder)
                 except BaseException:
                     for access_log in builder.access_logs:
                         access_log.close()

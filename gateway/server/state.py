@@ -25,3 +25,5 @@ class ServerState:
     background: list[tuple[str, BackgroundTask]] = attrs.Factory(list)
     #: `[tracing]`: what starts each request's trace; None without it.
     tracer: Tracer | None = None
+    #: The bound UDP port of each QUIC listener, by name: what `advertise_http3` names.
+    http3_ports: dict[str, int] = attrs.Factory(dict)

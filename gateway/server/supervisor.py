@@ -98,7 +98,8 @@ def choose_ports(config: GatewayConfig) -> dict[str, int]:
     for name, listener in config.listeners.items():
         if listener.address.port == 0:
             family = socket.AF_INET6 if ":" in listener.address.host else socket.AF_INET
-            with socket.socket(family, socket.SOCK_STREAM) as probe:
+            kind = socket.SOCK_DGRAM if listener.protocol == "quic" else socket.SOCK_STREAM
+            with socket.socket(family, kind) as probe:
                 probe.bind((listener.address.host, 0))
                 ports[name] = probe.getsockname()[1]
     return ports

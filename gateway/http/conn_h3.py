@@ -1,0 +1,356 @@
+"""The HTTP/3 side of the connection manager: one QUIC connection from a client.
+
+Theory of operation
+-------------------
+The connection's task is the only reader: it takes the datagrams the listener routed to
+this connection (and the codec's timer), feeds the codec and dispatches the events,
+synchronously, to per-stream state; it never waits on a stream. Each request becomes a
+task in the connection's nursery ("stream 0 GET /api"), running the same ActiveStream,
+filters and router as HTTP/1.1 and HTTP/2, with an `H3StreamEncoder` as its
+ResponseEncoder. It is conn_h2.py's shape; what differs is below the codec.
+
+Memory is bounded by flow control end to end, as for HTTP/2: the codec grants a client
+window only for bytes the router forwarded (`acknowledge`), and a response is queued no
+faster than the client acknowledges it (`QuicTransport.send_data`). QUIC's own
+MAX_STREAMS caps the streams a client can open.
+
+A client's RESET_STREAM or STOP_SENDING cancels that stream's task; more resets per
+second than `quic.max_stream_resets_per_second` closes the connection with
+H3_EXCESSIVE_LOAD. Drain: a GOAWAY that refuses nothing at once, then after the drain
+grace one naming the first stream not taken (RFC 9114 5.2); open streams finish, then the
+connection closes with H3_NO_ERROR.
+"""
+
+import logging
+import math
+import time
+from collections.abc import Callable
+
+import trio
+
+from gateway.config.model import QuicProtocolOptions
+from gateway.errors import DownstreamDisconnect
+from gateway.http.active_stream import ActiveStream, BodyItem, ResponseState
+from gateway.http.connection import ConnectionCallbacks
+from gateway.http.stream_tunnel import StreamTunnelEndpoint
+from gateway.io.quic_transport import QuicTransport, SendTimeout
+from gateway.listeners.network_filter import ConnectionInfo
+from gateway.protocol.codec_h3 import (
+    H3_EXCESSIVE_LOAD,
+    H3_NO_ERROR,
+    H3_REQUEST_CANCELLED,
+    H3_REQUEST_REJECTED,
+    ConnectionClosed,
+    ConnectionIdsChanged,
+    H3Codec,
+    H3Event,
+    StreamGone,
+)
+from gateway.protocol.events import (
+    Data,
+    EndStream,
+    PeerLimitsChanged,
+    RequestHeaders,
+    StreamReset,
+)
+from gateway.protocol.headers import HeaderMap, ResponseHead, strip_hop_by_hop
+
+log = logging.getLogger("gateway.http")
+
+#: A GOAWAY id above any stream a client can open: "no new streams", refusing none yet.
+_GOAWAY_ALL = (1 << 62) - 4
+#: How long a closing connection may take to say goodbye (CONNECTION_CLOSE, and QUIC's
+#: closing period, which aioquic ends after three probe timeouts).
+_CLOSE_GRACE = 3.0
+_STREAM_GONE = (StreamGone, SendTimeout)
+
+
+class H3StreamEncoder:
+    """The ResponseEncoder of one HTTP/3 request stream."""
+
+    def __init__(self, conn: "Http3Connection", stream_id: int) -> None:
+        self._conn = conn
+        self.stream_id = stream_id
+        self.body: trio.MemorySendChannel[BodyItem] | None = None
+        #: Bytes delivered to the stream but not yet credited back to the client.
+        self.uncredited = 0
+        self.scope = trio.CancelScope()
+        self.active: ActiveStream | None = None
+        self.reset_by_peer = False
+
+    async def continue_if_expected(self) -> None:
+        """HTTP/3 clients do not wait for 100-continue in practice; nothing to send."""
+
+    async def encode_headers(self, head: ResponseHead, end_stream: bool, flush: bool) -> None:
+        try:
+            self._conn.codec.send_response_head(self.stream_id, head, end_stream=end_stream)
+        except StreamGone as exc:
+            raise DownstreamDisconnect(str(exc)) from exc
+        if flush or end_stream:
+            self._conn.transport.flush()
+
+    async def encode_data(self, data: bytes, end_stream: bool, flush: bool = True) -> None:
+        conn = self._conn
+        try:
+            await conn.transport.send_data(
+                self.stream_id,
+                data,
+                end_stream,
+                conn.callbacks.config.idle_timeout,
+                flush=flush or end_stream,
+            )
+        except _STREAM_GONE as exc:
+            raise DownstreamDisconnect(str(exc)) from exc
+
+    async def encode_trailers(self, trailers: HeaderMap) -> None:
+        try:
+            self._conn.codec.send_trailers(self.stream_id, trailers)
+        except StreamGone as exc:
+            raise DownstreamDisconnect(str(exc)) from exc
+        self._conn.transport.flush()
+
+    async def accept_upgrade(self, head: ResponseHead) -> StreamTunnelEndpoint:
+        """RFC 9220: a 200 accepts the extended CONNECT; DATA frames then carry the tunnel."""
+        accepted = ResponseHead(200, HeaderMap(head.headers))
+        strip_hop_by_hop(accepted.headers)  # Upgrade and Connection mean nothing on HTTP/3
+        accepted.headers.remove("sec-websocket-accept")  # answers a key HTTP/3 never sent
+        await self.encode_headers(accepted, end_stream=False, flush=True)
+        assert self.active is not None
+        return StreamTunnelEndpoint(self, self.active)
+
+    async def body_consumed(self, size: int) -> None:
+        size = min(size, self.uncredited)
+        self.uncredited -= size
+        self._conn.codec.acknowledge(self.stream_id, size)
+
+    def abort(self) -> None:
+        """The stream task resets the stream on its way out (it is not finished)."""
+
+    def close_after_response(self) -> None:
+        """A bad stream does not condemn an HTTP/3 connection: its reset is enough."""
+
+
+class Http3Connection:
+    def __init__(
+        self,
+        callbacks: ConnectionCallbacks,
+        codec: H3Codec,
+        transport: QuicTransport[H3Event],
+        conn_info: ConnectionInfo,
+        options: QuicProtocolOptions,
+        *,
+        routes: Callable[[ConnectionIdsChanged], None],
+    ) -> None:
+        self.callbacks = callbacks
+        self.codec = codec
+        self.transport = transport
+        self.conn_info = conn_info
+        self.peer = conn_info.peer
+        self._options = options
+        #: Tells the listener which connection ids now route to this connection.
+        self._routes = routes
+        self._streams: dict[int, H3StreamEncoder] = {}
+        self._nursery: trio.Nursery | None = None
+        self._goaway_sent = False
+        self._draining = False
+        self._grace_deadline = math.inf
+        self._resets: list[float] = []
+        #: Why the connection ended, once it did (for the listener's close-reason stats).
+        self.closed: ConnectionClosed | None = None
+        self.requests = 0
+
+    def __repr__(self) -> str:
+        return f"<Http3Connection {self.peer} streams={len(self._streams)}>"
+
+    def task_fields(self) -> dict[str, object]:
+        return {
+            "protocol": "HTTP/3",
+            "requests": self.requests,
+            "open_streams": len(self._streams),
+            "state": "draining" if self._draining or self._goaway_sent else "open",
+            "bytes_received": self.transport.bytes_received,
+            "bytes_sent": self.transport.bytes_sent,
+        }
+
+    # -- the connection task -------------------------------------------------------------
+
+    async def run(self) -> None:
+        async with trio.open_nursery() as nursery:
+            self._nursery = nursery
+            try:
+                await self._read_loop()
+            finally:
+                self._nursery = None
+                self._client_gone()
+                nursery.cancel_scope.cancel()
+        if not self.codec.ended:
+            await self._say_goodbye()
+
+    async def _read_loop(self) -> None:
+        codec, transport = self.codec, self.transport
+        idle_timeout = self.callbacks.config.idle_timeout
+        handshake_deadline = trio.current_time() + self._options.handshake_timeout
+        while self.closed is None:
+            if not codec.handshake_complete:
+                until = handshake_deadline
+            elif self._streams:
+                until = math.inf
+            else:
+                # Idle (no streams) for idle_timeout closes the connection; drain() and
+                # the last stream ending after a GOAWAY wake this at once.
+                until = trio.current_time() + (0 if self._goaway_sent else idle_timeout)
+            events = await transport.receive(until)
+            if transport.inbox_closed:
+                return
+            if events:
+                self._dispatch(events)
+                transport.flush()
+            elif trio.current_time() >= until:
+                self._end_quietly(handshake_deadline)
+                return
+
+    def _end_quietly(self, handshake_deadline: float) -> None:
+        """No handshake in time, idle, or drained: close (H3_NO_ERROR)."""
+        if not self.codec.handshake_complete:
+            log.debug("QUIC client %s: no handshake by %s", self.peer, handshake_deadline)
+        elif not self._goaway_sent:
+            self.callbacks.stats.downstream_cx_idle_timeout.inc()
+        self.codec.close(H3_NO_ERROR)
+
+    async def _say_goodbye(self) -> None:
+        """Sends the CONNECTION_CLOSE and stays through QUIC's closing period, so a client
+        that did not hear it is told again, then ends."""
+        self.codec.close(H3_NO_ERROR)
+        self.transport.flush()
+        with trio.move_on_after(_CLOSE_GRACE), trio.CancelScope(shield=True):
+            while not self.codec.ended and not self.transport.inbox_closed:
+                await self.transport.receive()
+                self.transport.flush()
+
+    def _dispatch(self, events: list[H3Event]) -> None:
+        for event in events:
+            if isinstance(event, Data):
+                self._on_data(event)
+            elif isinstance(event, RequestHeaders):
+                self._start_stream(event)
+            elif isinstance(event, EndStream):
+                s = self._streams.get(event.stream_id)
+                if s is not None and s.body is not None:
+                    if event.trailers is not None:
+                        s.body.send_nowait(event.trailers)
+                    s.body.close()
+                    s.body = None
+            elif isinstance(event, StreamReset):
+                self._on_reset(event)
+            elif isinstance(event, PeerLimitsChanged):
+                self.transport.window_changed()
+            elif isinstance(event, ConnectionClosed):
+                self.closed = event
+            elif isinstance(event, ConnectionIdsChanged):
+                self._routes(event)
+
+    def _start_stream(self, request: RequestHeaders) -> None:
+        stream_id = request.stream_id
+        if self._goaway_sent:
+            self.codec.reset(stream_id, H3_REQUEST_REJECTED)  # the client may retry it
+            return
+        encoder = H3StreamEncoder(self, stream_id)
+        body_recv = None
+        if not request.end_stream:
+            # Unbounded in items, bounded in bytes: the client cannot exceed our window.
+            encoder.body, body_recv = trio.open_memory_channel[BodyItem](math.inf)
+        active = self.callbacks.new_stream(encoder, request, self.conn_info, body_recv)
+        encoder.active = active
+        self._streams[stream_id] = encoder
+        self.requests += 1
+        assert self._nursery is not None
+        self._nursery.start_soon(self._run_stream, encoder, active, name=active.task_name)
+
+    def _on_data(self, event: Data) -> None:
+        s = self._streams.get(event.stream_id)
+        if s is None or s.body is None:
+            # Nobody will read it: credit it now, or the connection window leaks.
+            self.codec.acknowledge(event.stream_id, len(event.data))
+            return
+        s.uncredited += len(event.data)
+        s.body.send_nowait(event.data)
+
+    def _on_reset(self, event: StreamReset) -> None:
+        s = self._streams.get(event.stream_id)
+        if s is not None:
+            self.callbacks.stats.downstream_rq_rx_reset.inc()
+            s.reset_by_peer = True
+            if s.active is not None and s.active.response_state is not ResponseState.DONE:
+                s.active.info.add_flag("DR")
+            s.scope.cancel()
+        now = time.monotonic()
+        self._resets = [t for t in self._resets if now - t < 1.0] + [now]
+        if len(self._resets) > self._options.max_stream_resets_per_second:
+            self.callbacks.stats.downstream_cx_rapid_reset.inc()
+            log.warning("HTTP/3 client %s closed: rapid reset", self.peer)
+            self.codec.close(H3_EXCESSIVE_LOAD, "too many stream resets")
+
+    def _client_gone(self) -> None:
+        """The connection ended under its streams: abandon them (flag DC)."""
+        for s in self._streams.values():
+            if s.active is not None and s.active.response_state is not ResponseState.DONE:
+                self.callbacks.stats.downstream_cx_destroy_remote_active_rq.inc()
+                s.active.info.add_flag("DC")
+                s.reset_by_peer = True  # nobody to send a reset to
+
+    async def _run_stream(self, encoder: H3StreamEncoder, active: ActiveStream) -> None:
+        try:
+            await self.callbacks.run_stream(active, encoder.scope)
+        except Exception:
+            # Whatever went wrong belongs to this stream; the connection's others go on.
+            log.exception("stream %s on %s failed", encoder.stream_id, self.peer)
+        finally:
+            del self._streams[encoder.stream_id]
+            encoder.active = None  # the stream holds its encoder: no cycle outlives it
+            if encoder.body is not None:
+                encoder.body.close()
+            unfinished = active.response_state is not ResponseState.DONE
+            if unfinished and not encoder.reset_by_peer:
+                self.callbacks.stats.downstream_rq_tx_reset.inc()
+                self.codec.reset(encoder.stream_id, H3_REQUEST_CANCELLED)
+            self.codec.stream_closed(encoder.stream_id)
+            self.callbacks.finish(active.info)
+            self.transport.flush()
+            if self.callbacks.disable_http_keepalive.active:
+                self.disable_keepalive()
+            self._wake_reader_if_done()
+
+    def _wake_reader_if_done(self) -> None:
+        if self._goaway_sent and not self._streams:
+            self.transport.wake()
+
+    # -- drain ---------------------------------------------------------------------------
+
+    def drain(self) -> None:
+        """RFC 9114 5.2: a first GOAWAY refuses nothing but tells the client to open no
+        more streams; after the drain grace a second names the first stream not taken,
+        new streams are refused (H3_REQUEST_REJECTED, safe to retry), and the connection
+        closes once its streams are done."""
+        if self._draining:
+            return
+        self._draining = True
+        self._grace_deadline = min(
+            self.callbacks.drain_grace_deadline, trio.current_time() + self.callbacks.drain_grace
+        )
+        self.codec.goaway(_GOAWAY_ALL)
+        self.transport.flush()
+        if self._nursery is not None:
+            self._nursery.start_soon(self._shut_down_gracefully, name="goaway")
+
+    def disable_keepalive(self) -> None:
+        """The overload action disable_http_keepalive: drain as in a shutdown."""
+        if not self._draining:
+            self.callbacks.stats.downstream_cx_overload_disable_keepalive.inc()
+            self.drain()
+
+    async def _shut_down_gracefully(self) -> None:
+        await trio.sleep_until(self._grace_deadline)
+        self._goaway_sent = True
+        self.codec.goaway(self.codec.next_request_stream_id())
+        self.transport.flush()
+        self._wake_reader_if_done()
