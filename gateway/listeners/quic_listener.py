@@ -41,7 +41,7 @@ from gateway.listeners.listener import Listener, format_peer
 from gateway.listeners.network_filter import ConnectionInfo, TlsInfo
 from gateway.observability.stats import Counter, Scope, create_stats, describe
 from gateway.observability.tasktree import annotate
-from gateway.protocol.codec_h3 import ConnectionIdsChanged, H3Codec, H3Event, error_code_name
+from gateway.protocol.codec_h3 import ConnectionIdsChanged, H3Codec, H3Event
 from gateway.protocol.quic_dispatch import Accept, Deliver, Drop, QuicDispatcher, Reply
 
 log = logging.getLogger("gateway.listener")
@@ -346,7 +346,7 @@ class QuicListener(Listener):
             self._overload.downstream_cx_active -= 1
             if conn.closed is not None:
                 side = "rx" if conn.closed.by_peer else "tx"
-                name = error_code_name(conn.closed.error_code)
+                name = conn.closed.error_name
                 self._scope.counter(
                     f"http3.downstream.{side}.quic_connection_close_error_code_{name}"
                 ).inc()

@@ -77,15 +77,15 @@ _MAX_UNI_STREAMS = 16
 _UNI_STREAM_WINDOW = 64 * 1024
 
 
-def error_code_name(code: int) -> str:
-    """A QUIC transport or HTTP/3 error code's name, for stats ("NO_ERROR",
-    "H3_EXCESSIVE_LOAD"), or its number for a code neither defines."""
-    for codes in (QuicErrorCode, ErrorCode):
-        try:
-            return str(codes(code).name)
-        except ValueError:
-            continue
-    return f"0x{code:x}"
+def error_code_name(code: int, *, application: bool) -> str:
+    """An error code's name, for stats: an HTTP/3 one ("H3_EXCESSIVE_LOAD") if the
+    application closed the connection, else QUIC's ("NO_ERROR", "PROTOCOL_VIOLATION");
+    the two number spaces overlap. A code neither defines is its number."""
+    codes = ErrorCode if application else QuicErrorCode
+    try:
+        return str(codes(code).name)
+    except ValueError:
+        return f"0x{code:x}"
 
 
 class StreamGone(Exception):
@@ -114,6 +114,12 @@ class ConnectionClosed:
     error_code: int
     reason: str
     by_peer: bool
+    #: An application (HTTP/3) close, whose code is HTTP/3's, not QUIC's.
+    application: bool
+
+    @property
+    def error_name(self) -> str:
+        return error_code_name(self.error_code, application=self.application)
 
 
 H3Event = (
@@ -155,6 +161,8 @@ class _Quic(QuicConnection):
         self._stream_window = options.initial_stream_window_size
         self._connection_window = options.initial_connection_window_size
         # Sent in the transport parameters, so set before the handshake.
+        self._local_max_data.value = self._connection_window
+        self._local_max_stream_data_bidi_remote = self._stream_window
         self._local_max_streams_bidi.value = options.max_concurrent_streams
         self._local_max_streams_uni.value = _MAX_UNI_STREAMS
         self._local_max_stream_data_uni = _UNI_STREAM_WINDOW
@@ -342,7 +350,9 @@ class H3Codec:
     def _on_terminated(self, event: quic_events.ConnectionTerminated) -> ConnectionClosed:
         if self._closed is None:
             by_peer = self._quic.closed_by_peer
-            self._closed = ConnectionClosed(event.error_code, event.reason_phrase, by_peer)
+            self._closed = ConnectionClosed(
+                event.error_code, event.reason_phrase, by_peer, application=event.frame_type is None
+            )
         return self._closed
 
     def acknowledge(self, stream_id: int, size: int) -> None:
