@@ -4,8 +4,6 @@ given by the test. What the codec promises its connection: requests as the gatew
 events, responses with trailers, windows that open only as bytes are forwarded, bounded
 send buffers, a cap on what HTTP/3 buffers whole, and GOAWAY."""
 
-from pathlib import Path
-
 import pytest
 import trustme
 from aioquic.h3.connection import H3_ALPN, H3Connection, encode_frame
@@ -21,9 +19,11 @@ from gateway.protocol.codec_h3 import (
     SEND_BUFFER,
     ConnectionClosed,
     H3Codec,
-    H3Event as GatewayEvent,
     HandshakeDone,
     error_code_name,
+)
+from gateway.protocol.codec_h3 import (
+    H3Event as GatewayEvent,
 )
 from gateway.protocol.events import Data, EndStream, RequestHeaders
 from gateway.protocol.headers import HeaderMap, ResponseHead
