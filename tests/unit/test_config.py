@@ -4,6 +4,7 @@ import re
 from pathlib import Path
 
 import pytest
+import trustme
 
 from gateway import ConfigError, loads_config
 from gateway.config.load import parse_address, parse_byte_size, parse_duration
@@ -472,3 +473,50 @@ def test_stats_sinks_and_log_format_examples_and_errors():
         "server.log_format: expected one of 'text', 'json', got 'xml'",
         "stats_sinks[0].prefix: must be letters, digits, '_', '-' and dots (not first), got 'a|b'",
     ]
+
+
+def test_quic_listener_example_and_errors(tmp_path):
+    """The QUIC listener's example in configuration.md, with certificate files that exist,
+    and the mistakes a QUIC listener can have, each named by its TOML path."""
+    ca = trustme.CA()
+    cert = ca.issue_cert("api.example.com")
+    chain, key = tmp_path / "api.crt", tmp_path / "api.key"
+    chain.write_bytes(b"".join(b.bytes() for b in cert.cert_chain_pems))
+    cert.private_key_pem.write_to_path(str(key))
+    text = (
+        docs_example('protocol = "quic"')
+        .replace("/etc/gateway/api.crt", str(chain))
+        .replace("/etc/gateway/api.key", str(key))
+    )
+    config = loads_config(text)
+    quic = config.listeners["http3"]
+    assert (quic.protocol, quic.address.port, config.listeners["https"].protocol) == (
+        "quic",
+        443,
+        "tcp",
+    )
+    assert (quic.quic.max_concurrent_streams, quic.quic.retry, quic.quic.idle_timeout) == (
+        200,
+        True,
+        120.0,
+    )
+    hcm = config.listeners["https"].filter_chains[0].filters[0]
+    assert getattr(hcm, "advertise_http3", None) == "http3"
+    assert loads_config(VALID).listeners["edge"].protocol == "tcp"
+    bad = (
+        text.replace('advertise_http3 = "http3"', 'advertise_http3 = "https"')
+        .replace("max_concurrent_streams = 200", "max_concurrent_streams = 0")
+        .replace(f'private_key = "{key}" }}]\nmax', f'private_key = "{tmp_path}/nope.key" }}]\nmax')
+    )
+    assert errors_of(bad) == [
+        "listeners.http3.quic.max_concurrent_streams: must be from 1 to 2147483647, got 0",
+    ]
+    bad = bad.replace("max_concurrent_streams = 0", "max_concurrent_streams = 1")
+    assert errors_of(bad) == [
+        f"listeners.http3.quic.certificates[0].private_key: cannot read {tmp_path}/nope.key: "
+        "No such file or directory",
+        "listeners.https.filter_chains[0].filters[0].advertise_http3: no listener named "
+        "'https' with protocol = \"quic\"",
+    ]
+    no_cert = text.replace("[listeners.http3.quic]\ncertificates", "[listeners.http3.quic]\nx")
+    assert "listeners.http3.quic: unknown key 'x'" in errors_of(no_cert)[0]
