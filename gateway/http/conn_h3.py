@@ -122,6 +122,7 @@ class H3StreamEncoder:
         size = min(size, self.uncredited)
         self.uncredited -= size
         self._conn.codec.acknowledge(self.stream_id, size)
+        self._conn.transport.flush()  # the window update, if the credit earned one
 
     def abort(self) -> None:
         """The stream task resets the stream on its way out (it is not finished)."""
@@ -222,7 +223,8 @@ class Http3Connection:
         that did not hear it is told again, then ends."""
         self.codec.close(H3_NO_ERROR)
         self.transport.flush()
-        with trio.move_on_after(_CLOSE_GRACE), trio.CancelScope(shield=True):
+        # Shielded from the connection's cancellation (a drain deadline), bounded by its own.
+        with trio.CancelScope(shield=True), trio.move_on_after(_CLOSE_GRACE):
             while not self.codec.ended and not self.transport.inbox_closed:
                 await self.transport.receive()
                 self.transport.flush()
