@@ -50,7 +50,7 @@ async def echo_app(scope: Scope, receive: Receive, send: Send) -> None:
         while True:
             await send({"type": "http.response.body", "body": b"x" * 1024, "more_body": True})
             await trio.sleep(0.02)
-    body = b""
+    body = bytearray()  # bytes += would copy the whole body per DATA frame
     while True:
         message = await receive()
         body += message.get("body", b"")
@@ -67,7 +67,7 @@ async def echo_app(scope: Scope, receive: Receive, send: Send) -> None:
         (b"x-body-length", str(len(body)).encode()),
     ]
     await send({"type": "http.response.start", "status": 200, "headers": response_headers})
-    await send({"type": "http.response.body", "body": body})
+    await send({"type": "http.response.body", "body": bytes(body)})
 
 
 @pytest.fixture
