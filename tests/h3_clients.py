@@ -157,6 +157,13 @@ class _H3ClientProtocol(QuicConnectionProtocol):
         self.streams: dict[int, _Stream] = {}
         self.settings_received = asyncio.Event()
         self.terminated: ConnectionTerminated | None = None
+        #: Sends nothing more, as if the client's host had gone: no CONNECTION_CLOSE, no
+        #: ACKs, no retransmissions from the pending timer.
+        self.silent = False
+
+    def transmit(self) -> None:
+        if not self.silent:
+            super().transmit()
 
     def open_stream(self, headers: list[tuple[bytes, bytes]], *, end_stream: bool) -> int:
         stream_id = self._quic.get_next_available_stream_id()
@@ -224,19 +231,11 @@ class _H3ClientProtocol(QuicConnectionProtocol):
 Departure = Literal["reset", "close", "vanish"]
 
 
-@attrs.define
-class _Session:
-    protocol: _H3ClientProtocol
-    transport: asyncio.DatagramTransport
-    #: How the session ends: "close" sends CONNECTION_CLOSE (H3_NO_ERROR) and waits for the
-    #: connection to end; "vanish" closes the UDP socket and sends nothing at all.
-    leave: Literal["close", "vanish"] = "close"
-
-
 @asynccontextmanager
-async def _connect(peer: H3Peer) -> AsyncIterator[_Session]:
-    """A QUIC connection with ALPN h3, after the handshake. Like aioquic's `connect()`, but
-    this one owns the UDP socket, so a client can drop it without a CONNECTION_CLOSE."""
+async def _connect(peer: H3Peer) -> AsyncIterator[_H3ClientProtocol]:
+    """A QUIC connection with ALPN h3, after the handshake. On the way out it sends
+    CONNECTION_CLOSE (H3_NO_ERROR) and waits for the connection to end, unless the protocol
+    was made `silent`. Like aioquic's `connect()`, but this one owns the UDP socket."""
     configuration = QuicConfiguration(
         is_client=True, alpn_protocols=H3_ALPN, server_name=peer.server_name
     )
@@ -248,7 +247,6 @@ async def _connect(peer: H3Peer) -> AsyncIterator[_Session]:
     protocol = _H3ClientProtocol(QuicConnection(configuration=configuration))
     # An unbound socket of the peer's family: the first sendto picks a free port.
     transport, _ = await loop.create_datagram_endpoint(lambda: protocol, family=family)
-    session = _Session(protocol, transport)
     try:
         protocol.connect(address[:2])
         try:
@@ -259,9 +257,9 @@ async def _connect(peer: H3Peer) -> AsyncIterator[_Session]:
                 f"handshake failed: {closed.reason_phrase if closed else ''!r}",
                 closed.error_code if closed else None,
             ) from None
-        yield session
+        yield protocol
     finally:
-        if session.leave == "close":
+        if not protocol.silent:
             protocol.close(error_code=ErrorCode.H3_NO_ERROR)
             try:
                 async with asyncio.timeout(1):
@@ -281,10 +279,10 @@ def _request_headers(peer: H3Peer, request: H3Request) -> list[tuple[bytes, byte
     return [(k.encode(), v.encode()) for k, v in [*pseudo, *request.headers]]
 
 
-def _send_request(session: _Session, peer: H3Peer, request: H3Request) -> int:
+def _send_request(protocol: _H3ClientProtocol, peer: H3Peer, request: H3Request) -> int:
     """Sends the whole request; returns its stream id."""
-    http = session.protocol.http
-    stream_id = session.protocol.open_stream(
+    http = protocol.http
+    stream_id = protocol.open_stream(
         _request_headers(peer, request), end_stream=not request.body and not request.trailers
     )
     if request.body:
@@ -292,7 +290,7 @@ def _send_request(session: _Session, peer: H3Peer, request: H3Request) -> int:
     if request.trailers:
         trailers = [(k.encode(), v.encode()) for k, v in request.trailers]
         http.send_headers(stream_id, trailers, end_stream=True)
-    session.protocol.transmit()
+    protocol.transmit()
     return stream_id
 
 
@@ -313,9 +311,9 @@ async def h3_request(
     `H3ConnectionClosed` when the exchange ends below HTTP, TimeoutError after `timeout`."""
 
     async def main() -> H3Response:
-        async with _connect(peer) as session:
-            stream_id = _send_request(session, peer, request)
-            return await session.protocol.streams[stream_id].wait()
+        async with _connect(peer) as protocol:
+            stream_id = _send_request(protocol, peer, request)
+            return await protocol.streams[stream_id].wait()
 
     return await _in_thread(main, timeout)
 
@@ -328,9 +326,9 @@ async def h3_requests(
     raises the limit. Raises on the first stream that fails."""
 
     async def main() -> list[H3Response]:
-        async with _connect(peer) as session:
-            ids = [_send_request(session, peer, request) for request in requests]
-            return [await session.protocol.streams[i].wait() for i in ids]
+        async with _connect(peer) as protocol:
+            ids = [_send_request(protocol, peer, request) for request in requests]
+            return [await protocol.streams[i].wait() for i in ids]
 
     return await _in_thread(main, timeout)
 
@@ -357,8 +355,7 @@ async def h3_abandon(
     socket and sends nothing, so the peer only learns by its idle timeout."""
 
     async def main() -> H3Response:
-        async with _connect(peer) as session:
-            protocol = session.protocol
+        async with _connect(peer) as protocol:
             if at == "request":
                 stream_id = protocol.open_stream(_request_headers(peer, request), end_stream=False)
                 if half := request.body[: len(request.body) // 2]:
@@ -366,7 +363,7 @@ async def h3_abandon(
                 protocol.transmit()
                 await asyncio.sleep(pause)
             else:
-                stream_id = _send_request(session, peer, request)
+                stream_id = _send_request(protocol, peer, request)
                 await protocol.streams[stream_id].data_seen.wait()
             stream = protocol.streams[stream_id]
             stream.response.body = bytes(stream.body)
@@ -374,7 +371,7 @@ async def h3_abandon(
                 protocol.cancel(stream_id)
                 await asyncio.sleep(linger)
             elif how == "vanish":
-                session.leave = "vanish"
+                protocol.silent = True
             return stream.response
 
     return await _in_thread(main, timeout)
@@ -387,7 +384,8 @@ async def h3_abandon(
 class H3WebSocketResult:
     """How a WebSocket over HTTP/3 went. `status` is the CONNECT response's (200 accepts);
     `replies` holds one message per message sent, until the server closed; `close_code`
-    and `close_reason` are from the server's Close frame (None if it sent none)."""
+    and `close_reason` are from the server's Close frame: 1006 if the stream ended without
+    one, None if neither happened (a stream reset raises instead)."""
 
     status: int
     headers: list[tuple[str, str]]
@@ -433,11 +431,12 @@ class _WebSocket:
                 if event.message_finished:
                     self.messages.put_nowait(_join(self.partial))
                     self.partial.clear()
-            elif isinstance(event, wsproto.events.Ping):
+            elif isinstance(event, wsproto.events.Ping) and not self.ended:
                 self.send(event.response())
             elif isinstance(event, wsproto.events.CloseConnection):
                 self.close = event
-                if self.ws.state is ConnectionState.REMOTE_CLOSING:
+                # data None is the stream's end: no stream left to answer on.
+                if self.ws.state is ConnectionState.REMOTE_CLOSING and data is not None:
                     self.send(event.response())
                 self.messages.put_nowait(None)
         if data is None:
@@ -469,8 +468,7 @@ async def h3_websocket(
     RFC 9220 section 3 forbids the client to send an extended CONNECT without it."""
 
     async def main() -> H3WebSocketResult:
-        async with _connect(peer) as session:
-            protocol = session.protocol
+        async with _connect(peer) as protocol:
             await protocol.settings_received.wait()
             settings = protocol.http.received_settings or {}
             if settings.get(Setting.ENABLE_CONNECT_PROTOCOL) != 1:
@@ -516,6 +514,8 @@ async def h3_websocket(
                 websocket.send(wsproto.events.CloseConnection(code=1000))
                 while await websocket.messages.get() is not None:
                     pass
+            if stream.error is not None:
+                raise stream.error
             websocket.finish()
             if websocket.close is not None:
                 result.close_code = websocket.close.code
