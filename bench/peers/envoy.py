@@ -8,8 +8,9 @@ from pathlib import Path
 
 from bench.gates import check_hello
 from bench.load.grpc_client import check_grpc
+from bench.load.h3_client import check_hello_h3
 from bench.names import H2_UP
-from bench.services import Service, free_port, start_checked
+from bench.services import Service, free_port, free_udp_port, start_checked, start_probed
 
 _HCM = "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3"
 _ROUTER = "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"
@@ -174,3 +175,13 @@ def start_envoy_grpc(
     conf = tmp / "envoy-grpc.yaml"
     conf.write_text(envoy_yaml(port, upstream, grpc=True))
     return start_checked(stack, tmp, "envoy-grpc", envoy_argv(binary, conf), port, check_grpc)
+
+
+def start_envoy_h3(
+    stack: contextlib.ExitStack, tmp: Path, upstream: int, binary: str, cert: Path, key: Path
+) -> Service:
+    """Envoy (--concurrency 1) with HTTP/3 downstream, once a GET over QUIC passes."""
+    port = free_udp_port()
+    conf = tmp / "envoy-h3.yaml"
+    conf.write_text(envoy_h3_yaml(port, upstream, cert, key))
+    return start_probed(stack, tmp, "envoy-h3", envoy_argv(binary, conf), port, check_hello_h3)
