@@ -40,7 +40,7 @@ from multiprocessing import get_context
 from qh3.h3.connection import H3_ALPN, H3Connection
 from qh3.h3.events import DataReceived, H3Event, HeadersReceived
 from qh3.quic.configuration import QuicConfiguration
-from qh3.quic.connection import QuicConnection
+from qh3.quic.connection import QuicConnection, QuicConnectionError
 from qh3.quic.events import ConnectionTerminated, HandshakeCompleted, StreamReset
 
 HELLO = b"hello world\n"
@@ -92,6 +92,7 @@ class _Client:
         self.streams, self.tally, self.left = streams, tally, limit
         self.open: dict[int, _Stream] = {}
         self.ready = self.closed = False
+        self.close_reason = ""
 
     def start(self, now: float) -> None:
         self.quic.connect(self.addr, now)
@@ -110,24 +111,38 @@ class _Client:
                 pass
 
     def receive(self, now: float) -> None:
-        while True:
-            try:
-                data = self.sock.recv(65536)
-            except (BlockingIOError, ConnectionRefusedError):
-                break
-            self.quic.receive_datagram(data, self.addr, now)
-        self.process(now)
+        try:
+            while True:
+                try:
+                    data = self.sock.recv(65536)
+                except (BlockingIOError, ConnectionRefusedError):
+                    break
+                self.quic.receive_datagram(data, self.addr, now)
+            self.process(now)
+        except QuicConnectionError as exc:
+            # qh3 raises this from any call on a connection that has closed itself.
+            self.lost(exc.reason_phrase)
+
+    def on_timer(self, now: float) -> None:
+        try:
+            self.quic.handle_timer(now)
+            self.process(now)
+        except QuicConnectionError as exc:
+            self.lost(exc.reason_phrase)
+
+    def lost(self, reason: str) -> None:
+        """The connection is gone: the requests it had in flight are errors."""
+        self.closed, self.close_reason = True, reason
+        for _ in self.open:
+            self.tally.error(f"connection closed: {reason}")
+        self.open.clear()
 
     def process(self, now: float) -> None:
         while (event := self.quic.next_event()) is not None:
             if isinstance(event, HandshakeCompleted):
                 self.ready = True
             elif isinstance(event, ConnectionTerminated):
-                self.closed = True
-                reason = event.reason_phrase or f"error code {event.error_code}"
-                for _ in self.open:
-                    self.tally.error(f"connection closed: {reason}")
-                self.open.clear()
+                self.lost(event.reason_phrase or f"error code {event.error_code}")
                 return
             elif isinstance(event, StreamReset) and event.stream_id in self.open:
                 del self.open[event.stream_id]
@@ -177,8 +192,7 @@ def _loop(clients: list[_Client], until: float) -> None:
         for client in clients:
             timer = client.quic.get_timer()
             if not client.closed and timer is not None and timer <= now:
-                client.quic.handle_timer(now)
-                client.process(now)
+                client.on_timer(now)
 
 
 def _clients(port: int, count: int, streams: int, tally: Tally, limit: int | None) -> list[_Client]:
@@ -193,8 +207,9 @@ def _close(clients: list[_Client]) -> None:
     for client in clients:
         if not client.ready:
             client.tally.error("QUIC handshake did not complete")
-        client.quic.close()
-        client.flush(time.monotonic())
+        if not client.closed:
+            client.quic.close()
+            client.flush(time.monotonic())
         client.sock.close()
 
 
@@ -246,7 +261,12 @@ def check(port: int, timeout: float) -> dict[str, object]:
     _loop(clients, time.monotonic() + timeout)
     _close(clients)
     if not tally.latencies_us and not tally.errors:
-        tally.error(f"no answer within {timeout}s")
+        closed = clients[0].closed
+        tally.error(
+            f"connection closed: {clients[0].close_reason}"
+            if closed
+            else f"no answer within {timeout}s"
+        )
     return {"ok": bool(tally.latencies_us), "error": tally.first_error}
 
 
