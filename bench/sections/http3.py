@@ -66,6 +66,9 @@ def section_http3(peers: H3Peers, settings: Settings) -> SectionReport:
             streams=settings.h3_streams,
         )
         targets.append(Target(proxy.name.removesuffix("-h3"), runner, [proxy, peers.nginx]))
+    if not targets:
+        print("http3: nothing to measure (no proxy answers HTTP/3; see the SKIP lines)")
+        return SectionReport([], {}, False)
     services = [peers.nginx, *peers.proxies]
     offsets = log_offsets(services)
     results = measure(targets, settings)
