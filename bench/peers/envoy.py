@@ -8,12 +8,16 @@ from pathlib import Path
 
 from bench.gates import check_hello
 from bench.load.grpc_client import check_grpc
+from bench.load.h3_client import check_hello_h3
 from bench.names import H2_UP
-from bench.services import Service, free_port, start_checked
+from bench.services import Service, free_port, free_udp_port, start_checked, start_probed
 
 _HCM = "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3"
 _ROUTER = "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"
 _UPSTREAM_HTTP = "type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions"
+_QUIC_TRANSPORT = (
+    "type.googleapis.com/envoy.extensions.transport_sockets.quic.v3.QuicDownstreamTransport"
+)
 
 
 def find_envoy(explicit: str | None) -> str | None:
@@ -84,6 +88,58 @@ static_resources:
 """
 
 
+def envoy_h3_yaml(port: int, upstream_port: int, cert: Path, key: Path) -> str:
+    """HTTP/3 downstream: a QUIC listener on UDP `port` (ALPN h3, Envoy's default for QUIC)
+    with `cert`; HTTP/1.1 to nginx, as the other rows."""
+    return f"""\
+static_resources:
+  listeners:
+  - name: edge_h3
+    address:
+      socket_address: {{protocol: UDP, address: 127.0.0.1, port_value: {port}}}
+    udp_listener_config:
+      quic_options: {{}}
+    filter_chains:
+    - transport_socket:
+        name: envoy.transport_sockets.quic
+        typed_config:
+          "@type": {_QUIC_TRANSPORT}
+          downstream_tls_context:
+            common_tls_context:
+              tls_certificates:
+              - certificate_chain: {{filename: "{cert}"}}
+                private_key: {{filename: "{key}"}}
+      filters:
+      - name: envoy.filters.network.http_connection_manager
+        typed_config:
+          "@type": {_HCM}.HttpConnectionManager
+          stat_prefix: edge_h3
+          codec_type: HTTP3
+          route_config:
+            name: local
+            virtual_hosts:
+            - name: all
+              domains: ["*"]
+              routes:
+              - match: {{prefix: "/"}}
+                route: {{cluster: upstream}}
+          http_filters:
+          - name: envoy.filters.http.router
+            typed_config:
+              "@type": {_ROUTER}
+  clusters:
+  - name: upstream
+    type: STATIC
+    connect_timeout: 1s
+    load_assignment:
+      cluster_name: upstream
+      endpoints:
+      - lb_endpoints:
+        - endpoint:
+            address: {{socket_address: {{address: 127.0.0.1, port_value: {upstream_port}}}}}
+"""
+
+
 def envoy_argv(binary: str, conf: Path, concurrency: int = 1) -> list[str]:
     base_id = str(int.from_bytes(os.urandom(2), "big"))
     flags = ["--concurrency", str(concurrency), "-l", "warning", "--disable-hot-restart"]
@@ -119,3 +175,13 @@ def start_envoy_grpc(
     conf = tmp / "envoy-grpc.yaml"
     conf.write_text(envoy_yaml(port, upstream, grpc=True))
     return start_checked(stack, tmp, "envoy-grpc", envoy_argv(binary, conf), port, check_grpc)
+
+
+def start_envoy_h3(
+    stack: contextlib.ExitStack, tmp: Path, upstream: int, binary: str, cert: Path, key: Path
+) -> Service:
+    """Envoy (--concurrency 1) with HTTP/3 downstream, once a GET over QUIC passes."""
+    port = free_udp_port()
+    conf = tmp / "envoy-h3.yaml"
+    conf.write_text(envoy_h3_yaml(port, upstream, cert, key))
+    return start_probed(stack, tmp, "envoy-h3", envoy_argv(binary, conf), port, check_hello_h3)

@@ -9,8 +9,17 @@ from pathlib import Path
 
 from bench.gates import check_hello
 from bench.load.grpc_client import check_grpc
+from bench.load.h3_client import check_hello_h3
 from bench.names import H2_UP
-from bench.services import REPO_DIR, PeerUnavailable, Service, free_port, start_checked
+from bench.services import (
+    REPO_DIR,
+    PeerUnavailable,
+    Service,
+    free_port,
+    free_udp_port,
+    start_checked,
+    start_probed,
+)
 
 #: The listener's keys in the single-chain form: every host, no filters.
 ALL_HOSTS = 'virtual_hosts = ["all"]'
@@ -48,6 +57,22 @@ cluster = "upstream"
 [clusters.upstream]
 endpoints = ["127.0.0.1:{upstream_port}"]{protocol}{more}
 """
+
+
+def tls_listener(cert: Path, key: Path, alpn: str = "http/1.1") -> str:
+    """The listener's keys for gateway_toml: one filter chain terminating TLS with `cert`,
+    offering `alpn`."""
+    return f"""\
+[[listeners.edge.filter_chains]]
+tls = {{ certificates = [{{ certificate_chain = "{cert}", private_key = "{key}" }}],
+        alpn_protocols = ["{alpn}"] }}
+filters = [{{ type = "http_connection_manager", virtual_hosts = ["all"] }}]"""
+
+
+def quic_listener(cert: Path, key: Path) -> str:
+    """The listener's keys for gateway_toml: HTTP/3 on UDP, TLS (QUIC's own) with `cert`,
+    ALPN h3."""
+    return f'protocol = "quic"\n\n{tls_listener(cert, key, "h3")}'
 
 
 def gateway_grpc_toml(port: int, upstream_port: int) -> str:
@@ -143,3 +168,26 @@ def start_gateway_grpc(stack: contextlib.ExitStack, tmp: Path, upstream: int) ->
         gate=check_grpc,
         profile=os.environ.get("GATEWAY_BENCH_CPROFILE"),
     )
+
+
+class NoQuicListener(PeerUnavailable):
+    """This gateway rejects `protocol = "quic"`: it has no QUIC listener yet."""
+
+
+def start_gateway_h3(
+    stack: contextlib.ExitStack, tmp: Path, upstream: int, cert: Path, key: Path
+) -> Service:
+    """One gateway process with a QUIC listener (quic_listener), once a GET over HTTP/3
+    passes; NoQuicListener if its config check rejects the listener's `protocol` key."""
+    port = free_udp_port()
+    conf = tmp / "gateway-h3.toml"
+    conf.write_text(gateway_toml(port, upstream, listener=quic_listener(cert, key)))
+    argv = gateway_argv(conf, os.environ.get("GATEWAY_BENCH_CPROFILE"))
+    try:
+        return start_probed(stack, tmp, "gateway-h3", argv, port, check_hello_h3)
+    except PeerUnavailable as exc:
+        log = (tmp / "gateway-h3.log").read_text(errors="replace")
+        rejected = next((line.strip() for line in log.splitlines() if "'protocol'" in line), None)
+        if rejected is not None:
+            raise NoQuicListener(f"gateway has no QUIC listener ({rejected})") from exc
+        raise
