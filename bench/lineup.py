@@ -9,7 +9,6 @@ from pathlib import Path
 from bench.certs import make_cert
 from bench.peers.envoy import start_envoy, start_envoy_grpc, start_envoy_h3
 from bench.peers.gateway import (
-    NoQuicListener,
     start_gateway,
     start_gateway_grpc,
     start_gateway_h3,
@@ -113,16 +112,13 @@ class H3Peers:
 
 
 def start_h3_peers(stack: contextlib.ExitStack, tmp: Path, envoy: str | None) -> H3Peers:
-    """nginx (HTTP/1.1), and the gateway and Envoy with a QUIC listener in front of it. A
-    gateway without a QUIC listener gets a SKIP line, not a row."""
+    """nginx (HTTP/1.1), and the gateway and Envoy with a QUIC listener in front of it."""
     nginx, _h2_port = start_nginx(stack, tmp)
     files = make_cert(tmp)
     proxies: list[Service] = []
     failure = None
     try:
         proxies.append(start_gateway_h3(stack, tmp, nginx.port, files.cert, files.key))
-    except NoQuicListener as exc:
-        print(f"SKIP gateway (http3): {exc}")
     except (PeerUnavailable, OSError) as exc:
         failure = f"gateway-h3 did not start or answer HTTP/3: {exc}"
     envoy_h3 = start_optional(

@@ -15,7 +15,7 @@ from bench.load.wrk import parse_wrk
 from bench.peers.gateway import gateway_grpc_toml, gateway_toml, quic_listener, tls_listener
 from bench.tasktree_cost import with_task_tree
 from bench.ws_scale import gateway_config
-from gateway import ConfigError, loads_config
+from gateway import loads_config
 from tests.tls_helpers import Pki
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -126,15 +126,10 @@ def test_entry_points_start(argv, cwd, tmp_path):
     assert "--sections" in out.stdout
 
 
-@pytest.mark.xfail(
-    raises=ConfigError,
-    strict=True,
-    reason="the gateway has no QUIC listener yet (`protocol` is an unknown key): remove this "
-    "mark when it lands",
-)
 def test_quic_config_loads(tmp_path):
-    """The http3 section's gateway: the TLS chain above on a `protocol = "quic"` listener."""
+    """The http3 section's gateway: a `protocol = "quic"` listener with the certificate."""
     cert = Pki(tmp_path).issue("localhost")
     listener = quic_listener(Path(cert.certificate_chain), Path(cert.private_key))
     config = loads_config(gateway_toml(10000, 8080, listener=listener))
-    assert config.listeners["edge"].filter_chains[0].tls is not None
+    edge = config.listeners["edge"]
+    assert edge.protocol == "quic" and len(edge.quic.certificates) == 1
