@@ -278,7 +278,11 @@ class Http3Connection:
         s.body.send_nowait(event.data)
 
     def _on_reset(self, event: StreamReset) -> None:
+        """The client reset the stream or stopped its response (a client that leaves
+        usually does both: one reset, counted once)."""
         s = self._streams.get(event.stream_id)
+        if s is not None and s.reset_by_peer:
+            return
         if s is not None:
             self.callbacks.stats.downstream_rq_rx_reset.inc()
             s.reset_by_peer = True
