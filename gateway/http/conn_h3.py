@@ -281,8 +281,8 @@ class Http3Connection:
         """The client reset the stream or stopped its response (a client that leaves
         usually does both: one reset, counted once)."""
         s = self._streams.get(event.stream_id)
-        if s is not None and s.reset_by_peer:
-            return
+        if (s is not None and s.reset_by_peer) or self.codec.closing:
+            return  # counted already, or the connection is closing anyway
         if s is not None:
             self.callbacks.stats.downstream_rq_rx_reset.inc()
             s.reset_by_peer = True
@@ -316,9 +316,17 @@ class Http3Connection:
             if encoder.body is not None:
                 encoder.body.close()
             unfinished = active.response_state is not ResponseState.DONE
-            if unfinished and not encoder.reset_by_peer:
-                self.callbacks.stats.downstream_rq_tx_reset.inc()
+            if unfinished:
+                # Our side too when the client reset its own: QUIC streams close each way
+                # on its own, and a stream half open would hold one of the client's
+                # MAX_STREAMS for the life of the connection.
+                if not encoder.reset_by_peer:
+                    self.callbacks.stats.downstream_rq_tx_reset.inc()
                 self.codec.reset(encoder.stream_id, H3_REQUEST_CANCELLED)
+            elif encoder.body is not None:
+                # Answered before the request ended: the rest of it is not wanted
+                # (RFC 9114 4.1.1), and the stream can close.
+                self.codec.stop_receiving(encoder.stream_id)
             self.codec.stream_closed(encoder.stream_id)
             self.callbacks.finish(active.info)
             self.transport.flush()

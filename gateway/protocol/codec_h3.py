@@ -161,10 +161,15 @@ class _Quic(QuicConnection):
         self._stream_window = options.initial_stream_window_size
         self._connection_window = options.initial_connection_window_size
         # Sent in the transport parameters, so set before the handshake.
-        self._local_max_data.value = self._connection_window
+        self._local_max_data.value = self._local_max_data.sent = self._connection_window
         self._local_max_stream_data_bidi_remote = self._stream_window
-        self._local_max_streams_bidi.value = options.max_concurrent_streams
-        self._local_max_streams_uni.value = _MAX_UNI_STREAMS
+        for limit, value in (
+            (self._local_max_streams_bidi, options.max_concurrent_streams),
+            (self._local_max_streams_uni, _MAX_UNI_STREAMS),
+        ):
+            # `sent` too: it is what the transport parameters will have said, and what
+            # aioquic raises MAX_STREAMS from as streams end.
+            limit.value = limit.sent = value
         self._local_max_stream_data_uni = _UNI_STREAM_WINDOW
         #: Bytes delivered to the gateway, per stream and in all.
         self.delivered: dict[int, int] = {}
@@ -247,6 +252,11 @@ class H3Codec:
     @property
     def closed(self) -> bool:
         return self._closed is not None
+
+    @property
+    def closing(self) -> bool:
+        """A close was queued or received: the connection is on its way out."""
+        return self._closed is not None or self._quic._close_event is not None
 
     @property
     def handshake_complete(self) -> bool:
@@ -426,6 +436,14 @@ class H3Codec:
         quic.reset_stream(stream_id, error_code)
         if not quic._streams[stream_id].receiver.is_finished:
             quic.stop_stream(stream_id, error_code)
+
+    def stop_receiving(self, stream_id: int) -> None:
+        """The response is complete and the rest of the request is not wanted: STOP_SENDING
+        with H3_NO_ERROR (RFC 9114 4.1.1)."""
+        quic = self._quic
+        stream = quic._streams.get(stream_id)
+        if self._closed is None and stream is not None and not stream.receiver.is_finished:
+            quic.stop_stream(stream_id, H3_NO_ERROR)
 
     def goaway(self, stream_id: int) -> None:
         """Sends GOAWAY: requests on streams from `stream_id` on will not be processed.

@@ -13,6 +13,7 @@ import pytest
 import trio
 import trio.lowlevel
 from aioquic.h3.connection import H3_ALPN, ErrorCode, H3Connection, encode_frame
+from aioquic.h3.events import H3Event, HeadersReceived
 from aioquic.quic.configuration import QuicConfiguration
 from aioquic.quic.connection import QuicConnection
 from aioquic.quic.events import ConnectionTerminated, QuicEvent, StreamReset
@@ -38,6 +39,7 @@ class RawH3Client:
         self.address = ("127.0.0.1", port)
         self.sock = trio.socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         self.events: list[QuicEvent] = []
+        self.h3_events: list[H3Event] = []
 
     async def connect(self) -> None:
         await self.sock.bind(("127.0.0.1", 0))
@@ -65,7 +67,7 @@ class RawH3Client:
                 self.quic.handle_timer(now=trio.current_time())
             while (event := self.quic.next_event()) is not None:
                 self.events.append(event)
-                self.h3.handle_event(event)
+                self.h3_events += self.h3.handle_event(event)
             await self.flush()
 
     def request(self, path: str, *, end: bool = True) -> int:
@@ -112,16 +114,45 @@ async def test_rapid_reset_closes_the_attacker_only(nursery, pki, cert):
     async with run_gateway(quic_config(up.port, cert, max_stream_resets_per_second=50)) as gw:
         attacker = RawH3Client(gw.listener_ports["h3"], pki.ca_file)
         await attacker.connect()
-        for _ in range(200):
+        for i in range(300):
             sid = attacker.request("/hang")
             attacker.quic.reset_stream(sid, ErrorCode.H3_REQUEST_CANCELLED)
-            await attacker.pump(quiet=0.0)
+            if i % 20 == 19:
+                await attacker.pump(quiet=0.0)
         await attacker.pump(until=lambda: attacker.closed is not None, quiet=2)
         assert attacker.closed is not None
         assert attacker.closed.error_code == ErrorCode.H3_EXCESSIVE_LOAD
         assert gw.stats.value("http.h3.downstream_cx_rapid_reset") == 1
         await bystander(gw, pki)
         await eventually(lambda: gw.stats.value("http.h3.downstream_rq_active") == 0, 5)
+
+
+async def test_streams_a_client_reset_give_back_their_credit(nursery, pki, cert):
+    """A QUIC stream closes each way on its own: the gateway resets its side of a stream
+    the client reset, so the stream ends and the client may open another. Half open, 100
+    resets would use up the client's MAX_STREAMS for the life of the connection."""
+    up = await start_upstream(nursery)
+    config = quic_config(up.port, cert, max_concurrent_streams=20)
+    async with run_gateway(config) as gw:
+        client = RawH3Client(gw.listener_ports["h3"], pki.ca_file)
+        await client.connect()
+        for _ in range(3):
+            # Requests whose bodies are still coming: the client resets its sending side.
+            opened = [client.request("/hang", end=False) for _ in range(20)]
+            await client.pump(quiet=0.3)
+            await eventually(lambda: gw.stats.value("http.h3.downstream_rq_active") == 20, 5)
+            for sid in opened:
+                client.quic.reset_stream(sid, ErrorCode.H3_REQUEST_CANCELLED)
+            await client.pump(quiet=0.3)
+        last = client.request("/ok")
+        await client.pump(
+            until=lambda: any(
+                isinstance(e, HeadersReceived) and e.stream_id == last for e in client.h3_events
+            ),
+            quiet=3,
+        )
+        (head,) = [e for e in client.h3_events if isinstance(e, HeadersReceived)]
+        assert dict(head.headers)[b":status"] == b"200"
 
 
 async def test_a_body_for_an_upstream_that_does_not_read_is_held_to_the_window(nursery, pki, cert):
