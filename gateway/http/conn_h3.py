@@ -176,16 +176,19 @@ class Http3Connection:
     # -- the connection task -------------------------------------------------------------
 
     async def run(self) -> None:
-        async with trio.open_nursery() as nursery:
-            self._nursery = nursery
-            try:
-                await self._read_loop()
-            finally:
-                self._nursery = None
-                self._client_gone()
-                nursery.cancel_scope.cancel()
-        if not self.codec.ended:
-            await self._say_goodbye()
+        try:
+            async with trio.open_nursery() as nursery:
+                self._nursery = nursery
+                try:
+                    await self._read_loop()
+                finally:
+                    self._nursery = None
+                    self._client_gone()
+                    nursery.cancel_scope.cancel()
+            if not self.codec.ended:
+                await self._say_goodbye()
+        finally:
+            self.codec.release()
 
     async def _read_loop(self) -> None:
         codec, transport = self.codec, self.transport

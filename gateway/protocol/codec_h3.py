@@ -468,6 +468,16 @@ class H3Codec:
         """Nothing more will be sent or received: the connection can be forgotten."""
         return self._quic._state is QuicConnectionState.TERMINATED
 
+    def release(self) -> None:
+        """The connection is over: frees aioquic's state at once. Its connection object
+        holds bound methods of its own (the frame handler table, TLS and loss-recovery
+        callbacks), cycles that would keep each closed connection, keys and buffers
+        included, until the cyclic GC runs, which `gateway serve` makes rare
+        (cli._tune_gc). Emptying it lets reference counting free it all; nothing can be
+        sent or received after this (tests/e2e/test_churn.py notices a leak)."""
+        self._h3 = None
+        self._quic.__dict__.clear()
+
     def next_request_stream_id(self) -> int:
         """The lowest request stream id the client has not opened: a GOAWAY's argument."""
         used = self._quic._local_max_streams_bidi.used

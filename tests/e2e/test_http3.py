@@ -15,6 +15,8 @@ import pytest
 import trio
 from aioquic.h3.connection import ErrorCode
 
+from gateway import open_gateway
+from gateway.config import load_config
 from gateway.protocol import grpc as grpc_frames
 from tests import grpc_echo
 from tests.config_builder import ConfigBuilder, proxy_config, route
@@ -29,6 +31,7 @@ from tests.h3_clients import (
     niquests_follow_alt_svc,
     niquests_h3_request,
 )
+from tests.h3_raw_client import RawH3Client
 from tests.helpers import admin_url, eventually, run_gateway, start_upstream
 from tests.tls_helpers import CertFiles, Pki
 from tests.ws_echo import start_echo_server
@@ -313,3 +316,41 @@ async def test_a_rejected_stream_after_goaway_is_safe_to_retry(nursery, pki, cer
         else:
             pytest.fail(f"a drained listener served a new connection: {r.status}")
         assert [r.path for r in up.requests] == ["/before"]
+
+
+async def test_a_reload_keeps_quic_connections_and_their_datagrams(nursery, pki, cert, tmp_path):
+    """A reload hands the UDP socket, its reader and the connection-id routes to the new
+    listener: a QUIC connection opened before it keeps working, with the new routes; one
+    whose listener settings changed is told to go (GOAWAY) while new ones are served."""
+    up = await start_upstream(nursery)
+    path = tmp_path / "gateway.toml"
+
+    def versioned(version: int, idle: str = "300s") -> str:
+        config = proxy_config(
+            up.port, catch_all={"response_headers_to_add": {"x-config-version": str(version)}}
+        )
+        config.server(drain_timeout="3s", drain_grace="200ms")
+        with_quic(config, cert, idle_timeout=idle)
+        return config.toml()
+
+    path.write_text(versioned(1))
+    async with open_gateway(load_config(path), str(path)) as gw, httpx.AsyncClient() as admin:
+        port = gw.listener_ports["h3"]
+        client = RawH3Client(port, pki.ca_file)
+        await client.connect()
+        head, _ = await client.get("/one")
+        assert head[b"x-config-version"] == b"1"
+        path.write_text(versioned(2))
+        assert (await admin.post(admin_url(gw, "/reload"))).status_code == 200
+        head, _ = await client.get("/two")  # the same QUIC connection, the new route
+        assert head[b"x-config-version"] == b"2"
+        path.write_text(versioned(3, idle="301s"))  # a listener setting: it drains
+        assert (await admin.post(admin_url(gw, "/reload"))).status_code == 200
+        # The old listener drains: GOAWAY, then after the drain grace its idle connection
+        # is closed (H3_NO_ERROR), while new connections go to the new listener.
+        fresh = await h3_request(peer(gw, pki), H3Request(path="/three"))
+        assert fresh.header("x-config-version") == "3"
+        await client.pump(until=lambda: client.closed is not None, quiet=3)
+        assert client.closed is not None
+        assert client.closed.error_code == ErrorCode.H3_NO_ERROR
+        assert gw.listener_ports["h3"] == port  # the socket was never closed

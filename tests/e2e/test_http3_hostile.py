@@ -4,7 +4,7 @@ does not read, an oversized header block, a garbage and Initial flood, a spoofed
 (the anti-amplification limit), and Retry's address validation.
 
 The attackers are aioquic's sans-IO QUIC and HTTP/3 driven by the test over a trio UDP
-socket, so each can do what a polite client library would not."""
+socket (tests/h3_raw_client.py), so each can do what a polite client library would not."""
 
 import os
 import socket
@@ -12,78 +12,19 @@ import socket
 import pytest
 import trio
 import trio.lowlevel
-from aioquic.h3.connection import H3_ALPN, ErrorCode, H3Connection, encode_frame
-from aioquic.h3.events import H3Event, HeadersReceived
+from aioquic.h3.connection import H3_ALPN, ErrorCode, encode_frame
+from aioquic.h3.events import HeadersReceived
 from aioquic.quic.configuration import QuicConfiguration
 from aioquic.quic.connection import QuicConnection
-from aioquic.quic.events import ConnectionTerminated, QuicEvent, StreamReset
+from aioquic.quic.events import StreamReset
 
 from tests.config_builder import ConfigBuilder, proxy_config
 from tests.h3_clients import H3Peer, H3Request, h3_request
+from tests.h3_raw_client import RawH3Client
 from tests.helpers import eventually, run_gateway, start_upstream
 from tests.tls_helpers import CertFiles, Pki
 
 WINDOW = 256 * 1024
-
-
-class RawH3Client:
-    """One QUIC connection driven by hand: `pump` moves datagrams until the gateway is
-    quiet, events are kept for the test to look at."""
-
-    def __init__(self, port: int, ca_file: str) -> None:
-        config = QuicConfiguration(is_client=True, alpn_protocols=H3_ALPN, server_name="localhost")
-        config.load_verify_locations(ca_file)
-        config.max_data = config.max_stream_data = 64 << 20
-        self.quic = QuicConnection(configuration=config)
-        self.h3 = H3Connection(self.quic)
-        self.address = ("127.0.0.1", port)
-        self.sock = trio.socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        self.events: list[QuicEvent] = []
-        self.h3_events: list[H3Event] = []
-
-    async def connect(self) -> None:
-        await self.sock.bind(("127.0.0.1", 0))
-        self.quic.connect(self.address, now=trio.current_time())
-        await self.pump(until=lambda: self.h3.received_settings is not None)
-
-    async def flush(self) -> None:
-        for data, addr in self.quic.datagrams_to_send(now=trio.current_time()):
-            await self.sock.sendto(data, addr)
-
-    async def pump(self, *, until=lambda: False, quiet: float = 0.3) -> None:
-        """Sends what is due, then reads until `until()` holds or nothing came for `quiet`."""
-        await self.flush()
-        while not until():
-            with trio.move_on_after(quiet) as scope:
-                timer = self.quic.get_timer()
-                if timer is not None:
-                    scope.deadline = min(scope.deadline, timer)
-                data, _ = await self.sock.recvfrom(65536)
-                self.quic.receive_datagram(data, self.address, now=trio.current_time())
-            if scope.cancelled_caught:
-                timer = self.quic.get_timer()
-                if timer is None or timer > trio.current_time():
-                    return
-                self.quic.handle_timer(now=trio.current_time())
-            while (event := self.quic.next_event()) is not None:
-                self.events.append(event)
-                self.h3_events += self.h3.handle_event(event)
-            await self.flush()
-
-    def request(self, path: str, *, end: bool = True) -> int:
-        sid = self.quic.get_next_available_stream_id()
-        head = [
-            (b":method", b"POST" if not end else b"GET"),
-            (b":scheme", b"https"),
-            (b":authority", b"localhost"),
-            (b":path", path.encode()),
-        ]
-        self.h3.send_headers(sid, head, end_stream=end)
-        return sid
-
-    @property
-    def closed(self) -> ConnectionTerminated | None:
-        return next((e for e in self.events if isinstance(e, ConnectionTerminated)), None)
 
 
 @pytest.fixture
