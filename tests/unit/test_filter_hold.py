@@ -67,6 +67,7 @@ class Callbacks:
     route_table: Routes = attrs.Factory(Routes)
     stop_accepting_requests: Any = attrs.Factory(lambda: attrs.make_class("Off", {})())
     stats: Any = None
+    alt_svc: str | None = None
 
     def __attrs_post_init__(self) -> None:
         self.stop_accepting_requests.active = False
