@@ -1,9 +1,8 @@
 """The data path without sockets: in-memory connections, a network of in-test upstreams,
 and the gateway's own pieces wired over them, for tests that run on trio's MockClock.
 
-- `MemoryStream` is one end of `trio.testing.memory_stream_pair()` as a `ByteStream`, the
-  interface every connection reaches the data path through; it also answers the pool's
-  `is_readable()` (the peer sent bytes not read yet, or closed).
+- `MemoryStream` (from `gateway.testing`, where the scenario engine uses it too) is one
+  end of `trio.testing.memory_stream_pair()` as a `ByteStream`.
 - `MemoryNetwork` is an `UpstreamConnector`: each connect to an address gets a new pair,
   one end served by the upstream the test put at that address, the other the gateway's
   (which puts TLS over it for a cluster with `tls`, as over TCP).
@@ -41,67 +40,8 @@ from gateway.listeners.tls import HandshakeFailed
 from gateway.observability.stats import StatsStore
 from gateway.server.overload import OverloadManager
 from gateway.server.state import ServerState
+from gateway.testing.memory_stream import MemoryStream, memory_stream_pair
 from tests.config_builder import ConfigBuilder
-
-_Stapled = trio.StapledStream[trio.testing.MemorySendStream, trio.testing.MemoryReceiveStream]
-
-
-class MemoryStream(ByteStream):
-    """One end of an in-memory connection. What it sends is in the peer's buffer when
-    `send_all` returns (trio's pump runs in it), so the peer's count of unread bytes is
-    kept here, where both ends can see it."""
-
-    def __init__(self, stream: _Stapled) -> None:
-        self._stream = stream
-        self.peer: MemoryStream | None = None
-        #: Bytes the peer sent that this end has not received yet; whether it closed.
-        self._unread = 0
-        self._peer_closed = False
-        #: What each `send_all` wrote, in order: a test can tell one write from two.
-        self.writes: list[bytes] = []
-
-    async def send_all(self, data: bytes | bytearray | memoryview) -> None:
-        self.writes.append(bytes(data))
-        await self._stream.send_all(data)
-        assert self.peer is not None
-        self.peer._unread += len(data)
-
-    async def wait_send_all_might_not_block(self) -> None:
-        await self._stream.wait_send_all_might_not_block()
-
-    async def receive_some(self, max_bytes: int | None = None) -> bytes | bytearray:
-        data = await self._stream.receive_some(max_bytes)
-        self._unread -= len(data)
-        return data
-
-    async def send_eof(self) -> None:
-        await self._stream.send_eof()
-        self._tell_peer_closed()
-
-    async def aclose(self) -> None:
-        self._tell_peer_closed()
-        await self._stream.aclose()
-
-    def close_now(self) -> None:
-        self._tell_peer_closed()
-        self._stream.send_stream.close()
-        self._stream.receive_stream.close()
-
-    def is_readable(self) -> bool:
-        return self._unread > 0 or self._peer_closed
-
-    def _tell_peer_closed(self) -> None:
-        assert self.peer is not None
-        self.peer._peer_closed = True
-
-
-def memory_stream_pair() -> tuple[MemoryStream, MemoryStream]:
-    """Two connected `MemoryStream`s (over `trio.testing.memory_stream_pair`)."""
-    a, b = trio.testing.memory_stream_pair()
-    left, right = MemoryStream(a), MemoryStream(b)
-    left.peer, right.peer = right, left
-    return left, right
-
 
 Handler = Callable[[ByteStream], Awaitable[None]]
 
@@ -125,7 +65,7 @@ class MemoryNetwork:
         handler = self._handlers.get(str(address))
         if handler is None:
             raise ConnectionRefusedError(f"nothing listens on {address}")
-        ours, theirs = memory_stream_pair()
+        ours, theirs = memory_stream_pair(record_writes=True)
         self.connects[str(address)] += 1
         self._nursery.start_soon(handler, theirs, name=f"upstream {address}")
         return ours
@@ -422,7 +362,7 @@ class MemoryGateway:
         the listener hands an accepted one (after the TLS handshake, if the chain
         terminates TLS; `server_name` is the SNI the listener's inspector would have
         read), and closed, as the listener closes it, when they end."""
-        client, server = memory_stream_pair()
+        client, server = memory_stream_pair(record_writes=True)
         host, _, port = peer.rpartition(":")
         info = ConnectionInfo(
             peer=peer,

@@ -23,6 +23,7 @@ DEFERRED_IMPORTS = {
     ("gateway.cli", "gateway.server.supervisor"): "`serve`, `_worker`: worker_count",
     ("gateway.cli", "gateway.server.workers"): "`serve` with workers, `_worker`",
     ("gateway.cli", "gateway.demo"): "`demo-upstreams`",
+    ("gateway.cli", "gateway.testing.command"): "`test`: the scenario engine",
 }
 
 #: The packages a request passes through, in data-flow order. Each may import the packages

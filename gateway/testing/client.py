@@ -1,0 +1,161 @@
+"""Simulated clients: HTTP/1.1 with keep-alive over memory streams to a listener, sending
+a scripted request mix open loop (a rate) or closed loop (a concurrency), each request
+under the client's own deadline.
+
+They parse and write with the gateway's own sans-IO client codec (llhttp), as the
+simulated hosts do with its server codec.
+"""
+
+import random
+from collections.abc import Callable
+
+import attrs
+import trio
+
+from gateway.errors import GatewayError
+from gateway.io.trio_util import PEER_GONE, receive_or_eof
+from gateway.protocol.codec_h1_client import ClientCodec
+from gateway.protocol.events import NEED_DATA, ConnectionEnded, EndStream, ResponseHeaders
+from gateway.protocol.headers import HeaderMap, RequestHead
+from gateway.testing.memory_stream import MemoryStream
+from gateway.testing.scenario import ClientScript, RequestSpec
+from gateway.testing.upstream_host import REQUEST_TAG
+
+#: Outcomes that are not a status: the client's deadline passed; the connection closed
+#: (or broke the protocol) with no response.
+TIMEOUT = "timeout"
+RESET = "reset"
+
+_MAX_HEADER_BYTES = 65536
+
+Connect = Callable[[], MemoryStream]
+
+
+@attrs.frozen
+class Outcome:
+    """One request, as its client saw it."""
+
+    client: str
+    tag: str
+    #: Scenario time it was sent at, and how long until its response ended (None: no
+    #: response).
+    sent_at: float
+    latency: float | None
+    #: The status ("200"), TIMEOUT or RESET.
+    result: str
+
+
+class _Connection:
+    def __init__(self, stream: MemoryStream) -> None:
+        self.stream = stream
+        self.codec = ClientCodec(max_header_bytes=_MAX_HEADER_BYTES)
+        self.exchanges = 0
+
+    async def exchange(self, spec: RequestSpec, tag: str) -> int | None:
+        """Sends the request, reads the whole response; its status, or None if the
+        connection ended first."""
+        codec = self.codec
+        if self.exchanges:
+            codec.start_next_cycle()
+        self.exchanges += 1
+        headers = HeaderMap([("host", spec.authority), (REQUEST_TAG, tag), *spec.headers.items()])
+        if spec.body_size:
+            headers.set("content-length", str(spec.body_size))
+        head = RequestHead(spec.method, spec.path, spec.authority, "http", headers)
+        data = codec.send_request_head(head)
+        if spec.body_size:
+            data += codec.send_data(b"x" * spec.body_size)
+        await self.stream.send_all(data + codec.send_end())
+        status = None
+        while True:
+            event = codec.next_event()
+            if event is NEED_DATA:
+                codec.receive_data(await receive_or_eof(self.stream))
+            elif isinstance(event, ResponseHeaders):
+                if event.head.status >= 200:
+                    status = event.head.status
+            elif isinstance(event, EndStream):
+                return status
+            elif isinstance(event, ConnectionEnded):
+                return None
+
+
+class SimulatedClient:
+    """One `[[clients]]` entry, running from its start for its duration; its outcomes are
+    appended to `outcomes`."""
+
+    def __init__(
+        self,
+        script: ClientScript,
+        connect: Connect,
+        rng: random.Random,
+        start: float,
+        end: float,
+        outcomes: list[Outcome],
+    ) -> None:
+        self.script = script
+        self._connect = connect
+        self._rng = rng
+        #: Absolute trio times: the scenario's start, this client's first and last send.
+        self._scenario_start = start
+        self._from = start + script.start
+        duration = script.duration if script.duration is not None else end - self._from
+        self._until = min(self._from + duration, end)
+        self._outcomes = outcomes
+        self._idle: list[_Connection] = []
+        self.sent = 0
+        self._weights = [spec.weight for spec in script.requests]
+
+    async def run(self) -> None:
+        await trio.sleep_until(self._from)
+        async with trio.open_nursery() as nursery:
+            if self.script.rate is not None:
+                interval = 1 / self.script.rate
+                at = self._from
+                while at < self._until:
+                    await trio.sleep_until(at)
+                    nursery.start_soon(self._one_request, name=f"client {self.script.name}")
+                    at += interval
+            else:
+                assert self.script.concurrency is not None
+                for _ in range(self.script.concurrency):
+                    nursery.start_soon(self._closed_loop, name=f"client {self.script.name}")
+        for connection in self._idle:
+            connection.stream.close_now()
+
+    async def _closed_loop(self) -> None:
+        while trio.current_time() < self._until:
+            await self._one_request()
+
+    async def _one_request(self) -> None:
+        script = self.script
+        spec = (
+            script.requests[0]
+            if len(script.requests) == 1
+            else self._rng.choices(script.requests, self._weights)[0]
+        )
+        self.sent += 1
+        tag = f"{script.name}/{self.sent}"
+        sent_at = trio.current_time()
+        connection = self._idle.pop() if self._idle else _Connection(self._connect())
+        status: int | None = None
+        deadline = sent_at + script.deadline if script.deadline is not None else float("inf")
+        with trio.move_on_at(deadline) as scope:
+            try:
+                status = await connection.exchange(spec, tag)
+            except (*PEER_GONE, GatewayError):
+                status = None
+        latency = trio.current_time() - sent_at
+        if scope.cancelled_caught:
+            result, latency_seen = TIMEOUT, None
+        elif status is None:
+            result, latency_seen = RESET, None
+        else:
+            result, latency_seen = str(status), latency
+        if status is not None and not scope.cancelled_caught and connection.codec.reusable:
+            self._idle.append(connection)
+        else:
+            connection.stream.close_now()  # a client that gave up closes its connection
+        self._outcomes.append(
+            Outcome(script.name, tag, sent_at - self._scenario_start, latency_seen, result)
+        )

@@ -1,0 +1,71 @@
+"""What the scenario engine changes in the operator's config before it runs it, and why.
+
+Everything else (routes, filters, retries, outlier detection, health checks, circuit
+breakers, load balancing, timeouts) runs as configured. docs/testing.md lists what is
+simulated and what is not.
+"""
+
+import os
+
+import attrs
+
+from gateway.config.model import (
+    AccessLog,
+    FilterChain,
+    GatewayConfig,
+    HttpConnectionManagerConfig,
+    Listener,
+)
+from gateway.errors import ConfigError
+
+
+def simulated_config(config: GatewayConfig, access_log: str | None = None) -> GatewayConfig:
+    """The config as the engine runs it:
+
+    - DNS clusters become static: each endpoint's name is one simulated host (no DNS is
+      asked; a strict_dns name that resolves to several addresses is one host here).
+    - Upstream TLS is dropped: a simulated host speaks cleartext (TLS's cost is not
+      simulated; the listener's TLS is skipped the same way, see memory_gateway).
+    - Access logs go to `access_log` (a path), or nowhere: a scenario's hundred thousand
+      lines on standard output would bury its report.
+    - Admin, tracing, stats sinks, xDS and workers are not started (the engine builds only
+      the clusters and listeners), so they need no change here.
+    """
+    errors = [
+        f"clusters.{name}: type 'eds' needs an xDS source, which scenarios do not simulate"
+        for name, cluster in config.clusters.items()
+        if cluster.type == "eds"
+    ]
+    if errors:
+        raise ConfigError(errors)
+    clusters = {
+        name: attrs.evolve(cluster, type="static", tls=None)
+        for name, cluster in config.clusters.items()
+    }
+    path = access_log or os.devnull
+    listeners = {name: _redirect_logs(lst, path) for name, lst in config.listeners.items()}
+    return attrs.evolve(config, clusters=clusters, listeners=listeners)
+
+
+def _logs(logs: list[AccessLog], path: str) -> list[AccessLog]:
+    return [attrs.evolve(log, path=path) for log in logs]
+
+
+def _redirect_chain(chain: FilterChain, path: str) -> FilterChain:
+    filters = [
+        attrs.evolve(f, access_log=_logs(f.access_log, path))
+        if isinstance(f, HttpConnectionManagerConfig)
+        else f
+        for f in chain.filters
+    ]
+    return attrs.evolve(chain, filters=filters)
+
+
+def _redirect_logs(listener: Listener, path: str) -> Listener:
+    default = listener.default_filter_chain
+    return attrs.evolve(
+        listener,
+        access_log=_logs(listener.access_log, path),
+        filter_chains=[_redirect_chain(c, path) for c in listener.filter_chains],
+        default_filter_chain=_redirect_chain(default, path) if default is not None else None,
+    )

@@ -1,0 +1,170 @@
+"""A simulated upstream host: an HTTP/1.1 server at a cluster endpoint's address, doing
+what its script says at each moment (answering after a latency, refusing connections,
+hanging, resetting mid-body, going down and coming back).
+
+It parses and writes with the gateway's own sans-IO codec (llhttp), which is what makes a
+long scenario affordable; the gateway on the other side does not know it is talking to
+itself, and nothing here changes how it behaves.
+"""
+
+import random
+
+import attrs
+import trio
+
+from gateway.config.model import Address
+from gateway.errors import GatewayError
+from gateway.io.byte_stream import ByteStream
+from gateway.io.trio_util import PEER_GONE, receive_or_eof
+from gateway.protocol.codec_h1_server import ServerCodec
+from gateway.protocol.events import NEED_DATA, Data, EndStream, RequestHeaders
+from gateway.protocol.headers import HeaderMap, ResponseHead
+from gateway.testing.behaviour import Behaviour, Timeline, draw_latency, draw_status
+from gateway.testing.memory_stream import MemoryStream, memory_stream_pair
+
+#: The header the simulated clients tag each request with, so that a host can count the
+#: attempts the gateway made for one request (its retries).
+REQUEST_TAG = "x-scenario-request"
+
+#: What a "reset" host sends of a body before it cuts the connection, when its script
+#: gives the body no size: a reset must land mid-body.
+_RESET_BODY_SIZE = 1024
+
+_MAX_HEADER_BYTES = 65536
+
+
+@attrs.define(eq=False)
+class HostRecord:
+    """What a host saw and did."""
+
+    #: Connections accepted, and refused (down).
+    connections: int = 0
+    refused: int = 0
+    #: Responses sent whole, by status.
+    served: dict[int, int] = attrs.Factory(dict)
+    #: Requests whose response was cut (reset), or never came (hang, down).
+    cut: int = 0
+    #: Requests that reached this host, by the client's tag.
+    attempts: dict[str, int] = attrs.Factory(dict)
+
+
+class SimulatedHost:
+    """One scripted host. `connect` is its end of the network: the cluster's connector
+    calls it for a new connection; the host serves it in `nursery`."""
+
+    def __init__(
+        self,
+        address: Address,
+        timeline: Timeline,
+        rng: random.Random,
+        nursery: trio.Nursery,
+        start: float,
+    ) -> None:
+        self.address = address
+        self.timeline = timeline
+        self.record = HostRecord()
+        self._rng = rng
+        self._nursery = nursery
+        self._start = start
+        self._open: set[MemoryStream] = set()
+
+    def behaviour(self) -> Behaviour:
+        return self.timeline.at(trio.current_time() - self._start)
+
+    async def connect(self) -> ByteStream:
+        """A new connection, once the host accepts it; ConnectionRefusedError while it is
+        down (also if it went down during a slow connect)."""
+        behaviour = self.behaviour()
+        if behaviour.connect_latency:
+            await trio.sleep(behaviour.connect_latency)
+            behaviour = self.behaviour()
+        else:
+            await trio.lowlevel.checkpoint()
+        if behaviour.state == "down":
+            self.record.refused += 1
+            raise ConnectionRefusedError(f"{self.address} is down")
+        ours, theirs = memory_stream_pair()
+        self.record.connections += 1
+        self._open.add(theirs)
+        self._nursery.start_soon(self._serve, theirs, name=f"host {self.address}")
+        return ours
+
+    async def run(self) -> None:
+        """Cuts the open connections each time the host goes down."""
+        for at in self.timeline.down_times():
+            await trio.sleep_until(self._start + at)
+            for stream in list(self._open):
+                stream.close_now()
+
+    async def _serve(self, stream: MemoryStream) -> None:
+        codec = ServerCodec(max_header_bytes=_MAX_HEADER_BYTES, max_header_count=200, scheme="http")
+        try:
+            while True:
+                request = await _read_request(stream, codec)
+                if request is None:
+                    return
+                if not await self._answer(stream, codec, request):
+                    return
+                if not codec.reusable:
+                    return
+                codec.start_next_cycle()
+        except (*PEER_GONE, GatewayError):
+            return
+        finally:
+            self._open.discard(stream)
+            stream.close_now()
+
+    async def _answer(
+        self, stream: MemoryStream, codec: ServerCodec, request: RequestHeaders
+    ) -> bool:
+        """Answers as the script says now; False if the connection is done."""
+        tag = request.head.headers.get(REQUEST_TAG)
+        if tag is not None:
+            self.record.attempts[tag] = self.record.attempts.get(tag, 0) + 1
+        behaviour = self.behaviour()
+        if behaviour.state == "hang":
+            self.record.cut += 1
+            while await receive_or_eof(stream):
+                pass  # until the gateway gives up and closes
+            return False
+        if behaviour.state == "down":  # went down since the connection was made
+            self.record.cut += 1
+            return False
+        delay = draw_latency(behaviour.latency, self._rng)
+        if delay:
+            await trio.sleep(delay)
+        status = draw_status(behaviour.status, self._rng)
+        if behaviour.state == "reset":
+            size = behaviour.body_size or _RESET_BODY_SIZE
+            head = ResponseHead(status, HeaderMap([("content-length", str(size))]))
+            data = codec.send_response_head(head, request_method=request.head.method)
+            await stream.send_all(data + codec.send_data(b"x" * (size // 2)))
+            self.record.cut += 1
+            return False
+        size = behaviour.body_size
+        head = ResponseHead(status, HeaderMap([("content-length", str(size))]))
+        data = codec.send_response_head(head, request_method=request.head.method)
+        if size:
+            data += codec.send_data(b"x" * size)
+        await stream.send_all(data + codec.send_end())
+        self.record.served[status] = self.record.served.get(status, 0) + 1
+        return True
+
+
+async def _read_request(stream: ByteStream, codec: ServerCodec) -> RequestHeaders | None:
+    """The next request's head, its body read and dropped; None once the peer closed."""
+    head: RequestHeaders | None = None
+    while True:
+        event = codec.next_event()
+        if event is NEED_DATA:
+            codec.receive_data(await receive_or_eof(stream))
+        elif isinstance(event, RequestHeaders):
+            head = event
+            if event.end_stream:
+                return head
+        elif isinstance(event, Data):
+            continue
+        elif isinstance(event, EndStream):
+            return head
+        else:  # the connection ended
+            return None
