@@ -12,13 +12,42 @@ MAX_TIMELINE_LINES = 200
 
 def _event_line(event: Event) -> str:
     where = f"cluster {event.cluster}: " if event.cluster else ""
-    if event.kind == "log":
-        text = event.detail
-    elif event.host:
-        text = f"{where}host {event.host} {event.kind}"
-    else:
-        text = f"{where}{event.detail} {event.kind} in the second before"
+    text = event.detail if event.kind == "log" else f"{where}host {event.host} {event.kind}"
     return f"  {event.time:10.3f}s  {text}"
+
+
+def _timeline(events: list[Event]) -> list[tuple[float, str]]:
+    """Host events and log lines one a line; counts of consecutive seconds (retries,
+    overflows, ...) as one line per run of them, since a storm lasts many seconds."""
+    lines: list[tuple[float, str]] = []
+    runs: dict[tuple[str, str], list[Event]] = {}
+
+    def close(key: tuple[str, str]) -> None:
+        run = runs.pop(key)
+        total = sum(int(e.detail) for e in run)
+        peak = max(int(e.detail) for e in run)
+        start = run[0].time - 1
+        span = f"{start:.0f}s-{run[-1].time:.0f}s"
+        lines.append(
+            (
+                start,
+                f"  {start:10.3f}s  cluster {key[0]}: {total} {key[1]} in "
+                f"{span} (at most {peak} in a second)",
+            )
+        )
+
+    for event in sorted(events, key=lambda e: e.time):
+        if event.kind == "log" or event.host:
+            lines.append((event.time, _event_line(event)))
+            continue
+        key = (event.cluster, event.kind)
+        run = runs.get(key)
+        if run is not None and event.time - run[-1].time > 1.0 + 1e-9:
+            close(key)
+        runs.setdefault(key, []).append(event)
+    for key in list(runs):
+        close(key)
+    return sorted(lines, key=lambda line: line[0])
 
 
 def render_report(result: ScenarioResult, checks: list[Check], *, all_stats: bool = False) -> str:
@@ -46,11 +75,11 @@ def render_report(result: ScenarioResult, checks: list[Check], *, all_stats: boo
             f"served {{{served}}}, cut {record.cut}"
         )
     lines.append("timeline:")
-    events = sorted(result.events, key=lambda e: e.time)
-    lines += [_event_line(e) for e in events[:MAX_TIMELINE_LINES]]
-    if len(events) > MAX_TIMELINE_LINES:
-        lines.append(f"  ... {len(events) - MAX_TIMELINE_LINES} more")
-    if not events:
+    timeline = [line for _, line in _timeline(result.events)]
+    lines += timeline[:MAX_TIMELINE_LINES]
+    if len(timeline) > MAX_TIMELINE_LINES:
+        lines.append(f"  ... {len(timeline) - MAX_TIMELINE_LINES} more")
+    if not timeline:
         lines.append("  (nothing happened)")
     lines.append("stats:" if all_stats else "stats (non-zero):")
     lines += [

@@ -1,0 +1,228 @@
+"""The scenario engine (`gateway test`): the gateway's own code against scripted hosts and
+clients in virtual time. Each test runs a small scenario (a few virtual seconds to a few
+virtual minutes) and checks what the clients, hosts and timeline saw."""
+
+import collections
+
+import pytest
+
+from gateway import loads_config
+from gateway.errors import ConfigError
+from gateway.testing.engine import ScenarioResult, run_scenario
+from gateway.testing.expectations import check_expectations
+from gateway.testing.scenario import structure_scenario
+
+CONFIG = """
+[listeners.edge]
+address = "127.0.0.1:10000"
+virtual_hosts = ["api"]
+
+[virtual_hosts.api]
+domains = ["*"]
+
+[[virtual_hosts.api.routes]]
+match = { prefix = "/retry/" }
+cluster = "api"
+timeout = "5s"
+retry_policy = { retry_on = ["5xx", "connect-failure", "reset"], num_retries = 2 }
+
+[[virtual_hosts.api.routes]]
+match = { prefix = "/" }
+cluster = "api"
+timeout = "3s"
+
+[clusters.api]
+endpoints = ["10.1.0.1:80", "10.1.0.2:80"]
+connect_timeout = "1s"
+"""
+
+
+def run(scenario: dict[str, object], config: str = CONFIG) -> ScenarioResult:
+    return run_scenario(loads_config(config), structure_scenario(scenario, "test.toml"))
+
+
+def statuses(result: ScenarioResult) -> dict[str, int]:
+    return dict(collections.Counter(o.result for o in result.outcomes))
+
+
+def client(**settings: object) -> dict[str, object]:
+    return {"rate": 10, "requests": [{"path": "/x"}], **settings}
+
+
+def test_latency_is_virtual_and_as_scripted():
+    result = run(
+        {
+            "duration": "10s",
+            "hosts": {"10.1.0.1:80": {"latency": "250ms"}, "10.1.0.2:80": {"latency": "250ms"}},
+            "clients": [client()],
+        }
+    )
+    assert statuses(result) == {"200": 100}
+    # What the clients saw is the hosts' think time: the proxy's own CPU time is not
+    # virtual time.
+    assert {round(o.latency or 0, 6) for o in result.outcomes} == {0.25}
+    assert result.wall_seconds < result.virtual_seconds
+
+
+def test_a_hanging_host_meets_the_route_timeout():
+    result = run(
+        {
+            "duration": "10s",
+            "hosts": {"10.1.0.2:80": {"state": "hang"}},
+            "clients": [client()],
+        }
+    )
+    assert statuses(result) == {"200": 50, "504": 50}
+    hung = [o.latency for o in result.outcomes if o.result == "504"]
+    assert {round(latency or 0, 6) for latency in hung} == {3.0}  # the route's timeout
+    assert result.hosts["10.1.0.2:80"].cut == 50
+
+
+def test_the_clients_deadline_comes_before_the_route_timeout():
+    result = run(
+        {
+            "duration": "10s",
+            "hosts": {"10.1.0.2:80": {"state": "hang"}},
+            "clients": [client(deadline="1s")],
+        }
+    )
+    assert statuses(result) == {"200": 50, "timeout": 50}
+
+
+def test_a_reset_mid_body_and_a_host_going_down_and_up():
+    result = run(
+        {
+            "duration": "30s",
+            "hosts": {
+                "10.1.0.1:80": {"at": [{"time": "10s", "state": "reset"}]},
+                "10.1.0.2:80": {
+                    "at": [{"time": "10s", "state": "down"}, {"time": "20s", "state": "up"}]
+                },
+            },
+            "clients": [client()],
+        }
+    )
+    one, two = result.hosts["10.1.0.1:80"], result.hosts["10.1.0.2:80"]
+    # 10-20s: one resets after the response head (the client's response is cut: no
+    # complete response), two refuses (502 from the gateway).
+    assert one.cut >= 50
+    assert two.refused == 50
+    assert statuses(result) == {"200": 150, "reset": 100, "502": 50}
+
+
+def test_retries_and_an_ejection_in_the_timeline():
+    config = CONFIG + (
+        "[clusters.api.outlier_detection]\n"
+        'consecutive_5xx = 3\ninterval = "1s"\nbase_ejection_time = "10s"\n'
+        "max_ejection_percent = 50\n"
+    )
+    scenario = {
+        "duration": "30s",
+        "hosts": {"10.1.0.2:80": {"at": [{"time": "5s", "status": 503}]}},
+        "clients": [client(requests=[{"path": "/retry/x"}])],
+        "expect": {
+            "status": {"200": 300},
+            "retries": {"total": ">= 3", "max_per_request": 1},
+            "ejections": [{"host": "10.1.0.2:80", "between": ["5s", "6s"]}],
+        },
+    }
+    result = run(scenario, config)
+    checks = check_expectations(result)
+    assert all(c.passed for c in checks), checks
+    kinds = [(e.kind, e.host) for e in result.events if e.host]
+    # Ejected after three 503s in a row (the retries went to the other host), back after
+    # base_ejection_time, ejected again by the next three.
+    assert kinds[:3] == [
+        ("ejected", "10.1.0.2:80"),
+        ("returned", "10.1.0.2:80"),
+        ("ejected", "10.1.0.2:80"),
+    ]
+    ejected, returned = [e.time for e in result.events if e.host][:2]
+    assert 10.0 <= returned - ejected <= 11.0  # base_ejection_time, seen at the next interval
+
+
+def test_health_check_transitions_in_the_timeline():
+    config = CONFIG + (
+        '[[clusters.api.health_checks]]\ntype = "http"\npath = "/healthz"\ninterval = "1s"\n'
+        "unhealthy_threshold = 2\nhealthy_threshold = 1\n"
+    )
+    scenario = {
+        "duration": "20s",
+        "hosts": {
+            "10.1.0.1:80": {"at": [{"time": "5s", "status": 503}, {"time": "10s", "status": 200}]}
+        },
+        "clients": [client(rate=1)],
+        "expect": {
+            "health": [
+                {"host": "10.1.0.1:80", "between": ["5s", "8s"]},
+                {"host": "10.1.0.1:80", "healthy": True, "between": ["10s", "12s"]},
+            ]
+        },
+    }
+    result = run(scenario, config)
+    assert all(c.passed for c in check_expectations(result)), check_expectations(result)
+
+
+def test_a_failing_expectation_fails_and_says_what_happened():
+    result = run(
+        {
+            "duration": "2s",
+            "clients": [client()],
+            "expect": {
+                "status": {"200": "< 5", "5xx": 0},
+                "latency": {"p99": "<= 1ms"},
+                "stats": {"cluster.api.upstream_rq_total": 20, "cluster.api.nope": 1},
+                "served_by": {"10.1.0.9:80": 1},
+            },
+        }
+    )
+    checks = {c.expectation: (c.passed, c.actual) for c in check_expectations(result)}
+    assert checks == {
+        "status 200 < 5": (False, "20"),
+        "status 5xx 0": (True, "0"),
+        "latency p99 <= 1ms": (True, "0.0ms"),
+        "stat cluster.api.upstream_rq_total 20": (True, "20"),
+        "stat cluster.api.nope 1": (False, "no such stat"),
+        "served_by 10.1.0.9:80 1": (False, "no such host"),
+    }
+
+
+def test_the_same_seed_gives_the_same_run_and_another_seed_another():
+    def latencies(seed: int) -> list[float | None]:
+        scenario = {
+            "duration": "5s",
+            "seed": seed,
+            "hosts": {"10.1.0.1:80": {"latency": {"exponential": "50ms"}}},
+            "clients": [client(rate=50)],
+        }
+        return [o.latency for o in run(scenario).outcomes]
+
+    assert latencies(1) == latencies(1)
+    assert latencies(1) != latencies(2)
+
+
+def test_closed_loop_clients_send_back_to_back():
+    result = run(
+        {
+            "duration": "10s",
+            "hosts": {"10.1.0.1:80": {"latency": "100ms"}, "10.1.0.2:80": {"latency": "100ms"}},
+            "clients": [{"concurrency": 2, "requests": [{"path": "/x"}]}],
+        }
+    )
+    assert statuses(result) == {"200": 200}  # 2 connections x 10 a second x 10 s
+
+
+def test_a_scenario_that_does_not_fit_its_config_is_refused_by_path():
+    with pytest.raises(ConfigError) as caught:
+        run(
+            {
+                "duration": "1s",
+                "hosts": {"10.9.9.9:80": {}},
+                "clients": [client(listener="nope")],
+            }
+        )
+    assert caught.value.errors == [
+        'test.toml: hosts."10.9.9.9:80": no cluster of the config has this endpoint '
+        "(it has 10.1.0.1:80, 10.1.0.2:80)",
+        "test.toml: clients[0].listener: no listener 'nope' (the config has edge)",
+    ]
