@@ -6,6 +6,7 @@ They parse and write with the gateway's own sans-IO client codec (llhttp), as th
 simulated hosts do with its server codec.
 """
 
+import math
 import random
 from collections.abc import Callable
 
@@ -131,6 +132,7 @@ class SimulatedClient:
     async def _closed_loop(self) -> None:
         while trio.current_time() < self._until - _EPSILON:
             await self._one_request()
+            await trio.sleep(self.script.think_time)
 
     async def _one_request(self) -> None:
         script = self.script
@@ -144,7 +146,7 @@ class SimulatedClient:
         sent_at = trio.current_time()
         connection = self._idle.pop() if self._idle else _Connection(self._connect())
         status: int | None = None
-        deadline = sent_at + script.deadline if script.deadline is not None else float("inf")
+        deadline = sent_at + script.deadline if script.deadline is not None else math.inf
         with trio.move_on_at(deadline) as scope:
             try:
                 status = await connection.exchange(spec, tag)

@@ -26,6 +26,7 @@ HostState = Literal["up", "down", "hang", "reset"]
 #: Defaults (the config's units are NewTypes: a call each, made once here).
 _NO_TIME = Duration(0.0)
 _NO_BYTES = ByteSize(0)
+_ONE_MS = Duration(0.001)
 
 
 def _one_of(instance: object, names: tuple[str, ...], what: str) -> None:
@@ -121,6 +122,10 @@ class ClientScript:
     duration: Duration | None = None
     #: The client gives up on a request after this long (counted as "timeout").
     deadline: Duration | None = None
+    #: Closed loop: the wait between an answer and the next request on the connection.
+    #: Never 0: a route the gateway answers itself takes no virtual time, so a client that
+    #: did not wait would send forever without the clock moving.
+    think_time: Duration = attrs.field(default=_ONE_MS, validator=attrs.validators.gt(_NO_TIME))
     requests: list[RequestSpec] = attrs.Factory(lambda: [RequestSpec()])
 
     def __attrs_post_init__(self) -> None:

@@ -206,10 +206,16 @@ def test_closed_loop_clients_send_back_to_back():
         {
             "duration": "10s",
             "hosts": {"10.1.0.1:80": {"latency": "100ms"}, "10.1.0.2:80": {"latency": "100ms"}},
-            "clients": [{"concurrency": 2, "requests": [{"path": "/x"}]}],
+            "clients": [{"concurrency": 2, "think_time": "100ms", "requests": [{"path": "/x"}]}],
         }
     )
-    assert statuses(result) == {"200": 200}  # 2 connections x 10 a second x 10 s
+    assert statuses(result) == {"200": 100}  # 2 connections x 5 a second x 10 s
+
+
+def test_a_closed_loop_client_of_a_direct_response_still_moves_the_clock():
+    config = CONFIG.replace('cluster = "api"\ntimeout = "3s"', "direct_response = { status = 204 }")
+    result = run({"duration": "1s", "clients": [{"concurrency": 1}]}, config)
+    assert statuses(result) == {"204": 1000}  # one a millisecond: the default think time
 
 
 def test_a_scenario_that_does_not_fit_its_config_is_refused_by_path():
