@@ -50,7 +50,9 @@ class Outcome:
     result: str
 
 
-class _Connection:
+class ClientConnection:
+    """One keep-alive HTTP/1.1 connection of a simulated client."""
+
     def __init__(self, stream: MemoryStream) -> None:
         self.stream = stream
         self.codec = ClientCodec(max_header_bytes=_MAX_HEADER_BYTES)
@@ -107,7 +109,7 @@ class SimulatedClient:
         duration = script.duration if script.duration is not None else end - self._from
         self._until = min(self._from + duration, end)
         self._outcomes = outcomes
-        self._idle: list[_Connection] = []
+        self._idle: list[ClientConnection] = []
         self.sent = 0
         self._weights = [spec.weight for spec in script.requests]
 
@@ -144,7 +146,7 @@ class SimulatedClient:
         self.sent += 1
         tag = f"{script.name}/{self.sent}"
         sent_at = trio.current_time()
-        connection = self._idle.pop() if self._idle else _Connection(self._connect())
+        connection = self._idle.pop() if self._idle else ClientConnection(self._connect())
         status: int | None = None
         deadline = sent_at + script.deadline if script.deadline is not None else math.inf
         with trio.move_on_at(deadline) as scope:

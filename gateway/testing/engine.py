@@ -11,6 +11,7 @@ the `random` module (the load balancers, retry jitter, outlier enforcement) and 
 scheduler (which otherwise reverses a batch of runnable tasks at random).
 """
 
+import functools
 import random
 import time
 
@@ -18,18 +19,14 @@ import attrs
 import trio
 import trio.testing
 
-from gateway.config.model import Address, GatewayConfig
+from gateway.config.model import GatewayConfig
 from gateway.errors import ConfigError
-from gateway.io.byte_stream import ByteStream
 from gateway.observability.stats import Counter, Gauge
-from gateway.testing.behaviour import Timeline
 from gateway.testing.client import Outcome, SimulatedClient
-from gateway.testing.memory_gateway import MemoryGateway, open_memory_gateway
-from gateway.testing.memory_stream import MemoryStream
-from gateway.testing.scenario import HostScript, Scenario
-from gateway.testing.simulated_config import simulated_config
-from gateway.testing.timeline import Event, recording_log, sample_counters
-from gateway.testing.upstream_host import HostRecord, SimulatedHost
+from gateway.testing.scenario import Scenario
+from gateway.testing.simulation import endpoints, open_simulation
+from gateway.testing.timeline import Event
+from gateway.testing.upstream_host import HostRecord
 
 #: After the clients' last send, how long requests still in flight may take before the
 #: run ends without them (a hanging host with no route timeout would hold it forever).
@@ -48,26 +45,6 @@ class ScenarioResult:
     stats: dict[str, int]
     virtual_seconds: float
     wall_seconds: float
-
-
-class SimulatedNetwork:
-    """The clusters' `UpstreamConnector`: an address is a simulated host's (a connect to
-    any other is refused, as a closed port refuses)."""
-
-    def __init__(self, hosts: dict[str, SimulatedHost]) -> None:
-        self.hosts = hosts
-
-    async def __call__(self, address: Address) -> ByteStream:
-        host = self.hosts.get(str(address))
-        if host is None:
-            await trio.lowlevel.checkpoint()
-            raise ConnectionRefusedError(f"no simulated host at {address}")
-        return await host.connect()
-
-
-def endpoints(config: GatewayConfig) -> dict[str, Address]:
-    """Every cluster endpoint's address, once each, by its text."""
-    return {str(e.address): e.address for c in config.clusters.values() for e in c.endpoints}
 
 
 def check_against_config(scenario: Scenario, config: GatewayConfig) -> None:
@@ -100,75 +77,51 @@ def run_scenario(
     """Runs `scenario` against `config` in virtual time (a fresh trio run); ConfigError if
     they do not fit together."""
     check_against_config(scenario, config)
-    runnable = simulated_config(config, access_log)
     # The gateway draws from the `random` module; trio's scheduler from its own generator
     # (seeded the way trio's Hypothesis plugin seeds it).
     random.seed(scenario.seed)
     trio._core._run._r.seed(scenario.seed)
     started = time.perf_counter()
-    result = trio.run(_run, runnable, scenario, clock=trio.testing.MockClock(autojump_threshold=0))
+    clock = trio.testing.MockClock(autojump_threshold=0)
+    result = trio.run(_run, config, scenario, access_log, clock=clock)
     result.wall_seconds = time.perf_counter() - started
     return result
 
 
-async def _run(config: GatewayConfig, scenario: Scenario) -> ScenarioResult:
-    start = trio.current_time()
-    end = start + scenario.duration
-    events: list[Event] = []
-    outcomes: list[Outcome] = []
-    clients: list[SimulatedClient] = []
-    with recording_log(start, events):
-        async with trio.open_nursery() as nursery:
-            hosts = {
-                name: SimulatedHost(
-                    address,
-                    Timeline(scenario.hosts.get(name, HostScript())),
-                    random.Random(f"{scenario.seed}/{name}"),
-                    nursery,
-                    start,
-                )
-                for name, address in endpoints(config).items()
-            }
-            for name, host in hosts.items():
-                nursery.start_soon(host.run, name=f"host {name} script")
-            async with open_memory_gateway(config, SimulatedNetwork(hosts)) as gateway:
-                nursery.start_soon(sample_counters, gateway.clusters, start, events)
-                clients = _clients(scenario, gateway, start, end, outcomes)
-                with trio.move_on_at(end + DRAIN_TIME):
-                    async with trio.open_nursery() as running:
-                        for client in clients:
-                            running.start_soon(client.run, name=f"client {client.script.name}")
-                stats = {
-                    stat.name: stat.value
-                    for stat in gateway.store
-                    if isinstance(stat, Counter | Gauge)
-                }
-            nursery.cancel_scope.cancel()
+async def _run(config: GatewayConfig, scenario: Scenario, access_log: str | None) -> ScenarioResult:
+    simulation_of = open_simulation(
+        config, scenario.hosts, seed=scenario.seed, access_log=access_log
+    )
+    async with simulation_of as simulation:
+        start = simulation.start
+        outcomes: list[Outcome] = []
+        clients = [
+            SimulatedClient(
+                script,
+                functools.partial(simulation.gateway.connect, script.listener),
+                random.Random(f"{scenario.seed}/client/{script.name}"),
+                start,
+                start + scenario.duration,
+                outcomes,
+            )
+            for script in scenario.clients
+        ]
+        with trio.move_on_at(start + scenario.duration + DRAIN_TIME):
+            async with trio.open_nursery() as running:
+                for client in clients:
+                    running.start_soon(client.run, name=f"client {client.script.name}")
+        stats = {
+            stat.name: stat.value
+            for stat in simulation.gateway.store
+            if isinstance(stat, Counter | Gauge)
+        }
     return ScenarioResult(
         scenario,
         outcomes,
         sum(client.sent for client in clients) - len(outcomes),
-        {address: host.record for address, host in hosts.items()},
-        events,
+        {address: host.record for address, host in simulation.hosts.items()},
+        simulation.events,
         stats,
         virtual_seconds=trio.current_time() - start,
         wall_seconds=0.0,
     )
-
-
-def _clients(
-    scenario: Scenario,
-    gateway: MemoryGateway,
-    start: float,
-    end: float,
-    outcomes: list[Outcome],
-) -> list[SimulatedClient]:
-    clients = []
-    for script in scenario.clients:
-
-        def connect(listener: str | None = script.listener) -> MemoryStream:
-            return gateway.connect(listener)
-
-        rng = random.Random(f"{scenario.seed}/client/{script.name}")
-        clients.append(SimulatedClient(script, connect, rng, start, end, outcomes))
-    return clients

@@ -6,6 +6,7 @@ keys refused, every error at once and named by its TOML path.
 """
 
 import math
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
 
@@ -254,6 +255,14 @@ def structure_scenario(data: dict[str, Any], source: str) -> Scenario:
     if errors:
         raise ConfigError([f"{source}: {e}" for e in errors])
     return attrs.evolve(scenario, hosts=hosts, source=source)
+
+
+def structure_hosts(data: Mapping[str, Any], source: str = "hosts") -> dict[str, HostScript]:
+    """Host scripts by address from plain data (a test's own), as a scenario's `[hosts]`;
+    ConfigError naming the path of each problem."""
+    return structure_scenario(
+        {"duration": "1s", "hosts": dict(data), "clients": [{"rate": 1}]}, source
+    ).hosts
 
 
 def _is_percentile(key: str) -> bool:

@@ -1,0 +1,81 @@
+"""The pytest plugin: its fixtures, used by a test suite of its own (run in a pytest of
+its own, with plugin autoloading off, so that the plugin is loaded by name whether or not
+this checkout's entry point is installed)."""
+
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import tomli
+
+ROOT = Path(__file__).resolve().parents[2]
+
+SUITE = '''
+import pytest
+import trio
+
+from gateway.testing.plugin import ScenarioFailed
+
+CONFIG = """
+[listeners.edge]
+address = "127.0.0.1:10000"
+virtual_hosts = ["api"]
+[virtual_hosts.api]
+domains = ["*"]
+[[virtual_hosts.api.routes]]
+match = { prefix = "/" }
+cluster = "api"
+timeout = "2s"
+[clusters.api]
+endpoints = ["10.1.0.1:80"]
+"""
+
+
+def test_a_scenario_that_holds(gateway_scenario):
+    result = gateway_scenario.check(
+        CONFIG,
+        {"duration": "5s", "clients": [{"rate": 2}], "expect": {"status": {"200": 10}}},
+    )
+    assert len(result.outcomes) == 10
+
+
+def test_a_scenario_that_does_not_hold_fails_with_its_report(gateway_scenario):
+    with pytest.raises(ScenarioFailed, match="FAIL  status 200 0  \\\\(was 10\\\\)"):
+        gateway_scenario.check(
+            CONFIG,
+            {"duration": "5s", "clients": [{"rate": 2}], "expect": {"status": {"200": 0}}},
+        )
+
+
+@pytest.mark.trio
+async def test_a_simulation_in_the_tests_own_virtual_time(gateway_simulation, autojump_clock):
+    hosts = {"10.1.0.1:80": {"state": "hang"}}
+    async with gateway_simulation(CONFIG, hosts) as sim:
+        start = trio.current_time()
+        assert await sim.request("/slow") == 504
+        assert trio.current_time() - start == pytest.approx(2.0)  # the route timeout
+        assert sim.gateway.stat("cluster.api.upstream_rq_timeout") == 1
+'''
+
+
+def test_the_fixtures_in_a_suite_of_their_own(tmp_path):
+    (tmp_path / "test_suite.py").write_text(textwrap.dedent(SUITE))
+    env = {**os.environ, "PYTEST_DISABLE_PLUGIN_AUTOLOAD": "1", "PYTHONPATH": str(ROOT)}
+    plugins = ["-p", "gateway.testing.plugin", "-p", "pytest_trio.plugin"]
+    run = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", *plugins, str(tmp_path)],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert "3 passed" in run.stdout
+
+
+def test_the_plugin_is_registered_for_pytest():
+    pyproject = tomli.loads((ROOT / "pyproject.toml").read_text())
+    assert pyproject["project"]["entry-points"]["pytest11"] == {"gateway": "gateway.testing.plugin"}
