@@ -8,17 +8,17 @@ simulated hosts do with its server codec.
 
 import math
 import random
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 
 import attrs
 import trio
 
 from gateway.errors import GatewayError
+from gateway.io.byte_stream import ByteStream
 from gateway.io.trio_util import PEER_GONE, receive_or_eof
 from gateway.protocol.codec_h1_client import ClientCodec
 from gateway.protocol.events import NEED_DATA, ConnectionEnded, EndStream, ResponseHeaders
 from gateway.protocol.headers import HeaderMap, RequestHead
-from gateway.testing.memory_stream import MemoryStream
 from gateway.testing.scenario import ClientScript, RequestSpec
 from gateway.testing.upstream_host import REQUEST_TAG
 
@@ -29,7 +29,8 @@ RESET = "reset"
 
 _MAX_HEADER_BYTES = 65536
 
-Connect = Callable[[], MemoryStream]
+#: Opens a connection to the gateway's listener.
+Connect = Callable[[], Awaitable[ByteStream]]
 
 #: Virtual time is a sum of float sleeps: ten 100 ms answers end at 0.9999999999999999 s.
 #: Nothing is sent within this of a client's end.
@@ -53,7 +54,7 @@ class Outcome:
 class ClientConnection:
     """One keep-alive HTTP/1.1 connection of a simulated client."""
 
-    def __init__(self, stream: MemoryStream) -> None:
+    def __init__(self, stream: ByteStream) -> None:
         self.stream = stream
         self.codec = ClientCodec(max_header_bytes=_MAX_HEADER_BYTES)
         self.exchanges = 0
@@ -146,7 +147,7 @@ class SimulatedClient:
         self.sent += 1
         tag = f"{script.name}/{self.sent}"
         sent_at = trio.current_time()
-        connection = self._idle.pop() if self._idle else ClientConnection(self._connect())
+        connection = self._idle.pop() if self._idle else ClientConnection(await self._connect())
         status: int | None = None
         deadline = sent_at + script.deadline if script.deadline is not None else math.inf
         with trio.move_on_at(deadline) as scope:

@@ -98,7 +98,7 @@ async def _run(config: GatewayConfig, scenario: Scenario, access_log: str | None
         clients = [
             SimulatedClient(
                 script,
-                functools.partial(simulation.gateway.connect, script.listener),
+                functools.partial(simulation.connect, script.listener),
                 random.Random(f"{scenario.seed}/client/{script.name}"),
                 start,
                 start + scenario.duration,

@@ -53,6 +53,11 @@ class Simulation:
     #: The timeline so far: ejections, health changes, counts each second, the log.
     events: list[Event]
 
+    async def connect(self, listener: str | None = None) -> ByteStream:
+        """A client connection to `listener` (the only one, if None)."""
+        await trio.lowlevel.checkpoint()
+        return self.gateway.connect(listener)
+
     async def request(
         self,
         path: str = "/",

@@ -20,7 +20,7 @@ from gateway.protocol.codec_h1_server import ServerCodec
 from gateway.protocol.events import NEED_DATA, Data, EndStream, RequestHeaders
 from gateway.protocol.headers import HeaderMap, ResponseHead
 from gateway.testing.behaviour import Behaviour, Timeline, draw_latency, draw_status
-from gateway.testing.memory_stream import MemoryStream, memory_stream_pair
+from gateway.testing.memory_stream import memory_stream_pair
 
 #: The header the simulated clients tag each request with, so that a host can count the
 #: attempts the gateway made for one request (its retries).
@@ -66,7 +66,7 @@ class SimulatedHost:
         self._rng = rng
         self._nursery = nursery
         self._start = start
-        self._open: set[MemoryStream] = set()
+        self._open: set[ByteStream] = set()
 
     def behaviour(self) -> Behaviour:
         return self.timeline.at(trio.current_time() - self._start)
@@ -84,9 +84,7 @@ class SimulatedHost:
             self.record.refused += 1
             raise ConnectionRefusedError(f"{self.address} is down")
         ours, theirs = memory_stream_pair()
-        self.record.connections += 1
-        self._open.add(theirs)
-        self._nursery.start_soon(self._serve, theirs, name=f"host {self.address}")
+        self._nursery.start_soon(self.serve, theirs, name=f"host {self.address}")
         return ours
 
     async def run(self) -> None:
@@ -96,7 +94,11 @@ class SimulatedHost:
             for stream in list(self._open):
                 stream.close_now()
 
-    async def _serve(self, stream: MemoryStream) -> None:
+    async def serve(self, stream: ByteStream) -> None:
+        """Serves one connection (a memory stream from `connect`, or an accepted TCP
+        connection when the host runs on a real socket) as the script says."""
+        self._open.add(stream)
+        self.record.connections += 1
         codec = ServerCodec(max_header_bytes=_MAX_HEADER_BYTES, max_header_count=200, scheme="http")
         try:
             while True:
@@ -115,7 +117,7 @@ class SimulatedHost:
             stream.close_now()
 
     async def _answer(
-        self, stream: MemoryStream, codec: ServerCodec, request: RequestHeaders
+        self, stream: ByteStream, codec: ServerCodec, request: RequestHeaders
     ) -> bool:
         """Answers as the script says now; False if the connection is done."""
         tag = request.head.headers.get(REQUEST_TAG)
