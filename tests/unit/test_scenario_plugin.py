@@ -49,6 +49,37 @@ def test_a_scenario_that_does_not_hold_fails_with_its_report(gateway_scenario):
         )
 
 
+FILTERED = """virtual_hosts = ["api"]
+http_filters = ["tenant"]
+[http_filters.tenant]
+type = "python"
+module = "ADD_TENANT_PY:AddTenant"
+config = { tenants = { acme = "t-001" } }
+"""
+
+
+def test_a_python_filter_in_virtual_time(gateway_scenario):
+    config = CONFIG.replace('virtual_hosts = ["api"]', FILTERED)
+    scenario = {
+        "duration": "10s",
+        "clients": [
+            {
+                "rate": 10,
+                "requests": [
+                    {"authority": "acme.example.com", "weight": 3},
+                    {"authority": "initech.example.com", "weight": 1},
+                ],
+            }
+        ],
+        "expect": {"status": {"200": "> 60", "404": "> 10", "5xx": 0}},
+    }
+    result = gateway_scenario.check(config, scenario)
+    # The filter answered the unknown tenant itself: only acme's requests went upstream.
+    assert sum(result.hosts["10.1.0.1:80"].served.values()) == sum(
+        1 for o in result.outcomes if o.result == "200"
+    )
+
+
 @pytest.mark.trio
 async def test_a_simulation_in_the_tests_own_virtual_time(gateway_simulation, autojump_clock):
     hosts = {"10.1.0.1:80": {"state": "hang"}}
@@ -61,7 +92,8 @@ async def test_a_simulation_in_the_tests_own_virtual_time(gateway_simulation, au
 
 
 def test_the_fixtures_in_a_suite_of_their_own(tmp_path):
-    (tmp_path / "test_suite.py").write_text(textwrap.dedent(SUITE))
+    suite = SUITE.replace("ADD_TENANT_PY", str(ROOT / "examples" / "filters" / "add_tenant.py"))
+    (tmp_path / "test_suite.py").write_text(textwrap.dedent(suite))
     env = {**os.environ, "PYTEST_DISABLE_PLUGIN_AUTOLOAD": "1", "PYTHONPATH": str(ROOT)}
     plugins = ["-p", "gateway.testing.plugin", "-p", "pytest_trio.plugin"]
     run = subprocess.run(
@@ -73,7 +105,7 @@ def test_the_fixtures_in_a_suite_of_their_own(tmp_path):
         timeout=120,
     )
     assert run.returncode == 0, run.stdout + run.stderr
-    assert "3 passed" in run.stdout
+    assert "4 passed" in run.stdout
 
 
 def test_the_plugin_is_registered_for_pytest():
