@@ -24,6 +24,7 @@ from gateway.errors import ConfigError
 from gateway.observability.stats import Counter, Gauge
 from gateway.testing.client import Outcome, SimulatedClient
 from gateway.testing.scenario import Scenario
+from gateway.testing.simulated_config import simulation_notes
 from gateway.testing.simulation import endpoints, open_simulation
 from gateway.testing.timeline import Event
 from gateway.testing.upstream_host import HostRecord
@@ -45,6 +46,8 @@ class ScenarioResult:
     stats: dict[str, int]
     virtual_seconds: float
     wall_seconds: float
+    #: What of the config the run did not simulate (`simulation_notes`).
+    notes: list[str] = attrs.Factory(list)
 
 
 def check_against_config(scenario: Scenario, config: GatewayConfig) -> None:
@@ -85,6 +88,7 @@ def run_scenario(
     clock = trio.testing.MockClock(autojump_threshold=0)
     result = trio.run(_run, config, scenario, access_log, clock=clock)
     result.wall_seconds = time.perf_counter() - started
+    result.notes = simulation_notes(config)
     return result
 
 

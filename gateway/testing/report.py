@@ -67,6 +67,7 @@ def render_report(result: ScenarioResult, checks: list[Check], *, all_stats: boo
         f"  requests: {len(result.outcomes) + result.unfinished} sent, "
         f"{result.unfinished} unfinished; {summary or 'none answered'}"
     )
+    lines += [f"  note: {note}" for note in result.notes]
     lines.append("hosts:")
     for address, record in result.hosts.items():
         served = ", ".join(f"{status}: {n}" for status, n in sorted(record.served.items()))

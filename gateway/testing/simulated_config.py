@@ -69,3 +69,30 @@ def _redirect_logs(listener: Listener, path: str) -> Listener:
         filter_chains=[_redirect_chain(c, path) for c in listener.filter_chains],
         default_filter_chain=_redirect_chain(default, path) if default is not None else None,
     )
+
+
+def simulation_notes(config: GatewayConfig) -> list[str]:
+    """What in this config a scenario does not run as it would on a server: the report
+    prints it, so that a result is not read for more than it is."""
+    notes = []
+    for name, cluster in config.clusters.items():
+        if cluster.protocol == "http2":
+            notes.append(
+                f"cluster {name} speaks HTTP/2 to its hosts; simulated hosts speak HTTP/1.1 "
+                "only, so its requests fail (502/503)"
+            )
+        if cluster.type in ("strict_dns", "logical_dns"):
+            notes.append(f"cluster {name}: no DNS is asked; each endpoint name is one host")
+        if cluster.tls is not None:
+            notes.append(f"cluster {name}: TLS to the hosts is left out (cleartext)")
+    for name, listener in config.listeners.items():
+        chains = [*listener.filter_chains, listener.default_filter_chain]
+        if any(chain is not None and chain.tls is not None for chain in chains):
+            notes.append(f"listener {name}: TLS is left out (the chains get cleartext)")
+    for name, http_filter in config.http_filters.items():
+        if http_filter.type == "local_ratelimit":
+            notes.append(
+                f"http filter {name}: local_ratelimit refills its buckets on the wall "
+                "clock, not on virtual time"
+            )
+    return notes

@@ -232,3 +232,17 @@ def test_a_scenario_that_does_not_fit_its_config_is_refused_by_path():
         "(it has 10.1.0.1:80, 10.1.0.2:80)",
         "test.toml: clients[0].listener: no listener 'nope' (the config has edge)",
     ]
+
+
+def test_the_report_notes_what_a_scenario_does_not_simulate():
+    config = CONFIG.replace(
+        'endpoints = ["10.1.0.1:80", "10.1.0.2:80"]',
+        'endpoints = ["api.internal:80"]\ntype = "strict_dns"\nprotocol = "http2"',
+    )
+    result = run({"duration": "1s", "clients": [client()]}, config)
+    assert result.notes == [
+        "cluster api speaks HTTP/2 to its hosts; simulated hosts speak HTTP/1.1 only, so its "
+        "requests fail (502/503)",
+        "cluster api: no DNS is asked; each endpoint name is one host",
+    ]
+    assert set(result.hosts) == {"api.internal:80"}  # the name is the host's address
