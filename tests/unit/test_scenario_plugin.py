@@ -13,6 +13,8 @@ import tomli
 ROOT = Path(__file__).resolve().parents[2]
 
 SUITE = '''
+from pathlib import Path
+
 import pytest
 import trio
 
@@ -81,6 +83,15 @@ def test_a_python_filter_in_virtual_time(gateway_scenario):
 
 
 @pytest.mark.trio
+async def test_route_timeout(gateway_simulation, autojump_clock):  # as docs/testing.md
+    config = Path("GATEWAY_TOML")
+    async with gateway_simulation(config, {"127.0.0.1:8081": {"state": "hang"}}) as sim:
+        statuses = [await sim.request("/v1/x") for _ in range(2)]  # round robin: one each
+        assert sorted(statuses) == [200, 504]  # the hanging host's after the route timeout
+        assert sim.gateway.stat("cluster.api.upstream_rq_timeout") == 1
+
+
+@pytest.mark.trio
 async def test_a_simulation_in_the_tests_own_virtual_time(gateway_simulation, autojump_clock):
     hosts = {"10.1.0.1:80": {"state": "hang"}}
     async with gateway_simulation(CONFIG, hosts) as sim:
@@ -93,6 +104,7 @@ async def test_a_simulation_in_the_tests_own_virtual_time(gateway_simulation, au
 
 def test_the_fixtures_in_a_suite_of_their_own(tmp_path):
     suite = SUITE.replace("ADD_TENANT_PY", str(ROOT / "examples" / "filters" / "add_tenant.py"))
+    suite = suite.replace("GATEWAY_TOML", str(ROOT / "gateway.toml"))
     (tmp_path / "test_suite.py").write_text(textwrap.dedent(suite))
     env = {**os.environ, "PYTEST_DISABLE_PLUGIN_AUTOLOAD": "1", "PYTHONPATH": str(ROOT)}
     plugins = ["-p", "gateway.testing.plugin", "-p", "pytest_trio.plugin"]
@@ -105,7 +117,7 @@ def test_the_fixtures_in_a_suite_of_their_own(tmp_path):
         timeout=120,
     )
     assert run.returncode == 0, run.stdout + run.stderr
-    assert "4 passed" in run.stdout
+    assert "5 passed" in run.stdout
 
 
 def test_the_plugin_is_registered_for_pytest():
