@@ -129,8 +129,12 @@ class SimulatedClient:
                 assert self.script.concurrency is not None
                 for _ in range(self.script.concurrency):
                     nursery.start_soon(self._closed_loop, name=f"client {self.script.name}")
+
+    def close_idle(self) -> None:
+        """Closes the keep-alive connections it holds, as a client that is done does."""
         for connection in self._idle:
             connection.stream.close_now()
+        self._idle.clear()
 
     async def _closed_loop(self) -> None:
         while trio.current_time() < self._until - _EPSILON:

@@ -14,6 +14,7 @@ scheduler (which otherwise reverses a batch of runnable tasks at random).
 import functools
 import random
 import time
+from typing import Any
 
 import attrs
 import trio
@@ -48,6 +49,9 @@ class ScenarioResult:
     wall_seconds: float
     #: What of the config the run did not simulate (`simulation_notes`).
     notes: list[str] = attrs.Factory(list)
+    #: Downstream connections and request streams still alive at the end, as /tasks
+    #: shows them (`Simulation.leftover_tasks`).
+    leftover_tasks: dict[str, list[dict[str, Any]]] = attrs.Factory(dict)
 
 
 def check_against_config(scenario: Scenario, config: GatewayConfig) -> None:
@@ -114,6 +118,9 @@ async def _run(config: GatewayConfig, scenario: Scenario, access_log: str | None
             async with trio.open_nursery() as running:
                 for client in clients:
                     running.start_soon(client.run, name=f"client {client.script.name}")
+        for client in clients:
+            client.close_idle()
+        leftover = await simulation.leftover_tasks()
         stats = {
             stat.name: stat.value
             for stat in simulation.gateway.store
@@ -128,4 +135,5 @@ async def _run(config: GatewayConfig, scenario: Scenario, access_log: str | None
         stats,
         virtual_seconds=trio.current_time() - start,
         wall_seconds=0.0,
+        leftover_tasks=leftover,
     )

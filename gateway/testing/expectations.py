@@ -7,7 +7,7 @@ import attrs
 
 from gateway.testing.bound import Bound
 from gateway.testing.engine import ScenarioResult
-from gateway.testing.scenario import EventExpectation
+from gateway.testing.scenario import LEFTOVER_KINDS, EventExpectation
 
 
 @attrs.frozen
@@ -80,6 +80,9 @@ def _checks(result: ScenarioResult) -> Iterator[Check]:
             yield Check(f"stat {name} {bound.text}", "no such stat", False)
         else:
             yield _count(f"stat {name}", bound, stat)
+    for key, bound in expect.leftover_tasks.items():
+        alive = result.leftover_tasks.get(LEFTOVER_KINDS[key], [])
+        yield _count(f"leftover_tasks {key}", bound, len(alive))
     for event in expect.ejections:
         yield _event_check(result, event, "ejected", "ejections of")
     for event in expect.health:

@@ -2,12 +2,14 @@
 
 from collections import Counter
 
+from gateway.observability.tasktree import render_text
 from gateway.testing.engine import ScenarioResult
 from gateway.testing.expectations import Check
 from gateway.testing.timeline import Event
 
-#: Timeline lines shown; the rest are counted ("... N more").
+#: Timeline lines and leftover tasks shown; the rest are counted ("... N more").
 MAX_TIMELINE_LINES = 200
+MAX_LEFTOVER_TASKS = 20
 
 
 def _event_line(event: Event) -> str:
@@ -82,6 +84,13 @@ def render_report(result: ScenarioResult, checks: list[Check], *, all_stats: boo
         lines.append(f"  ... {len(timeline) - MAX_TIMELINE_LINES} more")
     if not timeline:
         lines.append("  (nothing happened)")
+    lines.append("tasks alive at the end (as /tasks shows them):")
+    alive = [node for nodes in result.leftover_tasks.values() for node in nodes]
+    lines += [render_text(node, "  ") for node in alive[:MAX_LEFTOVER_TASKS]]
+    if len(alive) > MAX_LEFTOVER_TASKS:
+        lines.append(f"  ... {len(alive) - MAX_LEFTOVER_TASKS} more")
+    if not alive:
+        lines.append("  (no connection or stream outlived its client)")
     lines.append("stats:" if all_stats else "stats (non-zero):")
     lines += [
         f"  {name}: {value}" for name, value in sorted(result.stats.items()) if value or all_stats

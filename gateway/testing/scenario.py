@@ -166,6 +166,9 @@ class Expectations:
     stats: dict[str, Bound] = attrs.Factory(dict)
     ejections: list[EventExpectation] = attrs.Factory(list)
     health: list[EventExpectation] = attrs.Factory(list)
+    #: Tasks alive at the end, once the clients closed their connections: "streams"
+    #: (requests), "connections" (downstream). Anything but 0 outlived its request.
+    leftover_tasks: dict[str, Bound] = attrs.Factory(dict)
 
 
 @attrs.frozen
@@ -182,6 +185,8 @@ class Scenario:
 
 
 _PERCENTILE_KEYS = ("max", "mean")
+#: `[expect.leftover_tasks]` keys, and the /tasks kind each counts.
+LEFTOVER_KINDS = {"streams": "stream", "connections": "connection"}
 
 
 def _make_converter() -> cattrs.Converter:
@@ -247,6 +252,9 @@ def structure_scenario(data: dict[str, Any], source: str) -> Scenario:
     for key in scenario.expect.latency:
         if key not in _PERCENTILE_KEYS and not _is_percentile(key):
             errors.append(f"expect.latency.{key}: expected p50, p99, p99.9, ..., max or mean")
+    for key in scenario.expect.leftover_tasks:
+        if key not in LEFTOVER_KINDS:
+            errors.append(f"expect.leftover_tasks.{key}: expected streams or connections")
     names = [client.name for client in scenario.clients]
     if len(set(names)) != len(names):
         errors.append(f"clients: names must differ, got {names}")

@@ -6,14 +6,18 @@ wants virtual time (the pytest plugin's `gateway_simulation`)."""
 import random
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
+from typing import Any
 
 import attrs
 import trio
+import trio.testing
 
 from gateway.config.model import Address, ByteSize, GatewayConfig
 from gateway.errors import GatewayError
 from gateway.io.byte_stream import ByteStream
 from gateway.io.trio_util import PEER_GONE
+from gateway.observability.tasktree import set_enabled as set_task_tree
+from gateway.observability.tasktree import snapshot
 from gateway.testing.behaviour import Timeline
 from gateway.testing.client import ClientConnection
 from gateway.testing.memory_gateway import MemoryGateway, open_memory_gateway
@@ -52,6 +56,20 @@ class Simulation:
     start: float
     #: The timeline so far: ejections, health changes, counts each second, the log.
     events: list[Event]
+
+    async def leftover_tasks(self) -> dict[str, list[dict[str, Any]]]:
+        """Once every task has settled: the downstream connections and request streams
+        still alive, by kind ("connection", "stream"), as /tasks shows them. After the
+        clients closed their connections, any is a task that outlived its request."""
+        await trio.testing.wait_all_tasks_blocked()
+        found: dict[str, list[dict[str, Any]]] = {"connection": [], "stream": []}
+        nodes = [snapshot()]
+        while nodes:
+            node = nodes.pop()
+            if node.get("kind") in found:
+                found[node["kind"]].append(node)
+            nodes += node.get("children", [])
+        return found
 
     async def connect(self, listener: str | None = None) -> ByteStream:
         """A client connection to `listener` (the only one, if None)."""
@@ -93,6 +111,8 @@ async def open_simulation(
     at once); everything stops when the block ends."""
     scripts = hosts or {}
     start = trio.current_time()
+    # Tasks annotated as a server's are (`[admin] task_tree`), for `leftover_tasks`.
+    set_task_tree(config.admin is None or config.admin.task_tree)
     events: list[Event] = []
     runnable = simulated_config(config, access_log)
     with recording_log(start, events):

@@ -118,7 +118,9 @@ async def run_on_sockets(
 
             end = start + scenario.duration
             rng = random.Random(f"{scenario.seed}/client/client")
-            await SimulatedClient(scenario.clients[0], connect, rng, start, end, outcomes).run()
+            client = SimulatedClient(scenario.clients[0], connect, rng, start, end, outcomes)
+            await client.run()
+            client.close_idle()
         nursery.cancel_scope.cancel()
         stats = {s.name: s.value for s in gw.stats.select() if hasattr(s, "value")}
     return outcomes, events, stats

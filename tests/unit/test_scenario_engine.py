@@ -246,3 +246,37 @@ def test_the_report_notes_what_a_scenario_does_not_simulate():
         "cluster api: no DNS is asked; each endpoint name is one host",
     ]
     assert set(result.hosts) == {"api.internal:80"}  # the name is the host's address
+
+
+def test_tasks_alive_at_the_end_are_reported_and_checked():
+    # No route timeout, no stream idle timeout (the HCM's default would answer 408 after
+    # five minutes, as the run ends), no client deadline: nothing ends the one request.
+    config = CONFIG.replace('timeout = "3s"', 'timeout = "0s"').replace(
+        'virtual_hosts = ["api"]', 'virtual_hosts = ["api"]\nstream_idle_timeout = "0s"'
+    )
+    scenario = {
+        "duration": "1s",
+        "hosts": {"10.1.0.1:80": {"state": "hang"}, "10.1.0.2:80": {"state": "hang"}},
+        "clients": [client(rate=1)],
+        "expect": {"leftover_tasks": {"streams": 0, "connections": 0}},
+    }
+    result = run(scenario, config)
+    assert result.unfinished == 1
+    (stream,) = result.leftover_tasks["stream"]
+    assert stream["name"] == "stream 1 GET /x"
+    assert stream["state"] == "waiting for upstream response headers"
+    checks = {c.expectation: c.passed for c in check_expectations(result)}
+    assert checks == {"leftover_tasks streams 0": False, "leftover_tasks connections 0": False}
+
+
+def test_no_task_outlives_a_request_its_client_gave_up_on():
+    config = CONFIG.replace('timeout = "3s"', 'timeout = "0s"')
+    scenario = {
+        "duration": "5s",
+        "hosts": {"10.1.0.1:80": {"state": "hang"}},
+        "clients": [client(deadline="1s")],
+        "expect": {"leftover_tasks": {"streams": 0, "connections": 0}},
+    }
+    result = run(scenario, config)
+    assert statuses(result) == {"200": 25, "timeout": 25}
+    assert all(c.passed for c in check_expectations(result))
