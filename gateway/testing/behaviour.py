@@ -22,6 +22,17 @@ class Behaviour:
     body_size: int
 
 
+@attrs.frozen
+class Answer:
+    """A host's answer to one request: its state then ("up", "hang", "down", "reset"),
+    and for "up" and "reset" its think time, status and body size."""
+
+    state: HostState
+    delay: float = 0.0
+    status: int = 0
+    body_size: int = 0
+
+
 class Timeline:
     """The host's behaviour over scenario time (seconds from its start)."""
 

@@ -76,11 +76,6 @@ def simulation_notes(config: GatewayConfig) -> list[str]:
     prints it, so that a result is not read for more than it is."""
     notes = []
     for name, cluster in config.clusters.items():
-        if cluster.protocol == "http2":
-            notes.append(
-                f"cluster {name} speaks HTTP/2 to its hosts; simulated hosts speak HTTP/1.1 "
-                "only, so its requests fail (502/503)"
-            )
         if cluster.type in ("strict_dns", "logical_dns"):
             notes.append(f"cluster {name}: no DNS is asked; each endpoint name is one host")
         if cluster.tls is not None:

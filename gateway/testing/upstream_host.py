@@ -14,13 +14,15 @@ import trio
 
 from gateway.config.model import Address
 from gateway.errors import GatewayError
+from gateway.http.conn_manager import H2_PREFACE
 from gateway.io.byte_stream import ByteStream
 from gateway.io.trio_util import PEER_GONE, receive_or_eof
 from gateway.protocol.codec_h1_server import ServerCodec
 from gateway.protocol.events import NEED_DATA, Data, EndStream, RequestHeaders
-from gateway.protocol.headers import HeaderMap, ResponseHead
-from gateway.testing.behaviour import Behaviour, Timeline, draw_latency, draw_status
+from gateway.protocol.headers import HeaderMap, RequestHead, ResponseHead
+from gateway.testing.behaviour import Answer, Behaviour, Timeline, draw_latency, draw_status
 from gateway.testing.memory_stream import memory_stream_pair
+from gateway.testing.upstream_host_h2 import serve_h2
 
 #: The header the simulated clients tag each request with, so that a host can count the
 #: attempts the gateway made for one request (its retries).
@@ -96,60 +98,76 @@ class SimulatedHost:
 
     async def serve(self, stream: ByteStream) -> None:
         """Serves one connection (a memory stream from `connect`, or an accepted TCP
-        connection when the host runs on a real socket) as the script says."""
+        connection when the host runs on a real socket) as the script says: HTTP/2 if it
+        opens with the preface (a cluster with `protocol = "http2"`), else HTTP/1.1."""
         self._open.add(stream)
         self.record.connections += 1
-        codec = ServerCodec(max_header_bytes=_MAX_HEADER_BYTES, max_header_count=200, scheme="http")
         try:
-            while True:
-                request = await _read_request(stream, codec)
-                if request is None:
+            first = await receive_or_eof(stream)
+            while first and len(first) < len(H2_PREFACE) and H2_PREFACE.startswith(first):
+                more = await receive_or_eof(stream)
+                if not more:
                     return
-                if not await self._answer(stream, codec, request):
-                    return
-                if not codec.reusable:
-                    return
-                codec.start_next_cycle()
+                first += more
+            if first.startswith(H2_PREFACE):
+                await serve_h2(stream, first, self.decide, self.served)
+            elif first:
+                await self._serve_h1(stream, first)
         except (*PEER_GONE, GatewayError):
             return
         finally:
             self._open.discard(stream)
             stream.close_now()
 
-    async def _answer(
-        self, stream: ByteStream, codec: ServerCodec, request: RequestHeaders
-    ) -> bool:
-        """Answers as the script says now; False if the connection is done."""
-        tag = request.head.headers.get(REQUEST_TAG)
+    def decide(self, head: RequestHead) -> Answer:
+        """How the host answers a request that just arrived, as its script says now."""
+        tag = head.headers.get(REQUEST_TAG)
         if tag is not None:
             self.record.attempts[tag] = self.record.attempts.get(tag, 0) + 1
         behaviour = self.behaviour()
-        if behaviour.state == "hang":
+        if behaviour.state in ("hang", "down"):  # down: it went down since the connect
             self.record.cut += 1
+            return Answer(behaviour.state)
+        delay = draw_latency(behaviour.latency, self._rng)
+        status = draw_status(behaviour.status, self._rng)
+        if behaviour.state == "reset":
+            self.record.cut += 1
+            return Answer("reset", delay, status, behaviour.body_size or _RESET_BODY_SIZE)
+        return Answer("up", delay, status, behaviour.body_size)
+
+    def served(self, status: int) -> None:
+        self.record.served[status] = self.record.served.get(status, 0) + 1
+
+    async def _serve_h1(self, stream: ByteStream, first: bytes) -> None:
+        codec = ServerCodec(max_header_bytes=_MAX_HEADER_BYTES, max_header_count=200, scheme="http")
+        codec.receive_data(first)
+        while (request := await _read_request(stream, codec)) is not None:
+            if not await self._answer_h1(stream, codec, request) or not codec.reusable:
+                return
+            codec.start_next_cycle()
+
+    async def _answer_h1(
+        self, stream: ByteStream, codec: ServerCodec, request: RequestHeaders
+    ) -> bool:
+        """Answers as the script says; False if the connection is done."""
+        answer = self.decide(request.head)
+        if answer.state == "hang":
             while await receive_or_eof(stream):
                 pass  # until the gateway gives up and closes
             return False
-        if behaviour.state == "down":  # went down since the connection was made
-            self.record.cut += 1
+        if answer.state == "down":
             return False
-        delay = draw_latency(behaviour.latency, self._rng)
-        if delay:
-            await trio.sleep(delay)
-        status = draw_status(behaviour.status, self._rng)
-        if behaviour.state == "reset":
-            size = behaviour.body_size or _RESET_BODY_SIZE
-            head = ResponseHead(status, HeaderMap([("content-length", str(size))]))
-            data = codec.send_response_head(head, request_method=request.head.method)
-            await stream.send_all(data + codec.send_data(b"x" * (size // 2)))
-            self.record.cut += 1
-            return False
-        size = behaviour.body_size
-        head = ResponseHead(status, HeaderMap([("content-length", str(size))]))
+        if answer.delay:
+            await trio.sleep(answer.delay)
+        head = ResponseHead(answer.status, HeaderMap([("content-length", str(answer.body_size))]))
         data = codec.send_response_head(head, request_method=request.head.method)
-        if size:
-            data += codec.send_data(b"x" * size)
+        if answer.state == "reset":
+            await stream.send_all(data + codec.send_data(b"x" * (answer.body_size // 2)))
+            return False
+        if answer.body_size:
+            data += codec.send_data(b"x" * answer.body_size)
         await stream.send_all(data + codec.send_end())
-        self.record.served[status] = self.record.served.get(status, 0) + 1
+        self.served(answer.status)
         return True
 
 
