@@ -11,9 +11,13 @@ the `random` module (the load balancers, retry jitter, outlier enforcement) and 
 scheduler (which otherwise reverses a batch of runnable tasks at random).
 """
 
+import contextlib
 import functools
+import os
 import random
+import tempfile
 import time
+from collections.abc import Iterator
 from typing import Any
 
 import attrs
@@ -25,7 +29,7 @@ from gateway.errors import ConfigError
 from gateway.observability.stats import Counter, Gauge
 from gateway.testing.client import Outcome, SimulatedClient
 from gateway.testing.scenario import Scenario
-from gateway.testing.simulated_config import simulation_notes
+from gateway.testing.simulated_config import has_access_log, simulation_notes
 from gateway.testing.simulation import endpoints, open_simulation
 from gateway.testing.timeline import Event
 from gateway.testing.upstream_host import HostRecord
@@ -49,6 +53,8 @@ class ScenarioResult:
     wall_seconds: float
     #: What of the config the run did not simulate (`simulation_notes`).
     notes: list[str] = attrs.Factory(list)
+    #: The access log's lines, when the scenario checks them (None: the config has none).
+    access_log_lines: list[str] | None = None
     #: Downstream connections and request streams still alive at the end, as /tasks
     #: shows them (`Simulation.leftover_tasks`).
     leftover_tasks: dict[str, list[dict[str, Any]]] = attrs.Factory(dict)
@@ -82,18 +88,40 @@ def run_scenario(
     config: GatewayConfig, scenario: Scenario, *, access_log: str | None = None
 ) -> ScenarioResult:
     """Runs `scenario` against `config` in virtual time (a fresh trio run); ConfigError if
-    they do not fit together."""
+    they do not fit together. The access logs go to `access_log`, or nowhere, or (when
+    the scenario checks them and no path is given) to a temporary file read back."""
     check_against_config(scenario, config)
-    # The gateway draws from the `random` module; trio's scheduler from its own generator
-    # (seeded the way trio's Hypothesis plugin seeds it).
-    random.seed(scenario.seed)
-    trio._core._run._r.seed(scenario.seed)
-    started = time.perf_counter()
-    clock = trio.testing.MockClock(autojump_threshold=0)
-    result = trio.run(_run, config, scenario, access_log, clock=clock)
-    result.wall_seconds = time.perf_counter() - started
+    with _access_log_file(access_log, bool(scenario.expect.access_log)) as (path, offset):
+        # The gateway draws from the `random` module; trio's scheduler from its own
+        # generator (seeded the way trio's Hypothesis plugin seeds it).
+        random.seed(scenario.seed)
+        trio._core._run._r.seed(scenario.seed)
+        started = time.perf_counter()
+        clock = trio.testing.MockClock(autojump_threshold=0)
+        result = trio.run(_run, config, scenario, path, clock=clock)
+        result.wall_seconds = time.perf_counter() - started
+        if scenario.expect.access_log and has_access_log(config):
+            assert path is not None
+            with open(path, encoding="utf-8") as lines:
+                lines.seek(offset)
+                result.access_log_lines = lines.read().splitlines()
     result.notes = simulation_notes(config)
     return result
+
+
+@contextlib.contextmanager
+def _access_log_file(path: str | None, wanted: bool) -> Iterator[tuple[str | None, int]]:
+    """Where the access logs go, and where this run's lines will start in it: `path`
+    (appended to, as the gateway does), a temporary file if the lines are `wanted`, or
+    nowhere."""
+    if path is not None:
+        yield path, os.path.getsize(path) if os.path.exists(path) else 0
+        return
+    if not wanted:
+        yield None, 0
+        return
+    with tempfile.TemporaryDirectory(prefix="gateway-test-") as directory:
+        yield os.path.join(directory, "access.log"), 0
 
 
 async def _run(config: GatewayConfig, scenario: Scenario, access_log: str | None) -> ScenarioResult:

@@ -5,6 +5,7 @@ from collections.abc import Iterator
 
 import attrs
 
+from gateway.config.regex import compile_regex
 from gateway.testing.bound import Bound
 from gateway.testing.engine import ScenarioResult
 from gateway.testing.scenario import LEFTOVER_KINDS, EventExpectation
@@ -80,6 +81,18 @@ def _checks(result: ScenarioResult) -> Iterator[Check]:
             yield Check(f"stat {name} {bound.text}", "no such stat", False)
         else:
             yield _count(f"stat {name}", bound, stat)
+    if expect.ejection_order is not None:
+        order = list(dict.fromkeys(e.host for e in result.events if e.kind == "ejected"))
+        yield Check(
+            f"ejection_order {expect.ejection_order}", str(order), order == expect.ejection_order
+        )
+    for pattern, bound in expect.access_log.items():
+        what = f'access_log "{pattern}"'
+        if result.access_log_lines is None:
+            yield Check(f"{what} {bound.text}", "the config has no access log", False)
+            continue
+        regex = compile_regex(pattern)
+        yield _count(what, bound, sum(1 for line in result.access_log_lines if regex.search(line)))
     for key, bound in expect.leftover_tasks.items():
         alive = result.leftover_tasks.get(LEFTOVER_KINDS[key], [])
         yield _count(f"leftover_tasks {key}", bound, len(alive))

@@ -15,6 +15,7 @@ import cattrs
 
 from gateway.config.load import load_toml, make_converter, parse_address, structure_toml
 from gateway.config.model import ByteSize, Duration
+from gateway.config.regex import check_regex
 from gateway.errors import ConfigError
 from gateway.testing.bound import Bound, parse_bound
 
@@ -166,6 +167,10 @@ class Expectations:
     stats: dict[str, Bound] = attrs.Factory(dict)
     ejections: list[EventExpectation] = attrs.Factory(list)
     health: list[EventExpectation] = attrs.Factory(list)
+    #: Every host ejected, in the order of its first ejection (an exact list).
+    ejection_order: list[str] | None = None
+    #: Access log lines (in the config's own formats) an RE2 pattern finds, counted.
+    access_log: dict[str, Bound] = attrs.Factory(dict)
     #: Tasks alive at the end, once the clients closed their connections: "streams"
     #: (requests), "connections" (downstream). Anything but 0 outlived its request.
     leftover_tasks: dict[str, Bound] = attrs.Factory(dict)
@@ -252,6 +257,9 @@ def structure_scenario(data: dict[str, Any], source: str) -> Scenario:
     for key in scenario.expect.latency:
         if key not in _PERCENTILE_KEYS and not _is_percentile(key):
             errors.append(f"expect.latency.{key}: expected p50, p99, p99.9, ..., max or mean")
+    for pattern in scenario.expect.access_log:
+        if (problem := check_regex(pattern)) is not None:
+            errors.append(f'expect.access_log."{pattern}": {problem}')
     for key in scenario.expect.leftover_tasks:
         if key not in LEFTOVER_KINDS:
             errors.append(f"expect.leftover_tasks.{key}: expected streams or connections")

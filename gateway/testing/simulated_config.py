@@ -91,3 +91,21 @@ def simulation_notes(config: GatewayConfig) -> list[str]:
                 "clock, not on virtual time"
             )
     return notes
+
+
+def has_access_log(config: GatewayConfig) -> bool:
+    """Whether any listener (or filter chain) of the config writes an access log."""
+    for listener in config.listeners.values():
+        if listener.access_log:
+            return True
+        chains = [*listener.filter_chains, listener.default_filter_chain]
+        for chain in chains:
+            if chain is None:
+                continue
+            for network_filter in chain.filters:
+                if (
+                    isinstance(network_filter, HttpConnectionManagerConfig)
+                    and network_filter.access_log
+                ):
+                    return True
+    return False

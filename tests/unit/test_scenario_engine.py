@@ -124,6 +124,7 @@ def test_retries_and_an_ejection_in_the_timeline():
             "status": {"200": 300},
             "retries": {"total": ">= 3", "max_per_request": 1},
             "ejections": [{"host": "10.1.0.2:80", "between": ["5s", "6s"]}],
+            "ejection_order": ["10.1.0.2:80"],
         },
     }
     result = run(scenario, config)
@@ -298,3 +299,22 @@ def test_http2_upstreams_multiplex_and_misbehave_per_stream():
         "10.1.0.2:80": 1,
     }
     assert all(c.passed for c in check_expectations(result))
+
+
+def test_access_log_lines_are_counted_by_pattern():
+    config = CONFIG.replace(
+        'virtual_hosts = ["api"]',
+        'virtual_hosts = ["api"]\naccess_log = { format = "envoy", path = "-" }',
+    )
+    scenario = {
+        "duration": "2s",
+        "hosts": {"10.1.0.2:80": {"state": "down"}},
+        "clients": [client()],
+        "expect": {"access_log": {'" 502 UF ': 10, '" 200 - ': 10, "PUT ": 0}},
+    }
+    result = run(scenario, config)
+    assert result.access_log_lines is not None and len(result.access_log_lines) == 20
+    assert all(c.passed for c in check_expectations(result)), check_expectations(result)
+    # Without an access log in the config, there is nothing to count: that fails.
+    (check,) = check_expectations(run({**scenario, "expect": {"access_log": {"x": 0}}}))
+    assert (check.passed, check.actual) == (False, "the config has no access log")

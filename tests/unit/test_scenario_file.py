@@ -82,6 +82,8 @@ time = "5s"
 time = "2s"
 [expect.latency]
 p999 = "1s"
+[expect.access_log]
+"(a+" = 1
 """
     )
     with pytest.raises(ConfigError) as caught:
@@ -91,6 +93,8 @@ p999 = "1s"
         "got 'nowhere'",
         'hosts."127.0.0.1:1".at: changes must be in time order, got [5.0, 2.0]',
         "expect.latency.p999: expected p50, p99, p99.9, ..., max or mean",
+        "expect.access_log.\"(a+\": '(a+': missing ): (a+ (RE2 syntax: no backreferences or "
+        "lookaround)",
         "clients: a scenario needs at least one client",
     ]
 
