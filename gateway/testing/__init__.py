@@ -3,7 +3,7 @@ clients in virtual time (docs/testing.md).
 
 - scenario.py: the scenario file's model and loader; bound.py: the expectation language
 - behaviour.py, upstream_host.py, upstream_host_h2.py: simulated hosts (HTTP/1.1, HTTP/2);
-  client.py: simulated clients
+  client.py, client_h2.py: simulated clients (HTTP/1.1, HTTP/2)
 - memory_stream.py, memory_gateway.py, simulated_config.py: the gateway over memory
   streams, built by its own code from the operator's config
 - simulation.py: the above together in one trio run; engine.py: a scenario's run in

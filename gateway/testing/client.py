@@ -1,9 +1,10 @@
-"""Simulated clients: HTTP/1.1 with keep-alive over memory streams to a listener, sending
-a scripted request mix open loop (a rate) or closed loop (a concurrency), each request
-under the client's own deadline.
+"""Simulated clients: HTTP/1.1 with keep-alive, or HTTP/2 (client_h2.py), over memory
+streams to a listener (or TCP, in the agreement test), sending a scripted request mix open
+loop (a rate) or closed loop (a concurrency), each request under the client's own
+deadline.
 
-They parse and write with the gateway's own sans-IO client codec (llhttp), as the
-simulated hosts do with its server codec.
+They parse and write with the gateway's own sans-IO client codecs (llhttp, h2), as the
+simulated hosts do with its server codecs.
 """
 
 import math
@@ -19,6 +20,7 @@ from gateway.io.trio_util import PEER_GONE, receive_or_eof
 from gateway.protocol.codec_h1_client import ClientCodec
 from gateway.protocol.events import NEED_DATA, ConnectionEnded, EndStream, ResponseHeaders
 from gateway.protocol.headers import HeaderMap, RequestHead
+from gateway.testing.client_h2 import H2ClientConnection
 from gateway.testing.scenario import ClientScript, RequestSpec
 from gateway.testing.upstream_host import REQUEST_TAG
 
@@ -111,11 +113,23 @@ class SimulatedClient:
         self._until = min(self._from + duration, end)
         self._outcomes = outcomes
         self._idle: list[ClientConnection] = []
+        #: protocol = "http2": the one connection, made when first needed (again if the
+        #: gateway closed it), its reader a task in `_readers`.
+        self._h2: H2ClientConnection | None = None
+        self._h2_lock = trio.Lock()
+        self._readers: trio.Nursery | None = None
         self.sent = 0
         self._weights = [spec.weight for spec in script.requests]
 
     async def run(self) -> None:
         await trio.sleep_until(self._from)
+        async with trio.open_nursery() as readers:
+            self._readers = readers
+            await self._send_all()
+            if self._h2 is not None:  # done: its reader ends with it
+                self._h2.close()
+
+    async def _send_all(self) -> None:
         async with trio.open_nursery() as nursery:
             if self.script.rate is not None:
                 sent = 0
@@ -136,6 +150,33 @@ class SimulatedClient:
             connection.stream.close_now()
         self._idle.clear()
 
+    async def _exchange_h1(self, spec: RequestSpec, tag: str, deadline: float) -> int | None:
+        connection = self._idle.pop() if self._idle else ClientConnection(await self._connect())
+        try:
+            status = await connection.exchange(spec, tag)
+        except (*PEER_GONE, GatewayError):
+            status = None
+        except trio.Cancelled:
+            if trio.current_time() >= deadline:
+                connection.stream.close_now()  # a client that gives up closes its connection
+            # Else the run ended with the request in flight: its connection stays open, so
+            # the report's leftover tasks show what the gateway is still doing with it.
+            raise
+        if status is not None and connection.codec.reusable:
+            self._idle.append(connection)
+        else:
+            connection.stream.close_now()
+        return status
+
+    async def _exchange_h2(self, spec: RequestSpec, tag: str, deadline: float) -> int | None:
+        async with self._h2_lock:
+            if self._h2 is None or not self._h2.reusable:
+                self._h2 = H2ClientConnection(await self._connect())
+                assert self._readers is not None
+                self._readers.start_soon(self._h2.run, name=f"client {self.script.name} h2")
+            connection = self._h2
+        return await connection.exchange(spec, tag, REQUEST_TAG, deadline)
+
     async def _closed_loop(self) -> None:
         while trio.current_time() < self._until - _EPSILON:
             await self._one_request()
@@ -151,14 +192,13 @@ class SimulatedClient:
         self.sent += 1
         tag = f"{script.name}/{self.sent}"
         sent_at = trio.current_time()
-        connection = self._idle.pop() if self._idle else ClientConnection(await self._connect())
-        status: int | None = None
         deadline = sent_at + script.deadline if script.deadline is not None else math.inf
+        status: int | None = None
         with trio.move_on_at(deadline) as scope:
-            try:
-                status = await connection.exchange(spec, tag)
-            except (*PEER_GONE, GatewayError):
-                status = None
+            if script.protocol == "http2":
+                status = await self._exchange_h2(spec, tag, deadline)
+            else:
+                status = await self._exchange_h1(spec, tag, deadline)
         latency = trio.current_time() - sent_at
         if scope.cancelled_caught:
             result, latency_seen = TIMEOUT, None
@@ -166,10 +206,6 @@ class SimulatedClient:
             result, latency_seen = RESET, None
         else:
             result, latency_seen = str(status), latency
-        if status is not None and not scope.cancelled_caught and connection.codec.reusable:
-            self._idle.append(connection)
-        else:
-            connection.stream.close_now()  # a client that gave up closes its connection
         self._outcomes.append(
             Outcome(script.name, tag, sent_at - self._scenario_start, latency_seen, result)
         )

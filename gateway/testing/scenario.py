@@ -29,6 +29,8 @@ HostState = Literal["up", "down", "hang", "reset"]
 _NO_TIME = Duration(0.0)
 _NO_BYTES = ByteSize(0)
 _ONE_MS = Duration(0.001)
+#: HTTP/2's initial stream window: what a simulated HTTP/2 client sends without waiting.
+_H2_WINDOW = 65535
 
 
 def _one_of(instance: object, names: tuple[str, ...], what: str) -> None:
@@ -113,6 +115,9 @@ class ClientScript:
     name: str = "client"
     #: The listener it connects to; the config's only one if it has one.
     listener: str | None = None
+    #: "http1": keep-alive connections, one request at a time each; "http2" (h2c prior
+    #: knowledge): one connection, every request a stream of it.
+    protocol: Literal["http1", "http2"] = "http1"
     rate: float | None = attrs.field(
         default=None, validator=attrs.validators.optional(attrs.validators.gt(0.0))
     )
@@ -134,6 +139,11 @@ class ClientScript:
         _one_of(self, ("rate", "concurrency"), f"client {self.name}")
         if not self.requests:
             raise ValueError(f"client {self.name}: requests is empty")
+        if self.protocol == "http2" and any(r.body_size > _H2_WINDOW for r in self.requests):
+            raise ValueError(
+                f"client {self.name}: an HTTP/2 client's bodies fit its first window "
+                f"({_H2_WINDOW} bytes)"
+            )
 
 
 @attrs.frozen

@@ -318,3 +318,17 @@ def test_access_log_lines_are_counted_by_pattern():
     # Without an access log in the config, there is nothing to count: that fails.
     (check,) = check_expectations(run({**scenario, "expect": {"access_log": {"x": 0}}}))
     assert (check.passed, check.actual) == (False, "the config has no access log")
+
+
+def test_http2_clients_multiplex_on_one_connection_and_reset_what_they_give_up_on():
+    scenario = {
+        "duration": "10s",
+        "hosts": {"10.1.0.1:80": {"latency": "100ms"}, "10.1.0.2:80": {"state": "hang"}},
+        "clients": [client(deadline="1s", protocol="http2")],
+        "expect": {"leftover_tasks": {"streams": 0, "connections": 0}},
+    }
+    result = run(scenario)
+    assert statuses(result) == {"200": 50, "timeout": 50}
+    assert result.stats["http.edge.downstream_cx_http2_total"] == 1
+    # Each stream the client reset (its deadline) ended the gateway's stream too.
+    assert all(c.passed for c in check_expectations(result))

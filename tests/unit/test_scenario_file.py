@@ -99,6 +99,20 @@ p999 = "1s"
     ]
 
 
+def test_an_http2_clients_bodies_fit_its_first_window(tmp_path):
+    path = tmp_path / "s.toml"
+    path.write_text(
+        'duration = "1s"\n[[clients]]\nrate = 1\nprotocol = "http2"\n'
+        '[[clients.requests]]\nbody_size = "64KiB"\n'
+    )
+    with pytest.raises(ConfigError) as caught:
+        load_scenario(path)
+    assert caught.value.errors == [
+        f"{path}: clients[0]: client client: an HTTP/2 client's bodies fit its first window "
+        "(65535 bytes)"
+    ]
+
+
 @pytest.mark.parametrize(
     ("text", "inside", "outside"),
     [
