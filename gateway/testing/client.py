@@ -49,7 +49,7 @@ class Outcome:
     #: response).
     sent_at: float
     latency: float | None
-    #: The status ("200"), TIMEOUT or RESET.
+    #: The status ("200"), a gRPC call's grpc-status ("grpc-14"), TIMEOUT or RESET.
     result: str
 
 
@@ -150,7 +150,7 @@ class SimulatedClient:
             connection.stream.close_now()
         self._idle.clear()
 
-    async def _exchange_h1(self, spec: RequestSpec, tag: str, deadline: float) -> int | None:
+    async def _exchange_h1(self, spec: RequestSpec, tag: str, deadline: float) -> str | None:
         connection = self._idle.pop() if self._idle else ClientConnection(await self._connect())
         try:
             status = await connection.exchange(spec, tag)
@@ -166,9 +166,9 @@ class SimulatedClient:
             self._idle.append(connection)
         else:
             connection.stream.close_now()
-        return status
+        return str(status) if status is not None else None
 
-    async def _exchange_h2(self, spec: RequestSpec, tag: str, deadline: float) -> int | None:
+    async def _exchange_h2(self, spec: RequestSpec, tag: str, deadline: float) -> str | None:
         async with self._h2_lock:
             if self._h2 is None or not self._h2.reusable:
                 self._h2 = H2ClientConnection(await self._connect())
@@ -193,19 +193,19 @@ class SimulatedClient:
         tag = f"{script.name}/{self.sent}"
         sent_at = trio.current_time()
         deadline = sent_at + script.deadline if script.deadline is not None else math.inf
-        status: int | None = None
+        outcome: str | None = None
         with trio.move_on_at(deadline) as scope:
             if script.protocol == "http2":
-                status = await self._exchange_h2(spec, tag, deadline)
+                outcome = await self._exchange_h2(spec, tag, deadline)
             else:
-                status = await self._exchange_h1(spec, tag, deadline)
+                outcome = await self._exchange_h1(spec, tag, deadline)
         latency = trio.current_time() - sent_at
         if scope.cancelled_caught:
             result, latency_seen = TIMEOUT, None
-        elif status is None:
+        elif outcome is None:
             result, latency_seen = RESET, None
         else:
-            result, latency_seen = str(status), latency
+            result, latency_seen = outcome, latency
         self._outcomes.append(
             Outcome(script.name, tag, sent_at - self._scenario_start, latency_seen, result)
         )

@@ -8,6 +8,7 @@ import trio
 from gateway.config.model import Http2ProtocolOptions
 from gateway.io.byte_stream import ByteStream
 from gateway.io.trio_util import PEER_GONE, receive_or_eof
+from gateway.protocol import grpc
 from gateway.protocol.codec_h2 import H2Codec, H2ConnectionError, StreamGone
 from gateway.protocol.events import Data, EndStream, GoAway, ResponseHeaders, StreamReset
 from gateway.protocol.headers import HeaderMap, RequestHead
@@ -20,6 +21,8 @@ _CANCEL = 8
 @attrs.define(eq=False)
 class _Pending:
     status: int | None = None
+    #: A gRPC call's grpc-status, from its trailers (or a trailers-only response's head).
+    grpc_status: str | None = None
     done: trio.Event = attrs.Factory(trio.Event)
 
 
@@ -61,11 +64,15 @@ class H2ClientConnection:
         if isinstance(event, ResponseHeaders) and event.head.status >= 200:
             if (pending := self._pending.get(event.stream_id)) is not None:
                 pending.status = event.head.status
+                pending.grpc_status = event.head.headers.get("grpc-status")
             if event.end_stream:
                 self._end(event.stream_id)
         elif isinstance(event, Data):
             self.codec.acknowledge(event.stream_id, len(event.data))
         elif isinstance(event, EndStream):
+            pending = self._pending.get(event.stream_id)
+            if pending is not None and event.trailers is not None:
+                pending.grpc_status = event.trailers.get("grpc-status") or pending.grpc_status
             self._end(event.stream_id)
         elif isinstance(event, StreamReset):
             if (pending := self._pending.pop(event.stream_id, None)) is not None:
@@ -85,20 +92,26 @@ class H2ClientConnection:
 
     async def exchange(
         self, spec: RequestSpec, tag: str, tag_header: str, deadline: float
-    ) -> int | None:
-        """One request on its own stream; its status, or None if the stream was reset or
-        the connection ended first. Cancelled at its `deadline`, it resets the stream, as
+    ) -> str | None:
+        """One request on its own stream; its status ("200"), or for a gRPC call its
+        grpc-status ("grpc-0"), or None if the stream was reset or the connection ended
+        first. Cancelled at its `deadline`, it resets the stream, as
         a client that gives up does (cancelled before, by the run's end, it leaves it)."""
         stream_id = self.codec.next_stream_id()
         pending = self._pending[stream_id] = _Pending()
         headers = HeaderMap([(tag_header, tag), *spec.headers.items()])
-        if spec.body_size:
-            headers.set("content-length", str(spec.body_size))
-        head = RequestHead(spec.method, spec.path, spec.authority, "http", headers, "2")
+        method, body = spec.method, b"x" * spec.body_size
+        if spec.grpc:
+            method, body = "POST", grpc.frame(body)
+            headers.set("content-type", "application/grpc")
+            headers.set("te", "trailers")
+        if body:
+            headers.set("content-length", str(len(body)))
+        head = RequestHead(method, spec.path, spec.authority, "http", headers, "2")
         try:
-            self.codec.send_request_head(stream_id, head, end_stream=not spec.body_size)
-            if spec.body_size:  # within the initial window: a scenario's bodies are small
-                self.codec.send_data(stream_id, memoryview(b"x" * spec.body_size), end_stream=True)
+            self.codec.send_request_head(stream_id, head, end_stream=not body)
+            if body:  # within the initial window: a scenario's bodies are small
+                self.codec.send_data(stream_id, memoryview(body), end_stream=True)
             await self.flush()
             await pending.done.wait()
         except StreamGone:
@@ -114,4 +127,10 @@ class H2ClientConnection:
                 except PEER_GONE:
                     pass
             raise
-        return pending.status
+        if pending.status is None:
+            return None
+        if not spec.grpc:
+            return str(pending.status)
+        # No grpc-status: a gRPC client reads the HTTP status, as the gRPC spec says.
+        code = pending.grpc_status or str(int(grpc.status_for_http(pending.status)))
+        return f"grpc-{code}"

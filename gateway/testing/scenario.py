@@ -103,6 +103,9 @@ class RequestSpec:
     headers: dict[str, str] = attrs.Factory(dict)
     body_size: ByteSize = _NO_BYTES
     weight: float = attrs.field(default=1.0, validator=attrs.validators.gt(0.0))
+    #: A unary gRPC call (POST, application/grpc, one message of body_size): its outcome
+    #: is its grpc-status ("grpc-0", "grpc-14"). HTTP/2 clients only.
+    grpc: bool = False
 
 
 @attrs.frozen
@@ -139,6 +142,8 @@ class ClientScript:
         _one_of(self, ("rate", "concurrency"), f"client {self.name}")
         if not self.requests:
             raise ValueError(f"client {self.name}: requests is empty")
+        if self.protocol != "http2" and any(r.grpc for r in self.requests):
+            raise ValueError(f'client {self.name}: gRPC calls need protocol = "http2"')
         if self.protocol == "http2" and any(r.body_size > _H2_WINDOW for r in self.requests):
             raise ValueError(
                 f"client {self.name}: an HTTP/2 client's bodies fit its first window "

@@ -13,6 +13,7 @@ import trio
 from gateway.config.model import Http2ProtocolOptions
 from gateway.io.byte_stream import ByteStream
 from gateway.io.trio_util import receive_or_eof
+from gateway.protocol import grpc
 from gateway.protocol.codec_h2 import H2Codec, H2ConnectionError, StreamGone
 from gateway.protocol.events import (
     Data,
@@ -41,10 +42,11 @@ class _Connection:
             if data := self.codec.data_to_send():
                 await self.stream.send_all(data)
 
-    async def send_body(self, stream_id: int, size: int) -> None:
-        body = memoryview(b"x" * size)
+    async def send_body(self, stream_id: int, data: bytes, *, end_stream: bool) -> None:
+        """Sends `data` as the windows let it go; StreamGone if the gateway reset it."""
+        body = memoryview(data)
         while True:
-            taken = self.codec.send_data(stream_id, body, end_stream=True)
+            taken = self.codec.send_data(stream_id, body, end_stream=end_stream)
             body = body[taken:]
             await self.flush()
             if not body:
@@ -118,6 +120,10 @@ async def _answer(
     if answer.delay:
         await trio.sleep(answer.delay)
     codec = connection.codec
+    if grpc.is_grpc_request(head):
+        if await _answer_grpc(connection, stream_id, answer):
+            served(answer.status)
+        return
     response = ResponseHead(answer.status, HeaderMap([("content-length", str(answer.body_size))]))
     try:
         if answer.state == "reset":
@@ -128,9 +134,33 @@ async def _answer(
             return
         codec.send_response_head(stream_id, response, end_stream=not answer.body_size)
         if answer.body_size:
-            await connection.send_body(stream_id, answer.body_size)
+            await connection.send_body(stream_id, b"x" * answer.body_size, end_stream=True)
         else:
             await connection.flush()
     except StreamGone:
         return  # the gateway reset the stream (its timeout, or its client left)
     served(answer.status)
+
+
+async def _answer_grpc(connection: _Connection, stream_id: int, answer: Answer) -> bool:
+    """A gRPC server's answer: HTTP 200, one message, and the script's status as the
+    gRPC status it maps to (503: UNAVAILABLE, 504: DEADLINE_EXCEEDED, ...) in trailers;
+    a "reset" host resets the stream after the message's first half. True if it was
+    answered whole."""
+    codec = connection.codec
+    message = grpc.frame(b"x" * answer.body_size)
+    head = ResponseHead(200, HeaderMap([("content-type", "application/grpc")]))
+    try:
+        codec.send_response_head(stream_id, head, end_stream=False)
+        if answer.state == "reset":
+            await connection.send_body(stream_id, message[: len(message) // 2], end_stream=False)
+            codec.reset(stream_id, _INTERNAL_ERROR)
+            await connection.flush()
+            return False
+        await connection.send_body(stream_id, message, end_stream=False)
+        status = int(grpc.status_for_http(answer.status))
+        codec.send_trailers(stream_id, HeaderMap([("grpc-status", str(status))]))
+        await connection.flush()
+    except StreamGone:
+        return False
+    return True

@@ -332,3 +332,21 @@ def test_http2_clients_multiplex_on_one_connection_and_reset_what_they_give_up_o
     assert result.stats["http.edge.downstream_cx_http2_total"] == 1
     # Each stream the client reset (its deadline) ended the gateway's stream too.
     assert all(c.passed for c in check_expectations(result))
+
+
+def test_grpc_calls_end_with_the_grpc_status_their_host_maps_to():
+    config = CONFIG.replace('connect_timeout = "1s"', 'connect_timeout = "1s"\nprotocol = "http2"')
+    scenario = {
+        "duration": "10s",
+        "hosts": {"10.1.0.2:80": {"at": [{"time": "5s", "status": 503}]}},
+        "clients": [
+            {
+                "rate": 10,
+                "protocol": "http2",
+                "requests": [{"path": "/pkg.Service/Call", "grpc": True, "body_size": 10}],
+            }
+        ],
+        "expect": {"status": {"grpc-0": 75, "grpc-14": 25}},  # 503: UNAVAILABLE
+    }
+    result = run(scenario, config)
+    assert all(c.passed for c in check_expectations(result)), check_expectations(result)

@@ -99,6 +99,16 @@ p999 = "1s"
     ]
 
 
+def test_grpc_calls_need_an_http2_client(tmp_path):
+    path = tmp_path / "s.toml"
+    path.write_text('duration = "1s"\n[[clients]]\nrate = 1\n[[clients.requests]]\ngrpc = true\n')
+    with pytest.raises(ConfigError) as caught:
+        load_scenario(path)
+    assert caught.value.errors == [
+        f'{path}: clients[0]: client client: gRPC calls need protocol = "http2"'
+    ]
+
+
 def test_an_http2_clients_bodies_fit_its_first_window(tmp_path):
     path = tmp_path / "s.toml"
     path.write_text(
