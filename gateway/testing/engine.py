@@ -134,7 +134,7 @@ async def _run(config: GatewayConfig, scenario: Scenario, access_log: str | None
         clients = [
             SimulatedClient(
                 script,
-                functools.partial(simulation.connect, script.listener),
+                functools.partial(simulation.connect, script.listener, script.server_name),
                 random.Random(f"{scenario.seed}/client/{script.name}"),
                 start,
                 start + scenario.duration,

@@ -121,6 +121,9 @@ class ClientScript:
     #: "http1": keep-alive connections, one request at a time each; "http2" (h2c prior
     #: knowledge): one connection, every request a stream of it.
     protocol: Literal["http1", "http2"] = "http1"
+    #: The SNI its connections would offer: chooses a listener's filter chain by
+    #: server_names (TLS itself is not simulated).
+    server_name: str | None = None
     rate: float | None = attrs.field(
         default=None, validator=attrs.validators.optional(attrs.validators.gt(0.0))
     )

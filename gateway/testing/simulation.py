@@ -71,10 +71,13 @@ class Simulation:
             nodes += node.get("children", [])
         return found
 
-    async def connect(self, listener: str | None = None) -> ByteStream:
-        """A client connection to `listener` (the only one, if None)."""
+    async def connect(
+        self, listener: str | None = None, server_name: str | None = None
+    ) -> ByteStream:
+        """A client connection to `listener` (the only one, if None), which chooses its
+        filter chain as if the client's ClientHello offered `server_name`."""
         await trio.lowlevel.checkpoint()
-        return self.gateway.connect(listener)
+        return self.gateway.connect(listener, server_name=server_name)
 
     async def request(
         self,

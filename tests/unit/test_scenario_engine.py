@@ -350,3 +350,39 @@ def test_grpc_calls_end_with_the_grpc_status_their_host_maps_to():
     }
     result = run(scenario, config)
     assert all(c.passed for c in check_expectations(result)), check_expectations(result)
+
+
+def test_a_clients_server_name_chooses_the_filter_chain():
+    config = """
+[listeners.edge]
+address = "127.0.0.1:10000"
+
+[[listeners.edge.filter_chains]]
+filter_chain_match = { server_names = ["api.example.com"] }
+filters = [{ type = "http_connection_manager", virtual_hosts = ["api"], stat_prefix = "api" }]
+
+[listeners.edge.default_filter_chain]
+filters = [{ type = "http_connection_manager", virtual_hosts = ["other"], stat_prefix = "other" }]
+
+[virtual_hosts.api]
+domains = ["*"]
+routes = [{ match = { prefix = "/" }, cluster = "api" }]
+
+[virtual_hosts.other]
+domains = ["*"]
+routes = [{ match = { prefix = "/" }, direct_response = { status = 421 } }]
+
+[clusters.api]
+endpoints = ["10.1.0.1:80"]
+"""
+    scenario = {
+        "duration": "1s",
+        "clients": [
+            {"name": "sni", "rate": 10, "server_name": "api.example.com"},
+            {"name": "plain", "rate": 10},
+        ],
+    }
+    result = run(scenario, config)
+    by_client = collections.Counter((o.client, o.result) for o in result.outcomes)
+    assert by_client == {("sni", "200"): 10, ("plain", "421"): 10}
+    assert result.notes == []
