@@ -1,13 +1,14 @@
 """`gateway test CONFIG SCENARIO...`: each scenario run against the config, its report on
 standard output; the exit status says whether every expectation held."""
 
+import json
 import sys
 
 from gateway.config.model import GatewayConfig
 from gateway.errors import ConfigError
 from gateway.testing.engine import run_scenario
 from gateway.testing.expectations import check_expectations
-from gateway.testing.report import render_report
+from gateway.testing.report import render_report, report_data
 from gateway.testing.scenario import load_scenario
 
 
@@ -17,10 +18,13 @@ def run_test_command(
     *,
     access_log: str | None = None,
     all_stats: bool = False,
+    as_json: bool = False,
 ) -> int:
     """Runs every scenario (one that does not load, or does not fit the config, fails);
-    0 if all passed, 1 if not."""
+    0 if all passed, 1 if not. With `as_json`, standard output is one JSON list of the
+    scenarios' reports (`report_data`)."""
     failed = []
+    reports = []
     for path in scenario_paths:
         try:
             scenario = load_scenario(path)
@@ -32,9 +36,14 @@ def run_test_command(
             failed.append(path)
             continue
         checks = check_expectations(result)
-        print(render_report(result, checks, all_stats=all_stats), end="", flush=True)
+        if as_json:
+            reports.append(report_data(result, checks))
+        else:
+            print(render_report(result, checks, all_stats=all_stats), end="", flush=True)
         if not all(check.passed for check in checks):
             failed.append(path)
-    if len(scenario_paths) > 1:
+    if as_json:
+        print(json.dumps(reports, indent=1))
+    elif len(scenario_paths) > 1:
         print(f"{len(scenario_paths) - len(failed)} of {len(scenario_paths)} scenarios passed")
     return 1 if failed else 0

@@ -1,10 +1,13 @@
 """The text report of a scenario run: summary, hosts, timeline, expectations, stats."""
 
 from collections import Counter
+from typing import Any
+
+import attrs
 
 from gateway.observability.tasktree import render_text
 from gateway.testing.engine import ScenarioResult
-from gateway.testing.expectations import Check
+from gateway.testing.expectations import Check, percentile
 from gateway.testing.timeline import Event
 
 #: Timeline lines and leftover tasks shown; the rest are counted ("... N more").
@@ -104,3 +107,41 @@ def render_report(result: ScenarioResult, checks: list[Check], *, all_stats: boo
     passed = all(c.passed for c in checks)
     lines.append(f"{'PASSED' if passed else 'FAILED'}: {scenario.source}")
     return "\n".join(lines) + "\n"
+
+
+def report_data(result: ScenarioResult, checks: list[Check]) -> dict[str, Any]:
+    """The report as plain data (`gateway test --json`): the same parts, unabridged, with
+    times in seconds."""
+    scenario = result.scenario
+    latencies = sorted(o.latency for o in result.outcomes if o.latency is not None)
+    return {
+        "scenario": scenario.source,
+        "description": scenario.description,
+        "seed": scenario.seed,
+        "passed": all(c.passed for c in checks),
+        "virtual_seconds": result.virtual_seconds,
+        "wall_seconds": result.wall_seconds,
+        "notes": result.notes,
+        "outcomes": dict(sorted(Counter(o.result for o in result.outcomes).items())),
+        "unfinished": result.unfinished,
+        "latency": {
+            key: percentile(latencies, q) for key, q in (("p50", 50), ("p99", 99), ("max", 100))
+        }
+        if latencies
+        else {},
+        "hosts": {
+            address: {
+                "connections": record.connections,
+                "refused": record.refused,
+                "served": {str(status): n for status, n in sorted(record.served.items())},
+                "cut": record.cut,
+            }
+            for address, record in result.hosts.items()
+        },
+        "timeline": [attrs.asdict(e) for e in sorted(result.events, key=lambda e: e.time)],
+        "leftover_tasks": result.leftover_tasks,
+        "stats": dict(sorted(result.stats.items())),
+        "expectations": [
+            {"expectation": c.expectation, "actual": c.actual, "passed": c.passed} for c in checks
+        ],
+    }

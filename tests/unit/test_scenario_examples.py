@@ -1,6 +1,7 @@
 """The shipped example scenarios pass against the configs they were written for, through
 the `gateway test` command; its exit status and report."""
 
+import json
 from pathlib import Path
 
 import pytest
@@ -55,3 +56,15 @@ def test_a_scenario_that_does_not_load_exits_1_naming_its_errors(tmp_path, capsy
     assert gateway_test(ROOT / "gateway.toml", scenario) == 1
     err = capsys.readouterr().err
     assert err == f"{scenario}: 1 error(s):\n  {scenario}: clients: expected a list, got 3\n"
+
+
+def test_json_reports_for_ci(capsys):
+    scenario = EXAMPLES / "dead_host.toml"
+    assert gateway_test("--json", ROOT / "gateway.toml", scenario) == 0
+    (report,) = json.loads(capsys.readouterr().out)
+    assert report["passed"] is True
+    assert report["outcomes"] == {"200": 2500, "502": 500}
+    refused = report["hosts"]["127.0.0.1:8081"]["refused"]
+    assert refused in (499, 500)  # one of the 500 may meet a connection cut at t=20s
+    assert report["stats"]["cluster.api.upstream_cx_connect_fail"] == refused
+    assert {e["passed"] for e in report["expectations"]} == {True}
