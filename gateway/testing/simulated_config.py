@@ -24,8 +24,9 @@ def simulated_config(config: GatewayConfig, access_log: str | None = None) -> Ga
 
     - DNS clusters become static: each endpoint's name is one simulated host (no DNS is
       asked; a strict_dns name that resolves to several addresses is one host here).
-    - Upstream TLS is dropped: a simulated host speaks cleartext (TLS's cost is not
-      simulated; the listener's TLS is skipped the same way, see memory_gateway).
+    - TLS is dropped, upstream and on the listeners' chains: simulated hosts and clients
+      speak cleartext (TLS's cost is not simulated; the files were checked when the
+      config loaded).
     - Access logs go to `access_log` (a path), or nowhere: a scenario's hundred thousand
       lines on standard output would bury its report.
     - Admin, tracing, stats sinks, xDS and workers are not started (the engine builds only
@@ -43,7 +44,7 @@ def simulated_config(config: GatewayConfig, access_log: str | None = None) -> Ga
         for name, cluster in config.clusters.items()
     }
     path = access_log or os.devnull
-    listeners = {name: _redirect_logs(lst, path) for name, lst in config.listeners.items()}
+    listeners = {name: _simulated_listener(lst, path) for name, lst in config.listeners.items()}
     return attrs.evolve(config, clusters=clusters, listeners=listeners)
 
 
@@ -51,23 +52,23 @@ def _logs(logs: list[AccessLog], path: str) -> list[AccessLog]:
     return [attrs.evolve(log, path=path) for log in logs]
 
 
-def _redirect_chain(chain: FilterChain, path: str) -> FilterChain:
+def _simulated_chain(chain: FilterChain, path: str) -> FilterChain:
     filters = [
         attrs.evolve(f, access_log=_logs(f.access_log, path))
         if isinstance(f, HttpConnectionManagerConfig)
         else f
         for f in chain.filters
     ]
-    return attrs.evolve(chain, filters=filters)
+    return attrs.evolve(chain, filters=filters, tls=None)
 
 
-def _redirect_logs(listener: Listener, path: str) -> Listener:
+def _simulated_listener(listener: Listener, path: str) -> Listener:
     default = listener.default_filter_chain
     return attrs.evolve(
         listener,
         access_log=_logs(listener.access_log, path),
-        filter_chains=[_redirect_chain(c, path) for c in listener.filter_chains],
-        default_filter_chain=_redirect_chain(default, path) if default is not None else None,
+        filter_chains=[_simulated_chain(c, path) for c in listener.filter_chains],
+        default_filter_chain=_simulated_chain(default, path) if default is not None else None,
     )
 
 
