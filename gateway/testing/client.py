@@ -21,7 +21,7 @@ from gateway.protocol.codec_h1_client import ClientCodec
 from gateway.protocol.events import NEED_DATA, ConnectionEnded, EndStream, ResponseHeaders
 from gateway.protocol.headers import HeaderMap, RequestHead
 from gateway.testing.client_h2 import H2ClientConnection
-from gateway.testing.scenario import ClientScript, RequestSpec
+from gateway.testing.scenario import ClientScript, RequestSpec, WebSocketSession
 from gateway.testing.upstream_host import REQUEST_TAG
 
 #: Outcomes that are not a status: the client's deadline passed; the connection closed
@@ -64,6 +64,8 @@ class ClientConnection:
     async def exchange(self, spec: RequestSpec, tag: str) -> int | None:
         """Sends the request, reads the whole response; its status, or None if the
         connection ended first."""
+        if spec.websocket is not None:
+            return await self._websocket(spec, tag, spec.websocket)
         codec = self.codec
         if self.exchanges:
             codec.start_next_cycle()
@@ -88,6 +90,56 @@ class ClientConnection:
                 return status
             elif isinstance(event, ConnectionEnded):
                 return None
+
+    async def _websocket(
+        self, spec: RequestSpec, tag: str, session: WebSocketSession
+    ) -> int | None:
+        """An upgrade, then `session`'s messages, each echoed back whole: 101 if they all
+        came back, None if the tunnel broke first, or the status of a refused upgrade.
+        The connection is not reused after."""
+        codec = self.codec
+        if self.exchanges:
+            codec.start_next_cycle()
+        self.exchanges += 1
+        headers = HeaderMap(
+            [
+                ("host", spec.authority),
+                (REQUEST_TAG, tag),
+                ("connection", "upgrade"),
+                ("upgrade", "websocket"),
+                ("sec-websocket-version", "13"),
+                ("sec-websocket-key", "c2NlbmFyaW8ta2V5LTAwMQ=="),
+                *spec.headers.items(),
+            ]
+        )
+        head = RequestHead("GET", spec.path, spec.authority, "http", headers)
+        await self.stream.send_all(codec.send_request_head(head) + codec.send_end())
+        status = None
+        while status is None:
+            event = codec.next_event()
+            if event is NEED_DATA:
+                data = await receive_or_eof(self.stream)
+                if not data:
+                    return None
+                codec.receive_data(data)
+            elif isinstance(event, ResponseHeaders) and event.head.status >= 101:
+                status = event.head.status
+            elif isinstance(event, ConnectionEnded):
+                return None
+        if status != 101:
+            return status
+        received = len(codec.take_trailing_data())
+        message = b"x" * session.size
+        for sent in range(session.messages):
+            if sent:
+                await trio.sleep(session.interval)
+            await self.stream.send_all(message)
+            while received < (sent + 1) * session.size:
+                data = await receive_or_eof(self.stream)
+                if not data:
+                    return None
+                received += len(data)
+        return 101
 
 
 class SimulatedClient:

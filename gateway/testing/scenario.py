@@ -29,6 +29,8 @@ HostState = Literal["up", "down", "hang", "reset"]
 _NO_TIME = Duration(0.0)
 _NO_BYTES = ByteSize(0)
 _ONE_MS = Duration(0.001)
+_ONE_SECOND = Duration(1.0)
+_SMALL_MESSAGE = ByteSize(32)
 #: HTTP/2's initial stream window: what a simulated HTTP/2 client sends without waiting.
 _H2_WINDOW = 65535
 
@@ -94,6 +96,17 @@ class HostScript:
 
 
 @attrs.frozen
+class WebSocketSession:
+    """`websocket = { messages = 10, interval = "1s", size = 32 }`: after the upgrade, the
+    client sends `messages` messages of `size` bytes, `interval` apart, each to be echoed
+    back whole by the host through the gateway's tunnel."""
+
+    messages: int = attrs.field(default=1, validator=attrs.validators.ge(1))
+    interval: Duration = _ONE_SECOND
+    size: ByteSize = _SMALL_MESSAGE
+
+
+@attrs.frozen
 class RequestSpec:
     """`[[clients.requests]]`: one kind of request in a client's mix, picked by weight."""
 
@@ -106,6 +119,10 @@ class RequestSpec:
     #: A unary gRPC call (POST, application/grpc, one message of body_size): its outcome
     #: is its grpc-status ("grpc-0", "grpc-14"). HTTP/2 clients only.
     grpc: bool = False
+    #: A WebSocket session (an HTTP/1.1 upgrade, then echoed messages): its outcome is
+    #: "101" if every message came back, "reset" if the tunnel broke, or the status of
+    #: a refused upgrade. HTTP/1.1 clients only.
+    websocket: WebSocketSession | None = None
 
 
 @attrs.frozen
@@ -145,6 +162,8 @@ class ClientScript:
         _one_of(self, ("rate", "concurrency"), f"client {self.name}")
         if not self.requests:
             raise ValueError(f"client {self.name}: requests is empty")
+        if self.protocol != "http1" and any(r.websocket for r in self.requests):
+            raise ValueError(f'client {self.name}: WebSocket sessions need protocol = "http1"')
         if self.protocol != "http2" and any(r.grpc for r in self.requests):
             raise ValueError(f'client {self.name}: gRPC calls need protocol = "http2"')
         if self.protocol == "http2" and any(r.body_size > _H2_WINDOW for r in self.requests):

@@ -135,6 +135,14 @@ class SimulatedHost:
             return Answer("reset", delay, status, behaviour.body_size or _RESET_BODY_SIZE)
         return Answer("up", delay, status, behaviour.body_size)
 
+    async def _echo_websocket(self, stream: ByteStream, codec: ServerCodec) -> None:
+        """Accepts the upgrade (101), then echoes every byte until the gateway closes."""
+        switch = ResponseHead(101, HeaderMap([("upgrade", "websocket"), ("connection", "upgrade")]))
+        await stream.send_all(codec.send_switching_protocols(switch) + codec.take_trailing_data())
+        self.served(101)
+        while data := await receive_or_eof(stream):
+            await stream.send_all(data)
+
     def served(self, status: int) -> None:
         self.record.served[status] = self.record.served.get(status, 0) + 1
 
@@ -159,6 +167,9 @@ class SimulatedHost:
             return False
         if answer.delay:
             await trio.sleep(answer.delay)
+        if request.head.upgrade == "websocket" and answer.state == "up":
+            await self._echo_websocket(stream, codec)
+            return False
         head = ResponseHead(answer.status, HeaderMap([("content-length", str(answer.body_size))]))
         data = codec.send_response_head(head, request_method=request.head.method)
         if answer.state == "reset":

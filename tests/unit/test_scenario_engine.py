@@ -386,3 +386,24 @@ endpoints = ["10.1.0.1:80"]
     by_client = collections.Counter((o.client, o.result) for o in result.outcomes)
     assert by_client == {("sni", "200"): 10, ("plain", "421"): 10}
     assert result.notes == []
+
+
+def test_websocket_sessions_are_tunnelled_and_cut_when_their_host_goes_down():
+    config = CONFIG.replace(
+        '[[virtual_hosts.api.routes]]\nmatch = { prefix = "/retry/" }',
+        '[[virtual_hosts.api.routes]]\nmatch = { path = "/ws" }\ncluster = "api"\n'
+        'upgrade = ["websocket"]\n\n[[virtual_hosts.api.routes]]\nmatch = { prefix = "/retry/" }',
+    )
+    session = {"messages": 5, "interval": "1s", "size": 100}
+    scenario = {
+        "duration": "10s",
+        "hosts": {"10.1.0.2:80": {"at": [{"time": "5s", "state": "down"}]}},
+        "clients": [client(rate=2, requests=[{"path": "/ws", "websocket": session}])],
+        "expect": {"leftover_tasks": {"streams": 0, "connections": 0}},
+    }
+    result = run(scenario, config)
+    # Sessions take 4 s: those on 10.1.0.2 that had not ended by 5 s are cut there; it
+    # refuses the rest. The other host's all come back whole.
+    assert statuses(result) == {"101": 11, "reset": 4, "502": 5}
+    assert result.hosts["10.1.0.1:80"].served == {101: 10}
+    assert all(c.passed for c in check_expectations(result))
