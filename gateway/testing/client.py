@@ -66,11 +66,8 @@ class ClientConnection:
         connection ended first."""
         if spec.websocket is not None:
             return await self._websocket(spec, tag, spec.websocket)
-        codec = self.codec
-        if self.exchanges:
-            codec.start_next_cycle()
-        self.exchanges += 1
-        headers = HeaderMap([("host", spec.authority), (REQUEST_TAG, tag), *spec.headers.items()])
+        codec = self._next_exchange()
+        headers = _headers(spec, tag)
         if spec.body_size:
             headers.set("content-length", str(spec.body_size))
         head = RequestHead(spec.method, spec.path, spec.authority, "http", headers)
@@ -97,21 +94,8 @@ class ClientConnection:
         """An upgrade, then `session`'s messages, each echoed back whole: 101 if they all
         came back, None if the tunnel broke first, or the status of a refused upgrade.
         The connection is not reused after."""
-        codec = self.codec
-        if self.exchanges:
-            codec.start_next_cycle()
-        self.exchanges += 1
-        headers = HeaderMap(
-            [
-                ("host", spec.authority),
-                (REQUEST_TAG, tag),
-                ("connection", "upgrade"),
-                ("upgrade", "websocket"),
-                ("sec-websocket-version", "13"),
-                ("sec-websocket-key", "c2NlbmFyaW8ta2V5LTAwMQ=="),
-                *spec.headers.items(),
-            ]
-        )
+        codec = self._next_exchange()
+        headers = _headers(spec, tag, _UPGRADE)
         head = RequestHead("GET", spec.path, spec.authority, "http", headers)
         await self.stream.send_all(codec.send_request_head(head) + codec.send_end())
         status = None
@@ -140,6 +124,25 @@ class ClientConnection:
                     return None
                 received += len(data)
         return 101
+
+    def _next_exchange(self) -> ClientCodec:
+        if self.exchanges:
+            self.codec.start_next_cycle()
+        self.exchanges += 1
+        return self.codec
+
+
+#: What a WebSocket client's upgrade request adds (RFC 6455 4.1; any key will do).
+_UPGRADE = (
+    ("connection", "upgrade"),
+    ("upgrade", "websocket"),
+    ("sec-websocket-version", "13"),
+    ("sec-websocket-key", "c2NlbmFyaW8ta2V5LTAwMQ=="),
+)
+
+
+def _headers(spec: RequestSpec, tag: str, extra: tuple[tuple[str, str], ...] = ()) -> HeaderMap:
+    return HeaderMap([("host", spec.authority), (REQUEST_TAG, tag), *extra, *spec.headers.items()])
 
 
 class SimulatedClient:
