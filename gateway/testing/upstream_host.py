@@ -1,10 +1,11 @@
-"""A simulated upstream host: an HTTP/1.1 server at a cluster endpoint's address, doing
-what its script says at each moment (answering after a latency, refusing connections,
-hanging, resetting mid-body, going down and coming back).
+"""A simulated upstream host: a server at a cluster endpoint's address, HTTP/1.1 (with
+WebSocket upgrades, echoed) or HTTP/2 (upstream_host_h2.py), doing what its script says
+at each moment (answering after a latency, refusing connections, hanging, resetting
+mid-body, going down and coming back).
 
-It parses and writes with the gateway's own sans-IO codec (llhttp), which is what makes a
-long scenario affordable; the gateway on the other side does not know it is talking to
-itself, and nothing here changes how it behaves.
+It parses and writes with the gateway's own sans-IO codecs (llhttp, h2), which is what
+makes a long scenario affordable; the gateway on the other side does not know it is
+talking to itself, and nothing here changes how it behaves.
 """
 
 import random
