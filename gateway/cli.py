@@ -127,6 +127,7 @@ def build_parser() -> argparse.ArgumentParser:
     p_test.add_argument("--access-log", help="write the listeners' access logs to this file")
     p_test.add_argument("--all-stats", action="store_true", help="print zero stats too")
     p_test.add_argument("--json", action="store_true", help="print the reports as JSON")
+    p_test.add_argument("--seed", type=int, help="run every scenario with this seed instead")
     p_tasks = sub.add_parser("tasks", help="print a running gateway's live task tree")
     p_tasks.add_argument("--admin", default="127.0.0.1:9901", help="admin address host:port")
     p_tasks.add_argument("--follow", action="store_true", help="keep refreshing the tree")
@@ -204,6 +205,7 @@ def main(argv: list[str] | None = None) -> None:
             access_log=args.access_log,
             all_stats=args.all_stats,
             as_json=args.json,
+            seed=args.seed,
         )
         raise SystemExit(status)
     elif args.command == "tasks":

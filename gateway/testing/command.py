@@ -4,6 +4,8 @@ standard output; the exit status says whether every expectation held."""
 import json
 import sys
 
+import attrs
+
 from gateway.config.model import GatewayConfig
 from gateway.errors import ConfigError
 from gateway.testing.engine import run_scenario
@@ -19,15 +21,18 @@ def run_test_command(
     access_log: str | None = None,
     all_stats: bool = False,
     as_json: bool = False,
+    seed: int | None = None,
 ) -> int:
     """Runs every scenario (one that does not load, or does not fit the config, fails);
     0 if all passed, 1 if not. With `as_json`, standard output is one JSON list of the
-    scenarios' reports (`report_data`)."""
+    scenarios' reports (`report_data`). `seed` replaces every scenario's own."""
     failed = []
     reports = []
     for path in scenario_paths:
         try:
             scenario = load_scenario(path)
+            if seed is not None:
+                scenario = attrs.evolve(scenario, seed=seed)
             result = run_scenario(config, scenario, access_log=access_log)
         except ConfigError as exc:
             print(f"{path}: {len(exc.errors)} error(s):", file=sys.stderr)
