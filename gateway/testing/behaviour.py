@@ -1,6 +1,6 @@
 """A scripted host's behaviour at a moment of the scenario, and its seeded draws.
 
-A `HostScript` is a base behaviour plus changes at given times; `Timeline` folds them into
+A `HostScript` is a base behaviour plus changes at given times; `Phases` folds them into
 phases once, so the behaviour at any moment is one bisect away.
 """
 
@@ -33,7 +33,7 @@ class Answer:
     body_size: int = 0
 
 
-class Timeline:
+class Phases:
     """The host's behaviour over scenario time (seconds from its start)."""
 
     def __init__(self, script: HostScript) -> None:

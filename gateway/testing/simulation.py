@@ -18,7 +18,7 @@ from gateway.io.byte_stream import ByteStream
 from gateway.io.trio_util import PEER_GONE
 from gateway.observability.tasktree import set_enabled as set_task_tree
 from gateway.observability.tasktree import snapshot
-from gateway.testing.behaviour import Timeline
+from gateway.testing.behaviour import Phases
 from gateway.testing.client import ClientConnection
 from gateway.testing.memory_gateway import MemoryGateway, open_memory_gateway
 from gateway.testing.scenario import HostScript, RequestSpec
@@ -123,7 +123,7 @@ async def open_simulation(
             simulated = {
                 name: SimulatedHost(
                     address,
-                    Timeline(scripts.get(name, HostScript())),
+                    Phases(scripts.get(name, HostScript())),
                     random.Random(f"{seed}/{name}"),
                     nursery,
                     start,

@@ -3,8 +3,8 @@ returns from ejection, health check transitions: exactly the lines an operator w
 and, each second, what the clusters counted (retries, circuit breaker overflows, timeouts).
 
 The log is read from the records the gateway emits, by their message templates: the
-gateway is observed, not changed. A test (tests/unit/test_scenario_timeline.py) fails if a
-template changes under this module.
+gateway is observed, not changed. The ejection and health check tests of
+tests/unit/test_scenario_engine.py fail if a template changes under this module.
 """
 
 import logging

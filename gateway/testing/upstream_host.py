@@ -21,7 +21,7 @@ from gateway.io.trio_util import PEER_GONE, receive_or_eof
 from gateway.protocol.codec_h1_server import ServerCodec
 from gateway.protocol.events import NEED_DATA, Data, EndStream, RequestHeaders
 from gateway.protocol.headers import HeaderMap, RequestHead, ResponseHead
-from gateway.testing.behaviour import Answer, Behaviour, Timeline, draw_latency, draw_status
+from gateway.testing.behaviour import Answer, Behaviour, Phases, draw_latency, draw_status
 from gateway.testing.memory_stream import memory_stream_pair
 from gateway.testing.upstream_host_h2 import serve_h2
 
@@ -58,13 +58,13 @@ class SimulatedHost:
     def __init__(
         self,
         address: Address,
-        timeline: Timeline,
+        phases: Phases,
         rng: random.Random,
         nursery: trio.Nursery,
         start: float,
     ) -> None:
         self.address = address
-        self.timeline = timeline
+        self.phases = phases
         self.record = HostRecord()
         self._rng = rng
         self._nursery = nursery
@@ -72,7 +72,7 @@ class SimulatedHost:
         self._open: set[ByteStream] = set()
 
     def behaviour(self) -> Behaviour:
-        return self.timeline.at(trio.current_time() - self._start)
+        return self.phases.at(trio.current_time() - self._start)
 
     async def connect(self) -> ByteStream:
         """A new connection, once the host accepts it; ConnectionRefusedError while it is
@@ -92,7 +92,7 @@ class SimulatedHost:
 
     async def run(self) -> None:
         """Cuts the open connections each time the host goes down."""
-        for at in self.timeline.down_times():
+        for at in self.phases.down_times():
             await trio.sleep_until(self._start + at)
             for stream in list(self._open):
                 stream.close_now()

@@ -17,7 +17,7 @@ import trio
 
 from gateway import loads_config, open_gateway
 from gateway.io.byte_stream import TcpStream
-from gateway.testing.behaviour import Timeline
+from gateway.testing.behaviour import Phases
 from gateway.testing.client import Outcome, SimulatedClient
 from gateway.testing.engine import run_scenario
 from gateway.testing.scenario import HostScript, Scenario, structure_scenario
@@ -102,7 +102,7 @@ async def run_on_sockets(
             for name, address in endpoints(loaded).items():
                 script = scenario.hosts.get(name, HostScript())
                 rng = random.Random(f"{scenario.seed}/{name}")
-                host = SimulatedHost(address, Timeline(script), rng, nursery, start)
+                host = SimulatedHost(address, Phases(script), rng, nursery, start)
                 if script.state == "down":
                     continue
 
