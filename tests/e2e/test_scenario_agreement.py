@@ -1,11 +1,13 @@
 """The scenario engine's proof (issue 23): one scenario run twice, in virtual time over
 memory streams (`gateway test`), and on real sockets in real time (the whole gateway from
 `open_gateway`, the same simulated hosts served by trio TCP servers, the same clients over
-TCP). Both runs must agree on status counts, retries and the order of ejections.
+TCP). Both runs must agree on status counts, retries and the order of ejections, and,
+within 0.1 s, on when the ejections happen and on the slowest request.
 
-The scenario keeps requests from overlapping (one every 50 ms, answered in a few), so the
-load balancer sees the same sequence in both runs; its host changes fall between two
-requests. The real run takes its 3 seconds; the virtual one a fraction of that.
+The scenarios keep the load balancer's sequence the same in both runs: requests come
+every 50 ms, answered in a few, host changes and timeouts fall between two of them, never
+on the same instant as another event. Each real run takes its 3 seconds; the virtual one
+a fraction of that.
 """
 
 import collections
@@ -37,7 +39,26 @@ def free_ports(count: int) -> list[int]:
     return ports
 
 
-def config_text(ports: list[int]) -> str:
+#: The route's retry policy of the first scenario: failures a host reports or a refused
+#: connection, retried almost at once.
+RETRY_ERRORS = """
+[virtual_hosts.api.routes.retry_policy]
+retry_on = ["5xx", "connect-failure"]
+num_retries = 2
+retry_back_off = { base_interval = "1ms", max_interval = "2ms" }
+"""
+
+#: The second's: an attempt cut by its per-try timeout is retried on another host.
+RETRY_TIMEOUTS = """
+[virtual_hosts.api.routes.retry_policy]
+retry_on = ["5xx", "reset"]
+num_retries = 1
+per_try_timeout = "110ms"
+retry_back_off = { base_interval = "1ms", max_interval = "2ms" }
+"""
+
+
+def config_text(ports: list[int], retry_policy: str = RETRY_ERRORS) -> str:
     endpoints = ", ".join(f'"127.0.0.1:{port}"' for port in ports)
     return f"""
 [listeners.edge]
@@ -52,11 +73,7 @@ match = {{ prefix = "/" }}
 cluster = "api"
 timeout = "5s"
 
-[virtual_hosts.api.routes.retry_policy]
-retry_on = ["5xx", "connect-failure"]
-num_retries = 2
-retry_back_off = {{ base_interval = "1ms", max_interval = "2ms" }}
-
+{retry_policy}
 [clusters.api]
 endpoints = [{endpoints}]
 connect_timeout = "1s"
@@ -136,10 +153,8 @@ def summary(
     }
 
 
-def test_virtual_and_real_runs_agree():
-    ports = free_ports(4)
-    config, scenario = config_text(ports), scenario_for(ports)
-
+def agreed(config: str, scenario: Scenario) -> dict[str, object]:
+    """Runs `scenario` both ways, checks that they agree, and returns what they agree on."""
     virtual = run_scenario(loads_config(config), scenario)
     real = trio.run(run_on_sockets, config, scenario)
 
@@ -149,8 +164,38 @@ def test_virtual_and_real_runs_agree():
     virtual_times = [e.time for e in virtual.events if e.kind == "ejected"]
     real_times = [e.time for e in real[1] if e.kind == "ejected"]
     assert all(0 <= r - v < 0.1 for v, r in zip(virtual_times, real_times, strict=True))
+    virtual_slowest = max(o.latency or 0 for o in virtual.outcomes)
+    real_slowest = max(o.latency or 0 for o in real[0])
+    assert 0 <= real_slowest - virtual_slowest < 0.1
+    return expected
+
+
+def test_virtual_and_real_runs_agree_on_failing_and_dead_hosts():
+    ports = free_ports(4)
+    expected = agreed(config_text(ports), scenario_for(ports))
     # And the scenario is worth agreeing on: the dead host, then the two that turned bad,
     # ejected in that order, retries that hid most of it from the clients.
     _, b, c, d = (f"127.0.0.1:{port}" for port in ports)
     assert expected["ejections"] == [d, b, c]
     assert expected["retries"] > 0
+
+
+def test_virtual_and_real_runs_agree_on_per_try_timeouts():
+    """A host that starts hanging: each attempt on it is cut by the per-try timeout and
+    retried on another host, until outlier detection ejects it. (The timeout is not a
+    multiple of the clients' 50 ms: a retry and a new request never fall on the same
+    instant, whose order virtual time would have to guess.)"""
+    ports = free_ports(3)
+    a, b, c = (f"127.0.0.1:{port}" for port in ports)
+    hang = {"latency": "2ms", "at": [{"time": "1.025s", "state": "hang"}]}
+    scenario = structure_scenario(
+        {
+            "duration": "3s",
+            "seed": 5,
+            "hosts": {a: {"latency": "2ms"}, b: hang, c: {"latency": "2ms"}},
+            "clients": [{"rate": 20, "deadline": "2s", "requests": [{"path": "/x"}]}],
+        },
+        "agreement",
+    )
+    expected = agreed(config_text(ports, RETRY_TIMEOUTS), scenario)
+    assert expected == {"statuses": {"200": 60}, "retries": 3, "ejections": [b]}
