@@ -7,6 +7,7 @@ import attrs
 
 from gateway.config.regex import compile_regex
 from gateway.testing.bound import Bound
+from gateway.testing.client import Outcome
 from gateway.testing.engine import ScenarioResult
 from gateway.testing.scenario import LEFTOVER_KINDS, EventExpectation
 
@@ -40,25 +41,10 @@ def check_expectations(result: ScenarioResult) -> list[Check]:
 
 def _checks(result: ScenarioResult) -> Iterator[Check]:
     expect = result.scenario.expect
-    outcomes = result.outcomes
-    for key, bound in expect.status.items():
-        if key.endswith("xx") and len(key) == 3:
-            count = sum(1 for o in outcomes if o.result[0] == key[0] and o.result.isdigit())
-        else:
-            count = sum(1 for o in outcomes if o.result == key)
-        yield _count(f"status {key}", bound, count)
-    latencies = sorted(o.latency for o in outcomes if o.latency is not None)
-    for key, bound in expect.latency.items():
-        if not latencies:
-            yield Check(f"latency {key} {bound.text}", "no request was answered", False)
-            continue
-        if key == "max":
-            value = latencies[-1]
-        elif key == "mean":
-            value = sum(latencies) / len(latencies)
-        else:
-            value = percentile(latencies, float(key[1:]))
-        yield Check(f"latency {key} {bound.text}", _seconds(value), bound.holds(value))
+    yield from _client_checks(result.outcomes, expect.status, expect.latency, "")
+    for name, client in expect.clients.items():
+        outcomes = [o for o in result.outcomes if o.client == name]
+        yield from _client_checks(outcomes, client.status, client.latency, f"client {name}: ")
     for key, bound in expect.retries.items():
         if key == "total":
             value = sum(v for name, v in result.stats.items() if _is_retry_counter(name))
@@ -101,6 +87,34 @@ def _checks(result: ScenarioResult) -> Iterator[Check]:
     for event in expect.health:
         kind = "healthy" if event.healthy else "unhealthy"
         yield _event_check(result, event, kind, f"turned {kind}:")
+
+
+def _client_checks(
+    outcomes: list[Outcome],
+    status: dict[str, Bound],
+    latency: dict[str, Bound],
+    prefix: str,
+) -> Iterator[Check]:
+    """The status and latency checks, over every client's outcomes or one's."""
+    for key, bound in status.items():
+        if key.endswith("xx") and len(key) == 3:
+            count = sum(1 for o in outcomes if o.result[0] == key[0] and o.result.isdigit())
+        else:
+            count = sum(1 for o in outcomes if o.result == key)
+        yield _count(f"{prefix}status {key}", bound, count)
+    latencies = sorted(o.latency for o in outcomes if o.latency is not None)
+    for key, bound in latency.items():
+        what = f"{prefix}latency {key} {bound.text}"
+        if not latencies:
+            yield Check(what, "no request was answered", False)
+            continue
+        if key == "max":
+            value = latencies[-1]
+        elif key == "mean":
+            value = sum(latencies) / len(latencies)
+        else:
+            value = percentile(latencies, float(key[1:]))
+        yield Check(what, _seconds(value), bound.holds(value))
 
 
 def _is_retry_counter(name: str) -> bool:

@@ -187,6 +187,14 @@ class EventExpectation:
 
 
 @attrs.frozen
+class ClientExpectations:
+    """`[expect.clients.NAME]`: `status` and `latency` over one client's requests."""
+
+    status: dict[str, Bound] = attrs.Factory(dict)
+    latency: dict[str, Bound] = attrs.Factory(dict)
+
+
+@attrs.frozen
 class Expectations:
     """`[expect]`: each entry is checked, and reported, on its own."""
 
@@ -198,6 +206,8 @@ class Expectations:
     #: "total" (the clusters' upstream_rq_retry), "max_per_request" (attempts that reached
     #: a host for one request, less one).
     retries: dict[str, Bound] = attrs.Factory(dict)
+    #: The same two, per client (by its name).
+    clients: dict[str, ClientExpectations] = attrs.Factory(dict)
     #: Requests each host answered (a host's address).
     served_by: dict[str, Bound] = attrs.Factory(dict)
     #: Counters and gauges by their Envoy names, at the end.
@@ -291,9 +301,14 @@ def structure_scenario(data: dict[str, Any], source: str) -> Scenario:
         times = [change.time for change in script.at]
         if times != sorted(times):
             errors.append(f'hosts."{address}".at: changes must be in time order, got {times}')
-    for key in scenario.expect.latency:
-        if key not in _PERCENTILE_KEYS and not _is_percentile(key):
-            errors.append(f"expect.latency.{key}: expected p50, p99, p99.9, ..., max or mean")
+    latency_tables = {"expect.latency": scenario.expect.latency} | {
+        f"expect.clients.{name}.latency": client.latency
+        for name, client in scenario.expect.clients.items()
+    }
+    for where, table in latency_tables.items():
+        for key in table:
+            if key not in _PERCENTILE_KEYS and not _is_percentile(key):
+                errors.append(f"{where}.{key}: expected p50, p99, p99.9, ..., max or mean")
     for pattern in scenario.expect.access_log:
         if (problem := check_regex(pattern)) is not None:
             errors.append(f'expect.access_log."{pattern}": {problem}')
@@ -301,6 +316,9 @@ def structure_scenario(data: dict[str, Any], source: str) -> Scenario:
         if key not in LEFTOVER_KINDS:
             errors.append(f"expect.leftover_tasks.{key}: expected streams or connections")
     names = [client.name for client in scenario.clients]
+    for name in scenario.expect.clients:
+        if name not in names:
+            errors.append(f"expect.clients.{name}: no client is named {name!r}")
     if len(set(names)) != len(names):
         errors.append(f"clients: names must differ, got {names}")
     if not scenario.clients:

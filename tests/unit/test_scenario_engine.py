@@ -382,9 +382,21 @@ endpoints = ["10.1.0.1:80"]
             {"name": "plain", "rate": 10},
         ],
     }
+    scenario["expect"] = {
+        "status": {"200": 10, "421": 10},
+        "clients": {"sni": {"status": {"200": 10, "421": 0}}, "plain": {"status": {"421": 10}}},
+    }
     result = run(scenario, config)
     by_client = collections.Counter((o.client, o.result) for o in result.outcomes)
     assert by_client == {("sni", "200"): 10, ("plain", "421"): 10}
+    checks = [c.expectation for c in check_expectations(result) if c.passed]
+    assert checks == [
+        "status 200 10",
+        "status 421 10",
+        "client sni: status 200 10",
+        "client sni: status 421 0",
+        "client plain: status 421 10",
+    ]
     assert result.notes == []
 
 

@@ -84,6 +84,8 @@ time = "2s"
 p999 = "1s"
 [expect.access_log]
 "(a+" = 1
+[expect.clients.web.latency]
+median = "1s"
 """
     )
     with pytest.raises(ConfigError) as caught:
@@ -93,8 +95,10 @@ p999 = "1s"
         "got 'nowhere'",
         'hosts."127.0.0.1:1".at: changes must be in time order, got [5.0, 2.0]',
         "expect.latency.p999: expected p50, p99, p99.9, ..., max or mean",
+        "expect.clients.web.latency.median: expected p50, p99, p99.9, ..., max or mean",
         "expect.access_log.\"(a+\": '(a+': missing ): (a+ (RE2 syntax: no backreferences or "
         "lookaround)",
+        "expect.clients.web: no client is named 'web'",
         "clients: a scenario needs at least one client",
     ]
 
