@@ -330,7 +330,8 @@ def structure_scenario(data: dict[str, Any], source: str) -> Scenario:
 
 def structure_hosts(data: Mapping[str, Any], source: str = "hosts") -> dict[str, HostScript]:
     """Host scripts by address from plain data (a test's own), as a scenario's `[hosts]`;
-    ConfigError naming the path of each problem."""
+    ConfigError naming the path of each problem. (Structured as the hosts of a minimal
+    scenario, so that they get the same checks: addresses, changes in time order.)"""
     return structure_scenario(
         {"duration": "1s", "hosts": dict(data), "clients": [{"rate": 1}]}, source
     ).hosts
