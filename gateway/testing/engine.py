@@ -55,6 +55,8 @@ class ScenarioResult:
     notes: list[str] = attrs.Factory(list)
     #: The access log's lines, when the scenario checks them (None: the config has none).
     access_log_lines: list[str] | None = None
+    #: The scenario's `task_snapshots`: (scenario time, listener, /tasks text).
+    task_snapshots: list[tuple[float, str, str]] = attrs.Factory(list)
     #: Downstream connections and request streams still alive at the end, as /tasks
     #: shows them (`Simulation.leftover_tasks`).
     leftover_tasks: dict[str, list[dict[str, Any]]] = attrs.Factory(dict)
@@ -150,10 +152,18 @@ async def _run(config: GatewayConfig, scenario: Scenario, access_log: str | None
             )
             for script in scenario.clients
         ]
+        snapshots: list[tuple[float, str, str]] = []
+
+        async def take_snapshot(at: float) -> None:
+            await trio.sleep_until(start + at)
+            snapshots.extend((at, name, text) for name, text in simulation.listener_tasks().items())
+
         with trio.move_on_at(start + scenario.duration + DRAIN_TIME):
             async with trio.open_nursery() as running:
                 for client in clients:
                     running.start_soon(client.run, name=f"client {client.script.name}")
+                for at in scenario.task_snapshots:
+                    running.start_soon(take_snapshot, at, name=f"task snapshot at {at}s")
         for client in clients:
             client.close_idle()
         leftover = await simulation.leftover_tasks()
@@ -172,4 +182,5 @@ async def _run(config: GatewayConfig, scenario: Scenario, access_log: str | None
         virtual_seconds=trio.current_time() - start,
         wall_seconds=0.0,
         leftover_tasks=leftover,
+        task_snapshots=snapshots,
     )

@@ -87,6 +87,9 @@ def render_report(result: ScenarioResult, checks: list[Check], *, all_stats: boo
         lines.append(f"  ... {len(timeline) - MAX_TIMELINE_LINES} more")
     if not timeline:
         lines.append("  (nothing happened)")
+    for at, listener, text in result.task_snapshots:
+        lines.append(f"tasks at {at:.3f}s (as /tasks?listener={listener} shows them):")
+        lines += [f"  {line}" for line in text.splitlines()]
     lines.append("tasks alive at the end (as /tasks shows them):")
     alive = [node for nodes in result.leftover_tasks.values() for node in nodes]
     lines += [render_text(node, "  ") for node in alive[:MAX_LEFTOVER_TASKS]]
@@ -139,6 +142,10 @@ def report_data(result: ScenarioResult, checks: list[Check]) -> dict[str, Any]:
             for address, record in result.hosts.items()
         },
         "timeline": [attrs.asdict(e) for e in sorted(result.events, key=lambda e: e.time)],
+        "task_snapshots": [
+            {"time": at, "listener": listener, "tasks": text}
+            for at, listener, text in result.task_snapshots
+        ],
         "leftover_tasks": result.leftover_tasks,
         "stats": dict(sorted(result.stats.items())),
         "expectations": [

@@ -232,6 +232,9 @@ class Scenario:
     hosts: dict[str, HostScript] = attrs.Factory(dict)
     clients: list[ClientScript] = attrs.Factory(list)
     expect: Expectations = Expectations()
+    #: When to take a /tasks snapshot of each listener's connections and streams, for the
+    #: report (what the gateway was doing at the worst moment of a storm, say).
+    task_snapshots: list[Duration] = attrs.Factory(list)
     #: Where it was loaded from, for the report.
     source: str = attrs.field(default="<scenario>", eq=False)
 
@@ -315,6 +318,9 @@ def structure_scenario(data: dict[str, Any], source: str) -> Scenario:
     for key in scenario.expect.leftover_tasks:
         if key not in LEFTOVER_KINDS:
             errors.append(f"expect.leftover_tasks.{key}: expected streams or connections")
+    for i, at in enumerate(scenario.task_snapshots):
+        if at > scenario.duration:
+            errors.append(f"task_snapshots[{i}]: {at:g}s is after the scenario's end")
     names = [client.name for client in scenario.clients]
     for name in scenario.expect.clients:
         if name not in names:

@@ -16,8 +16,9 @@ from gateway.config.model import Address, ByteSize, GatewayConfig
 from gateway.errors import GatewayError
 from gateway.io.byte_stream import ByteStream
 from gateway.io.trio_util import PEER_GONE
+from gateway.observability.task_query import TaskQuery
+from gateway.observability.tasktree import render_text, snapshot
 from gateway.observability.tasktree import set_enabled as set_task_tree
-from gateway.observability.tasktree import snapshot
 from gateway.testing.behaviour import Phases
 from gateway.testing.client import ClientConnection
 from gateway.testing.memory_gateway import MemoryGateway, open_memory_gateway
@@ -70,6 +71,15 @@ class Simulation:
                 found[node["kind"]].append(node)
             nodes += node.get("children", [])
         return found
+
+    def listener_tasks(self) -> dict[str, str]:
+        """Each listener's connections and streams now, as `/tasks?listener=NAME` shows
+        them (text)."""
+        tree = snapshot()
+        return {
+            name: render_text(TaskQuery(listener=name).apply(tree))
+            for name in self.gateway.listeners
+        }
 
     async def connect(
         self, listener: str | None = None, server_name: str | None = None

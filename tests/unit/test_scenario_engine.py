@@ -419,3 +419,21 @@ def test_websocket_sessions_are_tunnelled_and_cut_when_their_host_goes_down():
     assert statuses(result) == {"101": 11, "reset": 4, "502": 5}
     assert result.hosts["10.1.0.1:80"].served == {101: 10}
     assert all(c.passed for c in check_expectations(result))
+
+
+def test_task_snapshots_show_what_the_gateway_is_doing_then():
+    scenario = {
+        "duration": "3s",
+        "task_snapshots": ["1.5s"],
+        "hosts": {"10.1.0.2:80": {"state": "hang"}},
+        "clients": [client(rate=1)],
+    }
+    ((at, listener, tasks),) = run(scenario).task_snapshots
+    assert (at, listener) == (1.5, "edge")
+    # The first request (sent at 0 s) went to the hanging host: its stream waits, with
+    # what is left of the route's 3 s timeout (virtual time, as the admin's /tasks shows).
+    (stream,) = [line for line in tasks.splitlines() if "[stream]" in line]
+    assert "stream 1 GET /x" in stream
+    assert "state=waiting for upstream response headers" in stream
+    assert "upstream_host=10.1.0.2:80" in stream
+    assert "deadline_s=1.5" in stream
