@@ -6,8 +6,8 @@ within 0.1 s, on when the ejections happen and on the slowest request.
 
 The scenarios keep the load balancer's sequence the same in both runs: requests come
 every 50 ms, answered in a few, host changes and timeouts fall between two of them, never
-on the same instant as another event. Each real run takes its 3 seconds; the virtual one
-a fraction of that.
+on the same instant as another event. Each real run takes its 1.5 seconds; the virtual
+one a fraction of that.
 """
 
 import collections
@@ -90,12 +90,12 @@ def scenario_for(ports: list[int]) -> Scenario:
     a, b, c, d = (f"127.0.0.1:{port}" for port in ports)
     return structure_scenario(
         {
-            "duration": "3s",
+            "duration": "1.5s",
             "seed": 3,
             "hosts": {
                 a: {"latency": "2ms"},
-                b: {"latency": "2ms", "at": [{"time": "1.025s", "status": 503}]},
-                c: {"latency": "2ms", "at": [{"time": "2.025s", "status": 503}]},
+                b: {"latency": "2ms", "at": [{"time": "0.525s", "status": 503}]},
+                c: {"latency": "2ms", "at": [{"time": "1.025s", "status": 503}]},
                 d: {"state": "down"},  # nothing listens: connections are refused
             },
             "clients": [{"rate": 20, "deadline": "2s", "requests": [{"path": "/x"}]}],
@@ -187,10 +187,10 @@ def test_virtual_and_real_runs_agree_on_per_try_timeouts():
     instant, whose order virtual time would have to guess.)"""
     ports = free_ports(3)
     a, b, c = (f"127.0.0.1:{port}" for port in ports)
-    hang = {"latency": "2ms", "at": [{"time": "1.025s", "state": "hang"}]}
+    hang = {"latency": "2ms", "at": [{"time": "0.525s", "state": "hang"}]}
     scenario = structure_scenario(
         {
-            "duration": "3s",
+            "duration": "1.5s",
             "seed": 5,
             "hosts": {a: {"latency": "2ms"}, b: hang, c: {"latency": "2ms"}},
             "clients": [{"rate": 20, "deadline": "2s", "requests": [{"path": "/x"}]}],
@@ -198,4 +198,4 @@ def test_virtual_and_real_runs_agree_on_per_try_timeouts():
         "agreement",
     )
     expected = agreed(config_text(ports, RETRY_TIMEOUTS), scenario)
-    assert expected == {"statuses": {"200": 60}, "retries": 3, "ejections": [b]}
+    assert expected == {"statuses": {"200": 30}, "retries": 3, "ejections": [b]}
