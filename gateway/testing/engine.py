@@ -36,7 +36,9 @@ from gateway.testing.upstream_host import HostRecord
 
 #: After the clients' last send, how long requests still in flight may take before the
 #: run ends without them (a hanging host with no route timeout would hold it forever).
-DRAIN_TIME = 300.0
+#: Longer than the HCM's default stream idle timeout (five minutes), so that what the
+#: gateway's own timeouts would end, they end, rather than tying with the run's end.
+DRAIN_TIME = 600.0
 
 
 @attrs.define
