@@ -1,4 +1,4 @@
-"""The `gateway` command: serve, validate, tasks, explain, demo-upstreams.
+"""The `gateway` command: serve, validate, test, tasks, explain, demo-upstreams.
 
 Operator mistakes (a bad address, a port in use, an admin endpoint that does not answer)
 end the command with one line on standard error and status 1, never a traceback."""
@@ -115,6 +115,19 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p_validate = sub.add_parser("validate", help="check a config file and exit")
     p_validate.add_argument("config")
+    p_test = sub.add_parser(
+        "test",
+        help="run scenario files against a config, in virtual time",
+        description="Runs the config's clusters and listeners against the simulated hosts "
+        "and clients of each scenario file, in virtual time (docs/testing.md); prints a "
+        "report per scenario and exits 1 if any expectation failed.",
+    )
+    p_test.add_argument("config")
+    p_test.add_argument("scenarios", nargs="+", metavar="SCENARIO")
+    p_test.add_argument("--access-log", help="write the listeners' access logs to this file")
+    p_test.add_argument("--all-stats", action="store_true", help="print zero stats too")
+    p_test.add_argument("--json", action="store_true", help="print the reports as JSON")
+    p_test.add_argument("--seed", type=int, help="run every scenario with this seed instead")
     p_tasks = sub.add_parser("tasks", help="print a running gateway's live task tree")
     p_tasks.add_argument("--admin", default="127.0.0.1:9901", help="admin address host:port")
     p_tasks.add_argument("--follow", action="store_true", help="keep refreshing the tree")
@@ -182,6 +195,19 @@ def main(argv: list[str] | None = None) -> None:
                     print(f"  {error}", file=sys.stderr)
                 raise SystemExit(1) from None
         print(f"{args.config}: OK: {_summary(config)}")
+    elif args.command == "test":
+        from gateway.testing.command import run_test_command
+
+        config = _load(args.config)
+        status = run_test_command(
+            config,
+            args.scenarios,
+            access_log=args.access_log,
+            all_stats=args.all_stats,
+            as_json=args.json,
+            seed=args.seed,
+        )
+        raise SystemExit(status)
     elif args.command == "tasks":
         from gateway.observability.task_watch import watch_tasks
 

@@ -1,21 +1,19 @@
 """The data path without sockets: in-memory connections, a network of in-test upstreams,
 and the gateway's own pieces wired over them, for tests that run on trio's MockClock.
 
-- `MemoryStream` is one end of `trio.testing.memory_stream_pair()` as a `ByteStream`, the
-  interface every connection reaches the data path through; it also answers the pool's
-  `is_readable()` (the peer sent bytes not read yet, or closed).
+- `MemoryStream` (from `gateway.testing`, where the scenario engine uses it too) is one
+  end of `trio.testing.memory_stream_pair()` as a `ByteStream`.
 - `MemoryNetwork` is an `UpstreamConnector`: each connect to an address gets a new pair,
   one end served by the upstream the test put at that address, the other the gateway's
   (which puts TLS over it for a cluster with `tls`, as over TCP).
 - `H1Upstream` (h11) and `H2Upstream` (h2) serve those ends; `H1Client` is an HTTP/1.1
   client for the gateway's listener side.
-- `memory_gateway` builds what a listener builds (clusters, filter chains with the HTTP
-  connection manager) from a `ConfigBuilder` config and hands connections to its
-  network filters as the listener does.
+- `memory_gateway` is `gateway.testing`'s in-memory gateway (what a listener builds:
+  clusters, filter chains with the HTTP connection manager) from a `ConfigBuilder` config,
+  over a `MemoryNetwork`, terminating TLS as the listener does.
 """
 
 import collections
-import ipaddress
 import ssl
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
@@ -35,73 +33,11 @@ from gateway.config.model import Address
 from gateway.io.byte_stream import ByteStream
 from gateway.io.tls_stream import TlsStream
 from gateway.io.trio_util import PEER_GONE
-from gateway.listeners.filter_chain import ChainBuilder, FilterChain, build_filter_chains
-from gateway.listeners.network_filter import ConnectionInfo, run_filters
-from gateway.listeners.tls import HandshakeFailed
+from gateway.listeners.filter_chain import FilterChain
 from gateway.observability.stats import StatsStore
-from gateway.server.overload import OverloadManager
-from gateway.server.state import ServerState
+from gateway.testing.memory_gateway import MemoryGateway, open_memory_gateway
+from gateway.testing.memory_stream import MemoryStream, memory_stream_pair
 from tests.config_builder import ConfigBuilder
-
-_Stapled = trio.StapledStream[trio.testing.MemorySendStream, trio.testing.MemoryReceiveStream]
-
-
-class MemoryStream(ByteStream):
-    """One end of an in-memory connection. What it sends is in the peer's buffer when
-    `send_all` returns (trio's pump runs in it), so the peer's count of unread bytes is
-    kept here, where both ends can see it."""
-
-    def __init__(self, stream: _Stapled) -> None:
-        self._stream = stream
-        self.peer: MemoryStream | None = None
-        #: Bytes the peer sent that this end has not received yet; whether it closed.
-        self._unread = 0
-        self._peer_closed = False
-        #: What each `send_all` wrote, in order: a test can tell one write from two.
-        self.writes: list[bytes] = []
-
-    async def send_all(self, data: bytes | bytearray | memoryview) -> None:
-        self.writes.append(bytes(data))
-        await self._stream.send_all(data)
-        assert self.peer is not None
-        self.peer._unread += len(data)
-
-    async def wait_send_all_might_not_block(self) -> None:
-        await self._stream.wait_send_all_might_not_block()
-
-    async def receive_some(self, max_bytes: int | None = None) -> bytes | bytearray:
-        data = await self._stream.receive_some(max_bytes)
-        self._unread -= len(data)
-        return data
-
-    async def send_eof(self) -> None:
-        await self._stream.send_eof()
-        self._tell_peer_closed()
-
-    async def aclose(self) -> None:
-        self._tell_peer_closed()
-        await self._stream.aclose()
-
-    def close_now(self) -> None:
-        self._tell_peer_closed()
-        self._stream.send_stream.close()
-        self._stream.receive_stream.close()
-
-    def is_readable(self) -> bool:
-        return self._unread > 0 or self._peer_closed
-
-    def _tell_peer_closed(self) -> None:
-        assert self.peer is not None
-        self.peer._peer_closed = True
-
-
-def memory_stream_pair() -> tuple[MemoryStream, MemoryStream]:
-    """Two connected `MemoryStream`s (over `trio.testing.memory_stream_pair`)."""
-    a, b = trio.testing.memory_stream_pair()
-    left, right = MemoryStream(a), MemoryStream(b)
-    left.peer, right.peer = right, left
-    return left, right
-
 
 Handler = Callable[[ByteStream], Awaitable[None]]
 
@@ -125,7 +61,7 @@ class MemoryNetwork:
         handler = self._handlers.get(str(address))
         if handler is None:
             raise ConnectionRefusedError(f"nothing listens on {address}")
-        ours, theirs = memory_stream_pair()
+        ours, theirs = memory_stream_pair(record_writes=True)
         self.connects[str(address)] += 1
         self._nursery.start_soon(handler, theirs, name=f"upstream {address}")
         return ours
@@ -407,44 +343,31 @@ class H1Client:
 
 
 @attrs.define(eq=False)
-class MemoryGateway:
-    """What a listener runs, over memory streams: its filter chain, the clusters (whose
-    connections go over `network`), the stats."""
+class TestGateway:
+    """A test's in-memory gateway (`gateway.testing`'s, over a `MemoryNetwork`): the
+    listener `edge`, its first filter chain, the clusters, the stats."""
 
-    store: StatsStore
-    clusters: ClusterManager
-    chain: FilterChain
+    memory: MemoryGateway
     network: MemoryNetwork
-    _nursery: trio.Nursery
+
+    @property
+    def store(self) -> StatsStore:
+        return self.memory.store
+
+    @property
+    def clusters(self) -> ClusterManager:
+        return self.memory.clusters
+
+    @property
+    def chain(self) -> FilterChain:
+        return self.memory.listeners["edge"].chains[0]
 
     def connect(self, peer: str = "10.0.0.7:40000", server_name: str | None = None) -> MemoryStream:
         """A client connection to the listener, handed to the chain's network filters as
         the listener hands an accepted one (after the TLS handshake, if the chain
         terminates TLS; `server_name` is the SNI the listener's inspector would have
         read), and closed, as the listener closes it, when they end."""
-        client, server = memory_stream_pair()
-        host, _, port = peer.rpartition(":")
-        info = ConnectionInfo(
-            peer=peer,
-            source_ip=ipaddress.ip_address(host),
-            destination_port=80,
-            source_port=int(port),
-            destination_ip=ipaddress.ip_address("10.0.0.1"),
-            server_name=server_name,
-        )
-        self._nursery.start_soon(self._serve, server, info, name=f"conn {peer}")
-        return client
-
-    async def _serve(self, stream: MemoryStream, info: ConnectionInfo) -> None:
-        downstream: ByteStream = stream
-        try:
-            if self.chain.tls is not None:  # as the listener terminates it
-                downstream, info.tls = await self.chain.tls.handshake(stream, info.server_name)
-            await run_filters(self.chain.filters, downstream, info)
-        except HandshakeFailed:
-            pass
-        finally:
-            await trio.aclose_forcefully(stream)
+        return self.memory.connect("edge", peer=peer, server_name=server_name)
 
     def stat(self, name: str) -> int:
         """A counter's or gauge's value, by its Envoy name."""
@@ -454,20 +377,16 @@ class MemoryGateway:
 
 
 @asynccontextmanager
-async def memory_gateway(config: ConfigBuilder) -> AsyncIterator[MemoryGateway]:
+async def memory_gateway(config: ConfigBuilder) -> AsyncIterator[TestGateway]:
     """The clusters and listener `edge` of `config`, running over a `MemoryNetwork`; the
     test puts upstreams on it (`gw.network.listen`) before it sends requests."""
     loaded = loads_config(config.toml())
-    store = StatsStore([])
-    server = ServerState(OverloadManager(loaded.overload, store))
     # A test that waits for what never comes would otherwise run forever in virtual time
     # (the pools' reapers keep waking up): it fails after a virtual hour instead.
     with trio.fail_after(3600):
         async with trio.open_nursery() as nursery:
             network = MemoryNetwork(nursery)
-            clusters = ClusterManager(loaded, store, network)
-            await nursery.start(clusters.run)
-            builder = ChainBuilder("edge", loaded, clusters, store, server)
-            chains, _ = build_filter_chains(builder, loaded.listeners["edge"])
-            yield MemoryGateway(store, clusters, chains[0], network, nursery)
+            opened = open_memory_gateway(loaded, network, terminate_tls=True, record_writes=True)
+            async with opened as memory:
+                yield TestGateway(memory, network)
             nursery.cancel_scope.cancel()

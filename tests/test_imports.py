@@ -23,6 +23,7 @@ DEFERRED_IMPORTS = {
     ("gateway.cli", "gateway.server.supervisor"): "`serve`, `_worker`: worker_count",
     ("gateway.cli", "gateway.server.workers"): "`serve` with workers, `_worker`",
     ("gateway.cli", "gateway.demo"): "`demo-upstreams`",
+    ("gateway.cli", "gateway.testing.command"): "`test`: the scenario engine",
 }
 
 #: The packages a request passes through, in data-flow order. Each may import the packages
@@ -237,3 +238,17 @@ def test_the_protocol_layer_is_sans_io():
         if any(name == m or name.startswith(m + ".") for m in io_modules)
     ]
     assert not found, "I/O imported by the protocol layer:\n  " + "\n  ".join(found)
+
+
+def test_only_the_cli_imports_the_scenario_engine():
+    """gateway/testing/ (`gateway test`, the pytest plugin) sits above everything: it builds
+    the gateway from its parts. Nothing of the gateway imports it but the `test`
+    subcommand, so the engine (and the plugin's pytest) never loads in a serving gateway."""
+    found = [
+        f"{MODULES[module].relative_to(ROOT)}:{line}: {name}"
+        for module, imported in IMPORTS.items()
+        if not module.startswith("gateway.testing") and module != "gateway.cli"
+        for name, _, line in imported
+        if name == "gateway.testing" or name.startswith("gateway.testing.")
+    ]
+    assert not found, "the scenario engine imported by the gateway:\n  " + "\n  ".join(found)

@@ -12,7 +12,7 @@ import math
 import re
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Literal, get_args, get_origin
+from typing import Any, Literal, TypeVar, get_args, get_origin
 
 import attrs
 import cattrs
@@ -37,6 +37,8 @@ from gateway.config.model import (
 from gateway.config.validate import validate
 from gateway.errors import ConfigError
 from gateway.http.filters import FILTER_TYPES
+
+T = TypeVar("T")
 
 _DURATION = re.compile(r"^(\d+(?:\.\d+)?)(ms|s|m|h)$")
 _ATTRS_VALIDATOR_MESSAGE = re.compile(r"^'(\w+)' (must .*)$")
@@ -138,7 +140,9 @@ def _tables_only(inner: Callable[[Any, type], Any]) -> Callable[[object, type], 
     return structure
 
 
-def _make_converter() -> cattrs.Converter:
+def make_converter() -> cattrs.Converter:
+    """The config's converter: strict types, units, tables checked as tables, unknown keys
+    refused. Other TOML files (`gateway test` scenarios) add their own hooks to one."""
     converter = cattrs.Converter(forbid_extra_keys=True)
     # First, so that the hooks for classes given in other forms (Address, Endpoint, the
     # filters) override it.
@@ -233,7 +237,7 @@ def _make_converter() -> cattrs.Converter:
     return converter
 
 
-_converter = _make_converter()
+_converter = make_converter()
 
 
 def _format_path(parts: list[str | int]) -> str:
@@ -280,16 +284,25 @@ def _collect(exc: BaseException, path: list[str | int], out: list[str]) -> None:
         out.append(f"{where}: {exc}")
 
 
-def structure_config(data: dict[str, Any]) -> GatewayConfig:
-    """Builds and validates a GatewayConfig from parsed TOML; raises ConfigError."""
+def structure_toml(
+    data: dict[str, Any], cls: type[T], converter: cattrs.Converter = _converter
+) -> T:
+    """Parsed TOML as `cls` (an attrs class), by the config's rules: strict types, units
+    (Duration, ByteSize, Address), unknown keys refused; ConfigError naming each problem's
+    TOML path. The scenario files of `gateway test` load through it too."""
     try:
-        config = _converter.structure(data, GatewayConfig)
+        return converter.structure(data, cls)
     except (ClassValidationError, IterableValidationError) as exc:
         errors: list[str] = []
         _collect(exc, [], errors)
         raise ConfigError(errors) from None
     except (ValueError, TypeError) as exc:  # an attrs validator on the top-level class
         raise ConfigError([f"(top level): {exc}"]) from None
+
+
+def structure_config(data: dict[str, Any]) -> GatewayConfig:
+    """Builds and validates a GatewayConfig from parsed TOML; raises ConfigError."""
+    config = structure_toml(data, GatewayConfig)
     check_config(config)
     return config
 
@@ -364,26 +377,35 @@ def structure_filter_config(type_name: str, data: dict[str, Any]) -> object:
 
 def loads_config(text: str, source: str = "<string>") -> GatewayConfig:
     """Parses TOML text into a GatewayConfig; raises ConfigError listing every problem."""
+    return structure_config(parse_toml(text, source))
+
+
+def parse_toml(text: str, source: str) -> dict[str, Any]:
+    """TOML text as data; ConfigError naming `source` if it is not TOML."""
     try:
-        data = tomli.loads(text)
+        return tomli.loads(text)
     except tomli.TOMLDecodeError as exc:
         raise ConfigError([f"{source}: TOML syntax error: {exc}"]) from None
     except RecursionError as exc:
         # tomli's answer to nesting past its limits (400 levels of arrays and inline
         # tables, 1000 parts in a key), which is not a TOMLDecodeError.
         raise ConfigError([f"{source}: TOML nested too deeply: {exc}"]) from None
-    return structure_config(data)
 
 
 def load_config(path: str | Path) -> GatewayConfig:
     """Reads and parses a gateway.toml file; raises ConfigError."""
+    return structure_config(load_toml(path))
+
+
+def load_toml(path: str | Path) -> dict[str, Any]:
+    """A TOML file's data, read as safely as the config is; ConfigError."""
     try:
         text = read_file(str(path), MAX_CONFIG_BYTES).decode("utf-8")
     except UnreadableFile as exc:
         raise ConfigError([str(exc)]) from None
     except UnicodeDecodeError as exc:
         raise ConfigError([f"{path}: not UTF-8 text: {exc}"]) from None
-    return loads_config(text, source=str(path))
+    return parse_toml(text, source=str(path))
 
 
 def unstructure_config(config: GatewayConfig) -> dict[str, Any]:

@@ -1,0 +1,87 @@
+"""The shipped example scenarios pass against the configs they were written for, through
+the `gateway test` command; its exit status and report."""
+
+import json
+from pathlib import Path
+
+import pytest
+
+from gateway.cli import main
+
+ROOT = Path(__file__).resolve().parents[2]
+EXAMPLES = ROOT / "examples" / "scenarios"
+
+
+def gateway_test(*args: object) -> int:
+    with pytest.raises(SystemExit) as exited:
+        main(["test", *map(str, args)])
+    assert isinstance(exited.value.code, int)
+    return exited.value.code
+
+
+def test_the_examples_for_gateway_toml_pass(capsys):
+    scenarios = [EXAMPLES / "slow_host.toml", EXAMPLES / "dead_host.toml"]
+    assert gateway_test(ROOT / "gateway.toml", *scenarios) == 0
+    out = capsys.readouterr().out
+    assert "FAIL" not in out
+    assert "PASS  status 502 490..510  (was 500)" in out
+    assert out.endswith("2 of 2 scenarios passed\n")
+
+
+def test_the_retry_storm_example_passes_and_its_timeline_tells_the_story(capsys):
+    config = EXAMPLES / "resilient_gateway.toml"
+    assert gateway_test(config, EXAMPLES / "retry_storm.toml") == 0
+    out = capsys.readouterr().out
+    timeline = out[out.index("timeline:") : out.index("stats (non-zero):")]
+    assert "cluster api: host 127.0.0.1:8081 ejected" in timeline
+    assert "retry overflows in 20s-60s" in timeline
+    assert "cluster api: host 127.0.0.1:8081 returned" in timeline
+
+
+def test_a_failed_expectation_exits_1(tmp_path, capsys):
+    scenario = tmp_path / "s.toml"
+    scenario.write_text(
+        'duration = "1s"\n[[clients]]\nrate = 5\n[[clients.requests]]\npath = "/v1/x"\n'
+        '[expect.status]\n"200" = 0\n'
+    )
+    assert gateway_test(ROOT / "gateway.toml", scenario) == 1
+    out = capsys.readouterr().out
+    assert "FAIL  status 200 0  (was 5)" in out
+    assert out.endswith(f"FAILED: {scenario}\n")
+
+
+def test_a_scenario_that_does_not_load_exits_1_naming_its_errors(tmp_path, capsys):
+    scenario = tmp_path / "s.toml"
+    scenario.write_text('duration = "1s"\nclients = 3\n')
+    assert gateway_test(ROOT / "gateway.toml", scenario) == 1
+    err = capsys.readouterr().err
+    assert err == f"{scenario}: 1 error(s):\n  {scenario}: clients: expected a list, got 3\n"
+
+
+def test_json_reports_for_ci(capsys):
+    scenario = EXAMPLES / "slow_host.toml"
+    assert gateway_test("--json", ROOT / "gateway.toml", scenario) == 0
+    (report,) = json.loads(capsys.readouterr().out)
+    assert report["passed"] is True
+    assert report["outcomes"] == {"200": 900, "timeout": 300}
+    assert (
+        report["hosts"]["127.0.0.1:8081"]["connections"] == 300
+    )  # one, then a new one after each cut but the last
+    assert report["latency"]["p50"] < 0.05
+    assert {e["passed"] for e in report["expectations"]} == {True}
+    assert report["stats"]["cluster.api.upstream_rq_2xx"] == 900
+
+
+def test_another_seed_is_another_run_of_the_same_scenario(tmp_path, capsys):
+    scenario = tmp_path / "s.toml"
+    scenario.write_text(
+        'duration = "2s"\n[hosts."127.0.0.1:8080"]\nlatency = { exponential = "20ms" }\n'
+        '[[clients]]\nrate = 10\n[[clients.requests]]\npath = "/v1/x"\n'
+    )
+    runs = []
+    for seed in ("1", "2"):
+        assert gateway_test("--json", "--seed", seed, ROOT / "gateway.toml", scenario) == 0
+        (report,) = json.loads(capsys.readouterr().out)
+        runs.append((report["seed"], report["latency"]["max"]))
+    assert runs[0][0] == 1 and runs[1][0] == 2
+    assert runs[0][1] != runs[1][1]  # the host's exponential draws differ
