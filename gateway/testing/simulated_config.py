@@ -85,6 +85,11 @@ def simulation_notes(config: GatewayConfig) -> list[str]:
         chains = [*listener.filter_chains, listener.default_filter_chain]
         if any(chain is not None and chain.tls is not None for chain in chains):
             notes.append(f"listener {name}: TLS is left out (the chains get cleartext)")
+        if listener.protocol == "quic":
+            notes.append(
+                f"listener {name}: QUIC is not simulated; scenario clients reach its routes "
+                "over HTTP/1.1 or HTTP/2 in memory"
+            )
     for name, http_filter in config.http_filters.items():
         if http_filter.type == "local_ratelimit":
             notes.append(
