@@ -44,6 +44,7 @@ from gateway.protocol.codec_h3 import (
     ConnectionIdsChanged,
     H3Codec,
     H3Event,
+    HandshakeDone,
     StreamGone,
 )
 from gateway.protocol.events import (
@@ -253,6 +254,10 @@ class Http3Connection:
                 self.closed = event
             elif isinstance(event, ConnectionIdsChanged):
                 self._routes(event)
+            elif isinstance(event, HandshakeDone):
+                http3 = self.callbacks.stats.http3
+                v2 = event.version == 2
+                (http3.quic_version_rfc_v2 if v2 else http3.quic_version_rfc_v1).inc()
 
     def _start_stream(self, request: RequestHeaders) -> None:
         stream_id = request.stream_id
@@ -288,6 +293,7 @@ class Http3Connection:
             return  # counted already, or the connection is closing anyway
         if s is not None:
             self.callbacks.stats.downstream_rq_rx_reset.inc()
+            self.callbacks.stats.http3.rx_reset.inc()
             s.reset_by_peer = True
             if s.active is not None and s.active.response_state is not ResponseState.DONE:
                 s.active.info.add_flag("DR")
@@ -325,6 +331,7 @@ class Http3Connection:
                 # MAX_STREAMS for the life of the connection.
                 if not encoder.reset_by_peer:
                     self.callbacks.stats.downstream_rq_tx_reset.inc()
+                    self.callbacks.stats.http3.tx_reset.inc()
                 self.codec.reset(encoder.stream_id, H3_REQUEST_CANCELLED)
             elif encoder.body is not None:
                 # Answered before the request ended: the rest of it is not wanted

@@ -32,6 +32,19 @@ class Http2CodecStats:
 
 
 @attrs.define
+class Http3CodecStats:
+    """Envoy's `http3.*` codec stats, kept per listener."""
+
+    #: Streams the client reset or stopped (RESET_STREAM, STOP_SENDING).
+    rx_reset: Counter
+    #: Streams the gateway reset before the response was complete.
+    tx_reset: Counter
+    #: Connections by the QUIC version they agreed on.
+    quic_version_rfc_v1: Counter
+    quic_version_rfc_v2: Counter
+
+
+@attrs.define
 class HcmStats:
     downstream_cx_total: Counter
     downstream_cx_active: Gauge
@@ -72,12 +85,14 @@ class HcmStats:
     no_route: Counter
     by_class: dict[int, Counter]
     http2: Http2CodecStats
+    http3: Http3CodecStats
 
     @classmethod
     def create(cls, scope: Scope) -> "HcmStats":
         by_class = {c: scope.counter(f"downstream_rq_{c}xx") for c in range(1, 6)}
         http2 = create_stats(Http2CodecStats, scope.child("http2"))
-        return create_stats(cls, scope, by_class=by_class, http2=http2)
+        http3 = create_stats(Http3CodecStats, scope.child("http3"))
+        return create_stats(cls, scope, by_class=by_class, http2=http2, http3=http3)
 
     def flood(self, reason: str) -> Counter:
         """The counter of an HTTP/2 limit crossed (a FloodDetected reason)."""
@@ -149,6 +164,10 @@ describe(
         "http2.header_overflow": "HTTP/2 connections closed: a header block outgrew "
         "max_header_list_size.",
         "http2.streams_refused": "HTTP/2 streams refused beyond max_concurrent_streams.",
+        "http3.rx_reset": "HTTP/3 streams the client reset or stopped.",
+        "http3.tx_reset": "HTTP/3 streams the gateway reset before the response ended.",
+        "http3.quic_version_rfc_v1": "HTTP/3 connections on QUIC version 1 (RFC 9000).",
+        "http3.quic_version_rfc_v2": "HTTP/3 connections on QUIC version 2 (RFC 9369).",
     },
 )
 

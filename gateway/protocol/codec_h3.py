@@ -43,7 +43,7 @@ from aioquic.quic.connection import (
     QuicConnectionState,
     QuicReceiveContext,
 )
-from aioquic.quic.packet import QuicErrorCode
+from aioquic.quic.packet import QuicErrorCode, QuicProtocolVersion
 from aioquic.quic.packet_builder import QuicPacketBuilder
 from aioquic.quic.recovery import QuicPacketSpace
 from aioquic.quic.stream import QuicStream
@@ -103,7 +103,10 @@ class ConnectionIdsChanged:
 
 @attrs.frozen
 class HandshakeDone:
-    """TLS is done: requests may follow."""
+    """TLS is done: requests may follow. `version` is the QUIC version agreed on (1 or
+    2, by RFC number: RFC 9000's or RFC 9369's)."""
+
+    version: int
 
 
 @attrs.frozen
@@ -292,7 +295,9 @@ class H3Codec:
                     self._h3 = H3Connection(quic)
                 continue
             elif isinstance(event, quic_events.HandshakeCompleted):
-                out.append(HandshakeDone())
+                out.append(
+                    HandshakeDone(2 if quic._version == QuicProtocolVersion.VERSION_2 else 1)
+                )
                 continue
             elif isinstance(event, quic_events.ConnectionIdIssued):
                 out.append(ConnectionIdsChanged(issued=(event.connection_id,)))

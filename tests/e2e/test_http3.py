@@ -105,6 +105,7 @@ async def test_a_hundred_streams_on_one_connection(nursery, pki, cert):
         responses = await h3_requests(peer(gw, pki), requests, timeout=60)
         assert [json.loads(r.body)["path"] for r in responses] == [f"/s/{i}" for i in range(100)]
         assert gw.stats.value("http.h3.downstream_cx_http3_total") == 1
+        assert gw.stats.value("http.h3.http3.quic_version_rfc_v1") == 1
         assert gw.stats.value("http.h3.downstream_rq_total") == 100
 
 
@@ -183,6 +184,7 @@ async def test_a_client_that_goes_away_cancels_the_upstream_request(nursery, pki
         await eventually(lambda: gw.stats.value("http.h3.downstream_rq_active") == 0, 5)
         if how == "reset":
             assert gw.stats.value("http.h3.downstream_rq_rx_reset") == 1
+            assert gw.stats.value("http.h3.http3.rx_reset") == 1
 
 
 async def test_a_client_that_vanishes_is_forgotten_after_the_idle_timeout(nursery, pki, cert):
