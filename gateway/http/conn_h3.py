@@ -180,6 +180,7 @@ class Http3Connection:
         try:
             async with trio.open_nursery() as nursery:
                 self._nursery = nursery
+                nursery.start_soon(self.transport.run_flusher, name="quic flusher")
                 try:
                     await self._read_loop()
                 finally:

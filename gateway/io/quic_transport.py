@@ -63,6 +63,9 @@ class QuicTransport(Generic[Event]):
         self._wait_scope: trio.CancelScope | None = None
         self._until = math.inf
         self._window_changed = trio.Event()
+        self._flusher_running = False
+        self._flush_wanted = False
+        self._wake_flusher = trio.Event()
         #: The listener closed the queue: nothing more will arrive.
         self.inbox_closed = False
         #: Bytes in and out, for /tasks.
@@ -100,6 +103,31 @@ class QuicTransport(Generic[Event]):
             events += codec.receive_datagram(data, addr, now)
 
     def flush(self) -> None:
+        """Has what the codec has ready sent: at once without a flusher task, else by the
+        flusher once the tasks running now have queued theirs (`run_flusher`)."""
+        if not self._flusher_running:
+            self.flush_now()
+        elif not self._flush_wanted:
+            self._flush_wanted = True
+            self._wake_flusher.set()
+
+    async def run_flusher(self) -> None:
+        """Sends on behalf of the connection's tasks, one batch of theirs at a time. Each
+        send builds, encrypts and writes packets: ten streams ending their responses in
+        one scheduler round would each pay for a packet of their own; a flusher woken by
+        the first runs after all of them and puts their frames in as few packets as fit
+        (about a third of the proxy's CPU per HTTP/3 request went to building packets)."""
+        self._flusher_running = True
+        try:
+            while True:
+                await self._wake_flusher.wait()
+                self._wake_flusher = trio.Event()
+                self._flush_wanted = False
+                self.flush_now()
+        finally:
+            self._flusher_running = False
+
+    def flush_now(self) -> None:
         """Sends what the codec has ready, never waiting (see the module's docstring), and
         moves the reader's wake-up to the codec's new timer."""
         codec = self._codec

@@ -199,6 +199,8 @@ class _Quic(QuicConnection):
             # Batched: a MAX_STREAM_DATA once half the window was used, not per packet.
             if target - stream.max_stream_data_local >= self._stream_window // 2:
                 stream.max_stream_data_local = target
+        if stream.max_stream_data_local_sent == stream.max_stream_data_local:
+            return  # nothing to send: the common case, for every stream, every packet
         receiver = stream.receiver
         seen, receiver.highest_offset = receiver.highest_offset, 0
         try:
