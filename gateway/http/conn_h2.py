@@ -32,9 +32,9 @@ import time
 import trio
 
 from gateway.errors import DownstreamDisconnect
-from gateway.http.active_stream import ActiveStream, BodyItem, ResponseState
+from gateway.http.active_stream import ActiveStream
 from gateway.http.connection import ConnectionCallbacks
-from gateway.http.stream_tunnel import StreamTunnelEndpoint
+from gateway.http.multiplexed import StreamEncoder, StreamTable
 from gateway.io.byte_stream import ByteStream
 from gateway.io.h2_transport import FlowControlTimeout, H2Transport
 from gateway.io.trio_util import raise_single
@@ -58,7 +58,7 @@ from gateway.protocol.events import (
     StreamReset,
 )
 from gateway.protocol.h2_guard import FloodDetected
-from gateway.protocol.headers import HeaderMap, ResponseHead, strip_hop_by_hop
+from gateway.protocol.headers import HeaderMap, ResponseHead
 
 log = logging.getLogger("gateway.http")
 
@@ -68,21 +68,12 @@ log = logging.getLogger("gateway.http")
 _STREAM_GONE = (StreamGone, FlowControlTimeout)
 
 
-class H2StreamEncoder:
+class H2StreamEncoder(StreamEncoder):
     """The ResponseEncoder of one HTTP/2 stream."""
 
     def __init__(self, conn: "Http2Connection", stream_id: int) -> None:
+        super().__init__(stream_id)
         self._conn = conn
-        self.stream_id = stream_id
-        self.body: trio.MemorySendChannel[BodyItem] | None = None
-        #: Bytes delivered to the stream but not yet credited back to the peer.
-        self.uncredited = 0
-        self.scope = trio.CancelScope()
-        self.active: ActiveStream | None = None
-        self.reset_by_peer = False
-
-    async def continue_if_expected(self) -> None:
-        """HTTP/2 clients do not wait for 100-continue in practice; nothing to send."""
 
     async def encode_headers(self, head: ResponseHead, end_stream: bool, flush: bool) -> None:
         try:
@@ -111,26 +102,11 @@ class H2StreamEncoder:
             raise DownstreamDisconnect(str(exc)) from exc
         await self._conn.transport.flush()
 
-    async def accept_upgrade(self, head: ResponseHead) -> StreamTunnelEndpoint:
-        """RFC 8441: a 200 accepts the extended CONNECT; DATA frames then carry the tunnel."""
-        accepted = ResponseHead(200, HeaderMap(head.headers))
-        strip_hop_by_hop(accepted.headers)  # Upgrade and Connection mean nothing on HTTP/2
-        accepted.headers.remove("sec-websocket-accept")  # answers a key HTTP/2 never sent
-        await self.encode_headers(accepted, end_stream=False, flush=True)
-        assert self.active is not None
-        return StreamTunnelEndpoint(self, self.active)
-
     async def body_consumed(self, size: int) -> None:
         size = min(size, self.uncredited)
         self.uncredited -= size
         self._conn.codec.acknowledge(self.stream_id, size)
         await self._conn.transport.flush()
-
-    def abort(self) -> None:
-        """The stream task resets the stream on its way out (it is not finished)."""
-
-    def close_after_response(self) -> None:
-        """A bad stream does not condemn an HTTP/2 connection: its reset is enough."""
 
 
 class Http2Connection:
@@ -149,7 +125,9 @@ class Http2Connection:
         )
         self.transport = H2Transport(stream, self.codec, DownstreamDisconnect)
         self._initial = initial
-        self._streams: dict[int, H2StreamEncoder] = {}
+        self._table: StreamTable[H2StreamEncoder] = StreamTable(
+            callbacks, conn_info, self.codec.acknowledge
+        )
         self._nursery: trio.Nursery | None = None
         self._read_scope: trio.CancelScope | None = None
         self._last_stream_id = 0
@@ -161,13 +139,13 @@ class Http2Connection:
         self.requests = 0
 
     def __repr__(self) -> str:
-        return f"<Http2Connection {self.peer} streams={len(self._streams)}>"
+        return f"<Http2Connection {self.peer} streams={len(self._table)}>"
 
     def task_fields(self) -> dict[str, object]:
         return {
             "protocol": "HTTP/2",
             "requests": self.requests,
-            "open_streams": len(self._streams),
+            "open_streams": len(self._table),
             "state": "draining" if self._draining or self._goaway_sent else "open",
             "bytes_received": self.transport.bytes_received + len(self._initial),
             "bytes_sent": self.transport.bytes_sent,
@@ -224,12 +202,12 @@ class Http2Connection:
         transport = self.transport
         idle_timeout = self.callbacks.config.idle_timeout
         while not transport.broken:
-            if self._goaway_sent and not self._streams:
+            if self._goaway_sent and not self._table:
                 await self._close_gracefully()
                 return
             # Idle (no streams) for idle_timeout closes the connection; drain() and the last
             # stream ending after a GOAWAY cancel this scope to get here at once.
-            with trio.move_on_after(math.inf if self._streams else idle_timeout) as scope:
+            with trio.move_on_after(math.inf if self._table else idle_timeout) as scope:
                 self._read_scope = scope
                 data = await transport.receive()
             self._read_scope = None
@@ -248,22 +226,17 @@ class Http2Connection:
         self._dispatch(self.codec.receive_data(data))
 
     def _wake_reader_if_done(self) -> None:
-        if self._goaway_sent and not self._streams and self._read_scope is not None:
+        if self._goaway_sent and not self._table and self._read_scope is not None:
             self._read_scope.cancel()
 
     def _dispatch(self, events: list[H2Event]) -> None:
         for event in events:
             if isinstance(event, Data):
-                self._on_data(event)
+                self._table.data(event)
             elif isinstance(event, RequestHeaders):
                 self._start_stream(event)
             elif isinstance(event, EndStream):
-                s = self._streams.get(event.stream_id)
-                if s is not None and s.body is not None:
-                    if event.trailers is not None:
-                        s.body.send_nowait(event.trailers)
-                    s.body.close()
-                    s.body = None
+                self._table.end(event)
             elif isinstance(event, StreamReset):
                 self._on_reset(event)
             elif isinstance(event, PeerLimitsChanged):
@@ -276,7 +249,7 @@ class Http2Connection:
         if self._goaway_sent:
             self._refuse(stream_id)
             return
-        if len(self._streams) >= self.callbacks.config.http2.max_concurrent_streams:
+        if len(self._table) >= self.callbacks.config.http2.max_concurrent_streams:
             # Clients may open streams before they see our SETTINGS: refuse the extra ones,
             # which they may retry, rather than fail them all (h2_guard.StreamLimitSettings).
             self.callbacks.stats.http2.streams_refused.inc()
@@ -284,26 +257,9 @@ class Http2Connection:
             self.codec.stream_closed(reset=True, lifetime=0.0)
             return
         self._last_stream_id = max(self._last_stream_id, stream_id)
-        encoder = H2StreamEncoder(self, stream_id)
-        body_recv = None
-        if not request.end_stream:
-            # Unbounded in items, bounded in bytes: the peer cannot exceed our window.
-            encoder.body, body_recv = trio.open_memory_channel[BodyItem](float("inf"))
-        active = self.callbacks.new_stream(encoder, request, self.conn_info, body_recv)
-        encoder.active = active
-        self._streams[stream_id] = encoder
         self.requests += 1
         assert self._nursery is not None
-        self._nursery.start_soon(self._run_stream, encoder, active, name=active.task_name)
-
-    def _on_data(self, event: Data) -> None:
-        s = self._streams.get(event.stream_id)
-        if s is None or s.body is None:
-            # Nobody will read it: credit it now, or the connection window leaks (h2#1210).
-            self.codec.acknowledge(event.stream_id, len(event.data))
-            return
-        s.uncredited += len(event.data)
-        s.body.send_nowait(event.data)
+        self._table.open(H2StreamEncoder(self, stream_id), request, self._nursery, self._run_stream)
 
     def _refuse(self, stream_id: int) -> None:
         self.codec.reset(stream_id, REFUSED_STREAM)
@@ -312,13 +268,9 @@ class Http2Connection:
         """A stream reset by the client, or by h2 for the client's protocol error on it
         (e.g. a WINDOW_UPDATE overflowing the stream's window): either way the client chose
         it, and either way it counts toward the rapid-reset limit ("MadeYouReset")."""
-        s = self._streams.get(event.stream_id)
+        s = self._table.streams.get(event.stream_id)
         if s is not None:
-            self.callbacks.stats.downstream_rq_rx_reset.inc()
-            s.reset_by_peer = True  # nothing more to send on it, whoever reset it
-            if s.active is not None and s.active.response_state is not ResponseState.DONE:
-                s.active.info.add_flag("DR")
-            s.scope.cancel()
+            self._table.reset_by_client(s)  # nothing more to send on it, whoever reset it
         now = time.monotonic()
         self._resets = [t for t in self._resets if now - t < 1.0] + [now]
         if len(self._resets) > self.callbacks.config.http2.max_stream_resets_per_second:
@@ -326,11 +278,7 @@ class Http2Connection:
 
     def _client_gone(self) -> None:
         """The client closed the connection: abandon its open streams (flag DC)."""
-        for s in self._streams.values():
-            if s.active is not None and s.active.response_state is not ResponseState.DONE:
-                self.callbacks.stats.downstream_cx_destroy_remote_active_rq.inc()
-                s.active.info.add_flag("DC")
-                s.reset_by_peer = True  # nobody to send a reset to
+        self._table.client_gone()
 
     async def _run_stream(self, encoder: H2StreamEncoder, active: ActiveStream) -> None:
         try:
@@ -339,11 +287,7 @@ class Http2Connection:
             # Whatever went wrong belongs to this stream; the connection's others go on.
             log.exception("stream %s on %s failed", encoder.stream_id, self.peer)
         finally:
-            del self._streams[encoder.stream_id]
-            encoder.active = None  # the stream holds its encoder: no cycle outlives it
-            if encoder.body is not None:
-                encoder.body.close()
-            unfinished = active.response_state is not ResponseState.DONE
+            unfinished = self._table.close(encoder)
             if unfinished and not encoder.reset_by_peer:
                 self.callbacks.stats.downstream_rq_tx_reset.inc()
                 self.codec.reset(encoder.stream_id, CANCEL)
@@ -402,7 +346,7 @@ class Http2Connection:
         await self._send_goaway(MAX_STREAM_ID)
         await trio.sleep_until(self._grace_deadline)
         self._goaway_sent = True
-        if self._streams:
+        if self._table:
             await self._send_goaway(self._last_stream_id)
         self._wake_reader_if_done()  # idle: close now, with h2's own GOAWAY
 

@@ -30,9 +30,9 @@ import trio
 
 from gateway.config.model import QuicProtocolOptions
 from gateway.errors import DownstreamDisconnect
-from gateway.http.active_stream import ActiveStream, BodyItem, ResponseState
+from gateway.http.active_stream import ActiveStream
 from gateway.http.connection import ConnectionCallbacks
-from gateway.http.stream_tunnel import StreamTunnelEndpoint
+from gateway.http.multiplexed import StreamEncoder, StreamTable
 from gateway.io.quic_transport import QuicTransport, SendTimeout
 from gateway.listeners.network_filter import ConnectionInfo
 from gateway.protocol.codec_h3 import (
@@ -54,7 +54,7 @@ from gateway.protocol.events import (
     RequestHeaders,
     StreamReset,
 )
-from gateway.protocol.headers import HeaderMap, ResponseHead, strip_hop_by_hop
+from gateway.protocol.headers import HeaderMap, ResponseHead
 
 log = logging.getLogger("gateway.http")
 
@@ -66,21 +66,12 @@ _CLOSE_GRACE = 3.0
 _STREAM_GONE = (StreamGone, SendTimeout)
 
 
-class H3StreamEncoder:
+class H3StreamEncoder(StreamEncoder):
     """The ResponseEncoder of one HTTP/3 request stream."""
 
     def __init__(self, conn: "Http3Connection", stream_id: int) -> None:
+        super().__init__(stream_id)
         self._conn = conn
-        self.stream_id = stream_id
-        self.body: trio.MemorySendChannel[BodyItem] | None = None
-        #: Bytes delivered to the stream but not yet credited back to the client.
-        self.uncredited = 0
-        self.scope = trio.CancelScope()
-        self.active: ActiveStream | None = None
-        self.reset_by_peer = False
-
-    async def continue_if_expected(self) -> None:
-        """HTTP/3 clients do not wait for 100-continue in practice; nothing to send."""
 
     async def encode_headers(self, head: ResponseHead, end_stream: bool, flush: bool) -> None:
         try:
@@ -110,26 +101,11 @@ class H3StreamEncoder:
             raise DownstreamDisconnect(str(exc)) from exc
         self._conn.transport.flush()
 
-    async def accept_upgrade(self, head: ResponseHead) -> StreamTunnelEndpoint:
-        """RFC 9220: a 200 accepts the extended CONNECT; DATA frames then carry the tunnel."""
-        accepted = ResponseHead(200, HeaderMap(head.headers))
-        strip_hop_by_hop(accepted.headers)  # Upgrade and Connection mean nothing on HTTP/3
-        accepted.headers.remove("sec-websocket-accept")  # answers a key HTTP/3 never sent
-        await self.encode_headers(accepted, end_stream=False, flush=True)
-        assert self.active is not None
-        return StreamTunnelEndpoint(self, self.active)
-
     async def body_consumed(self, size: int) -> None:
         size = min(size, self.uncredited)
         self.uncredited -= size
         self._conn.codec.acknowledge(self.stream_id, size)
         self._conn.transport.flush()  # the window update, if the credit earned one
-
-    def abort(self) -> None:
-        """The stream task resets the stream on its way out (it is not finished)."""
-
-    def close_after_response(self) -> None:
-        """A bad stream does not condemn an HTTP/3 connection: its reset is enough."""
 
 
 class Http3Connection:
@@ -151,7 +127,9 @@ class Http3Connection:
         self._options = options
         #: Tells the listener which connection ids now route to this connection.
         self._routes = routes
-        self._streams: dict[int, H3StreamEncoder] = {}
+        self._table: StreamTable[H3StreamEncoder] = StreamTable(
+            callbacks, conn_info, codec.acknowledge
+        )
         self._nursery: trio.Nursery | None = None
         self._goaway_sent = False
         self._draining = False
@@ -162,13 +140,13 @@ class Http3Connection:
         self.requests = 0
 
     def __repr__(self) -> str:
-        return f"<Http3Connection {self.peer} streams={len(self._streams)}>"
+        return f"<Http3Connection {self.peer} streams={len(self._table)}>"
 
     def task_fields(self) -> dict[str, object]:
         return {
             "protocol": "HTTP/3",
             "requests": self.requests,
-            "open_streams": len(self._streams),
+            "open_streams": len(self._table),
             "state": "draining" if self._draining or self._goaway_sent else "open",
             "bytes_received": self.transport.bytes_received,
             "bytes_sent": self.transport.bytes_sent,
@@ -185,7 +163,7 @@ class Http3Connection:
                     await self._read_loop()
                 finally:
                     self._nursery = None
-                    self._client_gone()
+                    self._table.client_gone()
                     nursery.cancel_scope.cancel()
             if not self.codec.ended:
                 await self._say_goodbye()
@@ -199,7 +177,7 @@ class Http3Connection:
         while self.closed is None:
             if not codec.handshake_complete:
                 until = handshake_deadline
-            elif self._streams:
+            elif self._table:
                 until = math.inf
             else:
                 # Idle (no streams) for idle_timeout closes the connection; drain() and
@@ -237,16 +215,11 @@ class Http3Connection:
     def _dispatch(self, events: list[H3Event]) -> None:
         for event in events:
             if isinstance(event, Data):
-                self._on_data(event)
+                self._table.data(event)
             elif isinstance(event, RequestHeaders):
                 self._start_stream(event)
             elif isinstance(event, EndStream):
-                s = self._streams.get(event.stream_id)
-                if s is not None and s.body is not None:
-                    if event.trailers is not None:
-                        s.body.send_nowait(event.trailers)
-                    s.body.close()
-                    s.body = None
+                self._table.end(event)
             elif isinstance(event, StreamReset):
                 self._on_reset(event)
             elif isinstance(event, PeerLimitsChanged):
@@ -265,54 +238,25 @@ class Http3Connection:
         if self._goaway_sent:
             self.codec.reset(stream_id, H3_REQUEST_REJECTED)  # the client may retry it
             return
-        encoder = H3StreamEncoder(self, stream_id)
-        body_recv = None
-        if not request.end_stream:
-            # Unbounded in items, bounded in bytes: the client cannot exceed our window.
-            encoder.body, body_recv = trio.open_memory_channel[BodyItem](math.inf)
-        active = self.callbacks.new_stream(encoder, request, self.conn_info, body_recv)
-        encoder.active = active
-        self._streams[stream_id] = encoder
         self.requests += 1
         assert self._nursery is not None
-        self._nursery.start_soon(self._run_stream, encoder, active, name=active.task_name)
-
-    def _on_data(self, event: Data) -> None:
-        s = self._streams.get(event.stream_id)
-        if s is None or s.body is None:
-            # Nobody will read it: credit it now, or the connection window leaks.
-            self.codec.acknowledge(event.stream_id, len(event.data))
-            return
-        s.uncredited += len(event.data)
-        s.body.send_nowait(event.data)
+        self._table.open(H3StreamEncoder(self, stream_id), request, self._nursery, self._run_stream)
 
     def _on_reset(self, event: StreamReset) -> None:
         """The client reset the stream or stopped its response (a client that leaves
         usually does both: one reset, counted once)."""
-        s = self._streams.get(event.stream_id)
+        s = self._table.streams.get(event.stream_id)
         if (s is not None and s.reset_by_peer) or self.codec.closing:
             return  # counted already, or the connection is closing anyway
         if s is not None:
-            self.callbacks.stats.downstream_rq_rx_reset.inc()
             self.callbacks.stats.http3.rx_reset.inc()
-            s.reset_by_peer = True
-            if s.active is not None and s.active.response_state is not ResponseState.DONE:
-                s.active.info.add_flag("DR")
-            s.scope.cancel()
+            self._table.reset_by_client(s)
         now = time.monotonic()
         self._resets = [t for t in self._resets if now - t < 1.0] + [now]
         if len(self._resets) > self._options.max_stream_resets_per_second:
             self.callbacks.stats.downstream_cx_rapid_reset.inc()
             log.warning("HTTP/3 client %s closed: rapid reset", self.peer)
             self.codec.close(H3_EXCESSIVE_LOAD, "too many stream resets")
-
-    def _client_gone(self) -> None:
-        """The connection ended under its streams: abandon them (flag DC)."""
-        for s in self._streams.values():
-            if s.active is not None and s.active.response_state is not ResponseState.DONE:
-                self.callbacks.stats.downstream_cx_destroy_remote_active_rq.inc()
-                s.active.info.add_flag("DC")
-                s.reset_by_peer = True  # nobody to send a reset to
 
     async def _run_stream(self, encoder: H3StreamEncoder, active: ActiveStream) -> None:
         try:
@@ -321,12 +265,7 @@ class Http3Connection:
             # Whatever went wrong belongs to this stream; the connection's others go on.
             log.exception("stream %s on %s failed", encoder.stream_id, self.peer)
         finally:
-            del self._streams[encoder.stream_id]
-            encoder.active = None  # the stream holds its encoder: no cycle outlives it
-            if encoder.body is not None:
-                encoder.body.close()
-            unfinished = active.response_state is not ResponseState.DONE
-            if unfinished:
+            if self._table.close(encoder):  # the response was left unfinished
                 # Our side too when the client reset its own: QUIC streams close each way
                 # on its own, and a stream half open would hold one of the client's
                 # MAX_STREAMS for the life of the connection.
@@ -346,7 +285,7 @@ class Http3Connection:
             self._wake_reader_if_done()
 
     def _wake_reader_if_done(self) -> None:
-        if self._goaway_sent and not self._streams:
+        if self._goaway_sent and not self._table:
             self.transport.wake()
 
     # -- drain ---------------------------------------------------------------------------
