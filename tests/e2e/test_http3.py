@@ -5,6 +5,8 @@ Alt-Svc from the TCP listener, WebSocket over HTTP/3, and what /tasks, stats and
 access log show."""
 
 import json
+import os
+import socket
 from functools import partial
 
 import h2.config
@@ -32,7 +34,7 @@ from tests.h3_clients import (
     niquests_h3_request,
 )
 from tests.h3_raw_client import RawH3Client
-from tests.helpers import admin_url, eventually, run_gateway, start_upstream
+from tests.helpers import admin_url, eventually, free_port, run_gateway, start_upstream
 from tests.tls_helpers import CertFiles, Pki
 from tests.ws_echo import start_echo_server
 
@@ -356,3 +358,74 @@ async def test_a_reload_keeps_quic_connections_and_their_datagrams(nursery, pki,
         assert client.closed is not None
         assert client.closed.error_code == ErrorCode.H3_NO_ERROR
         assert gw.listener_ports["h3"] == port  # the socket was never closed
+
+
+NGINX = "/usr/sbin/nginx"
+HAVE_NGINX = os.path.exists(NGINX)
+
+
+@pytest.mark.skipif(not HAVE_NGINX, reason="nginx is not installed (apt-get install nginx)")
+async def test_nginx_upstreams_over_http1_and_h2c(nursery, pki, cert, tmp_path):
+    """nginx behind the QUIC listener, over HTTP/1.1 and h2c: 10 MiB both ways."""
+    (tmp_path / "big.bin").write_bytes(b"n" * (10 * MiB))
+    port, h2_port = free_port(), free_port()
+    conf = tmp_path / "nginx.conf"
+    temp_paths = "".join(
+        f"{kind}_temp_path {tmp_path}/{kind}; "
+        for kind in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi")
+    )
+    conf.write_text(
+        f"daemon off; master_process off; worker_processes 1; pid {tmp_path}/nginx.pid; "
+        "error_log stderr warn; events { worker_connections 256; } "
+        f"http {{ access_log off; {temp_paths} client_max_body_size 64m; "
+        f"server {{ listen 127.0.0.1:{port}; listen 127.0.0.1:{h2_port} http2; "
+        f"location = /big {{ alias {tmp_path}/big.bin; }} "
+        'location / { return 200 "nginx ok\\n"; } } }'
+    )
+    process = await trio.lowlevel.open_process([NGINX, "-p", str(tmp_path), "-c", str(conf)])
+    try:
+        await eventually(lambda: port_open(port) and port_open(h2_port), 5)
+        config = proxy_config(port, catch_all={"timeout": "60s"})
+        config.cluster("nginx_h2", h2_port, protocol="http2")
+        h2_route = route("/h2/", cluster="nginx_h2", timeout="60s", prefix_rewrite="/")
+        config.routes("main").insert(0, h2_route)
+        with_quic(config, cert)
+        async with run_gateway(config) as gw:
+            p = peer(gw, pki)
+            for prefix in ("", "/h2"):
+                r = await h3_request(p, H3Request(path=f"{prefix}/big"), timeout=60)
+                assert (r.status, len(r.body), r.complete) == (200, 10 * MiB, True)
+                upload = H3Request("POST", f"{prefix}/upload", body=b"u" * (10 * MiB))
+                r = await h3_request(p, upload, timeout=60)
+                assert (r.status, r.body) == (200, b"nginx ok\n")
+            assert gw.stats.value("cluster.nginx_h2.upstream_rq_total") == 2
+    finally:
+        process.terminate()
+        await process.wait()
+
+
+def port_open(port: int) -> bool:
+    with socket.socket() as probe:
+        return probe.connect_ex(("127.0.0.1", port)) == 0
+
+
+async def test_a_connection_survives_the_clients_address_changing(nursery, pki, cert):
+    """A NAT rebinding: the client's packets start coming from another port. Datagrams
+    are routed by connection id, not address, so the connection goes on (QUIC validates
+    the new path before sending there in earnest)."""
+    up = await start_upstream(nursery)
+    config = proxy_config(up.port)
+    with_quic(config, cert)
+    async with run_gateway(config) as gw:
+        client = RawH3Client(gw.listener_ports["h3"], pki.ca_file)
+        await client.connect()
+        head, _ = await client.get("/before")
+        assert head[b":status"] == b"200"
+        old_port = client.sock.getsockname()[1]
+        client.sock.close()
+        client.sock = trio.socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        await client.sock.bind(("127.0.0.1", 0))
+        assert client.sock.getsockname()[1] != old_port
+        head, body = await client.get("/after")
+        assert head[b":status"] == b"200" and json.loads(body)["path"] == "/after"
+        assert gw.stats.value("listener.h3.downstream_cx_total") == 1
