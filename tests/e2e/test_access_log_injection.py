@@ -8,7 +8,6 @@ import re
 import ssl
 
 import h2.events
-import pytest
 import trio
 
 from tests.config_builder import ConfigBuilder, route
@@ -45,11 +44,6 @@ async def h2_request_over_tls(port: int, pki: Pki, headers: list[tuple[bytes, by
         await client.flush()
         events = await client.read_until(lambda e: isinstance(e, h2.events.StreamEnded))
     return int(next(dict(e.headers)[b":status"] for e in events if hasattr(e, "headers")))
-
-
-@pytest.fixture
-def pki(tmp_path):
-    return Pki(tmp_path)
 
 
 async def test_no_peer_can_forge_an_access_log_line(nursery, pki, tmp_path):

@@ -41,16 +41,6 @@ from tests.ws_echo import start_echo_server
 MiB = 1 << 20
 
 
-@pytest.fixture
-def pki(tmp_path):
-    return Pki(tmp_path)
-
-
-@pytest.fixture
-def cert(pki: Pki) -> CertFiles:
-    return pki.issue("localhost")
-
-
 def with_quic(config: ConfigBuilder, cert: CertFiles, name: str = "h3", **keys: object) -> None:
     """Adds QUIC listener `name` serving virtual host `main`, and makes `edge` advertise it."""
     config.listener(

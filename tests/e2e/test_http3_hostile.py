@@ -9,7 +9,6 @@ socket (tests/h3_raw_client.py), so each can do what a polite client library wou
 import os
 import socket
 
-import pytest
 import trio
 import trio.lowlevel
 from aioquic.h3.connection import H3_ALPN, ErrorCode, encode_frame
@@ -25,16 +24,6 @@ from tests.helpers import eventually, run_gateway, start_upstream
 from tests.tls_helpers import CertFiles, Pki
 
 WINDOW = 256 * 1024
-
-
-@pytest.fixture
-def pki(tmp_path):
-    return Pki(tmp_path)
-
-
-@pytest.fixture
-def cert(pki: Pki) -> CertFiles:
-    return pki.issue("localhost")
 
 
 def quic_config(upstream: int, cert: CertFiles, **quic: object) -> ConfigBuilder:

@@ -30,11 +30,6 @@ async def wait_closed_by_peer(stream: trio.SocketStream) -> None:
             pass
 
 
-@pytest.fixture
-def pki(tmp_path):
-    return Pki(tmp_path)
-
-
 def hcm(virtual_host: str, **keys: Any) -> Table:
     """An http_connection_manager network filter serving `virtual_host`."""
     return {"type": "http_connection_manager", "virtual_hosts": [virtual_host], **keys}

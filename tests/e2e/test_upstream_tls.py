@@ -22,11 +22,6 @@ from tests.helpers import Upstream, run_gateway, url
 from tests.tls_helpers import CertFiles, Pki
 
 
-@pytest.fixture
-def pki(tmp_path):
-    return Pki(tmp_path)
-
-
 async def start_https_upstream(
     nursery: trio.Nursery, cert: CertFiles, client_ca: str | None = None
 ) -> tuple[Upstream, int]:
