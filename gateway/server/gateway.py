@@ -219,7 +219,7 @@ class Gateway:
             try:
                 for name, listener in listeners.items():
                     previous = old_listeners.get(name)
-                    if previous is None or previous.config.address != listener.config.address:
+                    if previous is None or not _same_socket(previous, listener):
                         await listener.bind(reuse_port=self.worker is not None)
             except BaseException:
                 for listener in listeners.values():
@@ -232,7 +232,7 @@ class Gateway:
             self.config = config
             for name, listener in listeners.items():
                 previous = old_listeners.get(name)
-                if previous is not None and previous.config.address == listener.config.address:
+                if previous is not None and _same_socket(previous, listener):
                     listener.take_over(previous)
                 await self.start_listener(listener)
                 if previous is None:
@@ -283,3 +283,11 @@ class Gateway:
         if old.tracing != new.tracing:
             notes.append("tracing settings take effect on restart")
         return notes
+
+
+def _same_socket(previous: Listener, listener: Listener) -> bool:
+    """Whether a reloaded listener takes over its predecessor's socket: the same address
+    and the same protocol (a TCP and a QUIC listener may share a port number, not a
+    socket)."""
+    old, new = previous.config, listener.config
+    return old.address == new.address and old.protocol == new.protocol

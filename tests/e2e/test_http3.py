@@ -419,3 +419,19 @@ async def test_a_connection_survives_the_clients_address_changing(nursery, pki, 
         head, body = await client.get("/after")
         assert head[b":status"] == b"200" and json.loads(body)["path"] == "/after"
         assert gw.stats.value("listener.h3.downstream_cx_total") == 1
+
+
+async def test_a_reload_may_turn_a_tcp_listener_into_a_quic_one(nursery, pki, cert, tmp_path):
+    """Same name, same address, another protocol: a new socket (UDP), the TCP one drains."""
+    up = await start_upstream(nursery)
+    path = tmp_path / "gateway.toml"
+    config = proxy_config(up.port)
+    config.listener("alt", address="127.0.0.1:0", virtual_hosts=["main"])
+    path.write_text(config.toml())
+    async with open_gateway(load_config(path), str(path)) as gw, httpx.AsyncClient() as admin:
+        config.listener("alt", protocol="quic", quic={"certificates": [cert.table()]})
+        path.write_text(config.toml())
+        answer = await admin.post(admin_url(gw, "/reload"))
+        assert answer.status_code == 200, answer.text
+        r = await h3_request(peer(gw, pki, "alt"), H3Request(path="/now-quic"))
+        assert r.status == 200
