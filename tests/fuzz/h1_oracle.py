@@ -481,6 +481,23 @@ def _unanswered(transcript: Transcript) -> bool:
     return not transcript.messages and transcript.end in (ERROR, CLOSED, CUT)
 
 
+def _whole_body_broken_trailers(codec: Transcript, oracle: Transcript) -> bool:
+    """h11 refused the response in its trailer section, after the whole chunked body; the
+    client codec relayed that body, ended without trailers, and stopped: it counts a
+    protocol error and closes the connection, never reusing it
+    (codec_h1_client.ClientCodec._stop). Nothing of the broken section reaches the
+    client, and nothing after it is read as another response."""
+    if len(codec.messages) != 1 or codec.end != STOPPED or oracle.messages:
+        return False
+    partial = oracle.partial
+    if oracle.end != ERROR or partial is None:
+        return False
+    relayed = codec.messages[0]
+    return not relayed.trailers and _comparable(relayed) == _comparable(
+        attrs.evolve(partial, trailers=())
+    )
+
+
 def response_difference(
     data: bytes, method: str, codec: Transcript, *, upgrade: bool = False
 ) -> str | None:
@@ -493,6 +510,8 @@ def response_difference(
     ours = [_comparable(m) for m in codec.messages]
     theirs = [_comparable(m) for m in oracle.messages]
     if _unanswered(codec) and _unanswered(oracle):
+        return None
+    if _whole_body_broken_trailers(codec, oracle):
         return None
     if ours == theirs and (codec.end == oracle.end or ERROR not in (codec.end, oracle.end)):
         return None
