@@ -27,7 +27,6 @@ Drain: a GOAWAY naming the last stream we accept goes out at once; new streams a
 import contextlib
 import logging
 import math
-import time
 
 import trio
 
@@ -271,7 +270,7 @@ class Http2Connection:
         s = self._table.streams.get(event.stream_id)
         if s is not None:
             self._table.reset_by_client(s)  # nothing more to send on it, whoever reset it
-        now = time.monotonic()
+        now = trio.current_time()  # virtual in a `gateway test` scenario, too
         self._resets = [t for t in self._resets if now - t < 1.0] + [now]
         if len(self._resets) > self.callbacks.config.http2.max_stream_resets_per_second:
             raise FloodDetected("rapid_reset")

@@ -23,7 +23,6 @@ connection closes with H3_NO_ERROR.
 
 import logging
 import math
-import time
 from collections.abc import Callable
 
 import trio
@@ -251,7 +250,7 @@ class Http3Connection:
         if s is not None:
             self.callbacks.stats.http3.rx_reset.inc()
             self._table.reset_by_client(s)
-        now = time.monotonic()
+        now = trio.current_time()
         self._resets = [t for t in self._resets if now - t < 1.0] + [now]
         if len(self._resets) > self._options.max_stream_resets_per_second:
             self.callbacks.stats.downstream_cx_rapid_reset.inc()

@@ -16,7 +16,6 @@ import base64
 import contextlib
 import math
 import os
-import time
 from collections.abc import Sequence
 from http.cookies import SimpleCookie
 from typing import Protocol
@@ -381,7 +380,7 @@ class RouterFilter:
         cluster.resources.requests.inc()
         host_stats.rq_total += 1
         host_stats.rq_active += 1
-        started = time.monotonic()
+        started = trio.current_time()
         status = 0
         failure: BaseException | None = None
         parent = stream.info.span
@@ -453,7 +452,7 @@ class RouterFilter:
             stats.upstream_rq_active.dec()
             cluster.resources.requests.dec()
             host_stats.rq_active -= 1
-            stats.upstream_rq_time.record((time.monotonic() - started) * 1000)
+            stats.upstream_rq_time.record((trio.current_time() - started) * 1000)
             if status:
                 stats.record_response(status)
                 if cluster.outlier is not None:
