@@ -238,10 +238,14 @@ async def test_upstream_connections_reaped_while_pinging_leave_the_gateway_servi
     http2 = {"keepalive_interval": "10ms", "keepalive_timeout": "1s"}
     cluster = {"protocol": "http2", "idle_timeout": "20ms", "http2": http2}
     async with run_gateway(proxy_config(up.port, cluster=cluster)) as gw, httpx.AsyncClient() as c:
-        for _ in range(30):
+        for i in range(30):
             r = await c.get(url(gw, "/"))
             assert (r.status_code, r.text) == (200, "h2 ok")
-            await trio.sleep(0.03)  # idle long enough to be reaped, pinged meanwhile
+            # Idle long enough to be reaped, pinged meanwhile; every fifth pause outlasts
+            # the reaper's round (50 ms) plus the idle timeout, so reaps happen for sure
+            # (30 ms pauses alone met a round only by chance: one clean-checkout CI run
+            # saw no reap at all).
+            await trio.sleep(0.08 if i % 5 == 4 else 0.03)
         assert up.connections > 1
 
 
