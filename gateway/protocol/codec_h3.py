@@ -28,8 +28,6 @@ What the codec does for its user, so no caller can get it wrong:
 * Connection ids come and go as `ConnectionIdsChanged`, for the listener's routing table.
 """
 
-from collections.abc import Iterable
-
 import attrs
 from aioquic._buffer import Buffer
 from aioquic.buffer import encode_uint_var
@@ -65,7 +63,6 @@ H3_NO_ERROR = int(ErrorCode.H3_NO_ERROR)
 H3_REQUEST_CANCELLED = int(ErrorCode.H3_REQUEST_CANCELLED)
 H3_REQUEST_REJECTED = int(ErrorCode.H3_REQUEST_REJECTED)
 H3_EXCESSIVE_LOAD = int(ErrorCode.H3_EXCESSIVE_LOAD)
-H3_INTERNAL_ERROR = int(ErrorCode.H3_INTERNAL_ERROR)
 
 #: Unacknowledged bytes one stream may have queued for the peer: enough to keep a
 #: bandwidth-delay product in flight, little enough that 100 streams hold ~25 MiB at most.
@@ -247,7 +244,6 @@ class H3Codec:
         #: Request streams whose head was delivered (the next HEADERS are trailers).
         self._open: set[int] = set()
         self._closed: ConnectionClosed | None = None
-        self._goaway_sent = False
 
     @property
     def host_cid(self) -> bytes:
@@ -460,7 +456,6 @@ class H3Codec:
             return
         frame = encode_frame(FrameType.GOAWAY, encode_uint_var(stream_id))
         self._quic.send_stream_data(h3._local_control_stream_id, frame)
-        self._goaway_sent = True
 
     def close(self, error_code: int = H3_NO_ERROR, reason: str = "") -> None:
         """Closes the connection (CONNECTION_CLOSE with `error_code`)."""
@@ -489,6 +484,3 @@ class H3Codec:
         """The lowest request stream id the client has not opened: a GOAWAY's argument."""
         used = self._quic._local_max_streams_bidi.used
         return used * 4
-
-    def open_request_streams(self) -> Iterable[int]:
-        return tuple(self._open)
