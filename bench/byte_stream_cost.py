@@ -28,7 +28,6 @@ from collections.abc import Awaitable, Callable
 import trio
 
 from gateway.io.byte_stream import TcpStream
-from gateway.io.fast_io import send_now
 
 _PAYLOAD = b"x" * 100
 #: Writes between two drains of the peer: well inside a socketpair's buffer.
@@ -91,7 +90,7 @@ async def main(number: int, repeat: int) -> None:
             pass
 
     async def fast() -> None:
-        assert send_now(tcp, _PAYLOAD) == len(_PAYLOAD)
+        assert tcp.send_now(_PAYLOAD) == len(_PAYLOAD)
 
     inner = _Inner()
     layer = _Layer(inner)

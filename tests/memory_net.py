@@ -14,6 +14,7 @@ and the gateway's own pieces wired over them, for tests that run on trio's MockC
 """
 
 import collections
+import contextlib
 import ssl
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
@@ -245,7 +246,8 @@ class H2Upstream:
 
         async def flush() -> None:
             async with send_lock:
-                await stream.send_all(conn.data_to_send())
+                with contextlib.suppress(*PEER_GONE):  # gone: the read loop sees it next
+                    await stream.send_all(conn.data_to_send())
 
         async def answer(stream_id: int) -> None:
             head = heads.pop(stream_id)

@@ -12,7 +12,7 @@ import trio
 
 from gateway.errors import UpstreamReset
 from gateway.io.byte_stream import ByteStream
-from gateway.io.fast_io import Receiver, send_now
+from gateway.io.fast_io import Receiver
 from gateway.io.trio_util import PEER_GONE
 from gateway.io.tunnel import SocketEndpoint
 from gateway.protocol.codec_h1 import ClientEvent, Http1Parser
@@ -106,7 +106,7 @@ class UpstreamConnection:
         # One task writes at a time here (the head, then the upload), so a write that the
         # socket takes at once needs no trip through the scheduler (gateway/io/fast_io.py).
         try:
-            sent = send_now(self.stream, data)
+            sent = self.stream.send_now(data)
             if sent < len(data):
                 await self.stream.send_all(data[sent:] if sent else data)
         except PEER_GONE as exc:

@@ -34,7 +34,7 @@ from gateway.errors import DownstreamDisconnect, DownstreamProtocolError
 from gateway.http.active_stream import ActiveStream, BodyItem, ResponseState
 from gateway.http.connection import ConnectionCallbacks
 from gateway.io.byte_stream import ByteStream
-from gateway.io.fast_io import Receiver, send_now
+from gateway.io.fast_io import Receiver
 from gateway.io.trio_util import PEER_GONE, raise_single
 from gateway.io.tunnel import SocketEndpoint
 from gateway.listeners.network_filter import ConnectionInfo
@@ -192,7 +192,8 @@ class Http1Connection:
         finally:
             self._read_scope = None
             self._idle_scope = None
-        await done.wait()
+        if not done.is_set():  # (Event.wait yields even when set: a scheduler round saved)
+            await done.wait()
 
     async def _run_upgrade_stream(self, stream: ActiveStream) -> None:
         """An upgrade may turn the socket into a tunnel whose pumps must be its only
@@ -332,7 +333,7 @@ class Http1Connection:
         lock = self._send_lock
         try:
             if not lock.locked():  # nobody mid-write: try it at once (gateway/io/fast_io.py)
-                sent = send_now(self._stream, data)
+                sent = self._stream.send_now(data)
                 self.bytes_sent += sent
                 if sent == len(data):
                     return

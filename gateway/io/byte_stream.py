@@ -12,13 +12,19 @@ needs:
   that became readable was closed (or spoken to out of turn) by its upstream, and
   reusing it would lose the request.
 
+A third verb is optional: `send_now(data)` writes what the transport takes at once, without
+a trip through the scheduler (gateway/io/fast_io.py), and a stream that cannot (TLS) takes
+nothing that way.
+
 `TcpStream` is plain TCP, `TlsStream` (tls_stream.py) TLS over it; a test hands in
-in-memory streams (tests/memory_net.py) the same way. `fast_io` and the tunnel's pumps
-read and write a `TcpStream`'s socket directly, where that saves a trip through the
-scheduler; everything else goes through these verbs.
+in-memory streams (tests/memory_net.py) the same way, and the scenario engine its own
+(gateway/testing/memory_stream.py). `fast_io` and the tunnel's pumps read a `TcpStream`'s
+socket directly, where that saves a trip through the scheduler; everything else goes
+through these verbs.
 """
 
 import abc
+import os
 
 import trio
 
@@ -36,6 +42,12 @@ class ByteStream(trio.abc.HalfCloseableStream):
     @abc.abstractmethod
     def is_readable(self) -> bool:
         """Whether a `receive_some` would return at once: bytes or EOF are waiting."""
+
+    def send_now(self, data: bytes) -> int:
+        """Writes what the transport takes at once, without waiting or yielding; returns
+        the bytes written (gateway/io/fast_io.py says who may call it). This default takes
+        none: TLS bytes go through the TLS object's own state, so `send_all` writes them."""
+        return 0
 
 
 class TcpStream(ByteStream):
@@ -71,3 +83,10 @@ class TcpStream(ByteStream):
 
     def is_readable(self) -> bool:
         return self.socket.is_readable()
+
+    def send_now(self, data: bytes) -> int:
+        """Raises OSError (a reset, a closed socket) as the socket reports it."""
+        try:
+            return os.write(self.socket.fileno(), data)
+        except BlockingIOError:
+            return 0

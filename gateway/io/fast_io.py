@@ -9,12 +9,12 @@ buffers per request (the request head upstream, the response downstream), and th
 kernel's socket buffer nearly always takes them whole, so those yields were a large part
 of the per-request cost.
 
-`send_now` tries the write synchronously on a plain TCP stream and reports how much went
-out; the caller sends the rest, if any, the usual way (`send_all`, under its send lock).
-Callers use it only where no other task can be inside `send_all` on the same stream at
-that moment (they check their send lock), so bytes never interleave. Other streams are left
-to `send_all`: TLS bytes go through the TLS object's own state, and an in-memory stream
-(tests) has no socket.
+`ByteStream.send_now` tries the write synchronously (on plain TCP, and on the scenario
+engine's in-memory streams) and reports how much went out; the caller sends the rest, if
+any, the usual way (`send_all`, under its send lock). Callers use it only where no other
+task can be inside `send_all` on the same stream at that moment (they check their send
+lock), so bytes never interleave. TLS streams take nothing that way: their bytes go
+through the TLS object's own state, so `send_all` writes them.
 
 Reads that cannot succeed yet skip the attempt: `receive_some` first tries the read and,
 on EAGAIN, waits for readiness and reads again. Where the caller knows the peer has not
@@ -29,18 +29,6 @@ import trio
 
 from gateway.io.byte_stream import ByteStream, TcpStream
 from gateway.io.trio_util import PEER_GONE, RECEIVE_SIZE
-
-
-def send_now(stream: ByteStream, data: bytes) -> int:
-    """Writes what the socket takes without blocking; returns the bytes written (0 for a
-    stream that is not plain TCP, or a socket whose buffer is full). Raises OSError (a
-    reset, a closed socket) as the socket reports it."""
-    if type(stream) is not TcpStream:
-        return 0
-    try:
-        return os.write(stream.socket.fileno(), data)
-    except BlockingIOError:
-        return 0
 
 
 class Receiver:

@@ -17,7 +17,7 @@ from typing import Protocol
 import trio
 
 from gateway.io.byte_stream import ByteStream
-from gateway.io.fast_io import Receiver, send_now
+from gateway.io.fast_io import Receiver
 from gateway.io.trio_util import PEER_GONE
 
 #: How long one write may take before the peer is considered gone.
@@ -71,8 +71,8 @@ class H2Transport:
         if not data:
             return True
         try:
-            sent = send_now(self.stream, data)
-        except OSError as exc:
+            sent = self.stream.send_now(data)
+        except PEER_GONE as exc:
             self.broken = True
             raise self._lost_error(f"HTTP/2 write failed: {exc!r}") from exc
         self.bytes_sent += sent

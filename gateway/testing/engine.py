@@ -1,14 +1,15 @@
 """The scenario engine: the operator's config, run by the gateway's own code against
 simulated hosts and clients, in virtual time.
 
-Theory of operation: trio's `MockClock` with `autojump_threshold=0` jumps the clock to the
-next deadline whenever every task is blocked, so a scenario costs the CPU its requests
-take, not the time it describes. Everything that waits in the gateway (route and per-try
-timeouts, retry back-offs, outlier detection's interval, health check intervals, idle
-timeouts) waits on trio's clock, so it all runs as configured. The run is deterministic
-for a seed: the hosts' and clients' draws come from generators seeded from it, and so do
-the `random` module (the load balancers, retry jitter, outlier enforcement) and trio's
-scheduler (which otherwise reverses a batch of runnable tasks at random).
+Theory of operation: the `VirtualClock` jumps to the next deadline whenever every task is
+blocked (as trio's `MockClock` with `autojump_threshold=0` does), so a scenario costs the
+CPU its requests take, not the time it describes. Everything that waits in the gateway
+(route and per-try timeouts, retry back-offs, outlier detection's interval, health check
+intervals, idle timeouts) waits on trio's clock, so it all runs as configured. The run
+is deterministic for a seed: the hosts' and clients' draws come from generators seeded
+from it, and so do the `random` module (the load balancers, retry jitter, outlier
+enforcement) and trio's scheduler (which otherwise reverses a batch of runnable tasks at
+random).
 """
 
 import contextlib
@@ -22,7 +23,6 @@ from typing import Any
 
 import attrs
 import trio
-import trio.testing
 
 from gateway.config.model import GatewayConfig
 from gateway.errors import ConfigError
@@ -33,6 +33,7 @@ from gateway.testing.simulated_config import has_access_log, simulation_notes
 from gateway.testing.simulation import endpoints, open_simulation
 from gateway.testing.timeline import Event
 from gateway.testing.upstream_host import HostRecord
+from gateway.testing.virtual_clock import VirtualClock
 
 #: After the clients' last send, how long requests still in flight may take before the
 #: run ends without them (a hanging host with no route timeout would hold it forever).
@@ -98,8 +99,7 @@ def run_scenario(
     with _access_log_file(access_log, bool(scenario.expect.access_log)) as (path, offset):
         _seed(scenario.seed)
         started = time.perf_counter()
-        clock = trio.testing.MockClock(autojump_threshold=0)
-        result = trio.run(_run, config, scenario, path, clock=clock)
+        result = trio.run(_run, config, scenario, path, clock=VirtualClock())
         result.wall_seconds = time.perf_counter() - started
         if scenario.expect.access_log and has_access_log(config):
             assert path is not None

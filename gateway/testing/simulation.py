@@ -10,7 +10,6 @@ from typing import Any
 
 import attrs
 import trio
-import trio.testing
 
 from gateway.config.model import Address, ByteSize, GatewayConfig
 from gateway.errors import GatewayError
@@ -26,6 +25,7 @@ from gateway.testing.scenario import HostScript, RequestSpec
 from gateway.testing.simulated_config import simulated_config
 from gateway.testing.timeline import Event, recording_log, sample_counters
 from gateway.testing.upstream_host import SimulatedHost
+from gateway.testing.virtual_clock import wait_all_tasks_blocked
 
 
 class SimulatedNetwork:
@@ -62,7 +62,7 @@ class Simulation:
         """Once every task has settled: the downstream connections and request streams
         still alive, by kind ("connection", "stream"), as /tasks shows them. After the
         clients closed their connections, any is a task that outlived its request."""
-        await trio.testing.wait_all_tasks_blocked()
+        await wait_all_tasks_blocked()
         found: dict[str, list[dict[str, Any]]] = {"connection": [], "stream": []}
         nodes = [snapshot()]
         while nodes:
