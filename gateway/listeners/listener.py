@@ -20,6 +20,8 @@ import ipaddress
 import logging
 import math
 import socket
+from collections.abc import Awaitable, Callable
+from functools import partial
 
 import attrs
 import trio
@@ -167,6 +169,11 @@ class Listener:
             ) from None
         self.port = self._sockets[0].socket.getsockname()[1]
 
+    def bind_in_memory(self) -> None:
+        """Serves no socket: its connections come from `accept_memory` (the scenario
+        engine's simulated clients), as if on the configured port."""
+        self.port = self.config.address.port
+
     def take_over(self, previous: "Listener") -> None:
         """Serves on `previous`'s sockets (a reload): the port never closes, and clients
         queued in its backlog are accepted here."""
@@ -191,7 +198,7 @@ class Listener:
         """Accepts until drained or handed over, then waits for the last connection. The
         access log flushers run here too; the logs close once the last connection is done."""
         annotate("listener", listener=self.name, address=str(self.config.address))
-        assert self._sockets and self.port is not None, "bound (or taken over) before it runs"
+        assert self.port is not None, "bound (or taken over) before it runs"
         try:
             async with trio.open_nursery() as flushers:
                 for access_log in self.access_logs:
@@ -203,6 +210,8 @@ class Listener:
                             for sock in self._sockets:
                                 acceptors.start_soon(self._accept, sock, connections, name="accept")
                             task_status.started(self.port)
+                            if not self._sockets:  # in memory: "accepting" until drained
+                                await trio.sleep_forever()
                     if not self._handed_over:
                         for sock in self._sockets:
                             sock.socket.close()
@@ -236,8 +245,7 @@ class Listener:
                 log.error("listener %s: accept failed (%s); retrying", self.name, exc.strerror)
                 await trio.sleep(_ACCEPT_BACKOFF)
                 continue
-            if overload.downstream_cx_active >= overload.max_downstream_connections:
-                self.stats.downstream_global_cx_overflow.inc()
+            if self._over_capacity():
                 stream.socket.close()
                 continue
             try:
@@ -255,16 +263,49 @@ class Listener:
             )
             # Counted here, not in the task: a burst of accepts runs before any task does.
             overload.downstream_cx_active += 1
-            connections.start_soon(self._handle, stream, info, name=f"conn {info.peer}")
+            connections.start_soon(
+                self._handle,
+                stream,
+                info,
+                partial(self._establish, stream, info),
+                name=f"conn {info.peer}",
+            )
 
-    async def _handle(self, stream: trio.SocketStream, info: ConnectionInfo) -> None:
+    def _over_capacity(self) -> bool:
+        """The overload manager's max_downstream_connections is reached (counted)."""
+        overload = self._overload
+        if overload.downstream_cx_active < overload.max_downstream_connections:
+            return False
+        self.stats.downstream_global_cx_overflow.inc()
+        return True
+
+    def accept_memory(self, stream: ByteStream, info: ConnectionInfo, terminate_tls: bool) -> None:
+        """Serves an in-memory connection as an accepted one (`bind_in_memory`): `info`
+        says what the listener filters would have read (SNI, ALPN); the chain's TLS is
+        terminated only if `terminate_tls` (else its filters get the stream as it is)."""
+        assert self._connections is not None, "running"
+        if self._over_capacity():
+            stream.close_now()
+            return
+        self._overload.downstream_cx_active += 1
+        establish = partial(self._establish_memory, stream, info, terminate_tls)
+        self._connections.start_soon(
+            self._handle, stream, info, establish, name=f"conn {info.peer}"
+        )
+
+    async def _handle(
+        self,
+        stream: trio.abc.AsyncResource,
+        info: ConnectionInfo,
+        establish: Callable[[], Awaitable[tuple[FilterChain, ByteStream] | None]],
+    ) -> None:
         self.stats.downstream_cx_total.inc()
         self.stats.downstream_cx_active.inc()
         try:
             with trio.CancelScope(deadline=self._drain_grace) as scope:
                 self._establishing.add(scope)
                 try:
-                    established = await self._establish(stream, info)
+                    established = await establish()
                 finally:
                     self._establishing.discard(scope)
             if scope.cancelled_caught or established is None:
@@ -288,13 +329,28 @@ class Listener:
         chain = await self._choose_chain(stream, info)
         if chain is None:
             return None
+        return await self._secure(chain, TcpStream(stream), info, terminate_tls=True)
+
+    async def _establish_memory(
+        self, stream: ByteStream, info: ConnectionInfo, terminate_tls: bool
+    ) -> tuple[FilterChain, ByteStream] | None:
+        await trio.lowlevel.checkpoint()
+        chain = self._match(info)
+        if chain is None:
+            return None
+        return await self._secure(chain, stream, info, terminate_tls)
+
+    async def _secure(
+        self, chain: FilterChain, stream: ByteStream, info: ConnectionInfo, terminate_tls: bool
+    ) -> tuple[FilterChain, ByteStream] | None:
+        """The chain's TLS handshake, if it has TLS (and it is to be terminated): the
+        stream its filters read, or None (counted) if the handshake failed."""
         info.filter_chain = chain.name
         annotate("connection", peer=info.peer, listener=self.name, filter_chain=chain.name)
-        tcp = TcpStream(stream)
-        if chain.tls is None:
-            return chain, tcp
+        if chain.tls is None or not terminate_tls:
+            return chain, stream
         try:
-            downstream, info.tls = await chain.tls.handshake(tcp, info.server_name)
+            downstream, info.tls = await chain.tls.handshake(stream, info.server_name)
         except HandshakeTimeout:
             self.stats.downstream_cx_transport_socket_connect_timeout.inc()
             return None
@@ -345,6 +401,10 @@ class Listener:
             if info.transport_protocol is None:
                 self.stats.downstream_pre_cx_timeout.inc()
                 return None
+        return self._match(info)
+
+    def _match(self, info: ConnectionInfo) -> FilterChain | None:
+        """The chain for what the connection showed; None (counted) if none matches."""
         chain = select(self.chains, info) or self.default_chain
         if chain is None:
             self.stats.no_filter_chain_match.inc()

@@ -20,6 +20,7 @@ from gateway.errors import StartupError
 from gateway.listeners.filter_chain import ChainBuilder
 from gateway.listeners.listener import Listener
 from gateway.listeners.quic_listener import QuicListener
+from gateway.listeners.swap import same_socket, swap_listeners
 from gateway.observability.stats import StatsStore
 from gateway.observability.tracing.sampler import Sampler
 from gateway.observability.tracing.tracer import Tracer
@@ -110,27 +111,7 @@ class Gateway:
     def _build_listeners(
         self, config: GatewayConfig, route_tables: RouteTables | None = None
     ) -> dict[str, Listener]:
-        """Listeners for `config`, not yet bound. On failure (a certificate or log file
-        that cannot be opened) nothing is left open."""
-        listeners: dict[str, Listener] = {}
-        try:
-            for name, lconf in config.listeners.items():
-                builder = ChainBuilder(
-                    name, config, self.clusters, self.stats, self.state, route_tables or {}
-                )
-                try:
-                    kind = QuicListener if lconf.protocol == "quic" else Listener
-                    listeners[name] = kind(name, lconf, builder)
-                except BaseException:
-                    for access_log in builder.access_logs:
-                        access_log.close()
-                    raise
-        except BaseException:
-            for listener in listeners.values():
-                for access_log in listener.access_logs:
-                    access_log.close()
-            raise
-        return listeners
+        return build_listeners(config, self.clusters, self.stats, self.state, route_tables)
 
     @property
     def draining(self) -> bool:
@@ -219,7 +200,7 @@ class Gateway:
             try:
                 for name, listener in listeners.items():
                     previous = old_listeners.get(name)
-                    if previous is None or not _same_socket(previous, listener):
+                    if previous is None or not same_socket(previous, listener):
                         await listener.bind(reuse_port=self.worker is not None)
             except BaseException:
                 for listener in listeners.values():
@@ -227,27 +208,12 @@ class Gateway:
                 self.state.background.clear()  # the new filters' jobs, never to run
                 raise
             # What the old config leaves behind drains by the new config's timeout.
-            deadline, grace = self._drain_deadlines(config.server)
-            changes += await self.clusters.update(config, deadline)
+            drain = self._drain_deadlines(config.server)
+            changes += await self.clusters.update(config, drain[0])
             self.config = config
-            for name, listener in listeners.items():
-                previous = old_listeners.get(name)
-                if previous is not None and _same_socket(previous, listener):
-                    listener.take_over(previous)
-                await self.start_listener(listener)
-                if previous is None:
-                    changes.append(f"listener {name} added")
-                    continue
-                # Old connections, draining or not, route their next requests the new way.
-                previous.update_routes(config, route_tables)
-                if previous.config == listener.config:
-                    listener.adopt(previous)
-                else:
-                    previous.drain(deadline, grace)
-                    changes.append(f"listener {name} changed")
-            for name in old_listeners.keys() - listeners.keys():
-                old_listeners[name].drain(deadline, grace)
-                changes.append(f"listener {name} removed")
+            changes += await swap_listeners(
+                old_listeners, listeners, config, route_tables, drain, self.start_listener
+            )
             self.listeners = listeners
             self.start_background()
             if config.overload != old_config.overload:
@@ -285,9 +251,32 @@ class Gateway:
         return notes
 
 
-def _same_socket(previous: Listener, listener: Listener) -> bool:
-    """Whether a reloaded listener takes over its predecessor's socket: the same address
-    and the same protocol (a TCP and a QUIC listener may share a port number, not a
-    socket)."""
-    old, new = previous.config, listener.config
-    return old.address == new.address and old.protocol == new.protocol
+def build_listeners(
+    config: GatewayConfig,
+    clusters: ClusterManager,
+    stats: StatsStore,
+    state: ServerState,
+    route_tables: RouteTables | None = None,
+    *,
+    in_memory: bool = False,
+) -> dict[str, Listener]:
+    """Listeners for `config`, not yet bound (`in_memory`: all of them plain listeners, to
+    be bound in memory, QUIC ones included). On failure (a certificate or log file that
+    cannot be opened) nothing is left open."""
+    listeners: dict[str, Listener] = {}
+    try:
+        for name, lconf in config.listeners.items():
+            builder = ChainBuilder(name, config, clusters, stats, state, route_tables or {})
+            try:
+                quic = lconf.protocol == "quic" and not in_memory
+                listeners[name] = (QuicListener if quic else Listener)(name, lconf, builder)
+            except BaseException:
+                for access_log in builder.access_logs:
+                    access_log.close()
+                raise
+    except BaseException:
+        for listener in listeners.values():
+            for access_log in listener.access_logs:
+                access_log.close()
+        raise
+    return listeners

@@ -18,12 +18,13 @@ import os
 import random
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import attrs
 import trio
 
+from gateway.config.load import load_config
 from gateway.config.model import GatewayConfig
 from gateway.errors import ConfigError
 from gateway.observability.stats import Counter, Gauge
@@ -65,9 +66,27 @@ class ScenarioResult:
     leftover_tasks: dict[str, list[dict[str, Any]]] = attrs.Factory(dict)
 
 
-def check_against_config(scenario: Scenario, config: GatewayConfig) -> None:
-    """What a scenario says that its config contradicts; ConfigError."""
-    known = set(endpoints(config))
+def load_reloads(scenario: Scenario) -> list[GatewayConfig]:
+    """The configs of the scenario's reloads, loaded and validated as `gateway serve`
+    would before taking them; ConfigError naming the reload and each problem."""
+    configs, errors = [], []
+    for i, reload in enumerate(scenario.reloads):
+        try:
+            configs.append(load_config(reload.config))
+        except ConfigError as exc:
+            where = f"{scenario.source}: reloads[{i}].config"
+            errors += [f"{where}: {error}" for error in exc.errors]
+    if errors:
+        raise ConfigError(errors)
+    return configs
+
+
+def check_against_config(
+    scenario: Scenario, config: GatewayConfig, reloads: Sequence[GatewayConfig] = ()
+) -> None:
+    """What a scenario says that its config (and the configs it reloads) contradicts;
+    ConfigError."""
+    known = {address for c in (config, *reloads) for address in endpoints(c)}
     errors = [
         f'{scenario.source}: hosts."{address}": no cluster of the config has this endpoint '
         f"(it has {', '.join(sorted(known)) or 'none'})"
@@ -95,11 +114,12 @@ def run_scenario(
     """Runs `scenario` against `config` in virtual time (a fresh trio run); ConfigError if
     they do not fit together. The access logs go to `access_log`, or nowhere, or (when
     the scenario checks them and no path is given) to a temporary file read back."""
-    check_against_config(scenario, config)
+    reloads = load_reloads(scenario)
+    check_against_config(scenario, config, reloads)
     with _access_log_file(access_log, bool(scenario.expect.access_log)) as (path, offset):
         _seed(scenario.seed)
         started = time.perf_counter()
-        result = trio.run(_run, config, scenario, path, clock=VirtualClock())
+        result = trio.run(_run, config, reloads, scenario, path, clock=VirtualClock())
         result.wall_seconds = time.perf_counter() - started
         if scenario.expect.access_log and has_access_log(config):
             assert path is not None
@@ -136,9 +156,14 @@ def _access_log_file(path: str | None, wanted: bool) -> Iterator[tuple[str | Non
         yield os.path.join(directory, "access.log"), 0
 
 
-async def _run(config: GatewayConfig, scenario: Scenario, access_log: str | None) -> ScenarioResult:
+async def _run(
+    config: GatewayConfig,
+    reloads: list[GatewayConfig],
+    scenario: Scenario,
+    access_log: str | None,
+) -> ScenarioResult:
     simulation_of = open_simulation(
-        config, scenario.hosts, seed=scenario.seed, access_log=access_log
+        config, scenario.hosts, seed=scenario.seed, access_log=access_log, later=reloads
     )
     async with simulation_of as simulation:
         start = simulation.start
@@ -160,12 +185,20 @@ async def _run(config: GatewayConfig, scenario: Scenario, access_log: str | None
             await trio.sleep_until(start + at)
             snapshots.extend((at, name, text) for name, text in simulation.listener_tasks().items())
 
+        async def reload(at: float, config: GatewayConfig, path: str) -> None:
+            await trio.sleep_until(start + at)
+            await simulation.reload(config, path)
+
         with trio.move_on_at(start + scenario.duration + DRAIN_TIME):
             async with trio.open_nursery() as running:
                 for client in clients:
                     running.start_soon(client.run, name=f"client {client.script.name}")
                 for at in scenario.task_snapshots:
                     running.start_soon(take_snapshot, at, name=f"task snapshot at {at}s")
+                for step, new in zip(scenario.reloads, reloads, strict=True):
+                    running.start_soon(
+                        reload, step.time, new, step.config, name=f"reload at {step.time}s"
+                    )
         for client in clients:
             client.close_idle()
         leftover = await simulation.leftover_tasks()

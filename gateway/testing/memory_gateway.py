@@ -3,11 +3,12 @@ gateway's own code, with every upstream connection opened by an `UpstreamConnect
 caller gives and every downstream connection a memory stream handed to the listener's
 filter chain.
 
-What a `Listener` does before a connection becomes a `ByteStream` (accepting, the PROXY
-header, peeking at the ClientHello) is not run: the chain is chosen from what the caller
-says the client sent (its SNI and ALPN), and terminates TLS only if asked to (a test's
-client speaks TLS; the scenario engine's clients do not, and the chain's filters get the
-cleartext stream).
+The listeners are the gateway's own (`Listener.bind_in_memory`), with their stats, drains
+and reloads; what one does before a connection becomes a `ByteStream` (accepting, the
+PROXY header, peeking at the ClientHello) is not run: the chain is chosen from what the
+caller says the client sent (its SNI and ALPN), and terminates TLS only if asked to (a
+test's client speaks TLS; the scenario engine's clients do not, and the chain's filters
+get the cleartext stream).
 
 The tests' `memory_gateway` (tests/memory_net.py) is this, with TLS and a network of
 upstreams the test runs.
@@ -23,23 +24,15 @@ import trio
 from gateway.clusters.manager import ClusterManager
 from gateway.clusters.transport_socket import UpstreamConnector
 from gateway.config.model import GatewayConfig
-from gateway.io.byte_stream import ByteStream
-from gateway.listeners.filter_chain import ChainBuilder, FilterChain, build_filter_chains, select
-from gateway.listeners.network_filter import ConnectionInfo, run_filters
-from gateway.listeners.tls import HandshakeFailed
-from gateway.observability.access_log import AccessLogger
+from gateway.listeners.listener import Listener
+from gateway.listeners.network_filter import ConnectionInfo
+from gateway.listeners.swap import swap_listeners
 from gateway.observability.stats import StatsStore
+from gateway.router.route_table import build_route_tables
+from gateway.server.gateway import build_listeners
 from gateway.server.overload import OverloadManager
 from gateway.server.state import ServerState
 from gateway.testing.memory_stream import MemoryStream, memory_stream_pair
-
-
-@attrs.frozen
-class MemoryListener:
-    name: str
-    port: int
-    chains: list[FilterChain]
-    default: FilterChain | None
 
 
 @attrs.define(eq=False)
@@ -49,7 +42,8 @@ class MemoryGateway:
     config: GatewayConfig
     store: StatsStore
     clusters: ClusterManager
-    listeners: dict[str, MemoryListener]
+    listeners: dict[str, Listener]
+    _server: ServerState
     _nursery: trio.Nursery
     #: Whether a chain with TLS terminates it (the client then speaks TLS, as a test's
     #: may); if not, its filters get the cleartext stream (the scenario engine's clients).
@@ -69,12 +63,15 @@ class MemoryGateway:
         """A client connection to `listener` (the only one, if None), served as the
         listener serves an accepted one; the client's end. It comes from `peer`, or
         from an address of its own (10.x.y.z), as many clients' would; `server_name` and
-        `alpn` are what the TLS inspector would have read from its ClientHello."""
+        `alpn` are what the TLS inspector would have read from its ClientHello.
+        ConnectionRefusedError if a reload removed the listener."""
         if listener is None:
             if len(self.listeners) != 1:
                 raise ValueError(f"which listener? the config has {sorted(self.listeners)}")
             listener = next(iter(self.listeners))
-        target = self.listeners[listener]
+        target = self.listeners.get(listener)
+        if target is None:
+            raise ConnectionRefusedError(f"no listener {listener!r} since the last reload")
         if peer is None:
             self._peers += 1
             peer = f"{ipaddress.IPv4Address('10.0.0.0') + self._peers}:40000"
@@ -83,32 +80,37 @@ class MemoryGateway:
         info = ConnectionInfo(
             peer=peer,
             source_ip=ipaddress.ip_address(host),
-            destination_port=target.port,
+            destination_port=target.config.address.port,
             source_port=int(port),
             destination_ip=ipaddress.IPv4Address("10.255.0.1"),
             transport_protocol="tls" if server_name or alpn else "raw_buffer",
             server_name=server_name,
             application_protocols=alpn,
         )
-        self._nursery.start_soon(self._serve, target, server, info, name=f"conn {peer}")
+        target.accept_memory(server, info, self.terminate_tls)
         return client
 
-    async def _serve(
-        self, target: MemoryListener, stream: MemoryStream, info: ConnectionInfo
-    ) -> None:
-        downstream: ByteStream = stream
-        try:
-            chain = select(target.chains, info) or target.default
-            if chain is None:
-                return  # no chain matches: the listener closes it, as Envoy does
-            info.filter_chain = chain.name
-            if chain.tls is not None and self.terminate_tls:  # as the listener does
-                downstream, info.tls = await chain.tls.handshake(stream, info.server_name)
-            await run_filters(chain.filters, downstream, info)
-        except HandshakeFailed:
-            pass
-        finally:
-            stream.close_now()
+    async def reload(self, config: GatewayConfig) -> list[str]:
+        """Takes `config` as `Gateway.reload` does: changed clusters replaced (warmed
+        first, the old ones drained), new listeners for new connections, the old ones'
+        connections routed the new way or drained. Returns what changed."""
+        route_tables = build_route_tables(config)  # on the loop: no time passes meanwhile
+        listeners = build_listeners(
+            config, self.clusters, self.store, self._server, route_tables, in_memory=True
+        )
+        for listener in listeners.values():
+            listener.bind_in_memory()
+        now = trio.current_time()
+        drain = (now + config.server.drain_timeout, now + config.server.drain_grace)
+        changes = await self.clusters.update(config, drain[0])
+        changes += await swap_listeners(
+            self.listeners, listeners, config, route_tables, drain, self._start
+        )
+        self.config, self.listeners = config, listeners
+        return changes
+
+    async def _start(self, listener: Listener) -> None:
+        await self._nursery.start(listener.run, name=f"listener {listener.name}")
 
     def stat(self, name: str) -> int | None:
         """A counter's or gauge's value by its Envoy name; None if there is no such stat."""
@@ -123,25 +125,19 @@ async def open_memory_gateway(
     terminate_tls: bool = False,
     record_writes: bool = False,
 ) -> AsyncIterator[MemoryGateway]:
-    """Runs `config`'s clusters (warmed: first health checks done) and builds its
-    listeners; everything stops when the block ends."""
+    """Runs `config`'s clusters (warmed: first health checks done) and its listeners, in
+    memory; everything stops when the block ends."""
     store = StatsStore([])
     server = ServerState(OverloadManager(config.overload, store))
-    access_logs: list[AccessLogger] = []
-    try:
-        async with trio.open_nursery() as nursery:
-            clusters = ClusterManager(config, store, connector)
-            await nursery.start(clusters.run)
-            listeners = {}
-            for name, listener in config.listeners.items():
-                builder = ChainBuilder(name, config, clusters, store, server)
-                chains, default = build_filter_chains(builder, listener)
-                access_logs += builder.access_logs
-                listeners[name] = MemoryListener(name, listener.address.port, chains, default)
-            yield MemoryGateway(
-                config, store, clusters, listeners, nursery, terminate_tls, record_writes
-            )
-            nursery.cancel_scope.cancel()
-    finally:
-        for access_log in access_logs:
-            access_log.close()
+    async with trio.open_nursery() as nursery:
+        clusters = ClusterManager(config, store, connector)
+        await nursery.start(clusters.run)
+        listeners = build_listeners(config, clusters, store, server, in_memory=True)
+        gateway = MemoryGateway(
+            config, store, clusters, listeners, server, nursery, terminate_tls, record_writes
+        )
+        for listener in listeners.values():
+            listener.bind_in_memory()
+            await gateway._start(listener)
+        yield gateway
+        nursery.cancel_scope.cancel()

@@ -13,11 +13,13 @@ from gateway.testing.timeline import Event
 #: Timeline lines and leftover tasks shown; the rest are counted ("... N more").
 MAX_TIMELINE_LINES = 200
 MAX_LEFTOVER_TASKS = 20
+#: Events whose detail is the line itself: the gateway's log, and the scenario's reloads.
+_TOLD = ("log", "reload")
 
 
 def _event_line(event: Event) -> str:
     where = f"cluster {event.cluster}: " if event.cluster else ""
-    text = event.detail if event.kind == "log" else f"{where}host {event.host} {event.kind}"
+    text = event.detail if event.kind in _TOLD else f"{where}host {event.host} {event.kind}"
     return f"  {event.time:10.3f}s  {text}"
 
 
@@ -42,7 +44,7 @@ def _timeline(events: list[Event]) -> list[tuple[float, str]]:
         )
 
     for event in sorted(events, key=lambda e: e.time):
-        if event.kind == "log" or event.host:
+        if event.kind in _TOLD or event.host:
             lines.append((event.time, _event_line(event)))
             continue
         key = (event.cluster, event.kind)

@@ -224,6 +224,17 @@ class Expectations:
 
 
 @attrs.frozen
+class Reload:
+    """`[[reloads]]`: at `time`, the gateway takes the config file `config` (a path from
+    the scenario file's directory) as a hot reload (SIGHUP, `POST /reload`) takes it:
+    changed clusters replaced, listeners swapped, requests in flight carried on or
+    drained by the new config's drain timeout."""
+
+    time: Duration
+    config: str
+
+
+@attrs.frozen
 class Scenario:
     duration: Duration
     seed: int = 0
@@ -235,6 +246,8 @@ class Scenario:
     #: When to take a /tasks snapshot of each listener's connections and streams, for the
     #: report (what the gateway was doing at the worst moment of a storm, say).
     task_snapshots: list[Duration] = attrs.Factory(list)
+    #: Hot reloads during the run, in time order (a deploy).
+    reloads: list[Reload] = attrs.Factory(list)
     #: Where it was loaded from, for the report.
     source: str = attrs.field(default="<scenario>", eq=False)
 
@@ -321,6 +334,12 @@ def structure_scenario(data: dict[str, Any], source: str) -> Scenario:
     for i, at in enumerate(scenario.task_snapshots):
         if at > scenario.duration:
             errors.append(f"task_snapshots[{i}]: {at:g}s is after the scenario's end")
+    for i, reload in enumerate(scenario.reloads):
+        if reload.time > scenario.duration:
+            errors.append(f"reloads[{i}].time: {reload.time:g}s is after the scenario's end")
+    times = [reload.time for reload in scenario.reloads]
+    if times != sorted(times):
+        errors.append(f"reloads: must be in time order, got {times}")
     names = [client.name for client in scenario.clients]
     for name in scenario.expect.clients:
         if name not in names:
@@ -351,11 +370,15 @@ def _is_percentile(key: str) -> bool:
 
 
 def load_scenario(path: str | Path) -> Scenario:
-    """Reads a scenario file; ConfigError."""
+    """Reads a scenario file; ConfigError. Its reloads' config paths are taken from the
+    file's directory."""
     try:
-        return structure_scenario(load_toml(path), str(path))
+        scenario = structure_scenario(load_toml(path), str(path))
     except ConfigError as exc:
         source = str(path)
         raise ConfigError(
             [e if e.startswith(source) else f"{source}: {e}" for e in exc.errors]
         ) from None
+    here = Path(path).parent
+    reloads = [attrs.evolve(r, config=str(here / r.config)) for r in scenario.reloads]
+    return attrs.evolve(scenario, reloads=reloads)

@@ -90,12 +90,6 @@ def simulation_notes(config: GatewayConfig) -> list[str]:
                 f"listener {name}: QUIC is not simulated; scenario clients reach its routes "
                 "over HTTP/1.1 or HTTP/2 in memory"
             )
-    for name, http_filter in config.http_filters.items():
-        if http_filter.type == "local_ratelimit":
-            notes.append(
-                f"http filter {name}: local_ratelimit refills its buckets on the wall "
-                "clock, not on virtual time"
-            )
     return notes
 
 

@@ -4,7 +4,7 @@ a test drives one with its own requests (`Simulation.request`), on trio's MockCl
 wants virtual time (the pytest plugin's `gateway_simulation`)."""
 
 import random
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -57,6 +57,18 @@ class Simulation:
     start: float
     #: The timeline so far: ejections, health changes, counts each second, the log.
     events: list[Event]
+    #: Where the access logs go (`simulated_config`), for the configs reloaded too.
+    access_log: str | None = None
+
+    async def reload(self, config: GatewayConfig, source: str = "") -> list[str]:
+        """A hot reload to `config` (as `simulated_config` changes it), recorded in the
+        timeline; what changed."""
+        changes = await self.gateway.reload(simulated_config(config, self.access_log))
+        detail = f"config reloaded{f' from {source}' if source else ''}: " + (
+            "; ".join(changes) or "routes and filters"
+        )
+        self.events.append(Event(trio.current_time() - self.start, "reload", detail=detail))
+        return changes
 
     async def leftover_tasks(self) -> dict[str, list[dict[str, Any]]]:
         """Once every task has settled: the downstream connections and request streams
@@ -118,16 +130,19 @@ async def open_simulation(
     *,
     seed: int = 0,
     access_log: str | None = None,
+    later: Sequence[GatewayConfig] = (),
 ) -> AsyncIterator[Simulation]:
     """Runs `config` (as `simulated_config` changes it) with a simulated host at every
-    cluster endpoint, scripted by `hosts` (by address; a host with no script answers 200
-    at once); everything stops when the block ends."""
+    cluster endpoint (of the configs it will `reload` to, too), scripted by `hosts` (by
+    address; a host with no script answers 200 at once); everything stops when the block
+    ends."""
     scripts = hosts or {}
     start = trio.current_time()
     # Tasks annotated as a server's are (`[admin] task_tree`), for `leftover_tasks`.
     set_task_tree(config.admin is None or config.admin.task_tree)
     events: list[Event] = []
     runnable = simulated_config(config, access_log)
+    addresses = {name: address for c in (config, *later) for name, address in endpoints(c).items()}
     with recording_log(start, events):
         async with trio.open_nursery() as nursery:
             simulated = {
@@ -138,11 +153,11 @@ async def open_simulation(
                     nursery,
                     start,
                 )
-                for name, address in endpoints(runnable).items()
+                for name, address in addresses.items()
             }
             for name, host in simulated.items():
                 nursery.start_soon(host.run, name=f"host {name} script")
             async with open_memory_gateway(runnable, SimulatedNetwork(simulated)) as gateway:
                 nursery.start_soon(sample_counters, gateway.clusters, start, events)
-                yield Simulation(gateway, simulated, start, events)
+                yield Simulation(gateway, simulated, start, events, access_log)
             nursery.cancel_scope.cancel()

@@ -41,7 +41,7 @@ _COUNTED = {
 @attrs.frozen
 class Event:
     """At `time` (scenario seconds): `kind` ("ejected", "returned", "unhealthy",
-    "healthy", "log", or a counted name) in `cluster`, of `host` if any."""
+    "healthy", "log", "reload", or a counted name) in `cluster`, of `host` if any."""
 
     time: float
     kind: str
@@ -106,6 +106,8 @@ async def sample_counters(
             for kind, stat in _COUNTED.items():
                 value = getattr(cluster.stats, stat).value
                 before = last.get((name, stat), 0)
+                if value < before:  # a reload replaced the cluster: its counts start over
+                    before = 0
                 if value > before:
                     events.append(Event(at - start, kind, name, detail=str(value - before)))
                 last[name, stat] = value

@@ -20,12 +20,14 @@ def gateway_test(*args: object) -> int:
 
 
 def test_the_examples_for_gateway_toml_pass(capsys):
-    scenarios = [EXAMPLES / "slow_host.toml", EXAMPLES / "dead_host.toml"]
+    scenarios = [EXAMPLES / name for name in ("slow_host.toml", "dead_host.toml", "deploy.toml")]
     assert gateway_test(ROOT / "gateway.toml", *scenarios) == 0
     out = capsys.readouterr().out
     assert "FAIL" not in out
     assert "PASS  status 502 490..510  (was 500)" in out
-    assert out.endswith("2 of 2 scenarios passed\n")
+    reload = f"30.000s  config reloaded from {EXAMPLES / 'gateway_v2.toml'}: cluster api changed"
+    assert reload in out
+    assert out.endswith("3 of 3 scenarios passed\n")
 
 
 def test_the_retry_storm_example_passes_and_its_timeline_tells_the_story(capsys):

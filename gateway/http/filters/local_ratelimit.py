@@ -16,10 +16,10 @@ be exempt by disabling it. Keyed buckets are kept for the most recent `max_keys`
 
 import math
 import re
-import time
 from collections import OrderedDict
 
 import attrs
+import trio
 
 from gateway.config.model import UINT32_MAX, Duration, at_least, between
 from gateway.http.filter import FilterContext, HttpFilter, HttpFilterFactory, HttpFilterType
@@ -109,7 +109,7 @@ class LocalRateLimitFilter(HttpFilter):
 
     async def decode_headers(self, request: RequestHead, end_stream: bool) -> LocalReply | None:
         shared = self._shared
-        wait = shared.buckets.take(self._key(request), time.monotonic())
+        wait = shared.buckets.take(self._key(request), trio.current_time())
         if not wait:
             shared.ok.inc()
             return None
