@@ -23,6 +23,7 @@ from gateway.protocol.headers import HeaderMap, RequestHead
 from gateway.testing.client_h2 import H2ClientConnection
 from gateway.testing.scenario import ClientScript, RequestSpec, WebSocketSession
 from gateway.testing.upstream_host import REQUEST_TAG
+from gateway.testing.virtual_clock import sleep, sleep_until
 
 #: Outcomes that are not a status: the client's deadline passed; the connection closed
 #: (or broke the protocol) with no response.
@@ -116,7 +117,7 @@ class ClientConnection:
         message = b"x" * session.size
         for sent in range(session.messages):
             if sent:
-                await trio.sleep(session.interval)
+                await sleep(session.interval)
             await self.stream.send_all(message)
             while received < (sent + 1) * session.size:
                 data = await receive_or_eof(self.stream)
@@ -177,7 +178,7 @@ class SimulatedClient:
         self._weights = [spec.weight for spec in script.requests]
 
     async def run(self) -> None:
-        await trio.sleep_until(self._from)
+        await sleep_until(self._from)
         async with trio.open_nursery() as readers:
             self._readers = readers
             await self._send_all()
@@ -191,7 +192,7 @@ class SimulatedClient:
                 # From the count, not by adding intervals up: a sum drifts by ulps, and a
                 # 10 s run at 10 a second would send 101.
                 while (at := self._from + sent / self.script.rate) < self._until - _EPSILON:
-                    await trio.sleep_until(at)
+                    await sleep_until(at)
                     nursery.start_soon(self._one_request, name=f"client {self.script.name}")
                     sent += 1
             else:
@@ -235,7 +236,7 @@ class SimulatedClient:
     async def _closed_loop(self) -> None:
         while trio.current_time() < self._until - _EPSILON:
             await self._one_request()
-            await trio.sleep(self.script.think_time)
+            await sleep(self.script.think_time)
 
     async def _one_request(self) -> None:
         script = self.script

@@ -24,6 +24,7 @@ from gateway.protocol.headers import HeaderMap, RequestHead, ResponseHead
 from gateway.testing.behaviour import Answer, Behaviour, Phases, draw_latency, draw_status
 from gateway.testing.memory_stream import memory_stream_pair
 from gateway.testing.upstream_host_h2 import serve_h2
+from gateway.testing.virtual_clock import sleep, sleep_until
 
 #: The header the simulated clients tag each request with, so that a host can count the
 #: attempts the gateway made for one request (its retries).
@@ -79,7 +80,7 @@ class SimulatedHost:
         down (also if it went down during a slow connect)."""
         behaviour = self.behaviour()
         if behaviour.connect_latency:
-            await trio.sleep(behaviour.connect_latency)
+            await sleep(behaviour.connect_latency)
             behaviour = self.behaviour()
         else:
             await trio.lowlevel.checkpoint()
@@ -93,7 +94,7 @@ class SimulatedHost:
     async def run(self) -> None:
         """Cuts the open connections each time the host goes down."""
         for at in self.phases.down_times():
-            await trio.sleep_until(self._start + at)
+            await sleep_until(self._start + at)
             for stream in list(self._open):
                 stream.close_now()
 
@@ -167,7 +168,7 @@ class SimulatedHost:
         if answer.state == "down":
             return False
         if answer.delay:
-            await trio.sleep(answer.delay)
+            await sleep(answer.delay)
         if request.head.upgrade == "websocket" and answer.state == "up":
             await self._echo_websocket(stream, codec)
             return False

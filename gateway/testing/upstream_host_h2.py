@@ -24,6 +24,7 @@ from gateway.protocol.events import (
 )
 from gateway.protocol.headers import HeaderMap, RequestHead, ResponseHead
 from gateway.testing.behaviour import Answer
+from gateway.testing.virtual_clock import sleep
 
 #: RST_STREAM's INTERNAL_ERROR: what a server that fails mid-response sends.
 _INTERNAL_ERROR = 2
@@ -118,7 +119,7 @@ async def _answer(
         connection.stream.close_now()
         return
     if answer.delay:
-        await trio.sleep(answer.delay)
+        await sleep(answer.delay)
     codec = connection.codec
     if grpc.is_grpc_request(head):
         if await _answer_grpc(connection, stream_id, answer):
