@@ -11,11 +11,11 @@ clients in virtual time (docs/testing.md).
 - command.py: the `gateway test` subcommand; plugin.py: the pytest plugin (pytest only)
 """
 
-from gateway.testing.engine import ScenarioResult as ScenarioResult
 from gateway.testing.engine import run_scenario as run_scenario
 from gateway.testing.expectations import Check as Check
 from gateway.testing.expectations import check_expectations as check_expectations
 from gateway.testing.report import render_report as render_report
+from gateway.testing.result import ScenarioResult as ScenarioResult
 from gateway.testing.scenario import HostScript as HostScript
 from gateway.testing.scenario import Scenario as Scenario
 from gateway.testing.scenario import load_scenario as load_scenario

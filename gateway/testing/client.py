@@ -148,7 +148,10 @@ def _headers(spec: RequestSpec, tag: str, extra: tuple[tuple[str, str], ...] = (
 
 class SimulatedClient:
     """One `[[clients]]` entry, running from its start for its duration; its outcomes are
-    appended to `outcomes`."""
+    appended to `outcomes`. With several workers (`shard` = (this one, how many)), this
+    worker's share: every n-th request of an open loop, every n-th connection of a closed
+    loop (as SO_REUSEPORT spreads connections), an HTTP/2 client's one connection on the
+    first worker."""
 
     def __init__(
         self,
@@ -158,8 +161,10 @@ class SimulatedClient:
         start: float,
         end: float,
         outcomes: list[Outcome],
+        shard: tuple[int, int] = (0, 1),
     ) -> None:
         self.script = script
+        self._shard = shard
         self._connect = connect
         self._rng = rng
         #: Absolute trio times: the scenario's start, this client's first and last send.
@@ -186,19 +191,25 @@ class SimulatedClient:
                 self._h2.close()
 
     async def _send_all(self) -> None:
+        index, count = self._shard
+        name = self.script.name
+        if self.script.protocol == "http2" and index:
+            return  # one connection: the first worker's
         async with trio.open_nursery() as nursery:
             if self.script.rate is not None:
-                sent = 0
                 # From the count, not by adding intervals up: a sum drifts by ulps, and a
                 # 10 s run at 10 a second would send 101.
+                sent = index
                 while (at := self._from + sent / self.script.rate) < self._until - _EPSILON:
                     await sleep_until(at)
-                    nursery.start_soon(self._one_request, name=f"client {self.script.name}")
-                    sent += 1
+                    nursery.start_soon(
+                        self._one_request, f"{name}/{sent + 1}", name=f"client {name}"
+                    )
+                    sent += count
             else:
                 assert self.script.concurrency is not None
-                for _ in range(self.script.concurrency):
-                    nursery.start_soon(self._closed_loop, name=f"client {self.script.name}")
+                for _ in range(index, self.script.concurrency, count):
+                    nursery.start_soon(self._closed_loop, name=f"client {name}")
 
     def close_idle(self) -> None:
         """Closes the keep-alive connections it holds, as a client that is done does."""
@@ -234,11 +245,18 @@ class SimulatedClient:
         return await connection.exchange(spec, tag, REQUEST_TAG, deadline)
 
     async def _closed_loop(self) -> None:
+        index, count = self._shard
         while trio.current_time() < self._until - _EPSILON:
-            await self._one_request()
+            # Tags differ across workers: the hosts count each request's attempts by it.
+            number = self.sent + 1
+            await self._one_request(
+                f"{self.script.name}/{number}"
+                if count == 1
+                else f"{self.script.name}/{index}.{number}"
+            )
             await sleep(self.script.think_time)
 
-    async def _one_request(self) -> None:
+    async def _one_request(self, tag: str) -> None:
         script = self.script
         spec = (
             script.requests[0]
@@ -246,7 +264,6 @@ class SimulatedClient:
             else self._rng.choices(script.requests, self._weights)[0]
         )
         self.sent += 1
-        tag = f"{script.name}/{self.sent}"
         sent_at = trio.current_time()
         deadline = sent_at + script.deadline if script.deadline is not None else math.inf
         outcome: str | None = None

@@ -12,16 +12,13 @@ enforcement) and trio's scheduler (which otherwise reverses a batch of runnable 
 random).
 """
 
-import contextlib
 import functools
 import os
 import random
 import tempfile
 import time
-from collections.abc import Iterator, Sequence
-from typing import Any
+from collections.abc import Sequence
 
-import attrs
 import trio
 
 from gateway.config.load import load_config
@@ -29,41 +26,18 @@ from gateway.config.model import GatewayConfig
 from gateway.errors import ConfigError
 from gateway.observability.stats import Counter, Gauge
 from gateway.testing.client import Outcome, SimulatedClient
+from gateway.testing.result import ScenarioResult
 from gateway.testing.scenario import Scenario
 from gateway.testing.simulated_config import has_access_log, simulation_notes
 from gateway.testing.simulation import endpoints, open_simulation
-from gateway.testing.timeline import Event
-from gateway.testing.upstream_host import HostRecord
 from gateway.testing.virtual_clock import VirtualClock
+from gateway.testing.workers import merge_results, run_workers
 
 #: After the clients' last send, how long requests still in flight may take before the
 #: run ends without them (a hanging host with no route timeout would hold it forever).
 #: Longer than the HCM's default stream idle timeout (five minutes), so that what the
 #: gateway's own timeouts would end, they end, rather than tying with the run's end.
 DRAIN_TIME = 600.0
-
-
-@attrs.define
-class ScenarioResult:
-    scenario: Scenario
-    outcomes: list[Outcome]
-    #: Requests sent with no outcome (still in flight when the run ended).
-    unfinished: int
-    hosts: dict[str, HostRecord]
-    events: list[Event]
-    #: Every counter and gauge at the end, by Envoy name.
-    stats: dict[str, int]
-    virtual_seconds: float
-    wall_seconds: float
-    #: What of the config the run did not simulate (`simulation_notes`).
-    notes: list[str] = attrs.Factory(list)
-    #: The access log's lines, when the scenario checks them (None: the config has none).
-    access_log_lines: list[str] | None = None
-    #: The scenario's `task_snapshots`: (scenario time, listener, /tasks text).
-    task_snapshots: list[tuple[float, str, str]] = attrs.Factory(list)
-    #: Downstream connections and request streams still alive at the end, as /tasks
-    #: shows them (`Simulation.leftover_tasks`).
-    leftover_tasks: dict[str, list[dict[str, Any]]] = attrs.Factory(dict)
 
 
 def load_reloads(scenario: Scenario) -> list[GatewayConfig]:
@@ -111,26 +85,59 @@ def check_against_config(
 def run_scenario(
     config: GatewayConfig, scenario: Scenario, *, access_log: str | None = None
 ) -> ScenarioResult:
-    """Runs `scenario` against `config` in virtual time (a fresh trio run); ConfigError if
-    they do not fit together. The access logs go to `access_log`, or nowhere, or (when
-    the scenario checks them and no path is given) to a temporary file read back."""
+    """Runs `scenario` against `config` in virtual time (fresh trio runs, one per
+    `Scenario.workers`, each in a process of its own when there are several); ConfigError
+    if they do not fit together. The access logs are appended to `access_log` if given,
+    and read back when the scenario checks them."""
     reloads = load_reloads(scenario)
     check_against_config(scenario, config, reloads)
-    with _access_log_file(access_log, bool(scenario.expect.access_log)) as (path, offset):
-        _seed(scenario.seed)
-        started = time.perf_counter()
-        result = trio.run(_run, config, reloads, scenario, path, clock=VirtualClock())
-        result.wall_seconds = time.perf_counter() - started
-        if scenario.expect.access_log and has_access_log(config):
-            assert path is not None
-            with open(path, encoding="utf-8") as lines:
-                lines.seek(offset)
-                result.access_log_lines = lines.read().splitlines()
+    wanted = bool(scenario.expect.access_log) and has_access_log(config)
+    started = time.perf_counter()
+    with tempfile.TemporaryDirectory(prefix="gateway-test-") as directory:
+        # A log file per worker, joined after the run: the workers' buffered writes
+        # to one file could cut each other's lines.
+        logs: list[str | None] = [
+            os.path.join(directory, f"access.{index}.log") if access_log or wanted else None
+            for index in range(scenario.workers)
+        ]
+        results = run_workers(functools.partial(run_worker, config, reloads, scenario), logs)
+        lines = [line for path in logs if path is not None for line in _read_lines(path)]
+    result = merge_results(results)
+    result.wall_seconds = time.perf_counter() - started
+    if access_log is not None:
+        with open(access_log, "a", encoding="utf-8") as out:
+            out.writelines(f"{line}\n" for line in lines)
+    if wanted:
+        result.access_log_lines = lines
     result.notes = simulation_notes(config)
     return result
 
 
-def _seed(seed: int) -> None:
+def run_worker(
+    config: GatewayConfig,
+    reloads: list[GatewayConfig],
+    scenario: Scenario,
+    index: int,
+    count: int,
+    access_log: str | None,
+) -> ScenarioResult:
+    """Worker `index` of `count`: the whole config, its share of the clients, hosts as
+    scripted (their draws its own). Worker 0's seeds are the scenario's, so that one
+    worker runs as the scenario always did."""
+    seed = scenario.seed if index == 0 else f"{scenario.seed}/worker {index}"
+    _seed(seed)
+    shard = (index, count)
+    return trio.run(_run, config, reloads, scenario, access_log, shard, seed, clock=VirtualClock())
+
+
+def _read_lines(path: str) -> list[str]:
+    if not os.path.exists(path):
+        return []
+    with open(path, encoding="utf-8") as lines:
+        return lines.read().splitlines()
+
+
+def _seed(seed: int | str) -> None:
     """The gateway draws from the `random` module; trio's scheduler from a generator of
     its own, seeded here the way trio's Hypothesis plugin seeds it. Should a trio release
     move that generator, runs stay correct but may differ in the order of simultaneous
@@ -141,29 +148,16 @@ def _seed(seed: int) -> None:
         scheduler.seed(seed)
 
 
-@contextlib.contextmanager
-def _access_log_file(path: str | None, wanted: bool) -> Iterator[tuple[str | None, int]]:
-    """Where the access logs go, and where this run's lines will start in it: `path`
-    (appended to, as the gateway does), a temporary file if the lines are `wanted`, or
-    nowhere."""
-    if path is not None:
-        yield path, os.path.getsize(path) if os.path.exists(path) else 0
-        return
-    if not wanted:
-        yield None, 0
-        return
-    with tempfile.TemporaryDirectory(prefix="gateway-test-") as directory:
-        yield os.path.join(directory, "access.log"), 0
-
-
 async def _run(
     config: GatewayConfig,
     reloads: list[GatewayConfig],
     scenario: Scenario,
     access_log: str | None,
+    shard: tuple[int, int],
+    seed: int | str,
 ) -> ScenarioResult:
     simulation_of = open_simulation(
-        config, scenario.hosts, seed=scenario.seed, access_log=access_log, later=reloads
+        config, scenario.hosts, seed=seed, access_log=access_log, later=reloads
     )
     async with simulation_of as simulation:
         start = simulation.start
@@ -172,10 +166,11 @@ async def _run(
             SimulatedClient(
                 script,
                 functools.partial(simulation.connect, script.listener, script.server_name),
-                random.Random(f"{scenario.seed}/client/{script.name}"),
+                random.Random(f"{seed}/client/{script.name}"),
                 start,
                 start + scenario.duration,
                 outcomes,
+                shard,
             )
             for script in scenario.clients
         ]

@@ -8,7 +8,7 @@ import attrs
 from gateway.config.regex import compile_regex
 from gateway.testing.bound import Bound
 from gateway.testing.client import Outcome
-from gateway.testing.engine import ScenarioResult
+from gateway.testing.result import ScenarioResult
 from gateway.testing.scenario import LEFTOVER_KINDS, EventExpectation
 
 

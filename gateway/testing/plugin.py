@@ -19,9 +19,10 @@ import pytest
 
 from gateway.config.load import load_config, loads_config
 from gateway.config.model import GatewayConfig
-from gateway.testing.engine import ScenarioResult, run_scenario
+from gateway.testing.engine import run_scenario
 from gateway.testing.expectations import check_expectations
 from gateway.testing.report import render_report
+from gateway.testing.result import ScenarioResult
 from gateway.testing.scenario import Scenario, load_scenario, structure_hosts, structure_scenario
 from gateway.testing.simulation import Simulation, open_simulation
 

@@ -6,8 +6,8 @@ from typing import Any
 import attrs
 
 from gateway.observability.tasktree import render_text
-from gateway.testing.engine import ScenarioResult
 from gateway.testing.expectations import Check, percentile
+from gateway.testing.result import ScenarioResult
 from gateway.testing.timeline import Event
 
 #: Timeline lines and leftover tasks shown; the rest are counted ("... N more").
@@ -18,9 +18,10 @@ _TOLD = ("log", "reload")
 
 
 def _event_line(event: Event) -> str:
+    worker = f"worker {event.worker}: " if event.worker is not None else ""
     where = f"cluster {event.cluster}: " if event.cluster else ""
     text = event.detail if event.kind in _TOLD else f"{where}host {event.host} {event.kind}"
-    return f"  {event.time:10.3f}s  {text}"
+    return f"  {event.time:10.3f}s  {worker}{text}"
 
 
 def _timeline(events: list[Event]) -> list[tuple[float, str]]:
@@ -67,6 +68,7 @@ def render_report(result: ScenarioResult, checks: list[Check], *, all_stats: boo
     lines.append(
         f"  {result.virtual_seconds:.1f}s of virtual time in {result.wall_seconds:.2f}s "
         f"of wall time ({ratio:.1f}x), seed {scenario.seed}"
+        + (f", {result.workers} workers" if result.workers > 1 else "")
     )
     counts = Counter(o.result for o in result.outcomes)
     summary = ", ".join(f"{key}: {n}" for key, n in sorted(counts.items()))
@@ -123,6 +125,7 @@ def report_data(result: ScenarioResult, checks: list[Check]) -> dict[str, Any]:
         "scenario": scenario.source,
         "description": scenario.description,
         "seed": scenario.seed,
+        "workers": result.workers,
         "passed": all(c.passed for c in checks),
         "virtual_seconds": result.virtual_seconds,
         "wall_seconds": result.wall_seconds,

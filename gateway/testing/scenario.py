@@ -248,6 +248,10 @@ class Scenario:
     task_snapshots: list[Duration] = attrs.Factory(list)
     #: Hot reloads during the run, in time order (a deploy).
     reloads: list[Reload] = attrs.Factory(list)
+    #: The gateway's worker processes (`[server] workers`), each with its share of the
+    #: clients' connections and its own outlier detection, breakers and rate limits;
+    #: each runs in a process of its own (docs/testing.md).
+    workers: int = attrs.field(default=1, validator=attrs.validators.in_(range(1, 65)))
     #: Where it was loaded from, for the report.
     source: str = attrs.field(default="<scenario>", eq=False)
 

@@ -128,7 +128,7 @@ async def open_simulation(
     config: GatewayConfig,
     hosts: Mapping[str, HostScript] | None = None,
     *,
-    seed: int = 0,
+    seed: int | str = 0,
     access_log: str | None = None,
     later: Sequence[GatewayConfig] = (),
 ) -> AsyncIterator[Simulation]:

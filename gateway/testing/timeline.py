@@ -49,6 +49,8 @@ class Event:
     host: str = ""
     #: The log line, or the count in the second.
     detail: str = ""
+    #: Which worker it happened in, when the scenario ran several (`workers`).
+    worker: int | None = None
 
 
 class _Recorder(logging.Handler):

@@ -8,8 +8,9 @@ import pytest
 
 from gateway import loads_config
 from gateway.errors import ConfigError
-from gateway.testing.engine import ScenarioResult, run_scenario
+from gateway.testing.engine import run_scenario
 from gateway.testing.expectations import check_expectations
+from gateway.testing.result import ScenarioResult
 from gateway.testing.scenario import structure_scenario
 
 CONFIG = """
@@ -523,3 +524,33 @@ def test_local_ratelimit_refills_on_virtual_time():
     # hundred requests take a fraction of a second, nearly all would be refused.)
     assert 45 <= statuses(result)["200"] <= 55
     assert statuses(result)["200"] + statuses(result)["429"] == 100
+
+
+def test_workers_share_the_clients_and_each_has_its_own_outlier_detection():
+    config = CONFIG.replace(
+        'virtual_hosts = ["api"]',
+        'virtual_hosts = ["api"]\naccess_log = { format = "envoy", path = "-" }',
+    ) + (
+        "[clusters.api.outlier_detection]\n"
+        'consecutive_5xx = 3\ninterval = "1s"\nbase_ejection_time = "60s"\n'
+        "max_ejection_percent = 50\n"
+    )
+    scenario = {
+        "duration": "10s",
+        "workers": 2,
+        "hosts": {"10.1.0.2:80": {"at": [{"time": "5s", "status": 503}]}},
+        "clients": [client(requests=[{"path": "/retry/x"}])],
+        "expect": {"access_log": {'" 200 - ': 100}},
+    }
+    result = run(scenario, config)
+    assert result.workers == 2
+    # Every request of the one-worker run, each sent once, by one worker or the other.
+    assert sorted(o.tag for o in result.outcomes) == sorted(f"client/{n}" for n in range(1, 101))
+    assert statuses(result) == {"200": 100}
+    assert result.stats["cluster.api.upstream_rq_2xx"] == 100  # the workers' stats add up
+    assert len(result.access_log_lines or []) == 100  # both workers' logs
+    # Each worker saw the host fail on its own connections and ejected it itself.
+    ejections = [(e.worker, e.host) for e in result.events if e.kind == "ejected"]
+    assert sorted(ejections) == [(0, "10.1.0.2:80"), (1, "10.1.0.2:80")]
+    again = run(scenario, config)
+    assert again.outcomes == result.outcomes and again.events == result.events
