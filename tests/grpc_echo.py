@@ -26,6 +26,8 @@ class EchoServicer:
         self.time_remaining: float | None = None
         #: Calls seen with the request b"flaky"; the first of them fails UNAVAILABLE.
         self.flaky_calls = 0
+        #: Unary calls seen, of any request.
+        self.unary_calls = 0
 
     def _watch(self, context: grpc.ServicerContext) -> None:
         context.add_callback(self._on_done(context))
@@ -38,6 +40,7 @@ class EchoServicer:
         return done
 
     def unary(self, request: bytes, context: grpc.ServicerContext) -> bytes:
+        self.unary_calls += 1
         self.time_remaining = context.time_remaining()
         if request == b"fail":
             context.set_trailing_metadata((("x-detail", "why-it-failed"),))

@@ -169,8 +169,9 @@ class RetryState:
             return "gateway-error"
         if "retriable-status-codes" in on and status in self._policy.retriable_status_codes:
             return "retriable-status-codes"
-        if self._is_grpc:
-            grpc_status = head.headers.get("grpc-status")
+        # Only a trailers-only answer has its grpc-status in the head; one without it is
+        # no gRPC condition (and must not match the HTTP conditions' missing names).
+        if self._is_grpc and (grpc_status := head.headers.get("grpc-status")) is not None:
             return next((c for c in on if _GRPC_CONDITIONS.get(c) == grpc_status), None)
         return None
 

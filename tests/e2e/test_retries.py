@@ -172,3 +172,21 @@ async def test_grpc_unavailable_is_retried(echo_server):
         assert reply == b"flaky"
         assert servicer.flaky_calls == 2
         assert gw.stats.value("cluster.echo.upstream_rq_retry") == 1
+
+
+async def test_a_grpc_call_answered_ok_is_not_repeated_on_a_route_retrying_http_failures(
+    echo_server,
+):
+    # retry_on names only HTTP conditions: an answer whose head has no grpc-status (a
+    # call answered with trailers) matched none of them, and used to be taken for a gRPC
+    # condition it did not have: each call went upstream three times.
+    port, servicer = echo_server
+    policy = {"retry_on": ["5xx", "reset", "connect-failure"], "num_retries": 2}
+    async with run_gateway(echo_config(port, retry_policy=policy)) as gw:
+        channel = grpc.insecure_channel(f"127.0.0.1:{gw.listener_ports['edge']}", options=OPTIONS)
+        unary = channel.unary_unary("/test.Echo/Unary")
+        reply = await trio.to_thread.run_sync(functools.partial(unary, b"once", timeout=5))
+        channel.close()
+        assert reply == b"once"
+        assert servicer.unary_calls == 1
+        assert gw.stats.value("cluster.echo.upstream_rq_retry") == 0
