@@ -13,6 +13,7 @@ from gateway.protocol.codec_h2 import H2Codec, H2ConnectionError, StreamGone
 from gateway.protocol.events import Data, EndStream, GoAway, ResponseHeaders, StreamReset
 from gateway.protocol.headers import HeaderMap, RequestHead
 from gateway.testing.scenario import RequestSpec
+from gateway.testing.upstream_host_h2 import GRPC_STREAM, stream_shape
 
 #: RST_STREAM's CANCEL: what a client that gives up on a request sends.
 _CANCEL = 8
@@ -101,10 +102,13 @@ class H2ClientConnection:
         pending = self._pending[stream_id] = _Pending()
         headers = HeaderMap([(tag_header, tag), *spec.headers.items()])
         method, body = spec.method, b"x" * spec.body_size
-        if spec.grpc:
+        call = spec.grpc or spec.grpc_stream is not None
+        if call:
             method, body = "POST", grpc.frame(body)
             headers.set("content-type", "application/grpc")
             headers.set("te", "trailers")
+        if (shape := spec.grpc_stream) is not None:
+            headers.set(GRPC_STREAM, stream_shape(shape.messages, shape.interval, shape.size))
         if body:
             headers.set("content-length", str(len(body)))
         head = RequestHead(method, spec.path, spec.authority, "http", headers, "2")
@@ -129,7 +133,7 @@ class H2ClientConnection:
             raise
         if pending.status is None:
             return None
-        if not spec.grpc:
+        if not call:
             return str(pending.status)
         # No grpc-status: a gRPC client reads the HTTP status, as the gRPC spec says.
         code = pending.grpc_status or str(int(grpc.status_for_http(pending.status)))

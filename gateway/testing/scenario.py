@@ -107,6 +107,18 @@ class WebSocketSession:
 
 
 @attrs.frozen
+class GrpcStream:
+    """`grpc_stream = { messages = 10, interval = "1s", size = 32 }`: a server-streaming
+    gRPC call: after its think time the host sends `messages` messages of `size` bytes,
+    `interval` apart, then its status in trailers (a "reset" host resets the stream
+    halfway through them)."""
+
+    messages: int = attrs.field(default=1, validator=attrs.validators.ge(1))
+    interval: Duration = _ONE_SECOND
+    size: ByteSize = _SMALL_MESSAGE
+
+
+@attrs.frozen
 class RequestSpec:
     """`[[clients.requests]]`: one kind of request in a client's mix, picked by weight."""
 
@@ -119,10 +131,17 @@ class RequestSpec:
     #: A unary gRPC call (POST, application/grpc, one message of body_size): its outcome
     #: is its grpc-status ("grpc-0", "grpc-14"). HTTP/2 clients only.
     grpc: bool = False
+    #: A server-streaming gRPC call instead: its outcome is its grpc-status, or "reset" if
+    #: the stream was cut. HTTP/2 clients only.
+    grpc_stream: GrpcStream | None = None
     #: A WebSocket session (an HTTP/1.1 upgrade, then echoed messages): its outcome is
     #: "101" if every message came back, "reset" if the tunnel broke, or the status of
     #: a refused upgrade. HTTP/1.1 clients only.
     websocket: WebSocketSession | None = None
+
+    def __attrs_post_init__(self) -> None:
+        if self.grpc and self.grpc_stream is not None:
+            raise ValueError("a request is a unary gRPC call (grpc) or a stream (grpc_stream)")
 
 
 @attrs.frozen
@@ -164,7 +183,7 @@ class ClientScript:
             raise ValueError(f"client {self.name}: requests is empty")
         if self.protocol != "http1" and any(r.websocket for r in self.requests):
             raise ValueError(f'client {self.name}: WebSocket sessions need protocol = "http1"')
-        if self.protocol != "http2" and any(r.grpc for r in self.requests):
+        if self.protocol != "http2" and any(r.grpc or r.grpc_stream for r in self.requests):
             raise ValueError(f'client {self.name}: gRPC calls need protocol = "http2"')
         if self.protocol == "http2" and any(r.body_size > _H2_WINDOW for r in self.requests):
             raise ValueError(

@@ -29,6 +29,27 @@ from gateway.testing.virtual_clock import sleep
 #: RST_STREAM's INTERNAL_ERROR: what a server that fails mid-response sends.
 _INTERNAL_ERROR = 2
 
+#: The header by which a simulated client asks for a server-streaming answer to a gRPC
+#: call: "MESSAGES INTERVAL SIZE" (a count, seconds, bytes).
+GRPC_STREAM = "x-scenario-stream"
+
+
+def stream_shape(messages: int, interval: float, size: int) -> str:
+    """The `GRPC_STREAM` header's value."""
+    return f"{messages} {interval!r} {size}"
+
+
+def _parse_shape(value: str | None, unary_size: int) -> tuple[int, float, int]:
+    """(messages, interval, size) a call asks for; one message for a unary call (or a
+    header that does not parse)."""
+    if value is not None:
+        try:
+            messages, interval, size = value.split()
+            return int(messages), float(interval), int(size)
+        except ValueError:
+            pass
+    return 1, 0.0, unary_size
+
 
 class _Connection:
     def __init__(self, stream: ByteStream) -> None:
@@ -122,7 +143,8 @@ async def _answer(
         await sleep(answer.delay)
     codec = connection.codec
     if grpc.is_grpc_request(head):
-        if await _answer_grpc(connection, stream_id, answer):
+        shape = _parse_shape(head.headers.get(GRPC_STREAM), answer.body_size)
+        if await _answer_grpc(connection, stream_id, answer, *shape):
             served(answer.status)
         return
     response = ResponseHead(answer.status, HeaderMap([("content-length", str(answer.body_size))]))
@@ -143,22 +165,35 @@ async def _answer(
     served(answer.status)
 
 
-async def _answer_grpc(connection: _Connection, stream_id: int, answer: Answer) -> bool:
-    """A gRPC server's answer: HTTP 200, one message, and the script's status as the
-    gRPC status it maps to (503: UNAVAILABLE, 504: DEADLINE_EXCEEDED, ...) in trailers;
-    a "reset" host resets the stream after the message's first half. True if it was
-    answered whole."""
+async def _answer_grpc(
+    connection: _Connection,
+    stream_id: int,
+    answer: Answer,
+    messages: int,
+    interval: float,
+    size: int,
+) -> bool:
+    """A gRPC server's answer: HTTP 200, `messages` messages of `size` bytes `interval`
+    apart (one for a unary call), and the script's status as the gRPC status it maps to
+    (503: UNAVAILABLE, 504: DEADLINE_EXCEEDED, ...) in trailers; a "reset" host resets the
+    stream after half of them and half of the next. True if it was answered whole."""
     codec = connection.codec
-    message = grpc.frame(b"x" * answer.body_size)
+    message = grpc.frame(b"x" * size)
     head = ResponseHead(200, HeaderMap([("content-type", "application/grpc")]))
+    whole = messages // 2 if answer.state == "reset" else messages
     try:
         codec.send_response_head(stream_id, head, end_stream=False)
+        for sent in range(whole):
+            if sent:
+                await sleep(interval)
+            await connection.send_body(stream_id, message, end_stream=False)
         if answer.state == "reset":
+            if whole:
+                await sleep(interval)
             await connection.send_body(stream_id, message[: len(message) // 2], end_stream=False)
             codec.reset(stream_id, _INTERNAL_ERROR)
             await connection.flush()
             return False
-        await connection.send_body(stream_id, message, end_stream=False)
         status = int(grpc.status_for_http(answer.status))
         codec.send_trailers(stream_id, HeaderMap([("grpc-status", str(status))]))
         await connection.flush()

@@ -353,6 +353,42 @@ def test_grpc_calls_end_with_the_grpc_status_their_host_maps_to():
     assert all(c.passed for c in check_expectations(result)), check_expectations(result)
 
 
+def test_server_streaming_grpc_calls_run_their_length_or_meet_the_route_timeout():
+    config = CONFIG.replace('connect_timeout = "1s"', 'connect_timeout = "1s"\nprotocol = "http2"')
+    watch = {"messages": 4, "interval": "1s", "size": 100}
+
+    def watcher(name: str, path: str) -> dict[str, object]:
+        return {
+            "name": name,
+            "rate": 1,
+            "protocol": "http2",
+            "requests": [{"path": path, "grpc_stream": watch}],
+        }
+
+    scenario = {
+        "duration": "10s",
+        "hosts": {
+            "10.1.0.1:80": {"latency": "100ms"},
+            "10.1.0.2:80": {"latency": "100ms", "state": "reset"},
+        },
+        # The retry route's 5 s timeout lets a 3.1 s stream run; the catch-all's 3 s does not.
+        "clients": [watcher("long", "/retry/pkg.Feed/Watch"), watcher("short", "/pkg.Feed/Watch")],
+    }
+    result = run(scenario, config)
+    seen: dict[tuple[str, str], set[float]] = collections.defaultdict(set)
+    for outcome in result.outcomes:
+        seen[outcome.client, outcome.result].add(round(outcome.latency or 0, 6))
+    # Whole streams: the think time, then four messages a second apart, then OK. A reset
+    # host cut its stream after two messages: the gateway ends it UNAVAILABLE (no retry:
+    # the response had begun), unless the route's timeout came first: DEADLINE_EXCEEDED.
+    assert seen == {
+        ("long", "grpc-0"): {3.1},
+        ("long", "grpc-14"): {2.1},
+        ("short", "grpc-4"): {3.0},
+        ("short", "grpc-14"): {2.1},
+    }
+
+
 def test_a_clients_server_name_chooses_the_filter_chain():
     config = """
 [listeners.edge]
