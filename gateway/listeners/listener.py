@@ -13,6 +13,10 @@ needs it, the TLS inspector peeks at the ClientHello (SNI, ALPN) within
 chosen, else the connection is closed and counted in `no_filter_chain_match`; the chain
 terminates TLS if it has `tls` (handshake under its own timeout), then runs its network
 filters, the last of which (HCM or tcp_proxy) owns the connection until it ends.
+
+Bound in memory (`bind_in_memory`), a listener serves no socket: `gateway test` hands it
+simulated connections (`accept_memory`) with what the inspector would have read, and the
+rest (chain, TLS if asked, filters, stats, drain, reload) is the same code.
 """
 
 import errno

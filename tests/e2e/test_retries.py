@@ -6,6 +6,7 @@ import grpc
 import httpx
 import trio
 
+from gateway import Gateway
 from tests.cluster_helpers import start_backends
 from tests.config_builder import Table, proxy_config
 from tests.grpc_echo import OPTIONS, echo_config
@@ -161,15 +162,22 @@ async def test_retry_breaker_overflow(nursery):
         assert gw.stats.value("cluster.backend.upstream_rq_retry_overflow") == 1
 
 
+async def call_unary(gw: Gateway, request: bytes) -> bytes:
+    """One unary call of the echo service through the gateway's edge listener (grpcio)."""
+    channel = grpc.insecure_channel(f"127.0.0.1:{gw.listener_ports['edge']}", options=OPTIONS)
+    try:
+        unary = channel.unary_unary("/test.Echo/Unary")
+        reply: bytes = await trio.to_thread.run_sync(functools.partial(unary, request, timeout=5))
+        return reply
+    finally:
+        channel.close()
+
+
 async def test_grpc_unavailable_is_retried(echo_server):
     port, servicer = echo_server
     retry_unavailable = {"retry_on": ["unavailable"], "num_retries": 1}
     async with run_gateway(echo_config(port, retry_policy=retry_unavailable)) as gw:
-        channel = grpc.insecure_channel(f"127.0.0.1:{gw.listener_ports['edge']}", options=OPTIONS)
-        unary = channel.unary_unary("/test.Echo/Unary")
-        reply = await trio.to_thread.run_sync(functools.partial(unary, b"flaky", timeout=5))
-        channel.close()
-        assert reply == b"flaky"
+        assert await call_unary(gw, b"flaky") == b"flaky"
         assert servicer.flaky_calls == 2
         assert gw.stats.value("cluster.echo.upstream_rq_retry") == 1
 
@@ -183,10 +191,6 @@ async def test_a_grpc_call_answered_ok_is_not_repeated_on_a_route_retrying_http_
     port, servicer = echo_server
     policy = {"retry_on": ["5xx", "reset", "connect-failure"], "num_retries": 2}
     async with run_gateway(echo_config(port, retry_policy=policy)) as gw:
-        channel = grpc.insecure_channel(f"127.0.0.1:{gw.listener_ports['edge']}", options=OPTIONS)
-        unary = channel.unary_unary("/test.Echo/Unary")
-        reply = await trio.to_thread.run_sync(functools.partial(unary, b"once", timeout=5))
-        channel.close()
-        assert reply == b"once"
+        assert await call_unary(gw, b"once") == b"once"
         assert servicer.unary_calls == 1
         assert gw.stats.value("cluster.echo.upstream_rq_retry") == 0
