@@ -10,7 +10,7 @@ author the filter, in virtual time.
   pytest-trio's `autojump_clock` fixture it runs in virtual time.
 """
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
 from pathlib import Path
 from typing import Any
@@ -70,9 +70,13 @@ SimulationOpener = Callable[..., AbstractAsyncContextManager[Simulation]]
 
 
 def _open(
-    config: ConfigSource, hosts: Mapping[str, Mapping[str, Any]] | None = None, *, seed: int = 0
+    config: ConfigSource,
+    hosts: Mapping[str, Mapping[str, Any]] | None = None,
+    *,
+    seed: int = 0,
+    later: Sequence[GatewayConfig] = (),
 ) -> AbstractAsyncContextManager[Simulation]:
-    return open_simulation(as_config(config), structure_hosts(hosts or {}), seed=seed)
+    return open_simulation(as_config(config), structure_hosts(hosts or {}), seed=seed, later=later)
 
 
 @pytest.fixture
@@ -84,5 +88,7 @@ def gateway_scenario() -> ScenarioRunner:
 @pytest.fixture
 def gateway_simulation() -> SimulationOpener:
     """`async with gateway_simulation(config, {"10.0.0.1:80": {"latency": "20ms"}}) as
-    sim: status = await sim.request("/path")`, in the test's trio run."""
+    sim: status = await sim.request("/path")`, in the test's trio run; `await
+    sim.reload(new_config)` hot-reloads it (pass `later=[new_config]` for hosts at the
+    new config's endpoints)."""
     return _open

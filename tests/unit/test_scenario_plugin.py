@@ -99,6 +99,18 @@ async def test_a_simulation_in_the_tests_own_virtual_time(gateway_simulation, au
         assert await sim.request("/slow") == 504
         assert trio.current_time() - start == pytest.approx(2.0)  # the route timeout
         assert sim.gateway.stat("cluster.api.upstream_rq_timeout") == 1
+
+
+@pytest.mark.trio
+async def test_a_hot_reload_in_the_tests_own_run(gateway_simulation, autojump_clock):
+    from gateway import loads_config
+
+    v2 = loads_config(CONFIG.replace('"10.1.0.1:80"', '"10.1.0.2:80"'))
+    async with gateway_simulation(CONFIG, {"10.1.0.2:80": {"status": 503}}, later=[v2]) as sim:
+        assert await sim.request("/") == 200
+        assert await sim.reload(v2) == ["cluster api changed"]
+        assert await sim.request("/") == 503  # version 2's host
+        assert [e.kind for e in sim.events if e.kind == "reload"] == ["reload"]
 '''
 
 
@@ -117,7 +129,7 @@ def test_the_fixtures_in_a_suite_of_their_own(tmp_path):
         timeout=120,
     )
     assert run.returncode == 0, run.stdout + run.stderr
-    assert "5 passed" in run.stdout
+    assert "6 passed" in run.stdout
 
 
 def test_the_plugin_is_registered_for_pytest():
