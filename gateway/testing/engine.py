@@ -26,7 +26,7 @@ from gateway.config.model import GatewayConfig
 from gateway.errors import ConfigError
 from gateway.observability.stats import Counter, Gauge
 from gateway.testing.client import Outcome, SimulatedClient
-from gateway.testing.result import ScenarioResult
+from gateway.testing.result import ScenarioResult, TaskSnapshot
 from gateway.testing.scenario import Scenario
 from gateway.testing.simulated_config import has_access_log, simulation_notes
 from gateway.testing.simulation import endpoints, open_simulation
@@ -174,11 +174,12 @@ async def _run(
             )
             for script in scenario.clients
         ]
-        snapshots: list[tuple[float, str, str]] = []
+        snapshots: list[TaskSnapshot] = []
 
         async def take_snapshot(at: float) -> None:
             await trio.sleep_until(start + at)
-            snapshots.extend((at, name, text) for name, text in simulation.listener_tasks().items())
+            tasks = simulation.listener_tasks()
+            snapshots.extend(TaskSnapshot(at, name, text) for name, text in tasks.items())
 
         async def reload(at: float, config: GatewayConfig, path: str) -> None:
             await trio.sleep_until(start + at)

@@ -91,9 +91,13 @@ def render_report(result: ScenarioResult, checks: list[Check], *, all_stats: boo
         lines.append(f"  ... {len(timeline) - MAX_TIMELINE_LINES} more")
     if not timeline:
         lines.append("  (nothing happened)")
-    for at, listener, text in result.task_snapshots:
-        lines.append(f"tasks at {at:.3f}s (as /tasks?listener={listener} shows them):")
-        lines += [f"  {line}" for line in text.splitlines()]
+    for snapshot in result.task_snapshots:
+        where = f" in worker {snapshot.worker}" if snapshot.worker is not None else ""
+        lines.append(
+            f"tasks at {snapshot.at:.3f}s{where} "
+            f"(as /tasks?listener={snapshot.listener} shows them):"
+        )
+        lines += [f"  {line}" for line in snapshot.text.splitlines()]
     lines.append("tasks alive at the end (as /tasks shows them):")
     alive = [node for nodes in result.leftover_tasks.values() for node in nodes]
     lines += [render_text(node, "  ") for node in alive[:MAX_LEFTOVER_TASKS]]
@@ -148,8 +152,8 @@ def report_data(result: ScenarioResult, checks: list[Check]) -> dict[str, Any]:
         },
         "timeline": [attrs.asdict(e) for e in sorted(result.events, key=lambda e: e.time)],
         "task_snapshots": [
-            {"time": at, "listener": listener, "tasks": text}
-            for at, listener, text in result.task_snapshots
+            {"time": s.at, "listener": s.listener, "worker": s.worker, "tasks": s.text}
+            for s in result.task_snapshots
         ],
         "leftover_tasks": result.leftover_tasks,
         "stats": dict(sorted(result.stats.items())),

@@ -11,6 +11,17 @@ from gateway.testing.timeline import Event
 from gateway.testing.upstream_host import HostRecord
 
 
+@attrs.frozen
+class TaskSnapshot:
+    """One listener's connections and streams at a scenario's `task_snapshots` time, as
+    `/tasks?listener=NAME` shows them (text), in `worker` when the run had several."""
+
+    at: float
+    listener: str
+    text: str
+    worker: int | None = None
+
+
 @attrs.define
 class ScenarioResult:
     scenario: Scenario
@@ -27,8 +38,7 @@ class ScenarioResult:
     notes: list[str] = attrs.Factory(list)
     #: The access log's lines, when the scenario checks them (None: the config has none).
     access_log_lines: list[str] | None = None
-    #: The scenario's `task_snapshots`: (scenario time, listener, /tasks text).
-    task_snapshots: list[tuple[float, str, str]] = attrs.Factory(list)
+    task_snapshots: list[TaskSnapshot] = attrs.Factory(list)
     #: Downstream connections and request streams still alive at the end, as /tasks
     #: shows them (`Simulation.leftover_tasks`).
     leftover_tasks: dict[str, list[dict[str, Any]]] = attrs.Factory(dict)

@@ -67,9 +67,9 @@ def merge_results(results: list[ScenarioResult]) -> ScenarioResult:
         virtual_seconds=max(result.virtual_seconds for result in results),
         wall_seconds=0.0,
         task_snapshots=[
-            (at, f"{listener} (worker {i})", text)
+            attrs.evolve(snapshot, worker=i)
             for i, result in enumerate(results)
-            for at, listener, text in result.task_snapshots
+            for snapshot in result.task_snapshots
         ],
         leftover_tasks={
             kind: [node for result in results for node in result.leftover_tasks.get(kind, [])]

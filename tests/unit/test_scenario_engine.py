@@ -465,8 +465,9 @@ def test_task_snapshots_show_what_the_gateway_is_doing_then():
         "hosts": {"10.1.0.2:80": {"state": "hang"}},
         "clients": [client(rate=1)],
     }
-    ((at, listener, tasks),) = run(scenario).task_snapshots
-    assert (at, listener) == (1.5, "edge")
+    (snapshot,) = run(scenario).task_snapshots
+    assert (snapshot.at, snapshot.listener, snapshot.worker) == (1.5, "edge", None)
+    tasks = snapshot.text
     # The first request (sent at 0 s) went to the hanging host: its stream waits, with
     # what is left of the route's 3 s timeout (virtual time, as the admin's /tasks shows).
     (stream,) = [line for line in tasks.splitlines() if "[stream]" in line]
