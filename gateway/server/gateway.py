@@ -145,7 +145,7 @@ class Gateway:
         jobs = list(self.state.background)
         self.state.background.clear()
         if self._background_scope is not None:
-            self._background_scope.deadline = self._drain_deadlines(self.config.server)[0]
+            self._background_scope.deadline = drain_deadlines(self.config.server)[0]
         scope = self._background_scope = trio.CancelScope()
 
         async def run_jobs() -> None:
@@ -157,19 +157,13 @@ class Gateway:
         if jobs:
             self.nursery.start_soon(run_jobs, name="filter background jobs")
 
-    def _drain_deadlines(self, server: ServerConfig) -> tuple[float, float]:
-        """When draining connections are cut, and when those that have not begun a request
-        yet (nor finished their TLS handshake) are."""
-        now = trio.current_time()
-        return now + server.drain_timeout, now + server.drain_grace
-
     def drain_listeners(self) -> None:
         """Starts the drain (admin `/drain_listeners`, or the first step of a shutdown):
         listeners stop accepting, in-flight requests may finish until the drain timeout."""
         if self.state.draining:
             return  # the first drain's deadline stands
         self.state.draining = True
-        deadline, grace = self._drain_deadlines(self.config.server)
+        deadline, grace = drain_deadlines(self.config.server)
         for listener in self._running:
             listener.drain(deadline, grace)
 
@@ -208,7 +202,7 @@ class Gateway:
                 self.state.background.clear()  # the new filters' jobs, never to run
                 raise
             # What the old config leaves behind drains by the new config's timeout.
-            drain = self._drain_deadlines(config.server)
+            drain = drain_deadlines(config.server)
             changes += await self.clusters.update(config, drain[0])
             self.config = config
             changes += await swap_listeners(
@@ -280,3 +274,11 @@ def build_listeners(
                 access_log.close()
         raise
     return listeners
+
+
+def drain_deadlines(server: ServerConfig) -> tuple[float, float]:
+    """When draining connections are cut, and when those that have not begun a request
+    yet (nor finished their TLS handshake) are: `server`'s drain timeout and grace from
+    now, on trio's clock."""
+    now = trio.current_time()
+    return now + server.drain_timeout, now + server.drain_grace

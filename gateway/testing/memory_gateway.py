@@ -29,7 +29,7 @@ from gateway.listeners.network_filter import ConnectionInfo
 from gateway.listeners.swap import swap_listeners
 from gateway.observability.stats import StatsStore
 from gateway.router.route_table import build_route_tables
-from gateway.server.gateway import build_listeners
+from gateway.server.gateway import build_listeners, drain_deadlines
 from gateway.server.overload import OverloadManager
 from gateway.server.state import ServerState
 from gateway.testing.memory_stream import MemoryStream, memory_stream_pair
@@ -100,8 +100,7 @@ class MemoryGateway:
         )
         for listener in listeners.values():
             listener.bind_in_memory()
-        now = trio.current_time()
-        drain = (now + config.server.drain_timeout, now + config.server.drain_grace)
+        drain = drain_deadlines(config.server)
         changes = await self.clusters.update(config, drain[0])
         changes += await swap_listeners(
             self.listeners, listeners, config, route_tables, drain, self._start
